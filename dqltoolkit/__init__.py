@@ -1,0 +1,23 @@
+"""dqltoolkit: offline RL with diffusion policies (Diffusion-QL), exact, fast and SB3-compatible.
+
+>>> import dqltoolkit
+>>> model = dqltoolkit.load("runs/bandit/model.zip")
+>>> action, _ = model.predict(obs)
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from . import envs  # noqa: F401,E402  (registers bandit2d-v0 with Gymnasium)
+from .agent import Agent  # noqa: E402
+from .config import AgentConfig, load_recipe  # noqa: E402
+from .training import train  # noqa: E402
+
+
+def load(path, env=None, device: str = "auto") -> Agent:
+    """Load a checkpoint written by ``Agent.save`` / ``dqltoolkit train`` (nothing is unpickled)."""
+    return Agent.load(path, env=env, device=device)
+
+
+__all__ = ["Agent", "AgentConfig", "load", "load_recipe", "train", "__version__"]

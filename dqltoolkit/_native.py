@@ -1,0 +1,64 @@
+"""Optional native kernels, compiled on first use with the system C compiler and loaded with ctypes.
+
+No torch headers are involved, so a build takes well under a second; the shared object is cached per
+source, compiler flags and CPU model in ``$DQLTOOLKIT_CACHE`` (default ``~/.cache/dqltoolkit``). If no
+compiler is found or the build fails, :func:`native_lib` returns None and callers use PyTorch ops.
+Set ``DQLTOOLKIT_NATIVE=0`` to disable.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional
+
+_SRC = Path(__file__).parent / "csrc" / "mish.c"
+_FLAGS = ["-O3", "-ffast-math", "-march=native", "-shared", "-fPIC"]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("DQLTOOLKIT_CACHE", Path.home() / ".cache" / "dqltoolkit"))
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "flags")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+@lru_cache(maxsize=1)
+def native_lib() -> Optional[ctypes.CDLL]:
+    if os.environ.get("DQLTOOLKIT_NATIVE", "1") == "0" or platform.system() != "Linux":
+        return None
+    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    if cc is None or not _SRC.is_file():
+        return None
+    key = hashlib.sha256(_SRC.read_bytes() + " ".join(_FLAGS).encode() + _cpu_model().encode() + platform.machine().encode()).hexdigest()[:16]
+    so = cache_dir() / f"dql_native_{key}.so"
+    if not so.is_file():
+        try:
+            so.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=so.parent)
+            os.close(fd)
+            subprocess.run([cc, *_FLAGS, str(_SRC), "-o", tmp, "-lm"], check=True, capture_output=True, timeout=120)
+            os.replace(tmp, so)  # atomic: parallel test workers may build at once
+        except (OSError, subprocess.SubprocessError):
+            return None
+    try:
+        lib = ctypes.CDLL(str(so))
+        lib.dql_mish_fwd.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+        lib.dql_mish_bwd.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+        return lib
+    except OSError:
+        return None

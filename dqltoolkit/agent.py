@@ -1,0 +1,354 @@
+"""The agent: any head + critic + objective, trained offline, used like a Stable-Baselines3 model.
+
+One class runs every composition a recipe names. Its public surface follows SB3 where that makes sense
+(``learn``, ``predict``, ``save``, ``load``, ``get_env``, ``logger``, ``num_timesteps``) so that
+``evaluate_policy``, ``EvalCallback`` and ``CheckpointCallback`` work on it unchanged.
+
+All networks carry a member dimension: ``seeds=(0, 1, 2)`` trains three independent agents in one
+process, each drawing its own initial weights, batches and noise from its own generator, so that each
+member equals a separate single-seed run.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from . import critics as _critics  # noqa: F401  (registers built-ins)
+from . import heads as _heads  # noqa: F401
+from . import objectives as _objectives  # noqa: F401
+from .config import AgentConfig
+from .data.buffer import TransitionBuffer
+from .nn import clip_grad_norm_members, member_generators, member_rand
+from .registry import CRITICS, HEADS, OBJECTIVES
+
+
+def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
+    return dev
+
+
+def _make_adam(params: List[nn.Parameter], lr: float, device: torch.device) -> torch.optim.Adam:
+    # fused Adam is one kernel for all parameters (CPU and CUDA); fall back where a build lacks it
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr, foreach=True)
+
+
+class Agent:
+    """Offline RL agent. Build from a config and spaces, give it data with :meth:`set_dataset`, then
+    :meth:`learn`; or :meth:`load` a checkpoint."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        observation_space: gym.spaces.Box,
+        action_space: gym.spaces.Box,
+        seeds: Sequence[int] = (0,),
+        device: Union[str, torch.device] = "auto",
+        env: Optional[gym.Env] = None,
+        task: Optional[str] = None,
+    ) -> None:
+        if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
+            raise ValueError(f"dqltoolkit agents need a 1-D Box action space, got {action_space}")
+        if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
+            raise ValueError(f"dqltoolkit agents need a 1-D Box observation space, got {observation_space}")
+        if not np.all(np.isfinite(action_space.low)) or not np.all(np.isfinite(action_space.high)):
+            raise ValueError("dqltoolkit agents need finite action bounds")
+        self.config = config
+        self.observation_space, self.action_space = observation_space, action_space
+        self.seeds = [int(s) for s in seeds]
+        self.members = len(self.seeds)
+        self.device = resolve_device(device)
+        self.task = task
+        self.obs_dim = int(observation_space.shape[0])
+        self.action_dim = int(action_space.shape[0])
+        self.num_timesteps = 0
+        self._env = None
+        self._logger = None
+        self.buffer: Optional[TransitionBuffer] = None
+        self._build()
+        if env is not None:
+            self.set_env(env)
+
+    # --- construction -----------------------------------------------------------------------------
+    def _build(self) -> None:
+        cfg, M, dev = self.config, self.members, self.device
+        head_cls = HEADS.get(cfg.head)
+        obj_cls = OBJECTIVES.get(cfg.objective)
+        self.objective = obj_cls(eta=cfg.eta, q_grad=cfg.q_grad, eta_warmup=cfg.eta_warmup, config=cfg)
+        if self.objective.needs_differentiable_samples and not getattr(head_cls, "differentiable_samples", False):
+            raise ValueError(
+                f"objective {cfg.objective!r} needs differentiable samples, but head {cfg.head!r} cannot give them"
+            )
+        self.head = head_cls(self.obs_dim, self.action_dim, members=M, **self._head_kwargs(head_cls)).to(dev)
+        self.uses_critic = bool(self.objective.uses_critic)
+        if self.uses_critic:
+            critic_cls = CRITICS.get(cfg.critic)
+            self.critic = critic_cls(self.obs_dim, self.action_dim, members=M, hidden=cfg.critic_hidden, n_layers=cfg.critic_layers).to(dev)
+        else:
+            self.critic = None
+        self.train_generators = member_generators(self.seeds, dev)
+        # parameters of member m come from generator m, so a member equals a single run with its seed
+        self.head.reset_parameters(self.train_generators)
+        if self.critic is not None:
+            self.critic.reset_parameters(self.train_generators)
+        self.ema_head = copy.deepcopy(self.head).requires_grad_(False)
+        self.act_generators = member_generators([s + 100 for s in self.seeds], dev)
+        self.actor_params = list(self.head.parameters())
+        self.actor_opt = _make_adam(self.actor_params, cfg.lr, dev)
+        if self.critic is not None:
+            self.critic_params = self.critic.online_parameters()
+            self.critic_opt = _make_adam(self.critic_params, cfg.critic_lr, dev)
+        self._schedulers = []
+        if cfg.lr_decay:
+            for opt in [self.actor_opt] + ([self.critic_opt] if self.critic is not None else []):
+                self._schedulers.append(torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.steps, 1), eta_min=0.0))
+        low = torch.as_tensor(self.action_space.low, dtype=torch.float32, device=dev)
+        high = torch.as_tensor(self.action_space.high, dtype=torch.float32, device=dev)
+        self._action_center, self._action_scale = (high + low) / 2, (high - low) / 2
+        self.obs_mean = torch.zeros(self.obs_dim, device=dev)
+        self.obs_std = torch.ones(self.obs_dim, device=dev)
+        self._log_keys: List[str] = []
+        self._log_sum: Optional[Tensor] = None
+        self._log_count = 0
+
+    def _head_kwargs(self, head_cls) -> Dict[str, Any]:
+        """Pass the config fields the head's constructor accepts (so new heads need no core edits)."""
+        import inspect
+
+        params = inspect.signature(head_cls.__init__).parameters
+        kw = {k: v for k, v in self.config.to_dict().items() if k in params and k not in ("obs_dim", "action_dim", "members")}
+        if "max_action" in params:
+            kw["max_action"] = 1.0  # the head works in [-1, 1]; the agent rescales to the Box bounds
+        return kw
+
+    # --- data ---------------------------------------------------------------------------------------
+    def set_dataset(self, table: Mapping[str, np.ndarray]) -> TransitionBuffer:
+        """Put a transition table on the training device (actions rescaled to [-1, 1], obs normalised
+        if ``normalize_obs``); statistics become part of the agent and of its checkpoints."""
+        from .data.buffer import validate_table
+
+        t = validate_table(table)
+        if t["observations"].shape[1] != self.obs_dim or t["actions"].shape[1] != self.action_dim:
+            raise ValueError(
+                f"dataset shapes obs {t['observations'].shape[1:]} / actions {t['actions'].shape[1:]} do not match the "
+                f"agent's spaces ({self.obs_dim},) / ({self.action_dim},)"
+            )
+        center = self._action_center.cpu().numpy()
+        scale = self._action_scale.cpu().numpy()
+        t["actions"] = np.clip((t["actions"] - center) / scale, -1.0, 1.0)
+        if self.config.normalize_obs:
+            mean = t["observations"].mean(0)
+            std = t["observations"].std(0) + 1e-3
+            self.obs_mean = torch.as_tensor(mean, device=self.device)
+            self.obs_std = torch.as_tensor(std, device=self.device)
+            t["observations"] = (t["observations"] - mean) / std
+            t["next_observations"] = (t["next_observations"] - mean) / std
+        self.buffer = TransitionBuffer(t, self.device)
+        return self.buffer
+
+    # --- training -----------------------------------------------------------------------------------
+    def _apply_grads(self, loss: Tensor, params: List[nn.Parameter], opt: torch.optim.Optimizer, members: int) -> Tensor:
+        # autograd.grad w.r.t. these parameters only: the actor's Q term back-propagates through the
+        # critic to its input but never computes the critic's weight gradients
+        grads = torch.autograd.grad(loss, params)
+        for p, g in zip(params, grads):
+            p.grad = g if g.is_contiguous() else g.contiguous()
+        norm = clip_grad_norm_members(params, self.config.grad_norm, members)
+        opt.step()
+        return norm
+
+    def critic_target(self, batch: Dict[str, Tensor]) -> Tensor:
+        """y = r + gamma (1 - done) min(Q1', Q2')(s', a'), a' from the EMA actor; ``[M, B]``."""
+        cfg = self.config
+        r, d = batch["rewards"], batch["terminals"]
+        if cfg.gamma == 0:
+            return r  # one-step task (the bandit): the critic regresses the reward
+        with torch.no_grad():
+            nobs = batch["next_obs"]
+            if cfg.max_q_backup:
+                n = cfg.n_backup_samples
+                M, B, _ = nobs.shape
+                rep = nobs.repeat_interleave(n, dim=1)
+                na = self.ema_head.sample(rep, self.train_generators)
+                q = self.critic.target_values(rep, na).view(M, 2, B, n).max(-1).values
+            else:
+                na = self.ema_head.sample(nobs, self.train_generators)
+                q = self.critic.target_values(nobs, na)
+            return r + (1.0 - d) * cfg.gamma * q.min(dim=1).values
+
+    def train_step(self, batch: Optional[Dict[str, Tensor]] = None) -> Dict[str, Tensor]:
+        """One gradient step for every member; returns per-member diagnostics ``{name: [M]}`` (no sync)."""
+        if batch is None:
+            if self.buffer is None:
+                raise RuntimeError("no dataset: call set_dataset(table) or learn() with a task first")
+            batch = self.buffer.sample(self.config.batch_size, self.train_generators)
+        cfg, M = self.config, self.members
+        info: Dict[str, Tensor] = {}
+        if self.critic is not None:
+            y = self.critic_target(batch)
+            q = self.critic(batch["obs"], batch["actions"])
+            critic_loss = (q - y.unsqueeze(1)).pow(2).mean(dim=2).sum(dim=1)
+            info["critic_loss"] = critic_loss
+            info["critic_grad_norm"] = self._apply_grads(critic_loss.sum(), self.critic_params, self.critic_opt, M)
+        self.objective.step = self.num_timesteps
+        actor_loss, parts = self.objective.actor_loss(self.head, self.critic, batch["obs"], batch["actions"], self.train_generators)
+        info.update(parts)
+        info["actor_loss"] = actor_loss
+        info["actor_grad_norm"] = self._apply_grads(actor_loss.sum(), self.actor_params, self.actor_opt, M)
+        if self.num_timesteps % cfg.ema_every == 0:
+            self._update_ema()
+        if self.critic is not None:
+            self.critic.polyak(cfg.tau)
+        for s in self._schedulers:
+            s.step()
+        self.num_timesteps += 1
+        self._accumulate(info)
+        return info
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        ema, online = list(self.ema_head.parameters()), self.actor_params
+        if self.num_timesteps < self.config.ema_start:
+            # sound default: the EMA tracks the actor until averaging starts. The reference code leaves
+            # it at the initial weights, so its first critic targets come from an untrained policy.
+            if not self.config.reference_quirks:
+                torch._foreach_copy_(ema, online)
+            return
+        torch._foreach_lerp_(ema, online, 1.0 - self.config.ema_decay)
+
+    def _accumulate(self, info: Dict[str, Tensor]) -> None:
+        if not self._log_keys:
+            self._log_keys = list(info)
+        vals = torch.stack([info[k].detach().float() for k in self._log_keys])
+        self._log_sum = vals if self._log_sum is None else self._log_sum.add_(vals)
+        self._log_count += 1
+
+    def pop_metrics(self) -> Dict[str, np.ndarray]:
+        """Mean of each diagnostic since the last call, per member (one host sync)."""
+        if self._log_sum is None:
+            return {}
+        vals = (self._log_sum / self._log_count).cpu().numpy()
+        self._log_sum, self._log_count = None, 0
+        return {k: vals[i] for i, k in enumerate(self._log_keys)}
+
+    # --- acting -------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def act(self, obs: Tensor, deterministic: bool = False, head: Optional[nn.Module] = None) -> Tensor:
+        """Actions for raw observations ``[M, B, obs_dim]`` -> ``[M, B, action_dim]`` in Box units.
+
+        With a critic: sample ``n_candidates`` actions per state in one pass, score them with the target
+        critic's min(Q1, Q2) and draw one with probability softmax(Q) (Gumbel-max, no host sync), or
+        take the argmax when ``deterministic``. Without a critic: one sample per state.
+        """
+        head = head or self.head
+        obs = (obs - self.obs_mean) / self.obs_std
+        M, B, _ = obs.shape
+        N = self.config.n_candidates
+        if self.critic is None or N <= 1:
+            a = head.sample(obs, self.act_generators)
+        else:
+            rep = obs.repeat_interleave(N, dim=1)
+            cand = head.sample(rep, self.act_generators)
+            q = self.critic.target_values(rep, cand).min(dim=1).values.view(M, B, N)
+            if not deterministic:
+                u = member_rand(self.act_generators, (B, N), obs.device).clamp_(1e-20, 1.0 - 1e-7)
+                q = q - torch.log(-torch.log(u))
+            k = q.argmax(dim=-1)
+            a = torch.gather(cand.view(M, B, N, -1), 2, k[..., None, None].expand(M, B, 1, self.action_dim)).squeeze(2)
+        return a * self._action_scale + self._action_center
+
+    def predict(
+        self,
+        observation: Union[np.ndarray, Dict[str, np.ndarray]],
+        state: Optional[Tuple[np.ndarray, ...]] = None,
+        episode_start: Optional[np.ndarray] = None,
+        deterministic: bool = False,
+    ) -> Tuple[np.ndarray, Optional[Tuple[np.ndarray, ...]]]:
+        """SB3's predict: one observation -> one action, a batch -> a batch; returns ``(actions, state)``."""
+        if isinstance(observation, dict):
+            raise ValueError("predict: dict observations are not supported; dqltoolkit agents take a Box observation")
+        obs = np.asarray(observation, dtype=np.float32)
+        shape = tuple(self.observation_space.shape)
+        if obs.shape == shape:
+            single = True
+        elif obs.ndim == len(shape) + 1 and tuple(obs.shape[1:]) == shape:
+            single = False
+        else:
+            raise ValueError(
+                f"predict: observation has shape {obs.shape}; expected {shape} for one observation "
+                f"or (n_envs, {', '.join(map(str, shape))}) for a batch"
+            )
+        x = torch.as_tensor(obs.reshape(-1, self.obs_dim), device=self.device)
+        a = self.act(x.unsqueeze(0).expand(self.members, -1, -1), deterministic)[0].cpu().numpy()
+        a = np.clip(a, self.action_space.low, self.action_space.high).astype(self.action_space.dtype)
+        return (a[0] if single else a), state
+
+    def set_random_seed(self, seed: int) -> None:
+        """Reseed the action-sampling generators (member m gets ``seed + m``)."""
+        for m, g in enumerate(self.act_generators):
+            g.manual_seed(int(seed) + m)
+
+    # --- SB3 compatibility -------------------------------------------------------------------------
+    def get_env(self):
+        return self._env
+
+    def set_env(self, env) -> None:
+        from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
+
+        if env is not None and not isinstance(env, VecEnv):
+            env = DummyVecEnv([lambda e=env: e])
+        self._env = env
+
+    def get_vec_normalize_env(self):
+        return None
+
+    @property
+    def logger(self):
+        if self._logger is None:
+            from stable_baselines3.common.logger import configure
+
+            self._logger = configure(None, ["stdout"])
+        return self._logger
+
+    def set_logger(self, logger) -> None:
+        self._logger = logger
+
+    def learn(self, total_timesteps: int, callback=None, log_interval: Optional[int] = None, progress_bar: bool = False, reset_num_timesteps: bool = False, **_: Any) -> "Agent":
+        """Run ``total_timesteps`` gradient steps on the dataset (offline: a timestep is a gradient step)."""
+        from .training import run_learning
+
+        if reset_num_timesteps:
+            self.num_timesteps = 0
+        run_learning(self, int(total_timesteps), callback=callback, log_interval=log_interval, progress_bar=progress_bar)
+        return self
+
+    def save(self, path: Union[str, Path], include_optimizer: bool = True) -> Path:
+        from .checkpoint import save_agent
+
+        return save_agent(self, path, include_optimizer=include_optimizer)
+
+    @classmethod
+    def load(cls, path: Union[str, Path], env: Optional[gym.Env] = None, device: Union[str, torch.device] = "auto", **_: Any) -> "Agent":
+        from .checkpoint import load_agent
+
+        agent = load_agent(path, device=device)
+        if env is not None:
+            agent.set_env(env)
+        return agent
+
+    def __repr__(self) -> str:
+        c = self.config
+        return f"Agent(head={c.head!r}, critic={c.critic if self.critic is not None else None!r}, objective={c.objective!r}, members={self.members}, steps={self.num_timesteps})"

@@ -1,0 +1,204 @@
+"""The checkpoint format: a zip of ``dqltoolkit.json`` (what to build) and ``tensors.safetensors``.
+
+Loading never unpickles anything, so a checkpoint from the zoo or a stranger cannot run code (an SB3
+zip, by contrast, holds cloudpickled objects). Writes are atomic: a temp file in the same folder,
+then ``os.replace``, so an interrupted save never leaves a half-written checkpoint under the real name.
+Checkpoints hold optimiser, EMA, target-network and RNG state, so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import gymnasium as gym
+import numpy as np
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+FORMAT = "dqltoolkit-agent"
+FORMAT_VERSION = 1
+DOC_NAME = "dqltoolkit.json"
+TENSORS_NAME = "tensors.safetensors"
+_MEMBER_PREFIXES = ("head.", "ema.", "critic.")
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable dqltoolkit checkpoint; the message names the file and the problem."""
+
+
+def box_to_json(space: gym.spaces.Box) -> Dict[str, Any]:
+    return {"type": "Box", "low": space.low.tolist(), "high": space.high.tolist(), "shape": list(space.shape), "dtype": str(space.dtype)}
+
+
+def box_from_json(d: Dict[str, Any]) -> gym.spaces.Box:
+    if d.get("type") != "Box":
+        raise ValueError(f"unsupported space type {d.get('type')!r}")
+    dtype = np.dtype(d["dtype"])
+    return gym.spaces.Box(np.asarray(d["low"], dtype=dtype), np.asarray(d["high"], dtype=dtype), shape=tuple(d["shape"]), dtype=dtype)
+
+
+def _versions() -> Dict[str, str]:
+    from . import __version__
+
+    return {"dqltoolkit": __version__, "torch": torch.__version__, "gymnasium": gym.__version__, "python": platform.python_version()}
+
+
+def _member_slice(t: torch.Tensor, members: int, m: Optional[int]) -> torch.Tensor:
+    if m is None:
+        return t
+    k = t.shape[0] // members
+    return t[m * k : (m + 1) * k]
+
+
+def agent_state(agent, member: Optional[int] = None, include_optimizer: bool = True) -> Dict[str, torch.Tensor]:
+    """All tensors of an agent, optionally of one member only (for per-seed checkpoints)."""
+    M = agent.members
+    out: Dict[str, torch.Tensor] = {}
+    for prefix, module in (("head.", agent.head), ("ema.", agent.ema_head), ("critic.", agent.critic)):
+        if module is None:
+            continue
+        for k, v in module.state_dict().items():
+            out[prefix + k] = _member_slice(v, M, member)
+    if include_optimizer:
+        opts = {"actor": agent.actor_opt}
+        if agent.critic is not None:
+            opts["critic"] = agent.critic_opt
+        for name, opt in opts.items():
+            for i, st in opt.state_dict()["state"].items():
+                for k, v in st.items():
+                    v = torch.as_tensor(v)
+                    out[f"optim.{name}.{i}.{k}"] = _member_slice(v, M, member) if v.dim() > 0 else v
+    members = range(M) if member is None else [member]
+    for j, m in enumerate(members):
+        out[f"rng.train.{j}"] = agent.train_generators[m].get_state()
+        out[f"rng.act.{j}"] = agent.act_generators[m].get_state()
+    out["obs_mean"] = agent.obs_mean
+    out["obs_std"] = agent.obs_std
+    return {k: v.detach().to("cpu").contiguous() for k, v in out.items()}
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_agent(agent, path: Union[str, Path], member: Optional[int] = None, include_optimizer: bool = True, extra: Optional[Dict[str, Any]] = None) -> Path:
+    """Write an agent (or one member of a multi-seed agent) to ``path`` (``.zip`` is added if missing)."""
+    path = Path(path)
+    if path.suffix != ".zip":
+        path = path.with_suffix(path.suffix + ".zip") if path.suffix else path.with_suffix(".zip")
+    seeds = agent.seeds if member is None else [agent.seeds[member]]
+    doc = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": agent.config.to_dict(),
+        "observation_space": box_to_json(agent.observation_space),
+        "action_space": box_to_json(agent.action_space),
+        "seeds": seeds,
+        "num_timesteps": agent.num_timesteps,
+        "task": agent.task,
+        "has_optimizer": include_optimizer,
+        "schedulers": [s.state_dict() for s in agent._schedulers],
+        "versions": _versions(),
+        "extra": extra or {},
+    }
+    tensors = st_save(agent_state(agent, member, include_optimizer))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr(DOC_NAME, json.dumps(doc, indent=2, default=float))
+        z.writestr(TENSORS_NAME, tensors)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def read_checkpoint(path: Union[str, Path]) -> tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
+    """Read and validate a checkpoint's document and tensors without building an agent."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+            if DOC_NAME not in names:
+                raise CheckpointError(f"{path} is not a dqltoolkit checkpoint: the zip has no {DOC_NAME} (found {sorted(names)[:5]})")
+            doc = json.loads(z.read(DOC_NAME))
+            if TENSORS_NAME not in names:
+                raise CheckpointError(f"{path}: the zip has no {TENSORS_NAME}")
+            raw = z.read(TENSORS_NAME)
+    except zipfile.BadZipFile as exc:
+        raise CheckpointError(f"{path} is not a readable dqltoolkit checkpoint (truncated or not a zip file: {exc})") from None
+    except (zipfile.LargeZipFile, EOFError, OSError, json.JSONDecodeError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise CheckpointError(f"{path} is damaged or truncated: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a dqltoolkit checkpoint ({DOC_NAME} has format {doc.get('format') if isinstance(doc, dict) else None!r}, expected {FORMAT!r})")
+    if int(doc.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer dqltoolkit (format {doc['format_version']} > {FORMAT_VERSION}); upgrade dqltoolkit")
+    try:
+        tensors = st_load(raw)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: {TENSORS_NAME} is damaged: {exc}") from None
+    return doc, tensors
+
+
+def load_agent(path: Union[str, Path], device: Union[str, torch.device] = "auto"):
+    """Build the agent a checkpoint describes and load its tensors (strictly: every tensor must fit)."""
+    from .agent import Agent
+    from .config import AgentConfig
+
+    doc, tensors = read_checkpoint(path)
+    try:
+        config = AgentConfig.from_dict(doc["config"], source=f"{path} config")
+        agent = Agent(config, box_from_json(doc["observation_space"]), box_from_json(doc["action_space"]), seeds=doc["seeds"], device=device, task=doc.get("task"))
+    except KeyError as exc:
+        raise CheckpointError(f"{path}: {DOC_NAME} lacks the field {exc}") from None
+    dev = agent.device
+    try:
+        for prefix, module in (("head.", agent.head), ("ema.", agent.ema_head), ("critic.", agent.critic)):
+            if module is None:
+                continue
+            sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            module.load_state_dict(sd, strict=True)
+        if doc.get("has_optimizer"):
+            opts = {"actor": agent.actor_opt}
+            if agent.critic is not None:
+                opts["critic"] = agent.critic_opt
+            for name, opt in opts.items():
+                sd = opt.state_dict()
+                state: Dict[int, Dict[str, torch.Tensor]] = {}
+                for k, v in tensors.items():
+                    if k.startswith(f"optim.{name}."):
+                        _, _, i, key = k.split(".", 3)
+                        state.setdefault(int(i), {})[key] = v.to(dev) if key != "step" else v
+                sd["state"] = state
+                opt.load_state_dict(sd)
+        for m in range(agent.members):
+            agent.train_generators[m].set_state(tensors[f"rng.train.{m}"])
+            agent.act_generators[m].set_state(tensors[f"rng.act.{m}"])
+        agent.obs_mean = tensors["obs_mean"].to(dev)
+        agent.obs_std = tensors["obs_std"].to(dev)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise CheckpointError(f"{path}: tensors do not match the agent it describes: {exc}") from None
+    for s, sd in zip(agent._schedulers, doc.get("schedulers", [])):
+        s.load_state_dict(sd)
+    agent.num_timesteps = int(doc.get("num_timesteps", 0))
+    return agent

@@ -1,0 +1,133 @@
+"""The ``dqltoolkit`` command line: train, evaluate, list (and, as they land, ablate, zoo, dataset, bench)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional, Tuple
+
+import click
+
+from .config import ConfigError
+from .registry import UnknownNameError
+
+
+def _fail(exc: Exception) -> None:
+    raise click.ClickException(str(exc))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="dqltoolkit")
+def main() -> None:
+    """Offline RL with diffusion policies (Diffusion-QL) and the paper's baselines."""
+
+
+@main.command()
+@click.option("--agent", "agent", default="diffusion-ql", show_default=True, help="Recipe name from `dqltoolkit list agents`, or a path to a recipe YAML.")
+@click.option("--env", "env", required=True, help="Task id from `dqltoolkit list envs` (e.g. bandit2d-v0).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Run folder [runs/<agent>-<env>].")
+@click.option("--steps", type=int, default=None, help="Gradient steps (default: the recipe's `steps`).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seeds", type=str, default=None, help="Train several seeds in one process, e.g. 0-4 (overrides --seed).")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto.")
+@click.option("--head", default=None, help="Swap the recipe's policy head (e.g. gaussian).")
+@click.option("-p", "params", multiple=True, metavar="KEY=VALUE", help="Override a recipe key; repeatable. Typed by the recipe.")
+@click.option("--no-progress", is_flag=True, help="Print log lines instead of a progress bar.")
+def train(agent: str, env: str, out: Optional[Path], steps: Optional[int], seed: int, seeds: Optional[str], device: str, head: Optional[str], params: Tuple[str, ...], no_progress: bool) -> None:
+    """Train an agent offline on a task's dataset, then evaluate it and save model.zip."""
+    from .config import parse_overrides
+    from .training import TrainingDiverged, parse_seeds
+    from .training import train as run_train
+
+    try:
+        overrides = parse_overrides(params)
+        if head is not None:
+            overrides["head"] = head
+        seed_list = parse_seeds(seeds) if seeds else [seed]
+        out = out or Path("runs") / f"{Path(agent).stem}-{env}"
+        click.echo(f"training {agent} on {env} -> {out} (seeds {seed_list})", err=True)
+        res = run_train(agent, env, out, steps=steps, seeds=seed_list, device=device, overrides=overrides, progress=not no_progress)
+    except (ConfigError, UnknownNameError, ValueError, FileNotFoundError, TrainingDiverged) as exc:
+        _fail(exc)
+    r = res.results
+    click.echo(f"trained {r['steps']} steps in {r['train_seconds']:.1f}s ({r['steps_per_s']:.1f} steps/s)")
+    for e in r.get("evaluation", []):
+        line = f"seed {e['seed']}: mean return {e['mean_return']:.3f} +- {e['std_return']:.3f} over {e['episodes']} episodes"
+        if "normalized_score" in e:
+            line += f", normalised score {e['normalized_score']:.1f}"
+        if "mode_shares" in e:
+            sh = e["mode_shares"]
+            line += "\n  policy samples on modes: " + ", ".join(f"{k} {v:.1%}" for k, v in sh.items())
+        click.echo(line)
+    if len(r.get("evaluation", [])) > 1:
+        click.echo(f"over seeds: mean return {r['mean_return']:.3f} +- {r['std_return_over_seeds']:.3f}")
+    for c in res.checkpoints:
+        click.echo(f"saved {c}")
+    for name in ("bandit.png", "metrics.csv", "config.yaml", "learning_curves.png"):
+        if (res.out / name).exists():
+            click.echo(f"wrote {res.out / name}")
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--env", "env", default=None, help="Task id (default: the task the checkpoint was trained on).")
+@click.option("--episodes", type=int, default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--deterministic", is_flag=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def evaluate(checkpoint: Path, env: Optional[str], episodes: Optional[int], seed: int, deterministic: bool, device: str, as_json: bool) -> None:
+    """Evaluate a checkpoint on a task's env (all episodes as one vector env)."""
+    from .agent import Agent
+    from .checkpoint import CheckpointError
+    from .evaluation import evaluate as run_eval
+    from .tasks import get_task
+
+    try:
+        model = Agent.load(checkpoint, device=device)
+        task_id = env or model.task
+        if task_id is None:
+            raise ValueError(f"{checkpoint} does not name its task; pass --env")
+        task = get_task(task_id)
+        n = episodes or (task.eval_episodes if task.one_step else model.config.eval_episodes)
+        model.set_random_seed(seed + 100)
+        r = run_eval(model, task.make_env, episodes=n, seed=seed, deterministic=deterministic)
+    except (CheckpointError, UnknownNameError, ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    score = task.normalized_score(r["mean_return"])
+    if score is not None:
+        r["normalized_score"] = score
+    r["env"] = task.id
+    if as_json:
+        click.echo(json.dumps(r))
+    else:
+        click.echo(f"{task.id}: mean return {r['mean_return']:.3f} +- {r['std_return']:.3f} over {r['episodes']} episodes" + (f", normalised score {score:.1f}" if score is not None else ""))
+
+
+@main.command(name="list")
+@click.argument("what", type=click.Choice(["agents", "heads", "critics", "objectives", "envs", "keys", "all"]), default="all")
+def list_(what: str) -> None:
+    """Show registered agents (recipes), heads, critics, objectives, envs (tasks) and recipe keys."""
+    from . import agent as _agent  # noqa: F401  (registers built-in parts)
+    from .config import config_keys, recipe_names
+    from .registry import CRITICS, HEADS, OBJECTIVES
+    from .tasks import task_ids
+
+    sections = {
+        "agents": recipe_names,
+        "heads": HEADS.names,
+        "critics": CRITICS.names,
+        "objectives": OBJECTIVES.names,
+        "envs": task_ids,
+    }
+    for name, fn in sections.items():
+        if what in (name, "all"):
+            click.echo(f"{name}: {', '.join(fn())}")
+    if what == "keys":
+        for k, (tp, default) in config_keys().items():
+            click.echo(f"{k:18s} {tp:6s} {default}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])

@@ -1,0 +1,59 @@
+"""Twin Q-networks as one member-batched network.
+
+For ``M`` agents (seeds) the network has ``2M`` members laid out seed-major, so each layer of both
+critics of all seeds is a single batched matmul. Outputs are ``[M, 2, B]``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..nn import EnsembleMLP
+from ..registry import CRITICS
+
+
+@CRITICS.register("double-q")
+class DoubleQCritic(nn.Module):
+    n_q = 2
+
+    def __init__(self, obs_dim: int, action_dim: int, members: int = 1, hidden: int = 256, n_layers: int = 3, activation: str = "mish") -> None:
+        super().__init__()
+        self.members = members
+        self.q = EnsembleMLP(members * self.n_q, obs_dim + action_dim, 1, [hidden] * n_layers, activation)
+        self.target = copy.deepcopy(self.q)
+        self.target.requires_grad_(False)
+
+    def reset_parameters(self, generators: Sequence[torch.Generator]) -> None:
+        self.q.reset_parameters(generators)
+        self.sync_target()
+
+    @torch.no_grad()
+    def sync_target(self) -> None:
+        for t, p in zip(self.target.parameters(), self.q.parameters()):
+            t.copy_(p)
+
+    def online_parameters(self) -> list[nn.Parameter]:
+        return list(self.q.parameters())
+
+    def _run(self, net: EnsembleMLP, obs: Tensor, actions: Tensor) -> Tensor:
+        M, B, _ = obs.shape
+        x = torch.cat([obs, actions], dim=-1)
+        x = x.unsqueeze(1).expand(M, self.n_q, B, x.shape[-1]).reshape(M * self.n_q, B, -1)
+        return net(x).view(M, self.n_q, B)
+
+    def forward(self, obs: Tensor, actions: Tensor) -> Tensor:
+        """Q-values of the online twins, ``[M, 2, B]``."""
+        return self._run(self.q, obs, actions)
+
+    def target_values(self, obs: Tensor, actions: Tensor) -> Tensor:
+        """Q-values of the target twins, ``[M, 2, B]`` (no graph)."""
+        with torch.no_grad():
+            return self._run(self.target, obs, actions)
+
+    @torch.no_grad()
+    def polyak(self, tau: float) -> None:
+        torch._foreach_lerp_(list(self.target.parameters()), list(self.q.parameters()), tau)

@@ -1,0 +1,78 @@
+"""The paper's 2-D bandit: one-step episodes, four reward modes at the corners of [-1, 1]^2."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+import gymnasium as gym
+import numpy as np
+
+MODE_NAMES = ("top_left", "bottom_left", "top_right", "bottom_right")
+MODE_CENTRES = np.array([[-0.8, 0.8], [-0.8, -0.8], [0.8, 0.8], [0.8, -0.8]], dtype=np.float32)
+MODE_MEANS = np.array([3.0, 0.0, 1.5, 5.0], dtype=np.float32)
+MODE_RADIUS = 0.2
+REWARD_STD = 0.5
+BEST_MODE = int(np.argmax(MODE_MEANS))
+
+
+def mode_of(actions: np.ndarray, radius: float = MODE_RADIUS) -> np.ndarray:
+    """Index of the mode whose centre lies within ``radius`` of each action, or -1."""
+    a = np.asarray(actions, dtype=np.float32).reshape(-1, 2)
+    d = np.linalg.norm(a[:, None, :] - MODE_CENTRES[None], axis=-1)
+    idx = d.argmin(1)
+    return np.where(d[np.arange(len(a)), idx] <= radius, idx, -1)
+
+
+def mode_shares(actions: np.ndarray) -> Dict[str, float]:
+    """Share of actions on each mode plus ``off_data`` (on no mode)."""
+    m = mode_of(actions)
+    out = {name: float(np.mean(m == i)) for i, name in enumerate(MODE_NAMES)}
+    out["off_data"] = float(np.mean(m == -1))
+    return out
+
+
+class Bandit2DEnv(gym.Env):
+    """One-step 2-D bandit with a constant zero observation of width 2.
+
+    Reward: the mean of the mode within 0.2 of the action (0 elsewhere) plus N(0, 0.5) noise from the
+    env's seeded RNG. ``info["mode"]`` names the mode hit, or ``None``.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, noise_std: float = REWARD_STD) -> None:
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+        self.noise_std = float(noise_std)
+        self._obs = np.zeros(2, dtype=np.float32)
+
+    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> Tuple[np.ndarray, Dict[str, Any]]:
+        super().reset(seed=seed)
+        return self._obs.copy(), {}
+
+    def step(self, action: np.ndarray):
+        a = np.asarray(action, dtype=np.float32)
+        if a.shape != (2,):
+            raise ValueError(f"bandit2d: action must have shape (2,), got {a.shape}")
+        m = int(mode_of(a)[0])
+        mean = float(MODE_MEANS[m]) if m >= 0 else 0.0
+        reward = mean + self.noise_std * float(self.np_random.normal())
+        info = {"mode": MODE_NAMES[m] if m >= 0 else None}
+        return self._obs.copy(), reward, True, False, info
+
+
+def make_bandit_dataset(n: int = 10_000, seed: int = 0, std: float = 0.05) -> Dict[str, np.ndarray]:
+    """The paper's dataset: n actions, a quarter from each mode's Gaussian (clipped), rewards per sample."""
+    rng = np.random.default_rng(seed)
+    mode = np.repeat(np.arange(4), int(np.ceil(n / 4)))[:n]
+    rng.shuffle(mode)
+    actions = np.clip(MODE_CENTRES[mode] + std * rng.standard_normal((n, 2)), -1.0, 1.0).astype(np.float32)
+    rewards = (MODE_MEANS[mode] + REWARD_STD * rng.standard_normal(n)).astype(np.float32)
+    obs = np.zeros((n, 2), dtype=np.float32)
+    return {
+        "observations": obs,
+        "actions": actions,
+        "rewards": rewards,
+        "next_observations": obs.copy(),
+        "terminals": np.ones(n, dtype=np.float32),
+    }

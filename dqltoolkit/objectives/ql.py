@@ -1,0 +1,55 @@
+"""Diffusion-QL's objective, usable with any head: L = L_bc + eta * L_q.
+
+L_q is the reference code's normalised term: with probability 1/2, ``-mean(Q1(s, a0)) / mean|Q2(s, a0)|``
+(denominator detached), otherwise with Q1 and Q2 swapped, where a0 is sampled from the head with
+gradients. Each member flips its own coin, so multi-seed runs equal separate runs.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from ..nn import member_rand
+from ..registry import OBJECTIVES
+from .base import Objective
+
+
+def normalised_q_loss(q: Tensor, coin: Tensor) -> Tensor:
+    """``q`` ``[M, 2, B]`` twin Q-values of policy samples, ``coin`` ``[M]`` in [0, 1) -> loss ``[M]``."""
+    mean = q.mean(dim=2)
+    scale = q.abs().mean(dim=2).detach()
+    use_q1 = coin > 0.5
+    return torch.where(use_q1, -mean[:, 0] / scale[:, 1], -mean[:, 1] / scale[:, 0])
+
+
+@OBJECTIVES.register("ql")
+class QLObjective(Objective):
+    name = "ql"
+    uses_critic = True
+    needs_differentiable_samples = True
+
+    def __init__(self, eta: float = 1.0, q_grad: str = "exact", eta_warmup: int = 0, **_: object) -> None:
+        if q_grad not in ("exact", "approx"):
+            raise ValueError(f"ql objective: q_grad must be 'exact' or 'approx', got {q_grad!r}")
+        self.eta, self.q_grad, self.eta_warmup = float(eta), q_grad, int(eta_warmup)
+        self.step = 0  # set by the agent before each actor update
+
+    def current_eta(self) -> float:
+        """eta, ramped linearly from 0 over ``eta_warmup`` steps (0: the paper's constant eta)."""
+        if self.eta_warmup <= 0:
+            return self.eta
+        return self.eta * min(1.0, self.step / self.eta_warmup)
+
+    def actor_loss(self, head, critic, obs, actions, generators) -> Tuple[Tensor, Dict[str, Tensor]]:
+        bc = head.behaviour_loss(obs, actions, generators)
+        if self.q_grad == "approx":
+            new_actions = head.approx_sample(obs, actions, generators)
+        else:
+            new_actions = head.sample(obs, generators)
+        q = critic(obs, new_actions)
+        coin = member_rand(generators, (), obs.device)
+        ql = normalised_q_loss(q, coin)
+        return bc + self.current_eta() * ql, {"bc_loss": bc, "ql_loss": ql}

@@ -1,0 +1,87 @@
+"""Typed registries of named parts.
+
+Everything a user names on the command line (a head, a critic, an objective, an agent recipe, a task)
+resolves through one of these, so adding a part never means editing the core. Third-party packages
+add parts through entry points in the groups ``dqltoolkit.heads``, ``dqltoolkit.critics`` and
+``dqltoolkit.objectives``; they are discovered lazily, the first time a name is looked up or listed.
+"""
+
+from __future__ import annotations
+
+import difflib
+from importlib import metadata
+from typing import Callable, Dict, Generic, Iterator, List, TypeVar
+
+T = TypeVar("T")
+
+
+class UnknownNameError(KeyError):
+    """A name that no registry entry matches; the message suggests the closest ones."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
+        return str(self.args[0]) if self.args else ""
+
+
+def did_you_mean(name: str, choices: List[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+    return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+class Registry(Generic[T]):
+    """A name -> object map with entry-point discovery and helpful errors."""
+
+    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
+        self.kind = kind
+        self.group = entry_point_group
+        self._entries: Dict[str, T] = {}
+        self._discovered = entry_point_group is None
+
+    def register(self, name: str, obj: T | None = None, *, overwrite: bool = False):
+        """Register ``obj`` under ``name``; usable as a decorator when ``obj`` is omitted."""
+
+        def add(o: T) -> T:
+            if name in self._entries and not overwrite and self._entries[name] is not o:
+                raise ValueError(f"{self.kind} {name!r} is already registered")
+            self._entries[name] = o
+            return o
+
+        return add if obj is None else add(obj)
+
+    def _discover(self) -> None:
+        if self._discovered:
+            return
+        self._discovered = True
+        for ep in metadata.entry_points(group=self.group):
+            if ep.name not in self._entries:
+                try:
+                    self._entries[ep.name] = ep.load()
+                except Exception as exc:  # a broken plugin must not break the toolkit
+                    import warnings
+
+                    warnings.warn(f"could not load {self.kind} plugin {ep.name!r} ({ep.value}): {exc}")
+
+    def get(self, name: str) -> T:
+        self._discover()
+        try:
+            return self._entries[name]
+        except KeyError:
+            known = sorted(self._entries)
+            raise UnknownNameError(
+                f"unknown {self.kind} {name!r}.{did_you_mean(name, known)} Known {self.kind}s: {', '.join(known)}"
+            ) from None
+
+    def names(self) -> List[str]:
+        self._discover()
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        self._discover()
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+
+HEADS: Registry[Callable] = Registry("head", "dqltoolkit.heads")
+CRITICS: Registry[Callable] = Registry("critic", "dqltoolkit.critics")
+OBJECTIVES: Registry[Callable] = Registry("objective", "dqltoolkit.objectives")

@@ -1,0 +1,220 @@
+"""The training loop (SB3 callbacks, logger, progress bar, divergence check) and the ``train`` job."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+import yaml
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN/Inf or exploded; raised at the next log step with the step and the metric."""
+
+
+DIVERGENCE_LIMIT = 1e8
+
+
+def _convert_callback(callback):
+    from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback
+
+    if callback is None:
+        return None
+    if isinstance(callback, list):
+        return CallbackList([_convert_callback(c) for c in callback])
+    if not isinstance(callback, BaseCallback):
+        return ConvertCallback(callback)
+    return callback
+
+
+def log_metrics(agent, step: int) -> Dict[str, float]:
+    """Pull the accumulated diagnostics (one host sync), log their member means, check for divergence."""
+    metrics = agent.pop_metrics()
+    out = {}
+    for k, v in metrics.items():
+        v = np.asarray(v)
+        if not np.all(np.isfinite(v)) or (k.endswith("loss") and np.any(np.abs(v) > DIVERGENCE_LIMIT)):
+            raise TrainingDiverged(f"training diverged at step {step}: {k} = {v.tolist()} (members {agent.seeds})")
+        out[f"train/{k}"] = float(v.mean())
+        agent.logger.record(f"train/{k}", float(v.mean()))
+    agent.logger.record("time/step", step)
+    return out
+
+
+def run_learning(agent, total_steps: int, callback=None, log_interval: Optional[int] = None, progress_bar: bool = False) -> None:
+    """``total_steps`` gradient steps with SB3-style callbacks; losses are synced only every ``log_every``."""
+    log_every = int(log_interval or agent.config.log_every)
+    cb = _convert_callback(callback)
+    if cb is not None:
+        cb.init_callback(agent)
+        cb.on_training_start(locals(), globals())
+    bar = None
+    if progress_bar:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, mininterval=0.5)
+    t0, last = time.perf_counter(), 0
+    try:
+        for i in range(total_steps):
+            agent.train_step()
+            if bar is not None and (i + 1) % 50 == 0:
+                bar.update(50)
+            step = agent.num_timesteps
+            if step % log_every == 0 or i == total_steps - 1:
+                m = log_metrics(agent, step)
+                elapsed = time.perf_counter() - t0
+                agent.logger.record("time/steps_per_s", (i + 1 - last) / max(elapsed, 1e-9))
+                t0, last = time.perf_counter(), i + 1
+                agent.logger.dump(step)
+                if bar is not None:
+                    bar.set_postfix({k.split("/")[1]: f"{v:.3g}" for k, v in m.items() if k.endswith("loss")}, refresh=False)
+            if cb is not None:
+                cb.update_locals(locals())
+                if cb.on_step() is False:
+                    break
+    finally:
+        if bar is not None:
+            bar.update(total_steps - bar.n if bar.n < total_steps else 0)
+            bar.close()
+        if cb is not None:
+            cb.on_training_end()
+
+
+def bandit_report(agent, dataset_actions: np.ndarray, out: Path, n: int = 1000, seed: int = 0) -> Dict[str, Any]:
+    """1,000 raw policy samples: mode shares and the paper-style scatter (``bandit.png``)."""
+    from .envs.bandit2d import BEST_MODE, MODE_NAMES, mode_shares
+    from .plots import plot_bandit
+
+    actions = sample_policy_actions(agent, n, seed)
+    shares = mode_shares(actions)
+    plot_bandit(actions, dataset_actions, out / "bandit.png", title=f"{agent.config.head}+{agent.config.objective}: {n} samples")
+    np.save(out / "policy_samples.npy", actions)
+    return {"mode_shares": shares, "best_mode_share": shares[MODE_NAMES[BEST_MODE]]}
+
+
+@torch.no_grad()
+def sample_policy_actions(agent, n: int = 1000, seed: int = 0, member: int = 0) -> np.ndarray:
+    """``n`` raw samples of the policy head (no candidate selection) at the zero observation."""
+    from .nn import member_generators
+
+    obs = torch.zeros(agent.members, n, agent.obs_dim, device=agent.device)
+    obs = (obs - agent.obs_mean) / agent.obs_std
+    a = agent.head.sample(obs, member_generators([seed + m for m in range(agent.members)], agent.device))
+    a = a * agent._action_scale + agent._action_center
+    return a[member].cpu().numpy()
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    checkpoints: List[Path]
+    results: Dict[str, Any] = field(default_factory=dict)
+
+
+def parse_seeds(spec: str | int | Sequence[int]) -> List[int]:
+    """``"0-4"`` -> [0..4], ``"1,3,5"`` -> [1, 3, 5], ``3`` -> [3]."""
+    if isinstance(spec, int):
+        return [spec]
+    if not isinstance(spec, str):
+        return [int(s) for s in spec]
+    seeds: List[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        if "-" in part[1:]:
+            a, b = part.split("-", 1) if not part.startswith("-") else ("-" + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1])
+            seeds.extend(range(int(a), int(b) + 1))
+        elif part:
+            seeds.append(int(part))
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds {spec!r}: expected distinct integers like '0-4' or '1,3,5'")
+    return seeds
+
+
+def train(
+    agent: str,
+    env: str,
+    out: Path | str,
+    steps: Optional[int] = None,
+    seeds: Sequence[int] = (0,),
+    device: str = "auto",
+    overrides: Optional[Mapping[str, Any]] = None,
+    progress: bool = True,
+    evaluate_at_end: bool = True,
+    verbose: bool = True,
+) -> TrainResult:
+    """The `dqltoolkit train` job: recipe + task -> trained agent, checkpoints, metrics, figures."""
+    from stable_baselines3.common.logger import CSVOutputFormat, HumanOutputFormat, Logger
+
+    from .agent import Agent
+    from .checkpoint import save_agent
+    from .config import load_recipe
+    from .evaluation import evaluate
+    from .tasks import get_task
+
+    task = get_task(env)
+    config, recipe_file = load_recipe(agent, task.id)
+    if overrides:
+        config = config.replace(**overrides)
+    if steps is not None:
+        config = config.replace(steps=int(steps))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    probe_env = task.make_env()
+    model = Agent(config, probe_env.observation_space, probe_env.action_space, seeds=seeds, device=device, task=task.id)
+    model.set_env(probe_env)
+    table = task.load_dataset()
+    model.set_dataset(table)
+    resolved = {"agent": agent, "recipe_file": str(recipe_file), "env": task.id, "seeds": list(seeds), "device": str(model.device), "config": config.to_dict()}
+    (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    formats = [CSVOutputFormat(str(out / "metrics.csv"))]
+    if verbose and not progress:
+        import sys
+
+        formats.append(HumanOutputFormat(sys.stdout))
+    model.set_logger(Logger(str(out), formats))
+    t0 = time.perf_counter()
+    try:
+        model.learn(config.steps, progress_bar=progress)
+    except (KeyboardInterrupt, TrainingDiverged):
+        # nothing lost on failure: keep what was trained, under a name that says so
+        save_agent(model, out / "model_interrupted.zip")
+        raise
+    finally:
+        model.logger.close()
+    train_s = time.perf_counter() - t0
+    results: Dict[str, Any] = {"train_seconds": train_s, "steps": model.num_timesteps, "steps_per_s": model.num_timesteps / max(train_s, 1e-9)}
+    ckpts: List[Path] = []
+    if model.members == 1:
+        ckpts.append(save_agent(model, out / "model.zip"))
+    else:
+        for m, s in enumerate(model.seeds):
+            ckpts.append(save_agent(model, out / f"model_seed{s}.zip", member=m))
+    if evaluate_at_end and task.eval_env is not None:
+        from .agent import Agent as _A
+
+        per_seed = []
+        for m, path in enumerate(ckpts):
+            single = model if model.members == 1 else _A.load(path, device=device)
+            single.set_random_seed(100 + model.seeds[m])
+            r = evaluate(single, task.make_env, episodes=task.eval_episodes if task.one_step else config.eval_episodes, seed=model.seeds[m] + 100)
+            score = task.normalized_score(r["mean_return"])
+            if score is not None:
+                r["normalized_score"] = score
+            if task.id.startswith("bandit2d"):
+                r.update(bandit_report(single, table["actions"], out if model.members == 1 else out, seed=model.seeds[m]))
+            per_seed.append({"seed": model.seeds[m], **r})
+        results["evaluation"] = per_seed
+        rets = np.array([p["mean_return"] for p in per_seed])
+        results["mean_return"] = float(rets.mean())
+        results["std_return_over_seeds"] = float(rets.std())
+    from .plots import plot_learning_curves
+
+    plot_learning_curves(out / "metrics.csv", out / "learning_curves.png")
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    return TrainResult(out=out, checkpoints=ckpts, results=results)
