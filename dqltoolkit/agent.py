@@ -87,7 +87,7 @@ class Agent:
         cfg, M, dev = self.config, self.members, self.device
         head_cls = HEADS.get(cfg.head)
         obj_cls = OBJECTIVES.get(cfg.objective)
-        self.objective = obj_cls(eta=cfg.eta, q_grad=cfg.q_grad, eta_warmup=cfg.eta_warmup, config=cfg)
+        self.objective = obj_cls(eta=cfg.eta, q_grad=cfg.q_grad, eta_warmup=cfg.eta_warmup, q_start=cfg.q_start, config=cfg)
         if self.objective.needs_differentiable_samples and not getattr(head_cls, "differentiable_samples", False):
             raise ValueError(
                 f"objective {cfg.objective!r} needs differentiable samples, but head {cfg.head!r} cannot give them"

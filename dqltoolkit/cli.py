@@ -105,6 +105,32 @@ def evaluate(checkpoint: Path, env: Optional[str], episodes: Optional[int], seed
         click.echo(f"{task.id}: mean return {r['mean_return']:.3f} +- {r['std_return']:.3f} over {r['episodes']} episodes" + (f", normalised score {score:.1f}" if score is not None else ""))
 
 
+@main.command()
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
+@click.option("--rows", default="reference,exact,exact_x5,approx,eval", show_default=True, help="Comma-separated subset of rows.")
+@click.option("--steps", type=int, default=30, show_default=True, help="Steps per timed block (median of --repeats blocks).")
+@click.option("--repeats", type=int, default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per row.")
+def bench(device: str, rows: str, steps: int, repeats: int, as_json: bool) -> None:
+    """Gradient steps/s at Hopper sizes: reference vs exact vs 5 seeds vs approx, and the evaluation path."""
+    from .bench.throughput import format_table, run_benchmark, to_json_rows
+
+    known = {"reference", "exact", "exact_x5", "approx", "eval"}
+    wanted = [r.strip() for r in rows.split(",") if r.strip()]
+    bad = [r for r in wanted if r not in known]
+    if bad:
+        _fail(ValueError(f"--rows: unknown row(s) {bad}; choose from {sorted(known)}"))
+    try:
+        result = run_benchmark(device, steps=steps, repeats=repeats, rows=wanted, progress=lambda m: click.echo(m, err=True))
+    except ValueError as exc:
+        _fail(exc)
+    if as_json:
+        for r in to_json_rows(result):
+            click.echo(json.dumps(r))
+    else:
+        click.echo(format_table(result))
+
+
 @main.command(name="list")
 @click.argument("what", type=click.Choice(["agents", "heads", "critics", "objectives", "envs", "keys", "all"]), default="all")
 def list_(what: str) -> None:

@@ -47,7 +47,8 @@ class AgentConfig:
     # objective
     eta: float = 1.0
     q_grad: str = "exact"  # exact | approx (EDP-style one-step estimate)
-    eta_warmup: int = 0  # steps over which eta ramps up from 0 (0: constant eta, as in the paper)
+    q_start: int = 0  # behaviour-cloning-only steps before the Q term starts (0: from the start, as in the paper)
+    eta_warmup: int = 0  # steps over which eta then ramps up from 0 (0: constant eta, as in the paper)
     # optimisation
     lr: float = 3e-4  # actor learning rate (per dataset in the paper)
     critic_lr: float = 3e-4

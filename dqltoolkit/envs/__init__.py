@@ -10,6 +10,7 @@ import gymnasium as gym
 from .bandit2d import Bandit2DEnv, make_bandit_dataset, mode_of, mode_shares
 
 if "bandit2d-v0" not in gym.registry:
-    gym.register(id="bandit2d-v0", entry_point="dqltoolkit.envs.bandit2d:Bandit2DEnv", max_episode_steps=1)
+    # no TimeLimit: every episode terminates after its one step, and a TimeLimit of 1 would also flag it truncated
+    gym.register(id="bandit2d-v0", entry_point="dqltoolkit.envs.bandit2d:Bandit2DEnv")
 
 __all__ = ["Bandit2DEnv", "make_bandit_dataset", "mode_of", "mode_shares"]

@@ -101,14 +101,31 @@ class DiffusionHead(PolicyHead):
         noise: Tensor | None = None,
     ) -> Tensor:
         """DDPM denoising loss per member: mean over batch and action dims of (eps_theta - eps)^2."""
+        return self._denoise(obs, actions, generators, t, noise)[0]
+
+    def _denoise(self, obs, actions, generators, t=None, noise=None):
         M, B, _ = actions.shape
         if t is None:
             t = member_randint(generators, self.T, (B,), actions.device)
         if noise is None:
             noise = member_randn(generators, (B, self.action_dim), actions.device)
-        x_t = self.sqrt_abar[t].unsqueeze(-1) * actions + self.sqrt_1m_abar[t].unsqueeze(-1) * noise
+        a = self.sqrt_abar[t].unsqueeze(-1)
+        s = self.sqrt_1m_abar[t].unsqueeze(-1)
+        x_t = a * actions + s * noise
         eps = self.predict_noise(x_t, t, obs)
-        return (eps - noise).pow(2).mean(dim=(1, 2))
+        return (eps - noise).pow(2).mean(dim=(1, 2)), x_t, eps, a, s
+
+    def behaviour_loss_and_estimate(self, obs: Tensor, actions: Tensor, generators: Sequence[torch.Generator]) -> tuple[Tensor, Tensor]:
+        """The denoising loss and EDP's action approximation from the same forward pass.
+
+        EDP (Kang et al. 2023) replaces the full reverse chain in the Q term by the one-step estimate of
+        a^0 from the noised dataset action: a0_hat = (a_t - sqrt(1 - abar_t) eps_theta) / sqrt(abar_t),
+        clipped to the action bounds. It costs no extra denoiser pass, since the BC loss already computed
+        eps_theta(a_t, t, s); the gradient of Q reaches the denoiser through eps_theta.
+        """
+        loss, x_t, eps, a, s = self._denoise(obs, actions, generators)
+        estimate = ((x_t - s * eps) / a).clamp(-self.max_action, self.max_action)
+        return loss, estimate
 
     def sample(
         self,

@@ -31,23 +31,28 @@ class QLObjective(Objective):
     uses_critic = True
     needs_differentiable_samples = True
 
-    def __init__(self, eta: float = 1.0, q_grad: str = "exact", eta_warmup: int = 0, **_: object) -> None:
+    def __init__(self, eta: float = 1.0, q_grad: str = "exact", eta_warmup: int = 0, q_start: int = 0, **_: object) -> None:
         if q_grad not in ("exact", "approx"):
             raise ValueError(f"ql objective: q_grad must be 'exact' or 'approx', got {q_grad!r}")
-        self.eta, self.q_grad, self.eta_warmup = float(eta), q_grad, int(eta_warmup)
+        self.eta, self.q_grad, self.eta_warmup, self.q_start = float(eta), q_grad, int(eta_warmup), int(q_start)
         self.step = 0  # set by the agent before each actor update
 
     def current_eta(self) -> float:
-        """eta, ramped linearly from 0 over ``eta_warmup`` steps (0: the paper's constant eta)."""
+        """0 for the first ``q_start`` steps (behaviour cloning only), then eta ramped linearly from 0 over
+        ``eta_warmup`` steps. Both 0 (the paper): a constant eta from the first step."""
+        if self.step < self.q_start:
+            return 0.0
         if self.eta_warmup <= 0:
             return self.eta
-        return self.eta * min(1.0, self.step / self.eta_warmup)
+        return self.eta * min(1.0, (self.step - self.q_start) / self.eta_warmup)
 
     def actor_loss(self, head, critic, obs, actions, generators) -> Tuple[Tensor, Dict[str, Tensor]]:
-        bc = head.behaviour_loss(obs, actions, generators)
         if self.q_grad == "approx":
-            new_actions = head.approx_sample(obs, actions, generators)
+            if not hasattr(head, "behaviour_loss_and_estimate"):
+                raise ValueError(f"q_grad='approx' needs a head with a one-step action estimate (diffusion); {type(head).__name__} has none")
+            bc, new_actions = head.behaviour_loss_and_estimate(obs, actions, generators)
         else:
+            bc = head.behaviour_loss(obs, actions, generators)
             new_actions = head.sample(obs, generators)
         q = critic(obs, new_actions)
         coin = member_rand(generators, (), obs.device)

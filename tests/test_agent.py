@@ -1,0 +1,150 @@
+import numpy as np
+import pytest
+import torch
+
+import dqltoolkit
+from dqltoolkit import Agent
+
+from .conftest import random_table, tiny_config
+
+
+def test_predict_single_and_batch_follow_sb3(tiny_agent):
+    tiny_agent.learn(5)
+    a, state = tiny_agent.predict(np.zeros(3, np.float32))
+    assert a.shape == (2,) and a.dtype == np.float32 and state is None
+    b, _ = tiny_agent.predict(np.zeros((4, 3), np.float32), state=None, episode_start=np.ones(4, bool), deterministic=True)
+    assert b.shape == (4, 2)
+    assert np.all(b >= -1) and np.all(b <= 1)
+
+
+def test_predict_rejects_wrong_observation_shape(tiny_agent):
+    with pytest.raises(ValueError, match=r"observation has shape \(4,\); expected \(3,\)"):
+        tiny_agent.predict(np.zeros(4, np.float32))
+    with pytest.raises(ValueError, match=r"\(n_envs, 3\)"):
+        tiny_agent.predict(np.zeros((2, 5), np.float32))
+
+
+def test_actions_are_mapped_to_box_bounds():
+    import gymnasium as gym
+
+    obs_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    act_space = gym.spaces.Box(np.array([0.0, 10.0], np.float32), np.array([2.0, 20.0], np.float32))
+    agent = Agent(tiny_config(), obs_space, act_space, device="cpu")
+    t = random_table()
+    t["actions"] = np.stack([np.full(200, 1.5), np.full(200, 12.0)], 1).astype(np.float32)
+    agent.set_dataset(t)
+    torch.testing.assert_close(agent.buffer.actions[0], torch.tensor([0.5, -0.6]))
+    a, _ = agent.predict(np.zeros((50, 3), np.float32))
+    assert np.all(a[:, 0] >= 0) and np.all(a[:, 0] <= 2) and np.all(a[:, 1] >= 10) and np.all(a[:, 1] <= 20)
+
+
+def test_save_load_round_trip(tiny_agent, tmp_path):
+    tiny_agent.learn(12)
+    path = tiny_agent.save(tmp_path / "model.zip")
+    loaded = dqltoolkit.load(path)
+    obs = np.random.default_rng(1).standard_normal((6, 3)).astype(np.float32)
+    tiny_agent.set_random_seed(5)
+    loaded.set_random_seed(5)
+    np.testing.assert_array_equal(tiny_agent.predict(obs)[0], loaded.predict(obs)[0])
+    assert loaded.num_timesteps == 12 and loaded.config == tiny_agent.config
+    for p, q in zip(tiny_agent.head.parameters(), loaded.head.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_resumed_training_continues_exactly(tmp_path):
+    import gymnasium as gym
+
+    spaces = (gym.spaces.Box(-np.inf, np.inf, (3,), np.float32), gym.spaces.Box(-1, 1, (2,), np.float32))
+    a = Agent(tiny_config(), *spaces, device="cpu")
+    a.set_dataset(random_table())
+    a.learn(6)
+    a.save(tmp_path / "mid.zip")
+    a.learn(6)
+    b = Agent.load(tmp_path / "mid.zip", device="cpu")
+    b.set_dataset(random_table())
+    b.learn(6)
+    for p, q in zip(a.head.parameters(), b.head.parameters()):
+        torch.testing.assert_close(p, q)
+    for p, q in zip(a.critic.parameters(), b.critic.parameters()):
+        torch.testing.assert_close(p, q)
+
+
+def test_evaluate_policy_and_callbacks_work(tmp_path):
+    from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.env_util import make_vec_env
+
+    import gymnasium as gym
+    from dqltoolkit.envs import make_bandit_dataset
+
+    env = gym.make("bandit2d-v0")
+    agent = Agent(tiny_config(), env.observation_space, env.action_space, device="cpu", env=env)
+    agent.set_dataset(make_bandit_dataset(500))
+    eval_env = make_vec_env("bandit2d-v0", n_envs=2)
+    cbs = [EvalCallback(eval_env, n_eval_episodes=4, eval_freq=5, log_path=str(tmp_path), best_model_save_path=str(tmp_path)),
+           CheckpointCallback(save_freq=10, save_path=str(tmp_path / "ckpt"))]
+    agent.learn(10, callback=cbs)
+    mean, std = evaluate_policy(agent, eval_env, n_eval_episodes=6)
+    assert np.isfinite(mean) and std >= 0
+    assert (tmp_path / "evaluations.npz").exists() and (tmp_path / "best_model.zip").exists()
+    saved = sorted((tmp_path / "ckpt").glob("*.zip"))
+    assert saved and dqltoolkit.load(saved[-1]).num_timesteps == 10
+
+
+def test_objective_needing_gradients_rejects_head_without_them(spaces):
+    from dqltoolkit.heads.base import PolicyHead
+    from dqltoolkit.registry import HEADS
+
+    class NoGrad(PolicyHead):
+        differentiable_samples = False
+
+    HEADS.register("nograd-test", NoGrad, overwrite=True)
+    with pytest.raises(ValueError, match="objective 'ql' needs differentiable samples, but head 'nograd-test'"):
+        Agent(tiny_config(head="nograd-test"), *spaces)
+
+
+def test_unknown_head_names_the_head(spaces):
+    with pytest.raises(KeyError, match="unknown head 'gausian'"):
+        Agent(tiny_config(head="gausian"), *spaces)
+
+
+def test_divergence_is_detected(tiny_agent):
+    from dqltoolkit.training import TrainingDiverged
+
+    tiny_agent.learn(3)
+    with torch.no_grad():
+        tiny_agent.critic.q.layers[-1].bias.fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match="critic_loss"):
+        tiny_agent.learn(10)
+
+
+def test_members_equal_separate_runs(spaces):
+    """Three seeds in one process: each member equals a single-seed run (losses and parameters)."""
+    multi = Agent(tiny_config(), *spaces, seeds=[0, 1, 2], device="cpu")
+    multi.set_dataset(random_table())
+    single = Agent(tiny_config(), *spaces, seeds=[1], device="cpu")
+    single.set_dataset(random_table())
+    for _ in range(5):
+        im = multi.train_step()
+        is_ = single.train_step()
+        for k in ("critic_loss", "actor_loss", "bc_loss"):
+            torch.testing.assert_close(im[k][1], is_[k][0], rtol=1e-4, atol=1e-5)
+    for pm, ps in zip(multi.head.parameters(), single.head.parameters()):
+        torch.testing.assert_close(pm[1:2], ps, rtol=1e-4, atol=1e-5)
+    for pm, ps in zip(multi.critic.q.parameters(), single.critic.q.parameters()):
+        torch.testing.assert_close(pm[2:4], ps, rtol=1e-4, atol=1e-5)
+
+
+def test_ema_tracks_actor_before_start_unless_reference_quirks(spaces):
+    def run(quirks):
+        agent = Agent(tiny_config(ema_start=100, reference_quirks=quirks), *spaces, device="cpu")
+        init = [p.detach().clone() for p in agent.head.parameters()]
+        agent.set_dataset(random_table())
+        agent.learn(11)  # the last step (index 10) ends with an EMA update, after the actor update
+        return agent, init
+
+    sound, init = run(False)
+    assert all(torch.equal(p, q) for p, q in zip(sound.head.parameters(), sound.ema_head.parameters()))
+    assert not all(torch.equal(p, q) for p, q in zip(init, sound.ema_head.parameters()))
+    quirky, init = run(True)
+    assert all(torch.equal(p, q) for p, q in zip(init, quirky.ema_head.parameters()))

@@ -1,0 +1,97 @@
+"""The command line as a user meets it: a short training run, its files, and errors that name the problem."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+import dqltoolkit
+from dqltoolkit.cli import main
+
+TINY_ARGS = ["-p", "T=3", "-p", "hidden=16", "-p", "critic_hidden=16", "-p", "batch_size=32", "-p", "n_candidates=4", "-p", "log_every=5"]
+
+
+def run(args):
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+def test_train_writes_model_config_metrics_and_figure(tmp_path):
+    out = tmp_path / "run"
+    res = run(["train", "--agent", "diffusion-ql", "--env", "bandit2d-v0", "--steps", "12", "--seed", "3", "--out", str(out), "--no-progress", *TINY_ARGS])
+    assert res.exit_code == 0, res.output
+    for name in ("model.zip", "config.yaml", "metrics.csv", "bandit.png", "results.json"):
+        assert (out / name).is_file(), name
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["config"]["T"] == 3 and cfg["config"]["steps"] == 12 and cfg["seeds"] == [3]
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [int(float(r["time/step"])) for r in rows] == [5, 10, 12]
+    assert all(np.isfinite(float(r["train/critic_loss"])) for r in rows)
+    results = json.loads((out / "results.json").read_text())
+    shares = results["evaluation"][0]["mode_shares"]
+    assert sum(shares.values()) == pytest.approx(1.0)
+    model = dqltoolkit.load(out / "model.zip")
+    assert model.num_timesteps == 12 and model.task == "bandit2d-v0" and model.seeds == [3]
+    assert "policy samples on modes" in res.output and "saved" in res.output
+
+
+def test_train_accepts_a_recipe_file(tmp_path):
+    recipe = tmp_path / "my.yaml"
+    recipe.write_text("default:\n  head: diffusion\n  objective: bc\n  T: 2\n  hidden: 8\n  batch_size: 16\n  log_every: 2\n")
+    res = run(["train", "--agent", str(recipe), "--env", "bandit2d-v0", "--steps", "4", "--out", str(tmp_path / "r"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert dqltoolkit.load(tmp_path / "r" / "model.zip").config.objective == "bc"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--agent", "difusion-ql"], "unknown agent 'difusion-ql'. Did you mean 'diffusion-ql'"),
+        (["--env", "bandit2d-v1"], "unknown env 'bandit2d-v1'. Did you mean 'bandit2d-v0'"),
+        (["--head", "gausian"], "unknown head 'gausian'"),
+        (["-p", "etta=1"], "unknown key 'etta'. Did you mean 'eta'"),
+        (["-p", "eta=high"], "eta='high' is not a valid float"),
+        (["-p", "T"], "expected key=value"),
+        (["--agent", "missing.yaml"], "recipe file missing.yaml does not exist"),
+        (["--seeds", "3-1"], "seeds '3-1'"),
+    ],
+)
+def test_bad_input_names_the_problem(tmp_path, args, message):
+    base = {"--agent": "diffusion-ql", "--env": "bandit2d-v0"}
+    for k in ("--agent", "--env"):
+        if k in args:
+            base.pop(k)
+    full = ["train", *sum(([k, v] for k, v in base.items()), []), "--steps", "1", "--out", str(tmp_path / "o"), *args]
+    res = run(full)
+    assert res.exit_code != 0
+    assert message in res.output
+
+
+def test_recipe_with_unknown_key_names_file_and_key(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("default:\n  head: diffusion\n  learning_rate: 1.0e-3\n")
+    res = run(["train", "--agent", str(recipe), "--env", "bandit2d-v0", "--steps", "1", "--out", str(tmp_path / "o")])
+    assert res.exit_code != 0
+    assert "bad.yaml [default]: unknown key 'learning_rate'" in res.output
+
+
+def test_list_shows_registered_parts():
+    res = run(["list"])
+    assert res.exit_code == 0
+    lines = dict(line.split(": ", 1) for line in res.output.strip().splitlines())
+    assert {"diffusion-ql", "diffusion-bc"} <= set(lines["agents"].split(", "))
+    assert "diffusion" in lines["heads"].split(", ") and "double-q" in lines["critics"].split(", ")
+    assert {"bc", "ql"} <= set(lines["objectives"].split(", ")) and "bandit2d-v0" in lines["envs"].split(", ")
+
+
+def test_evaluate_command_reports_return(tmp_path):
+    out = tmp_path / "run"
+    assert run(["train", "--env", "bandit2d-v0", "--steps", "3", "--out", str(out), "--no-progress", *TINY_ARGS]).exit_code == 0
+    res = run(["evaluate", str(out / "model.zip"), "--episodes", "20", "--json"])
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.output)
+    assert r["episodes"] == 20 and r["env"] == "bandit2d-v0" and np.isfinite(r["mean_return"])
+    bad = run(["evaluate", str(tmp_path / "nope.zip")])
+    assert bad.exit_code != 0 and "nope.zip does not exist" in bad.output
