@@ -25,8 +25,8 @@ from . import heads as _heads  # noqa: F401
 from . import objectives as _objectives  # noqa: F401
 from .config import AgentConfig
 from .data.buffer import TransitionBuffer
-from .nn import clip_grad_norm_members, member_generators, member_rand
-from .registry import CRITICS, HEADS, OBJECTIVES
+from .nn import clip_grad_norm_members, member_generators, member_rand, member_randn
+from .registry import CRITICS, HEADS, OBJECTIVES, UnknownNameError
 
 
 def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:
@@ -85,12 +85,16 @@ class Agent:
     # --- construction -----------------------------------------------------------------------------
     def _build(self) -> None:
         cfg, M, dev = self.config, self.members, self.device
-        head_cls = HEADS.get(cfg.head)
-        obj_cls = OBJECTIVES.get(cfg.objective)
-        self.objective = obj_cls(eta=cfg.eta, q_grad=cfg.q_grad, eta_warmup=cfg.eta_warmup, q_start=cfg.q_start, config=cfg)
+        what = f"head {cfg.head!r} with objective {cfg.objective!r}"
+        try:
+            head_cls = HEADS.get(cfg.head)
+            obj_cls = OBJECTIVES.get(cfg.objective)
+        except UnknownNameError as exc:
+            raise UnknownNameError(f"cannot build {what}: {exc}") from None
+        self.objective = obj_cls(**cfg.to_dict(), config=cfg)
         if self.objective.needs_differentiable_samples and not getattr(head_cls, "differentiable_samples", False):
             raise ValueError(
-                f"objective {cfg.objective!r} needs differentiable samples, but head {cfg.head!r} cannot give them"
+                f"cannot build {what}: objective {cfg.objective!r} needs differentiable samples, but head {cfg.head!r} cannot give them"
             )
         self.head = head_cls(self.obs_dim, self.action_dim, members=M, **self._head_kwargs(head_cls)).to(dev)
         self.uses_critic = bool(self.objective.uses_critic)
@@ -104,9 +108,15 @@ class Agent:
         self.head.reset_parameters(self.train_generators)
         if self.critic is not None:
             self.critic.reset_parameters(self.train_generators)
+        # networks the objective owns (BCQ's perturbation model, BEAR's behaviour CVAE): trained with the actor
+        self.aux = nn.ModuleDict(self.objective.build(self.obs_dim, self.action_dim, M, cfg)).to(dev)
+        for module in self.aux.values():
+            module.reset_parameters(self.train_generators)
         self.ema_head = copy.deepcopy(self.head).requires_grad_(False)
+        self.ema_aux = copy.deepcopy(self.aux).requires_grad_(False)
         self.act_generators = member_generators([s + 100 for s in self.seeds], dev)
-        self.actor_params = list(self.head.parameters())
+        self.actor_params = list(self.head.parameters()) + list(self.aux.parameters())
+        self._ema_params = list(self.ema_head.parameters()) + list(self.ema_aux.parameters())
         self.actor_opt = _make_adam(self.actor_params, cfg.lr, dev)
         if self.critic is not None:
             self.critic_params = self.critic.online_parameters()
@@ -123,13 +133,14 @@ class Agent:
         self._log_keys: List[str] = []
         self._log_sum: Optional[Tensor] = None
         self._log_count = 0
+        self._last_actor_info: Dict[str, Tensor] = {}
 
     def _head_kwargs(self, head_cls) -> Dict[str, Any]:
         """Pass the config fields the head's constructor accepts (so new heads need no core edits)."""
         import inspect
 
         params = inspect.signature(head_cls.__init__).parameters
-        kw = {k: v for k, v in self.config.to_dict().items() if k in params and k not in ("obs_dim", "action_dim", "members")}
+        kw = {k: v for k, v in self.config.to_dict().items() if k in params and k not in ("obs_dim", "action_dim", "members") and v != ""}
         if "max_action" in params:
             kw["max_action"] = 1.0  # the head works in [-1, 1]; the agent rescales to the Box bounds
         return kw
@@ -182,12 +193,21 @@ class Agent:
                 n = cfg.n_backup_samples
                 M, B, _ = nobs.shape
                 rep = nobs.repeat_interleave(n, dim=1)
-                na = self.ema_head.sample(rep, self.train_generators)
+                na = self._target_actions(rep)
                 q = self.critic.target_values(rep, na).view(M, 2, B, n).max(-1).values
             else:
-                na = self.ema_head.sample(nobs, self.train_generators)
+                na = self._target_actions(nobs)
                 q = self.critic.target_values(nobs, na)
             return r + (1.0 - d) * cfg.gamma * q.min(dim=1).values
+
+    def _target_actions(self, next_obs: Tensor) -> Tensor:
+        """Next actions from the EMA (target) policy, with TD3's clipped smoothing noise if enabled."""
+        cfg = self.config
+        na = self.objective.policy_sample(self.ema_head, self.ema_aux, next_obs, self.train_generators)
+        if cfg.target_noise > 0:
+            noise = member_randn(self.train_generators, na.shape[1:], na.device) * cfg.target_noise
+            na = (na + noise.clamp(-cfg.target_noise_clip, cfg.target_noise_clip)).clamp(-1.0, 1.0)
+        return na
 
     def train_step(self, batch: Optional[Dict[str, Tensor]] = None) -> Dict[str, Tensor]:
         """One gradient step for every member; returns per-member diagnostics ``{name: [M]}`` (no sync)."""
@@ -203,15 +223,17 @@ class Agent:
             critic_loss = (q - y.unsqueeze(1)).pow(2).mean(dim=2).sum(dim=1)
             info["critic_loss"] = critic_loss
             info["critic_grad_norm"] = self._apply_grads(critic_loss.sum(), self.critic_params, self.critic_opt, M)
-        self.objective.step = self.num_timesteps
-        actor_loss, parts = self.objective.actor_loss(self.head, self.critic, batch["obs"], batch["actions"], self.train_generators)
-        info.update(parts)
-        info["actor_loss"] = actor_loss
-        info["actor_grad_norm"] = self._apply_grads(actor_loss.sum(), self.actor_params, self.actor_opt, M)
-        if self.num_timesteps % cfg.ema_every == 0:
-            self._update_ema()
-        if self.critic is not None:
-            self.critic.polyak(cfg.tau)
+        if self.num_timesteps % cfg.policy_delay == 0:
+            self.objective.step = self.num_timesteps
+            actor_loss, parts = self.objective.actor_loss(self.head, self.critic, batch["obs"], batch["actions"], self.train_generators, aux=self.aux)
+            parts["actor_loss"] = actor_loss
+            parts["actor_grad_norm"] = self._apply_grads(actor_loss.sum(), self.actor_params, self.actor_opt, M)
+            self._last_actor_info = {k: v.detach() for k, v in parts.items()}
+            if (self.num_timesteps // cfg.policy_delay) % cfg.ema_every == 0:
+                self._update_ema()
+            if self.critic is not None:
+                self.critic.polyak(cfg.tau)
+        info.update(self._last_actor_info)
         for s in self._schedulers:
             s.step()
         self.num_timesteps += 1
@@ -220,7 +242,7 @@ class Agent:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        ema, online = list(self.ema_head.parameters()), self.actor_params
+        ema, online = self._ema_params, self.actor_params
         if self.num_timesteps < self.config.ema_start:
             # sound default: the EMA tracks the actor until averaging starts. The reference code leaves
             # it at the initial weights, so its first critic targets come from an untrained policy.
@@ -257,11 +279,12 @@ class Agent:
         obs = (obs - self.obs_mean) / self.obs_std
         M, B, _ = obs.shape
         N = self.config.n_candidates
+        aux = self.aux if head is self.head else self.ema_aux
         if self.critic is None or N <= 1:
-            a = head.sample(obs, self.act_generators)
+            a = self.objective.policy_sample(head, aux, obs, self.act_generators)
         else:
             rep = obs.repeat_interleave(N, dim=1)
-            cand = head.sample(rep, self.act_generators)
+            cand = self.objective.policy_sample(head, aux, rep, self.act_generators)
             q = self.critic.target_values(rep, cand).min(dim=1).values.view(M, B, N)
             if not deterministic:
                 u = member_rand(self.act_generators, (B, N), obs.device).clamp_(1e-20, 1.0 - 1e-7)
@@ -320,7 +343,7 @@ class Agent:
         if self._logger is None:
             from stable_baselines3.common.logger import configure
 
-            self._logger = configure(None, ["stdout"])
+            self._logger = configure(None, [])  # silent, like an SB3 model with verbose=0
         return self._logger
 
     def set_logger(self, logger) -> None:

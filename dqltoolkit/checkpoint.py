@@ -27,7 +27,6 @@ FORMAT = "dqltoolkit-agent"
 FORMAT_VERSION = 1
 DOC_NAME = "dqltoolkit.json"
 TENSORS_NAME = "tensors.safetensors"
-_MEMBER_PREFIXES = ("head.", "ema.", "critic.")
 
 
 class CheckpointError(ValueError):
@@ -58,11 +57,16 @@ def _member_slice(t: torch.Tensor, members: int, m: Optional[int]) -> torch.Tens
     return t[m * k : (m + 1) * k]
 
 
+def _modules(agent):
+    """(prefix, module) of every network an agent holds; the same list on save and load."""
+    return (("head.", agent.head), ("ema.", agent.ema_head), ("aux.", agent.aux), ("ema_aux.", agent.ema_aux), ("critic.", agent.critic))
+
+
 def agent_state(agent, member: Optional[int] = None, include_optimizer: bool = True) -> Dict[str, torch.Tensor]:
     """All tensors of an agent, optionally of one member only (for per-seed checkpoints)."""
     M = agent.members
     out: Dict[str, torch.Tensor] = {}
-    for prefix, module in (("head.", agent.head), ("ema.", agent.ema_head), ("critic.", agent.critic)):
+    for prefix, module in _modules(agent):
         if module is None:
             continue
         for k, v in module.state_dict().items():
@@ -173,7 +177,7 @@ def load_agent(path: Union[str, Path], device: Union[str, torch.device] = "auto"
         raise CheckpointError(f"{path}: {DOC_NAME} lacks the field {exc}") from None
     dev = agent.device
     try:
-        for prefix, module in (("head.", agent.head), ("ema.", agent.ema_head), ("critic.", agent.critic)):
+        for prefix, module in _modules(agent):
             if module is None:
                 continue
             sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}

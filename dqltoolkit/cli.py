@@ -106,6 +106,33 @@ def evaluate(checkpoint: Path, env: Optional[str], episodes: Optional[int], seed
 
 
 @main.command()
+@click.option("--env", "env", default="bandit2d-v0", show_default=True, help="A task with a 2-D action space and a constant observation.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/ablation"), show_default=True)
+@click.option("--heads", default=None, help="Subset of policy classes: mle,cvae,mmd,diffusion.")
+@click.option("--objectives", default=None, help="Subset of objectives: bc,ql.")
+@click.option("--seeds", default="0", show_default=True, help="Seeds per variant, e.g. 0-2.")
+@click.option("--steps", type=int, default=None, help="Gradient steps per run (default: each recipe's).")
+@click.option("-p", "params", multiple=True, metavar="KEY=VALUE", help="Override a key in every recipe; repeatable.")
+@click.option("--workers", type=int, default=None, help="Parallel runs (default: one per core).")
+def ablate(env: str, out: Path, heads: Optional[str], objectives: Optional[str], seeds: str, steps: Optional[int], params: Tuple[str, ...], workers: Optional[int]) -> None:
+    """Train the paper's eight bandit panels (BC and QL x MLE, CVAE, MMD, diffusion) and compare them."""
+    from .ablation import run_ablation
+    from .config import parse_overrides
+    from .training import parse_seeds
+
+    def split(v):
+        return [x.strip() for x in v.split(",") if x.strip()] if v else None
+
+    try:
+        res = run_ablation(env, out, heads=split(heads), objectives=split(objectives), seeds=parse_seeds(seeds), steps=steps,
+                           overrides=parse_overrides(params), workers=workers)
+    except (ConfigError, UnknownNameError, ValueError) as exc:
+        _fail(exc)
+    click.echo(res["markdown"])
+    click.echo(f"wrote {res['csv']}\nwrote {res['png']}")
+
+
+@main.command()
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
 @click.option("--rows", default="reference,exact,exact_x5,approx,eval", show_default=True, help="Comma-separated subset of rows.")
 @click.option("--steps", type=int, default=30, show_default=True, help="Steps per timed block (median of --repeats blocks).")

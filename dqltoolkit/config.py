@@ -37,6 +37,8 @@ class AgentConfig:
     hidden: int = 256  # actor width
     n_layers: int = 3  # actor hidden layers
     time_dim: int = 16  # width of the time embedding
+    activation: str = ""  # actor activation (mish, relu, silu, tanh); "" keeps the head's own default
+    squash: str = "tanh"  # gaussian head: keep samples in bounds by tanh (with its Jacobian) or clip
     # critic
     critic_hidden: int = 256
     critic_layers: int = 3
@@ -44,11 +46,20 @@ class AgentConfig:
     tau: float = 0.005
     max_q_backup: bool = False
     n_backup_samples: int = 10
+    target_noise: float = 0.0  # TD3's target policy smoothing: std of noise on next actions (0: off)
+    target_noise_clip: float = 0.5
     # objective
     eta: float = 1.0
     q_grad: str = "exact"  # exact | approx (EDP-style one-step estimate)
+    q_grad_steps: int = 0  # exact: back-propagate the Q term through the last k reverse steps only (0: all, as in the paper)
     q_start: int = 0  # behaviour-cloning-only steps before the Q term starts (0: from the start, as in the paper)
     eta_warmup: int = 0  # steps over which eta then ramps up from 0 (0: constant eta, as in the paper)
+    policy_delay: int = 1  # actor (and target) updates every this many critic updates (TD3: 2)
+    perturbation: float = 0.05  # bcq: max perturbation phi, in units of max_action
+    mmd_kernel: str = "laplacian"  # mmd: laplacian | gaussian
+    mmd_sigma: float = 20.0
+    mmd_samples: int = 10
+    mmd_threshold: float = 0.05  # mmd with eta > 0: Lagrange constraint MMD <= threshold
     # optimisation
     lr: float = 3e-4  # actor learning rate (per dataset in the paper)
     critic_lr: float = 3e-4

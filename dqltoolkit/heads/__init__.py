@@ -1,6 +1,9 @@
 """Policy heads. Importing this package registers the built-in heads."""
 
 from .base import PolicyHead
+from .cvae import CVAEHead
+from .deterministic import DeterministicHead
 from .diffusion import DiffusionHead
+from .gaussian import GaussianHead
 
-__all__ = ["PolicyHead", "DiffusionHead"]
+__all__ = ["PolicyHead", "CVAEHead", "DeterministicHead", "DiffusionHead", "GaussianHead"]

@@ -132,8 +132,10 @@ class DiffusionHead(PolicyHead):
         obs: Tensor,
         generators: Sequence[torch.Generator],
         noise: Tensor | None = None,
+        grad_steps: int = 0,
     ) -> Tensor:
-        """Run the reverse chain from x_T ~ N(0, I); differentiable through every step.
+        """Run the reverse chain from x_T ~ N(0, I); differentiable through every step, or through the
+        last ``grad_steps`` only (0: all).
 
         ``noise`` ``[M, T, B, action_dim]``: index 0 is x_T, index k >= 1 the noise added after
         reverse step T-k (none is added after the last step).
@@ -145,10 +147,13 @@ class DiffusionHead(PolicyHead):
         sp = self._state_proj(obs)
         x = noise[:, 0]
         lim = self.max_action
+        # grad_steps < T: the first reverse steps run without a graph (the reference code's "last_few")
+        no_grad_until = self.T - grad_steps if 0 < grad_steps < self.T and torch.is_grad_enabled() else 0
         for k, i in enumerate(reversed(range(self.T))):
-            eps = self._eps(x, sp + tp[:, i : i + 1])
-            x0 = (self._recip[i] * x - self._recipm1[i] * eps).clamp(-lim, lim)
-            x = self._coef1[i] * x0 + self._coef2[i] * x
-            if i > 0:
-                x = x + self._std[i] * noise[:, k + 1]
+            with torch.set_grad_enabled(torch.is_grad_enabled() and k >= no_grad_until):
+                eps = self._eps(x, sp + tp[:, i : i + 1])
+                x0 = (self._recip[i] * x - self._recipm1[i] * eps).clamp(-lim, lim)
+                x = self._coef1[i] * x0 + self._coef2[i] * x
+                if i > 0:
+                    x = x + self._std[i] * noise[:, k + 1]
         return x.clamp(-lim, lim)

@@ -2,6 +2,9 @@
 
 from .base import Objective
 from .bc import BCObjective
+from .bcq import BCQObjective
+from .mmd import MMDObjective, mmd
 from .ql import QLObjective, normalised_q_loss
+from .td3bc import TD3BCObjective
 
-__all__ = ["Objective", "BCObjective", "QLObjective", "normalised_q_loss"]
+__all__ = ["Objective", "BCObjective", "BCQObjective", "MMDObjective", "QLObjective", "TD3BCObjective", "mmd", "normalised_q_loss"]

@@ -1,11 +1,18 @@
-"""The objective interface: head + critic + batch -> actor loss per member."""
+"""The objective interface: head + critic + batch -> actor loss per member.
+
+An objective may own extra networks (BCQ's perturbation model, BEAR's behaviour CVAE and Lagrange
+multiplier). It declares them in :meth:`build`; the agent gives them the member dimension, trains them
+with the actor's optimiser, keeps EMA copies of them next to the head's, and saves them in checkpoints.
+The policy that acts and that supplies the critic's next actions is :meth:`policy_sample`: the head's
+samples unless the objective changes them (BCQ perturbs them).
+"""
 
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..heads.base import PolicyHead
 
@@ -21,7 +28,20 @@ class Objective:
     uses_critic = True
     needs_differentiable_samples = False
 
+    def build(self, obs_dim: int, action_dim: int, members: int, config) -> Dict[str, nn.Module]:
+        """Extra trainable networks, each with ``reset_parameters(generators)``. Default: none."""
+        return {}
+
+    def policy_sample(self, head: PolicyHead, aux: Optional[nn.ModuleDict], obs: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
+        """Actions of the trained policy for ``obs`` ``[M, B, obs_dim]``."""
+        return head.sample(obs, generators)
+
     def actor_loss(
-        self, head: PolicyHead, critic, obs: Tensor, actions: Tensor, generators: Sequence[torch.Generator]
+        self, head: PolicyHead, critic, obs: Tensor, actions: Tensor, generators: Sequence[torch.Generator], aux: Optional[nn.ModuleDict] = None
     ) -> Tuple[Tensor, Dict[str, Tensor]]:
         raise NotImplementedError
+
+
+def q_of(critic, obs: Tensor, actions: Tensor) -> Tensor:
+    """Online twin Q-values ``[M, 2, B]`` of (obs, actions)."""
+    return critic(obs, actions)

@@ -14,6 +14,6 @@ class BCObjective(Objective):
     def __init__(self, **_: object) -> None:
         pass
 
-    def actor_loss(self, head, critic, obs, actions, generators):
+    def actor_loss(self, head, critic, obs, actions, generators, aux=None):
         bc = head.behaviour_loss(obs, actions, generators)
         return bc, {"bc_loss": bc}

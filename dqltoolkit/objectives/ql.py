@@ -31,10 +31,11 @@ class QLObjective(Objective):
     uses_critic = True
     needs_differentiable_samples = True
 
-    def __init__(self, eta: float = 1.0, q_grad: str = "exact", eta_warmup: int = 0, q_start: int = 0, **_: object) -> None:
+    def __init__(self, eta: float = 1.0, q_grad: str = "exact", eta_warmup: int = 0, q_start: int = 0, q_grad_steps: int = 0, **_: object) -> None:
         if q_grad not in ("exact", "approx"):
             raise ValueError(f"ql objective: q_grad must be 'exact' or 'approx', got {q_grad!r}")
         self.eta, self.q_grad, self.eta_warmup, self.q_start = float(eta), q_grad, int(eta_warmup), int(q_start)
+        self.q_grad_steps = int(q_grad_steps)
         self.step = 0  # set by the agent before each actor update
 
     def current_eta(self) -> float:
@@ -46,14 +47,14 @@ class QLObjective(Objective):
             return self.eta
         return self.eta * min(1.0, (self.step - self.q_start) / self.eta_warmup)
 
-    def actor_loss(self, head, critic, obs, actions, generators) -> Tuple[Tensor, Dict[str, Tensor]]:
+    def actor_loss(self, head, critic, obs, actions, generators, aux=None) -> Tuple[Tensor, Dict[str, Tensor]]:
         if self.q_grad == "approx":
             if not hasattr(head, "behaviour_loss_and_estimate"):
                 raise ValueError(f"q_grad='approx' needs a head with a one-step action estimate (diffusion); {type(head).__name__} has none")
             bc, new_actions = head.behaviour_loss_and_estimate(obs, actions, generators)
         else:
             bc = head.behaviour_loss(obs, actions, generators)
-            new_actions = head.sample(obs, generators)
+            new_actions = head.sample(obs, generators, grad_steps=self.q_grad_steps) if self.q_grad_steps else head.sample(obs, generators)
         q = critic(obs, new_actions)
         coin = member_rand(generators, (), obs.device)
         ql = normalised_q_loss(q, coin)
