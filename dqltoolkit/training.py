@@ -86,15 +86,16 @@ def run_learning(agent, total_steps: int, callback=None, log_interval: Optional[
             cb.on_training_end()
 
 
-def bandit_report(agent, dataset_actions: np.ndarray, out: Path, n: int = 1000, seed: int = 0) -> Dict[str, Any]:
-    """1,000 raw policy samples: mode shares and the paper-style scatter (``bandit.png``)."""
+def bandit_report(agent, dataset_actions: np.ndarray, out: Path, n: int = 1000, seed: int = 0, suffix: str = "") -> Dict[str, Any]:
+    """1,000 raw policy samples: mode shares and the paper-style scatter (``bandit{suffix}.png``)."""
     from .envs.bandit2d import BEST_MODE, MODE_NAMES, mode_shares
     from .plots import plot_bandit
 
     actions = sample_policy_actions(agent, n, seed)
     shares = mode_shares(actions)
-    plot_bandit(actions, dataset_actions, out / "bandit.png", title=f"{agent.config.head}+{agent.config.objective}: {n} samples")
-    np.save(out / "policy_samples.npy", actions)
+    title = f"{agent.config.head}+{agent.config.objective}: {n} samples, {shares[MODE_NAMES[BEST_MODE]]:.0%} on the best mode"
+    plot_bandit(actions, dataset_actions, out / f"bandit{suffix}.png", title=title)
+    np.save(out / f"policy_samples{suffix}.npy", actions)
     return {"mode_shares": shares, "best_mode_share": shares[MODE_NAMES[BEST_MODE]]}
 
 
@@ -207,7 +208,7 @@ def train(
             if score is not None:
                 r["normalized_score"] = score
             if task.id.startswith("bandit2d"):
-                r.update(bandit_report(single, table["actions"], out if model.members == 1 else out, seed=model.seeds[m]))
+                r.update(bandit_report(single, table["actions"], out, seed=model.seeds[m], suffix="" if model.members == 1 else f"_seed{model.seeds[m]}"))
             per_seed.append({"seed": model.seeds[m], **r})
         results["evaluation"] = per_seed
         rets = np.array([p["mean_return"] for p in per_seed])

@@ -95,3 +95,18 @@ def test_evaluate_command_reports_return(tmp_path):
     assert r["episodes"] == 20 and r["env"] == "bandit2d-v0" and np.isfinite(r["mean_return"])
     bad = run(["evaluate", str(tmp_path / "nope.zip")])
     assert bad.exit_code != 0 and "nope.zip does not exist" in bad.output
+
+
+def test_several_seeds_in_one_process_write_one_checkpoint_each_and_a_summary(tmp_path):
+    out = tmp_path / "multi"
+    res = run(["train", "--env", "bandit2d-v0", "--steps", "4", "--seeds", "0-2", "--out", str(out), "--no-progress", *TINY_ARGS])
+    assert res.exit_code == 0, res.output
+    results = json.loads((out / "results.json").read_text())
+    per_seed = [e["mean_return"] for e in results["evaluation"]]
+    assert [e["seed"] for e in results["evaluation"]] == [0, 1, 2]
+    assert results["mean_return"] == pytest.approx(np.mean(per_seed)) and results["std_return_over_seeds"] == pytest.approx(np.std(per_seed))
+    for s in (0, 1, 2):
+        m = dqltoolkit.load(out / f"model_seed{s}.zip")
+        assert m.seeds == [s] and m.members == 1 and m.num_timesteps == 4
+        assert (out / f"bandit_seed{s}.png").is_file()
+    assert "over seeds: mean return" in res.output
