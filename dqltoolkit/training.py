@@ -93,7 +93,7 @@ def bandit_report(agent, dataset_actions: np.ndarray, out: Path, n: int = 1000, 
 
     actions = sample_policy_actions(agent, n, seed)
     shares = mode_shares(actions)
-    title = f"{agent.config.head}+{agent.config.objective}: {n} samples, {shares[MODE_NAMES[BEST_MODE]]:.0%} on the best mode"
+    title = f"{agent.config.head}+{agent.config.objective}: {n} samples\n{shares[MODE_NAMES[BEST_MODE]]:.0%} on the best mode"
     plot_bandit(actions, dataset_actions, out / f"bandit{suffix}.png", title=title)
     np.save(out / f"policy_samples{suffix}.npy", actions)
     return {"mode_shares": shares, "best_mode_share": shares[MODE_NAMES[BEST_MODE]]}
