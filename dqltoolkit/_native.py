@@ -44,21 +44,30 @@ def native_lib() -> Optional[ctypes.CDLL]:
     cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
     if cc is None or not _SRC.is_file():
         return None
-    key = hashlib.sha256(_SRC.read_bytes() + " ".join(_FLAGS).encode() + _cpu_model().encode() + platform.machine().encode()).hexdigest()[:16]
+    key = hashlib.sha256(_SRC.read_bytes() + " ".join(_FLAGS + ["omp"]).encode() + _cpu_model().encode() + platform.machine().encode()).hexdigest()[:16]
     so = cache_dir() / f"dql_native_{key}.so"
-    if not so.is_file():
-        try:
-            so.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(suffix=".so", dir=so.parent)
-            os.close(fd)
-            subprocess.run([cc, *_FLAGS, str(_SRC), "-o", tmp, "-lm"], check=True, capture_output=True, timeout=120)
-            os.replace(tmp, so)  # atomic: parallel test workers may build at once
-        except (OSError, subprocess.SubprocessError):
-            return None
+    if not so.is_file() and not _build(cc, so):
+        return None
     try:
         lib = ctypes.CDLL(str(so))
-        lib.dql_mish_fwd.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
-        lib.dql_mish_bwd.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+        lib.dql_mish_fwd.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
+        lib.dql_mish_bwd.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
         return lib
     except OSError:
         return None
+
+
+def _build(cc: str, so: Path) -> bool:
+    """Compile with OpenMP (bound to torch's libgomp.so.1, see mish.c), else without; atomic rename."""
+    so.parent.mkdir(parents=True, exist_ok=True)
+    for extra in (["-fopenmp"], []):
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=so.parent)
+        os.close(fd)
+        try:
+            subprocess.run([cc, *_FLAGS, *extra, str(_SRC), "-o", tmp, "-lm"], check=True, capture_output=True, timeout=120)
+            os.replace(tmp, so)  # atomic: parallel test workers may build at once
+            return True
+        except (OSError, subprocess.SubprocessError):
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return False
