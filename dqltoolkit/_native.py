@@ -52,6 +52,9 @@ def native_lib() -> Optional[ctypes.CDLL]:
         lib = ctypes.CDLL(str(so))
         lib.dql_mish_fwd.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
         lib.dql_mish_bwd.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
+        p, i64 = ctypes.c_void_p, ctypes.c_int64
+        lib.dql_mish_bias_fwd.argtypes = [p, p, p, i64, i64, i64, ctypes.c_int]
+        lib.dql_mish_bias_bwd.argtypes = [p, p, p, p, i64, i64, i64, ctypes.c_int]
         return lib
     except OSError:
         return None

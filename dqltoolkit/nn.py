@@ -61,6 +61,40 @@ class _FastMish(torch.autograd.Function):
         return out
 
 
+class _FastMishBias(torch.autograd.Function):
+    """mish(h + b) for h ``[M, B, N]`` and a bias b ``[M, 1, N]``, without materialising h + b.
+
+    ``baddbmm`` copies the broadcast bias into its output before the matmul; a plain ``bmm`` followed by
+    this fused kernel skips that copy and the separate activation pass.
+    """
+
+    @staticmethod
+    def forward(ctx, h: Tensor, b: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(h, b)
+        lib = _native_for(h)
+        y = torch.empty_like(h)
+        M, B, N = h.shape
+        lib.dql_mish_bias_fwd(h.data_ptr(), b.data_ptr(), y.data_ptr(), M, B, N, torch.get_num_threads())
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        h, b = ctx.saved_tensors
+        grad = grad.contiguous()
+        lib = _native_for(h)
+        out = torch.empty_like(h)
+        M, B, N = h.shape
+        lib.dql_mish_bias_bwd(h.data_ptr(), b.data_ptr(), grad.data_ptr(), out.data_ptr(), M, B, N, torch.get_num_threads())
+        return out, (out.sum(dim=1, keepdim=True) if ctx.needs_input_grad[1] else None)
+
+
+def mish_bias(h: Tensor, b: Tensor) -> Tensor:
+    """mish(h + b), fused on the CPU where the native kernel applies."""
+    if h.device.type == "cpu" and b.is_contiguous() and b.dtype == torch.float32 and _native_for(h) is not None:
+        return _FastMishBias.apply(h, b)
+    return mish(h + b)
+
+
 def _native_for(x: Tensor):
     if x.device.type != "cpu" or x.dtype != torch.float32 or not x.is_contiguous():
         return None
@@ -141,14 +175,26 @@ class EnsembleMLP(nn.Module):
         for layer in self.layers:
             layer.reset_parameters(generators)
 
+    def _activate(self, x: Tensor, layer: "EnsembleLinear") -> Tensor:
+        """act(x @ W + b); for Mish the bias add is fused into the activation kernel."""
+        if self.act is mish:
+            return mish_bias(torch.bmm(x, layer.weight), layer.bias)
+        return self.act(layer(x))
+
     def forward_from_hidden(self, h: Tensor) -> Tensor:
         """Continue after the first layer's pre-activation ``h`` (lets callers split the first matmul)."""
-        for layer in self.layers[1:]:
-            h = layer(self.act(h))
-        return h
+        a = self.act(h)
+        for layer in self.layers[1:-1]:
+            a = self._activate(a, layer)
+        return self.layers[-1](a)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.forward_from_hidden(self.layers[0](x))
+        if len(self.layers) == 1:
+            return self.layers[0](x)
+        a = self._activate(x, self.layers[0])
+        for layer in self.layers[1:-1]:
+            a = self._activate(a, layer)
+        return self.layers[-1](a)
 
 
 def sinusoidal_embedding(t: Tensor, dim: int) -> Tensor:

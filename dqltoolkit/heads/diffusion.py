@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..nn import EnsembleMLP, member_randint, member_randn, sinusoidal_embedding
+from ..nn import EnsembleMLP, member_randint, member_randn, mish, mish_bias, sinusoidal_embedding
 from ..registry import HEADS
 from .base import PolicyHead
 from .schedules import SCHEDULES
@@ -81,15 +81,25 @@ class DiffusionHead(PolicyHead):
         first = self.net.layers[0]
         return torch.baddbmm(first.bias, obs, first.weight[:, self.action_dim + self.time_dim :])
 
-    def _eps(self, x: Tensor, pre: Tensor) -> Tensor:
-        h = torch.baddbmm(pre, x, self.net.layers[0].weight[:, : self.action_dim])
-        return self.net.forward_from_hidden(h)
+    def _eps(self, x: Tensor, state_part: Tensor, time_part: Tensor) -> Tensor:
+        """The denoiser from its first layer's pieces: x @ W_a + state part (with the bias), then the
+        time part, which is ``[M, 1, hidden]`` in the chain (one step for the whole batch) and goes in
+        as the fused activation's bias, or ``[M, B, hidden]`` for per-sample steps."""
+        net = self.net
+        h = torch.baddbmm(state_part, x, net.layers[0].weight[:, : self.action_dim])
+        if time_part.shape[1] == 1 and net.act is mish:
+            a = mish_bias(h, time_part)
+        else:
+            a = net.act(h + time_part)
+        for layer in net.layers[1:-1]:
+            a = net._activate(a, layer)
+        return net.layers[-1](a)
 
     def predict_noise(self, x: Tensor, t: Tensor, obs: Tensor) -> Tensor:
         """eps_theta(x_t, t, s) for per-sample steps ``t`` ``[M, B]`` (0-based)."""
         tp = self._time_proj()
         tsel = torch.gather(tp, 1, t.unsqueeze(-1).expand(-1, -1, tp.shape[-1]))
-        return self._eps(x, self._state_proj(obs) + tsel)
+        return self._eps(x, self._state_proj(obs), tsel)
 
     # --- losses and sampling ---------------------------------------------------------------------
     def behaviour_loss(
@@ -151,7 +161,7 @@ class DiffusionHead(PolicyHead):
         no_grad_until = self.T - grad_steps if 0 < grad_steps < self.T and torch.is_grad_enabled() else 0
         for k, i in enumerate(reversed(range(self.T))):
             with torch.set_grad_enabled(torch.is_grad_enabled() and k >= no_grad_until):
-                eps = self._eps(x, sp + tp[:, i : i + 1])
+                eps = self._eps(x, sp, tp[:, i : i + 1].contiguous())
                 x0 = (self._recip[i] * x - self._recipm1[i] * eps).clamp(-lim, lim)
                 x = self._coef1[i] * x0 + self._coef2[i] * x
                 if i > 0:
