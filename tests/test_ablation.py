@@ -1,0 +1,40 @@
+"""The policy-class ablation: files, table columns, and the figure's story."""
+
+import csv
+
+import pytest
+
+from dqltoolkit.ablation import COLUMNS, VARIANTS, run_ablation, select
+
+
+def test_selection_by_head_and_objective():
+    assert [v.recipe for v in select(["diffusion"], None)] == ["diffusion-bc", "diffusion-ql"]
+    assert [v.recipe for v in select(None, ["ql"])] == ["ql-gaussian", "ql-cvae", "ql-mmd", "diffusion-ql"]
+    assert len(select()) == 8 == len(VARIANTS)
+    with pytest.raises(ValueError, match=r"unknown ablation head\(s\) \['gauss'\]; choose from \['cvae', 'diffusion', 'mle', 'mmd'\]"):
+        select(["gauss"])
+
+
+def test_ablation_bc_panels_show_the_figures_story(tmp_path):
+    """Gaussian BC lands between the modes; diffusion BC reproduces all four (both default settings)."""
+    res = run_ablation("bandit2d-v0", tmp_path, heads=["mle", "diffusion"], objectives=["bc"], seeds=[0], progress=False)
+    with open(tmp_path / "ablation.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == COLUMNS and [r["variant"] for r in rows] == ["BC-MLE", "BC-Diffusion"]
+    assert (tmp_path / "ablation.png").stat().st_size > 10_000
+    mle, diff = ({k: float(v) if k not in ("variant", "head", "objective") else v for k, v in r.items()} for r in rows)
+    assert mle["off_data_share"] >= 0.5
+    for mode in ("top_left", "bottom_left", "top_right", "bottom_right"):
+        assert 0.15 <= diff[f"share_{mode}"] <= 0.35
+    assert diff["off_data_share"] <= 0.05
+    assert "| BC-MLE | mle | bc | 0 |" in res["markdown"]
+
+
+@pytest.mark.slow
+def test_full_ablation_reproduces_the_figure(tmp_path):
+    res = run_ablation("bandit2d-v0", tmp_path, seeds=[0], progress=False)
+    rows = {r["variant"]: r for r in res["rows"]}
+    dql = rows["Diffusion-QL"]
+    assert dql["best_mode_share"] >= 0.9
+    assert dql["mean_reward"] == max(r["mean_reward"] for r in rows.values())
+    assert rows["BC-MLE"]["off_data_share"] >= 0.5
