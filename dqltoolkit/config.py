@@ -50,7 +50,7 @@ class AgentConfig:
     target_noise_clip: float = 0.5
     # objective
     eta: float = 1.0
-    q_grad: str = "exact"  # exact | approx (EDP-style one-step estimate)
+    q_grad: str = "exact"  # exact | approx (EDP's one-step estimate; heads without a chain use their samples)
     q_grad_steps: int = 0  # exact: back-propagate the Q term through the last k reverse steps only (0: all, as in the paper)
     q_start: int = 0  # behaviour-cloning-only steps before the Q term starts (0: from the start, as in the paper)
     eta_warmup: int = 0  # steps over which eta then ramps up from 0 (0: constant eta, as in the paper)

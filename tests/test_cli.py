@@ -110,3 +110,12 @@ def test_several_seeds_in_one_process_write_one_checkpoint_each_and_a_summary(tm
         assert m.seeds == [s] and m.members == 1 and m.num_timesteps == 4
         assert (out / f"bandit_seed{s}.png").is_file()
     assert "over seeds: mean return" in res.output
+
+
+def test_head_option_swaps_the_policy_class(tmp_path):
+    out = tmp_path / "g"
+    res = run(["train", "--agent", "diffusion-ql", "--head", "gaussian", "--env", "bandit2d-v0", "--steps", "3", "--out", str(out), "--no-progress", *TINY_ARGS])
+    assert res.exit_code == 0, res.output
+    m = dqltoolkit.load(out / "model.zip")
+    assert (m.config.head, m.config.objective) == ("gaussian", "ql")
+    assert type(m.head).__name__ == "GaussianHead"

@@ -48,9 +48,9 @@ class QLObjective(Objective):
         return self.eta * min(1.0, (self.step - self.q_start) / self.eta_warmup)
 
     def actor_loss(self, head, critic, obs, actions, generators, aux=None) -> Tuple[Tensor, Dict[str, Tensor]]:
-        if self.q_grad == "approx":
-            if not hasattr(head, "behaviour_loss_and_estimate"):
-                raise ValueError(f"q_grad='approx' needs a head with a one-step action estimate (diffusion); {type(head).__name__} has none")
+        if self.q_grad == "approx" and hasattr(head, "behaviour_loss_and_estimate"):
+            # heads without a reverse chain (gaussian, cvae, deterministic) have nothing to approximate:
+            # their reparameterised samples are already one step, so they take the exact branch
             bc, new_actions = head.behaviour_loss_and_estimate(obs, actions, generators)
         else:
             bc = head.behaviour_loss(obs, actions, generators)
