@@ -150,8 +150,9 @@ class Agent:
         """Put a transition table on the training device (actions rescaled to [-1, 1], obs normalised
         if ``normalize_obs``); statistics become part of the agent and of its checkpoints."""
         from .data.buffer import validate_table
+        from .data.transforms import apply_reward_transform
 
-        t = validate_table(table)
+        t = validate_table(apply_reward_transform(self.config.reward_tune, table))
         if t["observations"].shape[1] != self.obs_dim or t["actions"].shape[1] != self.action_dim:
             raise ValueError(
                 f"dataset shapes obs {t['observations'].shape[1:]} / actions {t['actions'].shape[1:]} do not match the "

@@ -33,8 +33,10 @@ def main() -> None:
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto.")
 @click.option("--head", default=None, help="Swap the recipe's policy head (e.g. gaussian).")
 @click.option("-p", "params", multiple=True, metavar="KEY=VALUE", help="Override a recipe key; repeatable. Typed by the recipe.")
+@click.option("--eval-freq", type=int, default=None, help="Evaluate every N gradient steps (default: the recipe's eval_freq).")
+@click.option("--download", is_flag=True, help="Download a Minari dataset that is not local (needs a network).")
 @click.option("--no-progress", is_flag=True, help="Print log lines instead of a progress bar.")
-def train(agent: str, env: str, out: Optional[Path], steps: Optional[int], seed: int, seeds: Optional[str], device: str, head: Optional[str], params: Tuple[str, ...], no_progress: bool) -> None:
+def train(agent: str, env: str, out: Optional[Path], steps: Optional[int], seed: int, seeds: Optional[str], device: str, head: Optional[str], params: Tuple[str, ...], eval_freq: Optional[int], download: bool, no_progress: bool) -> None:
     """Train an agent offline on a task's dataset, then evaluate it and save model.zip."""
     from .config import parse_overrides
     from .training import TrainingDiverged, parse_seeds
@@ -44,10 +46,12 @@ def train(agent: str, env: str, out: Optional[Path], steps: Optional[int], seed:
         overrides = parse_overrides(params)
         if head is not None:
             overrides["head"] = head
+        if eval_freq is not None:
+            overrides["eval_freq"] = eval_freq
         seed_list = parse_seeds(seeds) if seeds else [seed]
         out = out or Path("runs") / f"{Path(agent).stem}-{env}"
         click.echo(f"training {agent} on {env} -> {out} (seeds {seed_list})", err=True)
-        res = run_train(agent, env, out, steps=steps, seeds=seed_list, device=device, overrides=overrides, progress=not no_progress)
+        res = run_train(agent, env, out, steps=steps, seeds=seed_list, device=device, overrides=overrides, progress=not no_progress, download=download)
     except (ConfigError, UnknownNameError, ValueError, FileNotFoundError, TrainingDiverged) as exc:
         _fail(exc)
     r = res.results

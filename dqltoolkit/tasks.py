@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Dict, Mapping, Optional
@@ -24,6 +25,22 @@ def _bandit_source(n: int = 10_000, seed: int = 0) -> Dict[str, np.ndarray]:
     return make_bandit_dataset(n=n, seed=seed)
 
 
+@DATASET_SOURCES.register("minari")
+def _minari_source(dataset_id: str, local_id: Optional[str] = None, download: bool = False, build: Optional[str] = None) -> Dict[str, np.ndarray]:
+    """A Minari dataset: the official id if it is local, else the locally built copy, else download if asked."""
+    from .data.minari_source import minari_to_table, open_minari
+
+    ids = [dataset_id] + ([local_id] if local_id else [])
+    return minari_to_table(open_minari(ids, download=download, build_hint=build))
+
+
+@DATASET_SOURCES.register("d4rl_hdf5")
+def _d4rl_source(path: str, download: bool = False) -> Dict[str, np.ndarray]:
+    from .data.d4rl_hdf5 import load_d4rl_hdf5
+
+    return load_d4rl_hdf5(os.path.expanduser(path))
+
+
 @dataclass
 class Task:
     id: str
@@ -37,9 +54,11 @@ class Task:
     description: str = ""
     buildable: bool = True
 
-    def load_dataset(self) -> Dict[str, np.ndarray]:
+    def load_dataset(self, download: bool = False) -> Dict[str, np.ndarray]:
         spec = dict(self.dataset)
         source = spec.pop("source")
+        if download:
+            spec["download"] = True
         return DATASET_SOURCES.get(source)(**spec)
 
     def make_env(self, **kwargs: Any) -> gym.Env:
@@ -78,7 +97,54 @@ def task_ids() -> list[str]:
 
 
 def get_task(task_id: str) -> Task:
+    """A catalogue task, or an ad-hoc one: ``minari:<dataset id>`` or ``d4rl:<path to hdf5>``."""
+    if task_id.startswith("minari:"):
+        return _minari_task(task_id[len("minari:"):])
+    if task_id.startswith("d4rl:"):
+        return _d4rl_task(task_id[len("d4rl:"):])
     cat = _catalogue()
     if task_id not in cat:
         raise UnknownNameError(f"unknown env {task_id!r}.{did_you_mean(task_id, list(cat))} Known envs: {', '.join(sorted(cat))}")
     return Task(id=task_id, **cat[task_id])
+
+
+def _catalogue_task_with(key: str, value: str) -> Optional[Task]:
+    for tid, spec in _catalogue().items():
+        if spec.get("dataset", {}).get(key) == value or spec.get("dataset", {}).get("local_id") == value:
+            return Task(id=tid, **spec)
+    return None
+
+
+def _minari_task(dataset_id: str) -> Task:
+    """Evaluation env and reference scores from the catalogue if it knows the id, else from the dataset."""
+    known = _catalogue_task_with("dataset_id", dataset_id)
+    dataset = {"source": "minari", "dataset_id": dataset_id}
+    if known is not None:
+        return Task(id=f"minari:{dataset_id}", dataset=dataset, eval_env=known.eval_env, eval_env_kwargs=known.eval_env_kwargs,
+                    ref_min=known.ref_min, ref_max=known.ref_max, eval_episodes=known.eval_episodes)
+    eval_env, ref_min, ref_max = None, None, None
+    from .data.minari_source import is_local
+
+    if is_local(dataset_id):
+        import minari
+
+        ds = minari.load_dataset(dataset_id)
+        spec = ds.spec.eval_env_spec or ds.spec.env_spec
+        eval_env = spec.id if spec is not None else None
+        meta = ds.storage.metadata
+        ref_min, ref_max = meta.get("ref_min_score"), meta.get("ref_max_score")
+    return Task(id=f"minari:{dataset_id}", dataset=dataset, eval_env=eval_env, ref_min=ref_min, ref_max=ref_max)
+
+
+def _d4rl_task(path: str) -> Task:
+    """The file's stem names its task when it is a D4RL name (hopper-medium-v2.hdf5): env and scores from there."""
+    from pathlib import Path
+
+    stem = Path(path).stem
+    dataset = {"source": "d4rl_hdf5", "path": path}
+    cat = _catalogue()
+    if stem in cat:
+        known = Task(id=stem, **cat[stem])
+        return Task(id=f"d4rl:{path}", dataset=dataset, eval_env=known.eval_env, eval_env_kwargs=known.eval_env_kwargs,
+                    ref_min=known.ref_min, ref_max=known.ref_max, eval_episodes=known.eval_episodes)
+    return Task(id=f"d4rl:{path}", dataset=dataset)

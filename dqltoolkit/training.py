@@ -111,6 +111,50 @@ def sample_policy_actions(agent, n: int = 1000, seed: int = 0, member: int = 0) 
     return a[member].cpu().numpy()
 
 
+def spaces_from_table(table: Mapping[str, np.ndarray]):
+    """Spaces for a dataset without an evaluation env: unbounded observations, actions in [-1, 1] when the
+    data lie there (D4RL's convention), else the data's own range."""
+    import gymnasium as gym
+
+    obs, act = np.asarray(table["observations"]), np.asarray(table["actions"])
+    obs_space = gym.spaces.Box(-np.inf, np.inf, (obs.shape[1],), np.float32)
+    if np.abs(act).max() <= 1.0:
+        act_space = gym.spaces.Box(-1.0, 1.0, (act.shape[1],), np.float32)
+    else:
+        act_space = gym.spaces.Box(act.min(0).astype(np.float32), act.max(0).astype(np.float32))
+    return obs_space, act_space
+
+
+def _periodic_evaluation_base():
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    return BaseCallback
+
+
+class PeriodicEvaluation(_periodic_evaluation_base()):
+    """Every ``freq`` gradient steps: evaluate member 0 in a vector env, log eval/mean_return and the
+    normalised score (SB3 callback, so it sits in the same loop as the user's callbacks)."""
+
+    def __init__(self, task, freq: int, episodes: int) -> None:
+        super().__init__()
+        self.task, self.freq, self.episodes = task, int(freq), int(episodes)
+        self.history: List[Dict[str, float]] = []
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps % self.freq:
+            return True
+        from .evaluation import evaluate
+
+        r = evaluate(self.model, self.task.make_env, episodes=self.episodes, seed=self.model.seeds[0] + 100)
+        self.logger.record("eval/mean_return", r["mean_return"])
+        score = self.task.normalized_score(r["mean_return"])
+        if score is not None:
+            self.logger.record("eval/normalized_score", score)
+            r["normalized_score"] = score
+        self.history.append({"step": self.num_timesteps, **r})
+        return True
+
+
 @dataclass
 class TrainResult:
     out: Path
@@ -148,6 +192,7 @@ def train(
     progress: bool = True,
     evaluate_at_end: bool = True,
     verbose: bool = True,
+    download: bool = False,
 ) -> TrainResult:
     """The `dqltoolkit train` job: recipe + task -> trained agent, checkpoints, metrics, figures."""
     from stable_baselines3.common.logger import CSVOutputFormat, HumanOutputFormat, Logger
@@ -166,10 +211,16 @@ def train(
         config = config.replace(steps=int(steps))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    probe_env = task.make_env()
-    model = Agent(config, probe_env.observation_space, probe_env.action_space, seeds=seeds, device=device, task=task.id)
-    model.set_env(probe_env)
-    table = task.load_dataset()
+    table = task.load_dataset(download=download)  # first: a missing dataset fails before anything is built
+    if task.eval_env is not None:
+        probe_env = task.make_env()
+        obs_space, act_space = probe_env.observation_space, probe_env.action_space
+    else:
+        probe_env = None
+        obs_space, act_space = spaces_from_table(table)
+    model = Agent(config, obs_space, act_space, seeds=seeds, device=device, task=task.id)
+    if probe_env is not None:
+        model.set_env(probe_env)
     model.set_dataset(table)
     resolved = {"agent": agent, "recipe_file": str(recipe_file), "env": task.id, "seeds": list(seeds), "device": str(model.device), "config": config.to_dict()}
     (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
@@ -179,9 +230,12 @@ def train(
 
         formats.append(HumanOutputFormat(sys.stdout))
     model.set_logger(Logger(str(out), formats))
+    callback = None
+    if config.eval_freq > 0 and task.eval_env is not None:
+        callback = PeriodicEvaluation(task, config.eval_freq, config.eval_episodes if not task.one_step else task.eval_episodes)
     t0 = time.perf_counter()
     try:
-        model.learn(config.steps, progress_bar=progress)
+        model.learn(config.steps, progress_bar=progress, callback=callback)
     except (KeyboardInterrupt, TrainingDiverged):
         # nothing lost on failure: keep what was trained, under a name that says so
         save_agent(model, out / "model_interrupted.zip")

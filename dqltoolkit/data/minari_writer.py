@@ -1,0 +1,69 @@
+"""Write episodes as a Minari dataset without Minari's DataCollector (which needs jax).
+
+Episodes are dicts of arrays: ``observations`` [L + 1, obs], ``actions`` [L, act], ``rewards``,
+``terminations``, ``truncations`` [L]. A create that fails leaves its folder behind in Minari 0.5; we
+remove it so that a retry starts clean.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+
+def write_minari(dataset_id: str, episodes: Sequence[Dict[str, np.ndarray]], env_id: str, ref_min: Optional[float] = None,
+                 ref_max: Optional[float] = None, algorithm_name: str = "dqltoolkit", description: str = "",
+                 data_format: str = "hdf5", overwrite: bool = False):
+    import minari
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+    from minari.storage.datasets_root_dir import get_dataset_path
+
+    path = get_dataset_path(dataset_id)
+    if os.path.exists(path):
+        if not overwrite:
+            raise FileExistsError(f"Minari dataset {dataset_id!r} already exists at {path}; pass overwrite=True to replace it")
+        shutil.rmtree(path)
+    buffers: List[EpisodeBuffer] = []
+    for i, ep in enumerate(episodes):
+        L = len(ep["actions"])
+        if len(ep["observations"]) != L + 1:
+            raise ValueError(f"episode {i}: {len(ep['observations'])} observations for {L} actions (expected L + 1)")
+        buffers.append(EpisodeBuffer(
+            id=i, seed=ep.get("seed"), observations=np.asarray(ep["observations"]), actions=np.asarray(ep["actions"]),
+            rewards=np.asarray(ep["rewards"], dtype=np.float64), terminations=np.asarray(ep["terminations"], dtype=bool),
+            truncations=np.asarray(ep["truncations"], dtype=bool), infos={},
+        ))
+    try:
+        return minari.create_dataset_from_buffers(
+            dataset_id, buffers, env=env_id, algorithm_name=algorithm_name, ref_min_score=ref_min, ref_max_score=ref_max,
+            description=description or None, data_format=data_format,
+        )
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+def rollout_episodes(env_id: str, policy, n_steps: int, seed: int = 0, max_episode_steps: Optional[int] = None) -> List[Dict[str, np.ndarray]]:
+    """Run ``policy(obs) -> action`` for at least ``n_steps`` environment steps, whole episodes only."""
+    import gymnasium as gym
+
+    env = gym.make(env_id, **({"max_episode_steps": max_episode_steps} if max_episode_steps else {}))
+    episodes, total, ep_i = [], 0, 0
+    while total < n_steps:
+        obs, _ = env.reset(seed=seed + ep_i)
+        O, A, R, TE, TR = [obs], [], [], [], []
+        while True:
+            a = policy(obs)
+            obs, r, te, tr, _ = env.step(a)
+            O.append(obs), A.append(a), R.append(r), TE.append(te), TR.append(tr)
+            if te or tr:
+                break
+        episodes.append({"observations": np.array(O), "actions": np.array(A), "rewards": np.array(R), "terminations": np.array(TE),
+                         "truncations": np.array(TR), "seed": seed + ep_i})
+        total += len(A)
+        ep_i += 1
+    env.close()
+    return episodes
