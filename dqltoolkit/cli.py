@@ -162,6 +162,69 @@ def bench(device: str, rows: str, steps: int, repeats: int, as_json: bool) -> No
         click.echo(format_table(result))
 
 
+@main.group()
+def dataset() -> None:
+    """Build, list and inspect local Minari datasets."""
+
+
+@dataset.command(name="build")
+@click.argument("env", type=click.Choice(["hopper", "halfcheetah", "walker2d"]))
+@click.option("--levels", default="random,medium,medium-replay,expert,medium-expert", show_default=True)
+@click.option("--algo", type=click.Choice(["sac", "tqc"]), default="sac", show_default=True)
+@click.option("--budget", type=int, default=300_000, show_default=True, help="Behaviour-policy training env steps at most.")
+@click.option("--transitions", type=int, default=100_000, show_default=True, help="Transitions collected per level (D4RL: 1M).")
+@click.option("--chunk", type=int, default=10_000, show_default=True, help="Env steps between checkpoints and evaluations.")
+@click.option("--gradient-steps", type=int, default=1, show_default=True, help="Gradient steps per env step (fewer: cheaper).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--format", "data_format", type=click.Choice(["hdf5", "arrow"]), default="hdf5", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Rebuild levels that already exist.")
+def dataset_build(env: str, levels: str, algo: str, budget: int, transitions: int, chunk: int, gradient_steps: int, seed: int, data_format: str, overwrite: bool) -> None:
+    """Train behaviour policies on Gymnasium MuJoCo and write D4RL-style Minari datasets (resumable)."""
+    from .data.builder import BuildConfig, build, build_dir
+
+    cfg = BuildConfig(env=env, levels=[x.strip() for x in levels.split(",") if x.strip()], algo=algo, budget=budget, transitions=transitions,
+                      chunk=chunk, gradient_steps=gradient_steps, seed=seed, data_format=data_format)
+    click.echo(f"building {env} {cfg.levels} (work folder {build_dir(cfg)})", err=True)
+    try:
+        res = build(cfg, say=lambda m: click.echo(m, err=True), overwrite=overwrite)
+    except ValueError as exc:
+        _fail(exc)
+    click.echo("| level | dataset id | episodes | transitions | behaviour return | normalised |\n|---|---|---:|---:|---:|---:|")
+    for level, r in res.items():
+        click.echo(f"| {level} | {r['dataset_id']} | {r['episodes']} | {r['transitions']} | {r['mean_return']:.1f} | {r['normalized_score']:.1f} |")
+
+
+@dataset.command(name="list")
+def dataset_list() -> None:
+    """Local Minari datasets (MINARI_DATASETS_PATH)."""
+    import minari
+
+    from .data.minari_source import minari_root
+
+    local = minari.list_local_datasets()
+    if not local:
+        click.echo(f"no datasets in {minari_root()}")
+    for did, meta in sorted(local.items()):
+        click.echo(f"{did}: {meta.get('total_episodes')} episodes, {meta.get('total_steps')} steps")
+
+
+@dataset.command(name="info")
+@click.argument("dataset_id")
+def dataset_info(dataset_id: str) -> None:
+    """Metadata of one local Minari dataset."""
+    from .data.minari_source import open_minari
+
+    try:
+        ds = open_minari([dataset_id])
+    except ValueError as exc:
+        _fail(exc)
+    meta = ds.storage.metadata
+    for k in ("dataset_id", "total_episodes", "total_steps", "env_spec", "ref_min_score", "ref_max_score", "algorithm_name", "description", "data_format"):
+        if k in meta:
+            v = meta[k]
+            click.echo(f"{k}: {v if len(str(v)) < 200 else str(v)[:200] + '...'}")
+
+
 @main.command(name="list")
 @click.argument("what", type=click.Choice(["agents", "heads", "critics", "objectives", "envs", "keys", "all"]), default="all")
 def list_(what: str) -> None:

@@ -268,6 +268,8 @@ def train(
         rets = np.array([p["mean_return"] for p in per_seed])
         results["mean_return"] = float(rets.mean())
         results["std_return_over_seeds"] = float(rets.std())
+    if callback is not None and callback.history:
+        results["evaluations"] = callback.history
     from .plots import plot_learning_curves
 
     plot_learning_curves(out / "metrics.csv", out / "learning_curves.png")

@@ -1,0 +1,266 @@
+"""Build D4RL-style datasets on this machine: behaviour policies trained with SB3 SAC (or sb3-contrib TQC)
+on Gymnasium MuJoCo v5, collected the D4RL way into Minari datasets with reference scores.
+
+Levels (D4RL's recipe):
+- random: uniform random actions;
+- medium: a policy trained until its return first reaches ``medium_fraction`` of the expert reference
+  return (D4RL: about a third), then frozen; its stochastic actions are collected;
+- medium-replay: the training replay buffer up to that moment;
+- expert: the policy at the end of the training budget;
+- medium-expert: medium and expert episodes together.
+
+Training runs in chunks; after each chunk the model, its replay buffer and a progress file are saved in
+the build folder, so an interrupted build resumes where it stopped (``dqltoolkit dataset build`` again).
+``budget`` caps the training env steps: a smaller budget trades policy quality for time, and the build
+prints the returns it reached so that users know what they got.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+ENVS = {
+    "hopper": ("Hopper-v5", -20.272305, 3234.3),
+    "halfcheetah": ("HalfCheetah-v5", -280.178953, 12135.0),
+    "walker2d": ("Walker2d-v5", 1.629008, 4592.3),
+}
+LEVELS = ("random", "medium", "medium-replay", "expert", "medium-expert")
+
+
+@dataclass
+class BuildConfig:
+    env: str = "hopper"
+    levels: Sequence[str] = LEVELS
+    algo: str = "sac"  # sac | tqc
+    budget: int = 300_000  # training env steps at most
+    chunk: int = 10_000  # env steps between checkpoints and evaluations
+    learning_starts: int = 5_000
+    gradient_steps: int = 1  # per env step; fewer is cheaper
+    medium_fraction: float = 1.0 / 3.0
+    transitions: int = 100_000  # per collected level (D4RL: 1M)
+    eval_episodes: int = 5
+    seed: int = 0
+    max_episode_steps: int = 1000
+    data_format: str = "hdf5"
+    namespace: str = "dqltoolkit"
+
+    def dataset_id(self, level: str) -> str:
+        return f"{self.namespace}/{self.env}/{level}-v0"
+
+
+@dataclass
+class Progress:
+    steps: int = 0
+    returns: List[List[float]] = field(default_factory=list)  # [env steps, mean eval return]
+    medium_step: Optional[int] = None
+    medium_return: Optional[float] = None
+    done_training: bool = False
+    built: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def build_dir(cfg: BuildConfig) -> Path:
+    root = Path(os.environ.get("DQLTOOLKIT_CACHE", Path.home() / ".cache" / "dqltoolkit"))
+    return root / "build" / f"{cfg.env}-{cfg.algo}-seed{cfg.seed}"
+
+
+def _load_progress(d: Path) -> Progress:
+    p = d / "progress.json"
+    return Progress(**json.loads(p.read_text())) if p.is_file() else Progress()
+
+
+def _save_progress(d: Path, prog: Progress) -> None:
+    tmp = d / "progress.json.tmp"
+    tmp.write_text(json.dumps(asdict(prog), indent=2))
+    os.replace(tmp, d / "progress.json")
+
+
+def _make_model(cfg: BuildConfig, env):
+    if cfg.algo == "sac":
+        from stable_baselines3 import SAC
+
+        return SAC("MlpPolicy", env, learning_starts=cfg.learning_starts, gradient_steps=cfg.gradient_steps, seed=cfg.seed, verbose=0, device="cpu")
+    if cfg.algo == "tqc":
+        from sb3_contrib import TQC
+
+        return TQC("MlpPolicy", env, learning_starts=cfg.learning_starts, gradient_steps=cfg.gradient_steps, seed=cfg.seed, verbose=0, device="cpu")
+    raise ValueError(f"dataset build: algo must be 'sac' or 'tqc', got {cfg.algo!r}")
+
+
+def _load_model(cfg: BuildConfig, path: Path, env):
+    if cfg.algo == "sac":
+        from stable_baselines3 import SAC
+
+        return SAC.load(path, env=env, device="cpu")
+    from sb3_contrib import TQC
+
+    return TQC.load(path, env=env, device="cpu")
+
+
+def _eval_return(model, env_id: str, episodes: int, seed: int, deterministic: bool = True) -> float:
+    from stable_baselines3.common.evaluation import evaluate_policy
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    env.reset(seed=seed)
+    mean, _ = evaluate_policy(model, env, n_eval_episodes=episodes, deterministic=deterministic)
+    env.close()
+    return float(mean)
+
+
+def replay_episodes(buffer, upto: Optional[int] = None) -> List[Dict[str, np.ndarray]]:
+    """Complete episodes of an SB3 replay buffer (single env), in order, up to position ``upto``."""
+    n = buffer.buffer_size if buffer.full else buffer.pos
+    n = min(n, upto) if upto is not None else n
+    obs, nobs = buffer.observations[:n, 0], buffer.next_observations[:n, 0]
+    act, rew, done = buffer.actions[:n, 0], buffer.rewards[:n, 0], buffer.dones[:n, 0]
+    timeouts = buffer.timeouts[:n, 0] if hasattr(buffer, "timeouts") else np.zeros(n)
+    out, start = [], 0
+    for i in np.flatnonzero(done > 0):
+        sl = slice(start, i + 1)
+        L = i + 1 - start
+        term, trunc = np.zeros(L, bool), np.zeros(L, bool)
+        (trunc if timeouts[i] else term)[-1] = True  # SB3's dones hold both; timeouts says which
+        out.append({"observations": np.concatenate([obs[sl], nobs[i : i + 1]]), "actions": act[sl], "rewards": rew[sl],
+                    "terminations": term, "truncations": trunc})
+        start = i + 1
+    return out
+
+
+def _train(cfg: BuildConfig, d: Path, prog: Progress, say: Callable[[str], None], bar) -> None:
+    import gymnasium as gym
+
+    env_id, _, ref_max = ENVS[cfg.env]
+    env = gym.make(env_id, max_episode_steps=cfg.max_episode_steps)
+    ckpt, rb = d / "policy_last.zip", d / "replay_last.pkl"
+    if ckpt.is_file() and prog.steps > 0:
+        model = _load_model(cfg, ckpt, env)
+        if rb.is_file():
+            model.load_replay_buffer(rb)
+        say(f"resuming behaviour-policy training at {prog.steps} env steps")
+    else:
+        model = _make_model(cfg, env)
+    target = cfg.medium_fraction * ref_max
+    t0 = time.perf_counter()
+    while prog.steps < cfg.budget:
+        n = min(cfg.chunk, cfg.budget - prog.steps)
+        model.learn(n, reset_num_timesteps=False, progress_bar=False)
+        prog.steps += n
+        ret = _eval_return(model, env_id, cfg.eval_episodes, cfg.seed + 1000 + prog.steps)
+        prog.returns.append([prog.steps, ret])
+        if bar is not None:
+            bar.update(n)
+            bar.set_postfix_str(f"return {ret:.0f} (medium target {target:.0f})")
+        if prog.medium_step is None and ret >= target:
+            prog.medium_step, prog.medium_return = prog.steps, ret
+            model.save(d / "policy_medium.zip")
+            _save_replay_arrays(model.replay_buffer, d / "replay_medium.npz")
+            say(f"medium policy at {prog.steps} env steps: return {ret:.0f}")
+        model.save(ckpt)
+        model.save_replay_buffer(rb)
+        prog.seconds += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        _save_progress(d, prog)
+    if prog.medium_step is None:  # the budget ran out first: the best policy seen stands in for medium
+        prog.medium_step, prog.medium_return = prog.steps, prog.returns[-1][1] if prog.returns else float("nan")
+        model.save(d / "policy_medium.zip")
+        _save_replay_arrays(model.replay_buffer, d / "replay_medium.npz")
+        say(f"budget reached before the medium target ({target:.0f}); using the final policy (return {prog.medium_return:.0f}) as medium")
+    model.save(d / "policy_expert.zip")
+    prog.done_training = True
+    _save_progress(d, prog)
+
+
+def _save_replay_arrays(buffer, path: Path) -> None:
+    eps = replay_episodes(buffer)
+    np.savez_compressed(path, **{f"{k}_{i}": v for i, e in enumerate(eps) for k, v in e.items()}, n=len(eps))
+
+
+def _load_replay_arrays(path: Path) -> List[Dict[str, np.ndarray]]:
+    z = np.load(path)
+    keys = ("observations", "actions", "rewards", "terminations", "truncations")
+    return [{k: z[f"{k}_{i}"] for k in keys} for i in range(int(z["n"]))]
+
+
+def _policy_episodes(cfg: BuildConfig, policy_path: Path, seed: int) -> List[Dict[str, np.ndarray]]:
+    import gymnasium as gym
+
+    from .minari_writer import rollout_episodes
+
+    env_id = ENVS[cfg.env][0]
+    model = _load_model(cfg, policy_path, gym.make(env_id))
+    return rollout_episodes(env_id, lambda o: model.predict(o, deterministic=False)[0], cfg.transitions, seed=seed, max_episode_steps=cfg.max_episode_steps)
+
+
+def build(cfg: BuildConfig, say: Callable[[str], None] = print, progress: bool = True, overwrite: bool = False) -> Dict[str, Dict[str, float]]:
+    """Run (or resume) the build; returns {level: {"dataset_id", "episodes", "transitions", "mean_return"}}."""
+    from .minari_writer import rollout_episodes, write_minari
+    from .minari_source import is_local
+
+    if cfg.env not in ENVS:
+        raise ValueError(f"dataset build: unknown env {cfg.env!r}; choose from {sorted(ENVS)}")
+    bad = [lv for lv in cfg.levels if lv not in LEVELS]
+    if bad:
+        raise ValueError(f"dataset build: unknown level(s) {bad}; choose from {list(LEVELS)}")
+    env_id, ref_min, ref_max = ENVS[cfg.env]
+    d = build_dir(cfg)
+    d.mkdir(parents=True, exist_ok=True)
+    prog = _load_progress(d)
+    needs_training = any(lv != "random" for lv in cfg.levels)
+    bar = None
+    if needs_training and not prog.done_training:
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.budget, initial=prog.steps, unit="env step", desc=f"{cfg.algo} on {env_id}", dynamic_ncols=True)
+        try:
+            _train(cfg, d, prog, say, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+    cache: Dict[str, List[Dict[str, np.ndarray]]] = {}
+
+    def episodes(level: str):
+        if level not in cache:
+            if level == "random":
+                rng = np.random.default_rng(cfg.seed)
+                low, high = -1.0, 1.0
+                cache[level] = rollout_episodes(env_id, lambda o: rng.uniform(low, high, ENV_ACTION_DIMS[cfg.env]).astype(np.float32),
+                                                cfg.transitions, seed=cfg.seed + 10_000, max_episode_steps=cfg.max_episode_steps)
+            elif level == "medium":
+                cache[level] = _policy_episodes(cfg, d / "policy_medium.zip", cfg.seed + 20_000)
+            elif level == "expert":
+                cache[level] = _policy_episodes(cfg, d / "policy_expert.zip", cfg.seed + 30_000)
+            elif level == "medium-replay":
+                cache[level] = _load_replay_arrays(d / "replay_medium.npz")
+            else:
+                cache[level] = episodes("medium") + episodes("expert")
+        return cache[level]
+
+    for level in cfg.levels:
+        did = cfg.dataset_id(level)
+        if is_local(did) and not overwrite and level in prog.built:
+            say(f"{did}: already built ({prog.built[level]['transitions']} transitions), skipping")
+            continue
+        eps = episodes(level)
+        rets = [float(np.sum(e["rewards"])) for e in eps]
+        desc = f"{level} data for {env_id}, built by dqltoolkit ({cfg.algo}, budget {cfg.budget}, seed {cfg.seed})"
+        write_minari(did, eps, env_id, ref_min=ref_min, ref_max=ref_max, algorithm_name=f"dqltoolkit-{cfg.algo}", description=desc,
+                     data_format=cfg.data_format, overwrite=True)
+        prog.built[level] = {"dataset_id": did, "episodes": len(eps), "transitions": int(sum(len(e["actions"]) for e in eps)),
+                             "mean_return": float(np.mean(rets)), "normalized_score": 100 * (float(np.mean(rets)) - ref_min) / (ref_max - ref_min)}
+        _save_progress(d, prog)
+        say(f"{did}: {len(eps)} episodes, {prog.built[level]['transitions']} transitions, behaviour return {np.mean(rets):.1f} "
+            f"(normalised {prog.built[level]['normalized_score']:.1f})")
+    return {lv: prog.built[lv] for lv in cfg.levels}
+
+
+ENV_ACTION_DIMS = {"hopper": 3, "halfcheetah": 6, "walker2d": 6}
