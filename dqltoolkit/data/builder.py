@@ -135,6 +135,10 @@ def replay_episodes(buffer, upto: Optional[int] = None) -> List[Dict[str, np.nda
     return out
 
 
+def _needs_expert(cfg: BuildConfig) -> bool:
+    return any(lv in ("expert", "medium-expert") for lv in cfg.levels)
+
+
 def _train(cfg: BuildConfig, d: Path, prog: Progress, say: Callable[[str], None], bar) -> None:
     import gymnasium as gym
 
@@ -150,7 +154,7 @@ def _train(cfg: BuildConfig, d: Path, prog: Progress, say: Callable[[str], None]
         model = _make_model(cfg, env)
     target = cfg.medium_fraction * ref_max
     t0 = time.perf_counter()
-    while prog.steps < cfg.budget:
+    while prog.steps < cfg.budget and not (prog.medium_step is not None and not _needs_expert(cfg)):
         n = min(cfg.chunk, cfg.budget - prog.steps)
         model.learn(n, reset_num_timesteps=False, progress_bar=False)
         prog.steps += n
@@ -174,8 +178,9 @@ def _train(cfg: BuildConfig, d: Path, prog: Progress, say: Callable[[str], None]
         model.save(d / "policy_medium.zip")
         _save_replay_arrays(model.replay_buffer, d / "replay_medium.npz")
         say(f"budget reached before the medium target ({target:.0f}); using the final policy (return {prog.medium_return:.0f}) as medium")
-    model.save(d / "policy_expert.zip")
-    prog.done_training = True
+    if prog.steps >= cfg.budget:
+        model.save(d / "policy_expert.zip")
+        prog.done_training = True
     _save_progress(d, prog)
 
 
@@ -215,8 +220,9 @@ def build(cfg: BuildConfig, say: Callable[[str], None] = print, progress: bool =
     d.mkdir(parents=True, exist_ok=True)
     prog = _load_progress(d)
     needs_training = any(lv != "random" for lv in cfg.levels)
+    trained_enough = prog.done_training or (prog.medium_step is not None and not _needs_expert(cfg))
     bar = None
-    if needs_training and not prog.done_training:
+    if needs_training and not trained_enough:
         if progress:
             from tqdm.auto import tqdm
 
