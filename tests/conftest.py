@@ -17,14 +17,9 @@ def tiny_config(**kw) -> AgentConfig:
 
 
 def random_table(n=200, obs_dim=3, act_dim=2, seed=0):
-    rng = np.random.default_rng(seed)
-    return {
-        "observations": rng.standard_normal((n, obs_dim)).astype(np.float32),
-        "actions": rng.uniform(-1, 1, (n, act_dim)).astype(np.float32),
-        "rewards": rng.standard_normal(n).astype(np.float32),
-        "next_observations": rng.standard_normal((n, obs_dim)).astype(np.float32),
-        "terminals": (rng.uniform(size=n) < 0.1).astype(np.float32),
-    }
+    from dqltoolkit.bench.throughput import hopper_table
+
+    return hopper_table(n, obs_dim, act_dim, seed=seed, terminal_prob=0.1)
 
 
 @pytest.fixture

@@ -84,14 +84,15 @@ def step_gflop(obs_dim: int, action_dim: int, batch_size: int, T: int, hidden: i
     return (target + critic_update + bc + q_term) / 1e9
 
 
-def hopper_table(n: int, obs_dim: int, action_dim: int, seed: int = 0) -> Dict[str, np.ndarray]:
+def hopper_table(n: int, obs_dim: int, action_dim: int, seed: int = 0, terminal_prob: float = 0.01) -> Dict[str, np.ndarray]:
+    """A random transition table of the given sizes (throughput does not depend on the values)."""
     rng = np.random.default_rng(seed)
     return {
         "observations": rng.standard_normal((n, obs_dim)).astype(np.float32),
         "actions": rng.uniform(-1, 1, (n, action_dim)).astype(np.float32),
         "rewards": rng.standard_normal(n).astype(np.float32),
         "next_observations": rng.standard_normal((n, obs_dim)).astype(np.float32),
-        "terminals": (rng.uniform(size=n) < 0.01).astype(np.float32),
+        "terminals": (rng.uniform(size=n) < terminal_prob).astype(np.float32),
     }
 
 
