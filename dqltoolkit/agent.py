@@ -277,6 +277,8 @@ class Agent:
         take the argmax when ``deterministic``. Without a critic: one sample per state.
         """
         head = head or self.head
+        if hasattr(head, "sample_steps"):
+            head.sample_steps = self.config.sample_steps  # acting only: training chains run all T steps
         obs = (obs - self.obs_mean) / self.obs_std
         M, B, _ = obs.shape
         N = self.config.n_candidates
@@ -292,6 +294,8 @@ class Agent:
                 q = q - torch.log(-torch.log(u))
             k = q.argmax(dim=-1)
             a = torch.gather(cand.view(M, B, N, -1), 2, k[..., None, None].expand(M, B, 1, self.action_dim)).squeeze(2)
+        if hasattr(head, "sample_steps"):
+            head.sample_steps = 0
         return a * self._action_scale + self._action_center
 
     def predict(

@@ -72,6 +72,7 @@ class AgentConfig:
     reference_quirks: bool = False  # reproduce the reference code's EMA start (no sync at ema_start)
     # acting
     n_candidates: int = 50  # actions sampled per state; one is drawn by softmax(Q)
+    sample_steps: int = 0  # diffusion: reverse steps when acting (0: all T; fewer: respaced, faster, approximate)
     # data
     reward_tune: str = "no"
     normalize_obs: bool = False

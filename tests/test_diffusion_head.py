@@ -88,3 +88,23 @@ def test_members_are_independent():
     noise = torch.randn(1, 5, 8, 2)
     both = h2.sample(s.expand(2, -1, -1), None, noise=noise.expand(2, -1, -1, -1))
     torch.testing.assert_close(both[1], h1.sample(s, None, noise=noise)[0])
+
+
+def test_full_respaced_chain_equals_the_chain():
+    h = make_head(T=6)
+    full, same = h.chain(0), h.chain(6)
+    assert full is same and full["t"] == list(range(6))
+    s = torch.randn(1, 5, 3)
+    noise = torch.randn(1, 6, 5, 2)
+    torch.testing.assert_close(h.sample(s, None, noise=noise), h.sample(s, None, noise=noise, steps=6))
+
+
+def test_respaced_chain_keeps_the_endpoints_and_the_total_noise():
+    h = make_head(T=50)
+    c = h.chain(10)
+    assert len(c["t"]) == 10 and c["t"][0] == 0 and c["t"][-1] == 49
+    # the sub-chain's cumulative alphas are the full chain's at the kept steps
+    abar_sub = np.cumprod(1 - (1 - np.array([1 / r**2 for r in c["recip"]]) / np.concatenate([[1.0], [1 / r**2 for r in c["recip"]][:-1]])))
+    np.testing.assert_allclose(abar_sub, h.alphas_cumprod[c["t"]], rtol=1e-9)
+    a = h.sample(torch.randn(1, 7, 3), member_generators([0]), steps=10)
+    assert a.shape == (1, 7, 2) and a.abs().max() <= 1

@@ -49,20 +49,26 @@ class DiffusionHead(PolicyHead):
         self._set_schedule(SCHEDULES.get(beta_schedule)(self.T))
 
     def _set_schedule(self, betas: np.ndarray) -> None:
-        alphas = 1.0 - betas
-        abar = np.cumprod(alphas)
-        abar_prev = np.concatenate([[1.0], abar[:-1]])
-        post_var = betas * (1.0 - abar_prev) / (1.0 - abar)
+        abar = np.cumprod(1.0 - betas)
         self.betas = betas
         self.alphas_cumprod = abar
-        # chain coefficients as Python floats: no tensor indexing or device traffic inside the loop
-        self._recip = np.sqrt(1.0 / abar).tolist()
-        self._recipm1 = np.sqrt(1.0 / abar - 1.0).tolist()
-        self._coef1 = (betas * np.sqrt(abar_prev) / (1.0 - abar)).tolist()
-        self._coef2 = ((1.0 - abar_prev) * np.sqrt(alphas) / (1.0 - abar)).tolist()
-        self._std = np.exp(0.5 * np.log(np.clip(post_var, 1e-20, None))).tolist()
+        self._chains = {self.T: _chain_coefficients(abar, np.arange(self.T))}
+        self.sample_steps = 0  # reverse steps when acting; 0: all T (see sampling_steps)
         self.register_buffer("sqrt_abar", torch.tensor(np.sqrt(abar), dtype=torch.float32), persistent=False)
         self.register_buffer("sqrt_1m_abar", torch.tensor(np.sqrt(1.0 - abar), dtype=torch.float32), persistent=False)
+
+    def chain(self, steps: int = 0) -> dict:
+        """Coefficients of the reverse chain over ``steps`` of the T steps (0 or T: all of them).
+
+        Fewer steps use DDPM respacing (Nichol & Dhariwal 2021): keep k evenly spaced steps, derive the
+        sub-chain's betas from their abar, and feed the network the original time indices. Faster and
+        approximate; only acting uses it (``sample_steps``), training always runs the full chain.
+        """
+        k = self.T if steps <= 0 or steps >= self.T else int(steps)
+        if k not in self._chains:
+            idx = np.unique(np.round(np.linspace(0, self.T - 1, k)).astype(int))
+            self._chains[k] = _chain_coefficients(self.alphas_cumprod[idx], idx)
+        return self._chains[k]
 
     def reset_parameters(self, generators: Sequence[torch.Generator]) -> None:
         self.time_mlp.reset_parameters(generators)
@@ -143,27 +149,47 @@ class DiffusionHead(PolicyHead):
         generators: Sequence[torch.Generator],
         noise: Tensor | None = None,
         grad_steps: int = 0,
+        steps: int | None = None,
     ) -> Tensor:
         """Run the reverse chain from x_T ~ N(0, I); differentiable through every step, or through the
-        last ``grad_steps`` only (0: all).
+        last ``grad_steps`` only (0: all). ``steps``: reverse steps (default ``sample_steps``, 0 = all T).
 
-        ``noise`` ``[M, T, B, action_dim]``: index 0 is x_T, index k >= 1 the noise added after
-        reverse step T-k (none is added after the last step).
+        ``noise`` ``[M, K, B, action_dim]`` for a K-step chain: index 0 is x_T, index k >= 1 the noise
+        added after the k-th reverse step (none is added after the last step).
         """
+        c = self.chain(self.sample_steps if steps is None else steps)
+        K = len(c["t"])
         M, B, _ = obs.shape
         if noise is None:
-            noise = member_randn(generators, (self.T, B, self.action_dim), obs.device)
+            noise = member_randn(generators, (K, B, self.action_dim), obs.device)
         tp = self._time_proj()
         sp = self._state_proj(obs)
         x = noise[:, 0]
         lim = self.max_action
-        # grad_steps < T: the first reverse steps run without a graph (the reference code's "last_few")
-        no_grad_until = self.T - grad_steps if 0 < grad_steps < self.T and torch.is_grad_enabled() else 0
-        for k, i in enumerate(reversed(range(self.T))):
+        # grad_steps < K: the first reverse steps run without a graph (the reference code's "last_few")
+        no_grad_until = K - grad_steps if 0 < grad_steps < K and torch.is_grad_enabled() else 0
+        for k, j in enumerate(reversed(range(K))):
+            i = c["t"][j]
             with torch.set_grad_enabled(torch.is_grad_enabled() and k >= no_grad_until):
                 eps = self._eps(x, sp, tp[:, i : i + 1].contiguous())
-                x0 = (self._recip[i] * x - self._recipm1[i] * eps).clamp(-lim, lim)
-                x = self._coef1[i] * x0 + self._coef2[i] * x
-                if i > 0:
-                    x = x + self._std[i] * noise[:, k + 1]
+                x0 = (c["recip"][j] * x - c["recipm1"][j] * eps).clamp(-lim, lim)
+                x = c["coef1"][j] * x0 + c["coef2"][j] * x
+                if j > 0:
+                    x = x + c["std"][j] * noise[:, k + 1]
         return x.clamp(-lim, lim)
+
+
+def _chain_coefficients(abar: np.ndarray, t_index: np.ndarray) -> dict:
+    """Posterior-sampler coefficients for a chain with cumulative alphas ``abar`` at network times
+    ``t_index``, as Python floats: no tensor indexing or device traffic inside the loop."""
+    abar_prev = np.concatenate([[1.0], abar[:-1]])
+    betas = 1.0 - abar / abar_prev
+    post_var = betas * (1.0 - abar_prev) / (1.0 - abar)
+    return {
+        "t": [int(i) for i in t_index],
+        "recip": np.sqrt(1.0 / abar).tolist(),
+        "recipm1": np.sqrt(1.0 / abar - 1.0).tolist(),
+        "coef1": (betas * np.sqrt(abar_prev) / (1.0 - abar)).tolist(),
+        "coef2": ((1.0 - abar_prev) * np.sqrt(1.0 - betas) / (1.0 - abar)).tolist(),
+        "std": np.exp(0.5 * np.log(np.clip(post_var, 1e-20, None))).tolist(),
+    }
