@@ -114,6 +114,8 @@ class Agent:
             module.reset_parameters(self.train_generators)
         self.ema_head = copy.deepcopy(self.head).requires_grad_(False)
         self.ema_aux = copy.deepcopy(self.aux).requires_grad_(False)
+        if hasattr(self.ema_head, "sample_steps"):  # the EMA head only samples the critic's next actions
+            self.ema_head.sample_steps = cfg.target_sample_steps
         self.act_generators = member_generators([s + 100 for s in self.seeds], dev)
         self.actor_params = list(self.head.parameters()) + list(self.aux.parameters())
         self._ema_params = list(self.ema_head.parameters()) + list(self.ema_aux.parameters())
@@ -277,8 +279,9 @@ class Agent:
         take the argmax when ``deterministic``. Without a critic: one sample per state.
         """
         head = head or self.head
-        if hasattr(head, "sample_steps"):
-            head.sample_steps = self.config.sample_steps  # acting only: training chains run all T steps
+        restore = getattr(head, "sample_steps", None)
+        if restore is not None:
+            head.sample_steps = self.config.sample_steps  # acting only: training chains keep their own
         obs = (obs - self.obs_mean) / self.obs_std
         M, B, _ = obs.shape
         N = self.config.n_candidates
@@ -294,8 +297,8 @@ class Agent:
                 q = q - torch.log(-torch.log(u))
             k = q.argmax(dim=-1)
             a = torch.gather(cand.view(M, B, N, -1), 2, k[..., None, None].expand(M, B, 1, self.action_dim)).squeeze(2)
-        if hasattr(head, "sample_steps"):
-            head.sample_steps = 0
+        if restore is not None:
+            head.sample_steps = restore
         return a * self._action_scale + self._action_center
 
     def predict(

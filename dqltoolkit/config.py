@@ -73,6 +73,7 @@ class AgentConfig:
     # acting
     n_candidates: int = 50  # actions sampled per state; one is drawn by softmax(Q)
     sample_steps: int = 0  # diffusion: reverse steps when acting (0: all T; fewer: respaced, faster, approximate)
+    target_sample_steps: int = 0  # diffusion: reverse steps for the critic's next actions (0: all T; EDP uses fewer)
     # data
     reward_tune: str = "no"
     normalize_obs: bool = False

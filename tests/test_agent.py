@@ -148,3 +148,26 @@ def test_ema_tracks_actor_before_start_unless_reference_quirks(spaces):
     assert not all(torch.equal(p, q) for p, q in zip(init, sound.ema_head.parameters()))
     quirky, init = run(True)
     assert all(torch.equal(p, q) for p, q in zip(init, quirky.ema_head.parameters()))
+
+
+def test_fewer_step_samplers_apply_where_configured(spaces):
+    agent = Agent(tiny_config(T=6, sample_steps=2, target_sample_steps=3), *spaces, device="cpu")
+    assert agent.ema_head.sample_steps == 3 and agent.head.sample_steps == 0
+    seen = []
+    real = type(agent.head).chain
+
+    def spy(self, steps=0):
+        seen.append((self is agent.ema_head, steps))
+        return real(self, steps)
+
+    type(agent.head).chain = spy
+    try:
+        agent.set_dataset(random_table())
+        agent.train_step()
+        agent.predict(np.zeros(3, np.float32))
+    finally:
+        type(agent.head).chain = real
+    assert (True, 3) in seen  # critic target: the EMA head's 3-step chain
+    assert (False, 0) in seen  # the Q term: the online head's full chain
+    assert (False, 2) in seen  # acting: 2 steps
+    assert agent.head.sample_steps == 0  # restored after acting

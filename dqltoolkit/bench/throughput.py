@@ -70,14 +70,15 @@ def matmul_gflops(device: torch.device, n: int = 256, batch: int = 256, seconds:
     return best
 
 
-def step_gflop(obs_dim: int, action_dim: int, batch_size: int, T: int, hidden: int, time_dim: int, n_layers: int, approx: bool = False) -> float:
+def step_gflop(obs_dim: int, action_dim: int, batch_size: int, T: int, hidden: int, time_dim: int, n_layers: int, approx: bool = False,
+               target_steps: int = 0) -> float:
     """Matrix FLOPs of one Diffusion-QL step (forward = 1, backward = 2 units; critic input-grad only in the Q term)."""
     def mlp(inp, out):
         return 2.0 * batch_size * (inp * hidden + (n_layers - 1) * hidden * hidden + hidden * out)
 
     actor = mlp(action_dim + time_dim + obs_dim, action_dim)
     critic2 = 2 * mlp(obs_dim + action_dim, 1)
-    target = T * actor + critic2  # next-action chain + target twins, no grad
+    target = (target_steps or T) * actor + critic2  # next-action chain + target twins, no grad
     critic_update = 3 * critic2
     bc = 3 * actor
     q_term = (0 if approx else 3 * T * actor) + 2 * critic2
@@ -155,6 +156,11 @@ def run_benchmark(device: str = "auto", steps: int = 30, repeats: int = 5, warmu
         say("timing approx")
         agent = _agent([0], dev, table, q_grad="approx")
         row("approx (EDP action approx.)", time_it(agent.train_step, dev, steps, repeats, warmup), step_gflop(**s, approx=True), "-p q_grad=approx")
+    if "approx" in wanted:
+        say("timing approx + 2-step target sampler")
+        agent = _agent([0], dev, table, q_grad="approx", target_sample_steps=2)
+        row("approx + 2-step targets", time_it(agent.train_step, dev, steps, repeats, warmup), step_gflop(**s, approx=True, target_steps=2),
+            "-p q_grad=approx -p target_sample_steps=2")
     ref_rate = next((r.steps_per_s for r in out if r.name == "reference"), None)
     if ref_rate:
         for r in out:
