@@ -171,3 +171,55 @@ def test_fewer_step_samplers_apply_where_configured(spaces):
     assert (False, 0) in seen  # the Q term: the online head's full chain
     assert (False, 2) in seen  # acting: 2 steps
     assert agent.head.sample_steps == 0  # restored after acting
+
+
+def test_candidate_selection_is_argmax_or_softmax_of_min_q(spaces):
+    """predict scores n_candidates samples by the target critic's min(Q1, Q2): deterministic takes the
+    argmax, otherwise a candidate is drawn with probability softmax(Q)."""
+    agent = Agent(tiny_config(n_candidates=4), *spaces, device="cpu")
+    cands = torch.tensor([[-0.5, 0.0], [0.0, 0.5], [0.5, 0.0], [0.0, -0.5]])
+    q_of = torch.tensor([0.0, 1.0, 2.0, 0.5])
+
+    def fixed_candidates(head, aux, obs, gens):
+        M, BN, _ = obs.shape
+        return cands.repeat(BN // 4, 1).unsqueeze(0)
+
+    def fake_q(obs, actions):
+        idx = (actions[0].unsqueeze(1) - cands).abs().sum(-1).argmin(-1)
+        q = q_of[idx]
+        return torch.stack([q, q + 1.0]).unsqueeze(0)  # min over the twins is q
+
+    agent.objective.policy_sample = fixed_candidates
+    agent.critic.target_values = fake_q
+    obs = np.zeros((4000, 3), np.float32)
+    det, _ = agent.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(det, np.tile([0.5, 0.0], (4000, 1)))
+    drawn, _ = agent.predict(obs)
+    chosen = np.abs(drawn[:, None, :] - cands.numpy()[None]).sum(-1).argmin(-1)
+    freq = np.bincount(chosen, minlength=4) / len(chosen)
+    np.testing.assert_allclose(freq, torch.softmax(q_of, 0).numpy(), atol=0.03)
+
+
+def test_max_q_backup_takes_the_max_over_samples_then_the_min_over_twins(spaces):
+    agent = Agent(tiny_config(max_q_backup=True, n_backup_samples=3, gamma=0.5), *spaces, device="cpu")
+    agent.set_dataset(random_table())
+    batch = agent.buffer.sample(5, agent.train_generators)
+    state = agent.train_generators[0].get_state()
+    y = agent.critic_target(batch)
+    agent.train_generators[0].set_state(state)
+    rep = batch["next_obs"].repeat_interleave(3, dim=1)
+    na = agent.ema_head.sample(rep, agent.train_generators)
+    q = agent.critic.target_values(rep, na)[0]  # [2, 15]
+    per_state = q.view(2, 5, 3).max(-1).values.min(0).values
+    expected = batch["rewards"][0] + 0.5 * (1 - batch["terminals"][0]) * per_state
+    torch.testing.assert_close(y[0], expected)
+
+
+def test_cosine_lr_decay_reaches_zero_at_the_last_step(spaces):
+    agent = Agent(tiny_config(lr_decay=True, steps=10), *spaces, device="cpu")
+    agent.set_dataset(random_table())
+    lrs = []
+    for _ in range(10):
+        agent.train_step()
+        lrs.append(agent.actor_opt.param_groups[0]["lr"])
+    assert lrs[0] < agent.config.lr and lrs == sorted(lrs, reverse=True) and lrs[-1] == pytest.approx(0.0, abs=1e-12)
