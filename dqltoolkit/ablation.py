@@ -50,6 +50,37 @@ def select(heads: Optional[Sequence[str]] = None, objectives: Optional[Sequence[
     return [v for v in VARIANTS if (not heads or v.head in heads) and (not objectives or v.objective in objectives)]
 
 
+@dataclass(frozen=True)
+class Modes:
+    """What the table scores samples against: the env's declared modes (``mode_names``,
+    ``mode_centres``, ``mode_means``, ``mode_radius`` on the unwrapped env)."""
+
+    names: tuple
+    centres: np.ndarray
+    means: np.ndarray
+    radius: float
+
+    @classmethod
+    def of(cls, env) -> "Modes":
+        e = env.unwrapped
+        missing = [a for a in ("mode_names", "mode_centres", "mode_means", "mode_radius") if not hasattr(e, a)]
+        if missing:
+            raise ValueError(f"the ablation scores samples by mode: {type(e).__name__} must declare {missing} (see Bandit2DEnv)")
+        return cls(tuple(e.mode_names), np.asarray(e.mode_centres, np.float32), np.asarray(e.mode_means, np.float32), float(e.mode_radius))
+
+    def shares(self, actions: np.ndarray) -> Dict[str, float]:
+        d = np.linalg.norm(actions[:, None, :] - self.centres[None], axis=-1)
+        idx = d.argmin(1)
+        hit = np.where(d[np.arange(len(actions)), idx] <= self.radius, idx, -1)
+        out = {name: float(np.mean(hit == i)) for i, name in enumerate(self.names)}
+        out["off_data"] = float(np.mean(hit == -1))
+        return out
+
+    @property
+    def best(self) -> str:
+        return self.names[int(np.argmax(self.means))]
+
+
 def _run_one(variant: Variant, env: str, seed: int, out: str, steps: Optional[int], overrides: Dict[str, object]) -> Dict[str, object]:
     """One training run in a worker process (one thread: the pool runs one process per core)."""
     import torch
@@ -63,27 +94,33 @@ def _run_one(variant: Variant, env: str, seed: int, out: str, steps: Optional[in
     from .agent import Agent
 
     agent = Agent.load(res.checkpoints[0], device="cpu")
-    samples = sample_policy_actions(agent, 1000, seed)
+    from .tasks import get_task
+
+    observation, _ = get_task(env).make_env().reset(seed=seed)  # a constant observation: any reset gives it
+    samples = sample_policy_actions(agent, 1000, seed, observation=observation)
     return {"variant": variant, "seed": seed, "mean_reward": ev["mean_return"], "samples": samples, "seconds": res.results["train_seconds"]}
 
 
-def _row(variant: Variant, seed: int, samples: np.ndarray, mean_reward: float) -> Dict[str, object]:
-    from .envs.bandit2d import BEST_MODE, MODE_NAMES, mode_shares
-
-    sh = mode_shares(samples)
+def _row(variant: Variant, seed: int, samples: np.ndarray, mean_reward: float, modes: Modes) -> Dict[str, object]:
+    sh = modes.shares(samples)
     row: Dict[str, object] = {"variant": variant.name, "head": variant.head, "objective": variant.objective, "seed": seed}
-    for name in MODE_NAMES:
+    for name in modes.names:
         row[f"share_{name}"] = sh[name]
     row["off_data_share"] = sh["off_data"]
-    row["best_mode_share"] = sh[MODE_NAMES[BEST_MODE]]
+    row["best_mode_share"] = sh[modes.best]
     row["mean_reward"] = mean_reward
     return row
 
 
+def columns(modes: Modes) -> List[str]:
+    return ["variant", "head", "objective", "seed", *[f"share_{n}" for n in modes.names], "off_data_share", "best_mode_share", "mean_reward"]
+
+
 def markdown_table(rows: List[Dict[str, object]]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    cols = list(rows[0]) if rows else COLUMNS
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        cells = [f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in COLUMNS]
+        cells = [f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -100,6 +137,7 @@ def run_ablation(env: str = "bandit2d-v0", out: Path | str = "runs/ablation", he
     probe = task.make_env()
     if probe.action_space.shape != (2,):
         raise ValueError(f"the ablation needs a 2-D action space; {env} has {probe.action_space.shape}")
+    modes = Modes.of(probe)
     variants = select(heads, objectives)
     if not variants:
         raise ValueError("no variant matches the selected heads and objectives")
@@ -132,13 +170,13 @@ def run_ablation(env: str = "bandit2d-v0", out: Path | str = "runs/ablation", he
         bar.close()
     order = {(v.name, s): i for i, (v, s) in enumerate(jobs)}
     results.sort(key=lambda r: order[(r["variant"].name, r["seed"])])
-    rows = [_row(r["variant"], r["seed"], r["samples"], float(r["mean_reward"])) for r in results]
+    rows = [_row(r["variant"], r["seed"], r["samples"], float(r["mean_reward"]), modes) for r in results]
     with open(out / "ablation.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w = csv.DictWriter(f, fieldnames=columns(modes))
         w.writeheader()
         w.writerows(rows)
     first_seed = [r for r in results if r["seed"] == seeds[0]]
     dataset = task.load_dataset()["actions"]
-    plot_bandit_grid([(f"{r['variant'].name}\nbest mode {_row(r['variant'], r['seed'], r['samples'], 0.0)['best_mode_share']:.0%}", r["samples"]) for r in first_seed],
+    plot_bandit_grid([(f"{r['variant'].name}\nbest mode {modes.shares(r['samples'])[modes.best]:.0%}", r["samples"]) for r in first_seed],
                      dataset, out / "ablation.png", ncols=int(math.ceil((len(first_seed) + 1) / 2)) if len(first_seed) > 4 else len(first_seed) + 1)
     return {"rows": rows, "csv": out / "ablation.csv", "png": out / "ablation.png", "markdown": markdown_table(rows)}

@@ -38,3 +38,18 @@ def test_full_ablation_reproduces_the_figure(tmp_path):
     assert dql["best_mode_share"] >= 0.9
     assert dql["mean_reward"] == max(r["mean_reward"] for r in rows.values())
     assert rows["BC-MLE"]["off_data_share"] >= 0.5
+
+
+def test_modes_come_from_the_env_and_an_env_without_them_is_refused():
+    import gymnasium as gym
+
+    from dqltoolkit.ablation import Modes, columns
+
+    modes = Modes.of(gym.make("bandit2d-v0"))
+    assert modes.best == "bottom_right" and columns(modes) == COLUMNS
+    import numpy as np
+
+    sh = modes.shares(np.array([[0.8, -0.8], [0.85, -0.7], [0.0, 0.0], [-0.8, 0.8]], np.float32))
+    assert sh["bottom_right"] == 0.5 and sh["off_data"] == 0.25 and sh["top_left"] == 0.25
+    with pytest.raises(ValueError, match=r"must declare \['mode_names', 'mode_centres', 'mode_means', 'mode_radius'\]"):
+        Modes.of(gym.make("Pendulum-v1"))

@@ -39,6 +39,8 @@ class Bandit2DEnv(gym.Env):
     """
 
     metadata = {"render_modes": []}
+    # the modes, declared for tools that score policies by mode (dqltoolkit ablate)
+    mode_names, mode_centres, mode_means, mode_radius = MODE_NAMES, MODE_CENTRES, MODE_MEANS, MODE_RADIUS
 
     def __init__(self, noise_std: float = REWARD_STD) -> None:
         self.observation_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
