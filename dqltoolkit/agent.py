@@ -148,9 +148,10 @@ class Agent:
         return kw
 
     # --- data ---------------------------------------------------------------------------------------
-    def set_dataset(self, table: Mapping[str, np.ndarray]) -> TransitionBuffer:
+    def set_dataset(self, table: Mapping[str, np.ndarray], refit_obs_stats: bool = True) -> TransitionBuffer:
         """Put a transition table on the training device (actions rescaled to [-1, 1], obs normalised
-        if ``normalize_obs``); statistics become part of the agent and of its checkpoints."""
+        if ``normalize_obs``); statistics become part of the agent and of its checkpoints. A resumed or
+        fine-tuned agent keeps the statistics its networks were trained with (``refit_obs_stats=False``)."""
         from .data.buffer import validate_table
         from .data.transforms import apply_reward_transform
 
@@ -164,10 +165,10 @@ class Agent:
         scale = self._action_scale.cpu().numpy()
         t["actions"] = np.clip((t["actions"] - center) / scale, -1.0, 1.0)
         if self.config.normalize_obs:
-            mean = t["observations"].mean(0)
-            std = t["observations"].std(0) + 1e-3
-            self.obs_mean = torch.as_tensor(mean, device=self.device)
-            self.obs_std = torch.as_tensor(std, device=self.device)
+            if refit_obs_stats:
+                self.obs_mean = torch.as_tensor(t["observations"].mean(0), device=self.device)
+                self.obs_std = torch.as_tensor(t["observations"].std(0) + 1e-3, device=self.device)
+            mean, std = self.obs_mean.cpu().numpy(), self.obs_std.cpu().numpy()
             t["observations"] = (t["observations"] - mean) / std
             t["next_observations"] = (t["next_observations"] - mean) / std
         self.buffer = TransitionBuffer(t, self.device)

@@ -35,8 +35,10 @@ def main() -> None:
 @click.option("-p", "params", multiple=True, metavar="KEY=VALUE", help="Override a recipe key; repeatable. Typed by the recipe.")
 @click.option("--eval-freq", type=int, default=None, help="Evaluate every N gradient steps (default: the recipe's eval_freq).")
 @click.option("--download", is_flag=True, help="Download a Minari dataset that is not local (needs a network).")
+@click.option("--resume", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Continue from a checkpoint (its recipe, seeds and optimiser state) for --steps more steps.")
 @click.option("--no-progress", is_flag=True, help="Print log lines instead of a progress bar.")
-def train(agent: str, env: str, out: Optional[Path], steps: Optional[int], seed: int, seeds: Optional[str], device: str, head: Optional[str], params: Tuple[str, ...], eval_freq: Optional[int], download: bool, no_progress: bool) -> None:
+def train(agent: str, env: str, out: Optional[Path], steps: Optional[int], seed: int, seeds: Optional[str], device: str, head: Optional[str], params: Tuple[str, ...], eval_freq: Optional[int], download: bool, resume: Optional[Path], no_progress: bool) -> None:
     """Train an agent offline on a task's dataset, then evaluate it and save model.zip."""
     from .config import parse_overrides
     from .training import TrainingDiverged, parse_seeds
@@ -51,9 +53,12 @@ def train(agent: str, env: str, out: Optional[Path], steps: Optional[int], seed:
         seed_list = parse_seeds(seeds) if seeds else [seed]
         out = out or Path("runs") / f"{Path(agent).stem}-{env}"
         click.echo(f"training {agent} on {env} -> {out} (seeds {seed_list})", err=True)
-        res = run_train(agent, env, out, steps=steps, seeds=seed_list, device=device, overrides=overrides, progress=not no_progress, download=download)
+        res = run_train(agent, env, out, steps=steps, seeds=seed_list, device=device, overrides=overrides, progress=not no_progress, download=download, resume=resume)
     except (ConfigError, UnknownNameError, ValueError, FileNotFoundError, TrainingDiverged) as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: what was trained is in {out / 'model_interrupted.zip'} (continue with --resume)", err=True)
+        sys.exit(130)
     r = res.results
     click.echo(f"trained {r['steps']} steps in {r['train_seconds']:.1f}s ({r['steps_per_s']:.1f} steps/s)")
     for e in r.get("evaluation", []):

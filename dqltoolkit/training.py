@@ -195,8 +195,13 @@ def train(
     evaluate_at_end: bool = True,
     verbose: bool = True,
     download: bool = False,
+    resume: Optional[Path | str] = None,
 ) -> TrainResult:
-    """The `dqltoolkit train` job: recipe + task -> trained agent, checkpoints, metrics, figures."""
+    """The `dqltoolkit train` job: recipe + task -> trained agent, checkpoints, metrics, figures.
+
+    ``resume``: continue from a checkpoint instead (its recipe, seeds, weights, optimiser, EMA, RNG
+    and observation statistics), for ``steps`` more gradient steps or up to the recipe's ``steps``.
+    """
     from stable_baselines3.common.logger import CSVOutputFormat, HumanOutputFormat, Logger
 
     from .agent import Agent
@@ -220,10 +225,17 @@ def train(
     else:
         probe_env = None
         obs_space, act_space = spaces_from_table(table)
-    model = Agent(config, obs_space, act_space, seeds=seeds, device=device, task=task.id)
+    if resume is not None:
+        model = Agent.load(resume, device=device)
+        config, seeds = model.config, model.seeds
+        model.task = task.id
+    else:
+        model = Agent(config, obs_space, act_space, seeds=seeds, device=device, task=task.id)
     if probe_env is not None:
         model.set_env(probe_env)
-    model.set_dataset(table)
+    model.set_dataset(table, refit_obs_stats=resume is None)
+    if resume is not None:
+        config = config.replace(steps=int(steps) if steps is not None else max(config.steps - model.num_timesteps, 0))
     resolved = {"agent": agent, "recipe_file": str(recipe_file), "env": task.id, "seeds": list(seeds), "device": str(model.device), "config": config.to_dict()}
     (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     formats = [CSVOutputFormat(str(out / "metrics.csv"))]

@@ -119,3 +119,28 @@ def test_head_option_swaps_the_policy_class(tmp_path):
     m = dqltoolkit.load(out / "model.zip")
     assert (m.config.head, m.config.objective) == ("gaussian", "ql")
     assert type(m.head).__name__ == "GaussianHead"
+
+
+def test_interrupted_training_keeps_its_model_and_resumes(tmp_path, monkeypatch):
+    from dqltoolkit.agent import Agent
+
+    out = tmp_path / "run"
+    real = Agent.train_step
+    calls = {"n": 0}
+
+    def interrupt_after_5(self, batch=None):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise KeyboardInterrupt
+        return real(self, batch)
+
+    monkeypatch.setattr(Agent, "train_step", interrupt_after_5)
+    res = CliRunner().invoke(main, ["train", "--env", "bandit2d-v0", "--steps", "20", "--out", str(out), "--no-progress", *TINY_ARGS])
+    assert res.exit_code == 130 and "model_interrupted.zip" in res.output
+    saved = dqltoolkit.load(out / "model_interrupted.zip")
+    assert saved.num_timesteps == 5
+    monkeypatch.setattr(Agent, "train_step", real)
+    res = run(["train", "--env", "bandit2d-v0", "--resume", str(out / "model_interrupted.zip"), "--steps", "7", "--out", str(tmp_path / "more"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    resumed = dqltoolkit.load(tmp_path / "more" / "model.zip")
+    assert resumed.num_timesteps == 12 and resumed.config.T == 3 and resumed.config.hidden == 16
