@@ -66,21 +66,27 @@ def plot_bandit_grid(panels: Sequence[tuple[str, np.ndarray]], dataset_actions: 
     return Path(path)
 
 
-def plot_learning_curves(csv_path: Path, path: Path, keys: Sequence[str] = ("train/actor_loss", "train/critic_loss", "train/bc_loss")) -> Optional[Path]:
-    """Loss curves from the metrics CSV (one panel per key that is present)."""
+def plot_learning_curves(csv_path: Path, path: Path, keys: Sequence[str] = ("train/actor_loss", "train/critic_loss", "train/bc_loss",
+                                                                         "eval/normalized_score", "eval/mean_return")) -> Optional[Path]:
+    """Loss and evaluation curves from the metrics CSV (one panel per key that is present; a task with a
+    normalised score shows that instead of the raw return)."""
     import csv
 
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
     keys = [k for k in keys if rows and k in rows[0]]
+    if "eval/normalized_score" in keys and "eval/mean_return" in keys:
+        keys.remove("eval/mean_return")
     if not rows or not keys or "time/step" not in rows[0]:
         return None
     plt = _plt()
     fig, axes = plt.subplots(1, len(keys), figsize=(3.5 * len(keys), 3), squeeze=False)
     steps = [float(r["time/step"]) for r in rows]
     for ax, k in zip(axes[0], keys):
-        ys = [float(r[k]) if r[k] not in ("", None) else np.nan for r in rows]
-        ax.plot(steps, ys)
+        pts = [(x, float(r[k])) for x, r in zip(steps, rows) if r.get(k) not in ("", None)]  # eval rows are sparse
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, marker="o" if k.startswith("eval/") else None, ms=3)
         ax.set_title(k, fontsize=9)
         ax.set_xlabel("gradient step", fontsize=8)
     fig.tight_layout()

@@ -63,3 +63,33 @@ def test_minari_and_d4rl_prefixed_task_ids(tiny_hopper, tmp_path):
     res = dqltoolkit.train("diffusion-bc", f"d4rl:{path}", tmp_path / "r", steps=3, overrides={"T": 2, "hidden": 8, "batch_size": 4}, progress=False, verbose=False)
     m = dqltoolkit.load(res.checkpoints[0])
     assert m.observation_space.shape == (4,) and m.action_space.shape == (2,) and "evaluation" not in res.results
+
+
+def test_learning_curves_show_the_evaluation_score(tmp_path):
+    from dqltoolkit.plots import plot_learning_curves
+
+    csv = tmp_path / "metrics.csv"
+    csv.write_text("time/step,train/actor_loss,train/critic_loss,eval/mean_return,eval/normalized_score\n"
+                   "100,1.0,2.0,,\n200,0.8,1.5,300.0,9.8\n300,0.7,1.2,,\n400,0.6,1.1,350.0,11.3\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    captured = {}
+    real = plt.subplots
+
+    def spy(*a, **k):
+        fig, axes = real(*a, **k)
+        captured["axes"] = axes
+        return fig, axes
+
+    plt.subplots = spy
+    try:
+        assert plot_learning_curves(csv, tmp_path / "c.png") == tmp_path / "c.png"
+    finally:
+        plt.subplots = real
+    titles = [ax.get_title() for ax in captured["axes"][0]]
+    assert titles == ["train/actor_loss", "train/critic_loss", "eval/normalized_score"]
+    xs, ys = captured["axes"][0][2].lines[0].get_data()
+    assert list(xs) == [200.0, 400.0] and list(ys) == [9.8, 11.3]
