@@ -144,3 +144,14 @@ def test_interrupted_training_keeps_its_model_and_resumes(tmp_path, monkeypatch)
     assert res.exit_code == 0, res.output
     resumed = dqltoolkit.load(tmp_path / "more" / "model.zip")
     assert resumed.num_timesteps == 12 and resumed.config.T == 3 and resumed.config.hidden == 16
+
+
+def test_device_option_is_checked(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this check is for machines without CUDA")
+    res = run(["train", "--env", "bandit2d-v0", "--steps", "1", "--device", "cuda", "--out", str(tmp_path / "o")])
+    assert res.exit_code != 0 and "device 'cuda' requested but CUDA is not available on this machine" in res.output
+    ok = run(["train", "--env", "bandit2d-v0", "--steps", "2", "--device", "cpu", "--out", str(tmp_path / "c"), "--no-progress", *TINY_ARGS])
+    assert ok.exit_code == 0 and dqltoolkit.load(tmp_path / "c" / "model.zip").device.type == "cpu"
