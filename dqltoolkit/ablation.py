@@ -69,12 +69,9 @@ class Modes:
         return cls(tuple(e.mode_names), np.asarray(e.mode_centres, np.float32), np.asarray(e.mode_means, np.float32), float(e.mode_radius))
 
     def shares(self, actions: np.ndarray) -> Dict[str, float]:
-        d = np.linalg.norm(actions[:, None, :] - self.centres[None], axis=-1)
-        idx = d.argmin(1)
-        hit = np.where(d[np.arange(len(actions)), idx] <= self.radius, idx, -1)
-        out = {name: float(np.mean(hit == i)) for i, name in enumerate(self.names)}
-        out["off_data"] = float(np.mean(hit == -1))
-        return out
+        from .envs.bandit2d import mode_shares
+
+        return mode_shares(actions, self.names, self.centres, self.radius)
 
     @property
     def best(self) -> str:

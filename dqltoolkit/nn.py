@@ -181,9 +181,8 @@ class EnsembleMLP(nn.Module):
             return mish_bias(torch.bmm(x, layer.weight), layer.bias)
         return self.act(layer(x))
 
-    def forward_from_hidden(self, h: Tensor) -> Tensor:
-        """Continue after the first layer's pre-activation ``h`` (lets callers split the first matmul)."""
-        a = self.act(h)
+    def forward_from_activation(self, a: Tensor) -> Tensor:
+        """Continue after the first layer's activation ``a`` (lets callers compute the first layer in parts)."""
         for layer in self.layers[1:-1]:
             a = self._activate(a, layer)
         return self.layers[-1](a)
@@ -191,10 +190,7 @@ class EnsembleMLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if len(self.layers) == 1:
             return self.layers[0](x)
-        a = self._activate(x, self.layers[0])
-        for layer in self.layers[1:-1]:
-            a = self._activate(a, layer)
-        return self.layers[-1](a)
+        return self.forward_from_activation(self._activate(x, self.layers[0]))
 
 
 def sinusoidal_embedding(t: Tensor, dim: int) -> Tensor:

@@ -101,14 +101,15 @@ def bandit_report(agent, dataset_actions: np.ndarray, out: Path, n: int = 1000, 
 
 @torch.no_grad()
 def sample_policy_actions(agent, n: int = 1000, seed: int = 0, member: int = 0, observation: Optional[np.ndarray] = None) -> np.ndarray:
-    """``n`` raw samples of the policy head (no candidate selection) at one observation (default zeros)."""
+    """``n`` samples of the trained policy (no candidate selection by Q) at one observation (default zeros)."""
     from .nn import member_generators
 
     obs = torch.zeros(agent.members, n, agent.obs_dim, device=agent.device)
     if observation is not None:
         obs = obs + torch.as_tensor(np.asarray(observation, np.float32).reshape(1, 1, -1), device=agent.device)
     obs = (obs - agent.obs_mean) / agent.obs_std
-    a = agent.head.sample(obs, member_generators([seed + m for m in range(agent.members)], agent.device))
+    gens = member_generators([seed + m for m in range(agent.members)], agent.device)
+    a = agent.objective.policy_sample(agent.head, agent.aux, obs, gens)  # the trained policy: BCQ perturbs the head's samples
     a = a * agent._action_scale + agent._action_center
     return a[member].cpu().numpy()
 

@@ -15,18 +15,19 @@ REWARD_STD = 0.5
 BEST_MODE = int(np.argmax(MODE_MEANS))
 
 
-def mode_of(actions: np.ndarray, radius: float = MODE_RADIUS) -> np.ndarray:
+def mode_of(actions: np.ndarray, radius: float = MODE_RADIUS, centres: np.ndarray = MODE_CENTRES) -> np.ndarray:
     """Index of the mode whose centre lies within ``radius`` of each action, or -1."""
-    a = np.asarray(actions, dtype=np.float32).reshape(-1, 2)
-    d = np.linalg.norm(a[:, None, :] - MODE_CENTRES[None], axis=-1)
+    centres = np.asarray(centres, dtype=np.float32)
+    a = np.asarray(actions, dtype=np.float32).reshape(-1, centres.shape[1])
+    d = np.linalg.norm(a[:, None, :] - centres[None], axis=-1)
     idx = d.argmin(1)
     return np.where(d[np.arange(len(a)), idx] <= radius, idx, -1)
 
 
-def mode_shares(actions: np.ndarray) -> Dict[str, float]:
+def mode_shares(actions: np.ndarray, names=MODE_NAMES, centres: np.ndarray = MODE_CENTRES, radius: float = MODE_RADIUS) -> Dict[str, float]:
     """Share of actions on each mode plus ``off_data`` (on no mode)."""
-    m = mode_of(actions)
-    out = {name: float(np.mean(m == i)) for i, name in enumerate(MODE_NAMES)}
+    m = mode_of(actions, radius, centres)
+    out = {name: float(np.mean(m == i)) for i, name in enumerate(names)}
     out["off_data"] = float(np.mean(m == -1))
     return out
 

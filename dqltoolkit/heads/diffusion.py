@@ -53,7 +53,7 @@ class DiffusionHead(PolicyHead):
         self.betas = betas
         self.alphas_cumprod = abar
         self._chains = {self.T: _chain_coefficients(abar, np.arange(self.T))}
-        self.sample_steps = 0  # reverse steps when acting; 0: all T (see sampling_steps)
+        self.sample_steps = 0  # default reverse steps of sample() (0: all T); the agent sets it for acting and targets
         self.register_buffer("sqrt_abar", torch.tensor(np.sqrt(abar), dtype=torch.float32), persistent=False)
         self.register_buffer("sqrt_1m_abar", torch.tensor(np.sqrt(1.0 - abar), dtype=torch.float32), persistent=False)
 
@@ -97,9 +97,7 @@ class DiffusionHead(PolicyHead):
             a = mish_bias(h, time_part)
         else:
             a = net.act(h + time_part)
-        for layer in net.layers[1:-1]:
-            a = net._activate(a, layer)
-        return net.layers[-1](a)
+        return net.forward_from_activation(a)
 
     def predict_noise(self, x: Tensor, t: Tensor, obs: Tensor) -> Tensor:
         """eps_theta(x_t, t, s) for per-sample steps ``t`` ``[M, B]`` (0-based)."""
