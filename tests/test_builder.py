@@ -63,3 +63,21 @@ def test_dataset_cli_lists_and_describes():
     assert "ref_max_score: 3234.3" in r.output
     r = CliRunner().invoke(main, ["dataset", "build", "hopper", "--levels", "randm"])
     assert r.exit_code != 0 and "unknown level(s) ['randm']" in r.output
+
+
+def test_a_larger_budget_continues_a_build_that_missed_the_medium_target():
+    cfg = dict(TINY, levels=["random", "medium"])
+    build(BuildConfig(**cfg), say=lambda m: None, progress=False)
+    lines = []
+    res = build(BuildConfig(**{**cfg, "budget": 600}), say=lines.append, progress=False)
+    assert "budget raised from 400 to 600 env steps: training continues; medium will be collected again" in lines
+    assert any("resuming behaviour-policy training at 400 env steps" in m for m in lines)
+    assert any("dqltoolkit/hopper/random-v0: already built" in m for m in lines)
+    prog = builder_mod._load_progress(builder_mod.build_dir(BuildConfig(**cfg)))
+    assert prog.steps == 600 and prog.medium_step == 600 and prog.medium_fallback
+    assert [s for s, _ in prog.returns] == [200, 400, 600]
+    assert res["medium"]["transitions"] >= 80
+    # the same budget again changes nothing
+    lines = []
+    build(BuildConfig(**{**cfg, "budget": 600}), say=lines.append, progress=False)
+    assert not any("budget raised" in m for m in lines) and not any("resuming" in m for m in lines)

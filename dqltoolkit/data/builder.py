@@ -12,7 +12,9 @@ Levels (D4RL's recipe):
 Training runs in chunks; after each chunk the model, its replay buffer and a progress file are saved in
 the build folder, so an interrupted build resumes where it stopped (``dqltoolkit dataset build`` again).
 ``budget`` caps the training env steps: a smaller budget trades policy quality for time, and the build
-prints the returns it reached so that users know what they got.
+prints the returns it reached so that users know what they got. Running the build again with a larger
+budget continues training where it stopped when the medium target was not reached (or expert levels
+are asked for); the levels that came from the old policies are then collected again.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class Progress:
     medium_step: Optional[int] = None
     medium_return: Optional[float] = None
     done_training: bool = False
+    medium_fallback: bool = False  # the budget ran out before the medium target: the last policy stood in
     built: Dict[str, Dict[str, float]] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -75,6 +78,33 @@ def build_dir(cfg: BuildConfig) -> Path:
 def _load_progress(d: Path) -> Progress:
     p = d / "progress.json"
     return Progress(**json.loads(p.read_text())) if p.is_file() else Progress()
+
+
+TRAINED_LEVELS = ("medium", "medium-replay", "expert", "medium-expert")
+
+
+def _extend_budget(cfg: BuildConfig, prog: Progress, target: float, say: Callable[[str], None]) -> None:
+    """Reopen a finished training run when the budget grew and there is something to gain from it.
+
+    Why: a first build on a small budget is the cheap way to see what a machine can do; growing the
+    budget later must not start over (the SAC run is most of the cost), and it must not leave stale
+    datasets from the weaker policy behind.
+    """
+    if cfg.budget <= prog.steps or prog.steps == 0:
+        return
+    fallback = prog.medium_fallback or (prog.medium_return is not None and prog.medium_return < target)
+    reopen_medium = prog.medium_step is not None and fallback
+    reopen_expert = prog.done_training and _needs_expert(cfg)
+    if not (reopen_medium or reopen_expert):
+        return
+    if reopen_medium:
+        prog.medium_step, prog.medium_return, prog.medium_fallback = None, None, False
+    prog.done_training = False
+    stale = [lv for lv in prog.built if lv in TRAINED_LEVELS and (reopen_medium or "expert" in lv)]
+    for lv in stale:
+        del prog.built[lv]
+    say(f"budget raised from {prog.steps} to {cfg.budget} env steps: training continues"
+        + (f"; {', '.join(stale)} will be collected again" if stale else ""))
 
 
 def _save_progress(d: Path, prog: Progress) -> None:
@@ -173,8 +203,9 @@ def _train(cfg: BuildConfig, d: Path, prog: Progress, say: Callable[[str], None]
         prog.seconds += time.perf_counter() - t0
         t0 = time.perf_counter()
         _save_progress(d, prog)
-    if prog.medium_step is None:  # the budget ran out first: the best policy seen stands in for medium
+    if prog.medium_step is None:  # the budget ran out first: the last policy stands in for medium
         prog.medium_step, prog.medium_return = prog.steps, prog.returns[-1][1] if prog.returns else float("nan")
+        prog.medium_fallback = True
         model.save(d / "policy_medium.zip")
         _save_replay_arrays(model.replay_buffer, d / "replay_medium.npz")
         say(f"budget reached before the medium target ({target:.0f}); using the final policy (return {prog.medium_return:.0f}) as medium")
@@ -219,6 +250,7 @@ def build(cfg: BuildConfig, say: Callable[[str], None] = print, progress: bool =
     d = build_dir(cfg)
     d.mkdir(parents=True, exist_ok=True)
     prog = _load_progress(d)
+    _extend_budget(cfg, prog, cfg.medium_fraction * ref_max, say)
     needs_training = any(lv != "random" for lv in cfg.levels)
     trained_enough = prog.done_training or (prog.medium_step is not None and not _needs_expert(cfg))
     bar = None
