@@ -135,26 +135,36 @@ def _periodic_evaluation_base():
 
 
 class PeriodicEvaluation(_periodic_evaluation_base()):
-    """Every ``freq`` gradient steps: evaluate member 0 in a vector env, log eval/mean_return and the
-    normalised score (SB3 callback, so it sits in the same loop as the user's callbacks)."""
+    """Every ``freq`` gradient steps: evaluate every member (seed) in one vector env and log
+    eval/mean_return and eval/normalized_score (means over seeds; with several seeds also per seed,
+    ``eval/normalized_score_seed{s}``). An SB3 callback, so it sits in the loop with the user's callbacks."""
 
     def __init__(self, task, freq: int, episodes: int) -> None:
         super().__init__()
         self.task, self.freq, self.episodes = task, int(freq), int(episodes)
-        self.history: List[Dict[str, float]] = []
+        self.history: List[Dict[str, Any]] = []
 
     def _on_step(self) -> bool:
         if self.num_timesteps % self.freq:
             return True
-        from .evaluation import evaluate
+        from .evaluation import evaluate_members
 
-        r = evaluate(self.model, self.task.make_env, episodes=self.episodes, seed=self.model.seeds[0] + 100)
-        self.logger.record("eval/mean_return", r["mean_return"])
-        score = self.task.normalized_score(r["mean_return"])
-        if score is not None:
-            self.logger.record("eval/normalized_score", score)
-            r["normalized_score"] = score
-        self.history.append({"step": self.num_timesteps, **r})
+        model = self.model
+        per = evaluate_members(model, self.task.make_env, episodes=self.episodes, seeds=[s + 100 for s in model.seeds])
+        for r in per:
+            score = self.task.normalized_score(r["mean_return"])
+            if score is not None:
+                r["normalized_score"] = score
+        entry: Dict[str, Any] = {"step": self.num_timesteps}
+        for key in ("mean_return", "normalized_score"):
+            if key in per[0]:
+                entry[key] = float(np.mean([r[key] for r in per]))
+                self.logger.record(f"eval/{key}", entry[key])
+                if len(per) > 1:
+                    entry[f"{key}_per_seed"] = [r[key] for r in per]
+                    for s, r in zip(model.seeds, per):
+                        self.logger.record(f"eval/{key}_seed{s}", r[key])
+        self.history.append(entry)
         return True
 
 
