@@ -165,6 +165,9 @@ class PeriodicEvaluation(_periodic_evaluation_base()):
                     for s, r in zip(model.seeds, per):
                         self.logger.record(f"eval/{key}_seed{s}", r[key])
         self.history.append(entry)
+        # as SB3's EvalCallback does: dump now, so the row carries the step the evaluation belongs to
+        self.logger.record("time/step", self.num_timesteps)
+        self.logger.dump(self.num_timesteps)
         return True
 
 

@@ -58,4 +58,5 @@ def test_periodic_evaluation_logs_every_seed():
     last = cb.history[-1]
     assert len(last["normalized_score_per_seed"]) == 2
     assert last["normalized_score"] == pytest.approx(np.mean(last["normalized_score_per_seed"]))
+    assert agent.logger.seen["time/step"] == 4
     assert agent.logger.seen["eval/normalized_score_seed4"] == pytest.approx(last["normalized_score_per_seed"][1])

@@ -34,7 +34,10 @@ def test_train_and_evaluate_on_hopper(tiny_hopper, tmp_path):
     assert ev["episodes"] == 3 and np.isfinite(ev["mean_return"])
     assert ev["normalized_score"] == pytest.approx(100 * (ev["mean_return"] + 20.272305) / (3234.3 + 20.272305))
     assert [e["step"] for e in results["evaluations"]] == [150, 300]
-    assert "eval/normalized_score" in (out / "metrics.csv").read_text().splitlines()[0]
+    import csv
+
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [r["time/step"] for r in rows if r["eval/normalized_score"]] == ["150", "300"]  # each evaluation at its own step
     model = dqltoolkit.load(out / "model.zip")
     # observation statistics travel with the checkpoint and are applied in predict
     obs = np.concatenate([e["observations"][:-1] for e in tiny_hopper])
