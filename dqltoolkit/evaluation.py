@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import gymnasium as gym
 import numpy as np
 import torch
+
+
+def _first_episode_returns(make_env: Callable[[], gym.Env], seeds: Sequence[int], policy: Callable[[np.ndarray], np.ndarray],
+                           max_steps: int) -> np.ndarray:
+    """Run one env per seed in a SyncVectorEnv until every env has ended its first episode; later
+    steps of an env are masked, so each seed's return is deterministic given the policy."""
+    venv = gym.vector.SyncVectorEnv([make_env for _ in seeds])
+    try:
+        obs, _ = venv.reset(seed=list(seeds))
+        ret = np.zeros(len(seeds))
+        alive = np.ones(len(seeds), dtype=bool)
+        for _ in range(max_steps):
+            obs, r, term, trunc, _ = venv.step(policy(obs))
+            ret += np.where(alive, r, 0.0)
+            alive &= ~(term | trunc)
+            if not alive.any():
+                break
+    finally:
+        venv.close()
+    return ret
 
 
 def evaluate(
@@ -18,28 +38,13 @@ def evaluate(
     max_envs: int = 100,
     max_steps: int = 100_000,
 ) -> Dict[str, float]:
-    """Mean/std return over ``episodes``. Episodes run ``max_envs`` at a time in a SyncVectorEnv; each
-    env's first episode is counted and the rest of its steps are masked, so seeds are deterministic."""
-    returns = []
-    done_so_far = 0
-    while done_so_far < episodes:
-        n = min(max_envs, episodes - done_so_far)
-        venv = gym.vector.SyncVectorEnv([make_env for _ in range(n)])
-        try:
-            obs, _ = venv.reset(seed=[seed + done_so_far + i for i in range(n)])
-            ret = np.zeros(n)
-            alive = np.ones(n, dtype=bool)
-            for _ in range(max_steps):
-                actions, _ = agent.predict(obs, deterministic=deterministic)
-                obs, r, term, trunc, _ = venv.step(actions)
-                ret += np.where(alive, r, 0.0)
-                alive &= ~(term | trunc)
-                if not alive.any():
-                    break
-        finally:
-            venv.close()
-        returns.extend(ret.tolist())
-        done_so_far += n
+    """Mean/std return over ``episodes`` through ``agent.predict`` (any SB3-style model). Episodes run
+    ``max_envs`` at a time, episode i seeded ``seed + i``."""
+    returns: List[float] = []
+    while len(returns) < episodes:
+        n = min(max_envs, episodes - len(returns))
+        seeds = [seed + len(returns) + i for i in range(n)]
+        returns.extend(_first_episode_returns(make_env, seeds, lambda o: agent.predict(o, deterministic=deterministic)[0], max_steps).tolist())
     arr = np.asarray(returns)
     return {"mean_return": float(arr.mean()), "std_return": float(arr.std()), "episodes": int(len(arr))}
 
@@ -60,21 +65,12 @@ def evaluate_members(
     seeds = list(seeds) if seeds is not None else [s + 100 for s in agent.seeds]
     if len(seeds) != M:
         raise ValueError(f"evaluate_members: {len(seeds)} seeds for an agent with {M} members")
-    venv = gym.vector.SyncVectorEnv([make_env for _ in range(M * episodes)])
-    try:
-        obs, _ = venv.reset(seed=[seeds[m] + i for m in range(M) for i in range(episodes)])
-        ret = np.zeros(M * episodes)
-        alive = np.ones(M * episodes, dtype=bool)
-        low, high = venv.single_action_space.low, venv.single_action_space.high
-        for _ in range(max_steps):
-            x = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=agent.device).view(M, episodes, -1)
-            actions = agent.act(x, deterministic).reshape(M * episodes, -1).cpu().numpy()
-            obs, r, term, trunc, _ = venv.step(np.clip(actions, low, high))
-            ret += np.where(alive, r, 0.0)
-            alive &= ~(term | trunc)
-            if not alive.any():
-                break
-    finally:
-        venv.close()
+    low, high = agent.action_space.low, agent.action_space.high
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        x = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=agent.device).view(M, episodes, -1)
+        return np.clip(agent.act(x, deterministic).reshape(M * episodes, -1).cpu().numpy(), low, high)
+
+    ret = _first_episode_returns(make_env, [seeds[m] + i for m in range(M) for i in range(episodes)], policy, max_steps)
     per = ret.reshape(M, episodes)
     return [{"mean_return": float(per[m].mean()), "std_return": float(per[m].std()), "episodes": episodes} for m in range(M)]
