@@ -1,7 +1,8 @@
 """Gradient steps per second at Hopper sizes: the reference step, the toolkit's exact step, five seeds
 in one process, the EDP-style approximate step, and the evaluation path.
 
-Every row runs in the same process on the same machine, so the ratios are measured, not quoted. Each
+Every row runs in the same process on the same machine, timed round-robin so that clock drift hits
+all rows alike, and the ratios are measured, not quoted. Each
 row also reports achieved GFLOP/s from a count of the step's matrix work, next to the machine's measured
 matmul rate, so the distance to the hardware limit is visible.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -33,21 +34,6 @@ class Row:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def time_it(fn: Callable[[], None], device: torch.device, steps: int, repeats: int, warmup: int) -> float:
-    """Median seconds per call of ``fn`` over ``repeats`` blocks of ``steps`` calls, after ``warmup``."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    per = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            fn()
-        _sync(device)
-        per.append((time.perf_counter() - t0) / steps)
-    return statistics.median(per)
 
 
 def matmul_gflops(device: torch.device, n: int = 256, batch: int = 256, seconds: float = 0.5) -> float:
@@ -112,9 +98,34 @@ def _agent(seeds, device, table, **overrides):
     return agent
 
 
+def time_interleaved(fns: Dict[str, Tuple[Callable[[], None], int]], device: torch.device, repeats: int, warmup: int,
+                     say: Callable[[str], None] = lambda _: None) -> Dict[str, float]:
+    """Median seconds per call of each ``fn`` (``{name: (fn, calls per block)}``), timed round-robin.
+
+    Why round-robin: on shared or thermally limited machines the clock drifts by 5-15% over a minute of
+    sustained load, so rows timed one after another are compared under different conditions. Taking
+    block r of every row in turn puts each row's blocks in the same stretches of time.
+    """
+    for name, (fn, _) in fns.items():
+        say(f"warming up {name}")
+        for _ in range(warmup):
+            fn()
+    per: Dict[str, List[float]] = {name: [] for name in fns}
+    for r in range(repeats):
+        say(f"timing round {r + 1}/{repeats}")
+        for name, (fn, calls) in fns.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            _sync(device)
+            per[name].append((time.perf_counter() - t0) / calls)
+    return {name: statistics.median(v) for name, v in per.items()}
+
+
 def run_benchmark(device: str = "auto", steps: int = 30, repeats: int = 5, warmup: int = 10, dataset_size: int = 100_000,
                   rows: Optional[List[str]] = None, progress: Optional[Callable[[str], None]] = None) -> Dict[str, object]:
-    """Time every row; returns ``{"device", "matmul_gflops", "rows": [Row...]}``."""
+    """Time every row (round-robin, see :func:`time_interleaved`); returns ``{"device", "matmul_gflops", "rows": [Row...]}``."""
     from ..agent import resolve_device
     from ..heads.schedules import SCHEDULES
     from .reference import ReferenceDiffusionQL
@@ -125,54 +136,47 @@ def run_benchmark(device: str = "auto", steps: int = 30, repeats: int = 5, warmu
     s = HOPPER
     table = hopper_table(dataset_size, s["obs_dim"], s["action_dim"])
     flop = step_gflop(**s)
-    out: List[Row] = []
     say("measuring matmul rate")
     peak = matmul_gflops(dev)
-
-    def row(name, sec, gflop, note=""):
-        out.append(Row(name, 1.0 / sec, 1e3 * sec, gflop, gflop / sec, note))
-        say(f"{name}: {1.0 / sec:.1f} steps/s")
-
+    # name -> (step function, calls per timed block, GFLOP per call, note); built first, timed together
+    plan: Dict[str, Tuple[Callable[[], None], int, float, str]] = {}
     if "reference" in wanted:
-        say("timing reference")
         data = {
             "obs": torch.as_tensor(table["observations"], device=dev), "actions": torch.as_tensor(table["actions"], device=dev),
             "rewards": torch.as_tensor(table["rewards"], device=dev), "next_obs": torch.as_tensor(table["next_observations"], device=dev),
             "terminals": torch.as_tensor(table["terminals"], device=dev),
         }
         ref = ReferenceDiffusionQL(s["obs_dim"], s["action_dim"], SCHEDULES.get("vp")(s["T"]), data, hidden=s["hidden"], t_dim=s["time_dim"], device=dev)
-        row("reference", time_it(ref.train_step, dev, steps, repeats, warmup), flop, "paper-structured step, same math")
+        plan["reference"] = (ref.train_step, steps, flop, "paper-structured step, same math")
     if "exact" in wanted:
-        say("timing exact")
-        agent = _agent([0], dev, table)
-        row("exact", time_it(agent.train_step, dev, steps, repeats, warmup), flop, "dqltoolkit diffusion-ql step")
+        plan["exact"] = (_agent([0], dev, table).train_step, steps, flop, "dqltoolkit diffusion-ql step")
     if "exact_x5" in wanted:
-        say("timing exact x5 seeds")
-        agent = _agent([0, 1, 2, 3, 4], dev, table)
-        sec = time_it(agent.train_step, dev, max(steps // 5, 4), repeats, max(warmup // 5, 2))
-        row("exact x5 seeds (aggregate)", sec / 5, flop, "5 members in one process; steps/s summed over seeds")
-        row("exact x5 seeds (per seed)", sec, flop * 5, "each seed's own steps/s")
+        plan["exact x5 seeds"] = (_agent([0, 1, 2, 3, 4], dev, table).train_step, max(steps // 5, 4), flop * 5, "")
     if "approx" in wanted:
-        say("timing approx")
-        agent = _agent([0], dev, table, q_grad="approx")
-        row("approx (EDP action approx.)", time_it(agent.train_step, dev, steps, repeats, warmup), step_gflop(**s, approx=True), "-p q_grad=approx")
-    if "approx" in wanted:
-        say("timing approx + 2-step target sampler")
-        agent = _agent([0], dev, table, q_grad="approx", target_sample_steps=2)
-        row("approx + 2-step targets", time_it(agent.train_step, dev, steps, repeats, warmup), step_gflop(**s, approx=True, target_steps=2),
-            "-p q_grad=approx -p target_sample_steps=2")
+        plan["approx (EDP action approx.)"] = (_agent([0], dev, table, q_grad="approx").train_step, steps, step_gflop(**s, approx=True),
+                                               "-p q_grad=approx")
+        plan["approx + 2-step targets"] = (_agent([0], dev, table, q_grad="approx", target_sample_steps=2).train_step, steps,
+                                           step_gflop(**s, approx=True, target_steps=2), "-p q_grad=approx -p target_sample_steps=2")
+    eval_plan: Dict[str, Tuple[Callable[[], None], int]] = {}
+    if "eval" in wanted:
+        actor = _agent([0], dev, table)
+        for n_envs in (1, 10):
+            obs = np.random.default_rng(0).standard_normal((n_envs, s["obs_dim"])).astype(np.float32)
+            eval_plan[f"predict, {n_envs} env(s) x {actor.config.n_candidates} candidates"] = (lambda o=obs: actor.predict(o), max(steps, 20))
+    sec = time_interleaved({**{k: (v[0], v[1]) for k, v in plan.items()}, **eval_plan}, dev, repeats, warmup, say)
+    out: List[Row] = []
+    for name, (_, _, gflop, note) in plan.items():
+        t = sec[name]
+        if name == "exact x5 seeds":
+            out.append(Row("exact x5 seeds (aggregate)", 5.0 / t, 1e3 * t / 5, gflop / 5, gflop / t, "5 members in one process; steps/s summed over seeds"))
+            out.append(Row("exact x5 seeds (per seed)", 1.0 / t, 1e3 * t, gflop, gflop / t, "each seed's own steps/s"))
+        else:
+            out.append(Row(name, 1.0 / t, 1e3 * t, gflop, gflop / t, note))
     ref_rate = next((r.steps_per_s for r in out if r.name == "reference"), None)
     if ref_rate:
         for r in out:
             r.vs_reference = r.steps_per_s / ref_rate
-    eval_rows = []
-    if "eval" in wanted:
-        say("timing evaluation")
-        agent = _agent([0], dev, table)
-        for n_envs in (1, 10):
-            obs = np.random.default_rng(0).standard_normal((n_envs, s["obs_dim"])).astype(np.float32)
-            sec = time_it(lambda: agent.predict(obs), dev, max(steps, 20), repeats, 5)
-            eval_rows.append({"name": f"predict, {n_envs} env(s) x {agent.config.n_candidates} candidates", "ms_per_call": 1e3 * sec, "calls_per_s": 1.0 / sec})
+    eval_rows = [{"name": name, "ms_per_call": 1e3 * sec[name], "calls_per_s": 1.0 / sec[name]} for name in eval_plan]
     return {"device": str(dev), "torch": torch.__version__, "threads": torch.get_num_threads(), "matmul_gflops": peak, "rows": out, "eval": eval_rows}
 
 
