@@ -90,7 +90,7 @@ def _extend_budget(cfg: BuildConfig, prog: Progress, target: float, say: Callabl
     budget later must not start over (the SAC run is most of the cost), and it must not leave stale
     datasets from the weaker policy behind.
     """
-    if cfg.budget <= prog.steps or prog.steps == 0:
+    if cfg.budget <= prog.steps or prog.steps == 0 or all(lv == "random" for lv in cfg.levels):
         return
     fallback = prog.medium_fallback or (prog.medium_return is not None and prog.medium_return < target)
     reopen_medium = prog.medium_step is not None and fallback
