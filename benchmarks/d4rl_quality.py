@@ -67,8 +67,8 @@ def main() -> None:
 
 
 def plot_curves(runs: dict, behaviour_score: float, title: str, path: Path) -> None:
-    """Normalised score against gradient steps per agent: mean over seeds, shaded min-max, final point
-    from the end-of-training evaluation."""
+    """Normalised score against gradient steps per agent from the periodic evaluations: mean over seeds,
+    shaded from the worst to the best seed, and the behaviour policy's score as a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
