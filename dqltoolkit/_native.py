@@ -78,3 +78,58 @@ def _build(cc: str, so: Path) -> bool:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     return False
+
+
+
+_FUSED_SRC = Path(__file__).parent / "csrc" / "fused.cpp"
+
+
+@lru_cache(maxsize=1)
+def fused_ops():
+    """The operators of csrc/fused.cpp as ``torch.ops.dqltoolkit``, built on first use; None if unavailable.
+
+    Unlike the Mish library this one includes ATen headers, so it is compiled against the installed torch
+    (about 10 s, once per torch version, source and CPU; cached like the Mish library). Any failure
+    (no C++ compiler, no headers, an ABI mismatch) leaves the eager PyTorch path in use.
+    Set ``DQLTOOLKIT_FUSED=0`` (or ``DQLTOOLKIT_NATIVE=0``) to disable.
+    """
+    if os.environ.get("DQLTOOLKIT_FUSED", "1") == "0" or native_lib() is None:
+        return None
+    import torch
+
+    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    if cxx is None or cc is None or not _FUSED_SRC.is_file():
+        return None
+    torch_dir = Path(torch.__file__).parent
+    abi = "1" if torch.compiled_with_cxx11_abi() else "0"
+    cxx_flags = ["-O3", "-march=native", "-std=c++17", "-fPIC", "-w", f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
+                 f"-I{torch_dir / 'include'}", f"-I{torch_dir / 'include' / 'torch' / 'csrc' / 'api' / 'include'}"]
+    link = [f"-L{torch_dir / 'lib'}", "-ltorch_cpu", "-lc10", f"-Wl,-rpath,{torch_dir / 'lib'}", "-lm"]
+    key = hashlib.sha256(_FUSED_SRC.read_bytes() + _SRC.read_bytes() + " ".join(_FLAGS + cxx_flags + link).encode()
+                         + torch.__version__.encode() + _cpu_model().encode() + platform.machine().encode()).hexdigest()[:16]
+    so = cache_dir() / f"dql_fused_{key}.so"
+    if not so.is_file() and not _build_fused(cc, cxx, cxx_flags, link, so):
+        return None
+    try:
+        torch.ops.load_library(str(so))
+        return torch.ops.dqltoolkit
+    except (OSError, RuntimeError):
+        return None
+
+
+def _build_fused(cc: str, cxx: str, cxx_flags: list, link: list, so: Path) -> bool:
+    """mish.c with the Mish library's flags (fast math stays out of the ATen translation unit), then
+    fused.cpp, linked into one shared object against torch's libraries; atomic rename."""
+    so.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=so.parent) as tmp:
+        mish_o, out = Path(tmp) / "mish.o", Path(tmp) / "fused.so"
+        try:
+            subprocess.run([cc, *[f for f in _FLAGS if f != "-shared"], "-fopenmp", "-c", str(_SRC), "-o", str(mish_o)],
+                           check=True, capture_output=True, timeout=120)
+            subprocess.run([cxx, *cxx_flags, "-shared", str(_FUSED_SRC), str(mish_o), "-o", str(out), "-fopenmp", *link],
+                           check=True, capture_output=True, timeout=600)
+            os.replace(out, so)
+            return True
+        except (OSError, subprocess.SubprocessError):
+            return False

@@ -187,10 +187,40 @@ class EnsembleMLP(nn.Module):
             a = self._activate(a, layer)
         return self.layers[-1](a)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward_from_preactivation(self, h: Tensor, bias: Tensor, detach_params: bool = False) -> Tensor:
+        """Continue from the first layer's pre-activation: ``act(h + bias)``, then the other layers.
+
+        ``bias`` is ``[M, 1, hidden]`` or ``[M, B, hidden]``. On the CPU a Mish network runs as one fused
+        operator each way (dqltoolkit/fused.py); elsewhere layer by layer. ``detach_params``: use the
+        weights as constants (gradients still reach the input), see :meth:`forward`.
+        """
+        from . import fused
+
+        rest = self.layers[1:]
+        if self.act is mish and rest:
+            ops = fused.applicable(h, bias)
+            if ops is not None:
+                ws, bs = [m.weight for m in rest], [m.bias for m in rest]
+                if detach_params:
+                    ws, bs = [w.detach() for w in ws], [b.detach() for b in bs]
+                return fused.mlp_tail(ops, h, bias, ws, bs)
+        if detach_params:
+            a = self.act(h + bias)
+            for layer in rest[:-1]:
+                a = self.act(torch.baddbmm(layer.bias.detach(), a, layer.weight.detach()))
+            return torch.baddbmm(rest[-1].bias.detach(), a, rest[-1].weight.detach()) if rest else a
+        if self.act is mish and rest and bias.shape[1] == 1 and bias.is_contiguous():
+            return self.forward_from_activation(mish_bias(h, bias))
+        return self.forward_from_activation(self.act(h + bias))
+
+    def forward(self, x: Tensor, detach_params: bool = False) -> Tensor:
+        """``detach_params=True`` treats the weights as constants: the gradient reaches ``x`` only. The
+        actor's Q term uses it, so that its backward never computes the critic's weight gradients."""
+        first = self.layers[0]
+        w, b = (first.weight.detach(), first.bias.detach()) if detach_params else (first.weight, first.bias)
         if len(self.layers) == 1:
-            return self.layers[0](x)
-        return self.forward_from_activation(self._activate(x, self.layers[0]))
+            return torch.baddbmm(b, x, w)
+        return self.forward_from_preactivation(torch.bmm(x, w), b, detach_params)
 
 
 def sinusoidal_embedding(t: Tensor, dim: int) -> Tensor:

@@ -39,15 +39,23 @@ class DoubleQCritic(nn.Module):
     def online_parameters(self) -> list[nn.Parameter]:
         return list(self.q.parameters())
 
-    def _run(self, net: EnsembleMLP, obs: Tensor, actions: Tensor) -> Tensor:
+    def _run(self, net: EnsembleMLP, obs: Tensor, actions: Tensor, detach_params: bool = False) -> Tensor:
         M, B, _ = obs.shape
         x = torch.cat([obs, actions], dim=-1)
         x = x.unsqueeze(1).expand(M, self.n_q, B, x.shape[-1]).reshape(M * self.n_q, B, -1)
-        return net(x).view(M, self.n_q, B)
+        return net(x, detach_params).view(M, self.n_q, B)
 
     def forward(self, obs: Tensor, actions: Tensor) -> Tensor:
         """Q-values of the online twins, ``[M, 2, B]``."""
         return self._run(self.q, obs, actions)
+
+    def policy_values(self, obs: Tensor, actions: Tensor) -> Tensor:
+        """Online twin Q-values for a policy's actions, differentiable w.r.t. the actions only.
+
+        Actor losses use this: their backward then skips the critic's weight gradients, which the
+        actor's optimiser would never use (the reference code computes and discards them).
+        """
+        return self._run(self.q, obs, actions, detach_params=True)
 
     def target_values(self, obs: Tensor, actions: Tensor) -> Tensor:
         """Q-values of the target twins, ``[M, 2, B]`` (no graph)."""

@@ -59,31 +59,48 @@ void dql_mish_bwd(const float* restrict x, const float* restrict g, float* restr
   for (int64_t i = 0; i < n; i++) out[i] = g[i] * mish_grad(x[i]);
 }
 
-/* h: [groups, rows, cols], b: [groups, cols]; y = mish(h + b) */
-void dql_mish_bias_fwd(const float* restrict h, const float* restrict b, float* restrict y, int64_t groups, int64_t rows, int64_t cols,
-                       int nthreads) {
+/* Strided forms, shared by the ctypes entry points below and by the fused chain in fused.cpp.
+ * h, y: [groups, rows, cols] with rows contiguous (row stride = cols) and group strides h_gs, y_gs;
+ * b: bias with group stride b_gs and row stride b_rs (0: one bias row broadcast over the rows). */
+void dql_mish_bias_fwd_s(const float* restrict h, int64_t h_gs, const float* restrict b, int64_t b_gs, int64_t b_rs,
+                         float* restrict y, int64_t y_gs, int64_t groups, int64_t rows, int64_t cols, int nthreads) {
   int64_t n = groups * rows;
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (n * cols >= PARALLEL_MIN && nthreads > 1)
   for (int64_t gr = 0; gr < n; gr++) {
-    const float* bb = b + (gr / rows) * cols;
-    const float* hh = h + gr * cols;
-    float* yy = y + gr * cols;
+    int64_t g = gr / rows, r = gr % rows;
+    const float* bb = b + g * b_gs + r * b_rs;
+    const float* hh = h + g * h_gs + r * cols;
+    float* yy = y + g * y_gs + r * cols;
 #pragma omp simd
     for (int64_t c = 0; c < cols; c++) yy[c] = mish_f(hh[c] + bb[c]);
   }
 }
 
-/* out = g * mish'(h + b) */
-void dql_mish_bias_bwd(const float* restrict h, const float* restrict b, const float* restrict g, float* restrict out, int64_t groups,
-                       int64_t rows, int64_t cols, int nthreads) {
+/* out = gin * mish'(h + b), same layout rules; gin and out have group strides g_gs and o_gs */
+void dql_mish_bias_bwd_s(const float* restrict h, int64_t h_gs, const float* restrict b, int64_t b_gs, int64_t b_rs,
+                         const float* restrict gin, int64_t g_gs, float* restrict out, int64_t o_gs, int64_t groups, int64_t rows,
+                         int64_t cols, int nthreads) {
   int64_t n = groups * rows;
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (n * cols >= PARALLEL_MIN && nthreads > 1)
   for (int64_t gr = 0; gr < n; gr++) {
-    const float* bb = b + (gr / rows) * cols;
-    const float* hh = h + gr * cols;
-    const float* gg = g + gr * cols;
-    float* oo = out + gr * cols;
+    int64_t g = gr / rows, r = gr % rows;
+    const float* bb = b + g * b_gs + r * b_rs;
+    const float* hh = h + g * h_gs + r * cols;
+    const float* gg = gin + g * g_gs + r * cols;
+    float* oo = out + g * o_gs + r * cols;
 #pragma omp simd
     for (int64_t c = 0; c < cols; c++) oo[c] = gg[c] * mish_grad(hh[c] + bb[c]);
   }
+}
+
+/* h: [groups, rows, cols], b: [groups, cols]; y = mish(h + b) */
+void dql_mish_bias_fwd(const float* restrict h, const float* restrict b, float* restrict y, int64_t groups, int64_t rows, int64_t cols,
+                       int nthreads) {
+  dql_mish_bias_fwd_s(h, rows * cols, b, cols, 0, y, rows * cols, groups, rows, cols, nthreads);
+}
+
+/* out = g * mish'(h + b) */
+void dql_mish_bias_bwd(const float* restrict h, const float* restrict b, const float* restrict g, float* restrict out, int64_t groups,
+                       int64_t rows, int64_t cols, int nthreads) {
+  dql_mish_bias_bwd_s(h, rows * cols, b, cols, 0, g, rows * cols, out, rows * cols, groups, rows, cols, nthreads);
 }

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..nn import EnsembleMLP, member_randint, member_randn, mish, mish_bias, sinusoidal_embedding
+from .. import fused
+from ..nn import EnsembleMLP, member_randint, member_randn, mish, sinusoidal_embedding
 from ..registry import HEADS
 from .base import PolicyHead
 from .schedules import SCHEDULES
@@ -89,15 +90,10 @@ class DiffusionHead(PolicyHead):
 
     def _eps(self, x: Tensor, state_part: Tensor, time_part: Tensor) -> Tensor:
         """The denoiser from its first layer's pieces: x @ W_a + state part (with the bias), then the
-        time part, which is ``[M, 1, hidden]`` in the chain (one step for the whole batch) and goes in
-        as the fused activation's bias, or ``[M, B, hidden]`` for per-sample steps."""
-        net = self.net
-        h = torch.baddbmm(state_part, x, net.layers[0].weight[:, : self.action_dim])
-        if time_part.shape[1] == 1 and net.act is mish:
-            a = mish_bias(h, time_part)
-        else:
-            a = net.act(h + time_part)
-        return net.forward_from_activation(a)
+        time part, which is ``[M, 1, hidden]`` in the chain (one step for the whole batch) or
+        ``[M, B, hidden]`` for per-sample steps, enters as the activation's bias."""
+        h = torch.baddbmm(state_part, x, self.net.layers[0].weight[:, : self.action_dim])
+        return self.net.forward_from_preactivation(h, time_part)
 
     def predict_noise(self, x: Tensor, t: Tensor, obs: Tensor) -> Tensor:
         """eps_theta(x_t, t, s) for per-sample steps ``t`` ``[M, B]`` (0-based)."""
@@ -162,10 +158,15 @@ class DiffusionHead(PolicyHead):
             noise = member_randn(generators, (K, B, self.action_dim), obs.device)
         tp = self._time_proj()
         sp = self._state_proj(obs)
-        x = noise[:, 0]
         lim = self.max_action
         # grad_steps < K: the first reverse steps run without a graph (the reference code's "last_few")
         no_grad_until = K - grad_steps if 0 < grad_steps < K and torch.is_grad_enabled() else 0
+        ops = fused.applicable(obs) if no_grad_until == 0 and self.net.act is mish and len(self.net.layers) > 1 else None
+        if ops is not None:
+            layers = self.net.layers
+            return fused.reverse_chain(ops, noise, sp, tp, layers[0].weight[:, : self.action_dim], [m.weight for m in layers[1:]],
+                                       [m.bias for m in layers[1:]], c["packed"], c["t"], float(lim))
+        x = noise[:, 0]
         for k, j in enumerate(reversed(range(K))):
             i = c["t"][j]
             with torch.set_grad_enabled(torch.is_grad_enabled() and k >= no_grad_until):
@@ -183,7 +184,7 @@ def _chain_coefficients(abar: np.ndarray, t_index: np.ndarray) -> dict:
     abar_prev = np.concatenate([[1.0], abar[:-1]])
     betas = 1.0 - abar / abar_prev
     post_var = betas * (1.0 - abar_prev) / (1.0 - abar)
-    return {
+    c = {
         "t": [int(i) for i in t_index],
         "recip": np.sqrt(1.0 / abar).tolist(),
         "recipm1": np.sqrt(1.0 / abar - 1.0).tolist(),
@@ -191,3 +192,6 @@ def _chain_coefficients(abar: np.ndarray, t_index: np.ndarray) -> dict:
         "coef2": ((1.0 - abar_prev) * np.sqrt(1.0 - betas) / (1.0 - abar)).tolist(),
         "std": np.exp(0.5 * np.log(np.clip(post_var, 1e-20, None))).tolist(),
     }
+    # the fused chain's layout: five numbers per chain position
+    c["packed"] = [v for j in range(len(abar)) for v in (c["recip"][j], c["recipm1"][j], c["coef1"][j], c["coef2"][j], c["std"][j])]
+    return c

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..nn import EnsembleMLP
 from ..registry import OBJECTIVES
-from .base import Objective
+from .base import Objective, q_of
 
 
 class Perturbation(nn.Module):
@@ -51,6 +51,6 @@ class BCQObjective(Objective):
 
     def actor_loss(self, head, critic, obs, actions, generators, aux=None):
         elbo = head.behaviour_loss(obs, actions, generators)
-        q1 = critic(obs, self.policy_sample(head, aux, obs, generators))[:, 0]
+        q1 = q_of(critic, obs, self.policy_sample(head, aux, obs, generators))[:, 0]
         q_term = -q1.mean(dim=1)
         return elbo + q_term, {"bc_loss": elbo, "ql_loss": q_term}

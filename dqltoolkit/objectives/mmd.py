@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from ..heads.cvae import CVAEHead
 from ..nn import member_rand
 from ..registry import OBJECTIVES
-from .base import Objective
+from .base import Objective, q_of
 from .ql import normalised_q_loss
 
 
@@ -80,7 +80,7 @@ class MMDObjective(Objective):
         if self.eta <= 0:
             return elbo + dist, info
         alpha = aux["alpha"]()
-        q = critic(obs, pi.view(M, B, self.n, -1)[:, :, 0])
+        q = q_of(critic, obs, pi.view(M, B, self.n, -1)[:, :, 0])
         ql = normalised_q_loss(q, member_rand(generators, (), obs.device))
         alpha_loss = -aux["alpha"]().mul(dist.detach() - self.threshold)
         info.update(ql_loss=ql, alpha=alpha.detach())

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ..nn import member_rand
 from ..registry import OBJECTIVES
-from .base import Objective
+from .base import Objective, q_of
 
 
 def normalised_q_loss(q: Tensor, coin: Tensor) -> Tensor:
@@ -55,7 +55,7 @@ class QLObjective(Objective):
         else:
             bc = head.behaviour_loss(obs, actions, generators)
             new_actions = head.sample(obs, generators, grad_steps=self.q_grad_steps) if self.q_grad_steps else head.sample(obs, generators)
-        q = critic(obs, new_actions)
+        q = q_of(critic, obs, new_actions)
         coin = member_rand(generators, (), obs.device)
         ql = normalised_q_loss(q, coin)
         return bc + self.current_eta() * ql, {"bc_loss": bc, "ql_loss": ql}

@@ -8,7 +8,7 @@ the td3bc recipe turns on, so any head can use them.
 from __future__ import annotations
 
 from ..registry import OBJECTIVES
-from .base import Objective
+from .base import Objective, q_of
 
 
 @OBJECTIVES.register("td3bc")
@@ -22,7 +22,7 @@ class TD3BCObjective(Objective):
 
     def actor_loss(self, head, critic, obs, actions, generators, aux=None):
         bc = head.behaviour_loss(obs, actions, generators)
-        q1 = critic(obs, head.sample(obs, generators))[:, 0]
+        q1 = q_of(critic, obs, head.sample(obs, generators))[:, 0]
         lmbda = self.alpha / q1.abs().mean(dim=1).detach().clamp(min=1e-6)
         q_term = -lmbda * q1.mean(dim=1)
         return bc + q_term, {"bc_loss": bc, "ql_loss": q_term}
