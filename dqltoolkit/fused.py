@@ -14,14 +14,14 @@ from typing import List, Optional, Sequence
 import torch
 from torch import Tensor
 
+from ._native import fused_ops
+
 
 def applicable(*tensors: Tensor):
     """The fused operators if they can run on these tensors (CPU, float32, library built), else None."""
     for t in tensors:
-        if t.device.type != "cpu" or t.dtype != torch.float32:
+        if t.is_cuda or t.dtype != torch.float32 or t.device.type != "cpu":
             return None
-    from ._native import fused_ops
-
     return fused_ops()
 
 

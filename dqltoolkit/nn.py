@@ -183,9 +183,10 @@ class EnsembleMLP(nn.Module):
 
     def forward_from_activation(self, a: Tensor) -> Tensor:
         """Continue after the first layer's activation ``a`` (lets callers compute the first layer in parts)."""
-        for layer in self.layers[1:-1]:
+        layers = list(self.layers)
+        for layer in layers[1:-1]:
             a = self._activate(a, layer)
-        return self.layers[-1](a)
+        return layers[-1](a)
 
     def forward_from_preactivation(self, h: Tensor, bias: Tensor, detach_params: bool = False) -> Tensor:
         """Continue from the first layer's pre-activation: ``act(h + bias)``, then the other layers.
@@ -196,7 +197,7 @@ class EnsembleMLP(nn.Module):
         """
         from . import fused
 
-        rest = self.layers[1:]
+        rest = list(self.layers)[1:]  # (slicing a ModuleList builds a new module each call)
         if self.act is mish and rest:
             ops = fused.applicable(h, bias)
             if ops is not None:
@@ -239,12 +240,19 @@ def clip_grad_norm_members(params: Sequence[nn.Parameter], max_norm: float, memb
     share that seed's norm, like ``clip_grad_norm_`` over both critics in the reference code.
     """
     grads = [p.grad for p in params if p.grad is not None]
-    sq = torch.stack([g.reshape(members, -1).pow(2).sum(1) for g in grads]).sum(0)
-    norm = sq.sqrt()
+    if members == 1:
+        # torch.nn.utils.clip_grad_norm_'s own arithmetic: per-tensor norms in one foreach op, then their norm
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).reshape(1)
+    else:
+        sq = torch.stack([g.reshape(members, -1).pow(2).sum(1) for g in grads]).sum(0)
+        norm = sq.sqrt()
     if max_norm and max_norm > 0:
         scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
-        for g in grads:
-            g.view(members, -1).mul_(scale[:, None])
+        if members == 1:
+            torch._foreach_mul_(grads, scale[0])
+        else:
+            for g in grads:
+                g.view(members, -1).mul_(scale[:, None])
     return norm
 
 

@@ -57,10 +57,10 @@ class TransitionBuffer:
 
     def sample(self, batch_size: int, generators: Sequence[torch.Generator]) -> Dict[str, Tensor]:
         idx = member_randint(generators, len(self), (batch_size,), self.device)
-        return {
-            "obs": self.obs[idx],
-            "actions": self.actions[idx],
-            "rewards": self.rewards[idx],
-            "next_obs": self.next_obs[idx],
-            "terminals": self.terminals[idx],
-        }
+        flat, shape = idx.view(-1), tuple(idx.shape)
+
+        def take(t: Tensor) -> Tensor:  # index_select: the same rows as t[idx], without advanced indexing's set-up
+            return t.index_select(0, flat).view(*shape, *t.shape[1:])
+
+        return {"obs": take(self.obs), "actions": take(self.actions), "rewards": take(self.rewards), "next_obs": take(self.next_obs),
+                "terminals": take(self.terminals)}

@@ -56,6 +56,8 @@ class DiffusionHead(PolicyHead):
         self._chains = {self.T: _chain_coefficients(abar, np.arange(self.T))}
         self.sample_steps = 0  # default reverse steps of sample() (0: all T); the agent sets it for acting and targets
         self.register_buffer("sqrt_abar", torch.tensor(np.sqrt(abar), dtype=torch.float32), persistent=False)
+        # the time embedding of every step is a constant: computed once, not at every chain
+        self.register_buffer("time_embedding", sinusoidal_embedding(torch.arange(self.T), self.time_dim), persistent=False)
         self.register_buffer("sqrt_1m_abar", torch.tensor(np.sqrt(1.0 - abar), dtype=torch.float32), persistent=False)
 
     def chain(self, steps: int = 0) -> dict:
@@ -78,9 +80,7 @@ class DiffusionHead(PolicyHead):
     # --- denoiser pieces -------------------------------------------------------------------------
     def _time_proj(self) -> Tensor:
         """First-layer contribution of each step's time embedding: ``[M, T, hidden]``."""
-        t = torch.arange(self.T, device=self.sqrt_abar.device)
-        emb = sinusoidal_embedding(t, self.time_dim).expand(self.members, -1, -1)
-        temb = self.time_mlp(emb)
+        temb = self.time_mlp(self.time_embedding.expand(self.members, -1, -1))
         w_t = self.net.layers[0].weight[:, self.action_dim : self.action_dim + self.time_dim]
         return torch.bmm(temb, w_t)
 
