@@ -59,16 +59,16 @@ class _MLPTail(torch.autograd.Function):
         L = len(params) // 2
         out, saved = ops.mlp_fwd(h1, bias1, params[:L], params[L:], True)
         ctx.meta = (ops, L)
-        ctx.tensors = (h1, bias1, params, saved)
+        ctx.tensors = (bias1, params, saved)
         return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         ops, L = ctx.meta
-        h1, bias1, params, saved = ctx.tensors
+        bias1, params, saved = ctx.tensors
         del ctx.tensors
         need = ctx.needs_input_grad
-        grads = ops.mlp_bwd(grad, h1, bias1, params[:L], params[L:], saved, any(need[3:]))
+        grads = ops.mlp_bwd(grad, bias1, params[:L], params[L:], saved, any(need[3:]))
         # the operator returns undefined tensors for weights it skipped; autograd wants None there
         return (None, grads[0] if need[1] else None, grads[1] if need[2] else None,
                 *(g if n else None for g, n in zip(grads[2:], need[3:])))

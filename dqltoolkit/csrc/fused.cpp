@@ -8,6 +8,8 @@
 //   * activations of all K chain steps go into [M, K*B, H] buffers, so each weight gradient is one
 //     matmul over K*B rows (sum_k a_k^T g_k) instead of K matmuls and K-1 additions;
 //   * the chain's elementwise update (x0 estimate, clamp, posterior mean, noise) is one loop per step.
+//   * the training forward stores mish' of each layer rather than its input, so the backward is one
+//     multiply per element, not a second exponential.
 // Same function as the eager path up to float rounding (tests/test_fused.py checks forward and gradients).
 //
 // Layout conventions (all tensors float32, rows contiguous):
@@ -24,6 +26,8 @@
 extern "C" {
 void dql_mish_bias_fwd_s(const float* h, int64_t h_gs, const float* b, int64_t b_gs, int64_t b_rs, float* y, int64_t y_gs,
                          int64_t groups, int64_t rows, int64_t cols, int nthreads);
+void dql_mish_bias_fwd_d_s(const float* h, int64_t h_gs, const float* b, int64_t b_gs, int64_t b_rs, float* y, int64_t y_gs, float* d,
+                           int64_t d_gs, int64_t groups, int64_t rows, int64_t cols, int nthreads);
 void dql_mish_bias_bwd_s(const float* h, int64_t h_gs, const float* b, int64_t b_gs, int64_t b_rs, const float* gin, int64_t g_gs,
                          float* out, int64_t o_gs, int64_t groups, int64_t rows, int64_t cols, int nthreads);
 }
@@ -45,37 +49,45 @@ void mish_bias_fwd(const Tensor& h, const Tensor& b, const Tensor& y) {
                       y.stride(0), h.size(0), h.size(1), h.size(2), at::get_num_threads());
 }
 
-// out = g * mish'(h + b)
-void mish_bias_bwd(const Tensor& h, const Tensor& b, const Tensor& g, const Tensor& out) {
-  dql_mish_bias_bwd_s(h.data_ptr<float>(), h.stride(0), b.data_ptr<float>(), b.stride(0), row_stride(b), g.data_ptr<float>(),
-                      g.stride(0), out.data_ptr<float>(), out.stride(0), h.size(0), h.size(1), h.size(2), at::get_num_threads());
+// y = mish(h + b) and d = mish'(h + b); d may be h
+void mish_bias_fwd_deriv(const Tensor& h, const Tensor& b, const Tensor& y, const Tensor& d) {
+  dql_mish_bias_fwd_d_s(h.data_ptr<float>(), h.stride(0), b.data_ptr<float>(), b.stride(0), row_stride(b), y.data_ptr<float>(),
+                        y.stride(0), d.data_ptr<float>(), d.stride(0), h.size(0), h.size(1), h.size(2), at::get_num_threads());
 }
 
 // Rows [k*B, (k+1)*B) of a [M, K*B, N] buffer: the k-th step's [M, B, N] block.
 Tensor block(const Tensor& buf, int64_t k, int64_t B) { return buf.narrow(1, k * B, B); }
 
 // The MLP after its first pre-activation: a_1 = mish(h1 + bias1), a_l = mish(a_{l-1} W_l + b_l), out =
-// a_L W_out + b_out. pre[l] / act[l] (l = 0 .. L-1) receive the pre-activations (h1 is the caller's, so
-// pre[0] is not written) and activations; they may be blocks of step buffers or scratch.
+// a_L W_out + b_out. act[l] (l = 0 .. L-1) receive the activations and pre[l] (l >= 1) the matmul
+// outputs; they may be blocks of step buffers or scratch. With `deriv` (training), deriv[l] receives
+// mish' at layer l instead, for the backward; deriv[l] may be pre[l] (overwritten), never h1.
 Tensor tail_forward(const Tensor& h1, const Tensor& bias1, at::TensorList ws, at::TensorList bs, const std::vector<Tensor>& pre,
-                    const std::vector<Tensor>& act) {
+                    const std::vector<Tensor>& act, const std::vector<Tensor>* deriv) {
   const int64_t L = static_cast<int64_t>(ws.size());
-  mish_bias_fwd(h1, bias1, act[0]);
+  auto activate = [&](int64_t l, const Tensor& h, const Tensor& b) {
+    if (deriv != nullptr) {
+      mish_bias_fwd_deriv(h, b, act[l], (*deriv)[l]);
+    } else {
+      mish_bias_fwd(h, b, act[l]);
+    }
+  };
+  activate(0, h1, bias1);
   for (int64_t l = 1; l < L; l++) {
     Tensor out = pre[l];
     at::bmm_out(out, act[l - 1], ws[l - 1]);
-    mish_bias_fwd(pre[l], bs[l - 1], act[l]);
+    activate(l, pre[l], bs[l - 1]);
   }
   return at::baddbmm(bs[L - 1], act[L - 1], ws[L - 1]);
 }
 
 // Gradients w.r.t. every pre-activation (into g_pre[l]) from the gradient of the output.
-void tail_backward(const Tensor& g_out, const Tensor& bias1, at::TensorList ws, at::TensorList bs, const std::vector<Tensor>& pre,
-                   const std::vector<Tensor>& g_pre) {
+void tail_backward(const Tensor& g_out, at::TensorList ws, const std::vector<Tensor>& deriv, const std::vector<Tensor>& g_pre) {
   const int64_t L = static_cast<int64_t>(ws.size());
   Tensor g_act = at::bmm(g_out, ws[L - 1].transpose(1, 2));
   for (int64_t l = L - 1; l >= 0; l--) {
-    mish_bias_bwd(pre[l], l == 0 ? bias1 : bs[l - 1], g_act, g_pre[l]);
+    Tensor out = g_pre[l];
+    at::mul_out(out, g_act, deriv[l]);
     if (l > 0) g_act = at::bmm(g_pre[l], ws[l - 1].transpose(1, 2));
   }
 }
@@ -108,7 +120,7 @@ void check_net(at::TensorList ws, at::TensorList bs) {
 
 // --- member-batched MLP tail --------------------------------------------------------------------
 
-// Returns (out, saved) with saved = [act_0 .. act_{L-1}, pre_1 .. pre_{L-1}] when `save`.
+// Returns (out, saved) with saved = [act_0 .. act_{L-1}, deriv_0 .. deriv_{L-1}] when `save`.
 std::tuple<Tensor, std::vector<Tensor>> mlp_fwd(const Tensor& h1, const Tensor& bias1, at::TensorList ws, at::TensorList bs, bool save) {
   check_rows(h1, "mlp_fwd: h1");
   check_rows(bias1, "mlp_fwd: bias1");
@@ -117,28 +129,30 @@ std::tuple<Tensor, std::vector<Tensor>> mlp_fwd(const Tensor& h1, const Tensor& 
   std::vector<Tensor> act = buffers(L, h1, M, B, H);
   std::vector<Tensor> pre = {h1};
   for (int64_t l = 1; l < L; l++) pre.push_back(at::empty({M, B, H}, h1.options()));
-  Tensor out = tail_forward(h1, bias1, ws, bs, pre, act);
+  std::vector<Tensor> deriv = pre;
+  deriv[0] = at::empty({M, B, H}, h1.options());  // h1 is the caller's
+  Tensor out = tail_forward(h1, bias1, ws, bs, pre, act, save ? &deriv : nullptr);
   std::vector<Tensor> saved;
   if (save) {
     saved = act;
-    saved.insert(saved.end(), pre.begin() + 1, pre.end());
+    saved.insert(saved.end(), deriv.begin(), deriv.end());
   }
   return {out, saved};
 }
 
 // Returns [g_h1, g_bias1, gW_2 .. gW_L, gW_out, gb_2 .. gb_L, gb_out]; g_bias1 is summed over rows when
-// the bias was broadcast. Without `weights` only g_h1 and g_bias1 are computed (the rest are undefined):
-// an actor's backward through the critic needs the gradient w.r.t. the action, not the critic's weights.
-std::vector<Tensor> mlp_bwd(const Tensor& g_out_in, const Tensor& h1, const Tensor& bias1, at::TensorList ws, at::TensorList bs,
-                            at::TensorList saved, bool weights) {
-  const int64_t L = static_cast<int64_t>(ws.size()), M = h1.size(0), B = h1.size(1), H = h1.size(2);
-  TORCH_CHECK(static_cast<int64_t>(saved.size()) == 2 * L - 1, "mlp_bwd: wrong number of saved tensors");
+// the bias was broadcast (bias1 is passed for its shape). Without `weights` only g_h1 and g_bias1 are
+// computed (the rest are undefined): an actor's backward through the critic needs the gradient w.r.t.
+// the action, not the critic's weights.
+std::vector<Tensor> mlp_bwd(const Tensor& g_out_in, const Tensor& bias1, at::TensorList ws, at::TensorList bs, at::TensorList saved,
+                            bool weights) {
+  const int64_t L = static_cast<int64_t>(ws.size());
+  TORCH_CHECK(static_cast<int64_t>(saved.size()) == 2 * L, "mlp_bwd: wrong number of saved tensors");
   Tensor g_out = g_out_in.contiguous();
-  std::vector<Tensor> act(saved.begin(), saved.begin() + L);
-  std::vector<Tensor> pre = {h1};
-  pre.insert(pre.end(), saved.begin() + L, saved.end());
-  std::vector<Tensor> g_pre = buffers(L, h1, M, B, H);
-  tail_backward(g_out, bias1, ws, bs, pre, g_pre);
+  std::vector<Tensor> act(saved.begin(), saved.begin() + L), deriv(saved.begin() + L, saved.end());
+  const int64_t M = act[0].size(0), B = act[0].size(1), H = act[0].size(2);
+  std::vector<Tensor> g_pre = buffers(L, act[0], M, B, H);
+  tail_backward(g_out, ws, deriv, g_pre);
   std::vector<Tensor> gw, gb;
   if (weights) {
     weight_grads(act, g_pre, g_out, gw, gb);
@@ -166,8 +180,9 @@ StepCoef coef_at(at::ArrayRef<double> coef, int64_t j) {
 // Returns (x, saved). noise [M, K, B, A]: noise[:, 0] is x_T, noise[:, k] (k >= 1) is added after reverse
 // step k; sp [M, B, H] the state part of the first layer (bias included); tp [M, T, H] the time part of
 // every network time; coef: 5 floats per chain position j (recip, recipm1, coef1, coef2, std), step k
-// runs position j = K-1-k at network time tidx[j]. saved = [X, X0, XF, pre_0 .. pre_{L-1}, act_0 ..
-// act_{L-1}] with X, X0: [M, K*B, A] (step inputs, unclamped x0 estimates), XF [M, B, A] (unclamped end).
+// runs position j = K-1-k at network time tidx[j]. saved = [X, X0, XF, deriv_0 .. deriv_{L-1}, act_0 ..
+// act_{L-1}] with X, X0: [M, K*B, A] (step inputs, unclamped x0 estimates), XF [M, B, A] (unclamped end),
+// deriv_l and act_l [M, K*B, H] (mish' and the activation of layer l at every step).
 std::tuple<Tensor, std::vector<Tensor>> chain_fwd(const Tensor& noise_in, const Tensor& sp, const Tensor& tp, const Tensor& w1a,
                                                   at::TensorList ws, at::TensorList bs, at::ArrayRef<double> coef,
                                                   at::IntArrayRef tidx, double lim_d, bool save) {
@@ -200,7 +215,8 @@ std::tuple<Tensor, std::vector<Tensor>> chain_fwd(const Tensor& noise_in, const 
     }
     if (save) block(X, k, B).copy_(x);
     at::baddbmm_out(pre_k[0], sp, x, w1a);
-    Tensor eps = tail_forward(pre_k[0], tp.narrow(1, tidx[j], 1), ws, bs, pre_k, act_k).contiguous();
+    // training: pre_k is overwritten by mish' (the backward needs nothing else of it)
+    Tensor eps = tail_forward(pre_k[0], tp.narrow(1, tidx[j], 1), ws, bs, pre_k, act_k, save ? &pre_k : nullptr).contiguous();
     const StepCoef c = coef_at(coef, j);
     Tensor xn = at::empty({M, B, A}, sp.options());
     const float* xp = x.data_ptr<float>();
@@ -271,7 +287,7 @@ std::vector<Tensor> chain_bwd(const Tensor& g_in, const Tensor& tp, const Tensor
       pre_k.push_back(block(pre[l], k, B));
       g_pre_k.push_back(block(g_pre[l], k, B));
     }
-    tail_backward(block(GE, k, B), tp.narrow(1, tidx[j], 1), ws, bs, pre_k, g_pre_k);
+    tail_backward(block(GE, k, B), ws, pre_k, g_pre_k);
     if (k > 0) gprev.baddbmm_(g_pre_k[0], w1a.transpose(1, 2));  // x_T itself is noise: no gradient needed
     gx = gprev;
   }
@@ -292,7 +308,7 @@ std::vector<Tensor> chain_bwd(const Tensor& g_in, const Tensor& tp, const Tensor
 
 TORCH_LIBRARY(dqltoolkit, m) {
   m.def("mlp_fwd(Tensor h1, Tensor bias1, Tensor[] ws, Tensor[] bs, bool save) -> (Tensor, Tensor[])", &mlp_fwd);
-  m.def("mlp_bwd(Tensor g_out, Tensor h1, Tensor bias1, Tensor[] ws, Tensor[] bs, Tensor[] saved, bool weights) -> Tensor[]", &mlp_bwd);
+  m.def("mlp_bwd(Tensor g_out, Tensor bias1, Tensor[] ws, Tensor[] bs, Tensor[] saved, bool weights) -> Tensor[]", &mlp_bwd);
   m.def(
       "chain_fwd(Tensor noise, Tensor sp, Tensor tp, Tensor w1a, Tensor[] ws, Tensor[] bs, float[] coef, int[] tidx, float lim, "
       "bool save) -> (Tensor, Tensor[])",
