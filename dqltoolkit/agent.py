@@ -178,7 +178,10 @@ class Agent:
     def _apply_grads(self, loss: Tensor, params: List[nn.Parameter], opt: torch.optim.Optimizer, members: int) -> Tensor:
         # autograd.grad w.r.t. these parameters only: the actor's Q term back-propagates through the
         # critic to its input but never computes the critic's weight gradients
-        grads = torch.autograd.grad(loss, params)
+        return self._step_with(torch.autograd.grad(loss, params), params, opt, members)
+
+    def _step_with(self, grads, params: List[nn.Parameter], opt: torch.optim.Optimizer, members: int) -> Tensor:
+        """Clip per member and take the optimiser step with these gradients; returns the norms ``[M]``."""
         for p, g in zip(params, grads):
             p.grad = g if g.is_contiguous() else g.contiguous()
         norm = clip_grad_norm_members(params, self.config.grad_norm, members)
@@ -223,10 +226,17 @@ class Agent:
         info: Dict[str, Tensor] = {}
         if self.critic is not None:
             y = self.critic_target(batch)
-            q = self.critic(batch["obs"], batch["actions"])
-            critic_loss = (q - y.unsqueeze(1)).pow(2).mean(dim=2).sum(dim=1)
-            info["critic_loss"] = critic_loss
-            info["critic_grad_norm"] = self._apply_grads(critic_loss.sum(), self.critic_params, self.critic_opt, M)
+            fused = getattr(self.critic, "regression_grads", None)
+            fused = fused(batch["obs"], batch["actions"], y) if fused is not None else None
+            if fused is not None:  # one CPU operator for forward, loss and backward
+                critic_loss, grads = fused
+                info["critic_loss"] = critic_loss
+                info["critic_grad_norm"] = self._step_with(grads, self.critic_params, self.critic_opt, M)
+            else:
+                q = self.critic(batch["obs"], batch["actions"])
+                critic_loss = (q - y.unsqueeze(1)).pow(2).mean(dim=2).sum(dim=1)
+                info["critic_loss"] = critic_loss
+                info["critic_grad_norm"] = self._apply_grads(critic_loss.sum(), self.critic_params, self.critic_opt, M)
         if self.num_timesteps % cfg.policy_delay == 0:
             self.objective.step = self.num_timesteps
             actor_loss, parts = self.objective.actor_loss(self.head, self.critic, batch["obs"], batch["actions"], self.train_generators, aux=self.aux)

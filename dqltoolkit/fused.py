@@ -80,3 +80,17 @@ def mlp_tail(ops, h1: Tensor, bias1: Tensor, weights: Sequence[Tensor], biases: 
     if torch.is_grad_enabled() and any(t.requires_grad for t in (h1, bias1, *params)):
         return _MLPTail.apply(ops, h1, bias1, *params)
     return ops.mlp_fwd(h1, bias1, weights, biases, False)[0]
+
+
+def critic_regression(ops, net, obs: Tensor, actions: Tensor, y: Tensor):
+    """Per-member loss ``sum_twins mean_b (Q(s, a) - y)^2`` and its gradients for every parameter of the
+    member-batched twin network ``net`` (in ``net.parameters()`` order), in one operator and without an
+    autograd graph."""
+    layers = list(net.layers)
+    first, rest = layers[0], layers[1:]
+    out = ops.critic_grads(obs, actions, y, first.weight, first.bias, [m.weight for m in rest], [m.bias for m in rest])
+    n = len(rest)
+    grads = [out[1], out[2]]
+    for i in range(n):
+        grads += [out[3 + i], out[3 + n + i]]
+    return out[0], grads

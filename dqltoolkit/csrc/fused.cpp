@@ -18,6 +18,7 @@
 //   a bias that is broadcast over rows ([M, 1, H], chain: the time part of step t) or per row ([M, B, H]).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <torch/csrc/autograd/grad_mode.h>
 #include <torch/library.h>
 
 #include <tuple>
@@ -122,6 +123,7 @@ void check_net(at::TensorList ws, at::TensorList bs) {
 
 // Returns (out, saved) with saved = [act_0 .. act_{L-1}, deriv_0 .. deriv_{L-1}] when `save`.
 std::tuple<Tensor, std::vector<Tensor>> mlp_fwd(const Tensor& h1, const Tensor& bias1, at::TensorList ws, at::TensorList bs, bool save) {
+  at::NoGradGuard no_grad;  // the operators are their own backward: never record a graph
   check_rows(h1, "mlp_fwd: h1");
   check_rows(bias1, "mlp_fwd: bias1");
   check_net(ws, bs);
@@ -146,6 +148,7 @@ std::tuple<Tensor, std::vector<Tensor>> mlp_fwd(const Tensor& h1, const Tensor& 
 // the action, not the critic's weights.
 std::vector<Tensor> mlp_bwd(const Tensor& g_out_in, const Tensor& bias1, at::TensorList ws, at::TensorList bs, at::TensorList saved,
                             bool weights) {
+  at::NoGradGuard no_grad;  // the operators are their own backward: never record a graph
   const int64_t L = static_cast<int64_t>(ws.size());
   TORCH_CHECK(static_cast<int64_t>(saved.size()) == 2 * L, "mlp_bwd: wrong number of saved tensors");
   Tensor g_out = g_out_in.contiguous();
@@ -186,6 +189,7 @@ StepCoef coef_at(at::ArrayRef<double> coef, int64_t j) {
 std::tuple<Tensor, std::vector<Tensor>> chain_fwd(const Tensor& noise_in, const Tensor& sp, const Tensor& tp, const Tensor& w1a,
                                                   at::TensorList ws, at::TensorList bs, at::ArrayRef<double> coef,
                                                   at::IntArrayRef tidx, double lim_d, bool save) {
+  at::NoGradGuard no_grad;  // the operators are their own backward: never record a graph
   check_net(ws, bs);
   check_rows(sp, "chain_fwd: state part");
   check_rows(tp, "chain_fwd: time part");
@@ -249,6 +253,7 @@ std::tuple<Tensor, std::vector<Tensor>> chain_fwd(const Tensor& noise_in, const 
 // Returns [g_sp, g_tp, g_w1a, gW_2 .. gW_L, gW_out, gb_2 .. gb_L, gb_out].
 std::vector<Tensor> chain_bwd(const Tensor& g_in, const Tensor& tp, const Tensor& w1a, at::TensorList ws, at::TensorList bs,
                               at::TensorList saved, at::ArrayRef<double> coef, at::IntArrayRef tidx, double lim_d) {
+  at::NoGradGuard no_grad;  // the operators are their own backward: never record a graph
   const int64_t L = static_cast<int64_t>(ws.size());
   TORCH_CHECK(static_cast<int64_t>(saved.size()) == 3 + 2 * L, "chain_bwd: wrong number of saved tensors");
   const Tensor &X = saved[0], &X0 = saved[1], &XF = saved[2];
@@ -304,9 +309,37 @@ std::vector<Tensor> chain_bwd(const Tensor& g_in, const Tensor& tp, const Tensor
   return out;
 }
 
+// --- the twin critic's regression step ------------------------------------------------------------
+
+// Loss and gradients of the critic update, L = sum over twins of mean_b (Q_i(s, a) - y)^2 per member,
+// without an autograd graph. obs [M, B, O], actions [M, B, A], y [M, B]; the network has 2M members
+// (seed-major twins) with first layer W1 [2M, O+A, H], b1 [2M, 1, H]. Returns [loss (M), gW1, gb1,
+// gW_2 .. gW_out, gb_2 .. gb_out].
+std::vector<Tensor> critic_grads(const Tensor& obs, const Tensor& actions, const Tensor& y, const Tensor& w1, const Tensor& b1,
+                                 at::TensorList ws, at::TensorList bs) {
+  at::NoGradGuard no_grad;  // the operators are their own backward: never record a graph
+  check_net(ws, bs);
+  const int64_t M = obs.size(0), B = obs.size(1), N = w1.size(0);
+  TORCH_CHECK(N % M == 0 && y.dim() == 2 && y.size(0) == M && y.size(1) == B, "critic_grads: y must be [M, B] and the network have k*M members");
+  const int64_t twins = N / M;
+  Tensor x = at::cat({obs, actions}, -1).unsqueeze(1).expand({M, twins, B, obs.size(2) + actions.size(2)}).reshape({N, B, -1});
+  Tensor h1 = at::bmm(x, w1);
+  auto fwd = mlp_fwd(h1, b1, ws, bs, true);
+  Tensor diff = std::get<0>(fwd).view({M, twins, B}) - y.unsqueeze(1);
+  Tensor loss = diff.pow(2).mean(2).sum(1);
+  Tensor g_out = (diff * (2.0 / static_cast<double>(B))).reshape({N, B, 1});
+  std::vector<Tensor> g = mlp_bwd(g_out, b1, ws, bs, std::get<1>(fwd), true);
+  std::vector<Tensor> out = {loss, at::bmm(x.transpose(1, 2), g[0]), g[1]};
+  out.insert(out.end(), g.begin() + 2, g.end());
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(dqltoolkit, m) {
+  m.def(
+      "critic_grads(Tensor obs, Tensor actions, Tensor y, Tensor w1, Tensor b1, Tensor[] ws, Tensor[] bs) -> Tensor[]",
+      &critic_grads);
   m.def("mlp_fwd(Tensor h1, Tensor bias1, Tensor[] ws, Tensor[] bs, bool save) -> (Tensor, Tensor[])", &mlp_fwd);
   m.def("mlp_bwd(Tensor g_out, Tensor bias1, Tensor[] ws, Tensor[] bs, Tensor[] saved, bool weights) -> Tensor[]", &mlp_bwd);
   m.def(
