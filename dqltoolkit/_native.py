@@ -109,18 +109,30 @@ def fused_ops():
     key = hashlib.sha256(_FUSED_SRC.read_bytes() + _SRC.read_bytes() + " ".join(_FLAGS + cxx_flags + link).encode()
                          + torch.__version__.encode() + _cpu_model().encode() + platform.machine().encode()).hexdigest()[:16]
     so = cache_dir() / f"dql_fused_{key}.so"
-    if not so.is_file() and not _build_fused(cc, cxx, cxx_flags, link, so):
-        return None
+    if not so.is_file():
+        error = _build_fused(cc, cxx, cxx_flags, link, so)
+        if error:
+            _warn_slow_path(f"could not compile {_FUSED_SRC.name} ({error})")
+            return None
     try:
         torch.ops.load_library(str(so))
         return torch.ops.dqltoolkit
-    except (OSError, RuntimeError):
+    except (OSError, RuntimeError) as exc:
+        _warn_slow_path(f"could not load {so} ({exc})")
         return None
 
 
-def _build_fused(cc: str, cxx: str, cxx_flags: list, link: list, so: Path) -> bool:
+def _warn_slow_path(why: str) -> None:
+    import warnings
+
+    warnings.warn(f"dqltoolkit: {why}; CPU training falls back to the eager PyTorch path, about 1.3x slower per Diffusion-QL step. "
+                  "Set DQLTOOLKIT_FUSED=0 to silence this.", RuntimeWarning, stacklevel=3)
+
+
+def _build_fused(cc: str, cxx: str, cxx_flags: list, link: list, so: Path) -> str:
     """mish.c with the Mish library's flags (fast math stays out of the ATen translation unit), then
-    fused.cpp, linked into one shared object against torch's libraries; atomic rename."""
+    fused.cpp, linked into one shared object against torch's libraries; atomic rename. Returns "" on
+    success, else the last line of the compiler's complaint."""
     so.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=so.parent) as tmp:
         mish_o, out = Path(tmp) / "mish.o", Path(tmp) / "fused.so"
@@ -130,6 +142,9 @@ def _build_fused(cc: str, cxx: str, cxx_flags: list, link: list, so: Path) -> bo
             subprocess.run([cxx, *cxx_flags, "-shared", str(_FUSED_SRC), str(mish_o), "-o", str(out), "-fopenmp", *link],
                            check=True, capture_output=True, timeout=600)
             os.replace(out, so)
-            return True
-        except (OSError, subprocess.SubprocessError):
-            return False
+            return ""
+        except subprocess.CalledProcessError as exc:
+            lines = [ln for ln in (exc.stderr or b"").decode(errors="replace").splitlines() if ln.strip()]
+            return lines[-1][:300] if lines else f"exit status {exc.returncode}"
+        except (OSError, subprocess.SubprocessError) as exc:
+            return str(exc)[:300]

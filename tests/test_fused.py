@@ -164,3 +164,25 @@ def test_agent_training_steps_match_eager(q_grad, eager):
         for key in ("critic_loss", "bc_loss", "ql_loss"):
             torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
     _assert_close(params_fused, params_eager, rtol=1e-4, atol=1e-5)
+
+
+def test_a_failed_build_warns_with_the_compiler_error_and_falls_back(monkeypatch, tmp_path):
+    from dqltoolkit import _native
+
+    compiler = tmp_path / "broken-c++"
+    compiler.write_text("#!/bin/sh\necho 'fused.cpp:1:1: error: this compiler is broken' >&2\nexit 1\n")
+    compiler.chmod(0o755)
+    monkeypatch.setenv("CXX", str(compiler))
+    monkeypatch.setenv("DQLTOOLKIT_CACHE", str(tmp_path / "cache"))
+    _native.fused_ops.cache_clear()
+    _native.native_lib.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match=r"could not compile fused\.cpp \(fused\.cpp:1:1: error: this compiler is broken\)"):
+            assert _native.fused_ops() is None
+        assert not list((tmp_path / "cache").glob("dql_fused_*.so"))  # nothing half-built is left to load later
+    finally:
+        monkeypatch.undo()
+        _native.fused_ops.cache_clear()
+        _native.native_lib.cache_clear()
+    if shutil.which("g++") or shutil.which("c++"):
+        assert _native.fused_ops() is not None  # the real compiler is used again afterwards
