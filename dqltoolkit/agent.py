@@ -180,11 +180,13 @@ class Agent:
         # critic to its input but never computes the critic's weight gradients
         return self._step_with(torch.autograd.grad(loss, params), params, opt, members)
 
-    def _step_with(self, grads, params: List[nn.Parameter], opt: torch.optim.Optimizer, members: int) -> Tensor:
-        """Clip per member and take the optimiser step with these gradients; returns the norms ``[M]``."""
+    def _step_with(self, grads, params: List[nn.Parameter], opt: torch.optim.Optimizer, members: int, norm: Optional[Tensor] = None) -> Tensor:
+        """Clip per member (unless ``norm`` says the gradients come clipped already) and take the optimiser
+        step with these gradients; returns the norms ``[M]``."""
         for p, g in zip(params, grads):
             p.grad = g if g.is_contiguous() else g.contiguous()
-        norm = clip_grad_norm_members(params, self.config.grad_norm, members)
+        if norm is None:
+            norm = clip_grad_norm_members(params, self.config.grad_norm, members)
         opt.step()
         return norm
 
@@ -227,11 +229,11 @@ class Agent:
         if self.critic is not None:
             y = self.critic_target(batch)
             fused = getattr(self.critic, "regression_grads", None)
-            fused = fused(batch["obs"], batch["actions"], y) if fused is not None else None
-            if fused is not None:  # one CPU operator for forward, loss and backward
-                critic_loss, grads = fused
+            fused = fused(batch["obs"], batch["actions"], y, cfg.grad_norm) if fused is not None else None
+            if fused is not None:  # one CPU operator for forward, loss, backward and clipping
+                critic_loss, norm, grads = fused
                 info["critic_loss"] = critic_loss
-                info["critic_grad_norm"] = self._step_with(grads, self.critic_params, self.critic_opt, M)
+                info["critic_grad_norm"] = self._step_with(grads, self.critic_params, self.critic_opt, M, norm)
             else:
                 q = self.critic(batch["obs"], batch["actions"])
                 critic_loss = (q - y.unsqueeze(1)).pow(2).mean(dim=2).sum(dim=1)
@@ -239,9 +241,19 @@ class Agent:
                 info["critic_grad_norm"] = self._apply_grads(critic_loss.sum(), self.critic_params, self.critic_opt, M)
         if self.num_timesteps % cfg.policy_delay == 0:
             self.objective.step = self.num_timesteps
-            actor_loss, parts = self.objective.actor_loss(self.head, self.critic, batch["obs"], batch["actions"], self.train_generators, aux=self.aux)
-            parts["actor_loss"] = actor_loss
-            parts["actor_grad_norm"] = self._apply_grads(actor_loss.sum(), self.actor_params, self.actor_opt, M)
+            fused = getattr(self.objective, "actor_grads", None)
+            if fused is not None:
+                fused = fused(self.head, self.critic, batch["obs"], batch["actions"], self.train_generators, aux=self.aux,
+                              head_params=self.actor_params, critic_params=self.critic_params if self.critic is not None else None,
+                              max_norm=cfg.grad_norm)
+            if fused is not None:  # loss, gradients and clipping from one CPU operator
+                actor_loss, parts, norm, grads = fused
+                parts["actor_loss"] = actor_loss
+                parts["actor_grad_norm"] = self._step_with(grads, self.actor_params, self.actor_opt, M, norm)
+            else:
+                actor_loss, parts = self.objective.actor_loss(self.head, self.critic, batch["obs"], batch["actions"], self.train_generators, aux=self.aux)
+                parts["actor_loss"] = actor_loss
+                parts["actor_grad_norm"] = self._apply_grads(actor_loss.sum(), self.actor_params, self.actor_opt, M)
             self._last_actor_info = {k: v.detach() for k, v in parts.items()}
             if (self.num_timesteps // cfg.policy_delay) % cfg.ema_every == 0:
                 self._update_ema()

@@ -82,15 +82,29 @@ def mlp_tail(ops, h1: Tensor, bias1: Tensor, weights: Sequence[Tensor], biases: 
     return ops.mlp_fwd(h1, bias1, weights, biases, False)[0]
 
 
-def critic_regression(ops, net, obs: Tensor, actions: Tensor, y: Tensor):
-    """Per-member loss ``sum_twins mean_b (Q(s, a) - y)^2`` and its gradients for every parameter of the
-    member-batched twin network ``net`` (in ``net.parameters()`` order), in one operator and without an
-    autograd graph."""
+def critic_regression(ops, net, obs: Tensor, actions: Tensor, y: Tensor, max_norm: float = 0.0):
+    """Per-member loss ``sum_twins mean_b (Q(s, a) - y)^2``, per-seed gradient norms and the gradients for
+    every parameter of the member-batched twin network ``net`` (in ``net.parameters()`` order, clipped
+    per seed to ``max_norm`` when it is > 0), in one operator and without an autograd graph."""
     layers = list(net.layers)
     first, rest = layers[0], layers[1:]
-    out = ops.critic_grads(obs, actions, y, first.weight, first.bias, [m.weight for m in rest], [m.bias for m in rest])
+    out = ops.critic_grads(obs, actions, y, first.weight, first.bias, [m.weight for m in rest], [m.bias for m in rest], float(max_norm))
     n = len(rest)
-    grads = [out[1], out[2]]
+    grads = [out[2], out[3]]
     for i in range(n):
-        grads += [out[3 + i], out[3 + n + i]]
-    return out[0], grads
+        grads += [out[4 + i], out[4 + n + i]]
+    return out[0], out[1], grads
+
+
+def ql_actor(ops, head, head_params: Sequence[Tensor], critic_params: Sequence[Tensor], obs: Tensor, actions: Tensor, t: Tensor,
+             bc_noise: Tensor, chain_noise: Optional[Tensor], coin: Tensor, eta: float, approx: bool, max_norm: float = 0.0):
+    """Diffusion-QL's actor step for a diffusion ``head`` (its parameters in ``head.parameters()`` order)
+    and a twin critic network's parameters (constants), in one operator: ``(L_bc [M], L_q [M], per-seed
+    gradient norms [M], gradients of L_bc + eta L_q w.r.t. head_params)``, the gradients clipped per seed
+    to ``max_norm`` when it is > 0. The random numbers are the caller's, drawn in the eager path's order.
+    (The operator records no graph, so the parameters need not be detached.)"""
+    c = head.chain(head.sample_steps)
+    out = ops.ql_actor_grads(obs, actions, t, bc_noise, chain_noise if chain_noise is not None else bc_noise, coin,
+                             head.time_embedding, head.sqrt_abar, head.sqrt_1m_abar, head_params, critic_params, c["packed"], c["t"],
+                             float(head.max_action), float(eta), bool(approx), float(max_norm))
+    return out[0], out[1], out[2], list(out[3:])

@@ -125,7 +125,7 @@ def test_critic_regression_gradients_match_autograd(eager):
     critic.reset_parameters(member_generators([0, 1]))
     gen = torch.Generator().manual_seed(0)
     obs, actions, y = torch.randn(2, 40, 11, generator=gen), torch.rand(2, 40, 3, generator=gen), torch.randn(2, 40, generator=gen)
-    loss, grads = critic.regression_grads(obs, actions, y)
+    loss, norm, grads = critic.regression_grads(obs, actions, y)
     q = critic(obs, actions)
     ref_loss = (q - y.unsqueeze(1)).pow(2).mean(dim=2).sum(dim=1)
     ref_grads = torch.autograd.grad(ref_loss.sum(), critic.online_parameters())
@@ -134,6 +134,14 @@ def test_critic_regression_gradients_match_autograd(eager):
     for g, r in zip(grads, ref_grads):
         assert g.shape == r.shape
         torch.testing.assert_close(g, r, rtol=2e-5, atol=2e-6)
+    # per-seed norms over both twins of that seed (members 2m, 2m+1), as clip_grad_norm_ over its critics
+    ref_norm = torch.stack([g.reshape(2, -1).pow(2).sum(1) for g in ref_grads]).sum(0).sqrt()
+    torch.testing.assert_close(norm, ref_norm, rtol=1e-5, atol=1e-6)
+    max_norm = float(ref_norm.min()) / 2  # both seeds get clipped
+    _, norm_c, clipped = critic.regression_grads(obs, actions, y, max_norm)
+    torch.testing.assert_close(norm_c, ref_norm, rtol=1e-5, atol=1e-6)
+    clipped_norm = torch.stack([g.reshape(2, -1).pow(2).sum(1) for g in clipped]).sum(0).sqrt()
+    torch.testing.assert_close(clipped_norm, torch.full((2,), max_norm), rtol=1e-4, atol=1e-6)
     eager()
     assert critic.regression_grads(obs, actions, y) is None  # the agent then differentiates forward() itself
 

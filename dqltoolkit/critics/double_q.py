@@ -49,17 +49,18 @@ class DoubleQCritic(nn.Module):
         """Q-values of the online twins, ``[M, 2, B]``."""
         return self._run(self.q, obs, actions)
 
-    def regression_grads(self, obs: Tensor, actions: Tensor, y: Tensor):
-        """``(loss [M], gradients of the online parameters)`` of the TD regression onto ``y`` ``[M, B]``
-        (loss: the sum over twins of the mean squared error) from one fused CPU operator, or None where
-        it does not apply (then the caller differentiates :meth:`forward` itself)."""
+    def regression_grads(self, obs: Tensor, actions: Tensor, y: Tensor, max_norm: float = 0.0):
+        """``(loss [M], per-seed gradient norms [M], gradients of the online parameters)`` of the TD
+        regression onto ``y`` ``[M, B]`` (loss: the sum over twins of the mean squared error; gradients
+        clipped per seed to ``max_norm`` when > 0) from one fused CPU operator, or None where it does not
+        apply (then the caller differentiates :meth:`forward` itself)."""
         from .. import fused
         from ..nn import mish
 
         if self.q.act is not mish or len(self.q.layers) < 2:
             return None
         ops = fused.applicable(obs, actions, y)
-        return None if ops is None else fused.critic_regression(ops, self.q, obs, actions, y)
+        return None if ops is None else fused.critic_regression(ops, self.q, obs, actions, y, max_norm)
 
     def policy_values(self, obs: Tensor, actions: Tensor) -> Tensor:
         """Online twin Q-values for a policy's actions, differentiable w.r.t. the actions only.

@@ -309,14 +309,30 @@ std::vector<Tensor> chain_bwd(const Tensor& g_in, const Tensor& tp, const Tensor
   return out;
 }
 
+// --- gradient clipping ----------------------------------------------------------------------------
+
+// Per-member gradient norms [M] (tensors whose leading dim is k*M are grouped seed-major, k twins per
+// seed) and, when max_norm > 0, grads scaled in place by min(1, max_norm / (norm + 1e-6)) per member:
+// torch.nn.utils.clip_grad_norm_ applied to each seed's parameters on their own.
+Tensor clip_members(std::vector<Tensor>& grads, int64_t M, double max_norm) {
+  Tensor sq = at::zeros({M}, grads[0].options());
+  for (const Tensor& g : grads) sq.add_(g.reshape({M, -1}).pow(2).sum(1));
+  Tensor norm = sq.sqrt();
+  if (max_norm > 0) {
+    Tensor scale = (max_norm / (norm + 1e-6)).clamp_max(1.0).unsqueeze(1);
+    for (Tensor& g : grads) g.view({M, -1}).mul_(scale);
+  }
+  return norm;
+}
+
 // --- the twin critic's regression step ------------------------------------------------------------
 
 // Loss and gradients of the critic update, L = sum over twins of mean_b (Q_i(s, a) - y)^2 per member,
 // without an autograd graph. obs [M, B, O], actions [M, B, A], y [M, B]; the network has 2M members
-// (seed-major twins) with first layer W1 [2M, O+A, H], b1 [2M, 1, H]. Returns [loss (M), gW1, gb1,
-// gW_2 .. gW_out, gb_2 .. gb_out].
+// (seed-major twins) with first layer W1 [2M, O+A, H], b1 [2M, 1, H]. Returns [loss (M), grad norm (M),
+// gW1, gb1, gW_2 .. gW_out, gb_2 .. gb_out], the gradients clipped per seed to max_norm (0: not clipped).
 std::vector<Tensor> critic_grads(const Tensor& obs, const Tensor& actions, const Tensor& y, const Tensor& w1, const Tensor& b1,
-                                 at::TensorList ws, at::TensorList bs) {
+                                 at::TensorList ws, at::TensorList bs, double max_norm) {
   at::NoGradGuard no_grad;  // the operators are their own backward: never record a graph
   check_net(ws, bs);
   const int64_t M = obs.size(0), B = obs.size(1), N = w1.size(0);
@@ -329,8 +345,144 @@ std::vector<Tensor> critic_grads(const Tensor& obs, const Tensor& actions, const
   Tensor loss = diff.pow(2).mean(2).sum(1);
   Tensor g_out = (diff * (2.0 / static_cast<double>(B))).reshape({N, B, 1});
   std::vector<Tensor> g = mlp_bwd(g_out, b1, ws, bs, std::get<1>(fwd), true);
-  std::vector<Tensor> out = {loss, at::bmm(x.transpose(1, 2), g[0]), g[1]};
-  out.insert(out.end(), g.begin() + 2, g.end());
+  std::vector<Tensor> grads = {at::bmm(x.transpose(1, 2), g[0]), g[1]};
+  grads.insert(grads.end(), g.begin() + 2, g.end());
+  Tensor norm = clip_members(grads, M, max_norm);
+  std::vector<Tensor> out = {loss, norm};
+  out.insert(out.end(), grads.begin(), grads.end());
+  return out;
+}
+
+// --- Diffusion-QL's actor step ------------------------------------------------------------------------
+
+// Twin Q of (obs, actions) with the critic's weights as constants; saves what the action gradient needs.
+Tensor policy_q_forward(const Tensor& obs, const Tensor& actions, const Tensor& w1, const Tensor& b1, at::TensorList ws,
+                        at::TensorList bs, std::vector<Tensor>& saved) {
+  const int64_t M = obs.size(0), B = obs.size(1), N = w1.size(0), k = N / M;
+  Tensor x = at::cat({obs, actions}, -1).unsqueeze(1).expand({M, k, B, obs.size(2) + actions.size(2)}).reshape({N, B, -1});
+  auto fwd = mlp_fwd(at::bmm(x, w1), b1, ws, bs, true);
+  saved = std::get<1>(fwd);
+  return std::get<0>(fwd).view({M, k, B});
+}
+
+// d(sum g_q * q)/d(actions) [M, B, A], summed over the twins.
+Tensor policy_q_backward(const Tensor& g_q, const Tensor& w1, at::TensorList ws, const std::vector<Tensor>& saved, int64_t obs_dim) {
+  const int64_t L = static_cast<int64_t>(ws.size()), M = g_q.size(0), k = g_q.size(1), B = g_q.size(2), N = M * k;
+  const int64_t A = w1.size(1) - obs_dim, H = w1.size(2);
+  std::vector<Tensor> deriv(saved.begin() + L, saved.end());
+  std::vector<Tensor> g_pre = buffers(L, w1, N, B, H);
+  tail_backward(g_q.reshape({N, B, 1}).contiguous(), ws, deriv, g_pre);
+  return at::bmm(g_pre[0], w1.narrow(1, obs_dim, A).transpose(1, 2)).view({M, k, B, A}).sum(1);
+}
+
+// The loss L = L_bc + eta * L_q of every member and its gradients w.r.t. the head's parameters, forward
+// and backward in one operator. L_bc: the DDPM loss at steps t with noise bc_noise; L_q: the reference
+// code's normalised term on the reverse chain's end (approx = false) or on EDP's one-step estimate of
+// a0 from the noised dataset action (approx = true), with twin `coin[m] > 0.5` choosing Q1.
+// head = [tW1, tb1, tW2, tb2, W1, b1, W2, b2, .., W_out, b_out] (time MLP, then the denoiser; W1's rows
+// are action, time embedding, state); critic = [cW1, cb1, cW2, cb2, ..] (constants). Returns [L_bc (M),
+// L_q (M), grad norm (M), gradients in head order clipped per seed to max_norm (0: not clipped)].
+std::vector<Tensor> ql_actor_grads(const Tensor& obs, const Tensor& actions, const Tensor& t, const Tensor& bc_noise,
+                                   const Tensor& chain_noise, const Tensor& coin, const Tensor& emb, const Tensor& sqrt_abar,
+                                   const Tensor& sqrt_1m_abar, at::TensorList head, at::TensorList critic, at::ArrayRef<double> coef,
+                                   at::IntArrayRef tidx, double lim, double eta, bool approx, double max_norm) {
+  at::NoGradGuard no_grad;
+  TORCH_CHECK(head.size() >= 8 && head.size() % 2 == 0 && critic.size() >= 4 && critic.size() % 2 == 0, "ql_actor_grads: bad parameter lists");
+  const int64_t M = obs.size(0), B = obs.size(1), O = obs.size(2), A = actions.size(2);
+  const Tensor &tW1 = head[0], &tb1 = head[1], &tW2 = head[2], &tb2 = head[3], &W1 = head[4], &b1 = head[5];
+  const int64_t D = tW1.size(1), H = W1.size(2), T = emb.size(0);
+  std::vector<Tensor> ws, bs, cws, cbs;
+  for (size_t i = 6; i < head.size(); i += 2) {
+    ws.push_back(head[i]);
+    bs.push_back(head[i + 1]);
+  }
+  for (size_t i = 2; i < critic.size(); i += 2) {
+    cws.push_back(critic[i]);
+    cbs.push_back(critic[i + 1]);
+  }
+  const Tensor W1a = W1.narrow(1, 0, A), W1t = W1.narrow(1, A, D), W1s = W1.narrow(1, A + D, O);
+  // time MLP over all T steps, then its first-layer contribution tp [M, T, H]; the state part sp [M, B, H]
+  Tensor emb_m = emb.unsqueeze(0).expand({M, T, D}).contiguous();
+  auto tfwd = mlp_fwd(at::bmm(emb_m, tW1), tb1, {tW2}, {tb2}, true);
+  Tensor tout = std::get<0>(tfwd);
+  Tensor tp = at::bmm(tout, W1t);
+  Tensor sp = at::baddbmm(b1, obs, W1s);
+  // behaviour cloning: eps_theta(x_t, t, s)
+  Tensor a_t = sqrt_abar.index_select(0, t.reshape(-1)).view({M, B, 1});
+  Tensor s_t = sqrt_1m_abar.index_select(0, t.reshape(-1)).view({M, B, 1});
+  Tensor x_t = a_t * actions + s_t * bc_noise;
+  Tensor t_rows = t.unsqueeze(-1).expand({M, B, H});
+  Tensor tsel = at::gather(tp, 1, t_rows);
+  auto bfwd = mlp_fwd(at::baddbmm(sp, x_t, W1a), tsel, ws, bs, true);
+  Tensor eps = std::get<0>(bfwd);
+  Tensor bc = (eps - bc_noise).pow(2).mean({1, 2});
+  // the Q term's actions
+  Tensor new_actions, estimate_raw;
+  std::vector<Tensor> chain_saved;
+  if (approx) {
+    estimate_raw = (x_t - s_t * eps) / a_t;
+    new_actions = estimate_raw.clamp(-lim, lim);
+  } else {
+    auto cfwd = chain_fwd(chain_noise, sp, tp, W1a, ws, bs, coef, tidx, lim, true);
+    new_actions = std::get<0>(cfwd);
+    chain_saved = std::get<1>(cfwd);
+  }
+  std::vector<Tensor> q_saved;
+  Tensor q = policy_q_forward(obs, new_actions, critic[0], critic[1], cws, cbs, q_saved);  // [M, 2, B]
+  Tensor mean = q.mean(2), scale = q.abs().mean(2);
+  Tensor use_q1 = coin > 0.5;
+  Tensor ql = at::where(use_q1, -mean.select(1, 0) / scale.select(1, 1), -mean.select(1, 1) / scale.select(1, 0));
+  // backward of sum_m (L_bc + eta L_q)
+  Tensor g_q = at::zeros_like(q);
+  Tensor w_q1 = at::where(use_q1, -eta / (static_cast<double>(B) * scale.select(1, 1)), at::zeros_like(ql));
+  Tensor w_q2 = at::where(use_q1, at::zeros_like(ql), -eta / (static_cast<double>(B) * scale.select(1, 0)));
+  g_q.select(1, 0).copy_(w_q1.unsqueeze(1).expand({M, B}));
+  g_q.select(1, 1).copy_(w_q2.unsqueeze(1).expand({M, B}));
+  Tensor g_new = policy_q_backward(g_q, critic[0], cws, q_saved, O);
+  Tensor g_eps = (eps - bc_noise) * (2.0 / static_cast<double>(B * A));
+  std::vector<Tensor> gw(ws.size()), gb(ws.size());
+  Tensor g_sp, g_tp, g_w1a;
+  if (approx) {
+    Tensor inside = (estimate_raw >= -lim).logical_and(estimate_raw <= lim);
+    g_eps = g_eps - at::where(inside, g_new, at::zeros_like(g_new)) * s_t / a_t;
+    g_sp = at::zeros_like(sp);
+    g_tp = at::zeros_like(tp);
+    g_w1a = at::zeros_like(W1a);
+  } else {
+    std::vector<Tensor> cg = chain_bwd(g_new, tp, W1a, ws, bs, chain_saved, coef, tidx, lim);
+    g_sp = cg[0];
+    g_tp = cg[1];
+    g_w1a = cg[2];
+    for (size_t l = 0; l < ws.size(); l++) {
+      gw[l] = cg[3 + l];
+      gb[l] = cg[3 + ws.size() + l];
+    }
+  }
+  std::vector<Tensor> bg = mlp_bwd(g_eps, tsel, ws, bs, std::get<1>(bfwd), true);
+  const Tensor& g_h1 = bg[0];
+  for (size_t l = 0; l < ws.size(); l++) {
+    gw[l] = gw[l].defined() ? gw[l] + bg[2 + l] : bg[2 + l];
+    gb[l] = gb[l].defined() ? gb[l] + bg[2 + ws.size() + l] : bg[2 + ws.size() + l];
+  }
+  g_sp = g_sp + g_h1;
+  g_w1a = g_w1a + at::bmm(x_t.transpose(1, 2), g_h1);
+  g_tp = g_tp.scatter_add(1, t_rows, g_h1);
+  // first layer: action rows (g_w1a), time rows through tp = tout W1t, state rows and bias through sp
+  Tensor gW1 = at::empty_like(W1);
+  gW1.narrow(1, 0, A).copy_(g_w1a);
+  gW1.narrow(1, A, D).copy_(at::bmm(tout.transpose(1, 2), g_tp));
+  gW1.narrow(1, A + D, O).copy_(at::bmm(obs.transpose(1, 2), g_sp));
+  Tensor gb1 = g_sp.sum(1, true);
+  // time MLP
+  std::vector<Tensor> tg = mlp_bwd(at::bmm(g_tp, W1t.transpose(1, 2)), tb1, {tW2}, {tb2}, std::get<1>(tfwd), true);
+  std::vector<Tensor> grads = {at::bmm(emb_m.transpose(1, 2), tg[0]), tg[1], tg[2], tg[3], gW1, gb1};
+  for (size_t l = 0; l < ws.size(); l++) {
+    grads.push_back(gw[l]);
+    grads.push_back(gb[l]);
+  }
+  Tensor norm = clip_members(grads, M, max_norm);
+  std::vector<Tensor> out = {bc, ql, norm};
+  out.insert(out.end(), grads.begin(), grads.end());
   return out;
 }
 
@@ -338,7 +490,12 @@ std::vector<Tensor> critic_grads(const Tensor& obs, const Tensor& actions, const
 
 TORCH_LIBRARY(dqltoolkit, m) {
   m.def(
-      "critic_grads(Tensor obs, Tensor actions, Tensor y, Tensor w1, Tensor b1, Tensor[] ws, Tensor[] bs) -> Tensor[]",
+      "ql_actor_grads(Tensor obs, Tensor actions, Tensor t, Tensor bc_noise, Tensor chain_noise, Tensor coin, Tensor emb, "
+      "Tensor sqrt_abar, Tensor sqrt_1m_abar, Tensor[] head, Tensor[] critic, float[] coef, int[] tidx, float lim, float eta, "
+      "bool approx, float max_norm) -> Tensor[]",
+      &ql_actor_grads);
+  m.def(
+      "critic_grads(Tensor obs, Tensor actions, Tensor y, Tensor w1, Tensor b1, Tensor[] ws, Tensor[] bs, float max_norm) -> Tensor[]",
       &critic_grads);
   m.def("mlp_fwd(Tensor h1, Tensor bias1, Tensor[] ws, Tensor[] bs, bool save) -> (Tensor, Tensor[])", &mlp_fwd);
   m.def("mlp_bwd(Tensor g_out, Tensor bias1, Tensor[] ws, Tensor[] bs, Tensor[] saved, bool weights) -> Tensor[]", &mlp_bwd);

@@ -12,7 +12,7 @@ from typing import Dict, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from ..nn import member_rand
+from ..nn import member_rand, member_randint, member_randn
 from ..registry import OBJECTIVES
 from .base import Objective, q_of
 
@@ -59,3 +59,34 @@ class QLObjective(Objective):
         coin = member_rand(generators, (), obs.device)
         ql = normalised_q_loss(q, coin)
         return bc + self.current_eta() * ql, {"bc_loss": bc, "ql_loss": ql}
+
+    def actor_grads(self, head, critic, obs, actions, generators, aux=None, head_params=None, critic_params=None, max_norm=0.0):
+        """``(actor loss, parts, per-seed gradient norms, gradients)`` from one fused CPU operator, the
+        gradients w.r.t. ``head_params`` (default ``head.parameters()``) clipped per seed to ``max_norm``
+        when > 0, for a Mish diffusion head with a twin Mish critic (``critic_params``: its online
+        parameters); None where that does not apply (the agent then differentiates :meth:`actor_loss`).
+        Draws the same random numbers in the same order as the eager path."""
+        from .. import fused
+        from ..heads.diffusion import DiffusionHead
+        from ..nn import mish
+
+        if not isinstance(head, DiffusionHead) or aux or self.q_grad_steps or not hasattr(critic, "q"):
+            return None
+        nets = (head.net, head.time_mlp, critic.q)
+        if any(n.act is not mish for n in nets) or len(head.net.layers) < 2 or len(head.time_mlp.layers) != 2 or critic.q.layers[0].weight.shape[0] != 2 * head.members:
+            return None
+        ops = fused.applicable(obs, actions)
+        if ops is None:
+            return None
+        M, B, A = actions.shape
+        t = member_randint(generators, head.T, (B,), obs.device)
+        bc_noise = member_randn(generators, (B, A), obs.device)
+        approx = self.q_grad == "approx"
+        chain_noise = None if approx else member_randn(generators, (len(head.chain(head.sample_steps)["t"]), B, A), obs.device)
+        coin = member_rand(generators, (), obs.device)
+        eta = self.current_eta()
+        head_params = list(head.parameters()) if head_params is None else head_params
+        critic_params = list(critic.q.parameters()) if critic_params is None else critic_params
+        bc, ql, norm, grads = fused.ql_actor(ops, head, head_params, critic_params, obs, actions, t, bc_noise, chain_noise, coin, eta, approx,
+                                             max_norm)
+        return bc + eta * ql, {"bc_loss": bc, "ql_loss": ql}, norm, grads
