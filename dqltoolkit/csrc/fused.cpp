@@ -56,6 +56,28 @@ void mish_bias_fwd_deriv(const Tensor& h, const Tensor& b, const Tensor& y, cons
                         y.stride(0), d.data_ptr<float>(), d.stride(0), h.size(0), h.size(1), h.size(2), at::get_num_threads());
 }
 
+// out = a @ b per member. MKL spreads a batched GEMM's members over the threads; where they do not
+// divide evenly (5 seeds on 2 cores) some threads idle, so each member's GEMM then uses all threads
+// (10-20% faster for 5 members of these sizes on 2 cores).
+void member_mm_out(const Tensor& out_in, const Tensor& a, const Tensor& b) {
+  Tensor out = out_in;
+  const int64_t M = a.size(0);
+  if (M == 1 || M % at::get_num_threads() == 0) {
+    at::bmm_out(out, a, b);
+    return;
+  }
+  for (int64_t m = 0; m < M; m++) {
+    Tensor o = out.select(0, m);
+    at::mm_out(o, a.select(0, m), b.select(0, m));
+  }
+}
+
+Tensor member_mm(const Tensor& a, const Tensor& b) {
+  Tensor out = at::empty({a.size(0), a.size(1), b.size(2)}, a.options());
+  member_mm_out(out, a, b);
+  return out;
+}
+
 // Rows [k*B, (k+1)*B) of a [M, K*B, N] buffer: the k-th step's [M, B, N] block.
 Tensor block(const Tensor& buf, int64_t k, int64_t B) { return buf.narrow(1, k * B, B); }
 
@@ -75,8 +97,7 @@ Tensor tail_forward(const Tensor& h1, const Tensor& bias1, at::TensorList ws, at
   };
   activate(0, h1, bias1);
   for (int64_t l = 1; l < L; l++) {
-    Tensor out = pre[l];
-    at::bmm_out(out, act[l - 1], ws[l - 1]);
+    member_mm_out(pre[l], act[l - 1], ws[l - 1]);
     activate(l, pre[l], bs[l - 1]);
   }
   return at::baddbmm(bs[L - 1], act[L - 1], ws[L - 1]);
@@ -89,7 +110,7 @@ void tail_backward(const Tensor& g_out, at::TensorList ws, const std::vector<Ten
   for (int64_t l = L - 1; l >= 0; l--) {
     Tensor out = g_pre[l];
     at::mul_out(out, g_act, deriv[l]);
-    if (l > 0) g_act = at::bmm(g_pre[l], ws[l - 1].transpose(1, 2));
+    if (l > 0) g_act = member_mm(g_pre[l], ws[l - 1].transpose(1, 2));
   }
 }
 
@@ -98,7 +119,7 @@ void weight_grads(const std::vector<Tensor>& act, const std::vector<Tensor>& g_p
                   std::vector<Tensor>& gb) {
   const size_t L = act.size();
   for (size_t l = 1; l < L; l++) {
-    gw.push_back(at::bmm(act[l - 1].transpose(1, 2), g_pre[l]));
+    gw.push_back(member_mm(act[l - 1].transpose(1, 2), g_pre[l]));
     gb.push_back(g_pre[l].sum(1, true));
   }
   gw.push_back(at::bmm(act[L - 1].transpose(1, 2), g_out));
