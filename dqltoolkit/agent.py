@@ -198,16 +198,37 @@ class Agent:
             return r  # one-step task (the bandit): the critic regresses the reward
         with torch.no_grad():
             nobs = batch["next_obs"]
-            if cfg.max_q_backup:
-                n = cfg.n_backup_samples
-                M, B, _ = nobs.shape
-                rep = nobs.repeat_interleave(n, dim=1)
-                na = self._target_actions(rep)
-                q = self.critic.target_values(rep, na).view(M, 2, B, n).max(-1).values
+            M, B, _ = nobs.shape
+            n = cfg.n_backup_samples if cfg.max_q_backup else 1
+            rep = nobs.repeat_interleave(n, dim=1) if n > 1 else nobs
+            ops = self._fused_target()
+            if ops is not None:  # chain and target twins in one CPU operator, same noise as the eager path
+                from .fused import target_q
+
+                K = len(self.ema_head.chain(self.ema_head.sample_steps)["t"])
+                noise = member_randn(self.train_generators, (K, rep.shape[1], self.action_dim), rep.device)
+                q = target_q(ops, self.ema_head, self.critic.target, rep, noise)
             else:
-                na = self._target_actions(nobs)
-                q = self.critic.target_values(nobs, na)
+                q = self.critic.target_values(rep, self._target_actions(rep))
+            if n > 1:
+                q = q.view(M, 2, B, n).max(-1).values
             return r + (1.0 - d) * cfg.gamma * q.min(dim=1).values
+
+    def _fused_target(self):
+        """The fused target operator's pieces when they apply (CPU, Mish diffusion head sampled as is, twin
+        Mish critic, no target smoothing noise), else None."""
+        from . import fused
+        from .heads.diffusion import DiffusionHead
+        from .nn import mish
+        from .objectives.base import Objective
+
+        head, cfg = self.ema_head, self.config
+        if not isinstance(head, DiffusionHead) or cfg.target_noise > 0 or type(self.objective).policy_sample is not Objective.policy_sample:
+            return None
+        net = getattr(self.critic, "target", None)
+        if net is None or any(n.act is not mish for n in (head.net, head.time_mlp, net)) or len(head.time_mlp.layers) != 2 or len(head.net.layers) < 2:
+            return None
+        return fused.applicable(self._action_center)
 
     def _target_actions(self, next_obs: Tensor) -> Tensor:
         """Next actions from the EMA (target) policy, with TD3's clipped smoothing noise if enabled."""

@@ -108,3 +108,11 @@ def ql_actor(ops, head, head_params: Sequence[Tensor], critic_params: Sequence[T
                              head.time_embedding, head.sqrt_abar, head.sqrt_1m_abar, head_params, critic_params, c["packed"], c["t"],
                              float(head.max_action), float(eta), bool(approx), float(max_norm))
     return out[0], out[1], out[2], list(out[3:])
+
+
+def target_q(ops, head, critic_net, next_obs: Tensor, noise: Tensor) -> Tensor:
+    """Twin values ``[M, k, B]`` of the target critic ``critic_net`` at (s', a'), a' from the diffusion
+    ``head``'s chain (``head.sample_steps`` steps) started from ``noise``; one operator, no graph."""
+    c = head.chain(head.sample_steps)
+    return ops.target_q(next_obs, noise, head.time_embedding, list(head.parameters()), list(critic_net.parameters()), c["packed"], c["t"],
+                        float(head.max_action))

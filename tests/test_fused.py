@@ -147,8 +147,8 @@ def test_critic_regression_gradients_match_autograd(eager):
 
 
 @needs_fused
-@pytest.mark.parametrize("q_grad", ["exact", "approx"])
-def test_agent_training_steps_match_eager(q_grad, eager):
+@pytest.mark.parametrize("q_grad,max_q_backup,target_steps", [("exact", False, 0), ("approx", False, 2), ("exact", True, 0)])
+def test_agent_training_steps_match_eager(q_grad, max_q_backup, target_steps, eager):
     """A few full Diffusion-QL steps (two seeds) give the same losses and weights on both paths."""
     import gymnasium as gym
     import numpy as np
@@ -158,7 +158,8 @@ def test_agent_training_steps_match_eager(q_grad, eager):
     from dqltoolkit.config import AgentConfig
 
     def run():
-        cfg = AgentConfig(T=5, hidden=32, critic_hidden=32, batch_size=64, q_grad=q_grad, ema_start=0, log_every=10**9)
+        cfg = AgentConfig(T=5, hidden=32, critic_hidden=32, batch_size=64, q_grad=q_grad, ema_start=0, log_every=10**9,
+                          max_q_backup=max_q_backup, n_backup_samples=3, target_sample_steps=target_steps)
         agent = Agent(cfg, gym.spaces.Box(-np.inf, np.inf, (11,), np.float32), gym.spaces.Box(-1.0, 1.0, (3,), np.float32),
                       seeds=[0, 1], device="cpu")
         agent.set_dataset(hopper_table(2000, 11, 3))

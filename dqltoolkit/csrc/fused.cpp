@@ -507,9 +507,41 @@ std::vector<Tensor> ql_actor_grads(const Tensor& obs, const Tensor& actions, con
   return out;
 }
 
+// --- the critic's regression target ------------------------------------------------------------------
+
+// Twin target-critic values [M, k, B] of (s', a') with a' sampled by the (EMA) diffusion head's reverse
+// chain from `noise` [M, K, B, A]: the part of y = r + gamma (1 - d) min(Q1', Q2') that needs networks.
+// head and critic are parameter lists as in ql_actor_grads (constants here).
+Tensor target_q(const Tensor& next_obs, const Tensor& noise, const Tensor& emb, at::TensorList head, at::TensorList critic,
+                at::ArrayRef<double> coef, at::IntArrayRef tidx, double lim) {
+  at::NoGradGuard no_grad;
+  TORCH_CHECK(head.size() >= 8 && head.size() % 2 == 0 && critic.size() >= 4 && critic.size() % 2 == 0, "target_q: bad parameter lists");
+  const int64_t M = next_obs.size(0), B = next_obs.size(1), O = next_obs.size(2), A = noise.size(3);
+  const Tensor &tW1 = head[0], &tb1 = head[1], &tW2 = head[2], &tb2 = head[3], &W1 = head[4], &b1 = head[5];
+  const int64_t D = tW1.size(1), T = emb.size(0);
+  std::vector<Tensor> ws, bs, cws, cbs;
+  for (size_t i = 6; i < head.size(); i += 2) {
+    ws.push_back(head[i]);
+    bs.push_back(head[i + 1]);
+  }
+  for (size_t i = 2; i < critic.size(); i += 2) {
+    cws.push_back(critic[i]);
+    cbs.push_back(critic[i + 1]);
+  }
+  Tensor tout = std::get<0>(mlp_fwd(at::bmm(emb.unsqueeze(0).expand({M, T, D}).contiguous(), tW1), tb1, {tW2}, {tb2}, false));
+  Tensor tp = at::bmm(tout, W1.narrow(1, A, D));
+  Tensor sp = at::baddbmm(b1, next_obs, W1.narrow(1, A + D, O));
+  Tensor na = std::get<0>(chain_fwd(noise, sp, tp, W1.narrow(1, 0, A), ws, bs, coef, tidx, lim, false));
+  const int64_t N = critic[0].size(0), k = N / M;
+  Tensor x = at::cat({next_obs, na}, -1).unsqueeze(1).expand({M, k, B, O + A}).reshape({N, B, -1});
+  return std::get<0>(mlp_fwd(at::bmm(x, critic[0]), critic[1], cws, cbs, false)).view({M, k, B});
+}
+
 }  // namespace
 
 TORCH_LIBRARY(dqltoolkit, m) {
+  m.def("target_q(Tensor next_obs, Tensor noise, Tensor emb, Tensor[] head, Tensor[] critic, float[] coef, int[] tidx, float lim) -> Tensor",
+        &target_q);
   m.def(
       "ql_actor_grads(Tensor obs, Tensor actions, Tensor t, Tensor bc_noise, Tensor chain_noise, Tensor coin, Tensor emb, "
       "Tensor sqrt_abar, Tensor sqrt_1m_abar, Tensor[] head, Tensor[] critic, float[] coef, int[] tidx, float lim, float eta, "
