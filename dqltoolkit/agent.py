@@ -222,11 +222,15 @@ class Agent:
         from .nn import mish
         from .objectives.base import Objective
 
+        from .critics.double_q import DoubleQCritic
+
         head, cfg = self.ema_head, self.config
         if not isinstance(head, DiffusionHead) or cfg.target_noise > 0 or type(self.objective).policy_sample is not Objective.policy_sample:
             return None
-        net = getattr(self.critic, "target", None)
-        if net is None or any(n.act is not mish for n in (head.net, head.time_mlp, net)) or len(head.time_mlp.layers) != 2 or len(head.net.layers) < 2:
+        if not isinstance(self.critic, DoubleQCritic):
+            return None
+        net = self.critic.target
+        if any(n.act is not mish for n in (head.net, head.time_mlp, net)) or len(head.time_mlp.layers) != 2 or len(head.net.layers) < 2:
             return None
         return fused.applicable(self._action_center)
 
@@ -239,42 +243,50 @@ class Agent:
             na = (na + noise.clamp(-cfg.target_noise_clip, cfg.target_noise_clip)).clamp(-1.0, 1.0)
         return na
 
+    def _update_critic(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """One optimiser step of the critic on its TD regression; returns its diagnostics."""
+        cfg, M = self.config, self.members
+        y = self.critic_target(batch)
+        fused = getattr(self.critic, "regression_grads", None)
+        fused = fused(batch["obs"], batch["actions"], y, cfg.grad_norm) if fused is not None else None
+        if fused is not None:  # one CPU operator for forward, loss, backward and clipping
+            critic_loss, norm, grads = fused
+            return {"critic_loss": critic_loss, "critic_grad_norm": self._step_with(grads, self.critic_params, self.critic_opt, M, norm)}
+        q = self.critic(batch["obs"], batch["actions"])
+        critic_loss = (q - y.unsqueeze(1)).pow(2).mean(dim=2).sum(dim=1)
+        return {"critic_loss": critic_loss, "critic_grad_norm": self._apply_grads(critic_loss.sum(), self.critic_params, self.critic_opt, M)}
+
+    def _update_actor(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """One optimiser step of the policy (and the objective's networks); returns its diagnostics."""
+        cfg, M = self.config, self.members
+        fused = getattr(self.objective, "actor_grads", None)
+        if fused is not None:
+            fused = fused(self.head, self.critic, batch["obs"], batch["actions"], self.train_generators, aux=self.aux,
+                          head_params=self.actor_params, critic_params=self.critic_params if self.critic is not None else None,
+                          max_norm=cfg.grad_norm)
+        if fused is not None:  # loss, gradients and clipping from one CPU operator
+            actor_loss, parts, norm, grads = fused
+            parts["actor_loss"] = actor_loss
+            parts["actor_grad_norm"] = self._step_with(grads, self.actor_params, self.actor_opt, M, norm)
+            return parts
+        actor_loss, parts = self.objective.actor_loss(self.head, self.critic, batch["obs"], batch["actions"], self.train_generators, aux=self.aux)
+        parts["actor_loss"] = actor_loss
+        parts["actor_grad_norm"] = self._apply_grads(actor_loss.sum(), self.actor_params, self.actor_opt, M)
+        return parts
+
     def train_step(self, batch: Optional[Dict[str, Tensor]] = None) -> Dict[str, Tensor]:
         """One gradient step for every member; returns per-member diagnostics ``{name: [M]}`` (no sync)."""
         if batch is None:
             if self.buffer is None:
                 raise RuntimeError("no dataset: call set_dataset(table) or learn() with a task first")
             batch = self.buffer.sample(self.config.batch_size, self.train_generators)
-        cfg, M = self.config, self.members
+        cfg = self.config
         info: Dict[str, Tensor] = {}
         if self.critic is not None:
-            y = self.critic_target(batch)
-            fused = getattr(self.critic, "regression_grads", None)
-            fused = fused(batch["obs"], batch["actions"], y, cfg.grad_norm) if fused is not None else None
-            if fused is not None:  # one CPU operator for forward, loss, backward and clipping
-                critic_loss, norm, grads = fused
-                info["critic_loss"] = critic_loss
-                info["critic_grad_norm"] = self._step_with(grads, self.critic_params, self.critic_opt, M, norm)
-            else:
-                q = self.critic(batch["obs"], batch["actions"])
-                critic_loss = (q - y.unsqueeze(1)).pow(2).mean(dim=2).sum(dim=1)
-                info["critic_loss"] = critic_loss
-                info["critic_grad_norm"] = self._apply_grads(critic_loss.sum(), self.critic_params, self.critic_opt, M)
+            info.update(self._update_critic(batch))
         if self.num_timesteps % cfg.policy_delay == 0:
             self.objective.step = self.num_timesteps
-            fused = getattr(self.objective, "actor_grads", None)
-            if fused is not None:
-                fused = fused(self.head, self.critic, batch["obs"], batch["actions"], self.train_generators, aux=self.aux,
-                              head_params=self.actor_params, critic_params=self.critic_params if self.critic is not None else None,
-                              max_norm=cfg.grad_norm)
-            if fused is not None:  # loss, gradients and clipping from one CPU operator
-                actor_loss, parts, norm, grads = fused
-                parts["actor_loss"] = actor_loss
-                parts["actor_grad_norm"] = self._step_with(grads, self.actor_params, self.actor_opt, M, norm)
-            else:
-                actor_loss, parts = self.objective.actor_loss(self.head, self.critic, batch["obs"], batch["actions"], self.train_generators, aux=self.aux)
-                parts["actor_loss"] = actor_loss
-                parts["actor_grad_norm"] = self._apply_grads(actor_loss.sum(), self.actor_params, self.actor_opt, M)
+            parts = self._update_actor(batch)
             self._last_actor_info = {k: v.detach() for k, v in parts.items()}
             if (self.num_timesteps // cfg.policy_delay) % cfg.ema_every == 0:
                 self._update_ema()

@@ -1,10 +1,12 @@
-"""Autograd wrappers around the fused CPU operators of ``csrc/fused.cpp``.
+"""Python entry points to the fused CPU operators of ``csrc/fused.cpp``.
 
-A whole reverse diffusion chain, or a member-batched Mish MLP after its first layer, runs as one
-operator forward and one backward instead of a few hundred eager ops and autograd nodes (see the
-comment at the top of fused.cpp for why that matters on a CPU). Callers ask :func:`applicable` first
-and keep their eager code as the fallback, which is also what runs on GPUs: there the eager ops are
-queued asynchronously and their per-op cost is hidden.
+Two levels. Autograd wrappers run a reverse diffusion chain, or a member-batched Mish MLP after its
+first layer, as one node each way; heads and critics use them whatever the objective. Step operators
+compute whole pieces of a Diffusion-QL step with a hand-written backward (the TD target, the critic's
+regression, the actor's loss and gradients); the agent calls them where they apply. Either way a few
+hundred eager ops and autograd nodes become one call (see the top of fused.cpp for why that matters on
+a CPU). Callers ask :func:`applicable` first and keep their eager code as the fallback, which is also
+what runs on GPUs, where eager ops are queued asynchronously and their per-op cost is hidden.
 """
 
 from __future__ import annotations

@@ -1,16 +1,20 @@
-// The denoiser's reverse chain and member-batched Mish MLPs as single ATen operators (CPU, float32).
+// Diffusion-QL's CPU hot paths as ATen operators (float32): the denoiser's reverse chain and member-
+// batched Mish MLPs (forward and backward), and whole pieces of the training step with a hand-written
+// backward: the TD target, the critic's regression and the actor's loss with its gradients.
 //
 // Why: at Hopper sizes a Diffusion-QL step is about a thousand small ops, and in eager PyTorch each one
 // pays Python dispatch on the way forward and an autograd node on the way back; on a 2-core CPU that
-// bookkeeping was a quarter of the step. Here a whole chain (or MLP) is one operator forward and one
-// backward, running the same matmuls through ATen and the Mish kernels of mish.c, with two changes of
-// schedule that the math allows:
+// bookkeeping was a quarter of the step. Here each piece is one call, running the same matmuls through
+// ATen and the Mish kernels of mish.c, with changes of schedule that the math allows:
 //   * activations of all K chain steps go into [M, K*B, H] buffers, so each weight gradient is one
 //     matmul over K*B rows (sum_k a_k^T g_k) instead of K matmuls and K-1 additions;
-//   * the chain's elementwise update (x0 estimate, clamp, posterior mean, noise) is one loop per step.
+//   * the chain's elementwise update (x0 estimate, clamp, posterior mean, noise) is one loop per step;
 //   * the training forward stores mish' of each layer rather than its input, so the backward is one
-//     multiply per element, not a second exponential.
-// Same function as the eager path up to float rounding (tests/test_fused.py checks forward and gradients).
+//     multiply per element, not a second exponential;
+//   * the actor's Q term never computes the critic's weight gradients;
+//   * a multi-seed agent runs one member after another, so a member's working set stays in cache.
+// Same function as the eager path up to float rounding, with the same random numbers drawn by the
+// caller in the same order (tests/test_fused.py checks values, gradients and whole training steps).
 //
 // Layout conventions (all tensors float32, rows contiguous):
 //   weights ws = [W_2 .. W_L, W_out] with W_l [M, H, H] and W_out [M, H, A]; biases bs alike ([M, 1, *]);
@@ -402,6 +406,14 @@ std::vector<Tensor> critic_grads(const Tensor& obs, const Tensor& actions, const
   return out;
 }
 
+// [W_a, b_a, W_b, b_b, ...] from position `from` on -> weights and biases.
+void split_layers(at::TensorList params, size_t from, std::vector<Tensor>& ws, std::vector<Tensor>& bs) {
+  for (size_t i = from; i + 1 < params.size(); i += 2) {
+    ws.push_back(params[i]);
+    bs.push_back(params[i + 1]);
+  }
+}
+
 // --- Diffusion-QL's actor step ------------------------------------------------------------------------
 
 // Twin Q of (obs, actions) with the critic's weights as constants; saves what the action gradient needs.
@@ -452,14 +464,8 @@ std::vector<Tensor> ql_actor_grads(const Tensor& obs, const Tensor& actions, con
   const Tensor &tW1 = head[0], &tb1 = head[1], &tW2 = head[2], &tb2 = head[3], &W1 = head[4], &b1 = head[5];
   const int64_t D = tW1.size(1), H = W1.size(2), T = emb.size(0);
   std::vector<Tensor> ws, bs, cws, cbs;
-  for (size_t i = 6; i < head.size(); i += 2) {
-    ws.push_back(head[i]);
-    bs.push_back(head[i + 1]);
-  }
-  for (size_t i = 2; i < critic.size(); i += 2) {
-    cws.push_back(critic[i]);
-    cbs.push_back(critic[i + 1]);
-  }
+  split_layers(head, 6, ws, bs);  // after the time MLP (4) and the first layer (2)
+  split_layers(critic, 2, cws, cbs);
   const Tensor W1a = W1.narrow(1, 0, A), W1t = W1.narrow(1, A, D), W1s = W1.narrow(1, A + D, O);
   // time MLP over all T steps, then its first-layer contribution tp [M, T, H]; the state part sp [M, B, H]
   Tensor emb_m = emb.unsqueeze(0).expand({M, T, D}).contiguous();
@@ -567,14 +573,8 @@ Tensor target_q(const Tensor& next_obs, const Tensor& noise, const Tensor& emb, 
   const Tensor &tW1 = head[0], &tb1 = head[1], &tW2 = head[2], &tb2 = head[3], &W1 = head[4], &b1 = head[5];
   const int64_t D = tW1.size(1), T = emb.size(0);
   std::vector<Tensor> ws, bs, cws, cbs;
-  for (size_t i = 6; i < head.size(); i += 2) {
-    ws.push_back(head[i]);
-    bs.push_back(head[i + 1]);
-  }
-  for (size_t i = 2; i < critic.size(); i += 2) {
-    cws.push_back(critic[i]);
-    cbs.push_back(critic[i + 1]);
-  }
+  split_layers(head, 6, ws, bs);  // after the time MLP (4) and the first layer (2)
+  split_layers(critic, 2, cws, cbs);
   Tensor tout = std::get<0>(mlp_fwd(at::bmm(emb.unsqueeze(0).expand({M, T, D}).contiguous(), tW1), tb1, {tW2}, {tb2}, false));
   Tensor tp = at::bmm(tout, W1.narrow(1, A, D));
   Tensor sp = at::baddbmm(b1, next_obs, W1.narrow(1, A + D, O));

@@ -13,6 +13,7 @@
  * runtime PyTorch already loaded, so the dynamic linker binds it to that same runtime and its warm thread
  * pool: there is no second OpenMP runtime competing for the cores. Built on first use by
  * dqltoolkit/_native.py (without -fopenmp where that fails: the pragmas are then ignored). */
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -59,11 +60,14 @@ void dql_mish_bwd(const float* restrict x, const float* restrict g, float* restr
   for (int64_t i = 0; i < n; i++) out[i] = g[i] * mish_grad(x[i]);
 }
 
-/* Strided forms, shared by the ctypes entry points below and by the fused chain in fused.cpp.
+/* Strided forms, shared by the ctypes entry points below and by the fused operators in fused.cpp.
  * h, y: [groups, rows, cols] with rows contiguous (row stride = cols) and group strides h_gs, y_gs;
- * b: bias with group stride b_gs and row stride b_rs (0: one bias row broadcast over the rows). */
-void dql_mish_bias_fwd_s(const float* restrict h, int64_t h_gs, const float* restrict b, int64_t b_gs, int64_t b_rs,
-                         float* restrict y, int64_t y_gs, int64_t groups, int64_t rows, int64_t cols, int nthreads) {
+ * b: bias with group stride b_gs and row stride b_rs (0: one bias row broadcast over the rows).
+ *
+ * y = mish(h + b) and, when d is not NULL (training), d = mish'(h + b), so that the backward is one
+ * multiply (g * d) instead of a second exponential per element. d may be h itself (written in place). */
+void dql_mish_bias_fwd_d_s(const float* h, int64_t h_gs, const float* restrict b, int64_t b_gs, int64_t b_rs, float* restrict y,
+                           int64_t y_gs, float* d, int64_t d_gs, int64_t groups, int64_t rows, int64_t cols, int nthreads) {
   int64_t n = groups * rows;
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (n * cols >= PARALLEL_MIN && nthreads > 1)
   for (int64_t gr = 0; gr < n; gr++) {
@@ -71,9 +75,27 @@ void dql_mish_bias_fwd_s(const float* restrict h, int64_t h_gs, const float* res
     const float* bb = b + g * b_gs + r * b_rs;
     const float* hh = h + g * h_gs + r * cols;
     float* yy = y + g * y_gs + r * cols;
+    if (d == NULL) {
 #pragma omp simd
-    for (int64_t c = 0; c < cols; c++) yy[c] = mish_f(hh[c] + bb[c]);
+      for (int64_t c = 0; c < cols; c++) yy[c] = mish_f(hh[c] + bb[c]);
+      continue;
+    }
+    float* dd = d + g * d_gs + r * cols;
+#pragma omp simd
+    for (int64_t c = 0; c < cols; c++) {
+      float v = hh[c] + bb[c];
+      float e = exp_approx(v);
+      float m = e * (e + 2.0f);
+      float q = 1.0f / (m + 2.0f);
+      yy[c] = v * m * q;
+      dd[c] = m * q + 4.0f * v * e * (e + 1.0f) * q * q;
+    }
   }
+}
+
+void dql_mish_bias_fwd_s(const float* restrict h, int64_t h_gs, const float* restrict b, int64_t b_gs, int64_t b_rs,
+                         float* restrict y, int64_t y_gs, int64_t groups, int64_t rows, int64_t cols, int nthreads) {
+  dql_mish_bias_fwd_d_s(h, h_gs, b, b_gs, b_rs, y, y_gs, NULL, 0, groups, rows, cols, nthreads);
 }
 
 /* out = gin * mish'(h + b), same layout rules; gin and out have group strides g_gs and o_gs */
@@ -90,30 +112,6 @@ void dql_mish_bias_bwd_s(const float* restrict h, int64_t h_gs, const float* res
     float* oo = out + g * o_gs + r * cols;
 #pragma omp simd
     for (int64_t c = 0; c < cols; c++) oo[c] = gg[c] * mish_grad(hh[c] + bb[c]);
-  }
-}
-
-/* Forward for training: y = mish(h + b) and d = mish'(h + b), so that the backward is one multiply
- * (g * d) instead of a second exponential per element. d may be h itself (written in place). */
-void dql_mish_bias_fwd_d_s(const float* h, int64_t h_gs, const float* restrict b, int64_t b_gs, int64_t b_rs, float* restrict y,
-                           int64_t y_gs, float* d, int64_t d_gs, int64_t groups, int64_t rows, int64_t cols, int nthreads) {
-  int64_t n = groups * rows;
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (n * cols >= PARALLEL_MIN && nthreads > 1)
-  for (int64_t gr = 0; gr < n; gr++) {
-    int64_t g = gr / rows, r = gr % rows;
-    const float* bb = b + g * b_gs + r * b_rs;
-    const float* hh = h + g * h_gs + r * cols;
-    float* yy = y + g * y_gs + r * cols;
-    float* dd = d + g * d_gs + r * cols;
-#pragma omp simd
-    for (int64_t c = 0; c < cols; c++) {
-      float v = hh[c] + bb[c];
-      float e = exp_approx(v);
-      float m = e * (e + 2.0f);
-      float q = 1.0f / (m + 2.0f);
-      yy[c] = v * m * q;
-      dd[c] = m * q + 4.0f * v * e * (e + 1.0f) * q * q;
-    }
   }
 }
 

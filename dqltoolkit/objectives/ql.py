@@ -67,10 +67,11 @@ class QLObjective(Objective):
         parameters); None where that does not apply (the agent then differentiates :meth:`actor_loss`).
         Draws the same random numbers in the same order as the eager path."""
         from .. import fused
+        from ..critics.double_q import DoubleQCritic
         from ..heads.diffusion import DiffusionHead
         from ..nn import mish
 
-        if not isinstance(head, DiffusionHead) or aux or self.q_grad_steps or not hasattr(critic, "q"):
+        if not isinstance(head, DiffusionHead) or not isinstance(critic, DoubleQCritic) or aux or self.q_grad_steps:
             return None
         nets = (head.net, head.time_mlp, critic.q)
         if any(n.act is not mish for n in nets) or len(head.net.layers) < 2 or len(head.time_mlp.layers) != 2 or critic.q.layers[0].weight.shape[0] != 2 * head.members:
