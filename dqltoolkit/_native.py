@@ -110,6 +110,9 @@ def fused_ops():
                          + torch.__version__.encode() + _cpu_model().encode() + platform.machine().encode()).hexdigest()[:16]
     so = cache_dir() / f"dql_fused_{key}.so"
     if not so.is_file():
+        import sys
+
+        print(f"dqltoolkit: compiling the fused CPU operators for torch {torch.__version__} (once, about 10 s) ...", file=sys.stderr, flush=True)
         error = _build_fused(cc, cxx, cxx_flags, link, so)
         if error:
             _warn_slow_path(f"could not compile {_FUSED_SRC.name} ({error})")
