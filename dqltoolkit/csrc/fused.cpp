@@ -426,14 +426,20 @@ Tensor policy_q_forward(const Tensor& obs, const Tensor& actions, const Tensor& 
   return std::get<0>(fwd).view({M, k, B});
 }
 
-// d(sum g_q * q)/d(actions) [M, B, A], summed over the twins.
-Tensor policy_q_backward(const Tensor& g_q, const Tensor& w1, at::TensorList ws, const std::vector<Tensor>& saved, int64_t obs_dim) {
-  const int64_t L = static_cast<int64_t>(ws.size()), M = g_q.size(0), k = g_q.size(1), B = g_q.size(2), N = M * k;
-  const int64_t A = w1.size(1) - obs_dim, H = w1.size(2);
-  std::vector<Tensor> deriv(saved.begin() + L, saved.end());
-  std::vector<Tensor> g_pre = buffers(L, w1, N, B, H);
-  tail_backward(g_q.reshape({N, B, 1}).contiguous(), ws, deriv, g_pre);
-  return at::bmm(g_pre[0], w1.narrow(1, obs_dim, A).transpose(1, 2)).view({M, k, B, A}).sum(1);
+// d(sum_b g[b] Q_k(s_b, a_b))/d(actions) [1, B, A] for one seed (M = 1), through twin k alone: the Q
+// term maximises one twin's mean, the other only scales it (detached), so the other twin's backward
+// would multiply zeros.
+Tensor policy_q_backward(const Tensor& g, int64_t k, const Tensor& w1, at::TensorList ws, const std::vector<Tensor>& saved,
+                         int64_t obs_dim) {
+  const int64_t L = static_cast<int64_t>(ws.size()), B = g.size(1), A = w1.size(1) - obs_dim, H = w1.size(2);
+  std::vector<Tensor> ws_k, deriv_k;
+  for (int64_t l = 0; l < L; l++) {
+    ws_k.push_back(ws[l].narrow(0, k, 1));
+    deriv_k.push_back(saved[L + l].narrow(0, k, 1));
+  }
+  std::vector<Tensor> g_pre = buffers(L, w1, 1, B, H);
+  tail_backward(g, ws_k, deriv_k, g_pre);
+  return at::bmm(g_pre[0], w1.narrow(0, k, 1).narrow(1, obs_dim, A).transpose(1, 2));
 }
 
 // The loss L = L_bc + eta * L_q of every member and its gradients w.r.t. the head's parameters, forward
@@ -496,15 +502,14 @@ std::vector<Tensor> ql_actor_grads(const Tensor& obs, const Tensor& actions, con
   std::vector<Tensor> q_saved;
   Tensor q = policy_q_forward(obs, new_actions, critic[0], critic[1], cws, cbs, q_saved);  // [M, 2, B]
   Tensor mean = q.mean(2), scale = q.abs().mean(2);
-  Tensor use_q1 = coin > 0.5;
-  Tensor ql = at::where(use_q1, -mean.select(1, 0) / scale.select(1, 1), -mean.select(1, 1) / scale.select(1, 0));
-  // backward of sum_m (L_bc + eta L_q)
-  Tensor g_q = at::zeros_like(q);
-  Tensor w_q1 = at::where(use_q1, -eta / (static_cast<double>(B) * scale.select(1, 1)), at::zeros_like(ql));
-  Tensor w_q2 = at::where(use_q1, at::zeros_like(ql), -eta / (static_cast<double>(B) * scale.select(1, 0)));
-  g_q.select(1, 0).copy_(w_q1.unsqueeze(1).expand({M, B}));
-  g_q.select(1, 1).copy_(w_q2.unsqueeze(1).expand({M, B}));
-  Tensor g_new = policy_q_backward(g_q, critic[0], cws, q_saved, O);
+  // the twin whose mean is maximised (the other one's |Q| mean normalises it); coin is a CPU tensor,
+  // so reading it costs no device synchronisation
+  const int64_t k = coin.item<float>() > 0.5f ? 0 : 1;
+  Tensor inv = scale.select(1, 1 - k).reciprocal();  // [1]
+  Tensor ql = -mean.select(1, k) * inv;
+  // backward of L_bc + eta L_q
+  Tensor g_q = (inv * (-eta / static_cast<double>(B))).view({1, 1, 1}).expand({1, B, 1}).contiguous();
+  Tensor g_new = policy_q_backward(g_q, k, critic[0], cws, q_saved, O);
   Tensor g_eps = (eps - bc_noise) * (2.0 / static_cast<double>(B * A));
   std::vector<Tensor> gw(ws.size()), gb(ws.size());
   Tensor g_sp, g_tp, g_w1a;
