@@ -345,6 +345,20 @@ std::vector<Tensor> member_slice(at::TensorList ts, int64_t m, int64_t per) {
   return out;
 }
 
+// f(m) for every member. With two or more threads, pairs of members run side by side, one thread each
+// (inside the parallel region ATen, MKL and the Mish kernels run single-threaded), and an odd member
+// left over runs alone on all threads.
+template <class F>
+void for_members(int64_t M, const F& f) {
+  const int64_t paired = at::get_num_threads() >= 2 ? (M / 2) * 2 : 0;
+  if (paired > 0) {
+    at::parallel_for(0, paired, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t m = begin; m < end; m++) f(m);
+    });
+  }
+  for (int64_t m = paired; m < M; m++) f(m);
+}
+
 std::vector<Tensor> cat_members(const std::vector<std::vector<Tensor>>& per_member) {
   std::vector<Tensor> out;
   for (size_t i = 0; i < per_member[0].size(); i++) {
@@ -385,10 +399,11 @@ std::vector<Tensor> critic_grads(const Tensor& obs, const Tensor& actions, const
   TORCH_CHECK(N % M == 0 && y.dim() == 2 && y.size(0) == M && y.size(1) == B, "critic_grads: y must be [M, B] and the network have k*M members");
   const int64_t twins = N / M;
   if (M > 1) {
-    std::vector<std::vector<Tensor>> per;
-    for (int64_t m = 0; m < M; m++)
-      per.push_back(critic_grads(obs.narrow(0, m, 1), actions.narrow(0, m, 1), y.narrow(0, m, 1), w1.narrow(0, m * twins, twins),
-                                 b1.narrow(0, m * twins, twins), member_slice(ws, m, twins), member_slice(bs, m, twins), max_norm));
+    std::vector<std::vector<Tensor>> per(M);
+    for_members(M, [&](int64_t m) {
+      per[m] = critic_grads(obs.narrow(0, m, 1), actions.narrow(0, m, 1), y.narrow(0, m, 1), w1.narrow(0, m * twins, twins),
+                            b1.narrow(0, m * twins, twins), member_slice(ws, m, twins), member_slice(bs, m, twins), max_norm);
+    });
     return cat_members(per);
   }
   Tensor x = at::cat({obs, actions}, -1).unsqueeze(1).expand({M, twins, B, obs.size(2) + actions.size(2)}).reshape({N, B, -1});
@@ -458,13 +473,13 @@ std::vector<Tensor> ql_actor_grads(const Tensor& obs, const Tensor& actions, con
   const int64_t M = obs.size(0), B = obs.size(1), O = obs.size(2), A = actions.size(2);
   if (M > 1) {
     const int64_t k = critic[0].size(0) / M;
-    std::vector<std::vector<Tensor>> per;
-    for (int64_t m = 0; m < M; m++) {
+    std::vector<std::vector<Tensor>> per(M);
+    for_members(M, [&](int64_t m) {
       auto one = [m](const Tensor& x) { return x.narrow(0, m, 1); };
-      per.push_back(ql_actor_grads(one(obs), one(actions), one(t), one(bc_noise), approx ? chain_noise : one(chain_noise), one(coin), emb,
-                                   sqrt_abar, sqrt_1m_abar, member_slice(head, m, 1), member_slice(critic, m, k), coef, tidx, lim, eta,
-                                   approx, max_norm));
-    }
+      per[m] = ql_actor_grads(one(obs), one(actions), one(t), one(bc_noise), approx ? chain_noise : one(chain_noise), one(coin), emb,
+                              sqrt_abar, sqrt_1m_abar, member_slice(head, m, 1), member_slice(critic, m, k), coef, tidx, lim, eta, approx,
+                              max_norm);
+    });
     return cat_members(per);
   }
   const Tensor &tW1 = head[0], &tb1 = head[1], &tW2 = head[2], &tb2 = head[3], &W1 = head[4], &b1 = head[5];
@@ -569,10 +584,11 @@ Tensor target_q(const Tensor& next_obs, const Tensor& noise, const Tensor& emb, 
   const int64_t M = next_obs.size(0), B = next_obs.size(1), O = next_obs.size(2), A = noise.size(3);
   if (M > 1) {
     const int64_t k = critic[0].size(0) / M;
-    std::vector<Tensor> per;
-    for (int64_t m = 0; m < M; m++)
-      per.push_back(target_q(next_obs.narrow(0, m, 1), noise.narrow(0, m, 1), emb, member_slice(head, m, 1), member_slice(critic, m, k), coef,
-                             tidx, lim));
+    std::vector<Tensor> per(M);
+    for_members(M, [&](int64_t m) {
+      per[m] = target_q(next_obs.narrow(0, m, 1), noise.narrow(0, m, 1), emb, member_slice(head, m, 1), member_slice(critic, m, k), coef, tidx,
+                        lim);
+    });
     return at::cat(per, 0);
   }
   const Tensor &tW1 = head[0], &tb1 = head[1], &tW2 = head[2], &tb2 = head[3], &W1 = head[4], &b1 = head[5];
