@@ -80,7 +80,6 @@ def _build(cc: str, so: Path) -> bool:
     return False
 
 
-
 _FUSED_SRC = Path(__file__).parent / "csrc" / "fused.cpp"
 
 
@@ -112,7 +111,8 @@ def fused_ops():
     if not so.is_file():
         import sys
 
-        print(f"dqltoolkit: compiling the fused CPU operators for torch {torch.__version__} (once, about 10 s) ...", file=sys.stderr, flush=True)
+        print(f"dqltoolkit: compiling the fused CPU operators for torch {torch.__version__} (once, about 10 s) ...",
+              file=sys.stderr, flush=True)
         error = _build_fused(cc, cxx, cxx_flags, link, so)
         if error:
             _warn_slow_path(f"could not compile {_FUSED_SRC.name} ({error})")

@@ -269,7 +269,8 @@ class Agent:
             parts["actor_loss"] = actor_loss
             parts["actor_grad_norm"] = self._step_with(grads, self.actor_params, self.actor_opt, M, norm)
             return parts
-        actor_loss, parts = self.objective.actor_loss(self.head, self.critic, batch["obs"], batch["actions"], self.train_generators, aux=self.aux)
+        actor_loss, parts = self.objective.actor_loss(self.head, self.critic, batch["obs"], batch["actions"], self.train_generators,
+                                                      aux=self.aux)
         parts["actor_loss"] = actor_loss
         parts["actor_grad_norm"] = self._apply_grads(actor_loss.sum(), self.actor_params, self.actor_opt, M)
         return parts

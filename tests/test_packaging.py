@@ -23,7 +23,8 @@ def wheel(tmp_path_factory):
 def test_wheel_ships_catalogues_and_native_source(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in ("dqltoolkit/_catalogue/agents/diffusion-ql.yaml", "dqltoolkit/_catalogue/agents/diffusion-bc.yaml",
-                     "dqltoolkit/_catalogue/envs/bandit.yaml", "dqltoolkit/_catalogue/zoo/index.yaml", "dqltoolkit/csrc/mish.c", "dqltoolkit/csrc/fused.cpp"):
+                     "dqltoolkit/_catalogue/envs/bandit.yaml", "dqltoolkit/_catalogue/zoo/index.yaml", "dqltoolkit/csrc/mish.c",
+                     "dqltoolkit/csrc/fused.cpp"):
         assert required in names, required
     assert not any(n.startswith(("agents/", "envs/", "zoo/", "tests/")) for n in names)
 

@@ -73,9 +73,10 @@ class QLObjective(Objective):
 
         if not isinstance(head, DiffusionHead) or not isinstance(critic, DoubleQCritic) or aux or self.q_grad_steps:
             return None
-        nets = (head.net, head.time_mlp, critic.q)
-        if any(n.act is not mish for n in nets) or len(head.net.layers) < 2 or len(head.time_mlp.layers) != 2 or critic.q.layers[0].weight.shape[0] != 2 * head.members:
+        if any(n.act is not mish for n in (head.net, head.time_mlp, critic.q)) or len(head.net.layers) < 2:
             return None
+        if len(head.time_mlp.layers) != 2 or critic.q.layers[0].weight.shape[0] != 2 * head.members:
+            return None  # the operator expects a one-hidden-layer time MLP and twin critics
         ops = fused.applicable(obs, actions)
         if ops is None:
             return None
