@@ -12,6 +12,7 @@ member equals a separate single-seed run.
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -24,8 +25,9 @@ from . import critics as _critics  # noqa: F401  (registers built-ins)
 from . import heads as _heads  # noqa: F401
 from . import objectives as _objectives  # noqa: F401
 from .config import AgentConfig
+from .cuda_graphs import StepGraphs
 from .data.buffer import TransitionBuffer
-from .nn import clip_grad_norm_members, member_generators, member_rand, member_randn
+from .nn import clip_grad_norm_members, foreach_pieces, member_generators, member_rand, member_randn
 from .registry import CRITICS, HEADS, OBJECTIVES, UnknownNameError
 
 
@@ -38,12 +40,46 @@ def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:
     return dev
 
 
-def _make_adam(params: List[nn.Parameter], lr: float, device: torch.device) -> torch.optim.Adam:
-    # fused Adam is one kernel for all parameters (CPU and CUDA); fall back where a build lacks it
+def _make_adam(params: List[nn.Parameter], lr: float, capturable: bool = False, lr_as_tensor: bool = False) -> torch.optim.Adam:
+    """Fused Adam: one kernel for all parameters (CPU and CUDA); foreach where a build lacks it.
+
+    ``capturable``: step counts stay on the device so CUDA graphs can replay the step; ``lr_as_tensor``:
+    the learning rate lives in a device tensor too, so a graphed step follows the lr schedule.
+    """
+    kw: Dict[str, Any] = {"capturable": True} if capturable else {}
+    rate: Union[float, Tensor] = torch.tensor(float(lr), device=params[0].device) if lr_as_tensor else lr
     try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
+        opt = torch.optim.Adam(params, lr=rate, fused=True, **kw)
     except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(params, lr=lr, foreach=True)
+        opt = torch.optim.Adam(params, lr=rate, foreach=True, **kw)
+    if capturable:
+        # the warm-up steps before capture run eagerly by design: silence torch's one-off warning about that
+        opt._warned_capturable_if_run_uncaptured = True
+    return opt
+
+
+class _CriticAfter:
+    """The critic as the actor's loss sees it while the critic's own update may still be running on
+    another CUDA stream: the first use makes the actor's stream wait for that update, so the actor reads
+    the updated critic as in the reference order (critic step, then actor step)."""
+
+    def __init__(self, critic: nn.Module, stream: "torch.cuda.Stream") -> None:
+        self._critic, self._stream = critic, stream
+
+    def _ready(self) -> nn.Module:
+        torch.cuda.current_stream(self._stream.device).wait_stream(self._stream)
+        return self._critic
+
+    def policy_values(self, obs: Tensor, actions: Tensor) -> Tensor:
+        from .objectives.base import q_of
+
+        return q_of(self._ready(), obs, actions)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
+        return self._ready()(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ready(), name)
 
 
 class Agent:
@@ -119,14 +155,14 @@ class Agent:
         self.act_generators = member_generators([s + 100 for s in self.seeds], dev)
         self.actor_params = list(self.head.parameters()) + list(self.aux.parameters())
         self._ema_params = list(self.ema_head.parameters()) + list(self.ema_aux.parameters())
-        self.actor_opt = _make_adam(self.actor_params, cfg.lr, dev)
+        graphs = dev.type == "cuda" and cfg.cuda_graphs
+        self.step_graphs = StepGraphs(self.train_generators, dev) if graphs else None
+        self._critic_stream = torch.cuda.Stream(dev) if dev.type == "cuda" else None
+        adam = dict(capturable=graphs, lr_as_tensor=graphs and cfg.lr_decay)
+        self.actor_opt = _make_adam(self.actor_params, cfg.lr, **adam)
         if self.critic is not None:
             self.critic_params = self.critic.online_parameters()
-            self.critic_opt = _make_adam(self.critic_params, cfg.critic_lr, dev)
-        self._schedulers = []
-        if cfg.lr_decay:
-            for opt in [self.actor_opt] + ([self.critic_opt] if self.critic is not None else []):
-                self._schedulers.append(torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.steps, 1), eta_min=0.0))
+            self.critic_opt = _make_adam(self.critic_params, cfg.critic_lr, **adam)
         low = torch.as_tensor(self.action_space.low, dtype=torch.float32, device=dev)
         high = torch.as_tensor(self.action_space.high, dtype=torch.float32, device=dev)
         self._action_center, self._action_scale = (high + low) / 2, (high - low) / 2
@@ -256,12 +292,14 @@ class Agent:
         critic_loss = (q - y.unsqueeze(1)).pow(2).mean(dim=2).sum(dim=1)
         return {"critic_loss": critic_loss, "critic_grad_norm": self._apply_grads(critic_loss.sum(), self.critic_params, self.critic_opt, M)}
 
-    def _update_actor(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
-        """One optimiser step of the policy (and the objective's networks); returns its diagnostics."""
+    def _update_actor(self, batch: Dict[str, Tensor], critic=None) -> Dict[str, Tensor]:
+        """One optimiser step of the policy (and the objective's networks); returns its diagnostics.
+        ``critic``: what the objective sees as the critic (default the agent's own)."""
         cfg, M = self.config, self.members
+        critic = self.critic if critic is None else critic
         fused = getattr(self.objective, "actor_grads", None)
         if fused is not None:
-            fused = fused(self.head, self.critic, batch["obs"], batch["actions"], self.train_generators, aux=self.aux,
+            fused = fused(self.head, critic, batch["obs"], batch["actions"], self.train_generators, aux=self.aux,
                           head_params=self.actor_params, critic_params=self.critic_params if self.critic is not None else None,
                           max_norm=cfg.grad_norm)
         if fused is not None:  # loss, gradients and clipping from one CPU operator
@@ -269,47 +307,98 @@ class Agent:
             parts["actor_loss"] = actor_loss
             parts["actor_grad_norm"] = self._step_with(grads, self.actor_params, self.actor_opt, M, norm)
             return parts
-        actor_loss, parts = self.objective.actor_loss(self.head, self.critic, batch["obs"], batch["actions"], self.train_generators,
+        split = getattr(self.objective, "actor_loss_and_grads", None)
+        if split is not None and isinstance(critic, _CriticAfter) and not len(self.aux):
+            actor_loss, parts, grads = split(self.head, critic, batch["obs"], batch["actions"], self.train_generators, self.actor_params)
+            parts["actor_loss"] = actor_loss
+            parts["actor_grad_norm"] = self._step_with(grads, self.actor_params, self.actor_opt, M)
+            return parts
+        actor_loss, parts = self.objective.actor_loss(self.head, critic, batch["obs"], batch["actions"], self.train_generators,
                                                       aux=self.aux)
         parts["actor_loss"] = actor_loss
         parts["actor_grad_norm"] = self._apply_grads(actor_loss.sum(), self.actor_params, self.actor_opt, M)
         return parts
 
     def train_step(self, batch: Optional[Dict[str, Tensor]] = None) -> Dict[str, Tensor]:
-        """One gradient step for every member; returns per-member diagnostics ``{name: [M]}`` (no sync)."""
-        if batch is None:
-            if self.buffer is None:
-                raise RuntimeError("no dataset: call set_dataset(table) or learn() with a task first")
-            batch = self.buffer.sample(self.config.batch_size, self.train_generators)
+        """One gradient step for every member; returns per-member diagnostics ``{name: [M]}`` (no sync).
+
+        On a GPU (``cuda_graphs``) steps that sample their own batch replay captured CUDA graphs; their
+        diagnostics are then overwritten by the next step of the same kind: clone what you keep.
+        """
+        if batch is None and self.buffer is None:
+            raise RuntimeError("no dataset: call set_dataset(table) or learn() with a task first")
         cfg = self.config
-        info: Dict[str, Tensor] = {}
-        if self.critic is not None:
-            info.update(self._update_critic(batch))
-        if self.num_timesteps % cfg.policy_delay == 0:
+        actor = self.num_timesteps % cfg.policy_delay == 0
+        ema = None
+        if actor:
             self.objective.step = self.num_timesteps
-            parts = self._update_actor(batch)
-            self._last_actor_info = {k: v.detach() for k, v in parts.items()}
             if (self.num_timesteps // cfg.policy_delay) % cfg.ema_every == 0:
-                self._update_ema()
-            if self.critic is not None:
-                self.critic.polyak(cfg.tau)
-        info.update(self._last_actor_info)
-        for s in self._schedulers:
-            s.step()
+                # sound default: the EMA tracks the actor until averaging starts. The reference code
+                # leaves it at the initial weights, so its first critic targets come from an untrained policy.
+                ema = "average" if self.num_timesteps >= cfg.ema_start else (None if cfg.reference_quirks else "copy")
+        if batch is None and self.step_graphs is not None:
+            critic_info, actor_info = self.step_graphs.run((actor, ema, self.objective.graph_key()), lambda: self._step(None, actor, ema))
+        else:
+            critic_info, actor_info = self._step(batch, actor, ema)
+        if actor:
+            self._last_actor_info = actor_info
+        info = {**critic_info, **self._last_actor_info}  # steps without an actor update report its last values
         self.num_timesteps += 1
+        self._follow_lr_schedule()
         self._accumulate(info)
         return info
 
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        ema, online = self._ema_params, self.actor_params
-        if self.num_timesteps < self.config.ema_start:
-            # sound default: the EMA tracks the actor until averaging starts. The reference code leaves
-            # it at the initial weights, so its first critic targets come from an untrained policy.
-            if not self.config.reference_quirks:
-                torch._foreach_copy_(ema, online)
+    def _step(self, batch: Optional[Dict[str, Tensor]], actor: bool, ema: Optional[str]) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
+        """The step's device work and nothing else (what a CUDA graph captures): sample, critic update,
+        then if ``actor`` the actor update, the EMA (``"copy"``, ``"average"`` or None) and the target
+        critic. Returns the critic's and the actor's diagnostics (the latter empty without an actor update)."""
+        if batch is None:
+            batch = self.buffer.sample(self.config.batch_size, self.train_generators)
+        side = self._critic_stream if actor and self.critic is not None else None
+        if side is not None:
+            # GPU: the critic's update runs on a second stream while the actor samples its actions; the
+            # actor waits for it where its loss first reads the critic (see _CriticAfter)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                critic_info = self._update_critic(batch)
+        else:
+            critic_info = self._update_critic(batch) if self.critic is not None else {}
+        critic_info = {k: v.detach() for k, v in critic_info.items()}  # (a live loss would keep its graph alive)
+        actor_info: Dict[str, Tensor] = {}
+        if actor:
+            seen = self.critic if side is None else _CriticAfter(self.critic, side)
+            actor_info = {k: v.detach() for k, v in self._update_actor(batch, seen).items()}
+            if side is not None:
+                torch.cuda.current_stream(self.device).wait_stream(side)
+            if ema is not None:
+                self._update_ema(ema)
+            if self.critic is not None:
+                self.critic.polyak(self.config.tau)
+        return critic_info, actor_info
+
+    def _follow_lr_schedule(self) -> None:
+        """Cosine decay of both learning rates to 0 at ``steps`` (``lr_decay``), from the step count alone,
+        so a resumed run continues on the same schedule. A tensor lr (graphed steps) is filled in place."""
+        cfg = self.config
+        if not cfg.lr_decay:
             return
-        torch._foreach_lerp_(ema, online, 1.0 - self.config.ema_decay)
+        total = max(cfg.steps, 1)
+        factor = 0.5 * (1.0 + math.cos(math.pi * min(self.num_timesteps, total) / total))
+        opts = [(self.actor_opt, cfg.lr)] + ([(self.critic_opt, cfg.critic_lr)] if self.critic is not None else [])
+        for opt, base in opts:
+            for group in opt.param_groups:
+                if isinstance(group["lr"], Tensor):
+                    group["lr"].fill_(base * factor)
+                else:
+                    group["lr"] = base * factor
+
+    @torch.no_grad()
+    def _update_ema(self, mode: str) -> None:
+        ema, online = foreach_pieces(self._ema_params), foreach_pieces(self.actor_params)
+        if mode == "copy":
+            torch._foreach_copy_(ema, online)
+        else:
+            torch._foreach_lerp_(ema, online, 1.0 - self.config.ema_decay)
 
     def _accumulate(self, info: Dict[str, Tensor]) -> None:
         if not self._log_keys:

@@ -120,7 +120,6 @@ def save_agent(agent, path: Union[str, Path], member: Optional[int] = None, incl
         "num_timesteps": agent.num_timesteps,
         "task": agent.task,
         "has_optimizer": include_optimizer,
-        "schedulers": [s.state_dict() for s in agent._schedulers],
         "versions": _versions(),
         "extra": extra or {},
     }
@@ -202,7 +201,6 @@ def load_agent(path: Union[str, Path], device: Union[str, torch.device] = "auto"
         agent.obs_std = tensors["obs_std"].to(dev)
     except (RuntimeError, KeyError, ValueError) as exc:
         raise CheckpointError(f"{path}: tensors do not match the agent it describes: {exc}") from None
-    for s, sd in zip(agent._schedulers, doc.get("schedulers", [])):
-        s.load_state_dict(sd)
     agent.num_timesteps = int(doc.get("num_timesteps", 0))
+    agent._follow_lr_schedule()  # the lr schedule is a function of the step count
     return agent

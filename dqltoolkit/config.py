@@ -70,6 +70,7 @@ class AgentConfig:
     ema_start: int = 1000
     ema_every: int = 5
     reference_quirks: bool = False  # reproduce the reference code's EMA start (no sync at ema_start)
+    cuda_graphs: bool = True  # GPU: capture each kind of training step once as a CUDA graph and replay it
     # acting
     n_candidates: int = 50  # actions sampled per state; one is drawn by softmax(Q)
     sample_steps: int = 0  # diffusion: reverse steps when acting (0: all T; fewer: respaced, faster, approximate)

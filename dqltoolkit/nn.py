@@ -233,6 +233,19 @@ def sinusoidal_embedding(t: Tensor, dim: int) -> Tensor:
     return torch.cat([x.sin(), x.cos()], dim=-1)
 
 
+def foreach_pieces(tensors: Sequence[Tensor], size: int = 16384) -> List[Tensor]:
+    """On a GPU, flat views of ``tensors`` cut into pieces of at most ``size`` elements; elsewhere the
+    tensors themselves. For ``torch._foreach_*`` ops, which update the tensors through the pieces.
+
+    Why: a foreach kernel hands each tensor (up to 65,536 elements) to a single thread block, so a list
+    of a few 256x256 weights keeps a handful of a GPU's multiprocessors busy for tens of microseconds;
+    cut into pieces, the same op spreads over the whole GPU. (Contiguous tensors only.)
+    """
+    if not tensors or tensors[0].device.type != "cuda":
+        return list(tensors)
+    return [piece for t in tensors for piece in t.view(-1).split(size)]
+
+
 def clip_grad_norm_members(params: Sequence[nn.Parameter], max_norm: float, members: int) -> Tensor:
     """Per-member gradient-norm clipping without a host sync; returns the norms ``[members]``.
 
@@ -242,14 +255,14 @@ def clip_grad_norm_members(params: Sequence[nn.Parameter], max_norm: float, memb
     grads = [p.grad for p in params if p.grad is not None]
     if members == 1:
         # torch.nn.utils.clip_grad_norm_'s own arithmetic: per-tensor norms in one foreach op, then their norm
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).reshape(1)
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(foreach_pieces(grads)))).reshape(1)
     else:
         sq = torch.stack([g.reshape(members, -1).pow(2).sum(1) for g in grads]).sum(0)
         norm = sq.sqrt()
     if max_norm and max_norm > 0:
         scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
         if members == 1:
-            torch._foreach_mul_(grads, scale[0])
+            torch._foreach_mul_(foreach_pieces(grads), scale[0])
         else:
             for g in grads:
                 g.view(members, -1).mul_(scale[:, None])

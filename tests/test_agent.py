@@ -51,16 +51,21 @@ def test_save_load_round_trip(tiny_agent, tmp_path):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
 
 
-def test_resumed_training_continues_exactly(tmp_path):
+@pytest.mark.parametrize("kw", [{}, {"lr_decay": True, "steps": 12}])
+def test_resumed_training_continues_exactly(tmp_path, kw):
     import gymnasium as gym
 
     spaces = (gym.spaces.Box(-np.inf, np.inf, (3,), np.float32), gym.spaces.Box(-1, 1, (2,), np.float32))
-    a = Agent(tiny_config(), *spaces, device="cpu")
+    a = Agent(tiny_config(**kw), *spaces, device="cpu")
     a.set_dataset(random_table())
     a.learn(6)
     a.save(tmp_path / "mid.zip")
-    a.learn(6)
     b = Agent.load(tmp_path / "mid.zip", device="cpu")
+    assert b.actor_opt.param_groups[0]["lr"] == a.actor_opt.param_groups[0]["lr"]
+    assert b.critic_opt.param_groups[0]["lr"] == a.critic_opt.param_groups[0]["lr"]
+    if kw:
+        assert 0 < a.actor_opt.param_groups[0]["lr"] < a.config.lr  # halfway down the cosine
+    a.learn(6)
     b.set_dataset(random_table())
     b.learn(6)
     for p, q in zip(a.head.parameters(), b.head.parameters()):

@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..nn import EnsembleMLP
+from ..nn import EnsembleMLP, foreach_pieces
 from ..registry import CRITICS
 
 
@@ -77,4 +77,4 @@ class DoubleQCritic(nn.Module):
 
     @torch.no_grad()
     def polyak(self, tau: float) -> None:
-        torch._foreach_lerp_(list(self.target.parameters()), list(self.q.parameters()), tau)
+        torch._foreach_lerp_(foreach_pieces(list(self.target.parameters())), foreach_pieces(list(self.q.parameters())), tau)

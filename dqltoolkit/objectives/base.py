@@ -9,7 +9,7 @@ samples unless the objective changes them (BCQ perturbs them).
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Hashable, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +27,11 @@ class Objective:
     name = "objective"
     uses_critic = True
     needs_differentiable_samples = False
+
+    def graph_key(self) -> Hashable:
+        """Everything outside tensors that changes this objective's kernels from step to step (for QL, its
+        current eta). A CUDA-graphed step is captured once per distinct key. Default: nothing."""
+        return None
 
     def build(self, obs_dim: int, action_dim: int, members: int, config) -> Dict[str, nn.Module]:
         """Extra trainable networks, each with ``reset_parameters(generators)``. Default: none."""

@@ -47,6 +47,9 @@ class QLObjective(Objective):
             return self.eta
         return self.eta * min(1.0, (self.step - self.q_start) / self.eta_warmup)
 
+    def graph_key(self) -> float:
+        return self.current_eta()
+
     def actor_loss(self, head, critic, obs, actions, generators, aux=None) -> Tuple[Tensor, Dict[str, Tensor]]:
         if self.q_grad == "approx" and hasattr(head, "behaviour_loss_and_estimate"):
             # heads without a reverse chain (gaussian, cvae, deterministic) have nothing to approximate:
@@ -59,6 +62,30 @@ class QLObjective(Objective):
         coin = member_rand(generators, (), obs.device)
         ql = normalised_q_loss(q, coin)
         return bc + self.current_eta() * ql, {"bc_loss": bc, "ql_loss": ql}
+
+    def actor_loss_and_grads(self, head, critic, obs, actions, generators, params, aux=None):
+        """:meth:`actor_loss` and its gradients w.r.t. ``params``, in two backward passes: the BC term's
+        right after its forward, before the critic is read, then the Q term's.
+
+        Why: on a GPU the critic's update runs on a second stream and the actor waits for it only where
+        its loss reads the critic; back-propagating the BC term before that point moves its backward
+        off the step's critical path. Same random numbers in the same order as :meth:`actor_loss`; the
+        gradients differ from one joint backward by float rounding only."""
+        if self.q_grad == "approx" and hasattr(head, "behaviour_loss_and_estimate"):
+            bc, new_actions = head.behaviour_loss_and_estimate(obs, actions, generators)
+            g_bc = torch.autograd.grad(bc.sum(), params, retain_graph=True, allow_unused=True)  # the estimate shares bc's graph
+        else:
+            bc = head.behaviour_loss(obs, actions, generators)
+            g_bc = torch.autograd.grad(bc.sum(), params, allow_unused=True)
+            new_actions = head.sample(obs, generators, grad_steps=self.q_grad_steps) if self.q_grad_steps else head.sample(obs, generators)
+        q = q_of(critic, obs, new_actions)
+        coin = member_rand(generators, (), obs.device)
+        ql = normalised_q_loss(q, coin)
+        eta = self.current_eta()
+        g_q = torch.autograd.grad((eta * ql).sum(), params, allow_unused=True)
+        grads = [a if b is None else (b if a is None else a + b) for a, b in zip(g_bc, g_q)]
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+        return bc + eta * ql, {"bc_loss": bc, "ql_loss": ql}, grads
 
     def actor_grads(self, head, critic, obs, actions, generators, aux=None, head_params=None, critic_params=None, max_norm=0.0):
         """``(actor loss, parts, per-seed gradient norms, gradients)`` from one fused CPU operator, the
