@@ -19,6 +19,7 @@ from .. import fused
 from ..nn import EnsembleMLP, member_randint, member_randn, mish, sinusoidal_embedding
 from ..registry import HEADS
 from .base import PolicyHead
+from .reverse_chain import reverse_chain
 from .schedules import SCHEDULES
 
 
@@ -162,10 +163,14 @@ class DiffusionHead(PolicyHead):
         # grad_steps < K: the first reverse steps run without a graph (the reference code's "last_few")
         no_grad_until = K - grad_steps if 0 < grad_steps < K and torch.is_grad_enabled() else 0
         ops = fused.applicable(obs) if no_grad_until == 0 and self.net.act is mish and len(self.net.layers) > 1 else None
+        layers = self.net.layers
         if ops is not None:
-            layers = self.net.layers
             return fused.reverse_chain(ops, noise, sp, tp, layers[0].weight[:, : self.action_dim], [m.weight for m in layers[1:]],
                                        [m.bias for m in layers[1:]], c["packed"], c["t"], float(lim))
+        if obs.device.type != "cpu" and no_grad_until == 0 and self.net.act is mish and len(layers) > 1:
+            # GPU: the chain as one autograd node of few kernels (heads/reverse_chain.py)
+            return reverse_chain(noise, sp, tp, layers[0].weight[:, : self.action_dim], [m.weight for m in layers[1:]],
+                                 [m.bias for m in layers[1:]], c, float(lim))
         x = noise[:, 0]
         for k, j in enumerate(reversed(range(K))):
             i = c["t"][j]
