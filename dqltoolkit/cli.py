@@ -144,7 +144,7 @@ def ablate(env: str, out: Path, heads: Optional[str], objectives: Optional[str],
 @main.command()
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
 @click.option("--rows", default="reference,exact,exact_x5,approx,eval", show_default=True, help="Comma-separated subset of rows.")
-@click.option("--steps", type=int, default=30, show_default=True, help="Steps per timed block (median of --repeats blocks).")
+@click.option("--steps", type=int, default=None, help="Steps per timed block, median of --repeats blocks (default 30 on CPU, 300 on GPU).")
 @click.option("--repeats", type=int, default=5, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per row.")
 def bench(device: str, rows: str, steps: int, repeats: int, as_json: bool) -> None:

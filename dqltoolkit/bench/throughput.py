@@ -41,7 +41,7 @@ def matmul_gflops(device: torch.device, n: int = 256, batch: int = 256, seconds:
     a = torch.randn(batch, n, device=device)
     w = torch.randn(n, n, device=device)
     out = torch.empty(batch, n, device=device)
-    reps = 200 if device.type == "cpu" else 5000
+    reps = 200 if device.type == "cpu" else max(20, 5000 * 256**3 // (batch * n * n))
     for _ in range(10):
         torch.mm(a, w, out=out)
     best = 0.0
@@ -98,6 +98,19 @@ def _agent(seeds, device, table, **overrides):
     return agent
 
 
+def _with_tf32(step: Callable[[], object]) -> Callable[[], None]:
+    """``step`` with TF32 tensor-core matmuls allowed (captured graphs keep the kernels chosen at capture)."""
+    def run() -> None:
+        before = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            step()
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = before
+
+    return run
+
+
 def time_interleaved(fns: Dict[str, Tuple[Callable[[], None], int]], device: torch.device, repeats: int, warmup: int,
                      say: Callable[[str], None] = lambda _: None) -> Dict[str, float]:
     """Median seconds per call of each ``fn`` (``{name: (fn, calls per block)}``), timed round-robin.
@@ -123,7 +136,7 @@ def time_interleaved(fns: Dict[str, Tuple[Callable[[], None], int]], device: tor
     return {name: statistics.median(v) for name, v in per.items()}
 
 
-def run_benchmark(device: str = "auto", steps: int = 30, repeats: int = 5, warmup: int = 10, dataset_size: int = 100_000,
+def run_benchmark(device: str = "auto", steps: Optional[int] = None, repeats: int = 5, warmup: int = 10, dataset_size: int = 100_000,
                   rows: Optional[List[str]] = None, progress: Optional[Callable[[str], None]] = None) -> Dict[str, object]:
     """Time every row (round-robin, see :func:`time_interleaved`); returns ``{"device", "matmul_gflops", "rows": [Row...]}``."""
     from ..agent import resolve_device
@@ -131,13 +144,18 @@ def run_benchmark(device: str = "auto", steps: int = 30, repeats: int = 5, warmu
     from .reference import ReferenceDiffusionQL
 
     dev = resolve_device(device)
+    steps = steps or (300 if dev.type == "cuda" else 30)  # a GPU step is ~1 ms: longer blocks time it as well
+    warmup = max(warmup, 30) if dev.type == "cuda" else warmup  # past the first CUDA graph captures
     wanted = set(rows or ["reference", "exact", "exact_x5", "approx", "eval"])
     say = progress or (lambda _: None)
     s = HOPPER
     table = hopper_table(dataset_size, s["obs_dim"], s["action_dim"])
     flop = step_gflop(**s)
     say("measuring matmul rate")
-    peak = matmul_gflops(dev)
+    # the ceiling: on a CPU a step-sized matmul already runs at the machine's rate; a GPU only reaches its
+    # own with large ones (a 256-wide matmul there is latency-bound, as is the whole step)
+    mm = 256 if dev.type == "cpu" else 4096
+    peak = matmul_gflops(dev, n=mm, batch=mm)
     # name -> (step function, calls per timed block, GFLOP per call, note); built first, timed together
     plan: Dict[str, Tuple[Callable[[], None], int, float, str]] = {}
     if "reference" in wanted:
@@ -148,10 +166,15 @@ def run_benchmark(device: str = "auto", steps: int = 30, repeats: int = 5, warmu
         }
         ref = ReferenceDiffusionQL(s["obs_dim"], s["action_dim"], SCHEDULES.get("vp")(s["T"]), data, hidden=s["hidden"], t_dim=s["time_dim"], device=dev)
         plan["reference"] = (ref.train_step, steps, flop, "paper-structured step, same math")
+    gpu = dev.type == "cuda"
     if "exact" in wanted:
-        plan["exact"] = (_agent([0], dev, table).train_step, steps, flop, "dqltoolkit diffusion-ql step")
+        plan["exact"] = (_agent([0], dev, table).train_step, steps, flop, "dqltoolkit diffusion-ql step" + (", CUDA graphs" if gpu else ""))
+        if gpu:  # what the graphs buy: the same step launched kernel by kernel; and what TF32 matmuls would add
+            plan["exact, no CUDA graphs"] = (_agent([0], dev, table, cuda_graphs=False).train_step, steps, flop, "-p cuda_graphs=false")
+            plan["exact, TF32 matmuls"] = (_with_tf32(_agent([0], dev, table).train_step), steps, flop, "torch.backends.cuda.matmul.allow_tf32")
     if "exact_x5" in wanted:
-        plan["exact x5 seeds"] = (_agent([0, 1, 2, 3, 4], dev, table).train_step, max(steps // 5, 4), flop * 5, "")
+        # on a GPU the five members cost about one step's launches: as many steps per block as one seed
+        plan["exact x5 seeds"] = (_agent([0, 1, 2, 3, 4], dev, table).train_step, steps if gpu else max(steps // 5, 4), flop * 5, "")
     if "approx" in wanted:
         plan["approx (EDP action approx.)"] = (_agent([0], dev, table, q_grad="approx").train_step, steps, step_gflop(**s, approx=True),
                                                "-p q_grad=approx")
@@ -177,13 +200,15 @@ def run_benchmark(device: str = "auto", steps: int = 30, repeats: int = 5, warmu
         for r in out:
             r.vs_reference = r.steps_per_s / ref_rate
     eval_rows = [{"name": name, "ms_per_call": 1e3 * sec[name], "calls_per_s": 1.0 / sec[name]} for name in eval_plan]
-    return {"device": str(dev), "torch": torch.__version__, "threads": torch.get_num_threads(), "matmul_gflops": peak, "rows": out, "eval": eval_rows}
+    return {"device": str(dev), "torch": torch.__version__, "threads": torch.get_num_threads(), "matmul_gflops": peak, "matmul_size": mm, "rows": out,
+            "eval": eval_rows}
 
 
 def format_table(result: Dict[str, object]) -> str:
     peak = result["matmul_gflops"]
+    n = result.get("matmul_size", 256)
     lines = [
-        f"device {result['device']}, torch {result['torch']}, {result['threads']} threads; measured matmul ([256,256]@[256,256] fp32): {peak:.0f} GFLOP/s",
+        f"device {result['device']}, torch {result['torch']}, {result['threads']} threads; measured matmul ([{n},{n}]@[{n},{n}] fp32): {peak:.0f} GFLOP/s",
         f"Hopper sizes: obs {HOPPER['obs_dim']}, action {HOPPER['action_dim']}, batch {HOPPER['batch_size']}, T {HOPPER['T']}, width {HOPPER['hidden']}",
         "",
         "| row | steps/s | ms/step | vs reference | GFLOP/step | GFLOP/s | % of matmul rate | note |",
