@@ -207,6 +207,8 @@ class Agent:
             mean, std = self.obs_mean.cpu().numpy(), self.obs_std.cpu().numpy()
             t["observations"] = (t["observations"] - mean) / std
             t["next_observations"] = (t["next_observations"] - mean) / std
+        if self.step_graphs is not None:
+            self.step_graphs.reset()  # captured steps index the old dataset's tensors
         self.buffer = TransitionBuffer(t, self.device)
         return self.buffer
 

@@ -91,5 +91,12 @@ class StepGraphs:
         self.replays += 1
         return out
 
+    def reset(self) -> None:
+        """Forget every captured graph (they hold raw addresses: call this before replacing any tensor a
+        step reads, such as the dataset); the next steps capture afresh."""
+        if self.graphs:
+            torch.cuda.synchronize(self.device)
+        self.graphs.clear()
+
     def stats(self) -> Dict[str, object]:
         return {"variants": len(self.graphs), "replays": self.replays, "eager_steps": self.eager_steps, "disabled": self.disabled}

@@ -105,3 +105,22 @@ def test_foreach_pieces_cover_every_element():
     torch._foreach_mul_(pieces, 2.0)
     for t, b in zip(tensors, before):
         torch.testing.assert_close(t, 2 * b)
+
+
+@cuda
+def test_a_new_dataset_is_sampled_by_fresh_graphs(spaces):
+    agent = Agent(tiny_config(), *spaces, device="cuda")
+    agent.set_dataset(random_table(n=500, seed=0))
+    agent.learn(8)
+    assert agent.step_graphs.stats()["variants"] >= 1
+    big_rewards = random_table(n=300, seed=1)
+    big_rewards["rewards"] = big_rewards["rewards"] * 0 + 1000.0
+    agent.set_dataset(big_rewards)  # the old dataset's tensors are freed: graphs must not read them
+    assert agent.step_graphs.stats()["variants"] == 0
+    for _ in range(4):
+        agent.train_step()
+    assert agent.step_graphs.stats()["variants"] >= 1
+    batch_rewards = agent.buffer.sample(32, agent.train_generators)["rewards"]
+    assert torch.all(batch_rewards == 1000.0)
+    # the critic now regresses onto rewards of 1000: its loss is far above what the first dataset gave
+    assert agent.pop_metrics()["critic_loss"].mean() > 1e4
