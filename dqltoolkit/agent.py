@@ -25,7 +25,7 @@ from . import critics as _critics  # noqa: F401  (registers built-ins)
 from . import heads as _heads  # noqa: F401
 from . import objectives as _objectives  # noqa: F401
 from .config import AgentConfig
-from .cuda_graphs import StepGraphs
+from .cuda_graphs import InputGraphs, StepGraphs
 from .data.buffer import TransitionBuffer
 from .nn import clip_grad_norm_members, foreach_pieces, member_generators, member_rand, member_randn
 from .registry import CRITICS, HEADS, OBJECTIVES, UnknownNameError
@@ -157,6 +157,7 @@ class Agent:
         self._ema_params = list(self.ema_head.parameters()) + list(self.ema_aux.parameters())
         graphs = dev.type == "cuda" and cfg.cuda_graphs
         self.step_graphs = StepGraphs(self.train_generators, dev) if graphs else None
+        self.act_graphs = InputGraphs(self.act_generators, dev) if graphs else None
         self._critic_stream = torch.cuda.Stream(dev) if dev.type == "cuda" else None
         adam = dict(capturable=graphs, lr_as_tensor=graphs and cfg.lr_decay)
         self.actor_opt = _make_adam(self.actor_params, cfg.lr, **adam)
@@ -207,8 +208,9 @@ class Agent:
             mean, std = self.obs_mean.cpu().numpy(), self.obs_std.cpu().numpy()
             t["observations"] = (t["observations"] - mean) / std
             t["next_observations"] = (t["next_observations"] - mean) / std
-        if self.step_graphs is not None:
-            self.step_graphs.reset()  # captured steps index the old dataset's tensors
+        if self.step_graphs is not None:  # captured steps index the old dataset's tensors, acting the old statistics
+            self.step_graphs.reset()
+            self.act_graphs.reset()
         self.buffer = TransitionBuffer(t, self.device)
         return self.buffer
 
@@ -424,9 +426,14 @@ class Agent:
 
         With a critic: sample ``n_candidates`` actions per state in one pass, score them with the target
         critic's min(Q1, Q2) and draw one with probability softmax(Q) (Gumbel-max, no host sync), or
-        take the argmax when ``deterministic``. Without a critic: one sample per state.
+        take the argmax when ``deterministic``. Without a critic: one sample per state. On a GPU
+        (``cuda_graphs``) the policy's own acting replays a CUDA graph per batch shape.
         """
-        head = head or self.head
+        if head is None and self.act_graphs is not None and obs.is_cuda:
+            return self.act_graphs.run((tuple(obs.shape), bool(deterministic)), obs, lambda x: self._act(x, deterministic, self.head))
+        return self._act(obs, deterministic, head or self.head)
+
+    def _act(self, obs: Tensor, deterministic: bool, head: nn.Module) -> Tensor:
         restore = getattr(head, "sample_steps", None)
         if restore is not None:
             head.sample_steps = self.config.sample_steps  # acting only: training chains keep their own

@@ -100,3 +100,58 @@ class StepGraphs:
 
     def stats(self) -> Dict[str, object]:
         return {"variants": len(self.graphs), "replays": self.replays, "eager_steps": self.eager_steps, "disabled": self.disabled}
+
+
+class InputGraphs:
+    """CUDA graphs of a function of one tensor, one graph per key (input shape and options).
+
+    For acting: picking actions runs a 5-step chain over 50 candidates per state, a few hundred small
+    kernels whose launches, not their work, set the latency of ``predict``. The first call for a key runs
+    eagerly (warm-up), the second captures; later calls copy the input into the graph's static input,
+    replay, and return a copy of the static output.
+    """
+
+    MAX_KEYS = 8
+
+    def __init__(self, generators: List[torch.Generator], device: torch.device) -> None:
+        self.generators = list(generators)
+        self.device = device
+        self.graphs: Dict[Hashable, Tuple[torch.cuda.CUDAGraph, Tensor, Tensor]] = {}
+        self.calls: Dict[Hashable, int] = {}
+        self.disabled: Optional[str] = None
+
+    def run(self, key: Hashable, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+        entry = self.graphs.get(key)
+        if entry is not None:
+            graph, static_in, static_out = entry
+            static_in.copy_(x)
+            graph.replay()
+            return static_out.clone()
+        seen = self.calls.get(key, 0)
+        self.calls[key] = seen + 1
+        if self.disabled is not None or seen == 0 or len(self.graphs) >= self.MAX_KEYS:
+            return fn(x)
+        try:
+            static_in = x.clone()
+            graph = torch.cuda.CUDAGraph()
+            for g in self.generators:
+                graph.register_generator_state(g)
+            torch.cuda.synchronize(self.device)
+            with torch.cuda.graph(graph):
+                static_out = fn(static_in)
+        except Exception as exc:  # noqa: BLE001 - acting continues eagerly
+            self.disabled = f"{type(exc).__name__}: {exc}"
+            warnings.warn(f"dqltoolkit: CUDA graph capture of acting failed, acting continues without graphs ({self.disabled})",
+                          RuntimeWarning, stacklevel=3)
+            torch.cuda.synchronize(self.device)
+            return fn(x)
+        self.graphs[key] = (graph, static_in, static_out)
+        graph.replay()
+        return static_out.clone()
+
+    def reset(self) -> None:
+        """Forget every captured graph (call before replacing a tensor the function reads)."""
+        if self.graphs:
+            torch.cuda.synchronize(self.device)
+        self.graphs.clear()
+        self.calls.clear()

@@ -124,3 +124,25 @@ def test_a_new_dataset_is_sampled_by_fresh_graphs(spaces):
     assert torch.all(batch_rewards == 1000.0)
     # the critic now regresses onto rewards of 1000: its loss is far above what the first dataset gave
     assert agent.pop_metrics()["critic_loss"].mean() > 1e4
+
+
+@cuda
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_graphed_acting_picks_the_actions_eager_acting_picks(spaces, deterministic):
+    import numpy as np
+
+    graphed, eager = (Agent(tiny_config(cuda_graphs=g, normalize_obs=True), *spaces, seeds=[0, 1], device="cuda") for g in (True, False))
+    rng = np.random.default_rng(0)
+    for data_seed in (0, 1):  # a second dataset brings new observation statistics: captured acting must follow
+        table = random_table(n=500, seed=data_seed)
+        table["observations"] = table["observations"] * (1 + 4 * data_seed) + 3 * data_seed
+        for agent in (graphed, eager):
+            agent.set_dataset(table)
+            agent.learn(5)
+        for call in range(4):
+            for n_envs in (1, 6):
+                obs = rng.standard_normal((n_envs, 3)).astype(np.float32) * 2
+                a_g, _ = graphed.predict(obs, deterministic=deterministic)
+                a_e, _ = eager.predict(obs, deterministic=deterministic)
+                np.testing.assert_allclose(a_g, a_e, rtol=1e-5, atol=1e-6, err_msg=f"dataset {data_seed}, call {call}, {n_envs} envs")
+    assert len(graphed.act_graphs.graphs) == 2 and graphed.act_graphs.disabled is None
