@@ -50,17 +50,28 @@ class QLObjective(Objective):
     def graph_key(self) -> float:
         return self.current_eta()
 
-    def actor_loss(self, head, critic, obs, actions, generators, aux=None) -> Tuple[Tensor, Dict[str, Tensor]]:
+    def _bc_and_actions(self, head, obs, actions, generators, after_bc=None) -> Tuple[Tensor, Tensor]:
+        """The BC loss and the actions whose Q the term maximises. ``after_bc(bc, shared)`` runs in between,
+        before the chain is sampled; ``shared``: the actions come out of bc's own graph (EDP's estimate)."""
         if self.q_grad == "approx" and hasattr(head, "behaviour_loss_and_estimate"):
             # heads without a reverse chain (gaussian, cvae, deterministic) have nothing to approximate:
             # their reparameterised samples are already one step, so they take the exact branch
             bc, new_actions = head.behaviour_loss_and_estimate(obs, actions, generators)
-        else:
-            bc = head.behaviour_loss(obs, actions, generators)
-            new_actions = head.sample(obs, generators, grad_steps=self.q_grad_steps) if self.q_grad_steps else head.sample(obs, generators)
+            if after_bc is not None:
+                after_bc(bc, True)
+            return bc, new_actions
+        bc = head.behaviour_loss(obs, actions, generators)
+        if after_bc is not None:
+            after_bc(bc, False)
+        return bc, head.sample(obs, generators, grad_steps=self.q_grad_steps) if self.q_grad_steps else head.sample(obs, generators)
+
+    def _q_loss(self, critic, obs: Tensor, new_actions: Tensor, generators) -> Tensor:
         q = q_of(critic, obs, new_actions)
-        coin = member_rand(generators, (), obs.device)
-        ql = normalised_q_loss(q, coin)
+        return normalised_q_loss(q, member_rand(generators, (), obs.device))
+
+    def actor_loss(self, head, critic, obs, actions, generators, aux=None) -> Tuple[Tensor, Dict[str, Tensor]]:
+        bc, new_actions = self._bc_and_actions(head, obs, actions, generators)
+        ql = self._q_loss(critic, obs, new_actions, generators)
         return bc + self.current_eta() * ql, {"bc_loss": bc, "ql_loss": ql}
 
     def actor_loss_and_grads(self, head, critic, obs, actions, generators, params, aux=None):
@@ -71,16 +82,13 @@ class QLObjective(Objective):
         its loss reads the critic; back-propagating the BC term before that point moves its backward
         off the step's critical path. Same random numbers in the same order as :meth:`actor_loss`; the
         gradients differ from one joint backward by float rounding only."""
-        if self.q_grad == "approx" and hasattr(head, "behaviour_loss_and_estimate"):
-            bc, new_actions = head.behaviour_loss_and_estimate(obs, actions, generators)
-            g_bc = torch.autograd.grad(bc.sum(), params, retain_graph=True, allow_unused=True)  # the estimate shares bc's graph
-        else:
-            bc = head.behaviour_loss(obs, actions, generators)
-            g_bc = torch.autograd.grad(bc.sum(), params, allow_unused=True)
-            new_actions = head.sample(obs, generators, grad_steps=self.q_grad_steps) if self.q_grad_steps else head.sample(obs, generators)
-        q = q_of(critic, obs, new_actions)
-        coin = member_rand(generators, (), obs.device)
-        ql = normalised_q_loss(q, coin)
+        g_bc: list = []
+
+        def bc_backward(bc: Tensor, shared: bool) -> None:
+            g_bc.extend(torch.autograd.grad(bc.sum(), params, retain_graph=shared, allow_unused=True))
+
+        bc, new_actions = self._bc_and_actions(head, obs, actions, generators, after_bc=bc_backward)
+        ql = self._q_loss(critic, obs, new_actions, generators)
         eta = self.current_eta()
         g_q = torch.autograd.grad((eta * ql).sum(), params, allow_unused=True)
         grads = [a if b is None else (b if a is None else a + b) for a, b in zip(g_bc, g_q)]
