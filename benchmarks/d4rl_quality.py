@@ -30,11 +30,16 @@ def main() -> None:
     p.add_argument("--eval-freq", type=int, default=0, help="evaluate every seed every N steps (0: only at the end)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="runs/quality")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for every agent, as in `dqltoolkit train -p` (repeatable)")
     a = p.parse_args()
 
     import dqltoolkit
+    from dqltoolkit.config import parse_overrides
     from dqltoolkit.tasks import get_task
     from dqltoolkit.training import parse_seeds
+
+    overrides = parse_overrides(a.param)
 
     task = get_task(a.task)
     table = task.load_dataset()
@@ -45,12 +50,13 @@ def main() -> None:
     for agent in [x.strip() for x in a.agents.split(",") if x.strip()]:
         t0 = time.perf_counter()
         res = dqltoolkit.train(agent, a.task, Path(a.out) / agent, steps=a.steps, seeds=parse_seeds(a.seeds), device=a.device,
-                               overrides={"eval_episodes": a.episodes, "eval_freq": a.eval_freq}, progress=True, verbose=False)
+                               overrides={**overrides, "eval_episodes": a.episodes, "eval_freq": a.eval_freq}, progress=True, verbose=False)
         wall = time.perf_counter() - t0
         scores = [e["normalized_score"] for e in res.results["evaluation"]]
         runs[agent] = {"wall_s": wall, **res.results}
         rows.append((agent, float(np.mean(scores)), float(np.std(scores)), scores, res.results["steps_per_s"], wall))
-    lines = [f"{a.task}, {a.steps} gradient steps, seeds {a.seeds}, {a.episodes} evaluation episodes each",
+    lines = [f"{a.task}, {a.steps} gradient steps, seeds {a.seeds}, {a.episodes} evaluation episodes each"
+             + (f", {' '.join(a.param)}" if a.param else ""),
              f"behaviour policy (dataset episodes): return {behaviour:.1f}, normalised {task.normalized_score(behaviour):.1f}", "",
              "| agent | normalised score (mean +- std over seeds) | per seed | train steps/s (all seeds) | wall time |", "|---|---:|---|---:|---:|"]
     for agent, m, s, per, sps, wall in rows:

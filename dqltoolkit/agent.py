@@ -26,6 +26,7 @@ from . import heads as _heads  # noqa: F401
 from . import objectives as _objectives  # noqa: F401
 from .config import AgentConfig
 from .cuda_graphs import InputGraphs, StepGraphs
+from .precision import check_precision, matmul_precision
 from .data.buffer import TransitionBuffer
 from .nn import clip_grad_norm_members, foreach_pieces, member_generators, member_rand, member_randn
 from .registry import CRITICS, HEADS, OBJECTIVES, UnknownNameError
@@ -121,6 +122,7 @@ class Agent:
     # --- construction -----------------------------------------------------------------------------
     def _build(self) -> None:
         cfg, M, dev = self.config, self.members, self.device
+        check_precision(cfg.matmul_precision)
         what = f"head {cfg.head!r} with objective {cfg.objective!r}"
         try:
             head_cls = HEADS.get(cfg.head)
@@ -340,10 +342,11 @@ class Agent:
                 # sound default: the EMA tracks the actor until averaging starts. The reference code
                 # leaves it at the initial weights, so its first critic targets come from an untrained policy.
                 ema = "average" if self.num_timesteps >= cfg.ema_start else (None if cfg.reference_quirks else "copy")
-        if batch is None and self.step_graphs is not None:
-            critic_info, actor_info = self.step_graphs.run((actor, ema, self.objective.graph_key()), lambda: self._step(None, actor, ema))
-        else:
-            critic_info, actor_info = self._step(batch, actor, ema)
+        with matmul_precision(cfg.matmul_precision, self.device):  # (graphs keep the kernels chosen at capture)
+            if batch is None and self.step_graphs is not None:
+                critic_info, actor_info = self.step_graphs.run((actor, ema, self.objective.graph_key()), lambda: self._step(None, actor, ema))
+            else:
+                critic_info, actor_info = self._step(batch, actor, ema)
         if actor:
             self._last_actor_info = actor_info
         info = {**critic_info, **self._last_actor_info}  # steps without an actor update report its last values
@@ -429,9 +432,10 @@ class Agent:
         take the argmax when ``deterministic``. Without a critic: one sample per state. On a GPU
         (``cuda_graphs``) the policy's own acting replays a CUDA graph per batch shape.
         """
-        if head is None and self.act_graphs is not None and obs.is_cuda:
-            return self.act_graphs.run((tuple(obs.shape), bool(deterministic)), obs, lambda x: self._act(x, deterministic, self.head))
-        return self._act(obs, deterministic, head or self.head)
+        with matmul_precision(self.config.matmul_precision, self.device):
+            if head is None and self.act_graphs is not None and obs.is_cuda:
+                return self.act_graphs.run((tuple(obs.shape), bool(deterministic)), obs, lambda x: self._act(x, deterministic, self.head))
+            return self._act(obs, deterministic, head or self.head)
 
     def _act(self, obs: Tensor, deterministic: bool, head: nn.Module) -> Tensor:
         restore = getattr(head, "sample_steps", None)

@@ -71,6 +71,7 @@ class AgentConfig:
     ema_every: int = 5
     reference_quirks: bool = False  # reproduce the reference code's EMA start (no sync at ema_start)
     cuda_graphs: bool = True  # GPU: capture each kind of training step once as a CUDA graph and replay it
+    matmul_precision: str = "highest"  # highest (float32) | high | medium: TF32 on GPUs; medium: bf16 products on AMX CPUs
     # acting
     n_candidates: int = 50  # actions sampled per state; one is drawn by softmax(Q)
     sample_steps: int = 0  # diffusion: reverse steps when acting (0: all T; fewer: respaced, faster, approximate)

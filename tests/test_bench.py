@@ -31,3 +31,17 @@ def test_benchmark_rows_and_json():
     assert r.exit_code == 0, r.output
     lines = [json.loads(x) for x in r.output.splitlines() if x.startswith("{")]
     assert [x["name"] for x in lines] == ["exact"] and lines[0]["steps_per_s"] > 0
+
+
+def test_reduced_precision_rows_follow_the_hardware():
+    from dqltoolkit.precision import cpu_has_bf16_matmuls
+
+    res = run_benchmark("cpu", steps=1, repeats=1, warmup=0, dataset_size=512, rows=["exact", "eval", "reduced"])
+    names = [r.name for r in res["rows"]]
+    evals = [e["name"] for e in res["eval"]]
+    if cpu_has_bf16_matmuls():
+        assert names == ["exact", "exact, bf16 products", "exact x5 seeds, bf16 products (aggregate)"]
+        assert res["rows"][1].note == "-p matmul_precision=medium"
+        assert evals[2:] == ["predict, 1 env(s) x 50 candidates, bf16 products", "predict, 10 env(s) x 50 candidates, bf16 products"]
+    else:  # no bf16 units: a "medium" row would only repeat the float32 one
+        assert names == ["exact"] and len(evals) == 2

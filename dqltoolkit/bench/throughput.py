@@ -98,19 +98,6 @@ def _agent(seeds, device, table, **overrides):
     return agent
 
 
-def _with_tf32(step: Callable[[], object]) -> Callable[[], None]:
-    """``step`` with TF32 tensor-core matmuls allowed (captured graphs keep the kernels chosen at capture)."""
-    def run() -> None:
-        before = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = True
-        try:
-            step()
-        finally:
-            torch.backends.cuda.matmul.allow_tf32 = before
-
-    return run
-
-
 def time_interleaved(fns: Dict[str, Tuple[Callable[[], None], int]], device: torch.device, repeats: int, warmup: int,
                      say: Callable[[str], None] = lambda _: None) -> Dict[str, float]:
     """Median seconds per call of each ``fn`` (``{name: (fn, calls per block)}``), timed round-robin.
@@ -141,12 +128,13 @@ def run_benchmark(device: str = "auto", steps: Optional[int] = None, repeats: in
     """Time every row (round-robin, see :func:`time_interleaved`); returns ``{"device", "matmul_gflops", "rows": [Row...]}``."""
     from ..agent import resolve_device
     from ..heads.schedules import SCHEDULES
+    from ..precision import cpu_has_bf16_matmuls
     from .reference import ReferenceDiffusionQL
 
     dev = resolve_device(device)
     steps = steps or (300 if dev.type == "cuda" else 30)  # a GPU step is ~1 ms: longer blocks time it as well
     warmup = max(warmup, 30) if dev.type == "cuda" else warmup  # past the first CUDA graph captures
-    wanted = set(rows or ["reference", "exact", "exact_x5", "approx", "eval"])
+    wanted = set(rows or ["reference", "exact", "exact_x5", "approx", "eval", "reduced"])
     say = progress or (lambda _: None)
     s = HOPPER
     table = hopper_table(dataset_size, s["obs_dim"], s["action_dim"])
@@ -169,9 +157,16 @@ def run_benchmark(device: str = "auto", steps: Optional[int] = None, repeats: in
     gpu = dev.type == "cuda"
     if "exact" in wanted:
         plan["exact"] = (_agent([0], dev, table).train_step, steps, flop, "dqltoolkit diffusion-ql step" + (", CUDA graphs" if gpu else ""))
-        if gpu:  # what the graphs buy: the same step launched kernel by kernel; and what TF32 matmuls would add
+        if gpu:  # what the graphs buy: the same step launched kernel by kernel
             plan["exact, no CUDA graphs"] = (_agent([0], dev, table, cuda_graphs=False).train_step, steps, flop, "-p cuda_graphs=false")
-            plan["exact, TF32 matmuls"] = (_with_tf32(_agent([0], dev, table).train_step), steps, flop, "torch.backends.cuda.matmul.allow_tf32")
+    # reduced-precision products (the agent's matmul_precision option): TF32 on a GPU, bf16 on a CPU that has the units
+    reduced = "reduced" in wanted and (gpu or (dev.type == "cpu" and cpu_has_bf16_matmuls()))
+    low = "high" if gpu else "medium"
+    low_name = "TF32 matmuls" if gpu else "bf16 products"
+    if reduced:
+        plan[f"exact, {low_name}"] = (_agent([0], dev, table, matmul_precision=low).train_step, steps, flop, f"-p matmul_precision={low}")
+        plan[f"exact x5 seeds, {low_name}"] = (_agent([0, 1, 2, 3, 4], dev, table, matmul_precision=low).train_step,
+                                                steps if gpu else max(steps // 5, 4), flop * 5, f"-p matmul_precision={low}")
     if "exact_x5" in wanted:
         # on a GPU the five members cost about one step's launches: as many steps per block as one seed
         plan["exact x5 seeds"] = (_agent([0, 1, 2, 3, 4], dev, table).train_step, steps if gpu else max(steps // 5, 4), flop * 5, "")
@@ -183,9 +178,12 @@ def run_benchmark(device: str = "auto", steps: Optional[int] = None, repeats: in
     eval_plan: Dict[str, Tuple[Callable[[], None], int]] = {}
     if "eval" in wanted:
         actor = _agent([0], dev, table)
-        for n_envs in (1, 10):
-            obs = np.random.default_rng(0).standard_normal((n_envs, s["obs_dim"])).astype(np.float32)
-            eval_plan[f"predict, {n_envs} env(s) x {actor.config.n_candidates} candidates"] = (lambda o=obs: actor.predict(o), max(steps, 20))
+        actors = [("", actor)] + ([(f", {low_name}", _agent([0], dev, table, matmul_precision=low))] if reduced else [])
+        for suffix, agent in actors:
+            for n_envs in (1, 10):
+                obs = np.random.default_rng(0).standard_normal((n_envs, s["obs_dim"])).astype(np.float32)
+                eval_plan[f"predict, {n_envs} env(s) x {agent.config.n_candidates} candidates{suffix}"] = (lambda o=obs, a=agent: a.predict(o),
+                                                                                                          max(steps, 20))
     sec = time_interleaved({**{k: (v[0], v[1]) for k, v in plan.items()}, **eval_plan}, dev, repeats, warmup, say)
     out: List[Row] = []
     for name, (_, _, gflop, note) in plan.items():
@@ -193,6 +191,8 @@ def run_benchmark(device: str = "auto", steps: Optional[int] = None, repeats: in
         if name == "exact x5 seeds":
             out.append(Row("exact x5 seeds (aggregate)", 5.0 / t, 1e3 * t / 5, gflop / 5, gflop / t, "5 members in one process; steps/s summed over seeds"))
             out.append(Row("exact x5 seeds (per seed)", 1.0 / t, 1e3 * t, gflop, gflop / t, "each seed's own steps/s"))
+        elif name.startswith("exact x5 seeds, "):
+            out.append(Row(f"{name} (aggregate)", 5.0 / t, 1e3 * t / 5, gflop / 5, gflop / t, note))
         else:
             out.append(Row(name, 1.0 / t, 1e3 * t, gflop, gflop / t, note))
     ref_rate = next((r.steps_per_s for r in out if r.name == "reference"), None)

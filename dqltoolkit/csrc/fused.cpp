@@ -26,6 +26,8 @@
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <atomic>
 #include <tuple>
 #include <vector>
 
@@ -45,6 +47,75 @@ using at::Tensor;
 void check_rows(const Tensor& t, const char* what) {
   TORCH_CHECK(t.dim() == 3 && t.scalar_type() == at::kFloat && t.device().is_cpu(), what, ": expected a 3-D float32 CPU tensor");
   TORCH_CHECK(t.stride(2) == 1 && (t.size(1) <= 1 || t.stride(1) == t.size(2)), what, ": rows must be contiguous");
+}
+
+// --- matrix products ------------------------------------------------------------------------------
+// With AgentConfig.matmul_precision = "medium" the agent switches g_wide_bf16 on: the products of the
+// wide (>= 64) layers then run as bfloat16 products with float32 accumulation and output (oneDNN's bf16
+// "fpmath" mode, on CPUs with AMX or AVX512-BF16; elsewhere oneDNN stays in float32): 2-3.5x faster
+// matmuls at 256-1280 rows here. Products with a narrow side (the action, observation and output sides,
+// 1-16 wide, and the 50-row products of one env's candidates) stay in float32: oneDNN's bf16 path is 2-5x
+// slower there, its per-call set-up dominating. Where the user set "medium" globally, narrow products are
+// kept in float32 as well. The mode is torch's global state, so it is only switched outside parallel
+// regions; for_members sets it for the whole region (narrow products of paired seeds then run in bf16).
+std::atomic<bool> g_wide_bf16{false};
+
+bool set_wide_bf16(bool on) { return g_wide_bf16.exchange(on); }
+
+at::Float32Precision mkldnn_precision() {
+  return at::globalContext().float32Precision(at::Float32Backend::MKLDNN, at::Float32Op::MATMUL);
+}
+
+void set_mkldnn_precision(at::Float32Precision p) {
+  at::globalContext().setFloat32Precision(at::Float32Backend::MKLDNN, at::Float32Op::MATMUL, p);
+}
+
+// Sets the precision wanted for one product (or a region, wide = true) and restores the previous one.
+struct ProductPrecision {
+  bool restore = false;
+  at::Float32Precision before = at::Float32Precision::NONE;
+  explicit ProductPrecision(bool wide) {
+    if (at::in_parallel_region()) return;
+    before = mkldnn_precision();
+    at::Float32Precision want = before;
+    if (!wide && before == at::Float32Precision::BF16) want = at::Float32Precision::IEEE;
+    if (wide && g_wide_bf16.load()) want = at::Float32Precision::BF16;
+    if (want == before) return;
+    set_mkldnn_precision(want);
+    restore = true;
+  }
+  ProductPrecision(const Tensor& a, const Tensor& b) : ProductPrecision(std::min({a.size(-2), a.size(-1), b.size(-1)}) >= 64) {}
+  ~ProductPrecision() {
+    if (restore) set_mkldnn_precision(before);
+  }
+};
+
+Tensor gemm(const Tensor& a, const Tensor& b) {
+  ProductPrecision g(a, b);
+  return at::bmm(a, b);
+}
+Tensor gemm_add(const Tensor& c, const Tensor& a, const Tensor& b) {
+  ProductPrecision g(a, b);
+  return at::baddbmm(c, a, b);
+}
+void gemm_out(const Tensor& out_in, const Tensor& a, const Tensor& b) {
+  ProductPrecision g(a, b);
+  Tensor out = out_in;
+  at::bmm_out(out, a, b);
+}
+void gemm2d_out(const Tensor& out_in, const Tensor& a, const Tensor& b) {
+  ProductPrecision g(a, b);
+  Tensor out = out_in;
+  at::mm_out(out, a, b);
+}
+void gemm_add_out(const Tensor& out_in, const Tensor& c, const Tensor& a, const Tensor& b) {
+  ProductPrecision g(a, b);
+  Tensor out = out_in;
+  at::baddbmm_out(out, c, a, b);
+}
+void gemm_add_(const Tensor& c, const Tensor& a, const Tensor& b) {
+  ProductPrecision g(a, b);
+  c.baddbmm_(a, b);
 }
 
 int64_t row_stride(const Tensor& b) { return b.size(1) == 1 ? 0 : b.stride(1); }
@@ -68,12 +139,12 @@ void member_mm_out(const Tensor& out_in, const Tensor& a, const Tensor& b) {
   Tensor out = out_in;
   const int64_t M = a.size(0);
   if (M == 1 || M % at::get_num_threads() == 0) {
-    at::bmm_out(out, a, b);
+    gemm_out(out, a, b);
     return;
   }
   for (int64_t m = 0; m < M; m++) {
     Tensor o = out.select(0, m);
-    at::mm_out(o, a.select(0, m), b.select(0, m));
+    gemm2d_out(o, a.select(0, m), b.select(0, m));
   }
 }
 
@@ -105,13 +176,13 @@ Tensor tail_forward(const Tensor& h1, const Tensor& bias1, at::TensorList ws, at
     member_mm_out(pre[l], act[l - 1], ws[l - 1]);
     activate(l, pre[l], bs[l - 1]);
   }
-  return at::baddbmm(bs[L - 1], act[L - 1], ws[L - 1]);
+  return gemm_add(bs[L - 1], act[L - 1], ws[L - 1]);
 }
 
 // Gradients w.r.t. every pre-activation (into g_pre[l]) from the gradient of the output.
 void tail_backward(const Tensor& g_out, at::TensorList ws, const std::vector<Tensor>& deriv, const std::vector<Tensor>& g_pre) {
   const int64_t L = static_cast<int64_t>(ws.size());
-  Tensor g_act = at::bmm(g_out, ws[L - 1].transpose(1, 2));
+  Tensor g_act = gemm(g_out, ws[L - 1].transpose(1, 2));
   for (int64_t l = L - 1; l >= 0; l--) {
     Tensor out = g_pre[l];
     at::mul_out(out, g_act, deriv[l]);
@@ -127,7 +198,7 @@ void weight_grads(const std::vector<Tensor>& act, const std::vector<Tensor>& g_p
     gw.push_back(member_mm(act[l - 1].transpose(1, 2), g_pre[l]));
     gb.push_back(g_pre[l].sum(1, true));
   }
-  gw.push_back(at::bmm(act[L - 1].transpose(1, 2), g_out));
+  gw.push_back(gemm(act[L - 1].transpose(1, 2), g_out));
   gb.push_back(g_out.sum(1, true));
 }
 
@@ -244,7 +315,7 @@ std::tuple<Tensor, std::vector<Tensor>> chain_fwd(const Tensor& noise_in, const 
       act_k.push_back(block(act[l], kk, B));
     }
     if (save) block(X, k, B).copy_(x);
-    at::baddbmm_out(pre_k[0], sp, x, w1a);
+    gemm_add_out(pre_k[0], sp, x, w1a);
     // training: pre_k is overwritten by mish' (the backward needs nothing else of it)
     Tensor eps = tail_forward(pre_k[0], tp.narrow(1, tidx[j], 1), ws, bs, pre_k, act_k, save ? &pre_k : nullptr).contiguous();
     const StepCoef c = coef_at(coef, j);
@@ -319,7 +390,7 @@ std::vector<Tensor> chain_bwd(const Tensor& g_in, const Tensor& tp, const Tensor
       g_pre_k.push_back(block(g_pre[l], k, B));
     }
     tail_backward(block(GE, k, B), ws, pre_k, g_pre_k);
-    if (k > 0) gprev.baddbmm_(g_pre_k[0], w1a.transpose(1, 2));  // x_T itself is noise: no gradient needed
+    if (k > 0) gemm_add_(gprev, g_pre_k[0], w1a.transpose(1, 2));  // x_T itself is noise: no gradient needed
     gx = gprev;
   }
   Tensor G1 = g_pre[0].view({M, K, B, H});
@@ -327,7 +398,7 @@ std::vector<Tensor> chain_bwd(const Tensor& g_in, const Tensor& tp, const Tensor
   Tensor per_step = G1.sum(2);  // [M, K, H]: gradient of the time part used at step k
   Tensor g_tp = at::zeros_like(tp);
   for (int64_t k = 0; k < K; k++) g_tp.select(1, tidx[K - 1 - k]).add_(per_step.select(1, k));
-  std::vector<Tensor> out = {g_sp, g_tp, at::bmm(X.transpose(1, 2), g_pre[0])};
+  std::vector<Tensor> out = {g_sp, g_tp, gemm(X.transpose(1, 2), g_pre[0])};
   std::vector<Tensor> gw, gb;
   weight_grads(act, g_pre, GE, gw, gb);
   out.insert(out.end(), gw.begin(), gw.end());
@@ -353,6 +424,7 @@ template <class F>
 void for_members(int64_t M, const F& f) {
   const int64_t paired = at::get_num_threads() >= 2 ? (M / 2) * 2 : 0;
   if (paired > 0) {
+    ProductPrecision region(true);
     at::parallel_for(0, paired, 1, [&](int64_t begin, int64_t end) {
       for (int64_t m = begin; m < end; m++) f(m);
     });
@@ -408,13 +480,13 @@ std::vector<Tensor> critic_grads(const Tensor& obs, const Tensor& actions, const
     return cat_members(per);
   }
   Tensor x = at::cat({obs, actions}, -1).unsqueeze(1).expand({M, twins, B, obs.size(2) + actions.size(2)}).reshape({N, B, -1});
-  Tensor h1 = at::bmm(x, w1);
+  Tensor h1 = gemm(x, w1);
   auto fwd = mlp_fwd(h1, b1, ws, bs, true);
   Tensor diff = std::get<0>(fwd).view({M, twins, B}) - y.unsqueeze(1);
   Tensor loss = diff.pow(2).mean(2).sum(1);
   Tensor g_out = (diff * (2.0 / static_cast<double>(B))).reshape({N, B, 1});
   std::vector<Tensor> g = mlp_bwd(g_out, b1, ws, bs, std::get<1>(fwd), true);
-  std::vector<Tensor> grads = {at::bmm(x.transpose(1, 2), g[0]), g[1]};
+  std::vector<Tensor> grads = {gemm(x.transpose(1, 2), g[0]), g[1]};
   grads.insert(grads.end(), g.begin() + 2, g.end());
   Tensor norm = clip_members(grads, M, max_norm);
   std::vector<Tensor> out = {loss, norm};
@@ -437,7 +509,7 @@ Tensor policy_q_forward(const Tensor& obs, const Tensor& actions, const Tensor& 
                         at::TensorList bs, std::vector<Tensor>& saved) {
   const int64_t M = obs.size(0), B = obs.size(1), N = w1.size(0), k = N / M;
   Tensor x = at::cat({obs, actions}, -1).unsqueeze(1).expand({M, k, B, obs.size(2) + actions.size(2)}).reshape({N, B, -1});
-  auto fwd = mlp_fwd(at::bmm(x, w1), b1, ws, bs, true);
+  auto fwd = mlp_fwd(gemm(x, w1), b1, ws, bs, true);
   saved = std::get<1>(fwd);
   return std::get<0>(fwd).view({M, k, B});
 }
@@ -455,7 +527,7 @@ Tensor policy_q_backward(const Tensor& g, int64_t k, const Tensor& w1, at::Tenso
   }
   std::vector<Tensor> g_pre = buffers(L, w1, 1, B, H);
   tail_backward(g, ws_k, deriv_k, g_pre);
-  return at::bmm(g_pre[0], w1.narrow(0, k, 1).narrow(1, obs_dim, A).transpose(1, 2));
+  return gemm(g_pre[0], w1.narrow(0, k, 1).narrow(1, obs_dim, A).transpose(1, 2));
 }
 
 // The loss L = L_bc + eta * L_q of every member and its gradients w.r.t. the head's parameters, forward
@@ -491,17 +563,17 @@ std::vector<Tensor> ql_actor_grads(const Tensor& obs, const Tensor& actions, con
   const Tensor W1a = W1.narrow(1, 0, A), W1t = W1.narrow(1, A, D), W1s = W1.narrow(1, A + D, O);
   // time MLP over all T steps, then its first-layer contribution tp [M, T, H]; the state part sp [M, B, H]
   Tensor emb_m = emb.unsqueeze(0).expand({M, T, D}).contiguous();
-  auto tfwd = mlp_fwd(at::bmm(emb_m, tW1), tb1, {tW2}, {tb2}, true);
+  auto tfwd = mlp_fwd(gemm(emb_m, tW1), tb1, {tW2}, {tb2}, true);
   Tensor tout = std::get<0>(tfwd);
-  Tensor tp = at::bmm(tout, W1t);
-  Tensor sp = at::baddbmm(b1, obs, W1s);
+  Tensor tp = gemm(tout, W1t);
+  Tensor sp = gemm_add(b1, obs, W1s);
   // behaviour cloning: eps_theta(x_t, t, s)
   Tensor a_t = sqrt_abar.index_select(0, t.reshape(-1)).view({M, B, 1});
   Tensor s_t = sqrt_1m_abar.index_select(0, t.reshape(-1)).view({M, B, 1});
   Tensor x_t = a_t * actions + s_t * bc_noise;
   Tensor t_rows = t.unsqueeze(-1).expand({M, B, H});
   Tensor tsel = at::gather(tp, 1, t_rows);
-  auto bfwd = mlp_fwd(at::baddbmm(sp, x_t, W1a), tsel, ws, bs, true);
+  auto bfwd = mlp_fwd(gemm_add(sp, x_t, W1a), tsel, ws, bs, true);
   Tensor eps = std::get<0>(bfwd);
   Tensor bc = (eps - bc_noise).pow(2).mean({1, 2});
   // the Q term's actions
@@ -552,17 +624,17 @@ std::vector<Tensor> ql_actor_grads(const Tensor& obs, const Tensor& actions, con
     gb[l] = gb[l].defined() ? gb[l] + bg[2 + ws.size() + l] : bg[2 + ws.size() + l];
   }
   g_sp = g_sp + g_h1;
-  g_w1a = g_w1a + at::bmm(x_t.transpose(1, 2), g_h1);
+  g_w1a = g_w1a + gemm(x_t.transpose(1, 2), g_h1);
   g_tp = g_tp.scatter_add(1, t_rows, g_h1);
   // first layer: action rows (g_w1a), time rows through tp = tout W1t, state rows and bias through sp
   Tensor gW1 = at::empty_like(W1);
   gW1.narrow(1, 0, A).copy_(g_w1a);
-  gW1.narrow(1, A, D).copy_(at::bmm(tout.transpose(1, 2), g_tp));
-  gW1.narrow(1, A + D, O).copy_(at::bmm(obs.transpose(1, 2), g_sp));
+  gW1.narrow(1, A, D).copy_(gemm(tout.transpose(1, 2), g_tp));
+  gW1.narrow(1, A + D, O).copy_(gemm(obs.transpose(1, 2), g_sp));
   Tensor gb1 = g_sp.sum(1, true);
   // time MLP
-  std::vector<Tensor> tg = mlp_bwd(at::bmm(g_tp, W1t.transpose(1, 2)), tb1, {tW2}, {tb2}, std::get<1>(tfwd), true);
-  std::vector<Tensor> grads = {at::bmm(emb_m.transpose(1, 2), tg[0]), tg[1], tg[2], tg[3], gW1, gb1};
+  std::vector<Tensor> tg = mlp_bwd(gemm(g_tp, W1t.transpose(1, 2)), tb1, {tW2}, {tb2}, std::get<1>(tfwd), true);
+  std::vector<Tensor> grads = {gemm(emb_m.transpose(1, 2), tg[0]), tg[1], tg[2], tg[3], gW1, gb1};
   for (size_t l = 0; l < ws.size(); l++) {
     grads.push_back(gw[l]);
     grads.push_back(gb[l]);
@@ -597,18 +669,19 @@ Tensor target_q(const Tensor& next_obs, const Tensor& noise, const Tensor& emb, 
   std::vector<Tensor> ws, bs, cws, cbs;
   split_layers(head, 6, ws, bs);  // after the time MLP (4) and the first layer (2)
   split_layers(critic, 2, cws, cbs);
-  Tensor tout = std::get<0>(mlp_fwd(at::bmm(emb.unsqueeze(0).expand({M, T, D}).contiguous(), tW1), tb1, {tW2}, {tb2}, false));
-  Tensor tp = at::bmm(tout, W1.narrow(1, A, D));
-  Tensor sp = at::baddbmm(b1, next_obs, W1.narrow(1, A + D, O));
+  Tensor tout = std::get<0>(mlp_fwd(gemm(emb.unsqueeze(0).expand({M, T, D}).contiguous(), tW1), tb1, {tW2}, {tb2}, false));
+  Tensor tp = gemm(tout, W1.narrow(1, A, D));
+  Tensor sp = gemm_add(b1, next_obs, W1.narrow(1, A + D, O));
   Tensor na = std::get<0>(chain_fwd(noise, sp, tp, W1.narrow(1, 0, A), ws, bs, coef, tidx, lim, false));
   const int64_t N = critic[0].size(0), k = N / M;
   Tensor x = at::cat({next_obs, na}, -1).unsqueeze(1).expand({M, k, B, O + A}).reshape({N, B, -1});
-  return std::get<0>(mlp_fwd(at::bmm(x, critic[0]), critic[1], cws, cbs, false)).view({M, k, B});
+  return std::get<0>(mlp_fwd(gemm(x, critic[0]), critic[1], cws, cbs, false)).view({M, k, B});
 }
 
 }  // namespace
 
 TORCH_LIBRARY(dqltoolkit, m) {
+  m.def("set_wide_bf16(bool on) -> bool", &set_wide_bf16);
   m.def("target_q(Tensor next_obs, Tensor noise, Tensor emb, Tensor[] head, Tensor[] critic, float[] coef, int[] tidx, float lim) -> Tensor",
         &target_q);
   m.def(

@@ -1,0 +1,63 @@
+"""Reduced-precision matrix products as a named option (``AgentConfig.matmul_precision``).
+
+The values are torch's own (:func:`torch.set_float32_matmul_precision`): ``"highest"`` (the default)
+keeps float32 products; ``"high"`` and ``"medium"`` allow TF32 tensor cores on CUDA GPUs (the inputs'
+mantissas cut to 10 bits); ``"medium"`` on a CPU with bfloat16 units (AMX, AVX512-BF16) runs the fused
+operators' products of the 256-wide layers as bfloat16 products with float32 accumulation (the inputs'
+mantissas cut to 7 bits), while products with a narrow side stay in float32 (see ``csrc/fused.cpp``).
+
+Why a scope rather than setting torch's switch once: the switch is process-global, and an agent that
+flipped it for good would change the numerics of everything else in the user's process (their own
+models, other agents). The agent enters :func:`matmul_precision` around its own training steps and
+acting only, and leaves the setting as it found it.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+
+PRECISIONS = ("highest", "high", "medium")
+
+
+def check_precision(value: str) -> str:
+    if value not in PRECISIONS:
+        raise ValueError(f"matmul_precision={value!r}: expected one of {', '.join(PRECISIONS)} (torch.set_float32_matmul_precision's values)")
+    return value
+
+
+def cpu_has_bf16_matmuls() -> bool:
+    """Whether oneDNN runs bfloat16 products natively here (else ``"medium"`` on a CPU changes nothing)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+@contextmanager
+def matmul_precision(precision: str, device: torch.device) -> Iterator[None]:
+    """Products inside the block run at ``precision`` on ``device``; the previous settings come back after."""
+    if precision == "highest":
+        yield
+        return
+    if device.type == "cuda":
+        before = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision(precision)
+        try:
+            yield
+        finally:
+            torch.set_float32_matmul_precision(before)
+        return
+    from ._native import fused_ops
+
+    ops = fused_ops() if precision == "medium" and device.type == "cpu" else None
+    if ops is None:  # "high" on a CPU: no TF32 units; or the fused operators are unavailable
+        yield
+        return
+    before = ops.set_wide_bf16(True)
+    try:
+        yield
+    finally:
+        ops.set_wide_bf16(before)

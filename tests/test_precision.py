@@ -1,0 +1,101 @@
+"""Reduced-precision products (AgentConfig.matmul_precision): what runs in bf16, what stays float32, and
+that the process-global torch settings come back as they were."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from dqltoolkit import Agent, fused
+from dqltoolkit._native import fused_ops
+from dqltoolkit.bench.throughput import HOPPER, hopper_table
+from dqltoolkit.precision import cpu_has_bf16_matmuls, matmul_precision
+
+from .conftest import random_table, tiny_config
+
+needs_bf16 = pytest.mark.skipif(fused_ops() is None or not cpu_has_bf16_matmuls(),
+                                reason="needs the fused operators and a CPU with bf16 matmul units (AMX / AVX512-BF16)")
+
+
+def _settings():
+    return torch.get_float32_matmul_precision(), torch.backends.mkldnn.matmul.fp32_precision
+
+
+def test_unknown_precision_is_refused_with_the_choices(spaces):
+    with pytest.raises(ValueError, match=r"matmul_precision='low'.*highest, high, medium"):
+        Agent(tiny_config(matmul_precision="low"), *spaces, seeds=[0], device="cpu")
+
+
+@pytest.mark.parametrize("precision", ["highest", "high", "medium"])
+def test_training_and_acting_leave_torch_settings_as_they_were(spaces, precision):
+    agent = Agent(tiny_config(matmul_precision=precision), *spaces, seeds=[0, 1], device="cpu")
+    agent.set_dataset(random_table())
+    before = _settings()
+    for _ in range(3):
+        agent.train_step()
+    agent.predict(np.zeros((4, 3), np.float32))
+    assert _settings() == before
+    if fused_ops() is not None:
+        assert fused_ops().set_wide_bf16(False) is False  # the operators' switch is off again
+
+
+@needs_bf16
+def test_wide_products_are_bf16_products_with_float32_accumulation():
+    """One fused layer ``mish(h + b) @ W + c`` at 256 rows under "medium" equals float32 arithmetic on
+    bf16-rounded inputs, and differs from the float32 product by bf16's input rounding."""
+    g = torch.Generator().manual_seed(0)
+    h, b = torch.randn(1, 256, 256, generator=g), torch.randn(1, 1, 256, generator=g)
+    w, c = torch.randn(1, 256, 256, generator=g) / 16, torch.randn(1, 1, 256, generator=g)
+    ops = fused_ops()
+    full = ops.mlp_fwd(h, b, [w], [c], False)[0]
+    with matmul_precision("medium", torch.device("cpu")):
+        reduced = ops.mlp_fwd(h, b, [w], [c], False)[0]
+    a = torch.nn.functional.mish(h + b)
+    rounded = torch.baddbmm(c, a.bfloat16().float(), w.bfloat16().float())
+    err_full = (reduced - full).abs().max().item()
+    err_rounded = (reduced - rounded).abs().max().item()
+    assert err_full > 1e-3  # bf16 input rounding is visible ...
+    assert err_rounded < 0.05 * err_full  # ... and is all that differs (summation order aside)
+    torch.testing.assert_close(reduced, full, rtol=0.0, atol=0.05)
+
+
+@needs_bf16
+def test_narrow_products_stay_float32():
+    """The output layer (3 wide) and the 50 candidate rows of one environment are narrow: bit-identical."""
+    g = torch.Generator().manual_seed(1)
+    h, b = torch.randn(1, 256, 256, generator=g), torch.randn(1, 1, 256, generator=g)
+    w, c = torch.randn(1, 256, 3, generator=g), torch.randn(1, 1, 3, generator=g)
+    ops = fused_ops()
+    full = ops.mlp_fwd(h, b, [w], [c], False)[0]
+    with matmul_precision("medium", torch.device("cpu")):
+        reduced = ops.mlp_fwd(h, b, [w], [c], False)[0]
+    assert torch.equal(reduced, full)
+
+
+def _hopper_agent(precision):
+    s = HOPPER
+    obs = gym.spaces.Box(-np.inf, np.inf, (s["obs_dim"],), np.float32)
+    act = gym.spaces.Box(-1.0, 1.0, (s["action_dim"],), np.float32)
+    agent = Agent(tiny_config(T=s["T"], hidden=s["hidden"], critic_hidden=s["hidden"], time_dim=s["time_dim"], batch_size=s["batch_size"],
+                              n_candidates=50, matmul_precision=precision), obs, act, seeds=[0], device="cpu")
+    agent.set_dataset(hopper_table(2000, s["obs_dim"], s["action_dim"]))
+    return agent
+
+
+@needs_bf16
+def test_medium_agent_trains_close_to_float32_and_acts_identically_for_one_env():
+    full, reduced = _hopper_agent("highest"), _hopper_agent("medium")
+    for _ in range(3):
+        a, b = full.train_step(), reduced.train_step()
+    for key in ("critic_loss", "bc_loss"):
+        torch.testing.assert_close(b[key], a[key], rtol=2e-2, atol=1e-3)
+    assert not torch.equal(full.head.net.layers[1].weight, reduced.head.net.layers[1].weight)  # bf16 products ran
+    # acting for one env is 50 rows: every product narrow, so the same weights give the same actions
+    for dst, src in zip(reduced.head.parameters(), full.head.parameters()):
+        dst.data.copy_(src.data)
+    for dst, src in zip(reduced.critic.parameters(), full.critic.parameters()):
+        dst.data.copy_(src.data)
+    for dst, src in zip(reduced.act_generators, full.act_generators):
+        dst.set_state(src.get_state())
+    obs = np.random.default_rng(0).standard_normal(HOPPER["obs_dim"]).astype(np.float32)
+    np.testing.assert_array_equal(reduced.predict(obs, deterministic=True)[0], full.predict(obs, deterministic=True)[0])
