@@ -43,12 +43,8 @@ def matmul_precision(precision: str, device: torch.device) -> Iterator[None]:
         yield
         return
     if device.type == "cuda":
-        before = torch.get_float32_matmul_precision()
-        torch.set_float32_matmul_precision(precision)
-        try:
+        with _cuda_tf32():
             yield
-        finally:
-            torch.set_float32_matmul_precision(before)
         return
     from ._native import fused_ops
 
@@ -61,3 +57,28 @@ def matmul_precision(precision: str, device: torch.device) -> Iterator[None]:
         yield
     finally:
         ops.set_wide_bf16(before)
+
+
+@contextmanager
+def _cuda_tf32() -> Iterator[None]:
+    """TF32 for cuBLAS through torch's process-wide switch, which keeps its two APIs consistent.
+
+    torch (2.9+) has a legacy switch (``set_float32_matmul_precision``) and per-backend ones
+    (``torch.backends.cuda.matmul.fp32_precision``) and refuses to answer "is TF32 on?" while they
+    disagree; setting only the per-backend one would leave them disagreeing inside the block. On the
+    way out both come back: the legacy value where it could be read, then the per-backend values.
+    """
+    backends = (torch.backends.cuda.matmul, torch.backends.mkldnn.matmul)
+    before = [b.fp32_precision for b in backends]
+    try:
+        legacy = torch.get_float32_matmul_precision()
+    except RuntimeError:  # the user's settings already disagree: there is no legacy value to restore
+        legacy = None
+    torch.set_float32_matmul_precision("high")
+    try:
+        yield
+    finally:
+        if legacy is not None:
+            torch.set_float32_matmul_precision(legacy)
+        for b, value in zip(backends, before):
+            b.fp32_precision = value

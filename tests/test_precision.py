@@ -99,3 +99,36 @@ def test_medium_agent_trains_close_to_float32_and_acts_identically_for_one_env()
         dst.set_state(src.get_state())
     obs = np.random.default_rng(0).standard_normal(HOPPER["obs_dim"]).astype(np.float32)
     np.testing.assert_array_equal(reduced.predict(obs, deterministic=True)[0], full.predict(obs, deterministic=True)[0])
+
+
+def _flag_state():
+    out = {}
+    for name, get in [("legacy", torch.get_float32_matmul_precision), ("cuda", lambda: torch.backends.cuda.matmul.fp32_precision),
+                      ("mkldnn", lambda: torch.backends.mkldnn.matmul.fp32_precision), ("cublas_tf32", torch._C._get_cublas_allow_tf32)]:
+        try:
+            out[name] = get()
+        except RuntimeError:  # torch refuses while its legacy and per-backend switches disagree
+            out[name] = "refused"
+    return out
+
+
+@pytest.mark.parametrize("user_setting", ["default", "legacy high", "per-backend tf32", "per-backend ieee"])
+def test_cuda_scope_turns_tf32_on_consistently_and_restores_the_users_flags(user_setting):
+    """The flags are process state that exists without a GPU, so the CUDA branch is checked here too."""
+    cuda, mkldnn = torch.backends.cuda.matmul, torch.backends.mkldnn.matmul
+    saved = (torch.get_float32_matmul_precision(), cuda.fp32_precision, mkldnn.fp32_precision)
+    try:
+        if user_setting == "legacy high":
+            torch.set_float32_matmul_precision("high")
+        elif user_setting.startswith("per-backend"):
+            cuda.fp32_precision = user_setting.split()[1]
+        before = _flag_state()
+        with matmul_precision("high", torch.device("cuda")):
+            assert torch._C._get_cublas_allow_tf32() is True  # what cuBLAS reads: TF32 on, and no refusal
+        after = _flag_state()
+        assert after["cuda"] == before["cuda"] and after["mkldnn"] == before["mkldnn"]
+        if before["legacy"] != "refused":
+            assert after == before
+    finally:
+        torch.set_float32_matmul_precision(saved[0])
+        cuda.fp32_precision, mkldnn.fp32_precision = saved[1], saved[2]
