@@ -16,7 +16,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--approx", action="store_true")
-    p.add_argument("--tf32", action="store_true", help="allow TF32 tensor-core matmuls")
+    p.add_argument("--tf32", action="store_true", help="allow TF32 tensor-core matmuls (-p matmul_precision=high)")
     a = p.parse_args()
 
     import torch
@@ -24,10 +24,9 @@ def main() -> None:
 
     from dqltoolkit.bench.throughput import HOPPER, _agent, hopper_table
 
-    torch.backends.cuda.matmul.allow_tf32 = a.tf32
     dev = torch.device("cuda")
     agent = _agent(list(range(a.seeds)), dev, hopper_table(100_000, HOPPER["obs_dim"], HOPPER["action_dim"]),
-                   **({"q_grad": "approx"} if a.approx else {}))
+                   matmul_precision="high" if a.tf32 else "highest", **({"q_grad": "approx"} if a.approx else {}))
     for _ in range(30):
         agent.train_step()
     torch.cuda.synchronize()

@@ -37,6 +37,7 @@ def _assert_same_state(a, b, rtol=1e-5, atol=1e-6):
         dict(ema_start=4, ema_every=2, policy_delay=2, lr_decay=True, steps=16),  # critic-only steps, lr schedule in the graph
         dict(q_grad="approx", max_q_backup=True, n_backup_samples=3),
         dict(eta_warmup=6, ema_start=0),  # eta changes every step: a new variant each step until the cap, then eager
+        dict(matmul_precision="high"),  # TF32 chosen at capture, and the same on the eager agent
     ],
 )
 def test_graphed_steps_equal_eager_steps(spaces, kw):
