@@ -45,3 +45,31 @@ def test_reduced_precision_rows_follow_the_hardware():
         assert evals[2:] == ["predict, 1 env(s) x 50 candidates, bf16 products", "predict, 10 env(s) x 50 candidates, bf16 products"]
     else:  # no bf16 units: a "medium" row would only repeat the float32 one
         assert names == ["exact"] and len(evals) == 2
+
+
+def test_counted_flops_agree_with_the_step_formula():
+    """The counter sees the toolkit's split first layer (state part once per chain, time part once per
+    step), so it counts slightly less than the issue's formula, which feeds [a, t, s] at every pass."""
+    from dqltoolkit.bench.throughput import HOPPER, counted_step_gflop, hopper_table, step_gflop
+    from dqltoolkit.config import AgentConfig
+
+    s = HOPPER
+    cfg = AgentConfig(T=s["T"], hidden=s["hidden"], time_dim=s["time_dim"], n_layers=s["n_layers"], batch_size=s["batch_size"])
+    table = hopper_table(600, s["obs_dim"], s["action_dim"])
+    for approx in (False, True):
+        counted = counted_step_gflop(cfg.replace(q_grad="approx" if approx else "exact"), table)
+        formula = step_gflop(**s, approx=approx)
+        assert 0.93 * formula < counted < formula
+
+
+def test_recipe_rows_cover_every_shipped_recipe():
+    from dqltoolkit.config import recipe_names
+
+    res = run_benchmark("cpu", steps=1, repeats=1, warmup=0, dataset_size=600, rows=["recipes"])
+    assert [r.name for r in res["rows"]] == [f"recipe {n}" for n in recipe_names()]
+    by_name = {r.name: r for r in res["rows"]}
+    assert all(r.steps_per_s > 0 and r.gflop_per_step > 0 for r in res["rows"])
+    assert by_name["recipe td3bc"].note.startswith("--agent td3bc (deterministic head, td3bc objective")
+    # the paper's bandit settings run a 50-step chain: more matrix work per sample than the 5-step D4RL recipe
+    bandit, d4rl = by_name["recipe diffusion-ql-bandit-paper"], by_name["recipe diffusion-ql"]
+    assert bandit.gflop_per_step / 100 > d4rl.gflop_per_step / 256

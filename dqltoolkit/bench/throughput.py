@@ -83,19 +83,62 @@ def hopper_table(n: int, obs_dim: int, action_dim: int, seed: int = 0, terminal_
     }
 
 
-def _agent(seeds, device, table, **overrides):
+def _agent(seeds, device, table, config=None, **overrides):
+    """An agent at Hopper sizes: the benchmark's Diffusion-QL settings, or ``config`` (a recipe's) as is."""
     import gymnasium as gym
 
     from ..agent import Agent
     from ..config import AgentConfig
 
     s = HOPPER
-    cfg = AgentConfig(T=s["T"], hidden=s["hidden"], time_dim=s["time_dim"], n_layers=s["n_layers"], batch_size=s["batch_size"], log_every=10**9, **overrides)
+    if config is None:
+        cfg = AgentConfig(T=s["T"], hidden=s["hidden"], time_dim=s["time_dim"], n_layers=s["n_layers"], batch_size=s["batch_size"],
+                          log_every=10**9, **overrides)
+    else:
+        cfg = config.replace(log_every=10**9, **overrides)
     obs_space = gym.spaces.Box(-np.inf, np.inf, (s["obs_dim"],), np.float32)
     act_space = gym.spaces.Box(-1.0, 1.0, (s["action_dim"],), np.float32)
     agent = Agent(cfg, obs_space, act_space, seeds=seeds, device=device)
     agent.set_dataset(table)
     return agent
+
+
+def counted_step_gflop(config, table, steps: int = 4) -> float:
+    """Matrix GFLOP per training step of an agent with ``config``, counted by torch's FlopCounterMode over
+    ``steps`` eager CPU steps (enough to include the actor update of ``policy_delay=2`` recipes).
+
+    Why counted rather than written down: the recipes differ in heads, objectives and sample counts, and
+    a formula per recipe would drift from the code. The count runs on the eager path because the fused
+    operators are opaque to the counter; both paths do the same matrix work, and FLOPs do not depend on
+    the device.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .. import fused
+
+    agent = _agent([0], torch.device("cpu"), table, config=config)
+    applicable = fused.applicable
+    fused.applicable = lambda *tensors: None
+    try:
+        with FlopCounterMode(display=False) as counter:
+            for _ in range(steps):
+                agent.train_step()
+    finally:
+        fused.applicable = applicable
+    return counter.get_total_flops() / steps / 1e9
+
+
+def _recipe_rows(dev: torch.device, table, steps: int) -> Dict[str, Tuple[Callable[[], None], int, float, str]]:
+    """One row per shipped recipe (agents/*.yaml, default section), at Hopper's observation and action sizes."""
+    from ..config import load_recipe, recipe_names
+
+    plan = {}
+    for name in recipe_names():
+        cfg, _ = load_recipe(name)
+        detail = f"batch {cfg.batch_size}" + (f", T {cfg.T}" if cfg.head == "diffusion" else "")
+        plan[f"recipe {name}"] = (_agent([0], dev, table, config=cfg).train_step, steps, counted_step_gflop(cfg, table),
+                                  f"--agent {name} ({cfg.head} head, {cfg.objective} objective, {detail})")
+    return plan
 
 
 def time_interleaved(fns: Dict[str, Tuple[Callable[[], None], int]], device: torch.device, repeats: int, warmup: int,
@@ -175,6 +218,9 @@ def run_benchmark(device: str = "auto", steps: Optional[int] = None, repeats: in
         plan[f"exact, {low_name}"] = (_agent([0], dev, table, matmul_precision=low).train_step, steps, flop, f"-p matmul_precision={low}")
         plan[f"exact x5 seeds, {low_name}"] = (_agent([0, 1, 2, 3, 4], dev, table, matmul_precision=low).train_step,
                                                 steps if gpu else max(steps // 5, 4), flop * 5, f"-p matmul_precision={low}")
+    if "recipes" in wanted:
+        say("counting each recipe's FLOPs")
+        plan.update(_recipe_rows(dev, table, steps))
     eval_plan: Dict[str, Tuple[Callable[[], None], int]] = {}
     if "eval" in wanted:
         actor = _agent([0], dev, table)
