@@ -144,9 +144,9 @@ def ablate(env: str, out: Path, heads: Optional[str], objectives: Optional[str],
 @main.command()
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
 @click.option("--rows", default="reference,exact,exact_x5,approx,eval,reduced", show_default=True,
-              help="Comma-separated subset of rows; 'reduced' adds the exact, five-seed and (with 'eval') acting rows with "
-                   "reduced-precision products: TF32 on a GPU, bf16 on a CPU with bf16 units (-p matmul_precision); "
-                   "'recipes' (not in the default) adds one row per shipped recipe.")
+              help="Comma-separated subset of rows; 'recipes' (not in the default) times every shipped recipe; 'reduced' "
+                   "repeats the chosen exact, exact_x5, eval and recipes rows with reduced-precision products: TF32 on a GPU, "
+                   "bf16 on a CPU with bf16 units (-p matmul_precision).")
 @click.option("--steps", type=int, default=None, help="Steps per timed block, median of --repeats blocks (default 30 on CPU, 300 on GPU).")
 @click.option("--repeats", type=int, default=5, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per row.")

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import precision
+
 
 def _mish_torch(x: Tensor) -> Tensor:
     e = torch.exp(x.clamp(max=20.0))
@@ -123,6 +125,19 @@ def member_generators(seeds: Sequence[int], device: torch.device | str = "cpu") 
     return gens
 
 
+def layer_bmm(a: Tensor, b: Tensor) -> Tensor:
+    """``torch.bmm`` for a layer's product; inside a CPU ``matmul_precision="medium"`` block, the fused
+    library's product, whose forward and backward keep narrow products in float32 (dqltoolkit/precision.py)."""
+    ops = precision.layer_ops()
+    return torch.bmm(a, b) if ops is None else ops.layer_mm(a, b)
+
+
+def layer_baddbmm(c: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """``torch.baddbmm(c, a, b)`` for a layer's product, with the same routing as :func:`layer_bmm`."""
+    ops = precision.layer_ops()
+    return torch.baddbmm(c, a, b) if ops is None else ops.layer_addmm(c, a, b)
+
+
 class EnsembleLinear(nn.Module):
     """``members`` independent linear layers applied as one batched matmul.
 
@@ -156,7 +171,7 @@ class EnsembleLinear(nn.Module):
                 self.bias[i, 0].uniform_(-bound, bound, generator=g)
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
+        return layer_baddbmm(self.bias, x, self.weight)
 
     def extra_repr(self) -> str:
         return f"members={self.members}, in={self.in_features}, out={self.out_features}"
@@ -178,7 +193,7 @@ class EnsembleMLP(nn.Module):
     def _activate(self, x: Tensor, layer: "EnsembleLinear") -> Tensor:
         """act(x @ W + b); for Mish the bias add is fused into the activation kernel."""
         if self.act is mish:
-            return mish_bias(torch.bmm(x, layer.weight), layer.bias)
+            return mish_bias(layer_bmm(x, layer.weight), layer.bias)
         return self.act(layer(x))
 
     def forward_from_activation(self, a: Tensor) -> Tensor:
@@ -208,8 +223,8 @@ class EnsembleMLP(nn.Module):
         if detach_params:
             a = self.act(h + bias)
             for layer in rest[:-1]:
-                a = self.act(torch.baddbmm(layer.bias.detach(), a, layer.weight.detach()))
-            return torch.baddbmm(rest[-1].bias.detach(), a, rest[-1].weight.detach()) if rest else a
+                a = self.act(layer_baddbmm(layer.bias.detach(), a, layer.weight.detach()))
+            return layer_baddbmm(rest[-1].bias.detach(), a, rest[-1].weight.detach()) if rest else a
         if self.act is mish and rest and bias.shape[1] == 1 and bias.is_contiguous():
             return self.forward_from_activation(mish_bias(h, bias))
         return self.forward_from_activation(self.act(h + bias))
@@ -220,8 +235,8 @@ class EnsembleMLP(nn.Module):
         first = self.layers[0]
         w, b = (first.weight.detach(), first.bias.detach()) if detach_params else (first.weight, first.bias)
         if len(self.layers) == 1:
-            return torch.baddbmm(b, x, w)
-        return self.forward_from_preactivation(torch.bmm(x, w), b, detach_params)
+            return layer_baddbmm(b, x, w)
+        return self.forward_from_preactivation(layer_bmm(x, w), b, detach_params)
 
 
 def sinusoidal_embedding(t: Tensor, dim: int) -> Tensor:

@@ -4,7 +4,9 @@ The values are torch's own (:func:`torch.set_float32_matmul_precision`): ``"high
 keeps float32 products; ``"high"`` and ``"medium"`` allow TF32 tensor cores on CUDA GPUs (the inputs'
 mantissas cut to 10 bits); ``"medium"`` on a CPU with bfloat16 units (AMX, AVX512-BF16) runs the fused
 operators' products of the 256-wide layers as bfloat16 products with float32 accumulation (the inputs'
-mantissas cut to 7 bits), while products with a narrow side stay in float32 (see ``csrc/fused.cpp``).
+mantissas cut to 7 bits), while products with a narrow side stay in float32 (see ``csrc/fused.cpp``); the
+layers of the eager path (heads and objectives without a fused operator) route their products through
+the same rule (:func:`layer_ops`, ``nn.layer_bmm``).
 
 Why a scope rather than setting torch's switch once: the switch is process-global, and an agent that
 flipped it for good would change the numerics of everything else in the user's process (their own
@@ -52,11 +54,23 @@ def matmul_precision(precision: str, device: torch.device) -> Iterator[None]:
     if ops is None:  # "high" on a CPU: no TF32 units; or the fused operators are unavailable
         yield
         return
-    before = ops.set_wide_bf16(True)
+    global _layer_ops
+    before, before_layers = ops.set_wide_bf16(True), _layer_ops
+    _layer_ops = ops
     try:
         yield
     finally:
         ops.set_wide_bf16(before)
+        _layer_ops = before_layers
+
+
+_layer_ops = None  # the fused library while a CPU "medium" block is active: eager layers route their products to it
+
+
+def layer_ops():
+    """The operators that eager layers should multiply with (``layer_mm``/``layer_addmm``, which apply the
+    wide/narrow rule to forward and backward products), or None: use torch's own products."""
+    return _layer_ops
 
 
 @contextmanager

@@ -132,3 +132,52 @@ def test_cuda_scope_turns_tf32_on_consistently_and_restores_the_users_flags(user
     finally:
         torch.set_float32_matmul_precision(saved[0])
         cuda.fp32_precision, mkldnn.fp32_precision = saved[1], saved[2]
+
+
+@needs_bf16
+def test_layer_products_equal_torch_in_float32_and_follow_the_rule_under_medium():
+    """The eager layers' products (nn.layer_bmm / layer_baddbmm route to them under "medium")."""
+    ops = fused_ops()
+    g = torch.Generator().manual_seed(3)
+    c = torch.randn(1, 1, 256, generator=g, requires_grad=True)
+    a = torch.randn(1, 256, 256, generator=g, requires_grad=True)
+    wide = torch.randn(1, 256, 256, generator=g, requires_grad=True)
+    narrow = torch.randn(1, 256, 3, generator=g, requires_grad=True)
+
+    def run(fn, w):
+        out = fn(w)
+        grads = torch.autograd.grad(out, [t for t in (c, a, w)], torch.ones_like(out), allow_unused=True)
+        return out.detach(), grads
+
+    ref = run(lambda w: torch.baddbmm(c[..., : w.shape[-1]], a, w), wide)
+    ours = run(lambda w: ops.layer_addmm(c[..., : w.shape[-1]], a, w), wide)
+    for x, y in zip([ref[0], *ref[1]], [ours[0], *ours[1]]):
+        assert torch.equal(x, y)  # float32 outside a "medium" block: torch's own arithmetic
+    assert torch.equal(ops.layer_mm(a, wide), torch.bmm(a, wide))
+    with matmul_precision("medium", torch.device("cpu")):
+        bf16 = run(lambda w: ops.layer_addmm(c[..., : w.shape[-1]], a, w), wide)
+        narrow_out = run(lambda w: ops.layer_addmm(c[..., : w.shape[-1]], a, w), narrow)
+    assert (bf16[0] - ref[0]).abs().max() > 1e-3 and (bf16[1][2] - ref[1][2]).abs().max() > 1e-3  # forward and weight gradient
+    assert (bf16[0] - ref[0]).abs().mean() < 0.05  # values of std 16: bf16 input rounding, not a different product
+    narrow_ref = run(lambda w: torch.baddbmm(c[..., :3], a, w), narrow)
+    for x, y in zip([narrow_ref[0], *narrow_ref[1]], [narrow_out[0], *narrow_out[1]]):
+        assert torch.equal(x, y)
+
+
+@needs_bf16
+def test_eager_recipes_train_close_to_float32_under_medium():
+    """A Gaussian-head recipe has no fused operator: its layers route their products under "medium"."""
+    from dqltoolkit import precision
+    from dqltoolkit.bench.throughput import _agent
+    from dqltoolkit.config import load_recipe
+
+    cfg, _ = load_recipe("bear")  # Gaussian actor, twin critic, behaviour CVAE: all eager
+    table = hopper_table(2000, HOPPER["obs_dim"], HOPPER["action_dim"])
+    full, reduced = _agent([0], torch.device("cpu"), table, config=cfg), _agent([0], torch.device("cpu"), table, config=cfg,
+                                                                              matmul_precision="medium")
+    for _ in range(3):
+        a, b = full.train_step(), reduced.train_step()
+    assert precision.layer_ops() is None  # the routing ends with the step
+    torch.testing.assert_close(b["critic_loss"], a["critic_loss"], rtol=2e-2, atol=1e-3)
+    torch.testing.assert_close(b["bc_loss"], a["bc_loss"], rtol=2e-2, atol=1e-3)
+    assert not torch.equal(full.head.net.layers[1].weight, reduced.head.net.layers[1].weight)

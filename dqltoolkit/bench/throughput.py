@@ -128,16 +128,22 @@ def counted_step_gflop(config, table, steps: int = 4) -> float:
     return counter.get_total_flops() / steps / 1e9
 
 
-def _recipe_rows(dev: torch.device, table, steps: int) -> Dict[str, Tuple[Callable[[], None], int, float, str]]:
-    """One row per shipped recipe (agents/*.yaml, default section), at Hopper's observation and action sizes."""
+def _recipe_rows(dev: torch.device, table, steps: int, reduced: Optional[Tuple[str, str]] = None
+                 ) -> Dict[str, Tuple[Callable[[], None], int, float, str]]:
+    """One row per shipped recipe (agents/*.yaml, default section), at Hopper's observation and action
+    sizes; with ``reduced`` (``(precision, label)``) a second row per recipe at that matmul precision."""
     from ..config import load_recipe, recipe_names
 
     plan = {}
     for name in recipe_names():
         cfg, _ = load_recipe(name)
         detail = f"batch {cfg.batch_size}" + (f", T {cfg.T}" if cfg.head == "diffusion" else "")
-        plan[f"recipe {name}"] = (_agent([0], dev, table, config=cfg).train_step, steps, counted_step_gflop(cfg, table),
+        gflop = counted_step_gflop(cfg, table)
+        plan[f"recipe {name}"] = (_agent([0], dev, table, config=cfg).train_step, steps, gflop,
                                   f"--agent {name} ({cfg.head} head, {cfg.objective} objective, {detail})")
+        if reduced is not None:
+            plan[f"recipe {name}, {reduced[1]}"] = (_agent([0], dev, table, config=cfg, matmul_precision=reduced[0]).train_step, steps, gflop,
+                                                    f"--agent {name} -p matmul_precision={reduced[0]}")
     return plan
 
 
@@ -214,13 +220,14 @@ def run_benchmark(device: str = "auto", steps: Optional[int] = None, repeats: in
                                                "-p q_grad=approx")
         plan["approx + 2-step targets"] = (_agent([0], dev, table, q_grad="approx", target_sample_steps=2).train_step, steps,
                                            step_gflop(**s, approx=True, target_steps=2), "-p q_grad=approx -p target_sample_steps=2")
-    if reduced:
+    if reduced and "exact" in wanted:
         plan[f"exact, {low_name}"] = (_agent([0], dev, table, matmul_precision=low).train_step, steps, flop, f"-p matmul_precision={low}")
+    if reduced and "exact_x5" in wanted:
         plan[f"exact x5 seeds, {low_name}"] = (_agent([0, 1, 2, 3, 4], dev, table, matmul_precision=low).train_step,
                                                 steps if gpu else max(steps // 5, 4), flop * 5, f"-p matmul_precision={low}")
     if "recipes" in wanted:
         say("counting each recipe's FLOPs")
-        plan.update(_recipe_rows(dev, table, steps))
+        plan.update(_recipe_rows(dev, table, steps, (low, low_name) if reduced else None))
     eval_plan: Dict[str, Tuple[Callable[[], None], int]] = {}
     if "eval" in wanted:
         actor = _agent([0], dev, table)

@@ -22,7 +22,9 @@
 //   the first layer is given by its pre-activation (chain: state part + x W_a; MLP: the caller's h1) and
 //   a bias that is broadcast over rows ([M, 1, H], chain: the time part of step t) or per row ([M, B, H]).
 #include <ATen/ATen.h>
+#include <ATen/ExpandUtils.h>
 #include <ATen/Parallel.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/library.h>
 
@@ -50,14 +52,14 @@ void check_rows(const Tensor& t, const char* what) {
 }
 
 // --- matrix products ------------------------------------------------------------------------------
-// With AgentConfig.matmul_precision = "medium" the agent switches g_wide_bf16 on: the products of the
-// wide (>= 64) layers then run as bfloat16 products with float32 accumulation and output (oneDNN's bf16
-// "fpmath" mode, on CPUs with AMX or AVX512-BF16; elsewhere oneDNN stays in float32): 2-3.5x faster
-// matmuls at 256-1280 rows here. Products with a narrow side (the action, observation and output sides,
-// 1-16 wide, and the 50-row products of one env's candidates) stay in float32: oneDNN's bf16 path is 2-5x
-// slower there, its per-call set-up dominating. Where the user set "medium" globally, narrow products are
-// kept in float32 as well. The mode is torch's global state, so it is only switched outside parallel
-// regions; for_members sets it for the whole region (narrow products of paired seeds then run in bf16).
+// With AgentConfig.matmul_precision = "medium" the agent switches g_wide_bf16 on: wide products then run
+// as bfloat16 products with float32 accumulation and output (oneDNN's bf16 "fpmath" mode, on CPUs with
+// AMX or AVX512-BF16; elsewhere oneDNN stays in float32): 1.6-3.5x faster matmuls here. A product is
+// wide when every side is >= 64 and it has >= 6M multiply-adds: a bf16 call pays ~25 us of set-up, so
+// smaller products (256x128x128, the 50 candidate rows of one env) lose, and products with a narrow side
+// (the action, observation and output sides, 1-16 wide) run 2-5x slower. Those stay in float32; also
+// where the user set "medium" globally. The mode is torch's global state, so it is only switched outside
+// parallel regions; for_members sets it for the whole region (all products of paired seeds run in bf16).
 std::atomic<bool> g_wide_bf16{false};
 
 bool set_wide_bf16(bool on) { return g_wide_bf16.exchange(on); }
@@ -84,7 +86,8 @@ struct ProductPrecision {
     set_mkldnn_precision(want);
     restore = true;
   }
-  ProductPrecision(const Tensor& a, const Tensor& b) : ProductPrecision(std::min({a.size(-2), a.size(-1), b.size(-1)}) >= 64) {}
+  ProductPrecision(const Tensor& a, const Tensor& b) : ProductPrecision(is_wide(a.size(-2), a.size(-1), b.size(-1))) {}
+  static bool is_wide(int64_t m, int64_t k, int64_t n) { return std::min({m, k, n}) >= 64 && m * k * n >= 6000000; }
   ~ProductPrecision() {
     if (restore) set_mkldnn_precision(before);
   }
@@ -201,6 +204,46 @@ void weight_grads(const std::vector<Tensor>& act, const std::vector<Tensor>& g_p
   gw.push_back(gemm(act[L - 1].transpose(1, 2), g_out));
   gb.push_back(g_out.sum(1, true));
 }
+
+// --- differentiable products under the precision rule (the eager layers' matmuls) ------------------
+// With g_wide_bf16 on, the eager path's layers (heads and objectives without a fused operator) route their
+// products here so that forward and backward products follow the same rule as the operators' own: bf16
+// for wide ones, float32 for narrow ones (torch's own backward would run every product at one setting).
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+struct LayerMm : public torch::autograd::Function<LayerMm> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& a, const Tensor& b) {
+    ctx->save_for_backward({a, b});
+    return gemm(a, b);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const Tensor& g = grads[0];
+    Tensor ga = ctx->needs_input_grad(0) ? gemm(g, saved[1].transpose(1, 2)) : Tensor();
+    Tensor gb = ctx->needs_input_grad(1) ? gemm(saved[0].transpose(1, 2), g) : Tensor();
+    return {ga, gb};
+  }
+};
+
+struct LayerAddmm : public torch::autograd::Function<LayerAddmm> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& c, const Tensor& a, const Tensor& b) {
+    ctx->save_for_backward({a, b});
+    ctx->saved_data["c_sizes"] = c.sizes().vec();
+    return gemm_add(c, a, b);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const Tensor& g = grads[0];
+    Tensor gc = ctx->needs_input_grad(0) ? at::sum_to(g, ctx->saved_data["c_sizes"].toIntVector()) : Tensor();
+    Tensor ga = ctx->needs_input_grad(1) ? gemm(g, saved[1].transpose(1, 2)) : Tensor();
+    Tensor gb = ctx->needs_input_grad(2) ? gemm(saved[0].transpose(1, 2), g) : Tensor();
+    return {gc, ga, gb};
+  }
+};
+
+Tensor layer_mm(const Tensor& a, const Tensor& b) { return LayerMm::apply(a, b); }
+Tensor layer_addmm(const Tensor& c, const Tensor& a, const Tensor& b) { return LayerAddmm::apply(c, a, b); }
 
 std::vector<Tensor> buffers(int64_t n, const Tensor& like, int64_t M, int64_t rows, int64_t cols) {
   std::vector<Tensor> out;
@@ -682,6 +725,8 @@ Tensor target_q(const Tensor& next_obs, const Tensor& noise, const Tensor& emb, 
 
 TORCH_LIBRARY(dqltoolkit, m) {
   m.def("set_wide_bf16(bool on) -> bool", &set_wide_bf16);
+  m.def("layer_mm(Tensor a, Tensor b) -> Tensor", &layer_mm);
+  m.def("layer_addmm(Tensor c, Tensor a, Tensor b) -> Tensor", &layer_addmm);
   m.def("target_q(Tensor next_obs, Tensor noise, Tensor emb, Tensor[] head, Tensor[] critic, float[] coef, int[] tidx, float lim) -> Tensor",
         &target_q);
   m.def(
