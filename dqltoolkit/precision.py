@@ -2,11 +2,12 @@
 
 The values are torch's own (:func:`torch.set_float32_matmul_precision`): ``"highest"`` (the default)
 keeps float32 products; ``"high"`` and ``"medium"`` allow TF32 tensor cores on CUDA GPUs (the inputs'
-mantissas cut to 10 bits); ``"medium"`` on a CPU with bfloat16 units (AMX, AVX512-BF16) runs the fused
-operators' products of the 256-wide layers as bfloat16 products with float32 accumulation (the inputs'
-mantissas cut to 7 bits), while products with a narrow side stay in float32 (see ``csrc/fused.cpp``); the
-layers of the eager path (heads and objectives without a fused operator) route their products through
-the same rule (:func:`layer_ops`, ``nn.layer_bmm``).
+mantissas cut to 10 bits); ``"medium"`` on a CPU with bfloat16 units (AMX, AVX512-BF16) runs the wide
+products (every side >= 64, >= 6M multiply-adds) as bfloat16 products with float32 accumulation (the
+inputs' mantissas cut to 7 bits), while the others stay in float32, where bf16 would be slower (see
+``csrc/fused.cpp``). That holds for the fused operators and for the layers of the eager path (heads and
+objectives without a fused operator), which route their products through the same rule
+(:func:`layer_ops`, ``nn.layer_bmm``).
 
 Why a scope rather than setting torch's switch once: the switch is process-global, and an agent that
 flipped it for good would change the numerics of everything else in the user's process (their own
@@ -17,11 +18,13 @@ acting only, and leaves the setting as it found it.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator, Optional
 
 import torch
 
 PRECISIONS = ("highest", "high", "medium")
+
+_layer_ops = None  # the fused library while a CPU "medium" block is active: eager layers route their products to it
 
 
 def check_precision(value: str) -> str:
@@ -64,10 +67,7 @@ def matmul_precision(precision: str, device: torch.device) -> Iterator[None]:
         _layer_ops = before_layers
 
 
-_layer_ops = None  # the fused library while a CPU "medium" block is active: eager layers route their products to it
-
-
-def layer_ops():
+def layer_ops() -> Optional[Any]:
     """The operators that eager layers should multiply with (``layer_mm``/``layer_addmm``, which apply the
     wide/narrow rule to forward and backward products), or None: use torch's own products."""
     return _layer_ops
@@ -82,8 +82,8 @@ def _cuda_tf32() -> Iterator[None]:
     disagree; setting only the per-backend one would leave them disagreeing inside the block. On the
     way out both come back: the legacy value where it could be read, then the per-backend values.
     """
-    backends = (torch.backends.cuda.matmul, torch.backends.mkldnn.matmul)
-    before = [b.fp32_precision for b in backends]
+    backends = [b for b in (torch.backends.cuda.matmul, torch.backends.mkldnn.matmul) if hasattr(b, "fp32_precision")]
+    before = [b.fp32_precision for b in backends]  # (torch < 2.9 has the legacy switch only)
     try:
         legacy = torch.get_float32_matmul_precision()
     except RuntimeError:  # the user's settings already disagree: there is no legacy value to restore
