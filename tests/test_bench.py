@@ -68,8 +68,11 @@ def test_recipe_rows_cover_every_shipped_recipe():
 
     res = run_benchmark("cpu", steps=1, repeats=1, warmup=0, dataset_size=600, rows=["recipes", "reduced"])
     suffixes = ["", ", bf16 products"] if cpu_has_bf16_matmuls() else [""]
-    assert [r.name for r in res["rows"]] == [f"recipe {n}{x}" for n in recipe_names() for x in suffixes]
+    expected = [f"recipe {n}{x}" for n in recipe_names() for x in suffixes]
+    expected.insert(expected.index(f"recipe td3bc{suffixes[-1]}") + 1, "reference td3bc")
+    assert [r.name for r in res["rows"]] == expected
     by_name = {r.name: r for r in res["rows"]}
+    assert by_name["recipe td3bc"].note.endswith("the TD3+BC reference")
     if cpu_has_bf16_matmuls():
         assert by_name["recipe bear, bf16 products"].note == "--agent bear -p matmul_precision=medium"
         assert by_name["recipe bear, bf16 products"].gflop_per_step == by_name["recipe bear"].gflop_per_step

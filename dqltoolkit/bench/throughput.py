@@ -144,7 +144,19 @@ def _recipe_rows(dev: torch.device, table, steps: int, reduced: Optional[Tuple[s
         if reduced is not None:
             plan[f"recipe {name}, {reduced[1]}"] = (_agent([0], dev, table, config=cfg, matmul_precision=reduced[0]).train_step, steps, gflop,
                                                     f"--agent {name} -p matmul_precision={reduced[0]}")
+        if name == "td3bc":  # the one baseline with a plain reference step in this package
+            from .reference_td3bc import ReferenceTD3BC
+
+            ref = ReferenceTD3BC(HOPPER["obs_dim"], HOPPER["action_dim"], _table_tensors(table, dev), discount=cfg.gamma, tau=cfg.tau,
+                                 policy_noise=cfg.target_noise, noise_clip=cfg.target_noise_clip, policy_freq=cfg.policy_delay, alpha=cfg.eta,
+                                 lr=cfg.lr, batch_size=cfg.batch_size, hidden=cfg.hidden, device=dev)
+            plan["reference td3bc"] = (ref.train_step, steps, gflop, "Fujimoto & Gu's TD3_BC.py structure, same math")
     return plan
+
+
+def _table_tensors(table, dev: torch.device) -> Dict[str, torch.Tensor]:
+    names = {"obs": "observations", "actions": "actions", "rewards": "rewards", "next_obs": "next_observations", "terminals": "terminals"}
+    return {k: torch.as_tensor(table[v], device=dev) for k, v in names.items()}
 
 
 def time_interleaved(fns: Dict[str, Tuple[Callable[[], None], int]], device: torch.device, repeats: int, warmup: int,
@@ -196,11 +208,7 @@ def run_benchmark(device: str = "auto", steps: Optional[int] = None, repeats: in
     # name -> (step function, calls per timed block, GFLOP per call, note); built first, timed together
     plan: Dict[str, Tuple[Callable[[], None], int, float, str]] = {}
     if "reference" in wanted:
-        data = {
-            "obs": torch.as_tensor(table["observations"], device=dev), "actions": torch.as_tensor(table["actions"], device=dev),
-            "rewards": torch.as_tensor(table["rewards"], device=dev), "next_obs": torch.as_tensor(table["next_observations"], device=dev),
-            "terminals": torch.as_tensor(table["terminals"], device=dev),
-        }
+        data = _table_tensors(table, dev)
         ref = ReferenceDiffusionQL(s["obs_dim"], s["action_dim"], SCHEDULES.get("vp")(s["T"]), data, hidden=s["hidden"], t_dim=s["time_dim"], device=dev)
         plan["reference"] = (ref.train_step, steps, flop, "paper-structured step, same math")
     gpu = dev.type == "cuda"
@@ -252,6 +260,10 @@ def run_benchmark(device: str = "auto", steps: Optional[int] = None, repeats: in
     if ref_rate:
         for r in out:
             r.vs_reference = r.steps_per_s / ref_rate
+    td3bc_ref = next((r.steps_per_s for r in out if r.name == "reference td3bc"), None)
+    for r in out:  # the baseline's own yardstick, next to the Diffusion-QL one in the vs-reference column
+        if td3bc_ref and r.name.startswith("recipe td3bc"):
+            r.note += f"; {r.steps_per_s / td3bc_ref:.2f}x the TD3+BC reference"
     eval_rows = [{"name": name, "ms_per_call": 1e3 * sec[name], "calls_per_s": 1.0 / sec[name]} for name in eval_plan]
     return {"device": str(dev), "torch": torch.__version__, "threads": torch.get_num_threads(), "matmul_gflops": peak, "matmul_size": mm, "rows": out,
             "eval": eval_rows}
