@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Everything a short GPU lease should check, in one command: the CUDA tests, the peak memory of a
 # 1M-transition run, a kernel profile of the graphed step, the throughput benchmark on the GPU and,
-# optionally, a quality run. Logs go to $OUT (default ./gpu_out). STAGES picks stages (default all but
-# quality); QUALITY holds the quality run's arguments (benchmarks/d4rl_quality.py), its dataset read
-# from MINARI_DATASETS_PATH.
+# optionally, every recipe's step (graphed, float32 and TF32) and a quality run. Logs go to $OUT (default
+# ./gpu_out). STAGES picks stages (default: tests memory profile bench); QUALITY holds the quality run's
+# arguments (benchmarks/d4rl_quality.py), its dataset read from MINARI_DATASETS_PATH.
 #
 # The GPU image carries torch but not gymnasium, minari or SB3: put their wheels (Python 3.12) in .whl/
 # and they are installed into /tmp/site first; see docs/performance.md for the exact download command.
@@ -53,6 +53,12 @@ open(f"{sys.argv[1]}/bench.jsonl", "w").write("\n".join(json.dumps(r) for r in t
 print(text)
 PY
     tail -3 "$OUT/bench.err"
+fi
+if has recipes; then
+    echo "== every recipe"
+    timeout "${RECIPES_TIMEOUT:-300}" python3 -m dqltoolkit.cli bench --device cuda --rows reference,recipes,reduced --repeats 3 \
+        2>"$OUT/recipes.err" | tee "$OUT/recipes.md"
+    tail -3 "$OUT/recipes.err"
 fi
 if has quality; then
     echo "== quality: ${QUALITY:-}"
