@@ -23,6 +23,15 @@ import torch.nn.functional as F
 from torch import nn
 
 
+@torch.no_grad()
+def copy_member_into_linears(linears, ens, k: int) -> None:
+    """Member ``k`` of a member-batched MLP ``ens`` (weights ``[M, in, out]``) into plain ``nn.Linear``s
+    (weights ``[out, in]``), layer by layer: how the reference steps take a toolkit agent's weights."""
+    for lin, layer in zip(linears, ens.layers):
+        lin.weight.copy_(layer.weight[k].t())
+        lin.bias.copy_(layer.bias[k, 0])
+
+
 class SinusoidalPosEmb(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -189,10 +198,7 @@ class ReferenceDiffusionQL:
     def load_from_agent(self, agent, member: int = 0) -> "ReferenceDiffusionQL":
         """Copy a toolkit agent's weights (member ``member``) into these modules, for equality tests."""
 
-        def copy_mlp(linears, ens, k):
-            for lin, layer in zip(linears, ens.layers):
-                lin.weight.copy_(layer.weight[k].t())
-                lin.bias.copy_(layer.bias[k, 0])
+        copy_mlp = copy_member_into_linears
 
         def linears(seq):
             return [m for m in seq.modules() if isinstance(m, nn.Linear)]

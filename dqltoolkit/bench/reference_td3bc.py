@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .reference import copy_member_into_linears
+
 
 class RefActor(nn.Module):
     def __init__(self, state_dim: int, action_dim: int, max_action: float = 1.0, hidden: int = 256) -> None:
@@ -111,11 +113,7 @@ class ReferenceTD3BC:
     def load_from_agent(self, agent, member: int = 0) -> "ReferenceTD3BC":
         """Copy a toolkit td3bc agent's weights (member ``member``) into these modules, for equality tests."""
 
-        def copy_layers(linears, ens, k):
-            for lin, layer in zip(linears, ens.layers):
-                lin.weight.copy_(layer.weight[k].t())
-                lin.bias.copy_(layer.bias[k, 0])
-
+        copy_layers = copy_member_into_linears
         for ref, head in ((self.actor, agent.head), (self.actor_target, agent.ema_head)):
             copy_layers([ref.l1, ref.l2, ref.l3], head.net, member)
         for ref, net in ((self.critic, agent.critic.q), (self.critic_target, agent.critic.target)):
