@@ -18,6 +18,7 @@ acting only, and leaves the setting as it found it.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Any, Iterator, Optional
 
 import torch
@@ -33,6 +34,7 @@ def check_precision(value: str) -> str:
     return value
 
 
+@lru_cache(maxsize=1)
 def cpu_has_bf16_matmuls() -> bool:
     """Whether oneDNN runs bfloat16 products natively here (else ``"medium"`` on a CPU changes nothing)."""
     try:
@@ -53,8 +55,8 @@ def matmul_precision(precision: str, device: torch.device) -> Iterator[None]:
         return
     from ._native import fused_ops
 
-    ops = fused_ops() if precision == "medium" and device.type == "cpu" else None
-    if ops is None:  # "high" on a CPU: no TF32 units; or the fused operators are unavailable
+    ops = fused_ops() if precision == "medium" and device.type == "cpu" and cpu_has_bf16_matmuls() else None
+    if ops is None:  # "high" on a CPU (no TF32 units), no bf16 units, or no fused library: float32 as before
         yield
         return
     global _layer_ops
