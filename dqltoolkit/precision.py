@@ -17,9 +17,9 @@ acting only, and leaves the setting as it found it.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import lru_cache
-from typing import Any, Iterator, Optional
+from typing import Any, ContextManager, Iterator, Optional
 
 import torch
 
@@ -43,12 +43,16 @@ def cpu_has_bf16_matmuls() -> bool:
         return False
 
 
-@contextmanager
-def matmul_precision(precision: str, device: torch.device) -> Iterator[None]:
+_FLOAT32 = nullcontext()  # reusable: the default precision enters no generator-based scope on every step
+
+
+def matmul_precision(precision: str, device: torch.device) -> ContextManager[None]:
     """Products inside the block run at ``precision`` on ``device``; the previous settings come back after."""
-    if precision == "highest":
-        yield
-        return
+    return _FLOAT32 if precision == "highest" else _reduced_precision(precision, device)
+
+
+@contextmanager
+def _reduced_precision(precision: str, device: torch.device) -> Iterator[None]:
     if device.type == "cuda":
         with _cuda_tf32():
             yield
