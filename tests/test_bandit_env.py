@@ -56,3 +56,41 @@ def test_dataset_is_the_papers_mixture():
         assert d["rewards"][m == i].mean() == pytest.approx(mean, abs=0.05)
         assert d["actions"][m == i].std(0) == pytest.approx([0.05, 0.05], abs=0.005)
     np.testing.assert_array_equal(d["actions"], make_bandit_dataset(10_000, seed=0)["actions"])
+
+
+def test_rgb_array_render_draws_modes_and_last_action():
+    from dqltoolkit.envs.bandit2d import MODE_CENTRES, RENDER_SIZE, Bandit2DEnv
+
+    def pixel(image, x, y):  # plane coordinates -> the pixel under them (row 0 = top)
+        col = int((x + 1) / 2 * RENDER_SIZE)
+        row = int((1 - y) / 2 * RENDER_SIZE)
+        return tuple(int(v) for v in image[min(row, RENDER_SIZE - 1), min(col, RENDER_SIZE - 1)])
+
+    assert Bandit2DEnv().render() is None  # no render mode: nothing drawn
+    env = Bandit2DEnv(render_mode="rgb_array")
+    env.reset(seed=0)
+    before = env.render()
+    assert before.shape == (RENDER_SIZE, RENDER_SIZE, 3) and before.dtype == np.uint8
+    best, worst = pixel(before, *MODE_CENTRES[3]), pixel(before, *MODE_CENTRES[1])  # means 5.0 and 0.0
+    assert sum(best) < sum(worst) < 3 * 235  # the richer mode is drawn darker, both differ from the background
+    assert pixel(before, 0.4, 0.4) == (235, 235, 235)
+    env.step(np.array([0.4, 0.4], dtype=np.float32))
+    assert pixel(env.render(), 0.4, 0.4) == (220, 30, 30)
+    env.reset()
+    assert pixel(env.render(), 0.4, 0.4) == (235, 235, 235)  # a new episode has no action yet
+    with pytest.raises(ValueError, match="render_mode must be None or one of \\['rgb_array'\\], got 'human'"):
+        Bandit2DEnv(render_mode="human")
+
+
+def test_sb3_make_vec_env_asks_for_a_mode_the_env_has():
+    import warnings
+
+    from stable_baselines3.common.env_util import make_vec_env
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        venv = make_vec_env("bandit2d-v0", n_envs=2)
+    assert not [w for w in caught if "render_mode" in str(w.message)]
+    venv.reset()
+    frames = venv.get_images()
+    assert len(frames) == 2 and frames[0].shape == (128, 128, 3)

@@ -2,6 +2,8 @@
 
 import h5py
 import numpy as np
+
+import dqltoolkit
 import pytest
 
 from dqltoolkit.data import DatasetError, apply_reward_transform, load_d4rl_hdf5, load_minari
@@ -75,8 +77,18 @@ def _tiny_hopper_episodes():
 
 @pytest.mark.parametrize("fmt", ["hdf5", pytest.param("arrow", marks=pytest.mark.skipif(not __import__("importlib").util.find_spec("pyarrow"), reason="pyarrow not installed"))])
 def test_minari_shift_terminals_and_truncations(minari_home, fmt):
+    import warnings
+
+    import minari
+
     episodes = _tiny_hopper_episodes()
-    write_minari(f"test/hopper/tiny-{fmt}-v0", episodes, "Hopper-v5", ref_min=-20.272305, ref_max=3234.3, data_format=fmt)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        write_minari(f"test/hopper/tiny-{fmt}-v0", episodes, "Hopper-v5", ref_min=-20.272305, ref_max=3234.3, data_format=fmt)
+    assert [str(w.message) for w in caught if "minari" in w.filename] == []  # provenance given, nothing left to warn about
+    meta = minari.load_dataset(f"test/hopper/tiny-{fmt}-v0").storage.metadata
+    assert meta["author"] == {f"dqltoolkit {dqltoolkit.__version__}"} and meta["code_permalink"].startswith("dqltoolkit==")
+    assert '"id": "Hopper-v5"' in meta["eval_env_spec"] and meta["description"] == f"{len(episodes)} episodes of Hopper-v5, written by dqltoolkit"
     t = load_minari(f"test/hopper/tiny-{fmt}-v0")
     n = sum(len(e["actions"]) for e in episodes)
     assert t["observations"].shape == (n, 11) and t["actions"].shape == (n, 3) and all(v.dtype == np.float32 for v in t.values())

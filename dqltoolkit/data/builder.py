@@ -137,9 +137,10 @@ def _load_model(cfg: BuildConfig, path: Path, env):
 
 def _eval_return(model, env_id: str, episodes: int, seed: int, deterministic: bool = True) -> float:
     from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.monitor import Monitor
     import gymnasium as gym
 
-    env = gym.make(env_id)
+    env = Monitor(gym.make(env_id))  # episode returns as the env gives them, not as later wrappers would
     env.reset(seed=seed)
     mean, _ = evaluate_policy(model, env, n_eval_episodes=episodes, deterministic=deterministic)
     env.close()

@@ -13,6 +13,7 @@ MODE_MEANS = np.array([3.0, 0.0, 1.5, 5.0], dtype=np.float32)
 MODE_RADIUS = 0.2
 REWARD_STD = 0.5
 BEST_MODE = int(np.argmax(MODE_MEANS))
+RENDER_SIZE = 128  # pixels per side of the rendered action plane
 
 
 def mode_of(actions: np.ndarray, radius: float = MODE_RADIUS, centres: np.ndarray = MODE_CENTRES) -> np.ndarray:
@@ -37,13 +38,21 @@ class Bandit2DEnv(gym.Env):
 
     Reward: the mean of the mode within 0.2 of the action (0 elsewhere) plus N(0, 0.5) noise from the
     env's seeded RNG. ``info["mode"]`` names the mode hit, or ``None``.
+
+    ``render_mode="rgb_array"`` draws the action plane: the four modes as discs, darker green for a higher
+    mean reward, and the last action as a red dot, so SB3's ``make_vec_env`` (which asks for that mode) and
+    video recorders work without warnings.
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
     # the modes, declared for tools that score policies by mode (dqltoolkit ablate)
     mode_names, mode_centres, mode_means, mode_radius = MODE_NAMES, MODE_CENTRES, MODE_MEANS, MODE_RADIUS
 
-    def __init__(self, noise_std: float = REWARD_STD) -> None:
+    def __init__(self, noise_std: float = REWARD_STD, render_mode: Optional[str] = None) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"bandit2d: render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.render_mode = render_mode
+        self._last_action: Optional[np.ndarray] = None
         self.observation_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
         self.noise_std = float(noise_std)
@@ -51,6 +60,7 @@ class Bandit2DEnv(gym.Env):
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> Tuple[np.ndarray, Dict[str, Any]]:
         super().reset(seed=seed)
+        self._last_action = None
         return self._obs.copy(), {}
 
     def step(self, action: np.ndarray):
@@ -61,7 +71,25 @@ class Bandit2DEnv(gym.Env):
         mean = float(MODE_MEANS[m]) if m >= 0 else 0.0
         reward = mean + self.noise_std * float(self.np_random.normal())
         info = {"mode": MODE_NAMES[m] if m >= 0 else None}
+        self._last_action = a.copy()
         return self._obs.copy(), reward, True, False, info
+
+    def render(self) -> Optional[np.ndarray]:
+        """The action plane as a [RENDER_SIZE, RENDER_SIZE, 3] uint8 image (x right, y up), or None."""
+        if self.render_mode != "rgb_array":
+            return None
+        centres = (np.arange(RENDER_SIZE, dtype=np.float32) + 0.5) / RENDER_SIZE * 2.0 - 1.0
+        x, y = np.meshgrid(centres, centres[::-1])  # row 0 is the top of the plane (y = +1)
+        image = np.full((RENDER_SIZE, RENDER_SIZE, 3), 235, dtype=np.uint8)
+        image[(np.abs(x) < 1.5 / RENDER_SIZE) | (np.abs(y) < 1.5 / RENDER_SIZE)] = 200  # the axes
+        shade = MODE_MEANS / MODE_MEANS.max()
+        for (cx, cy), s in zip(MODE_CENTRES, shade):
+            disc = (x - cx) ** 2 + (y - cy) ** 2 <= MODE_RADIUS**2
+            image[disc] = np.array([200, 230, 200]) * (1 - s) + np.array([20, 110, 40]) * s
+        if self._last_action is not None:
+            ax, ay = np.clip(self._last_action, -1.0, 1.0)
+            image[(x - ax) ** 2 + (y - ay) ** 2 <= (3 * 2.0 / RENDER_SIZE) ** 2] = (220, 30, 30)  # a 3-pixel dot
+        return image
 
 
 def make_bandit_dataset(n: int = 10_000, seed: int = 0, std: float = 0.05) -> Dict[str, np.ndarray]:
