@@ -3,6 +3,7 @@
 >>> import dqltoolkit
 >>> model = dqltoolkit.load("runs/bandit/model.zip")
 >>> action, _ = model.predict(obs)
+>>> pretrained = dqltoolkit.load("zoo:diffusion-ql-bandit2d-v0")
 """
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from . import envs  # noqa: F401,E402  (registers bandit2d-v0 with Gymnasium)
+from . import zoo  # noqa: E402
 from .agent import Agent  # noqa: E402
 from .config import AgentConfig, load_recipe  # noqa: E402
 from .training import train  # noqa: E402
 
 
 def load(path, env=None, device: str = "auto") -> Agent:
-    """Load a checkpoint written by ``Agent.save`` / ``dqltoolkit train`` (nothing is unpickled)."""
+    """Load a checkpoint written by ``Agent.save`` / ``dqltoolkit train``, or ``"zoo:<id>"`` (nothing is unpickled)."""
     return Agent.load(path, env=env, device=device)
 
 
-__all__ = ["Agent", "AgentConfig", "load", "load_recipe", "train", "__version__"]
+__all__ = ["Agent", "AgentConfig", "load", "load_recipe", "train", "zoo", "__version__"]

@@ -89,10 +89,17 @@ def agent_state(agent, member: Optional[int] = None, include_optimizer: bool = T
     return {k: v.detach().to("cpu").contiguous() for k, v in out.items()}
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private (0600); a saved model is an ordinary file
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -164,10 +171,13 @@ def read_checkpoint(path: Union[str, Path]) -> tuple[Dict[str, Any], Dict[str, t
 
 
 def load_agent(path: Union[str, Path], device: Union[str, torch.device] = "auto"):
-    """Build the agent a checkpoint describes and load its tensors (strictly: every tensor must fit)."""
+    """Build the agent a checkpoint describes and load its tensors (strictly: every tensor must fit).
+    ``path`` may be ``zoo:<id>``: the zoo entry's verified local copy (downloaded first if needed)."""
     from .agent import Agent
     from .config import AgentConfig
+    from .zoo import resolve_checkpoint
 
+    path = resolve_checkpoint(path)
     doc, tensors = read_checkpoint(path)
     try:
         config = AgentConfig.from_dict(doc["config"], source=f"{path} config")
@@ -204,3 +214,43 @@ def load_agent(path: Union[str, Path], device: Union[str, torch.device] = "auto"
     agent.num_timesteps = int(doc.get("num_timesteps", 0))
     agent._follow_lr_schedule()  # the lr schedule is a function of the step count
     return agent
+
+
+def init_from_checkpoint(agent, path: Union[str, Path]) -> Dict[str, Any]:
+    """Copy a checkpoint's networks (policy, EMA, auxiliary nets, critic and its target) and observation
+    statistics into ``agent``, leaving its optimiser, step count, RNG and config alone: the start of a
+    fine-tuning run, not a resumed one. A one-seed checkpoint initialises every member of a multi-seed
+    agent; otherwise the seed counts must match. Returns the checkpoint's document.
+
+    Why not resume: a resumed run continues the old run's schedule (step count, lr decay, optimiser
+    moments), while fine-tuning starts a new run, with its own settings, from pretrained weights.
+    """
+    from .config import AgentConfig
+    from .zoo import resolve_checkpoint
+
+    path = resolve_checkpoint(path)
+    doc, tensors = read_checkpoint(path)
+    for key, space in (("observation_space", agent.observation_space), ("action_space", agent.action_space)):
+        theirs = box_from_json(doc[key])
+        if theirs.shape != space.shape:
+            raise CheckpointError(f"{path}: its {key.replace('_', ' ')} has shape {theirs.shape}, the agent being trained has {space.shape}")
+    members = len(doc.get("seeds", [])) or 1
+    if members not in (1, agent.members):
+        raise CheckpointError(f"{path} holds {members} seeds; initialise from one of its per-seed checkpoints or train {members} seeds")
+
+    def widen(t: torch.Tensor) -> torch.Tensor:  # member-major layout: repeat the one member's block
+        return torch.cat([t] * agent.members) if members == 1 and agent.members > 1 and t.dim() > 0 else t
+
+    try:
+        for prefix, module in _modules(agent):
+            if module is None:
+                continue
+            module.load_state_dict({k[len(prefix):]: widen(v) for k, v in tensors.items() if k.startswith(prefix)}, strict=True)
+    except RuntimeError as exc:
+        ours, theirs = agent.config.to_dict(), AgentConfig.from_dict(doc["config"], source=f"{path} config").to_dict()
+        differ = {k: (theirs[k], ours[k]) for k in ours if theirs.get(k) != ours[k]}
+        raise CheckpointError(f"{path}: its networks do not fit the agent being trained; settings that differ (checkpoint, now): "
+                              f"{differ}. Details: {str(exc).splitlines()[0]}") from None
+    agent.obs_mean = tensors["obs_mean"].to(agent.device)
+    agent.obs_std = tensors["obs_std"].to(agent.device)
+    return doc

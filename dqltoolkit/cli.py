@@ -1,4 +1,4 @@
-"""The ``dqltoolkit`` command line: train, evaluate, list (and, as they land, ablate, zoo, dataset, bench)."""
+"""The ``dqltoolkit`` command line: train, evaluate, ablate, zoo, dataset, bench, list."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import click
 
 from .config import ConfigError
 from .registry import UnknownNameError
+from .zoo import ZooError
 
 
 def _fail(exc: Exception) -> None:
@@ -24,7 +25,7 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--agent", "agent", default="diffusion-ql", show_default=True, help="Recipe name from `dqltoolkit list agents`, or a path to a recipe YAML.")
+@click.option("--agent", "agent", default=None, help="Recipe name from `dqltoolkit list agents`, or a path to a recipe YAML [diffusion-ql].")
 @click.option("--env", "env", required=True, help="Task id from `dqltoolkit list envs` (e.g. bandit2d-v0).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Run folder [runs/<agent>-<env>].")
 @click.option("--steps", type=int, default=None, help="Gradient steps (default: the recipe's `steps`).")
@@ -36,14 +37,19 @@ def main() -> None:
 @click.option("--eval-freq", type=int, default=None, help="Evaluate every N gradient steps (default: the recipe's eval_freq).")
 @click.option("--download", is_flag=True, help="Download a Minari dataset that is not local (needs a network).")
 @click.option("--resume", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Continue from a checkpoint (its recipe, seeds and optimiser state) for --steps more steps.")
+              help="Continue from a checkpoint (its recipe, seeds and optimiser state) for --steps more steps; zoo:<id> works too.")
+@click.option("--init", type=str, default=None,
+              help="Fine-tune: a new run from a checkpoint's weights (path or zoo:<id>) with its recipe, -p overrides, fresh optimisers.")
 @click.option("--no-progress", is_flag=True, help="Print log lines instead of a progress bar.")
-def train(agent: str, env: str, out: Optional[Path], steps: Optional[int], seed: int, seeds: Optional[str], device: str, head: Optional[str], params: Tuple[str, ...], eval_freq: Optional[int], download: bool, resume: Optional[Path], no_progress: bool) -> None:
+def train(agent: Optional[str], env: str, out: Optional[Path], steps: Optional[int], seed: int, seeds: Optional[str], device: str, head: Optional[str], params: Tuple[str, ...], eval_freq: Optional[int], download: bool, resume: Optional[Path], init: Optional[str], no_progress: bool) -> None:
     """Train an agent offline on a task's dataset, then evaluate it and save model.zip."""
     from .config import parse_overrides
     from .training import TrainingDiverged, parse_seeds
     from .training import train as run_train
 
+    if init is not None and agent is not None:
+        _fail(ValueError("--agent does not apply with --init: the checkpoint's recipe is used (change its settings with -p key=value)"))
+    agent = agent or (init if init is not None else "diffusion-ql")
     try:
         overrides = parse_overrides(params)
         if head is not None:
@@ -51,9 +57,9 @@ def train(agent: str, env: str, out: Optional[Path], steps: Optional[int], seed:
         if eval_freq is not None:
             overrides["eval_freq"] = eval_freq
         seed_list = parse_seeds(seeds) if seeds else [seed]
-        out = out or Path("runs") / f"{Path(agent).stem}-{env}"
+        out = out or Path("runs") / f"{Path(agent.replace(':', '-')).stem}-{env}"
         click.echo(f"training {agent} on {env} -> {out} (seeds {seed_list})", err=True)
-        res = run_train(agent, env, out, steps=steps, seeds=seed_list, device=device, overrides=overrides, progress=not no_progress, download=download, resume=resume)
+        res = run_train(agent, env, out, steps=steps, seeds=seed_list, device=device, overrides=overrides, progress=not no_progress, download=download, resume=resume, init=init)
     except (ConfigError, UnknownNameError, ValueError, FileNotFoundError, TrainingDiverged) as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -78,16 +84,21 @@ def train(agent: str, env: str, out: Optional[Path], steps: Optional[int], seed:
             click.echo(f"wrote {res.out / name}")
 
 
-@main.command()
-@click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--env", "env", default=None, help="Task id (default: the task the checkpoint was trained on).")
-@click.option("--episodes", type=int, default=None)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--deterministic", is_flag=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def evaluate(checkpoint: Path, env: Optional[str], episodes: Optional[int], seed: int, deterministic: bool, device: str, as_json: bool) -> None:
-    """Evaluate a checkpoint on a task's env (all episodes as one vector env)."""
+def _evaluate_options(fn):
+    """The options `evaluate` and `zoo evaluate` share."""
+    for option in reversed([
+        click.option("--env", "env", default=None, help="Task id (default: the task the checkpoint was trained on)."),
+        click.option("--episodes", type=int, default=None),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--deterministic", is_flag=True),
+        click.option("--device", default="auto", show_default=True),
+        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _evaluate_checkpoint(checkpoint: str, env: Optional[str], episodes: Optional[int], seed: int, deterministic: bool, device: str, as_json: bool) -> dict:
     from .agent import Agent
     from .checkpoint import CheckpointError
     from .evaluation import evaluate as run_eval
@@ -112,6 +123,15 @@ def evaluate(checkpoint: Path, env: Optional[str], episodes: Optional[int], seed
         click.echo(json.dumps(r))
     else:
         click.echo(f"{task.id}: mean return {r['mean_return']:.3f} +- {r['std_return']:.3f} over {r['episodes']} episodes" + (f", normalised score {score:.1f}" if score is not None else ""))
+    return r
+
+
+@main.command()
+@click.argument("checkpoint", type=str)
+@_evaluate_options
+def evaluate(checkpoint: str, env: Optional[str], episodes: Optional[int], seed: int, deterministic: bool, device: str, as_json: bool) -> None:
+    """Evaluate a checkpoint (a path or zoo:<id>) on a task's env (all episodes as one vector env)."""
+    _evaluate_checkpoint(checkpoint, env, episodes, seed, deterministic, device, as_json)
 
 
 @main.command()
@@ -168,6 +188,126 @@ def bench(device: str, rows: str, steps: int, repeats: int, as_json: bool) -> No
             click.echo(json.dumps(r))
     else:
         click.echo(format_table(result))
+
+
+@main.group()
+@click.option("--index", default=None, metavar="PATH_OR_URL",
+              help="Catalogue to read: a path or http(s)/file URL of an index.yaml [$DQLTOOLKIT_ZOO_INDEX, else the shipped one].")
+@click.pass_context
+def zoo(ctx: click.Context, index: Optional[str]) -> None:
+    """Pretrained checkpoints: list, inspect, download (verified by SHA-256), evaluate. Fine-tune one with
+    `dqltoolkit train --init zoo:<id> --env <task>`."""
+    ctx.obj = {"index": index}
+
+
+def _metrics_text(metrics: dict) -> str:
+    shown = []
+    for k, v in metrics.items():
+        if k == "episodes":
+            continue
+        shown.append(f"{k.replace('_', ' ')} {v:.1%}" if k.endswith("_share") else f"{k.replace('_', ' ')} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
+    return ", ".join(shown)
+
+
+@zoo.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per entry.")
+@click.pass_context
+def zoo_list(ctx: click.Context, as_json: bool) -> None:
+    """The catalogue's entries: agent, task, metrics, size, and whether the file is here already."""
+    from .zoo import cached_path, default_index, load_index
+
+    index = ctx.obj["index"]
+    try:
+        entries = load_index(index)
+    except ZooError as exc:
+        _fail(exc)
+    if not entries:
+        click.echo(f"no entries in {index or default_index()}")
+        return
+    if not as_json:
+        click.echo("| id | agent | task | metrics | size | here |\n|---|---|---|---|---:|---|")
+    for e in entries.values():
+        here = "shipped" if e.shipped else ("cached" if cached_path(e).is_file() else "download")
+        if as_json:
+            click.echo(json.dumps({**e.to_dict(), "here": here}))
+        else:
+            click.echo(f"| {e.id} | {e.agent} | {e.task} | {_metrics_text(dict(e.metrics))} | {e.size / 1e6:.2f} MB | {here} |")
+
+
+@zoo.command(name="info")
+@click.argument("entry_id")
+@click.pass_context
+def zoo_info(ctx: click.Context, entry_id: str) -> None:
+    """Everything the catalogue records about one entry (how it was trained, its metrics, where it lives)."""
+    import yaml
+
+    from .zoo import cached_path, get_entry
+
+    try:
+        e = get_entry(entry_id, ctx.obj["index"])
+    except ZooError as exc:
+        _fail(exc)
+    doc = e.to_dict()
+    if not e.shipped:
+        doc["cached"] = str(cached_path(e)) if cached_path(e).is_file() else None
+    click.echo(yaml.safe_dump(doc, sort_keys=False).rstrip())
+
+
+@zoo.command(name="download")
+@click.argument("entry_id")
+@click.option("--force", is_flag=True, help="Download again even if a verified copy is cached.")
+@click.pass_context
+def zoo_download(ctx: click.Context, entry_id: str, force: bool) -> None:
+    """Fetch an entry into the cache, verify its size and SHA-256, print its local path."""
+    from .zoo import fetch
+
+    try:
+        click.echo(str(fetch(entry_id, ctx.obj["index"], force=force)))
+    except ZooError as exc:
+        _fail(exc)
+
+
+@zoo.command(name="evaluate")
+@click.argument("entry_id")
+@_evaluate_options
+@click.pass_context
+def zoo_evaluate(ctx: click.Context, entry_id: str, env: Optional[str], episodes: Optional[int], seed: int, deterministic: bool, device: str,
+                 as_json: bool) -> None:
+    """Download (if needed) and evaluate an entry on its task, or on --env; compare with `zoo info`'s metrics."""
+    from .zoo import fetch
+
+    try:
+        path = fetch(entry_id, ctx.obj["index"])
+    except ZooError as exc:
+        _fail(exc)
+    _evaluate_checkpoint(str(path), env, episodes, seed, deterministic, device, as_json)
+
+
+@zoo.command(name="entry")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--id", "entry_id", required=True, help="The entry's id (e.g. diffusion-ql-hopper-medium-v2).")
+@click.option("--url", default=None, help="Where the file will be downloaded from (relative: beside the index).")
+@click.option("--file", "file_name", default=None, help="The file's name beside the index, for a checkpoint shipped with it.")
+@click.option("--agent", default=None, help="Recipe name [the run's config.yaml beside the checkpoint].")
+@click.option("--results", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="The run's results.json: its final evaluation becomes the entry's metrics.")
+@click.option("--description", default="")
+@click.option("--command", "train_command", default=None, help="The command that trained it, recorded under trained.command.")
+def zoo_entry(checkpoint: Path, entry_id: str, url: Optional[str], file_name: Optional[str], agent: Optional[str], results: Optional[Path],
+              description: str, train_command: Optional[str]) -> None:
+    """Print the index entry (YAML) that publishes a checkpoint: digest, size, task, steps, versions, metrics."""
+    import yaml
+
+    from .checkpoint import CheckpointError
+    from .zoo import make_entry
+
+    try:
+        entry = make_entry(checkpoint, entry_id, url=url, file=file_name, agent=agent, description=description,
+                           results=json.loads(results.read_text()) if results else None,
+                           trained={"command": train_command} if train_command else None)
+    except (ZooError, CheckpointError, FileNotFoundError) as exc:
+        _fail(exc)
+    click.echo(yaml.safe_dump([entry], sort_keys=False, width=1000).rstrip())
 
 
 @main.group()

@@ -210,11 +210,14 @@ def train(
     verbose: bool = True,
     download: bool = False,
     resume: Optional[Path | str] = None,
+    init: Optional[Path | str] = None,
 ) -> TrainResult:
     """The `dqltoolkit train` job: recipe + task -> trained agent, checkpoints, metrics, figures.
 
     ``resume``: continue from a checkpoint instead (its recipe, seeds, weights, optimiser, EMA, RNG
     and observation statistics), for ``steps`` more gradient steps or up to the recipe's ``steps``.
+    ``init``: start a new run (fine-tuning) from a checkpoint's networks and observation statistics,
+    with its recipe plus ``overrides``: fresh optimisers, step count and schedule. Both accept ``zoo:<id>``.
     """
     from stable_baselines3.common.logger import CSVOutputFormat, HumanOutputFormat, Logger
 
@@ -224,8 +227,18 @@ def train(
     from .evaluation import evaluate
     from .tasks import get_task
 
+    if init is not None and resume is not None:
+        raise ValueError("init starts a new run from a checkpoint's weights and resume continues one: give only one of them")
     task = get_task(env)
-    config, recipe_file = load_recipe(agent, task.id)
+    if init is not None:
+        from .checkpoint import read_checkpoint
+        from .config import AgentConfig
+        from .zoo import resolve_checkpoint
+
+        recipe_file = resolve_checkpoint(init)
+        config = AgentConfig.from_dict(read_checkpoint(recipe_file)[0]["config"], source=f"{recipe_file} config")
+    else:
+        config, recipe_file = load_recipe(agent, task.id)
     if overrides:
         config = config.replace(**overrides)
     if steps is not None:
@@ -245,12 +258,16 @@ def train(
         model.task = task.id
     else:
         model = Agent(config, obs_space, act_space, seeds=seeds, device=device, task=task.id)
+        if init is not None:
+            from .checkpoint import init_from_checkpoint
+
+            init_from_checkpoint(model, recipe_file)
     if probe_env is not None:
         model.set_env(probe_env)
-    model.set_dataset(table, refit_obs_stats=resume is None)
+    model.set_dataset(table, refit_obs_stats=resume is None and init is None)
     if resume is not None:
         config = config.replace(steps=int(steps) if steps is not None else max(config.steps - model.num_timesteps, 0))
-    resolved = {"agent": agent, "recipe_file": str(recipe_file), "env": task.id, "seeds": list(seeds), "device": str(model.device), "config": config.to_dict()}
+    resolved = {"agent": agent, "recipe_file": str(recipe_file), **({"init": str(init)} if init is not None else {}), "env": task.id, "seeds": list(seeds), "device": str(model.device), "config": config.to_dict()}
     (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     formats = [CSVOutputFormat(str(out / "metrics.csv"))]
     if verbose and not progress:

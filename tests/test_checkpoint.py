@@ -64,3 +64,15 @@ def test_save_is_atomic(tiny_agent, tmp_path, monkeypatch):
         tiny_agent.save(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["model.zip"]
+
+
+def test_saved_file_follows_the_umask_not_mkstemps_private_mode(tiny_agent, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = tiny_agent.save(tmp_path / "model.zip")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # readable by others, as any file the user writes

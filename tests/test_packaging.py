@@ -23,7 +23,8 @@ def wheel(tmp_path_factory):
 def test_wheel_ships_catalogues_and_native_source(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in ("dqltoolkit/_catalogue/agents/diffusion-ql.yaml", "dqltoolkit/_catalogue/agents/diffusion-bc.yaml",
-                     "dqltoolkit/_catalogue/envs/bandit.yaml", "dqltoolkit/_catalogue/zoo/index.yaml", "dqltoolkit/csrc/mish.c",
+                     "dqltoolkit/_catalogue/envs/bandit.yaml", "dqltoolkit/_catalogue/zoo/index.yaml",
+                     "dqltoolkit/_catalogue/zoo/diffusion-ql-bandit2d-v0.zip", "dqltoolkit/csrc/mish.c",
                      "dqltoolkit/csrc/fused.cpp"):
         assert required in names, required
     assert not any(n.startswith(("agents/", "envs/", "zoo/", "tests/")) for n in names)
@@ -44,10 +45,11 @@ def test_installed_wheel_trains_from_another_folder(wheel, tmp_path):
     code = (
         "import dqltoolkit, pathlib; print(pathlib.Path(dqltoolkit.__file__).parent);"
         "r = dqltoolkit.train('diffusion-bc', 'bandit2d-v0', 'run', steps=3, overrides={'T': 2, 'hidden': 8, 'batch_size': 16}, progress=False, verbose=False);"
-        "print(r.checkpoints[0].is_file())"
+        "print(r.checkpoints[0].is_file());"
+        "print(dqltoolkit.zoo.fetch('diffusion-ql-bandit2d-v0'))"  # the shipped checkpoint, verified where the wheel put it
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     res = subprocess.run([str(py), "-c", code], cwd=work, capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stderr
-    pkg_dir, ok = res.stdout.strip().splitlines()[-2:]
-    assert pkg_dir.startswith(site) and ok == "True"
+    pkg_dir, ok, zoo_file = res.stdout.strip().splitlines()[-3:]
+    assert pkg_dir.startswith(site) and ok == "True" and zoo_file == f"{pkg_dir}/_catalogue/zoo/diffusion-ql-bandit2d-v0.zip"
