@@ -110,6 +110,12 @@ def _evaluate_checkpoint(checkpoint: str, env: Optional[str], episodes: Optional
         if task_id is None:
             raise ValueError(f"{checkpoint} does not name its task; pass --env")
         task = get_task(task_id)
+        probe = task.make_env()
+        theirs, ours = (probe.observation_space.shape, probe.action_space.shape), (model.observation_space.shape, model.action_space.shape)
+        probe.close()
+        if theirs != ours:
+            raise ValueError(f"{checkpoint} was trained for observations {ours[0]} and actions {ours[1]}, but {task.id}'s env has "
+                             f"{theirs[0]} and {theirs[1]}" + (f" (it was trained on {model.task})" if model.task else ""))
         n = episodes or (task.eval_episodes if task.one_step else model.config.eval_episodes)
         model.set_random_seed(seed + 100)
         r = run_eval(model, task.make_env, episodes=n, seed=seed, deterministic=deterministic)

@@ -216,6 +216,8 @@ def test_cli_lists_downloads_and_evaluates_an_entry(server, tiny_run):
     assert res.exit_code == 0, res.output
     r = json.loads(res.output.strip().splitlines()[-1])
     assert r["episodes"] == 20 and r["env"] == "bandit2d-v0" and np.isfinite(r["mean_return"])
+    other = runner.invoke(main, ["zoo", "--index", index, "evaluate", "tiny", "--env", "hopper-medium-v2"])
+    assert other.exit_code != 0 and "was trained for observations (2,) and actions (2,), but hopper-medium-v2's env has (11,) and (3,) (it was trained on bandit2d-v0)" in other.output
     bad = runner.invoke(main, ["zoo", "--index", index, "download", "tiyn"])
     assert bad.exit_code != 0 and "unknown zoo entry 'tiyn'. Did you mean 'tiny'" in bad.output
 
