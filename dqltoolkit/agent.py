@@ -138,7 +138,8 @@ class Agent:
         self.uses_critic = bool(self.objective.uses_critic)
         if self.uses_critic:
             critic_cls = CRITICS.get(cfg.critic)
-            self.critic = critic_cls(self.obs_dim, self.action_dim, members=M, hidden=cfg.critic_hidden, n_layers=cfg.critic_layers).to(dev)
+            self.critic = critic_cls(self.obs_dim, self.action_dim, members=M, hidden=cfg.critic_hidden, n_layers=cfg.critic_layers,
+                                     **self._critic_kwargs(critic_cls, what)).to(dev)
         else:
             self.critic = None
         self.train_generators = member_generators(self.seeds, dev)
@@ -184,6 +185,24 @@ class Agent:
         kw = {k: v for k, v in self.config.to_dict().items() if k in params and k not in ("obs_dim", "action_dim", "members") and v != ""}
         if "max_action" in params:
             kw["max_action"] = 1.0  # the head works in [-1, 1]; the agent rescales to the Box bounds
+        return kw
+
+    def _critic_kwargs(self, critic_cls, what: str) -> Dict[str, Any]:
+        """The critic settings its constructor takes (ensemble size and reduction); one it does not take
+        must stay at its default, so that ``-p n_critics=5`` on the twin critic fails instead of doing nothing."""
+        import inspect
+
+        from .config import AgentConfig
+
+        params = inspect.signature(critic_cls.__init__).parameters
+        kw = {}
+        for key in ("n_critics", "critic_reduce", "critic_lcb_k"):
+            value = getattr(self.config, key)
+            if key in params:
+                kw[key] = value
+            elif value != getattr(AgentConfig, key):
+                raise ValueError(f"cannot build {what}: {key}={value!r} does not apply to critic {self.config.critic!r} "
+                                 f"(it has its own fixed set of Q-networks); use critic=ensemble-q")
         return kw
 
     # --- data ---------------------------------------------------------------------------------------
@@ -233,7 +252,7 @@ class Agent:
         return norm
 
     def critic_target(self, batch: Dict[str, Tensor]) -> Tensor:
-        """y = r + gamma (1 - done) min(Q1', Q2')(s', a'), a' from the EMA actor; ``[M, B]``."""
+        """y = r + gamma (1 - done) min(Q1', Q2')(s', a') (the critic's reduction), a' from the EMA actor; ``[M, B]``."""
         cfg = self.config
         r, d = batch["rewards"], batch["terminals"]
         if cfg.gamma == 0:
@@ -253,8 +272,8 @@ class Agent:
             else:
                 q = self.critic.target_values(rep, self._target_actions(rep))
             if n > 1:
-                q = q.view(M, 2, B, n).max(-1).values
-            return r + (1.0 - d) * cfg.gamma * q.min(dim=1).values
+                q = q.view(M, q.shape[1], B, n).max(-1).values
+            return r + (1.0 - d) * cfg.gamma * self.critic.reduce(q)
 
     def _fused_target(self):
         """The fused target operator's pieces when they apply (CPU, Mish diffusion head sampled as is, twin
@@ -269,7 +288,7 @@ class Agent:
         head, cfg = self.ema_head, self.config
         if not isinstance(head, DiffusionHead) or cfg.target_noise > 0 or type(self.objective).policy_sample is not Objective.policy_sample:
             return None
-        if not isinstance(self.critic, DoubleQCritic):
+        if type(self.critic) is not DoubleQCritic:  # (the operator takes the twins' min)
             return None
         net = self.critic.target
         if any(n.act is not mish for n in (head.net, head.time_mlp, net)) or len(head.time_mlp.layers) != 2 or len(head.net.layers) < 2:
@@ -450,7 +469,7 @@ class Agent:
         else:
             rep = obs.repeat_interleave(N, dim=1)
             cand = self.objective.policy_sample(head, aux, rep, self.act_generators)
-            q = self.critic.target_values(rep, cand).min(dim=1).values.view(M, B, N)
+            q = self.critic.reduce(self.critic.target_values(rep, cand)).view(M, B, N)
             if not deterministic:
                 u = member_rand(self.act_generators, (B, N), obs.device).clamp_(1e-20, 1.0 - 1e-7)
                 q = q - torch.log(-torch.log(u))

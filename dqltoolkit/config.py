@@ -42,6 +42,9 @@ class AgentConfig:
     # critic
     critic_hidden: int = 256
     critic_layers: int = 3
+    n_critics: int = 10  # ensemble-q: Q-networks per seed (double-q has its two)
+    critic_reduce: str = "min"  # ensemble-q: min | lcb (mean - critic_lcb_k * std), for the TD target and acting
+    critic_lcb_k: float = 1.0
     gamma: float = 0.99
     tau: float = 0.005
     max_q_backup: bool = False

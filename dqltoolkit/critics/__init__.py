@@ -1,5 +1,6 @@
 """Critics. Importing this package registers the built-in critics."""
 
 from .double_q import DoubleQCritic
+from .ensemble_q import EnsembleQCritic
 
-__all__ = ["DoubleQCritic"]
+__all__ = ["DoubleQCritic", "EnsembleQCritic"]

@@ -75,6 +75,10 @@ class DoubleQCritic(nn.Module):
         with torch.no_grad():
             return self._run(self.target, obs, actions)
 
+    def reduce(self, q: Tensor) -> Tensor:
+        """``[M, n_q, B]`` -> the value the TD target and acting use, ``[M, B]``: min(Q1, Q2), as in the paper."""
+        return q.min(dim=1).values
+
     @torch.no_grad()
     def polyak(self, tau: float) -> None:
         torch._foreach_lerp_(foreach_pieces(list(self.target.parameters())), foreach_pieces(list(self.q.parameters())), tau)

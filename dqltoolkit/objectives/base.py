@@ -48,7 +48,7 @@ class Objective:
 
 
 def q_of(critic, obs: Tensor, actions: Tensor) -> Tensor:
-    """Online twin Q-values ``[M, 2, B]`` of a policy's actions, for actor losses: differentiable w.r.t.
+    """Online Q-values ``[M, N, B]`` (N = 2 for twins) of a policy's actions, for actor losses: differentiable w.r.t.
     the actions only where the critic offers that (``policy_values``), else its plain forward."""
     values = getattr(critic, "policy_values", None)
     return values(obs, actions) if values is not None else critic(obs, actions)

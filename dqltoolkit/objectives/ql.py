@@ -2,7 +2,8 @@
 
 L_q is the reference code's normalised term: with probability 1/2, ``-mean(Q1(s, a0)) / mean|Q2(s, a0)|``
 (denominator detached), otherwise with Q1 and Q2 swapped, where a0 is sampled from the head with
-gradients. Each member flips its own coin, so multi-seed runs equal separate runs.
+gradients (an ensemble critic: a uniformly drawn network, normalised by the next one). Each member flips
+its own coin, so multi-seed runs equal separate runs.
 """
 
 from __future__ import annotations
@@ -18,11 +19,19 @@ from .base import Objective, q_of
 
 
 def normalised_q_loss(q: Tensor, coin: Tensor) -> Tensor:
-    """``q`` ``[M, 2, B]`` twin Q-values of policy samples, ``coin`` ``[M]`` in [0, 1) -> loss ``[M]``."""
+    """``q`` ``[M, N, B]`` Q-values of policy samples, ``coin`` ``[M]`` in [0, 1) -> loss ``[M]``.
+
+    Twins (N = 2): Q1 normalised by mean|Q2| when coin > 0.5, else Q2 by mean|Q1|, as the reference code.
+    An ensemble generalises the same rule: network i = floor((1 - coin) N) is maximised, normalised by
+    network i + 1 (mod N); for N = 2 that is exactly the twins' rule."""
     mean = q.mean(dim=2)
     scale = q.abs().mean(dim=2).detach()
-    use_q1 = coin > 0.5
-    return torch.where(use_q1, -mean[:, 0] / scale[:, 1], -mean[:, 1] / scale[:, 0])
+    n = q.shape[1]
+    if n == 2:
+        use_q1 = coin > 0.5
+        return torch.where(use_q1, -mean[:, 0] / scale[:, 1], -mean[:, 1] / scale[:, 0])
+    i = ((1.0 - coin) * n).floor().long().clamp_(0, n - 1).view(-1, 1)
+    return -mean.gather(1, i).squeeze(1) / scale.gather(1, (i + 1) % n).squeeze(1)
 
 
 @OBJECTIVES.register("ql")

@@ -1,0 +1,103 @@
+"""The ensemble critic: N Q-networks with a min or lower-confidence-bound reduction, everything else of
+the agent unchanged. Two networks with the min reduce to the twin critic exactly."""
+
+import numpy as np
+import pytest
+import torch
+
+import dqltoolkit
+from dqltoolkit import Agent
+from dqltoolkit.critics import EnsembleQCritic
+
+from .conftest import random_table, tiny_config
+
+
+@pytest.fixture
+def eager(monkeypatch):
+    """The eager path for every part (the fused CPU operators take the twins' min)."""
+    from dqltoolkit import fused
+
+    monkeypatch.setattr(fused, "applicable", lambda *tensors: None)
+
+
+def _run(cfg, spaces, steps=6, seeds=(0,)):
+    agent = Agent(cfg, *spaces, seeds=list(seeds), device="cpu")
+    agent.set_dataset(random_table())
+    infos = [{k: v.clone() for k, v in agent.train_step().items()} for _ in range(steps)]
+    return agent, infos
+
+
+def test_two_networks_with_min_train_exactly_like_the_twin_critic(spaces, eager):
+    twin, twin_infos = _run(tiny_config(), spaces)
+    ens, ens_infos = _run(tiny_config(critic="ensemble-q", n_critics=2), spaces)
+    assert isinstance(ens.critic, EnsembleQCritic) and ens.critic.n_q == 2
+    for a, b in zip(twin_infos, ens_infos):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for p, q in zip(list(twin.head.parameters()) + list(twin.critic.parameters()), list(ens.head.parameters()) + list(ens.critic.parameters())):
+        assert torch.equal(p, q)
+
+
+def test_reductions():
+    q = torch.tensor([[[1.0, -2.0], [3.0, 0.0], [5.0, 4.0]]])  # [M 1, N 3, B 2]
+    low = EnsembleQCritic(3, 2, n_critics=3)
+    torch.testing.assert_close(low.reduce(q), torch.tensor([[1.0, -2.0]]))
+    lcb = EnsembleQCritic(3, 2, n_critics=3, critic_reduce="lcb", critic_lcb_k=2.0)
+    std = torch.tensor([np.std([1.0, 3.0, 5.0]), np.std([-2.0, 0.0, 4.0])], dtype=torch.float32)
+    torch.testing.assert_close(lcb.reduce(q), (torch.tensor([3.0, 2.0 / 3.0]) - 2.0 * std).unsqueeze(0))
+
+
+def test_td_target_and_acting_use_the_reduction(spaces, eager):
+    agent = Agent(tiny_config(critic="ensemble-q", n_critics=5, critic_reduce="lcb", critic_lcb_k=0.5), *spaces, device="cpu")
+    agent.set_dataset(random_table())
+    batch = agent.buffer.sample(32, agent.train_generators)
+    states = [g.get_state() for g in agent.train_generators]
+    y = agent.critic_target(batch)
+    for g, s in zip(agent.train_generators, states):
+        g.set_state(s)
+    with torch.no_grad():
+        q = agent.critic.target_values(batch["next_obs"], agent._target_actions(batch["next_obs"]))
+    assert q.shape == (1, 5, 32)
+    expected = batch["rewards"] + (1 - batch["terminals"]) * agent.config.gamma * (q.mean(1) - 0.5 * q.std(1, unbiased=False))
+    torch.testing.assert_close(y, expected)
+    actions, _ = agent.predict(np.zeros((4, 3), dtype=np.float32), deterministic=True)
+    assert actions.shape == (4, 2) and np.all(np.abs(actions) <= 1)
+
+
+def test_ensemble_members_equal_separate_runs(spaces):
+    """Five networks per seed, three seeds in one process: each seed equals its own single-seed run, on
+    the fused CPU critic regression (which takes any number of networks per seed)."""
+    cfg = tiny_config(critic="ensemble-q", n_critics=5)
+    multi, multi_infos = _run(cfg, spaces, steps=4, seeds=(0, 1, 2))
+    single, single_infos = _run(cfg, spaces, steps=4, seeds=(1,))
+    for m, s in zip(multi_infos, single_infos):
+        for k in ("critic_loss", "actor_loss", "bc_loss", "ql_loss"):
+            torch.testing.assert_close(m[k][1], s[k][0], rtol=1e-4, atol=1e-5)
+    for pm, ps in zip(multi.critic.q.parameters(), single.critic.q.parameters()):
+        torch.testing.assert_close(pm[5:10], ps, rtol=1e-4, atol=1e-5)
+
+
+def test_settings_that_do_not_apply_fail(spaces):
+    with pytest.raises(ValueError, match="n_critics=5 does not apply to critic 'double-q'.*use critic=ensemble-q"):
+        Agent(tiny_config(n_critics=5), *spaces)
+    with pytest.raises(ValueError, match="ensemble-q: n_critics must be >= 2, got 1"):
+        Agent(tiny_config(critic="ensemble-q", n_critics=1), *spaces)
+    with pytest.raises(ValueError, match="critic_reduce must be one of \\('min', 'lcb'\\), got 'mean'"):
+        Agent(tiny_config(critic="ensemble-q", critic_reduce="mean"), *spaces)
+
+
+def test_diffusion_ql_with_an_lcb_ensemble_still_picks_the_best_mode(tmp_path):
+    from dqltoolkit.envs.bandit2d import mode_shares
+    from dqltoolkit.training import sample_policy_actions
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # the suite runs two workers on two cores
+    try:
+        res = dqltoolkit.train("diffusion-ql", "bandit2d-v0", tmp_path, seeds=[0], device="cpu", progress=False, verbose=False,
+                               overrides={"critic": "ensemble-q", "n_critics": 3, "critic_reduce": "lcb"})
+    finally:
+        torch.set_num_threads(n)
+    model = dqltoolkit.load(res.checkpoints[0], device="cpu")
+    assert model.critic.n_q == 3 and model.config.critic_reduce == "lcb"  # the checkpoint rebuilds the ensemble
+    shares = mode_shares(sample_policy_actions(model, 1000, seed=123))
+    assert shares["bottom_right"] >= 0.9 and shares["off_data"] <= 0.05, shares
+    assert res.results["evaluation"][0]["mean_return"] >= 4.5
