@@ -380,13 +380,14 @@ def dataset_info(dataset_id: str) -> None:
 
 
 @main.command(name="list")
-@click.argument("what", type=click.Choice(["agents", "heads", "critics", "objectives", "envs", "keys", "all"]), default="all")
+@click.argument("what", type=click.Choice(["agents", "heads", "critics", "objectives", "envs", "zoo", "keys", "all"]), default="all")
 def list_(what: str) -> None:
-    """Show registered agents (recipes), heads, critics, objectives, envs (tasks) and recipe keys."""
+    """Show registered agents (recipes), heads, critics, objectives, envs (tasks), zoo entries and recipe keys."""
     from . import agent as _agent  # noqa: F401  (registers built-in parts)
     from .config import config_keys, recipe_names
     from .registry import CRITICS, HEADS, OBJECTIVES
     from .tasks import task_ids
+    from .zoo import load_index
 
     sections = {
         "agents": recipe_names,
@@ -394,6 +395,7 @@ def list_(what: str) -> None:
         "critics": CRITICS.names,
         "objectives": OBJECTIVES.names,
         "envs": task_ids,
+        "zoo": lambda: sorted(load_index()),
     }
     for name, fn in sections.items():
         if what in (name, "all"):

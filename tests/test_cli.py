@@ -82,8 +82,9 @@ def test_list_shows_registered_parts():
     assert res.exit_code == 0
     lines = dict(line.split(": ", 1) for line in res.output.strip().splitlines())
     assert {"diffusion-ql", "diffusion-bc"} <= set(lines["agents"].split(", "))
-    assert "diffusion" in lines["heads"].split(", ") and "double-q" in lines["critics"].split(", ")
+    assert "diffusion" in lines["heads"].split(", ") and {"double-q", "ensemble-q"} <= set(lines["critics"].split(", "))
     assert {"bc", "ql"} <= set(lines["objectives"].split(", ")) and "bandit2d-v0" in lines["envs"].split(", ")
+    assert "diffusion-ql-bandit2d-v0" in lines["zoo"].split(", ")
 
 
 def test_evaluate_command_reports_return(tmp_path):
