@@ -296,7 +296,7 @@ def zoo_evaluate(ctx: click.Context, entry_id: str, env: Optional[str], episodes
 @click.option("--file", "file_name", default=None, help="The file's name beside the index, for a checkpoint shipped with it.")
 @click.option("--agent", default=None, help="Recipe name [the run's config.yaml beside the checkpoint].")
 @click.option("--results", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="The run's results.json: its final evaluation becomes the entry's metrics.")
+              help="The run's results.json (its final evaluation) or `dqltoolkit evaluate --json` output: the entry's metrics.")
 @click.option("--description", default="")
 @click.option("--command", "train_command", default=None, help="The command that trained it, recorded under trained.command.")
 def zoo_entry(checkpoint: Path, entry_id: str, url: Optional[str], file_name: Optional[str], agent: Optional[str], results: Optional[Path],

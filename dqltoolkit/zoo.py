@@ -276,8 +276,9 @@ def make_entry(checkpoint: Union[str, Path], entry_id: str, url: Optional[str] =
 
 
 def _metrics_from_results(results: Mapping[str, Any]) -> Dict[str, Any]:
-    """The final evaluation of a one-seed ``results.json``: mean return, its std, episodes, normalised score, mode shares."""
-    evaluation = results.get("evaluation") or []
+    """Mean return, its std, episodes, normalised score and mode shares from a one-seed run's ``results.json``
+    (its final evaluation) or from the JSON that ``dqltoolkit evaluate --json`` prints."""
+    evaluation = [results] if "evaluation" not in results and "mean_return" in results else results.get("evaluation") or []
     if len(evaluation) != 1:
         raise ZooError(f"zoo entry: results hold {len(evaluation)} evaluations; an entry describes one checkpoint (one seed)")
     e = evaluation[0]

@@ -237,6 +237,10 @@ def test_entry_command_publishes_a_run_that_then_verifies(tiny_run, tmp_path):
     assert entry.agent == "diffusion-ql" and entry.task == "bandit2d-v0" and entry.trained["steps"] == 12
     assert entry.metrics["mean_return"] == pytest.approx(results["mean_return"], abs=1e-4) and entry.metrics["episodes"] == results["episodes"]
     assert entry.trained["command"] == "dqltoolkit train ..." and zoo.fetch(entry) == (folder / "tiny.zip").resolve()
+    (folder / "eval.json").write_text(json.dumps({"mean_return": 2.5, "std_return": 0.5, "episodes": 40, "env": "bandit2d-v0"}))
+    res = CliRunner().invoke(main, ["zoo", "entry", str(folder / "tiny.zip"), "--id", "tiny", "--url", "https://example.org/tiny.zip",
+                                    "--results", str(folder / "eval.json")])  # metrics from `dqltoolkit evaluate --json`
+    assert res.exit_code == 0 and yaml.safe_load(res.output)[0]["metrics"] == {"mean_return": 2.5, "std_return": 0.5, "episodes": 40}
     no_task = CliRunner().invoke(main, ["zoo", "entry", str(folder / "tiny.zip"), "--id", "x"])
     assert no_task.exit_code != 0 and "give exactly one of url" in no_task.output
 
