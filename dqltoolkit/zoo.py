@@ -181,11 +181,11 @@ def sha256_of(path: Union[str, Path]) -> str:
     return digest.hexdigest()
 
 
-def _verify(entry: ZooEntry, path: Path, size: int, digest: str, source: str) -> None:
+def _verify(entry: ZooEntry, size: int, digest: str, source: str, outcome: str = "nothing was kept") -> None:
     if size != entry.size:
-        raise ZooError(f"zoo entry {entry.id!r}: {source} has {size} bytes, the index says {entry.size} (truncated or changed); nothing was kept")
+        raise ZooError(f"zoo entry {entry.id!r}: {source} has {size} bytes, the index says {entry.size} (truncated or changed); {outcome}")
     if digest != entry.sha256:
-        raise ZooError(f"zoo entry {entry.id!r}: {source} has SHA-256 {digest}, the index says {entry.sha256}; nothing was kept")
+        raise ZooError(f"zoo entry {entry.id!r}: {source} has SHA-256 {digest}, the index says {entry.sha256}; {outcome}")
 
 
 def _download(entry: ZooEntry, dest: Path, progress: bool) -> None:
@@ -208,7 +208,7 @@ def _download(entry: ZooEntry, dest: Path, progress: bool) -> None:
         except (urllib.error.URLError, OSError) as exc:
             raise ZooError(f"zoo entry {entry.id!r}: {_unreachable(entry.location, exc)}. Without a network, fetch the file "
                            f"elsewhere and pass its path instead of zoo:{entry.id}, or point {INDEX_ENV} at a reachable index") from None
-        _verify(entry, dest, size, digest.hexdigest(), entry.location)
+        _verify(entry, size, digest.hexdigest(), entry.location)
         os.replace(part, dest)
     finally:
         if part.exists():
@@ -223,12 +223,12 @@ def fetch(entry: Union[str, ZooEntry], index: Optional[str] = None, force: bool 
         path = Path(entry.location)
         if not path.is_file():
             raise ZooError(f"zoo entry {entry.id!r}: the shipped file {path} is missing (a broken installation?)")
-        _verify(entry, path, path.stat().st_size, sha256_of(path), str(path))
+        _verify(entry, path.stat().st_size, sha256_of(path), str(path), "the installation or the index is out of date")
         return path
     dest = cached_path(entry)
     if dest.is_file() and not force:
         try:
-            _verify(entry, dest, dest.stat().st_size, sha256_of(dest), str(dest))
+            _verify(entry, dest.stat().st_size, sha256_of(dest), str(dest))
             return dest
         except ZooError:
             dest.unlink()  # damaged in the cache: download it again

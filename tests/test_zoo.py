@@ -296,3 +296,13 @@ def test_init_errors_say_what_does_not_fit(tiny_run, tmp_path):
 
         other = Agent(dqltoolkit.load(tiny_run / "model.zip").config, gym.spaces.Box(-1, 1, (3,), np.float32), gym.spaces.Box(-1, 1, (2,), np.float32))
         init_from_checkpoint(other, tiny_run / "model.zip")
+
+
+def test_a_shipped_file_that_changed_is_refused(tiny_run, tmp_path):
+    shutil.copy(tiny_run / "model.zip", tmp_path / "m.zip")
+    entry = {**GOOD, "file": "m.zip", "size": (tmp_path / "m.zip").stat().st_size}
+    (tmp_path / "index.yaml").write_text(yaml.safe_dump({"entries": [entry]}))
+    with pytest.raises(ZooError, match=f"{tmp_path / 'm.zip'} has SHA-256 {_sha(tmp_path / 'm.zip')}, the index says {'0' * 64}; "
+                                        "the installation or the index is out of date"):
+        zoo.fetch("a", index=str(tmp_path / "index.yaml"))
+    assert (tmp_path / "m.zip").is_file()  # a shipped file is never deleted
