@@ -306,3 +306,17 @@ def test_a_shipped_file_that_changed_is_refused(tiny_run, tmp_path):
                                         "the installation or the index is out of date"):
         zoo.fetch("a", index=str(tmp_path / "index.yaml"))
     assert (tmp_path / "m.zip").is_file()  # a shipped file is never deleted
+
+
+def test_shipped_hopper_model_runs_at_the_level_its_entry_records():
+    pytest.importorskip("mujoco")
+    from dqltoolkit.evaluation import evaluate
+    from dqltoolkit.tasks import get_task
+
+    entry = zoo.get_entry("diffusion-ql-hopper-medium-v2")
+    task = get_task(entry.task)
+    model = dqltoolkit.load(f"zoo:{entry.id}", device="cpu")
+    model.set_random_seed(100)
+    r = evaluate(model, task.make_env, episodes=5, seed=0)
+    # the entry: 46.3 over 50 episodes, 15 points std per episode; five episodes stay well above 25
+    assert entry.metrics["normalized_score"] > 40 and task.normalized_score(r["mean_return"]) > 25, r
