@@ -123,6 +123,7 @@ def test_divergence_is_detected(tiny_agent):
         tiny_agent.learn(10)
 
 
+@pytest.mark.two_threads  # (the fused operators run seeds in pairs only then)
 def test_members_equal_separate_runs(spaces):
     """Three seeds in one process: each member equals a single-seed run (losses and parameters)."""
     multi = Agent(tiny_config(), *spaces, seeds=[0, 1, 2], device="cpu")

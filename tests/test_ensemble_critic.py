@@ -63,6 +63,7 @@ def test_td_target_and_acting_use_the_reduction(spaces, eager):
     assert actions.shape == (4, 2) and np.all(np.abs(actions) <= 1)
 
 
+@pytest.mark.two_threads  # (the fused operators run seeds in pairs only then)
 def test_ensemble_members_equal_separate_runs(spaces):
     """Five networks per seed, three seeds in one process: each seed equals its own single-seed run, on
     the fused CPU critic regression (which takes any number of networks per seed)."""

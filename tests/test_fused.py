@@ -14,6 +14,9 @@ from dqltoolkit.nn import EnsembleMLP, member_generators
 needs_fused = pytest.mark.skipif(fused_ops() is None, reason="fused operators could not be built here")
 
 
+pytestmark = pytest.mark.two_threads  # multi-seed cases run seeds in pairs only with two threads
+
+
 @pytest.fixture
 def eager(monkeypatch):
     """Run the block under test on the eager path."""

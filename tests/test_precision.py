@@ -17,6 +17,9 @@ needs_bf16 = pytest.mark.skipif(fused_ops() is None or not cpu_has_bf16_matmuls(
                                 reason="needs the fused operators and a CPU with bf16 matmul units (AMX / AVX512-BF16)")
 
 
+pytestmark = pytest.mark.two_threads  # multi-seed cases run seeds in pairs only with two threads
+
+
 def _settings():
     return torch.get_float32_matmul_precision(), torch.backends.mkldnn.matmul.fp32_precision
 
