@@ -288,7 +288,7 @@ class Agent:
         head, cfg = self.ema_head, self.config
         if not isinstance(head, DiffusionHead) or cfg.target_noise > 0 or type(self.objective).policy_sample is not Objective.policy_sample:
             return None
-        if type(self.critic) is not DoubleQCritic:  # (the operator takes the twins' min)
+        if not isinstance(self.critic, DoubleQCritic):  # (twins or an ensemble: the operator returns every network's value)
             return None
         net = self.critic.target
         if any(n.act is not mish for n in (head.net, head.time_mlp, net)) or len(head.time_mlp.layers) != 2 or len(head.net.layers) < 2:

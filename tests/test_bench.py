@@ -81,3 +81,14 @@ def test_recipe_rows_cover_every_shipped_recipe():
     # the paper's bandit settings run a 50-step chain: more matrix work per sample than the 5-step D4RL recipe
     bandit, d4rl = by_name["recipe diffusion-ql-bandit-paper"], by_name["recipe diffusion-ql"]
     assert bandit.gflop_per_step / 100 > d4rl.gflop_per_step / 256
+
+
+def test_ensemble_row_counts_its_ten_critics():
+    from dqltoolkit.bench.throughput import HOPPER, counted_step_gflop, hopper_config, hopper_table
+
+    res = run_benchmark("cpu", steps=1, repeats=1, warmup=0, dataset_size=512, rows=["exact", "ensemble"])
+    rows = {r.name: r for r in res["rows"]}
+    assert rows.keys() == {"exact", "exact, ensemble-q x10"} and rows["exact, ensemble-q x10"].steps_per_s > 0
+    twins = counted_step_gflop(hopper_config(), hopper_table(600, HOPPER["obs_dim"], HOPPER["action_dim"]))
+    # ten critics instead of two: the critic's share of the step (target, regression, Q term) grows five-fold
+    assert 1.8 * twins < rows["exact, ensemble-q x10"].gflop_per_step < 3.5 * twins

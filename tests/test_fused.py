@@ -149,10 +149,15 @@ def test_critic_regression_gradients_match_autograd(eager):
     assert critic.regression_grads(obs, actions, y) is None  # the agent then differentiates forward() itself
 
 
+ENSEMBLE = {"critic": "ensemble-q", "n_critics": 5, "critic_reduce": "lcb"}
+
+
 @needs_fused
-@pytest.mark.parametrize("q_grad,max_q_backup,target_steps", [("exact", False, 0), ("approx", False, 2), ("exact", True, 0)])
-def test_agent_training_steps_match_eager(q_grad, max_q_backup, target_steps, eager):
-    """A few full Diffusion-QL steps (two seeds) give the same losses and weights on both paths."""
+@pytest.mark.parametrize("q_grad,max_q_backup,target_steps,critic", [("exact", False, 0, {}), ("approx", False, 2, {}), ("exact", True, 0, {}),
+                                                                     ("exact", True, 0, ENSEMBLE), ("approx", False, 0, ENSEMBLE)])
+def test_agent_training_steps_match_eager(q_grad, max_q_backup, target_steps, critic, eager):
+    """A few full Diffusion-QL steps (two seeds) give the same losses and weights on both paths, with
+    the twin critic and with an ensemble of five (its target, regression and actor Q term fused too)."""
     import gymnasium as gym
     import numpy as np
 
@@ -162,7 +167,7 @@ def test_agent_training_steps_match_eager(q_grad, max_q_backup, target_steps, ea
 
     def run():
         cfg = AgentConfig(T=5, hidden=32, critic_hidden=32, batch_size=64, q_grad=q_grad, ema_start=0, log_every=10**9,
-                          max_q_backup=max_q_backup, n_backup_samples=3, target_sample_steps=target_steps)
+                          max_q_backup=max_q_backup, n_backup_samples=3, target_sample_steps=target_steps, **critic)
         agent = Agent(cfg, gym.spaces.Box(-np.inf, np.inf, (11,), np.float32), gym.spaces.Box(-1.0, 1.0, (3,), np.float32),
                       seeds=[0, 1], device="cpu")
         agent.set_dataset(hopper_table(2000, 11, 3))

@@ -83,19 +83,23 @@ def hopper_table(n: int, obs_dim: int, action_dim: int, seed: int = 0, terminal_
     }
 
 
+def hopper_config(**overrides):
+    """The benchmark's Diffusion-QL settings at Hopper sizes (PAPER.md widths, T 5, batch 256)."""
+    from ..config import AgentConfig
+
+    s = HOPPER
+    return AgentConfig(T=s["T"], hidden=s["hidden"], time_dim=s["time_dim"], n_layers=s["n_layers"], batch_size=s["batch_size"],
+                       log_every=10**9, **overrides)
+
+
 def _agent(seeds, device, table, config=None, **overrides):
     """An agent at Hopper sizes: the benchmark's Diffusion-QL settings, or ``config`` (a recipe's) as is."""
     import gymnasium as gym
 
     from ..agent import Agent
-    from ..config import AgentConfig
 
     s = HOPPER
-    if config is None:
-        cfg = AgentConfig(T=s["T"], hidden=s["hidden"], time_dim=s["time_dim"], n_layers=s["n_layers"], batch_size=s["batch_size"],
-                          log_every=10**9, **overrides)
-    else:
-        cfg = config.replace(log_every=10**9, **overrides)
+    cfg = hopper_config(**overrides) if config is None else config.replace(log_every=10**9, **overrides)
     obs_space = gym.spaces.Box(-np.inf, np.inf, (s["obs_dim"],), np.float32)
     act_space = gym.spaces.Box(-1.0, 1.0, (s["action_dim"],), np.float32)
     agent = Agent(cfg, obs_space, act_space, seeds=seeds, device=device)
@@ -228,6 +232,10 @@ def run_benchmark(device: str = "auto", steps: Optional[int] = None, repeats: in
                                                "-p q_grad=approx")
         plan["approx + 2-step targets"] = (_agent([0], dev, table, q_grad="approx", target_sample_steps=2).train_step, steps,
                                            step_gflop(**s, approx=True, target_steps=2), "-p q_grad=approx -p target_sample_steps=2")
+    if "ensemble" in wanted:  # ten Q-networks instead of the twins, lower confidence bound: what an ensemble costs
+        ens = hopper_config(critic="ensemble-q", n_critics=10, critic_reduce="lcb")
+        plan["exact, ensemble-q x10"] = (_agent([0], dev, table, config=ens).train_step, steps, counted_step_gflop(ens, table),
+                                         "-p critic=ensemble-q -p n_critics=10 -p critic_reduce=lcb")
     if reduced and "exact" in wanted:
         plan[f"exact, {low_name}"] = (_agent([0], dev, table, matmul_precision=low).train_step, steps, flop, f"-p matmul_precision={low}")
     if reduced and "exact_x5" in wanted:

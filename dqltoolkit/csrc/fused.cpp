@@ -30,6 +30,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <tuple>
 #include <vector>
 
@@ -576,7 +577,8 @@ Tensor policy_q_backward(const Tensor& g, int64_t k, const Tensor& w1, at::Tenso
 // The loss L = L_bc + eta * L_q of every member and its gradients w.r.t. the head's parameters, forward
 // and backward in one operator. L_bc: the DDPM loss at steps t with noise bc_noise; L_q: the reference
 // code's normalised term on the reverse chain's end (approx = false) or on EDP's one-step estimate of
-// a0 from the noised dataset action (approx = true), with twin `coin[m] > 0.5` choosing Q1.
+// a0 from the noised dataset action (approx = true), with twin `coin[m] > 0.5` choosing Q1 (an ensemble
+// of N: network floor((1 - coin) N), normalised by the next one).
 // head = [tW1, tb1, tW2, tb2, W1, b1, W2, b2, .., W_out, b_out] (time MLP, then the denoiser; W1's rows
 // are action, time embedding, state); critic = [cW1, cb1, cW2, cb2, ..] (constants). Returns [L_bc (M),
 // L_q (M), grad norm (M), gradients in head order clipped per seed to max_norm (0: not clipped)].
@@ -631,12 +633,15 @@ std::vector<Tensor> ql_actor_grads(const Tensor& obs, const Tensor& actions, con
     chain_saved = std::get<1>(cfwd);
   }
   std::vector<Tensor> q_saved;
-  Tensor q = policy_q_forward(obs, new_actions, critic[0], critic[1], cws, cbs, q_saved);  // [M, 2, B]
+  Tensor q = policy_q_forward(obs, new_actions, critic[0], critic[1], cws, cbs, q_saved);  // [M, N, B]
   Tensor mean = q.mean(2), scale = q.abs().mean(2);
-  // the twin whose mean is maximised (the other one's |Q| mean normalises it); coin is a CPU tensor,
-  // so reading it costs no device synchronisation
-  const int64_t k = coin.item<float>() > 0.5f ? 0 : 1;
-  Tensor inv = scale.select(1, 1 - k).reciprocal();  // [1]
+  // the network whose mean is maximised, k = floor((1 - coin) N), normalised by network k + 1 mod N (twins:
+  // Q1 when coin > 0.5, by Q2); float arithmetic as the eager path's float32 tensors. coin is a CPU
+  // tensor, so reading it costs no device synchronisation
+  const int64_t n_q = q.size(1);
+  const float pick = std::floor((1.0f - coin.item<float>()) * static_cast<float>(n_q));
+  const int64_t k = std::min<int64_t>(std::max<int64_t>(static_cast<int64_t>(pick), 0), n_q - 1);
+  Tensor inv = scale.select(1, (k + 1) % n_q).reciprocal();  // [1]
   Tensor ql = -mean.select(1, k) * inv;
   // backward of L_bc + eta L_q
   Tensor g_q = (inv * (-eta / static_cast<double>(B))).view({1, 1, 1}).expand({1, B, 1}).contiguous();

@@ -107,7 +107,7 @@ class QLObjective(Objective):
     def actor_grads(self, head, critic, obs, actions, generators, aux=None, head_params=None, critic_params=None, max_norm=0.0):
         """``(actor loss, parts, per-seed gradient norms, gradients)`` from one fused CPU operator, the
         gradients w.r.t. ``head_params`` (default ``head.parameters()``) clipped per seed to ``max_norm``
-        when > 0, for a Mish diffusion head with a twin Mish critic (``critic_params``: its online
+        when > 0, for a Mish diffusion head with a twin or ensemble Mish critic (``critic_params``: its online
         parameters); None where that does not apply (the agent then differentiates :meth:`actor_loss`).
         Draws the same random numbers in the same order as the eager path."""
         from .. import fused
@@ -119,8 +119,8 @@ class QLObjective(Objective):
             return None
         if any(n.act is not mish for n in (head.net, head.time_mlp, critic.q)) or len(head.net.layers) < 2:
             return None
-        if len(head.time_mlp.layers) != 2 or critic.q.layers[0].weight.shape[0] != 2 * head.members:
-            return None  # the operator expects a one-hidden-layer time MLP and twin critics
+        if len(head.time_mlp.layers) != 2 or critic.q.layers[0].weight.shape[0] != critic.n_q * head.members:
+            return None  # the operator expects a one-hidden-layer time MLP and n_q critics per seed
         ops = fused.applicable(obs, actions)
         if ops is None:
             return None
