@@ -112,6 +112,7 @@ def _evaluate_checkpoint(checkpoint: str, env: Optional[str], episodes: Optional
         task = get_task(task_id)
         probe = task.make_env()
         theirs, ours = (probe.observation_space.shape, probe.action_space.shape), (model.observation_space.shape, model.action_space.shape)
+        modes = getattr(probe.unwrapped, "mode_names", None), getattr(probe.unwrapped, "mode_centres", None), getattr(probe.unwrapped, "mode_radius", None)
         probe.close()
         if theirs != ours:
             raise ValueError(f"{checkpoint} was trained for observations {ours[0]} and actions {ours[1]}, but {task.id}'s env has "
@@ -125,10 +126,17 @@ def _evaluate_checkpoint(checkpoint: str, env: Optional[str], episodes: Optional
     if score is not None:
         r["normalized_score"] = score
     r["env"] = task.id
+    if modes[0] is not None:  # an env that declares reward modes (the bandit): where 1,000 raw policy samples land, as training reports
+        from .envs.bandit2d import mode_shares
+        from .training import sample_policy_actions
+
+        r["mode_shares"] = mode_shares(sample_policy_actions(model, 1000, seed=seed), names=modes[0], centres=modes[1], radius=modes[2])
     if as_json:
         click.echo(json.dumps(r))
     else:
         click.echo(f"{task.id}: mean return {r['mean_return']:.3f} +- {r['std_return']:.3f} over {r['episodes']} episodes" + (f", normalised score {score:.1f}" if score is not None else ""))
+        if "mode_shares" in r:
+            click.echo("  policy samples on modes: " + ", ".join(f"{k} {v:.1%}" for k, v in r["mode_shares"].items()))
     return r
 
 

@@ -118,6 +118,10 @@ def test_shipped_bandit_model_puts_its_samples_where_the_index_says():
     model.set_random_seed(7)
     picked = mode_shares(model.predict(np.zeros((1000, 2), dtype=np.float32))[0])  # acting: 50 candidates, drawn by softmax(Q)
     assert picked["bottom_right"] >= 0.95 and picked["off_data"] < 0.03
+    res = CliRunner().invoke(main, ["zoo", "evaluate", entry.id, "--episodes", "100", "--json"])  # what a user checks it with
+    assert res.exit_code == 0, res.output
+    shown = json.loads(res.output)["mode_shares"]
+    assert shown["bottom_right"] == pytest.approx(entry.metrics["best_mode_share"], abs=0.01) and shown["off_data"] == raw["off_data"]
 
 
 # --- downloads ----------------------------------------------------------------------------------------
