@@ -38,6 +38,7 @@ def _assert_same_state(a, b, rtol=1e-5, atol=1e-6):
         dict(q_grad="approx", max_q_backup=True, n_backup_samples=3),
         dict(eta_warmup=6, ema_start=0),  # eta changes every step: a new variant each step until the cap, then eager
         dict(matmul_precision="high"),  # TF32 chosen at capture, and the same on the eager agent
+        dict(critic="ensemble-q", n_critics=5, critic_reduce="lcb"),  # the ensemble's network pick and reduction inside the graph
     ],
 )
 def test_graphed_steps_equal_eager_steps(spaces, kw):
