@@ -119,7 +119,7 @@ def _evaluate_checkpoint(checkpoint: str, env: Optional[str], episodes: Optional
                              f"{theirs[0]} and {theirs[1]}" + (f" (it was trained on {model.task})" if model.task else ""))
         n = episodes or (task.eval_episodes if task.one_step else model.config.eval_episodes)
         model.set_random_seed(seed + 100)
-        r = run_eval(model, task.make_env, episodes=n, seed=seed, deterministic=deterministic)
+        r = run_eval(model, task.make_env, episodes=n, seed=seed, deterministic=deterministic, progress=True)
     except (CheckpointError, UnknownNameError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
     score = task.normalized_score(r["mean_return"])

@@ -10,9 +10,10 @@ import torch
 
 
 def _first_episode_returns(make_env: Callable[[], gym.Env], seeds: Sequence[int], policy: Callable[[np.ndarray], np.ndarray],
-                           max_steps: int) -> np.ndarray:
+                           max_steps: int, on_done: Optional[Callable[[int], None]] = None) -> np.ndarray:
     """Run one env per seed in a SyncVectorEnv until every env has ended its first episode; later
-    steps of an env are masked, so each seed's return is deterministic given the policy."""
+    steps of an env are masked, so each seed's return is deterministic given the policy.
+    ``on_done(k)``: k more episodes have just ended (for a progress bar)."""
     venv = gym.vector.SyncVectorEnv([make_env for _ in seeds])
     try:
         obs, _ = venv.reset(seed=list(seeds))
@@ -21,7 +22,10 @@ def _first_episode_returns(make_env: Callable[[], gym.Env], seeds: Sequence[int]
         for _ in range(max_steps):
             obs, r, term, trunc, _ = venv.step(policy(obs))
             ret += np.where(alive, r, 0.0)
-            alive &= ~(term | trunc)
+            ended = alive & (term | trunc)
+            alive &= ~ended
+            if on_done is not None and ended.any():
+                on_done(int(ended.sum()))
             if not alive.any():
                 break
     finally:
@@ -37,14 +41,20 @@ def evaluate(
     deterministic: bool = False,
     max_envs: int = 100,
     max_steps: int = 100_000,
+    progress: bool = False,
 ) -> Dict[str, float]:
     """Mean/std return over ``episodes`` through ``agent.predict`` (any SB3-style model). Episodes run
-    ``max_envs`` at a time, episode i seeded ``seed + i``."""
+    ``max_envs`` at a time, episode i seeded ``seed + i``. ``progress``: a bar of finished episodes
+    (on a terminal only)."""
+    from tqdm import tqdm
+
     returns: List[float] = []
-    while len(returns) < episodes:
-        n = min(max_envs, episodes - len(returns))
-        seeds = [seed + len(returns) + i for i in range(n)]
-        returns.extend(_first_episode_returns(make_env, seeds, lambda o: agent.predict(o, deterministic=deterministic)[0], max_steps).tolist())
+    with tqdm(total=episodes, unit="episode", desc="evaluating", disable=None if progress else True, leave=False) as bar:
+        while len(returns) < episodes:
+            n = min(max_envs, episodes - len(returns))
+            seeds = [seed + len(returns) + i for i in range(n)]
+            returns.extend(_first_episode_returns(make_env, seeds, lambda o: agent.predict(o, deterministic=deterministic)[0], max_steps,
+                                                  on_done=bar.update).tolist())
     arr = np.asarray(returns)
     return {"mean_return": float(arr.mean()), "std_return": float(arr.std()), "episodes": int(len(arr))}
 

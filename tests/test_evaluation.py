@@ -60,3 +60,15 @@ def test_periodic_evaluation_logs_every_seed():
     assert last["normalized_score"] == pytest.approx(np.mean(last["normalized_score_per_seed"]))
     assert agent.logger.seen["time/step"] == 4
     assert agent.logger.seen["eval/normalized_score_seed4"] == pytest.approx(last["normalized_score_per_seed"][1])
+
+
+def test_every_finished_episode_is_reported_once_for_the_progress_bar():
+    from dqltoolkit.evaluation import _first_episode_returns
+
+    done = []
+
+    def make():
+        return gym.wrappers.TimeLimit(gym.make("Pendulum-v1").unwrapped, max_episode_steps=7)
+
+    returns = _first_episode_returns(make, [0, 1, 2], lambda o: np.zeros((len(o), 1), np.float32), 100, on_done=done.append)
+    assert returns.shape == (3,) and done == [3]  # all three end together at step 7, reported in one call
