@@ -196,13 +196,15 @@ class Agent:
 
         params = inspect.signature(critic_cls.__init__).parameters
         kw = {}
-        for key in ("n_critics", "critic_reduce", "critic_lcb_k"):
+        for key in ("n_critics", "critic_reduce", "critic_lambda", "critic_lcb_k"):
             value = getattr(self.config, key)
             if key in params:
                 kw[key] = value
             elif value != getattr(AgentConfig, key):
                 raise ValueError(f"cannot build {what}: {key}={value!r} does not apply to critic {self.config.critic!r} "
-                                 f"(it has its own fixed set of Q-networks); use critic=ensemble-q")
+                                 f"(it has a fixed set of Q-networks); use critic=ensemble-q")
+        if self.config.backup_order not in ("max-first", "reduce-first"):
+            raise ValueError(f"cannot build {what}: backup_order must be 'max-first' or 'reduce-first', got {self.config.backup_order!r}")
         return kw
 
     # --- data ---------------------------------------------------------------------------------------
@@ -272,7 +274,10 @@ class Agent:
             else:
                 q = self.critic.target_values(rep, self._target_actions(rep))
             if n > 1:
-                q = q.view(M, q.shape[1], B, n).max(-1).values
+                q = q.view(M, q.shape[1], B, n)
+                if cfg.backup_order == "reduce-first":  # BCQ: each sample's reduced value, then the best sample
+                    return r + (1.0 - d) * cfg.gamma * self.critic.reduce(q).max(-1).values
+                q = q.max(-1).values  # Diffusion-QL: each network's best sample, then the reduction
             return r + (1.0 - d) * cfg.gamma * self.critic.reduce(q)
 
     def _fused_target(self):

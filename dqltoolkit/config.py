@@ -43,12 +43,14 @@ class AgentConfig:
     critic_hidden: int = 256
     critic_layers: int = 3
     n_critics: int = 10  # ensemble-q: Q-networks per seed (double-q has its two)
-    critic_reduce: str = "min"  # ensemble-q: min | lcb (mean - critic_lcb_k * std), for the TD target and acting
+    critic_reduce: str = "min"  # min | minmax (critic_lambda min + (1 - critic_lambda) max: BCQ) | lcb (ensemble-q: mean - critic_lcb_k std)
+    critic_lambda: float = 0.75
     critic_lcb_k: float = 1.0
     gamma: float = 0.99
     tau: float = 0.005
     max_q_backup: bool = False
     n_backup_samples: int = 10
+    backup_order: str = "max-first"  # max_q_backup: max over samples per network, then reduce (Diffusion-QL) | reduce-first (BCQ)
     target_noise: float = 0.0  # TD3's target policy smoothing: std of noise on next actions (0: off)
     target_noise_clip: float = 0.5
     # objective

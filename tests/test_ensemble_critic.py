@@ -82,7 +82,7 @@ def test_settings_that_do_not_apply_fail(spaces):
         Agent(tiny_config(n_critics=5), *spaces)
     with pytest.raises(ValueError, match="ensemble-q: n_critics must be >= 2, got 1"):
         Agent(tiny_config(critic="ensemble-q", n_critics=1), *spaces)
-    with pytest.raises(ValueError, match="critic_reduce must be one of \\('min', 'lcb'\\), got 'mean'"):
+    with pytest.raises(ValueError, match="ensemble-q: critic_reduce must be one of \\('min', 'minmax', 'lcb'\\), got 'mean'"):
         Agent(tiny_config(critic="ensemble-q", critic_reduce="mean"), *spaces)
 
 
@@ -102,3 +102,38 @@ def test_diffusion_ql_with_an_lcb_ensemble_still_picks_the_best_mode(tmp_path):
     shares = mode_shares(sample_policy_actions(model, 1000, seed=123))
     assert shares["bottom_right"] >= 0.9 and shares["off_data"] <= 0.05, shares
     assert res.results["evaluation"][0]["mean_return"] >= 4.5
+
+
+def test_soft_clipped_double_q_reduction():
+    from dqltoolkit.critics import DoubleQCritic
+
+    q = torch.tensor([[[1.0, -2.0], [3.0, 0.0]]])  # [M 1, twins, B 2]
+    soft = DoubleQCritic(3, 2, critic_reduce="minmax", critic_lambda=0.75)
+    torch.testing.assert_close(soft.reduce(q), torch.tensor([[0.75 * 1 + 0.25 * 3, 0.75 * -2 + 0.25 * 0]]))
+    with pytest.raises(ValueError, match="double-q: critic_reduce must be one of \\('min', 'minmax'\\), got 'lcb'"):
+        DoubleQCritic(3, 2, critic_reduce="lcb")
+
+
+@pytest.mark.parametrize("order", ["max-first", "reduce-first"])
+def test_max_q_backup_orders(spaces, order):
+    """Diffusion-QL's backup takes each network's best sample, then the reduction; BCQ's reduces each
+    sample (soft clipped double Q), then takes the best sample. The bcq recipe uses BCQ's."""
+    from dqltoolkit.config import load_recipe
+
+    assert load_recipe("bcq")[0].backup_order == "reduce-first" and load_recipe("bcq")[0].critic_reduce == "minmax"
+    cfg = tiny_config(max_q_backup=True, n_backup_samples=4, backup_order=order, critic_reduce="minmax", critic_lambda=0.75)
+    agent = Agent(cfg, *spaces, device="cpu")
+    agent.set_dataset(random_table())
+    batch = agent.buffer.sample(8, agent.train_generators)
+    states = [g.get_state() for g in agent.train_generators]
+    y = agent.critic_target(batch)
+    for g, s in zip(agent.train_generators, states):
+        g.set_state(s)
+    with torch.no_grad():
+        rep = batch["next_obs"].repeat_interleave(4, dim=1)
+        q = agent.critic.target_values(rep, agent._target_actions(rep)).view(1, 2, 8, 4)  # [M, twins, B, samples]
+    soft = lambda v: 0.75 * v.min(dim=1).values + 0.25 * v.max(dim=1).values  # noqa: E731
+    best = soft(q).max(-1).values if order == "reduce-first" else soft(q.max(-1).values)
+    torch.testing.assert_close(y, batch["rewards"] + (1 - batch["terminals"]) * agent.config.gamma * best)
+    with pytest.raises(ValueError, match="backup_order must be 'max-first' or 'reduce-first', got 'sideways'"):
+        Agent(tiny_config(backup_order="sideways"), *spaces)

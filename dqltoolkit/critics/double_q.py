@@ -20,8 +20,16 @@ from ..registry import CRITICS
 class DoubleQCritic(nn.Module):
     n_q = 2
 
-    def __init__(self, obs_dim: int, action_dim: int, members: int = 1, hidden: int = 256, n_layers: int = 3, activation: str = "mish") -> None:
+    label, reductions = "double-q", ("min", "minmax")
+
+    def __init__(self, obs_dim: int, action_dim: int, members: int = 1, hidden: int = 256, n_layers: int = 3, activation: str = "mish",
+                 critic_reduce: str = "min", critic_lambda: float = 0.75) -> None:
         super().__init__()
+        if critic_reduce not in self.reductions:
+            raise ValueError(f"{self.label}: critic_reduce must be one of {self.reductions}, got {critic_reduce!r}")
+        if not 0.0 <= critic_lambda <= 1.0:
+            raise ValueError(f"critic_lambda must lie in [0, 1], got {critic_lambda}")
+        self.reduction, self.lam = critic_reduce, float(critic_lambda)
         self.members = members
         self.q = EnsembleMLP(members * self.n_q, obs_dim + action_dim, 1, [hidden] * n_layers, activation)
         self.target = copy.deepcopy(self.q)
@@ -76,8 +84,16 @@ class DoubleQCritic(nn.Module):
             return self._run(self.target, obs, actions)
 
     def reduce(self, q: Tensor) -> Tensor:
-        """``[M, n_q, B]`` -> the value the TD target and acting use, ``[M, B]``: min(Q1, Q2), as in the paper."""
-        return q.min(dim=1).values
+        """``[M, n_q, ...]`` -> the value the TD target and acting use, ``[M, ...]``: min(Q1, Q2) as in the paper,
+        or BCQ's soft clipped double Q, lambda min + (1 - lambda) max (``minmax``)."""
+        if self.reduction == "min":
+            return q.min(dim=1).values
+        if self.reduction == "minmax":
+            return self.lam * q.min(dim=1).values + (1.0 - self.lam) * q.max(dim=1).values
+        return self._reduce_more(q)
+
+    def _reduce_more(self, q: Tensor) -> Tensor:  # reductions only subclasses offer
+        raise ValueError(f"unknown reduction {self.reduction!r}")
 
     @torch.no_grad()
     def polyak(self, tau: float) -> None:

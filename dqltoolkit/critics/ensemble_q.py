@@ -14,26 +14,22 @@ from torch import Tensor
 from ..registry import CRITICS
 from .double_q import DoubleQCritic
 
-REDUCTIONS = ("min", "lcb")
-
-
 @CRITICS.register("ensemble-q")
 class EnsembleQCritic(DoubleQCritic):
-    """``n_critics`` Q-networks; ``critic_reduce``: ``min`` over them, or ``lcb`` = mean - ``critic_lcb_k`` * std
-    (population std over the ensemble). The reduction is what the TD target and acting use; actor
-    objectives read individual members as they do the twins'."""
+    """``n_critics`` Q-networks; ``critic_reduce``: ``min`` over them, ``minmax`` (lambda min + (1 - lambda)
+    max, BEAR's and BCQ's rule) or ``lcb`` = mean - ``critic_lcb_k`` * std (population std over the
+    ensemble). The reduction is what the TD target and acting use; actor objectives read individual
+    members as they do the twins'."""
+
+    label, reductions = "ensemble-q", ("min", "minmax", "lcb")
 
     def __init__(self, obs_dim: int, action_dim: int, members: int = 1, hidden: int = 256, n_layers: int = 3, activation: str = "mish",
-                 n_critics: int = 10, critic_reduce: str = "min", critic_lcb_k: float = 1.0) -> None:
+                 n_critics: int = 10, critic_reduce: str = "min", critic_lambda: float = 0.75, critic_lcb_k: float = 1.0) -> None:
         if n_critics < 2:
             raise ValueError(f"ensemble-q: n_critics must be >= 2, got {n_critics}")
-        if critic_reduce not in REDUCTIONS:
-            raise ValueError(f"ensemble-q: critic_reduce must be one of {REDUCTIONS}, got {critic_reduce!r}")
         self.n_q = int(n_critics)  # (before the parent builds the network, whose width it sets)
-        super().__init__(obs_dim, action_dim, members, hidden, n_layers, activation)
-        self.reduction, self.lcb_k = critic_reduce, float(critic_lcb_k)
+        super().__init__(obs_dim, action_dim, members, hidden, n_layers, activation, critic_reduce, critic_lambda)
+        self.lcb_k = float(critic_lcb_k)
 
-    def reduce(self, q: Tensor) -> Tensor:
-        if self.reduction == "min":
-            return q.min(dim=1).values
+    def _reduce_more(self, q: Tensor) -> Tensor:
         return q.mean(dim=1) - self.lcb_k * q.std(dim=1, unbiased=False)

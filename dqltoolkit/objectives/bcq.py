@@ -3,8 +3,9 @@ network xi(s, a) in [-phi, phi] * max_action nudges its samples towards higher Q
 
 Actor loss = the CVAE's ELBO (its own gradients) - mean Q1(s, a + xi(s, a)) with a ~ CVAE, detached, so
 the Q term trains only the perturbation network, as in BCQ. Acting samples ``n_candidates`` perturbed
-actions and picks by Q like every other agent. The critic target uses the agent's generic target
-(``max_q_backup`` over 10 candidates in the bcq recipe) rather than BCQ's soft-clipped double Q.
+actions and picks by Q like every other agent. The critic target is the agent's: in the bcq recipe
+BCQ's own, the best of 10 perturbed samples each scored by soft clipped double Q, 0.75 min + 0.25 max of
+the twins (``max_q_backup``, ``backup_order: reduce-first``, ``critic_reduce: minmax``).
 """
 
 from __future__ import annotations
