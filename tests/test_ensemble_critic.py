@@ -46,16 +46,25 @@ def test_reductions():
     torch.testing.assert_close(lcb.reduce(q), (torch.tensor([3.0, 2.0 / 3.0]) - 2.0 * std).unsqueeze(0))
 
 
-def test_td_target_and_acting_use_the_reduction(spaces, eager):
-    agent = Agent(tiny_config(critic="ensemble-q", n_critics=5, critic_reduce="lcb", critic_lcb_k=0.5), *spaces, device="cpu")
+def _target_and_its_target_values(cfg, spaces, batch_size, samples=1):
+    """An agent's TD target for one batch, and the target critic's values [M, n_q, B * samples] at the
+    same next actions (the generators rewound, so the same noise is drawn again)."""
+    agent = Agent(cfg, *spaces, device="cpu")
     agent.set_dataset(random_table())
-    batch = agent.buffer.sample(32, agent.train_generators)
+    batch = agent.buffer.sample(batch_size, agent.train_generators)
     states = [g.get_state() for g in agent.train_generators]
     y = agent.critic_target(batch)
     for g, s in zip(agent.train_generators, states):
         g.set_state(s)
     with torch.no_grad():
-        q = agent.critic.target_values(batch["next_obs"], agent._target_actions(batch["next_obs"]))
+        rep = batch["next_obs"].repeat_interleave(samples, dim=1)
+        q = agent.critic.target_values(rep, agent._target_actions(rep))
+    return agent, batch, y, q
+
+
+def test_td_target_and_acting_use_the_reduction(spaces, eager):
+    cfg = tiny_config(critic="ensemble-q", n_critics=5, critic_reduce="lcb", critic_lcb_k=0.5)
+    agent, batch, y, q = _target_and_its_target_values(cfg, spaces, 32)
     assert q.shape == (1, 5, 32)
     expected = batch["rewards"] + (1 - batch["terminals"]) * agent.config.gamma * (q.mean(1) - 0.5 * q.std(1, unbiased=False))
     torch.testing.assert_close(y, expected)
@@ -122,16 +131,8 @@ def test_max_q_backup_orders(spaces, order):
 
     assert load_recipe("bcq")[0].backup_order == "reduce-first" and load_recipe("bcq")[0].critic_reduce == "minmax"
     cfg = tiny_config(max_q_backup=True, n_backup_samples=4, backup_order=order, critic_reduce="minmax", critic_lambda=0.75)
-    agent = Agent(cfg, *spaces, device="cpu")
-    agent.set_dataset(random_table())
-    batch = agent.buffer.sample(8, agent.train_generators)
-    states = [g.get_state() for g in agent.train_generators]
-    y = agent.critic_target(batch)
-    for g, s in zip(agent.train_generators, states):
-        g.set_state(s)
-    with torch.no_grad():
-        rep = batch["next_obs"].repeat_interleave(4, dim=1)
-        q = agent.critic.target_values(rep, agent._target_actions(rep)).view(1, 2, 8, 4)  # [M, twins, B, samples]
+    agent, batch, y, q = _target_and_its_target_values(cfg, spaces, 8, samples=4)
+    q = q.view(1, 2, 8, 4)  # [M, twins, B, samples]
     soft = lambda v: 0.75 * v.min(dim=1).values + 0.25 * v.max(dim=1).values  # noqa: E731
     best = soft(q).max(-1).values if order == "reduce-first" else soft(q.max(-1).values)
     torch.testing.assert_close(y, batch["rewards"] + (1 - batch["terminals"]) * agent.config.gamma * best)
