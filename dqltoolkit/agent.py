@@ -123,6 +123,8 @@ class Agent:
     def _build(self) -> None:
         cfg, M, dev = self.config, self.members, self.device
         check_precision(cfg.matmul_precision)
+        if cfg.backup_order not in ("max-first", "reduce-first"):
+            raise ValueError(f"backup_order must be 'max-first' or 'reduce-first', got {cfg.backup_order!r}")
         what = f"head {cfg.head!r} with objective {cfg.objective!r}"
         try:
             head_cls = HEADS.get(cfg.head)
@@ -203,8 +205,6 @@ class Agent:
             elif value != getattr(AgentConfig, key):
                 raise ValueError(f"cannot build {what}: {key}={value!r} does not apply to critic {self.config.critic!r} "
                                  f"(it has a fixed set of Q-networks); use critic=ensemble-q")
-        if self.config.backup_order not in ("max-first", "reduce-first"):
-            raise ValueError(f"cannot build {what}: backup_order must be 'max-first' or 'reduce-first', got {self.config.backup_order!r}")
         return kw
 
     # --- data ---------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from torch import Tensor
 from ..registry import CRITICS
 from .double_q import DoubleQCritic
 
+
 @CRITICS.register("ensemble-q")
 class EnsembleQCritic(DoubleQCritic):
     """``n_critics`` Q-networks; ``critic_reduce``: ``min`` over them, ``minmax`` (lambda min + (1 - lambda)
