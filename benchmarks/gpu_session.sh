@@ -46,7 +46,8 @@ if has bench; then
     timeout "${BENCH_TIMEOUT:-360}" python3 - "$OUT" <<'PY' 2>"$OUT/bench.err"
 import json, sys
 from dqltoolkit.bench.throughput import format_table, run_benchmark, to_json_rows
-res = run_benchmark("cuda", repeats=5, progress=lambda m: print(m, file=sys.stderr))
+rows = ["reference", "exact", "exact_x5", "approx", "eval", "reduced", "ensemble"]
+res = run_benchmark("cuda", repeats=5, rows=rows, progress=lambda m: print(m, file=sys.stderr))
 text = format_table(res)
 open(f"{sys.argv[1]}/bench.md", "w").write(text + "\n")
 open(f"{sys.argv[1]}/bench.jsonl", "w").write("\n".join(json.dumps(r) for r in to_json_rows(res)) + "\n")
