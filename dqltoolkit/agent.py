@@ -520,9 +520,14 @@ class Agent:
         return self._env
 
     def set_env(self, env) -> None:
+        """As SB3 models do: a plain env is wrapped in ``Monitor`` (unless it is already) and a ``DummyVecEnv``,
+        so ``evaluate_policy(model, model.get_env())`` reports the env's own episode returns."""
+        from stable_baselines3.common.env_util import is_wrapped
+        from stable_baselines3.common.monitor import Monitor
         from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
         if env is not None and not isinstance(env, VecEnv):
+            env = env if is_wrapped(env, Monitor) else Monitor(env)
             env = DummyVecEnv([lambda e=env: e])
         self._env = env
 
@@ -553,6 +558,15 @@ class Agent:
         from .checkpoint import save_agent
 
         return save_agent(self, path, include_optimizer=include_optimizer)
+
+    @classmethod
+    def from_task(cls, agent: str, env: str, seeds: Sequence[int] = (0,), device: Union[str, torch.device] = "auto", download: bool = False,
+                  **overrides: Any) -> "Agent":
+        """``Agent.from_task("diffusion-ql", "hopper-medium-v2", eta=2.0)``: a recipe for a task with its
+        dataset loaded and its env set, ready for ``learn`` (see :func:`dqltoolkit.training.agent_for_task`)."""
+        from .training import agent_for_task
+
+        return agent_for_task(agent, env, seeds=seeds, device=device, download=download, **overrides)
 
     @classmethod
     def load(cls, path: Union[str, Path], env: Optional[gym.Env] = None, device: Union[str, torch.device] = "auto", **_: Any) -> "Agent":

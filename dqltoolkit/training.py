@@ -197,6 +197,35 @@ def parse_seeds(spec: str | int | Sequence[int]) -> List[int]:
     return seeds
 
 
+def task_spaces(task, table: Mapping[str, np.ndarray]):
+    """``(env or None, (observation space, action space))`` for a task: its evaluation env's spaces, or the
+    data's own for a task without one."""
+    if task.eval_env is not None:
+        env = task.make_env()
+        return env, (env.observation_space, env.action_space)
+    return None, spaces_from_table(table)
+
+
+def agent_for_task(agent: str, env: str, seeds: Sequence[int] = (0,), device: str = "auto", download: bool = False, **overrides: Any):
+    """An agent from a recipe for a task, its dataset on the device and its evaluation env set: ready for
+    ``learn``, ``predict``, SB3's ``evaluate_policy(model, model.get_env())`` and callbacks. ``overrides``
+    are recipe keys (``eta=2.0``), checked and typed like ``-p``. What ``dqltoolkit train`` does, without
+    the run folder, for code that drives the agent itself."""
+    from .agent import Agent
+    from .config import coerce_mapping, load_recipe
+    from .tasks import get_task
+
+    task = get_task(env)
+    config, _ = load_recipe(agent, task.id)
+    if overrides:
+        config = config.replace(**coerce_mapping(overrides, "agent_for_task overrides"))
+    table = task.load_dataset(download=download)
+    probe_env, (obs_space, act_space) = task_spaces(task, table)
+    model = Agent(config, obs_space, act_space, seeds=seeds, device=device, env=probe_env, task=task.id)
+    model.set_dataset(table)
+    return model
+
+
 def train(
     agent: str,
     env: str,
@@ -246,12 +275,7 @@ def train(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table = task.load_dataset(download=download)  # first: a missing dataset fails before anything is built
-    if task.eval_env is not None:
-        probe_env = task.make_env()
-        obs_space, act_space = probe_env.observation_space, probe_env.action_space
-    else:
-        probe_env = None
-        obs_space, act_space = spaces_from_table(table)
+    probe_env, (obs_space, act_space) = task_spaces(task, table)
     if resume is not None:
         model = Agent.load(resume, device=device)
         config, seeds = model.config, model.seeds

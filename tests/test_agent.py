@@ -229,3 +229,19 @@ def test_cosine_lr_decay_reaches_zero_at_the_last_step(spaces):
         agent.train_step()
         lrs.append(agent.actor_opt.param_groups[0]["lr"])
     assert lrs[0] < agent.config.lr and lrs == sorted(lrs, reverse=True) and lrs[-1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_from_task_gives_an_agent_ready_for_sb3_tools():
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    from dqltoolkit.config import ConfigError
+
+    model = Agent.from_task("diffusion-ql", "bandit2d-v0", device="cpu", T=3, hidden=16, critic_hidden=16, batch_size=32, n_candidates=4, eta="2.5")
+    # the recipe's bandit section applies (gamma 0, approx Q-gradient), overrides are typed like -p
+    assert model.config.eta == 2.5 and model.config.gamma == 0.0 and model.config.q_grad == "approx" and model.task == "bandit2d-v0"
+    assert model.buffer is not None and model.get_env() is not None
+    model.learn(5)
+    mean, _ = evaluate_policy(model, model.get_env(), n_eval_episodes=10)
+    assert np.isfinite(mean) and model.num_timesteps == 5
+    with pytest.raises(ConfigError, match="unknown key 'etaa'. Did you mean 'eta'"):
+        Agent.from_task("diffusion-ql", "bandit2d-v0", etaa=1.0)
