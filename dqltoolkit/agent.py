@@ -475,7 +475,7 @@ class Agent:
             rep = obs.repeat_interleave(N, dim=1)
             cand = self.objective.policy_sample(head, aux, rep, self.act_generators)
             q = self.critic.reduce(self.critic.target_values(rep, cand)).view(M, B, N)
-            if not deterministic:
+            if not deterministic and not self.objective.greedy_acting:
                 u = member_rand(self.act_generators, (B, N), obs.device).clamp_(1e-20, 1.0 - 1e-7)
                 q = q - torch.log(-torch.log(u))
             k = q.argmax(dim=-1)

@@ -138,3 +138,20 @@ def test_max_q_backup_orders(spaces, order):
     torch.testing.assert_close(y, batch["rewards"] + (1 - batch["terminals"]) * agent.config.gamma * best)
     with pytest.raises(ValueError, match="backup_order must be 'max-first' or 'reduce-first', got 'sideways'"):
         Agent(tiny_config(backup_order="sideways"), *spaces)
+
+
+def test_bcq_acts_by_its_best_candidate_even_when_sampling(spaces):
+    from dqltoolkit.config import load_recipe
+
+    cfg = load_recipe("bcq")[0].replace(hidden=16, critic_hidden=16, batch_size=16)
+    agent = Agent(cfg, *spaces, device="cpu")
+    agent.set_dataset(random_table())
+    agent.learn(3)
+    obs = np.random.default_rng(0).standard_normal((6, 3)).astype(np.float32)
+    agent.set_random_seed(5)
+    sampled = agent.predict(obs, deterministic=False)[0]
+    agent.set_random_seed(5)
+    greedy = agent.predict(obs, deterministic=True)[0]
+    np.testing.assert_array_equal(sampled, greedy)  # the same candidates, the same pick: no softmax draw
+    diffusion = Agent(tiny_config(), *spaces, device="cpu")
+    assert not diffusion.objective.greedy_acting and agent.objective.greedy_acting

@@ -27,6 +27,8 @@ class Objective:
     name = "objective"
     uses_critic = True
     needs_differentiable_samples = False
+    # acting picks among candidates by softmax(Q) (Diffusion-QL), or always the best one (True: BCQ)
+    greedy_acting = False
 
     def graph_key(self) -> Hashable:
         """Everything outside tensors that changes this objective's kernels from step to step (for QL, its

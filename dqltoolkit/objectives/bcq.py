@@ -3,9 +3,10 @@ network xi(s, a) in [-phi, phi] * max_action nudges its samples towards higher Q
 
 Actor loss = the CVAE's ELBO (its own gradients) - mean Q1(s, a + xi(s, a)) with a ~ CVAE, detached, so
 the Q term trains only the perturbation network, as in BCQ. Acting samples ``n_candidates`` perturbed
-actions and picks by Q like every other agent. The critic target is the agent's: in the bcq recipe
-BCQ's own, the best of 10 perturbed samples each scored by soft clipped double Q, 0.75 min + 0.25 max of
-the twins (``max_q_backup``, ``backup_order: reduce-first``, ``critic_reduce: minmax``).
+actions and takes the highest-valued one, as BCQ does (valued by the critic's reduction, where BCQ
+reads Q1). The critic target is the agent's: in the bcq recipe BCQ's own, the best of 10 perturbed
+samples each scored by soft clipped double Q, 0.75 min + 0.25 max of the twins (``max_q_backup``,
+``backup_order: reduce-first``, ``critic_reduce: minmax``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class BCQObjective(Objective):
     name = "bcq"
     uses_critic = True
     needs_differentiable_samples = False
+    greedy_acting = True  # BCQ's policy is the highest-valued of its perturbed samples
 
     def __init__(self, perturbation: float = 0.05, config=None, **_: object) -> None:
         self.phi = float(perturbation)
