@@ -35,8 +35,10 @@ def test_full_ablation_reproduces_the_figure(tmp_path):
     res = run_ablation("bandit2d-v0", tmp_path, seeds=[0], progress=False)
     rows = {r["variant"]: r for r in res["rows"]}
     dql = rows["Diffusion-QL"]
-    assert dql["best_mode_share"] >= 0.9
-    assert dql["mean_reward"] == max(r["mean_reward"] for r in rows.values())
+    assert dql["best_mode_share"] >= 0.9 and all(r["best_mode_share"] < 0.5 for name, r in rows.items() if name != "Diffusion-QL")
+    # acting: Diffusion-QL earns the best mode's reward; BCQ, whose policy is the best of its candidates,
+    # reaches it too (within the noise of 1,000 episodes) although its samples cover every mode
+    assert dql["mean_reward"] >= 4.9 and dql["mean_reward"] >= max(r["mean_reward"] for r in rows.values()) - 0.05
     assert rows["BC-MLE"]["off_data_share"] >= 0.5
 
 
