@@ -65,6 +65,7 @@ class AgentConfig:
     mmd_sigma: float = 20.0
     mmd_samples: int = 10
     mmd_threshold: float = 0.05  # mmd with eta > 0: Lagrange constraint MMD <= threshold
+    mmd_q: str = "normalised"  # mmd with eta > 0: Diffusion-QL's normalised -Q term | min (BEAR's -min_j Q_j)
     # optimisation
     lr: float = 3e-4  # actor learning rate (per dataset in the paper)
     critic_lr: float = 3e-4

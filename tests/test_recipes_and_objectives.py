@@ -106,6 +106,28 @@ def test_bear_lagrange_multiplier_rises_while_mmd_exceeds_threshold():
     assert agent.aux["alpha"]().item() > 1.0
 
 
+def test_bear_uses_its_own_q_term_target_and_acting():
+    cfg, _ = load_recipe("bear")
+    assert (cfg.mmd_q, cfg.max_q_backup, cfg.backup_order, cfg.critic_reduce, cfg.critic_lambda) == ("min", True, "reduce-first", "minmax", 0.75)
+    assert load_recipe("ql-mmd")[0].mmd_q == "normalised"  # the paper's QL-MMD panel keeps Diffusion-QL's term
+    agent = Agent(cfg.replace(**SMALL), *SPACES, device="cpu")
+    agent.set_dataset(random_table())
+    assert agent.objective.greedy_acting
+    batch = agent.buffer.sample(16, agent.train_generators)
+    states = [g.get_state() for g in agent.train_generators]
+    _, info = agent.objective.actor_loss(agent.head, agent.critic, batch["obs"], batch["actions"], agent.train_generators, aux=agent.aux)
+    for g, st in zip(agent.train_generators, states):
+        g.set_state(st)
+    # replay the objective's draws: the behaviour ELBO, the policy's samples, the CVAE's samples
+    agent.aux["behaviour"].behaviour_loss(batch["obs"], batch["actions"], agent.train_generators)
+    pi = agent.head.sample(batch["obs"].repeat_interleave(3, dim=1), agent.train_generators)
+    with torch.no_grad():
+        q = agent.critic(batch["obs"], pi.view(1, 16, 3, -1)[:, :, 0])
+    torch.testing.assert_close(info["ql_loss"], -q.min(dim=1).values.mean(dim=1))
+    with pytest.raises(ValueError, match="mmd_q must be 'normalised' or 'min', got 'max'"):
+        Agent(cfg.replace(**SMALL, mmd_q="max"), *SPACES)
+
+
 @pytest.mark.parametrize("recipe", ["diffusion-bc", "diffusion-ql", "gaussian-bc", "cvae-bc", "mmd-bc", "td3bc", "bcq", "bear"])
 def test_behaviour_loss_falls_under_every_objective(recipe):
     """A toy problem (actions a smooth function of the state): each objective's behaviour term falls."""

@@ -3,8 +3,9 @@
 The objective owns the behaviour model (a CVAE trained on its ELBO) and a Lagrange multiplier alpha.
 Per state, ``mmd_samples`` policy samples are compared with as many CVAE samples (detached) under a
 Laplacian or Gaussian kernel. With ``eta`` = 0 this is behaviour cloning by MMD ("BC-MMD"); with
-``eta`` > 0 it adds Diffusion-QL's normalised -Q term and alpha is trained by dual ascent on
-alpha * (MMD - ``mmd_threshold``), log alpha clamped to [-5, 10] ("QL-MMD", BEAR).
+``eta`` > 0 it adds a -Q term and alpha is trained by dual ascent on alpha * (MMD - ``mmd_threshold``),
+log alpha clamped to [-5, 10]. The -Q term (``mmd_q``) is Diffusion-QL's normalised one (``normalised``,
+the paper's "QL-MMD" panel) or BEAR's own, -mean min_j Q_j(s, pi(s)) over the critic's networks (``min``).
 """
 
 from __future__ import annotations
@@ -52,11 +53,15 @@ class LogAlpha(nn.Module):
 class MMDObjective(Objective):
     name = "mmd"
     needs_differentiable_samples = True
+    greedy_acting = True  # BEAR's policy: the highest-valued of its sampled actions
 
     def __init__(self, eta: float = 0.0, mmd_kernel: str = "laplacian", mmd_sigma: float = 20.0, mmd_samples: int = 10,
-                 mmd_threshold: float = 0.05, config=None, **_: object) -> None:
+                 mmd_threshold: float = 0.05, mmd_q: str = "normalised", config=None, **_: object) -> None:
         if mmd_kernel not in ("laplacian", "gaussian"):
             raise ValueError(f"mmd objective: mmd_kernel must be 'laplacian' or 'gaussian', got {mmd_kernel!r}")
+        if mmd_q not in ("normalised", "min"):
+            raise ValueError(f"mmd objective: mmd_q must be 'normalised' or 'min', got {mmd_q!r}")
+        self.q_term = mmd_q
         self.eta, self.kernel, self.sigma = float(eta), mmd_kernel, float(mmd_sigma)
         self.n, self.threshold = int(mmd_samples), float(mmd_threshold)
         self.uses_critic = self.eta > 0
@@ -81,7 +86,10 @@ class MMDObjective(Objective):
             return elbo + dist, info
         alpha = aux["alpha"]()
         q = q_of(critic, obs, pi.view(M, B, self.n, -1)[:, :, 0])
-        ql = normalised_q_loss(q, member_rand(generators, (), obs.device))
+        if self.q_term == "min":  # BEAR: the conservative value of the policy's action, unnormalised
+            ql = -q.min(dim=1).values.mean(dim=1)
+        else:
+            ql = normalised_q_loss(q, member_rand(generators, (), obs.device))
         alpha_loss = -aux["alpha"]().mul(dist.detach() - self.threshold)
         info.update(ql_loss=ql, alpha=alpha.detach())
         return elbo + alpha.detach() * dist + self.eta * ql + alpha_loss, info
