@@ -57,7 +57,7 @@ class AgentConfig:
     eta: float = 1.0
     q_grad: str = "exact"  # exact | approx (EDP's one-step estimate; heads without a chain use their samples)
     q_grad_steps: int = 0  # exact: back-propagate the Q term through the last k reverse steps only (0: all, as in the paper)
-    q_start: int = 0  # behaviour-cloning-only steps before the Q term starts (0: from the start, as in the paper)
+    q_start: int = 0  # behaviour-cloning-only steps before the Q term starts (0: from the start, as in the paper; BEAR: 40k)
     eta_warmup: int = 0  # steps over which eta then ramps up from 0 (0: constant eta, as in the paper)
     policy_delay: int = 1  # actor (and target) updates every this many critic updates (TD3: 2)
     perturbation: float = 0.05  # bcq: max perturbation phi, in units of max_action

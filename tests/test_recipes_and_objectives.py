@@ -108,9 +108,10 @@ def test_bear_lagrange_multiplier_rises_while_mmd_exceeds_threshold():
 
 def test_bear_uses_its_own_q_term_target_and_acting():
     cfg, _ = load_recipe("bear")
-    assert (cfg.mmd_q, cfg.max_q_backup, cfg.backup_order, cfg.critic_reduce, cfg.critic_lambda) == ("min", True, "reduce-first", "minmax", 0.75)
-    assert load_recipe("ql-mmd")[0].mmd_q == "normalised"  # the paper's QL-MMD panel keeps Diffusion-QL's term
-    agent = Agent(cfg.replace(**SMALL), *SPACES, device="cpu")
+    assert (cfg.mmd_q, cfg.max_q_backup, cfg.backup_order, cfg.critic_reduce, cfg.critic_lambda, cfg.q_start) == \
+        ("min", True, "reduce-first", "minmax", 0.75, 40000)
+    assert (load_recipe("ql-mmd")[0].mmd_q, load_recipe("ql-mmd")[0].q_start) == ("normalised", 0)  # the paper's QL-MMD panel
+    agent = Agent(cfg.replace(**SMALL, q_start=0), *SPACES, device="cpu")
     agent.set_dataset(random_table())
     assert agent.objective.greedy_acting
     batch = agent.buffer.sample(16, agent.train_generators)
@@ -126,6 +127,15 @@ def test_bear_uses_its_own_q_term_target_and_acting():
     torch.testing.assert_close(info["ql_loss"], -q.min(dim=1).values.mean(dim=1))
     with pytest.raises(ValueError, match="mmd_q must be 'normalised' or 'min', got 'max'"):
         Agent(cfg.replace(**SMALL, mmd_q="max"), *SPACES)
+
+
+def test_bear_warms_up_on_support_matching_alone():
+    cfg, _ = load_recipe("bear")
+    agent = Agent(cfg.replace(**SMALL, q_start=4), *SPACES, device="cpu")
+    agent.set_dataset(random_table())
+    ql = [float(agent.train_step()["ql_loss"][0]) for _ in range(7)]
+    assert ql[:4] == [0.0] * 4 and all(v != 0.0 for v in ql[4:])  # steps 0-3 without the critic, then the Q term
+    assert agent.objective.graph_key() is True
 
 
 @pytest.mark.parametrize("recipe", ["diffusion-bc", "diffusion-ql", "gaussian-bc", "cvae-bc", "mmd-bc", "td3bc", "bcq", "bear"])

@@ -6,6 +6,7 @@ Laplacian or Gaussian kernel. With ``eta`` = 0 this is behaviour cloning by MMD 
 ``eta`` > 0 it adds a -Q term and alpha is trained by dual ascent on alpha * (MMD - ``mmd_threshold``),
 log alpha clamped to [-5, 10]. The -Q term (``mmd_q``) is Diffusion-QL's normalised one (``normalised``,
 the paper's "QL-MMD" panel) or BEAR's own, -mean min_j Q_j(s, pi(s)) over the critic's networks (``min``).
+``q_start`` > 0 is BEAR's warm-up: the Q term joins after that many steps (support matching alone before).
 """
 
 from __future__ import annotations
@@ -56,16 +57,20 @@ class MMDObjective(Objective):
     greedy_acting = True  # BEAR's policy: the highest-valued of its sampled actions
 
     def __init__(self, eta: float = 0.0, mmd_kernel: str = "laplacian", mmd_sigma: float = 20.0, mmd_samples: int = 10,
-                 mmd_threshold: float = 0.05, mmd_q: str = "normalised", config=None, **_: object) -> None:
+                 mmd_threshold: float = 0.05, mmd_q: str = "normalised", q_start: int = 0, config=None, **_: object) -> None:
         if mmd_kernel not in ("laplacian", "gaussian"):
             raise ValueError(f"mmd objective: mmd_kernel must be 'laplacian' or 'gaussian', got {mmd_kernel!r}")
         if mmd_q not in ("normalised", "min"):
             raise ValueError(f"mmd objective: mmd_q must be 'normalised' or 'min', got {mmd_q!r}")
-        self.q_term = mmd_q
+        self.q_term, self.q_start = mmd_q, int(q_start)
+        self.step = 0  # set by the agent before each actor update
         self.eta, self.kernel, self.sigma = float(eta), mmd_kernel, float(mmd_sigma)
         self.n, self.threshold = int(mmd_samples), float(mmd_threshold)
         self.uses_critic = self.eta > 0
         self.hidden = int(getattr(config, "hidden", 256))
+
+    def graph_key(self) -> bool:
+        return self.step >= self.q_start  # (a graphed step is captured once with and once without the Q term)
 
     def build(self, obs_dim, action_dim, members, config):
         modules = {"behaviour": CVAEHead(obs_dim, action_dim, members, hidden=self.hidden)}
@@ -85,11 +90,17 @@ class MMDObjective(Objective):
         if self.eta <= 0:
             return elbo + dist, info
         alpha = aux["alpha"]()
-        q = q_of(critic, obs, pi.view(M, B, self.n, -1)[:, :, 0])
-        if self.q_term == "min":  # BEAR: the conservative value of the policy's action, unnormalised
-            ql = -q.min(dim=1).values.mean(dim=1)
+        if self.step < self.q_start:  # warm-up: no critic read at all, the multiplier already adapting
+            ql = torch.zeros_like(dist)
+        elif self.q_term == "min":  # BEAR: the conservative value of the policy's action, unnormalised
+            ql = -self._policy_q(critic, obs, pi).min(dim=1).values.mean(dim=1)
         else:
-            ql = normalised_q_loss(q, member_rand(generators, (), obs.device))
+            ql = normalised_q_loss(self._policy_q(critic, obs, pi), member_rand(generators, (), obs.device))
         alpha_loss = -aux["alpha"]().mul(dist.detach() - self.threshold)
         info.update(ql_loss=ql, alpha=alpha.detach())
         return elbo + alpha.detach() * dist + self.eta * ql + alpha_loss, info
+
+    def _policy_q(self, critic, obs: Tensor, pi: Tensor) -> Tensor:
+        """Q-values ``[M, n_q, B]`` of the first of each state's policy samples."""
+        M, B, _ = obs.shape
+        return q_of(critic, obs, pi.view(M, B, self.n, -1)[:, :, 0])
