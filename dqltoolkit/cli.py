@@ -41,7 +41,9 @@ def main() -> None:
 @click.option("--init", type=str, default=None,
               help="Fine-tune: a new run from a checkpoint's weights (path or zoo:<id>) with its recipe, -p overrides, fresh optimisers.")
 @click.option("--no-progress", is_flag=True, help="Print log lines instead of a progress bar.")
-def train(agent: Optional[str], env: str, out: Optional[Path], steps: Optional[int], seed: int, seeds: Optional[str], device: str, head: Optional[str], params: Tuple[str, ...], eval_freq: Optional[int], download: bool, resume: Optional[Path], init: Optional[str], no_progress: bool) -> None:
+def train(agent: Optional[str], env: str, out: Optional[Path], steps: Optional[int], seed: int, seeds: Optional[str], device: str,
+          head: Optional[str], params: Tuple[str, ...], eval_freq: Optional[int], download: bool, resume: Optional[Path],
+          init: Optional[str], no_progress: bool) -> None:
     """Train an agent offline on a task's dataset, then evaluate it and save model.zip."""
     from .config import parse_overrides
     from .training import TrainingDiverged, parse_seeds
@@ -59,7 +61,8 @@ def train(agent: Optional[str], env: str, out: Optional[Path], steps: Optional[i
         seed_list = parse_seeds(seeds) if seeds else [seed]
         out = out or Path("runs") / f"{Path(agent.replace(':', '-')).stem}-{env}"
         click.echo(f"training {agent} on {env} -> {out} (seeds {seed_list})", err=True)
-        res = run_train(agent, env, out, steps=steps, seeds=seed_list, device=device, overrides=overrides, progress=not no_progress, download=download, resume=resume, init=init)
+        res = run_train(agent, env, out, steps=steps, seeds=seed_list, device=device, overrides=overrides, progress=not no_progress,
+                        download=download, resume=resume, init=init)
     except (ConfigError, UnknownNameError, ValueError, FileNotFoundError, TrainingDiverged) as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -98,7 +101,8 @@ def _evaluate_options(fn):
     return fn
 
 
-def _evaluate_checkpoint(checkpoint: str, env: Optional[str], episodes: Optional[int], seed: int, deterministic: bool, device: str, as_json: bool) -> dict:
+def _evaluate_checkpoint(checkpoint: str, env: Optional[str], episodes: Optional[int], seed: int, deterministic: bool, device: str,
+                         as_json: bool) -> dict:
     from .agent import Agent
     from .checkpoint import CheckpointError
     from .evaluation import evaluate as run_eval
@@ -112,7 +116,7 @@ def _evaluate_checkpoint(checkpoint: str, env: Optional[str], episodes: Optional
         task = get_task(task_id)
         probe = task.make_env()
         theirs, ours = (probe.observation_space.shape, probe.action_space.shape), (model.observation_space.shape, model.action_space.shape)
-        modes = getattr(probe.unwrapped, "mode_names", None), getattr(probe.unwrapped, "mode_centres", None), getattr(probe.unwrapped, "mode_radius", None)
+        modes = tuple(getattr(probe.unwrapped, a, None) for a in ("mode_names", "mode_centres", "mode_radius"))
         probe.close()
         if theirs != ours:
             raise ValueError(f"{checkpoint} was trained for observations {ours[0]} and actions {ours[1]}, but {task.id}'s env has "
@@ -143,7 +147,8 @@ def _evaluate_checkpoint(checkpoint: str, env: Optional[str], episodes: Optional
 @main.command()
 @click.argument("checkpoint", type=str)
 @_evaluate_options
-def evaluate(checkpoint: str, env: Optional[str], episodes: Optional[int], seed: int, deterministic: bool, device: str, as_json: bool) -> None:
+def evaluate(checkpoint: str, env: Optional[str], episodes: Optional[int], seed: int, deterministic: bool, device: str,
+             as_json: bool) -> None:
     """Evaluate a checkpoint (a path or zoo:<id>) on a task's env (all episodes as one vector env)."""
     _evaluate_checkpoint(checkpoint, env, episodes, seed, deterministic, device, as_json)
 

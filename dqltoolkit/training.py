@@ -291,7 +291,8 @@ def train(
     model.set_dataset(table, refit_obs_stats=resume is None and init is None)
     if resume is not None:
         config = config.replace(steps=int(steps) if steps is not None else max(config.steps - model.num_timesteps, 0))
-    resolved = {"agent": agent, "recipe_file": str(recipe_file), **({"init": str(init)} if init is not None else {}), "env": task.id, "seeds": list(seeds), "device": str(model.device), "config": config.to_dict()}
+    resolved = {"agent": agent, "recipe_file": str(recipe_file), **({"init": str(init)} if init is not None else {}),
+                "env": task.id, "seeds": list(seeds), "device": str(model.device), "config": config.to_dict()}
     (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     formats = [CSVOutputFormat(str(out / "metrics.csv"))]
     if verbose and not progress:

@@ -196,8 +196,9 @@ def _download(entry: ZooEntry, dest: Path, progress: bool) -> None:
     digest, size = hashlib.sha256(), 0
     try:
         try:
-            with _open_url(entry.location) as response, open(part, "wb") as out, tqdm(
-                    total=entry.size, unit="B", unit_scale=True, desc=f"zoo {entry.id}", disable=None if progress else True, file=sys.stderr, leave=False) as bar:  # (None: terminals only)
+            bar = tqdm(total=entry.size, unit="B", unit_scale=True, desc=f"zoo {entry.id}", file=sys.stderr, leave=False,
+                       disable=None if progress else True)  # (None: a bar on terminals only)
+            with _open_url(entry.location) as response, open(part, "wb") as out, bar:
                 for chunk in iter(lambda: response.read(_CHUNK), b""):
                     size += len(chunk)
                     if size > entry.size:

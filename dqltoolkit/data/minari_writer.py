@@ -25,10 +25,10 @@ def write_minari(dataset_id: str, episodes: Sequence[Dict[str, np.ndarray]], env
                  data_format: str = "hdf5", overwrite: bool = False, author: Optional[str] = None,
                  author_email: Optional[str] = None):
     import minari
-
-    from .. import __version__
     from minari.data_collector.episode_buffer import EpisodeBuffer
     from minari.storage.datasets_root_dir import get_dataset_path
+
+    from .. import __version__
 
     path = get_dataset_path(dataset_id)
     if os.path.exists(path):
