@@ -24,7 +24,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 FORMAT = "dqltoolkit-agent"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: settings belong to parts (config keys a part does not read are no longer written)
 DOC_NAME = "dqltoolkit.json"
 TENSORS_NAME = "tensors.safetensors"
 
@@ -58,8 +58,8 @@ def _member_slice(t: torch.Tensor, members: int, m: Optional[int]) -> torch.Tens
 
 
 def _modules(agent):
-    """(prefix, module) of every network an agent holds; the same list on save and load."""
-    return (("head.", agent.head), ("ema.", agent.ema_head), ("aux.", agent.aux), ("ema_aux.", agent.ema_aux), ("critic.", agent.critic))
+    """(prefix, module) of every network an agent holds: the learner's one declared list, on save and load."""
+    return tuple(agent.learner.state_modules().items())
 
 
 def agent_state(agent, member: Optional[int] = None, include_optimizer: bool = True) -> Dict[str, torch.Tensor]:
@@ -72,10 +72,7 @@ def agent_state(agent, member: Optional[int] = None, include_optimizer: bool = T
         for k, v in module.state_dict().items():
             out[prefix + k] = _member_slice(v, M, member)
     if include_optimizer:
-        opts = {"actor": agent.actor_opt}
-        if agent.critic is not None:
-            opts["critic"] = agent.critic_opt
-        for name, opt in opts.items():
+        for name, opt in agent.learner.optimisers().items():
             for i, st in opt.state_dict()["state"].items():
                 for k, v in st.items():
                     v = torch.as_tensor(v)
@@ -170,20 +167,29 @@ def read_checkpoint(path: Union[str, Path]) -> tuple[Dict[str, Any], Dict[str, t
     return doc, tensors
 
 
+def config_of(doc: Dict[str, Any], path: Union[str, Path]):
+    """The configuration a checkpoint's document holds (format 1: every key flat, unread ones dropped)."""
+    from .config import AgentConfig
+
+    return AgentConfig.from_dict(doc["config"], source=f"{path} config", legacy=int(doc.get("format_version", 1)) < 2)
+
+
 def load_agent(path: Union[str, Path], device: Union[str, torch.device] = "auto"):
     """Build the agent a checkpoint describes and load its tensors (strictly: every tensor must fit).
     ``path`` may be ``zoo:<id>``: the zoo entry's verified local copy (downloaded first if needed)."""
     from .agent import Agent
-    from .config import AgentConfig
+    from .config import AgentConfig, ConfigError
     from .zoo import resolve_checkpoint
 
     path = resolve_checkpoint(path)
     doc, tensors = read_checkpoint(path)
     try:
-        config = AgentConfig.from_dict(doc["config"], source=f"{path} config")
+        config = AgentConfig.from_dict(doc["config"], source=f"{path} config", legacy=int(doc.get("format_version", 1)) < 2)
         agent = Agent(config, box_from_json(doc["observation_space"]), box_from_json(doc["action_space"]), seeds=doc["seeds"], device=device, task=doc.get("task"))
     except KeyError as exc:
         raise CheckpointError(f"{path}: {DOC_NAME} lacks the field {exc}") from None
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: its config cannot be built: {exc}") from None
     dev = agent.device
     try:
         for prefix, module in _modules(agent):
@@ -192,10 +198,7 @@ def load_agent(path: Union[str, Path], device: Union[str, torch.device] = "auto"
             sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
             module.load_state_dict(sd, strict=True)
         if doc.get("has_optimizer"):
-            opts = {"actor": agent.actor_opt}
-            if agent.critic is not None:
-                opts["critic"] = agent.critic_opt
-            for name, opt in opts.items():
+            for name, opt in agent.learner.optimisers().items():
                 sd = opt.state_dict()
                 state: Dict[int, Dict[str, torch.Tensor]] = {}
                 for k, v in tensors.items():
@@ -212,7 +215,7 @@ def load_agent(path: Union[str, Path], device: Union[str, torch.device] = "auto"
     except (RuntimeError, KeyError, ValueError) as exc:
         raise CheckpointError(f"{path}: tensors do not match the agent it describes: {exc}") from None
     agent.num_timesteps = int(doc.get("num_timesteps", 0))
-    agent._follow_lr_schedule()  # the lr schedule is a function of the step count
+    agent.learner.follow_lr_schedule()  # the lr schedule is a function of the step count
     return agent
 
 
@@ -247,7 +250,8 @@ def init_from_checkpoint(agent, path: Union[str, Path]) -> Dict[str, Any]:
                 continue
             module.load_state_dict({k[len(prefix):]: widen(v) for k, v in tensors.items() if k.startswith(prefix)}, strict=True)
     except RuntimeError as exc:
-        ours, theirs = agent.config.to_dict(), AgentConfig.from_dict(doc["config"], source=f"{path} config").to_dict()
+        ours = agent.config.to_dict()
+        theirs = AgentConfig.from_dict(doc["config"], source=f"{path} config", legacy=int(doc.get("format_version", 1)) < 2).to_dict()
         differ = {k: (theirs[k], ours[k]) for k in ours if theirs.get(k) != ours[k]}
         raise CheckpointError(f"{path}: its networks do not fit the agent being trained; settings that differ (checkpoint, now): "
                               f"{differ}. Details: {str(exc).splitlines()[0]}") from None

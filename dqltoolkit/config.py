@@ -1,22 +1,31 @@
-"""Agent configuration: one typed dataclass, recipes (agents/*.yaml) and ``-p key=value`` overrides.
+"""Agent configuration: the core keys, the settings of the chosen parts, runtime options, and recipes.
 
-A recipe is a YAML file in the rl-baselines3-zoo convention: a ``default`` mapping plus one mapping per
-task id whose keys override the defaults for that task. Every key must be a field of
-:class:`AgentConfig`; values are coerced to the field's type (so ``1e6`` written in YAML, which PyYAML
-reads as a string, still becomes a float).
+A configuration names a composition (``head``, ``critic``, ``objective``) and holds
+- the core keys every agent reads (optimisation, EMA, acting, data, run length: :class:`CoreSettings`),
+- each chosen part's own keys, declared by the part (``Settings`` on its class, see settings.py),
+- runtime options that change how fast a step runs, never what it computes (:class:`RuntimeOptions`).
+
+A key can be given flat (``T=10``, routed to every chosen part that declares ``T``) or typed by its
+owner (``head.T=10``). A key that neither the core nor a chosen part reads is an error naming the part
+that would read it. Recipes are YAML files in the rl-baselines3-zoo convention: a ``default`` mapping
+plus one mapping per task id; ``base: <recipe>`` extends another recipe (its defaults and task
+sections apply first).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import yaml
 
-from .registry import UnknownNameError, did_you_mean
+from . import critics as _critics  # noqa: F401  (registers the built-in parts, whose settings configs read)
+from . import heads as _heads  # noqa: F401
+from . import objectives as _objectives  # noqa: F401
+from .registry import CRITICS, HEADS, OBJECTIVES, Registry, UnknownNameError, did_you_mean
+from .settings import SettingError, SettingSpec, coerce, setting, specs_of
 
 
 class ConfigError(ValueError):
@@ -24,141 +33,324 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class CoreSettings:
+    """Keys every agent reads, whatever its parts."""
+
+    lr: float = setting(3e-4, "actor learning rate (per dataset in the paper)", min=0)
+    critic_lr: float = setting(3e-4, "critic learning rate", min=0)
+    batch_size: int = setting(256, "transitions per gradient step", min=1)
+    grad_norm: float = setting(1.0, "max gradient norm per network and seed; 0 disables clipping", min=0)
+    lr_decay: bool = setting(False, "cosine decay of both learning rates to 0 over `steps`")
+    policy_delay: int = setting(1, "actor (and target) updates every this many critic updates (TD3: 2)", min=1)
+    ema_decay: float = setting(0.995, "decay of the EMA policy that supplies the critic's next actions", min=0)
+    ema_start: int = setting(1000, "steps before the EMA starts averaging (it copies the actor before)", min=0)
+    ema_every: int = setting(5, "actor updates between EMA updates", min=1)
+    reference_quirks: bool = setting(False, "reproduce the reference code's EMA start (no copy before ema_start)")
+    n_candidates: int = setting(50, "actions sampled per state when acting; one is chosen by the critic", min=1)
+    sample_steps: int = setting(0, "reverse steps when acting, for heads with a chain (0: all; fewer: respaced, faster)", min=0)
+    target_sample_steps: int = setting(0, "reverse steps for the critic's next actions (0: all; EDP uses fewer)", min=0)
+    reward_tune: str = setting("no", "reward transform of the dataset (no, normalize, iql_antmaze, cql_antmaze, ...)")
+    normalize_obs: bool = setting(False, "standardise observations with the dataset's mean and std")
+    steps: int = setting(1_000_000, "gradient steps of a run", min=0)
+    log_every: int = setting(1000, "gradient steps between logged metrics (one host sync each)", min=1)
+    eval_freq: int = setting(0, "gradient steps between evaluations; 0: only at the end", min=0)
+    eval_episodes: int = setting(10, "episodes per evaluation", min=1)
+
+
+@dataclass
+class RuntimeOptions:
+    """How a step runs, not what it computes: results agree across these (to float tolerance)."""
+
+    cuda_graphs: bool = setting(True, "GPU: capture each kind of training step once as a CUDA graph and replay it")
+    matmul_precision: str = setting("highest", "highest (float32) | high | medium: TF32 on GPUs; medium: bf16 products on CPUs "
+                                    "whose probe shows bf16 units", choices=("highest", "high", "medium"))
+
+
+ROLES: Tuple[str, ...] = ("head", "critic", "objective")
+_REGISTRIES: Dict[str, Registry] = {"head": HEADS, "critic": CRITICS, "objective": OBJECTIVES}
+_DEFAULT_PARTS = {"head": "diffusion", "critic": "double-q", "objective": "ql"}
+CORE_SPECS = specs_of(CoreSettings, "core")
+RUNTIME_SPECS = specs_of(RuntimeOptions, "runtime")
+
+
+def part_specs(role: str, name: str) -> Dict[str, SettingSpec]:
+    """The keys part ``name`` of ``role`` declares (its class's ``Settings``)."""
+    from .settings import part_settings
+
+    return part_settings(_REGISTRIES[role].get(name), f"{role} {name!r}")
+
+
+def _declarers(key: str) -> List[str]:
+    """Every registered part that declares ``key`` (for error messages)."""
+    out = []
+    for role in ROLES:
+        for name in _REGISTRIES[role].names():
+            try:
+                if key in part_specs(role, name):
+                    out.append(f"{role} {name!r}")
+            except Exception:  # noqa: BLE001 - a broken plugin must not hide the real error
+                continue
+    return out
+
+
+def _all_known_keys() -> List[str]:
+    keys = set(CORE_SPECS) | set(RUNTIME_SPECS) | set(ROLES)
+    for role in ROLES:
+        for name in _REGISTRIES[role].names():
+            try:
+                keys |= set(part_specs(role, name))
+            except Exception:  # noqa: BLE001
+                continue
+    return sorted(keys)
+
+
 class AgentConfig:
-    """Everything an agent needs besides its data. Field comments give the paper's defaults."""
+    """A composition and every value it reads. Attribute access is flat (``cfg.T``, ``cfg.lr``):
+    the core, the runtime options, then the head's, the critic's and the objective's settings.
 
-    # composition
-    head: str = "diffusion"
-    critic: str = "double-q"
-    objective: str = "ql"
-    # diffusion head
-    T: int = 5  # reverse steps (paper: 5 for D4RL, 50 for the bandit)
-    beta_schedule: str = "vp"  # vp | linear | cosine
-    hidden: int = 256  # actor width
-    n_layers: int = 3  # actor hidden layers
-    time_dim: int = 16  # width of the time embedding
-    activation: str = ""  # actor activation (mish, relu, silu, tanh); "" keeps the head's own default
-    squash: str = "tanh"  # gaussian head: keep samples in bounds by tanh (with its Jacobian) or clip
-    # critic
-    critic_hidden: int = 256
-    critic_layers: int = 3
-    n_critics: int = 10  # ensemble-q: Q-networks per seed (double-q has its two)
-    critic_reduce: str = "min"  # min | minmax (critic_lambda min + (1 - critic_lambda) max: BCQ) | lcb (ensemble-q: mean - critic_lcb_k std)
-    critic_lambda: float = 0.75
-    critic_lcb_k: float = 1.0
-    gamma: float = 0.99
-    tau: float = 0.005
-    max_q_backup: bool = False
-    n_backup_samples: int = 10
-    backup_order: str = "max-first"  # max_q_backup: max over samples per network, then reduce (Diffusion-QL) | reduce-first (BCQ)
-    target_noise: float = 0.0  # TD3's target policy smoothing: std of noise on next actions (0: off)
-    target_noise_clip: float = 0.5
-    # objective
-    eta: float = 1.0
-    q_grad: str = "exact"  # exact | approx (EDP's one-step estimate; heads without a chain use their samples)
-    q_grad_steps: int = 0  # exact: back-propagate the Q term through the last k reverse steps only (0: all, as in the paper)
-    q_start: int = 0  # behaviour-cloning-only steps before the Q term starts (0: from the start, as in the paper; BEAR: 40k)
-    eta_warmup: int = 0  # steps over which eta then ramps up from 0 (0: constant eta, as in the paper)
-    policy_delay: int = 1  # actor (and target) updates every this many critic updates (TD3: 2)
-    perturbation: float = 0.05  # bcq: max perturbation phi, in units of max_action
-    mmd_kernel: str = "laplacian"  # mmd: laplacian | gaussian
-    mmd_sigma: float = 20.0
-    mmd_samples: int = 10
-    mmd_threshold: float = 0.05  # mmd with eta > 0: Lagrange constraint MMD <= threshold
-    mmd_q: str = "normalised"  # mmd with eta > 0: Diffusion-QL's normalised -Q term | min (BEAR's -min_j Q_j)
-    # optimisation
-    lr: float = 3e-4  # actor learning rate (per dataset in the paper)
-    critic_lr: float = 3e-4
-    batch_size: int = 256
-    grad_norm: float = 1.0  # max gradient norm per network; 0 disables clipping
-    lr_decay: bool = False  # cosine decay of the actor lr over the run
-    ema_decay: float = 0.995
-    ema_start: int = 1000
-    ema_every: int = 5
-    reference_quirks: bool = False  # reproduce the reference code's EMA start (no sync at ema_start)
-    cuda_graphs: bool = True  # GPU: capture each kind of training step once as a CUDA graph and replay it
-    matmul_precision: str = "highest"  # highest (float32) | high | medium: TF32 on GPUs; medium: bf16 products on AMX CPUs
-    # acting
-    n_candidates: int = 50  # actions sampled per state; one is drawn by softmax(Q)
-    sample_steps: int = 0  # diffusion: reverse steps when acting (0: all T; fewer: respaced, faster, approximate)
-    target_sample_steps: int = 0  # diffusion: reverse steps for the critic's next actions (0: all T; EDP uses fewer)
-    # data
-    reward_tune: str = "no"
-    normalize_obs: bool = False
-    # run
-    steps: int = 1_000_000
-    log_every: int = 1000
-    eval_freq: int = 0  # gradient steps between evaluations; 0: only at the end
-    eval_episodes: int = 10
+    ``AgentConfig(head="gaussian", eta=2.5, hidden=64)``; unknown or unused keys raise :class:`ConfigError`.
+    """
 
+    def __init__(self, head: str = _DEFAULT_PARTS["head"], critic: str = _DEFAULT_PARTS["critic"],
+                 objective: str = _DEFAULT_PARTS["objective"], *, _source: str = "config", **values: Any) -> None:
+        names = {"head": head, "critic": critic, "objective": objective}
+        specs: Dict[str, Dict[str, SettingSpec]] = {}
+        for role, name in names.items():
+            if not isinstance(name, str):
+                raise ConfigError(f"{_source}: {role}={name!r} must be a registered {role} name")
+            try:
+                specs[role] = part_specs(role, name)
+            except UnknownNameError as exc:
+                raise UnknownNameError(f"cannot build head {head!r} with critic {critic!r} and objective {objective!r}: {exc}") from None
+        object.__setattr__(self, "_names", names)
+        object.__setattr__(self, "_specs", specs)
+        core = {k: s.default for k, s in CORE_SPECS.items()}
+        runtime = {k: s.default for k, s in RUNTIME_SPECS.items()}
+        parts = {role: {k: s.default for k, s in specs[role].items()} for role in ROLES}
+        for key, value in values.items():
+            self._set(key, value, _source, core, runtime, parts)
+        object.__setattr__(self, "_core", core)
+        object.__setattr__(self, "_runtime", runtime)
+        object.__setattr__(self, "_parts", parts)
+
+    # --- routing ---------------------------------------------------------------------------------
+    def _set(self, key: str, value: Any, source: str, core: dict, runtime: dict, parts: Dict[str, dict]) -> None:
+        where = source
+        try:
+            if "." in key:  # typed by its owner: head.T, critic.gamma, objective.eta
+                role, sub = key.split(".", 1)
+                if role not in ROLES:
+                    raise ConfigError(f"{where}: unknown key {key!r}: a typed key starts with one of {', '.join(ROLES)}")
+                if sub not in self._specs[role]:
+                    raise ConfigError(self._unused_message(where, sub, only_role=role))
+                parts[role][sub] = coerce(self._specs[role][sub], value, where)
+                return
+            hit = False
+            if key in CORE_SPECS:
+                core[key] = coerce(CORE_SPECS[key], value, where)
+                hit = True
+            if key in RUNTIME_SPECS:
+                runtime[key] = coerce(RUNTIME_SPECS[key], value, where)
+                hit = True
+            for role in ROLES:
+                if key in self._specs[role]:
+                    parts[role][key] = coerce(self._specs[role][key], value, where)
+                    hit = True
+            if not hit:
+                raise ConfigError(self._unused_message(where, key))
+        except SettingError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def _unused_message(self, where: str, key: str, only_role: Optional[str] = None) -> str:
+        owners = _declarers(key)
+        parts = ", ".join(f"{r} {self._names[r]!r}" for r in ROLES if only_role in (None, r))
+        if owners:
+            return (f"{where}: key {key!r} is not read by this agent's parts ({parts}); it belongs to {', '.join(owners)}. "
+                    f"See `dqltoolkit list keys`.")
+        return f"{where}: unknown key {key!r}.{did_you_mean(key, _all_known_keys())} See `dqltoolkit list keys`."
+
+    # --- access ----------------------------------------------------------------------------------
+    @property
+    def head(self) -> str:
+        return self._names["head"]
+
+    @property
+    def critic(self) -> str:
+        return self._names["critic"]
+
+    @property
+    def objective(self) -> str:
+        return self._names["objective"]
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        for table in (self._core, self._runtime, *(self._parts[r] for r in ROLES)):
+            if key in table:
+                return table[key]
+        raise AttributeError(f"AgentConfig has no key {key!r} (its parts: {self._names})")
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError("AgentConfig is immutable: use config.replace(key=value)")
+
+    def part_settings(self, role: str) -> Dict[str, Any]:
+        """The values of ``role``'s declared settings: the keyword arguments its constructor receives."""
+        return dict(self._parts[role])
+
+    def core(self) -> Dict[str, Any]:
+        return dict(self._core)
+
+    def runtime(self) -> Dict[str, Any]:
+        return dict(self._runtime)
+
+    def specs(self) -> Dict[str, SettingSpec]:
+        """Every key this configuration reads, flat (a key two parts share appears once, the first)."""
+        out: Dict[str, SettingSpec] = {}
+        for table in (CORE_SPECS, RUNTIME_SPECS, *(self._specs[r] for r in ROLES)):
+            for k, s in table.items():
+                out.setdefault(k, s)
+        return out
+
+    # --- copies and serialisation ------------------------------------------------------------------
     def replace(self, **changes: Any) -> "AgentConfig":
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes`` (flat or typed keys). Changing a part keeps the values the new part also
+        declares and drops the old part's own keys (listed in :attr:`dropped`)."""
+        names = dict(self._names)
+        for role in ROLES:
+            if role in changes:
+                names[role] = changes.pop(role)
+        values: Dict[str, Any] = {**self._core, **self._runtime}
+        dropped: List[str] = []
+        for role in ROLES:
+            if names[role] == self._names[role]:
+                values.update({f"{role}.{k}": v for k, v in self._parts[role].items()})
+                continue
+            new = part_specs(role, names[role]) if names[role] in _REGISTRIES[role] else {}
+            for k, v in self._parts[role].items():
+                if k in new:
+                    values[f"{role}.{k}"] = v
+                elif v != self._specs[role][k].default:
+                    dropped.append(f"{role}.{k}")
+        values.update(changes)
+        cfg = AgentConfig(**names, _source="override", **values)
+        object.__setattr__(cfg, "dropped", dropped)
+        return cfg
+
+    def fit(self, **values: Any) -> "AgentConfig":
+        """A copy with each of ``values`` set where the core or a chosen part reads it, the others ignored
+        (listed in :attr:`dropped`): for sweeps and tests that apply one table of sizes to many compositions."""
+        probe = self.replace(**{k: values[k] for k in ROLES if k in values})
+        reads = set(probe.specs()) | {f"{r}.{k}" for r in ROLES for k in probe._specs[r]}
+        kept = {k: v for k, v in values.items() if k not in ROLES and k in reads}
+        cfg = probe.replace(**kept)
+        object.__setattr__(cfg, "dropped", sorted(k for k in values if k not in ROLES and k not in reads))
+        return cfg
 
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Flat ``{key: value}``: the composition, the core, the runtime options, then each part's keys
+        (typed ``role.key`` where two parts hold different values for one name). Round-trips through
+        :meth:`from_dict`."""
+        out: Dict[str, Any] = dict(self._names)
+        out.update(self._core)
+        out.update(self._runtime)
+        seen: Dict[str, Any] = {}
+        for role in ROLES:
+            for k, v in self._parts[role].items():
+                if k in out and k not in seen:  # a part key shadowing a core key: keep it typed
+                    out[f"{role}.{k}"] = v
+                elif k in seen and seen[k] != v:
+                    out[f"{role}.{k}"] = v
+                else:
+                    seen.setdefault(k, v)
+                    out.setdefault(k, v)
+        return out
+
+    def to_nested(self) -> Dict[str, Any]:
+        """``{"head": {"name": ..., **settings}, ..., "core": {...}, "runtime": {...}}``: what config.yaml shows."""
+        out: Dict[str, Any] = {role: {"name": self._names[role], **self._parts[role]} for role in ROLES}
+        out["core"] = dict(self._core)
+        out["runtime"] = dict(self._runtime)
+        return out
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], source: str = "config") -> "AgentConfig":
-        return cls(**coerce_mapping(d, source))
+    def from_dict(cls, d: Mapping[str, Any], source: str = "config", legacy: bool = False) -> "AgentConfig":
+        """From :meth:`to_dict`'s form. ``legacy``: a document written before settings belonged to parts
+        (every key of every part, flat): keys the chosen parts do not read had no effect then and are dropped."""
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"{source}: expected a mapping of key: value, got {type(d).__name__}")
+        d = {str(k): v for k, v in d.items()}
+        names = {r: d.pop(r, _DEFAULT_PARTS[r]) for r in ROLES}
+        if legacy:
+            probe = AgentConfig(**names, _source=source)
+            reads = set(CORE_SPECS) | set(RUNTIME_SPECS) | {k for r in ROLES for k in probe._specs[r]}
+            d = {k: v for k, v in d.items() if (k.split(".", 1)[1] if "." in k else k) in reads and not (k == "activation" and v == "")}
+        return cls(**names, _source=source, **d)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AgentConfig) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"AgentConfig({', '.join(f'{k}={v!r}' for k, v in self.to_dict().items())})"
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(AgentConfig)}
-_TYPES = typing.get_type_hints(AgentConfig)
+# --- -p overrides ---------------------------------------------------------------------------------
+
+def _spec_anywhere(key: str) -> Optional[SettingSpec]:
+    """The spec of ``key`` if every declarer agrees on its type (for typing ``-p`` before the parts are known)."""
+    bare = key.split(".", 1)[1] if "." in key else key
+    found = [t[bare] for t in (CORE_SPECS, RUNTIME_SPECS) if bare in t]
+    for role in ROLES:
+        for name in _REGISTRIES[role].names():
+            try:
+                s = part_specs(role, name)
+            except Exception:  # noqa: BLE001
+                continue
+            if bare in s:
+                found.append(s[bare])
+    types = {s.type for s in found}
+    return found[0] if len(types) == 1 else None
 
 
-def _base_type(tp: Any) -> Any:
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    return args[0] if typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args else tp
-
-
-def coerce_value(key: str, value: Any, source: str) -> Any:
-    """Coerce ``value`` to the type of field ``key``; raise :class:`ConfigError` naming ``source``."""
-    if key not in _FIELDS:
-        raise ConfigError(f"{source}: unknown key {key!r}.{did_you_mean(key, list(_FIELDS))} See `dqltoolkit list keys`.")
-    tp = _base_type(_TYPES[key])
-    try:
-        if tp is bool:
-            if isinstance(value, bool):
-                return value
-            s = str(value).strip().lower()
-            if s in ("1", "true", "yes", "on"):
-                return True
-            if s in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if tp is int:
-            if isinstance(value, bool):
-                raise ValueError
-            f = float(value)
-            if not f.is_integer():
-                raise ValueError
-            return int(f)
-        if tp is float:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if tp is str:
-            return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{source}: {key}={value!r} is not a valid {tp.__name__}") from None
-    return value
-
-
-def coerce_mapping(d: Mapping[str, Any], source: str) -> Dict[str, Any]:
-    if not isinstance(d, Mapping):
-        raise ConfigError(f"{source}: expected a mapping of key: value, got {type(d).__name__}")
-    return {k: coerce_value(str(k), v, f"{source}") for k, v in d.items()}
-
-
-def parse_overrides(pairs: typing.Iterable[str], source: str = "-p") -> Dict[str, Any]:
-    """Parse ``["eta=2.5", "T=10"]`` into typed values."""
+def parse_overrides(pairs: Iterable[str], source: str = "-p") -> Dict[str, Any]:
+    """``["eta=2.5", "head.T=10"]`` -> typed values. A key no registered part declares is refused here;
+    whether the chosen parts read it is checked when the configuration is built."""
     out: Dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
             raise ConfigError(f"{source} {pair!r}: expected key=value")
-        k, v = pair.split("=", 1)
-        k = k.strip()
-        out[k] = coerce_value(k, v.strip(), f"{source} {pair!r}")
+        k, v = (s.strip() for s in pair.split("=", 1))
+        if k in ROLES:
+            out[k] = v
+            continue
+        spec = _spec_anywhere(k)
+        bare = k.split(".", 1)[1] if "." in k else k
+        if spec is None and bare not in _all_known_keys():
+            raise ConfigError(f"{source} {pair!r}: unknown key {k!r}.{did_you_mean(bare, _all_known_keys())} See `dqltoolkit list keys`.")
+        try:
+            out[k] = coerce(spec, v, f"{source} {pair!r}") if spec is not None else v
+        except SettingError as exc:
+            raise ConfigError(str(exc)) from None
+    return out
+
+
+def coerce_mapping(d: Mapping[str, Any], source: str) -> Dict[str, Any]:
+    """Check a mapping's keys exist somewhere and type them where the type is unambiguous."""
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"{source}: expected a mapping of key: value, got {type(d).__name__}")
+    out = {}
+    for k, v in d.items():
+        k = str(k)
+        if k in ROLES:
+            out[k] = v
+            continue
+        bare = k.split(".", 1)[1] if "." in k else k
+        if bare not in _all_known_keys():
+            raise ConfigError(f"{source}: unknown key {k!r}.{did_you_mean(bare, _all_known_keys())} See `dqltoolkit list keys`.")
+        spec = _spec_anywhere(k)
+        try:
+            out[k] = coerce(spec, v, source) if spec is not None else v
+        except SettingError as exc:
+            raise ConfigError(str(exc)) from None
     return out
 
 
@@ -185,6 +377,8 @@ def recipe_path(agent: str) -> Path:
     """A recipe name from ``agents/`` or a path to a YAML file."""
     p = Path(agent)
     if p.suffix in (".yaml", ".yml") or p.exists():
+        if p.is_dir():
+            raise ConfigError(f"recipe {agent} is a directory, not a YAML file")
         if not p.is_file():
             raise ConfigError(f"recipe file {agent} does not exist")
         return p
@@ -195,24 +389,96 @@ def recipe_path(agent: str) -> Path:
     return cand
 
 
-def load_recipe(agent: str, task: Optional[str] = None) -> Tuple[AgentConfig, Path]:
-    """Resolve a recipe for a task: defaults, then the task's overrides. Returns (config, recipe file)."""
-    path = recipe_path(agent)
+MAX_RECIPE_BYTES = 1 << 20
+MAX_BASE_DEPTH = 8
+
+
+def _read_recipe(path: Path) -> Dict[str, Any]:
+    size = path.stat().st_size
+    if size > MAX_RECIPE_BYTES:
+        raise ConfigError(f"{path}: {size} bytes is over the recipe limit of {MAX_RECIPE_BYTES}")
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(doc, dict) or "default" not in doc:
-        raise ConfigError(f"{path}: a recipe needs a top-level 'default' mapping (and optional per-task mappings)")
-    values = coerce_mapping(doc["default"] or {}, f"{path} [default]")
-    for key, sub in doc.items():  # validate every section, not only the one in use
-        if key != "default":
-            coerce_mapping(sub or {}, f"{path} [{key}]")
+    if not isinstance(doc, dict) or ("default" not in doc and "base" not in doc):
+        raise ConfigError(f"{path}: a recipe needs a top-level 'default' mapping (and optional per-task mappings), "
+                          f"or 'base: <recipe>' to extend a shipped one")
+    for key, sub in doc.items():
+        if key != "base" and sub is not None and not isinstance(sub, dict):
+            raise ConfigError(f"{path} [{key}]: expected a mapping of key: value, got {type(sub).__name__}")
+    return doc
+
+
+def _recipe_layers(agent: str, task: Optional[str], depth: int = 0) -> List[Tuple[str, Dict[str, Any]]]:
+    """``[(label, mapping), ...]`` in the order they apply: a base recipe's default and task section,
+    then this recipe's default and task section."""
+    if depth > MAX_BASE_DEPTH:
+        raise ConfigError(f"recipe {agent}: 'base' chain is deeper than {MAX_BASE_DEPTH} (a cycle?)")
+    path = recipe_path(agent)
+    doc = _read_recipe(path)
+    layers: List[Tuple[str, Dict[str, Any]]] = []
+    base = doc.get("base")
+    if base is not None:
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: 'base' must name a recipe (e.g. base: diffusion-ql), got {base!r}")
+        if not Path(base).is_absolute() and (path.parent / base).is_file():
+            base = str(path.parent / base)
+        layers += _recipe_layers(base, task, depth + 1)
+    layers.append((f"{path} [default]", dict(doc.get("default") or {})))
     if task is not None and task in doc:
-        values.update(coerce_mapping(doc[task] or {}, f"{path} [{task}]"))
-    return AgentConfig(**values), path
+        layers.append((f"{path} [{task}]", dict(doc[task] or {})))
+    for key, sub in doc.items():  # every section is checked, not only the one in use
+        if key not in ("base", "default"):
+            coerce_mapping(sub or {}, f"{path} [{key}]")
+    return layers
+
+
+@dataclass
+class Recipe:
+    """A resolved recipe: the configuration, the file it came from and the sections that applied."""
+
+    config: AgentConfig
+    path: Path
+    sections: List[str]
+
+
+def resolve_recipe(agent: str, task: Optional[str] = None) -> Recipe:
+    """Defaults, then the task's section (a base recipe's first), each checked against the parts."""
+    layers = _recipe_layers(agent, task)
+    names = dict(_DEFAULT_PARTS)
+    for label, values in layers:
+        for role in ROLES:
+            if role in values:
+                names[role] = values[role]
+    merged: Dict[str, Any] = {}
+    for label, values in layers:
+        merged.update({k: v for k, v in values.items() if k not in ROLES})
+    # build once per layer so that an error names the file and section that brought the key
+    for label, values in layers:
+        AgentConfig(**names, _source=label, **{k: v for k, v in values.items() if k not in ROLES})
+    config = AgentConfig(**names, _source=f"{recipe_path(agent)}", **merged)
+    return Recipe(config, recipe_path(agent), [label for label, _ in layers])
+
+
+def load_recipe(agent: str, task: Optional[str] = None) -> Tuple[AgentConfig, Path]:
+    """Resolve a recipe for a task: defaults, then the task's overrides. Returns (config, recipe file)."""
+    r = resolve_recipe(agent, task)
+    return r.config, r.path
 
 
 def config_keys() -> Dict[str, Tuple[str, Any]]:
-    """key -> (type name, default), for `dqltoolkit list keys`."""
-    return {k: (_base_type(_TYPES[k]).__name__, f.default) for k, f in _FIELDS.items()}
+    """key -> (type name, default), for `dqltoolkit list keys` (the default composition's keys)."""
+    return {k: (s.type.__name__, s.default) for k, s in AgentConfig().specs().items()}
+
+
+def describe_keys() -> List[SettingSpec]:
+    """Every key of the core, the runtime options and every registered part, with who reads it."""
+    out = list(CORE_SPECS.values()) + list(RUNTIME_SPECS.values())
+    for role in ROLES:
+        for name in _REGISTRIES[role].names():
+            try:
+                out += list(part_specs(role, name).values())
+            except Exception:  # noqa: BLE001
+                continue
+    return out

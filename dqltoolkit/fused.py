@@ -5,8 +5,8 @@ first layer, as one node each way; heads and critics use them whatever the objec
 compute whole pieces of a Diffusion-QL step with a hand-written backward (the TD target, the critic's
 regression, the actor's loss and gradients); the agent calls them where they apply. Either way a few
 hundred eager ops and autograd nodes become one call (see the top of fused.cpp for why that matters on
-a CPU). Callers ask :func:`applicable` first and keep their eager code as the fallback, which is also
-what runs on GPUs, where eager ops are queued asynchronously and their per-op cost is hidden.
+a CPU). The step operators are used by the fused CPU backend (dqltoolkit/backends/fused_cpu.py), chosen
+once per agent; the autograd wrappers also serve ``nn.EnsembleMLP`` on CPU tensors.
 """
 
 from __future__ import annotations
@@ -105,16 +105,16 @@ def ql_actor(ops, head, head_params: Sequence[Tensor], critic_params: Sequence[T
     gradient norms [M], gradients of L_bc + eta L_q w.r.t. head_params)``, the gradients clipped per seed
     to ``max_norm`` when it is > 0. The random numbers are the caller's, drawn in the eager path's order.
     (The operator records no graph, so the parameters need not be detached.)"""
-    c = head.chain(head.sample_steps)
+    c = head.chain(0)  # training runs the full chain
     out = ops.ql_actor_grads(obs, actions, t, bc_noise, chain_noise if chain_noise is not None else bc_noise, coin,
                              head.time_embedding, head.sqrt_abar, head.sqrt_1m_abar, head_params, critic_params, c["packed"], c["t"],
                              float(head.max_action), float(eta), bool(approx), float(max_norm))
     return out[0], out[1], out[2], list(out[3:])
 
 
-def target_q(ops, head, critic_net, next_obs: Tensor, noise: Tensor) -> Tensor:
-    """Twin values ``[M, k, B]`` of the target critic ``critic_net`` at (s', a'), a' from the diffusion
-    ``head``'s chain (``head.sample_steps`` steps) started from ``noise``; one operator, no graph."""
-    c = head.chain(head.sample_steps)
+def target_q(ops, head, critic_net, next_obs: Tensor, noise: Tensor, steps: int = 0) -> Tensor:
+    """Values ``[M, k, B]`` of the target critic ``critic_net`` at (s', a'), a' from the diffusion
+    ``head``'s chain (``steps`` reverse steps, 0: all) started from ``noise``; one operator, no graph."""
+    c = head.chain(steps)
     return ops.target_q(next_obs, noise, head.time_embedding, list(head.parameters()), list(critic_net.parameters()), c["packed"], c["t"],
                         float(head.max_action))

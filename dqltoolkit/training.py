@@ -110,8 +110,21 @@ def sample_policy_actions(agent, n: int = 1000, seed: int = 0, member: int = 0, 
     obs = (obs - agent.obs_mean) / agent.obs_std
     gens = member_generators([seed + m for m in range(agent.members)], agent.device)
     a = agent.objective.policy_sample(agent.head, agent.aux, obs, gens)  # the trained policy: BCQ perturbs the head's samples
-    a = a * agent._action_scale + agent._action_center
+    a = a * agent.learner.action_scale + agent.learner.action_center
     return a[member].cpu().numpy()
+
+
+def ensure_dataset(agent) -> None:
+    """Give a loaded agent its task's dataset when it has none, keeping the observation statistics its
+    networks were trained with; an agent with neither gets an error saying what to call."""
+    if agent.buffer is not None:
+        return
+    if agent.task is None:
+        raise RuntimeError("no dataset: call agent.set_dataset(table) first, or build the agent with "
+                           "Agent.from_task(recipe, task) (a checkpoint that names its task loads it by itself)")
+    from .tasks import get_task
+
+    agent.set_dataset(get_task(agent.task).load_dataset(), refit_obs_stats=False)
 
 
 def spaces_from_table(table: Mapping[str, np.ndarray]):
@@ -252,7 +265,7 @@ def train(
 
     from .agent import Agent
     from .checkpoint import save_agent
-    from .config import load_recipe
+    from .config import resolve_recipe
     from .evaluation import evaluate
     from .tasks import get_task
 
@@ -260,16 +273,19 @@ def train(
         raise ValueError("init starts a new run from a checkpoint's weights and resume continues one: give only one of them")
     task = get_task(env)
     if init is not None:
-        from .checkpoint import read_checkpoint
-        from .config import AgentConfig
+        from .checkpoint import config_of, read_checkpoint
         from .zoo import resolve_checkpoint
 
         recipe_file = resolve_checkpoint(init)
-        config = AgentConfig.from_dict(read_checkpoint(recipe_file)[0]["config"], source=f"{recipe_file} config")
+        config = config_of(read_checkpoint(recipe_file)[0], recipe_file)
+        sections = [f"{recipe_file} (the checkpoint's config)"]
     else:
-        config, recipe_file = load_recipe(agent, task.id)
+        recipe = resolve_recipe(agent, getattr(task, "recipe_section", None) or task.id)
+        config, recipe_file, sections = recipe.config, recipe.path, recipe.sections
     if overrides:
         config = config.replace(**overrides)
+        if getattr(config, "dropped", None) and verbose:
+            print(f"dqltoolkit: the new parts do not read {', '.join(config.dropped)}: dropped", flush=True)
     if steps is not None:
         config = config.replace(steps=int(steps))
     out = Path(out)
@@ -291,7 +307,10 @@ def train(
     model.set_dataset(table, refit_obs_stats=resume is None and init is None)
     if resume is not None:
         config = config.replace(steps=int(steps) if steps is not None else max(config.steps - model.num_timesteps, 0))
-    resolved = {"agent": agent, "recipe_file": str(recipe_file), **({"init": str(init)} if init is not None else {}),
+    if verbose:
+        print(f"dqltoolkit: recipe sections applied: {', '.join(sections)}; backend: {model.backend.describe()}", flush=True)
+    resolved = {"agent": agent, "recipe_file": str(recipe_file), "recipe_sections": sections, "backend": model.backend.describe(),
+                **({"init": str(init)} if init is not None else {}),
                 "env": task.id, "seeds": list(seeds), "device": str(model.device), "config": config.to_dict()}
     (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     formats = [CSVOutputFormat(str(out / "metrics.csv"))]
@@ -313,7 +332,8 @@ def train(
     finally:
         model.logger.close()
     train_s = time.perf_counter() - t0
-    results: Dict[str, Any] = {"train_seconds": train_s, "steps": model.num_timesteps, "steps_per_s": model.num_timesteps / max(train_s, 1e-9)}
+    results: Dict[str, Any] = {"train_seconds": train_s, "steps": model.num_timesteps, "steps_per_s": model.num_timesteps / max(train_s, 1e-9),
+                               "backend": model.backend.describe()}
     ckpts: List[Path] = []
     if model.members == 1:
         ckpts.append(save_agent(model, out / "model.zip"))

@@ -13,7 +13,9 @@ TINY = dict(T=3, hidden=16, critic_hidden=16, time_dim=8, batch_size=32, n_candi
 
 
 def tiny_config(**kw) -> AgentConfig:
-    return AgentConfig(**{**TINY, **kw})
+    """Tiny sizes for whichever parts ``kw`` names (keys those parts do not read are left out), then ``kw``."""
+    parts = {k: kw.pop(k) for k in ("head", "critic", "objective") if k in kw}
+    return AgentConfig(**parts).fit(**TINY).replace(**kw)
 
 
 def random_table(n=200, obs_dim=3, act_dim=2, seed=0):

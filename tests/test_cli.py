@@ -115,11 +115,18 @@ def test_several_seeds_in_one_process_write_one_checkpoint_each_and_a_summary(tm
 
 def test_head_option_swaps_the_policy_class(tmp_path):
     out = tmp_path / "g"
-    res = run(["train", "--agent", "diffusion-ql", "--head", "gaussian", "--env", "bandit2d-v0", "--steps", "3", "--out", str(out), "--no-progress", *TINY_ARGS])
+    gaussian_args = TINY_ARGS[2:]  # a Gaussian head reads no T
+    res = run(["train", "--agent", "diffusion-ql", "--head", "gaussian", "--env", "bandit2d-v0", "--steps", "3", "--out", str(out), "--no-progress",
+               *gaussian_args])
     assert res.exit_code == 0, res.output
     m = dqltoolkit.load(out / "model.zip")
     assert (m.config.head, m.config.objective) == ("gaussian", "ql")
     assert type(m.head).__name__ == "GaussianHead"
+    assert m.config.hidden == 16  # a key both heads read carries over
+    # the recipe's diffusion-only keys are dropped with the head; one given explicitly is refused, naming its owner
+    res = run(["train", "--agent", "diffusion-ql", "--head", "gaussian", "--env", "bandit2d-v0", "--steps", "3", "--out", str(out / "x"),
+               "--no-progress", *TINY_ARGS])
+    assert res.exit_code != 0 and "key 'T' is not read by this agent's parts" in res.output and "head 'diffusion'" in res.output
 
 
 def test_interrupted_training_keeps_its_model_and_resumes(tmp_path, monkeypatch):

@@ -25,7 +25,7 @@ def _settings():
 
 
 def test_unknown_precision_is_refused_with_the_choices(spaces):
-    with pytest.raises(ValueError, match=r"matmul_precision='low'.*highest, high, medium"):
+    with pytest.raises(ValueError, match=r"matmul_precision='low'.*'highest', 'high', 'medium'"):
         Agent(tiny_config(matmul_precision="low"), *spaces, seeds=[0], device="cpu")
 
 

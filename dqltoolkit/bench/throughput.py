@@ -118,17 +118,24 @@ def counted_step_gflop(config, table, steps: int = 4) -> float:
     """
     from torch.utils.flop_counter import FlopCounterMode
 
+    import os
+
     from .. import fused
 
-    agent = _agent([0], torch.device("cpu"), table, config=config)
-    applicable = fused.applicable
+    applicable, before = fused.applicable, os.environ.get("DQLTOOLKIT_FUSED")
     fused.applicable = lambda *tensors: None
+    os.environ["DQLTOOLKIT_FUSED"] = "0"  # the agent is built on the eager backend
     try:
+        agent = _agent([0], torch.device("cpu"), table, config=config)
         with FlopCounterMode(display=False) as counter:
             for _ in range(steps):
                 agent.train_step()
     finally:
         fused.applicable = applicable
+        if before is None:
+            os.environ.pop("DQLTOOLKIT_FUSED", None)
+        else:
+            os.environ["DQLTOOLKIT_FUSED"] = before
     return counter.get_total_flops() / steps / 1e9
 
 
@@ -140,7 +147,7 @@ def _recipe_rows(dev: torch.device, table, steps: int, reduced: Optional[Tuple[s
 
     plan = {}
     for name in recipe_names():
-        cfg = load_recipe(name)[0].replace(q_start=0)  # the steady-state step: past any warm-up without the Q term (bear's)
+        cfg = load_recipe(name)[0].fit(q_start=0)  # the steady-state step: past any warm-up without the Q term (bear's)
         detail = f"batch {cfg.batch_size}" + (f", T {cfg.T}" if cfg.head == "diffusion" else "")
         gflop = counted_step_gflop(cfg, table)
         plan[f"recipe {name}"] = (_agent([0], dev, table, config=cfg).train_step, steps, gflop,

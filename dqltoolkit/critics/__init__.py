@@ -1,6 +1,7 @@
 """Critics. Importing this package registers the built-in critics."""
 
+from .base import Critic
 from .double_q import DoubleQCritic
 from .ensemble_q import EnsembleQCritic
 
-__all__ = ["DoubleQCritic", "EnsembleQCritic"]
+__all__ = ["Critic", "DoubleQCritic", "EnsembleQCritic"]

@@ -1,8 +1,9 @@
-"""The policy-head interface that objectives and the agent rely on."""
+"""The policy-head interface that objectives, the learner and the acting policy rely on."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, FrozenSet, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -13,13 +14,22 @@ class PolicyHead(nn.Module):
 
     All tensors carry a leading member dimension: ``obs`` is ``[M, B, obs_dim]``, actions
     ``[M, B, action_dim]`` in ``[-max_action, max_action]``, losses ``[M]`` (one per member, summed by
-    the agent, so members never share gradients).
+    the learner, so members never share gradients).
 
     ``differentiable_samples`` says whether :meth:`sample` keeps the graph back to the parameters,
-    which objectives that maximise Q through the samples (``ql``) require.
+    which objectives that maximise Q through the samples (``ql``) require. ``Settings`` declares the
+    keys the constructor takes (see dqltoolkit/settings.py); ``capabilities`` which of the toolkit's
+    kernels compute this exact class's math (dqltoolkit/capabilities.py; not inherited).
     """
 
+    @dataclass
+    class Settings:
+        pass
+
     differentiable_samples: bool = True
+    capabilities: ClassVar[FrozenSet[str]] = frozenset()
+    #: the axis of :meth:`draw_noise`'s tensor that runs over rows (after the member axis); None: no noise
+    noise_row_dim: ClassVar[Optional[int]] = None
 
     def __init__(self, obs_dim: int, action_dim: int, members: int = 1, max_action: float = 1.0) -> None:
         super().__init__()
@@ -31,5 +41,15 @@ class PolicyHead(nn.Module):
     def behaviour_loss(self, obs: Tensor, actions: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
         raise NotImplementedError
 
-    def sample(self, obs: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
+    def sample(self, obs: Tensor, generators: Sequence[torch.Generator], noise: Optional[Tensor] = None,
+               steps: Optional[int] = None) -> Tensor:
+        """Actions ``[M, B, action_dim]`` for ``obs``. ``noise``: the randomness to use instead of drawing it
+        (shaped like :meth:`draw_noise`'s); ``steps``: sampling steps for heads that have several (None: the
+        head's full chain), which callers pass in and the head never stores."""
         raise NotImplementedError
+
+    def draw_noise(self, rows: int, generators: Sequence[torch.Generator], device: torch.device,
+                   steps: Optional[int] = None) -> Optional[Tensor]:
+        """The noise :meth:`sample` would draw for ``rows`` rows (None: the head samples without noise).
+        Acting uses it to act reproducibly: the same candidates' noise for every observation."""
+        return None

@@ -8,19 +8,29 @@ differentiable through the decoder.
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from ..nn import EnsembleMLP, member_randn
+from ..nn import ACTIVATIONS, EnsembleMLP, member_randn
 from ..registry import HEADS
+from ..settings import setting
 from .base import PolicyHead
 
 
 @HEADS.register("cvae")
 class CVAEHead(PolicyHead):
+    @dataclass
+    class Settings(PolicyHead.Settings):
+        hidden: int = setting(750, "encoder and decoder width", min=1)
+        latent_dim: int = setting(0, "latent size (0: twice the action size)", min=0)
+        activation: str = setting("relu", "activation", choices=tuple(ACTIVATIONS))
+        latent_clip: float = setting(0.5, "latent samples are clipped to +-latent_clip when sampling", min=0)
+
     differentiable_samples = True
+    noise_row_dim = 0  # draw_noise: [M, rows, latent]
 
     def __init__(self, obs_dim: int, action_dim: int, members: int = 1, max_action: float = 1.0, hidden: int = 750, latent_dim: int = 0,
                  activation: str = "relu", latent_clip: float = 0.5) -> None:
@@ -46,7 +56,10 @@ class CVAEHead(PolicyHead):
         kl = -0.5 * (1 + 2 * log_std - mean.pow(2) - std.pow(2)).mean(dim=(1, 2))
         return recon + 0.5 * kl
 
-    def sample(self, obs: Tensor, generators: Sequence[torch.Generator], noise: Tensor | None = None) -> Tensor:
+    def draw_noise(self, rows: int, generators: Sequence[torch.Generator], device: torch.device, steps: Optional[int] = None) -> Tensor:
+        return member_randn(generators, (rows, self.latent_dim), device)
+
+    def sample(self, obs: Tensor, generators: Sequence[torch.Generator], noise: Tensor | None = None, steps: Optional[int] = None) -> Tensor:
         if noise is None:
             noise = member_randn(generators, (obs.shape[1], self.latent_dim), obs.device)
         return self.decode(obs, noise.clamp(-self.latent_clip, self.latent_clip))

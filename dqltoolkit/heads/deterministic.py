@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from ..nn import EnsembleMLP
+from ..nn import ACTIVATIONS, EnsembleMLP
 from ..registry import HEADS
+from ..settings import setting
 from .base import PolicyHead
 
 
 @HEADS.register("deterministic")
 class DeterministicHead(PolicyHead):
+    @dataclass
+    class Settings(PolicyHead.Settings):
+        hidden: int = setting(256, "network width", min=1)
+        n_layers: int = setting(3, "hidden layers", min=1)
+        activation: str = setting("mish", "activation", choices=tuple(ACTIVATIONS))
+
     differentiable_samples = True
 
     def __init__(self, obs_dim: int, action_dim: int, members: int = 1, max_action: float = 1.0, hidden: int = 256, n_layers: int = 3,
@@ -30,5 +38,5 @@ class DeterministicHead(PolicyHead):
     def behaviour_loss(self, obs: Tensor, actions: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
         return (self(obs) - actions).pow(2).mean(dim=(1, 2))
 
-    def sample(self, obs: Tensor, generators: Sequence[torch.Generator], noise: Tensor | None = None) -> Tensor:
+    def sample(self, obs: Tensor, generators: Sequence[torch.Generator], noise: Tensor | None = None, steps: Optional[int] = None) -> Tensor:
         return self(obs)

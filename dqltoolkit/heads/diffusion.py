@@ -9,25 +9,46 @@ at every step of the chain that the reference code does.
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .. import fused
-from ..nn import EnsembleMLP, layer_baddbmm, layer_bmm, member_randint, member_randn, mish, sinusoidal_embedding
+from ..capabilities import KERNELS
+from ..nn import ACTIVATIONS, EnsembleMLP, layer_baddbmm, layer_bmm, member_randint, member_randn, sinusoidal_embedding
 from ..registry import HEADS
+from ..settings import setting
 from .base import PolicyHead
-from .reverse_chain import reverse_chain
 from .schedules import SCHEDULES
+
+#: a reverse-chain kernel: (noise, state part, time part, action weights, weights, biases, chain, bound) -> actions
+ChainKernel = Callable[..., Tensor]
 
 
 @HEADS.register("diffusion")
 class DiffusionHead(PolicyHead):
-    """Conditional diffusion policy (eps-prediction, clipped x0, posterior-variance sampler)."""
+    """Conditional diffusion policy (eps-prediction, clipped x0, posterior-variance sampler).
+
+    ``chain_kernel``: an implementation of :meth:`sample`'s reverse loop with the same math, installed by
+    the backend the agent runs on (the fused CPU operator, the GPU autograd node) for this exact class
+    only (it declares ``capabilities``); None runs the loop below.
+    """
+
+    @dataclass
+    class Settings(PolicyHead.Settings):
+        T: int = setting(5, "diffusion steps (paper: 5 for D4RL, 50 for the bandit)", min=1)
+        beta_schedule: str = setting("vp", "noise schedule: vp, linear, cosine (or a registered one)")
+        hidden: int = setting(256, "denoiser width", min=1)
+        n_layers: int = setting(3, "denoiser hidden layers", min=1)
+        time_dim: int = setting(16, "width of the time embedding", min=2)
+        activation: str = setting("mish", "denoiser activation", choices=tuple(ACTIVATIONS))
 
     differentiable_samples = True
+    capabilities = frozenset({KERNELS})
+    noise_row_dim = 1  # draw_noise: [M, K, rows, A]
+    chain_kernel: Optional[ChainKernel] = None
 
     def __init__(
         self,
@@ -55,7 +76,6 @@ class DiffusionHead(PolicyHead):
         self.betas = betas
         self.alphas_cumprod = abar
         self._chains = {self.T: _chain_coefficients(abar, np.arange(self.T))}
-        self.sample_steps = 0  # default reverse steps of sample() (0: all T); the agent sets it for acting and targets
         self.register_buffer("sqrt_abar", torch.tensor(np.sqrt(abar), dtype=torch.float32), persistent=False)
         # the time embedding of every step is a constant: computed once, not at every chain
         self.register_buffer("time_embedding", sinusoidal_embedding(torch.arange(self.T), self.time_dim), persistent=False)
@@ -66,7 +86,7 @@ class DiffusionHead(PolicyHead):
 
         Fewer steps use DDPM respacing (Nichol & Dhariwal 2021): keep k evenly spaced steps, derive the
         sub-chain's betas from their abar, and feed the network the original time indices. Faster and
-        approximate; only acting uses it (``sample_steps``), training always runs the full chain.
+        approximate; callers choose it per call (acting, the critic's next actions), training runs the full chain.
         """
         k = self.T if steps <= 0 or steps >= self.T else int(steps)
         if k not in self._chains:
@@ -138,6 +158,10 @@ class DiffusionHead(PolicyHead):
         estimate = ((x_t - s * eps) / a).clamp(-self.max_action, self.max_action)
         return loss, estimate
 
+    def draw_noise(self, rows: int, generators: Sequence[torch.Generator], device: torch.device,
+                   steps: Optional[int] = None) -> Tensor:
+        return member_randn(generators, (len(self.chain(steps or 0)["t"]), rows, self.action_dim), device)
+
     def sample(
         self,
         obs: Tensor,
@@ -147,12 +171,12 @@ class DiffusionHead(PolicyHead):
         steps: int | None = None,
     ) -> Tensor:
         """Run the reverse chain from x_T ~ N(0, I); differentiable through every step, or through the
-        last ``grad_steps`` only (0: all). ``steps``: reverse steps (default ``sample_steps``, 0 = all T).
+        last ``grad_steps`` only (0: all). ``steps``: reverse steps (None or 0: all T; fewer: respaced).
 
         ``noise`` ``[M, K, B, action_dim]`` for a K-step chain: index 0 is x_T, index k >= 1 the noise
         added after the k-th reverse step (none is added after the last step).
         """
-        c = self.chain(self.sample_steps if steps is None else steps)
+        c = self.chain(steps or 0)
         K = len(c["t"])
         M, B, _ = obs.shape
         if noise is None:
@@ -162,15 +186,10 @@ class DiffusionHead(PolicyHead):
         lim = self.max_action
         # grad_steps < K: the first reverse steps run without a graph (the reference code's "last_few")
         no_grad_until = K - grad_steps if 0 < grad_steps < K and torch.is_grad_enabled() else 0
-        ops = fused.applicable(obs) if no_grad_until == 0 and self.net.act is mish and len(self.net.layers) > 1 else None
         layers = self.net.layers
-        if ops is not None:
-            return fused.reverse_chain(ops, noise, sp, tp, layers[0].weight[:, : self.action_dim], [m.weight for m in layers[1:]],
-                                       [m.bias for m in layers[1:]], c["packed"], c["t"], float(lim))
-        if obs.device.type != "cpu" and no_grad_until == 0 and self.net.act is mish and len(layers) > 1:
-            # GPU: the chain as one autograd node of few kernels (heads/reverse_chain.py)
-            return reverse_chain(noise, sp, tp, layers[0].weight[:, : self.action_dim], [m.weight for m in layers[1:]],
-                                 [m.bias for m in layers[1:]], c, float(lim))
+        if self.chain_kernel is not None and no_grad_until == 0:
+            return self.chain_kernel(noise, sp, tp, layers[0].weight[:, : self.action_dim], [m.weight for m in layers[1:]],
+                                     [m.bias for m in layers[1:]], c, float(lim))
         x = noise[:, 0]
         for k, j in enumerate(reversed(range(K))):
             i = c["t"][j]

@@ -9,13 +9,15 @@ the change-of-variables term in the likelihood) or by clipping.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from ..nn import EnsembleMLP, member_randn
+from ..nn import ACTIVATIONS, EnsembleMLP, member_randn
 from ..registry import HEADS
+from ..settings import setting
 from .base import PolicyHead
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -23,7 +25,17 @@ _LOG_2PI = math.log(2 * math.pi)
 
 @HEADS.register("gaussian")
 class GaussianHead(PolicyHead):
+    @dataclass
+    class Settings(PolicyHead.Settings):
+        hidden: int = setting(256, "network width", min=1)
+        n_layers: int = setting(3, "hidden layers", min=1)
+        activation: str = setting("mish", "activation", choices=tuple(ACTIVATIONS))
+        squash: str = setting("tanh", "keep samples in bounds by tanh (with its Jacobian) or clip", choices=("tanh", "clip"))
+        log_std_min: float = setting(-20.0, "lower clamp of the log standard deviation")
+        log_std_max: float = setting(2.0, "upper clamp of the log standard deviation")
+
     differentiable_samples = True
+    noise_row_dim = 0  # draw_noise: [M, rows, A]
 
     def __init__(self, obs_dim: int, action_dim: int, members: int = 1, max_action: float = 1.0, hidden: int = 256, n_layers: int = 3,
                  activation: str = "mish", squash: str = "tanh", log_std_min: float = -20.0, log_std_max: float = 2.0) -> None:
@@ -57,7 +69,10 @@ class GaussianHead(PolicyHead):
         """Negative log-likelihood of the dataset actions, mean over the batch: ``[M]``."""
         return -self.log_prob(obs, actions).mean(dim=1)
 
-    def sample(self, obs: Tensor, generators: Sequence[torch.Generator], noise: Tensor | None = None) -> Tensor:
+    def draw_noise(self, rows: int, generators: Sequence[torch.Generator], device: torch.device, steps: Optional[int] = None) -> Tensor:
+        return member_randn(generators, (rows, self.action_dim), device)
+
+    def sample(self, obs: Tensor, generators: Sequence[torch.Generator], noise: Tensor | None = None, steps: Optional[int] = None) -> Tensor:
         mu, log_std = self.distribution(obs)
         if noise is None:
             noise = member_randn(generators, mu.shape[1:], obs.device)

@@ -1,7 +1,7 @@
 """The objective interface: head + critic + batch -> actor loss per member.
 
 An objective may own extra networks (BCQ's perturbation model, BEAR's behaviour CVAE and Lagrange
-multiplier). It declares them in :meth:`build`; the agent gives them the member dimension, trains them
+multiplier). It declares them in :meth:`build`; the learner gives them the member dimension, trains them
 with the actor's optimiser, keeps EMA copies of them next to the head's, and saves them in checkpoints.
 The policy that acts and that supplies the critic's next actions is :meth:`policy_sample`: the head's
 samples unless the objective changes them (BCQ perturbs them).
@@ -9,7 +9,8 @@ samples unless the objective changes them (BCQ perturbs them).
 
 from __future__ import annotations
 
-from typing import Dict, Hashable, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import ClassVar, Dict, FrozenSet, Hashable, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -20,28 +21,40 @@ from ..heads.base import PolicyHead
 class Objective:
     """Turns a head, a critic and a batch into the actor loss ``[M]`` plus diagnostics ``{name: [M]}``.
 
-    ``uses_critic`` tells the agent whether to train a critic at all (pure BC skips it);
-    ``needs_differentiable_samples`` is checked against the head when the agent is built.
+    ``uses_critic`` tells the learner whether to train a critic at all (pure BC skips it);
+    ``needs_differentiable_samples`` is checked against the head when the agent is built. ``Settings``
+    declares the keys the constructor takes; ``capabilities`` which kernels compute this exact class's
+    loss (see dqltoolkit/capabilities.py). ``step`` is the learner's step count at the current update.
     """
+
+    @dataclass
+    class Settings:
+        pass
 
     name = "objective"
     uses_critic = True
     needs_differentiable_samples = False
+    capabilities: ClassVar[FrozenSet[str]] = frozenset()
     # acting picks among candidates by softmax(Q) (Diffusion-QL), or always the best one (True: BCQ)
     greedy_acting = False
+    step: int = 0
 
-    def graph_key(self) -> Hashable:
-        """Everything outside tensors that changes this objective's kernels from step to step (for QL, its
-        current eta). A CUDA-graphed step is captured once per distinct key. Default: nothing."""
+    def __init__(self, **settings: object) -> None:
+        pass
+
+    def schedule_key(self, step: int) -> Hashable:
+        """The values of this objective's step schedules at ``step`` (eta during a ramp, whether a term is on):
+        updates at steps with equal keys compute the same function of the batch. Default: no schedule."""
         return None
 
     def build(self, obs_dim: int, action_dim: int, members: int, config) -> Dict[str, nn.Module]:
         """Extra trainable networks, each with ``reset_parameters(generators)``. Default: none."""
         return {}
 
-    def policy_sample(self, head: PolicyHead, aux: Optional[nn.ModuleDict], obs: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
-        """Actions of the trained policy for ``obs`` ``[M, B, obs_dim]``."""
-        return head.sample(obs, generators)
+    def policy_sample(self, head: PolicyHead, aux: Optional[nn.ModuleDict], obs: Tensor, generators: Sequence[torch.Generator],
+                      noise: Optional[Tensor] = None, steps: Optional[int] = None) -> Tensor:
+        """Actions of the trained policy for ``obs`` ``[M, B, obs_dim]`` (``noise``, ``steps``: see ``PolicyHead.sample``)."""
+        return head.sample(obs, generators, noise=noise, steps=steps)
 
     def actor_loss(
         self, head: PolicyHead, critic, obs: Tensor, actions: Tensor, generators: Sequence[torch.Generator], aux: Optional[nn.ModuleDict] = None
@@ -50,7 +63,5 @@ class Objective:
 
 
 def q_of(critic, obs: Tensor, actions: Tensor) -> Tensor:
-    """Online Q-values ``[M, N, B]`` (N = 2 for twins) of a policy's actions, for actor losses: differentiable w.r.t.
-    the actions only where the critic offers that (``policy_values``), else its plain forward."""
-    values = getattr(critic, "policy_values", None)
-    return values(obs, actions) if values is not None else critic(obs, actions)
+    """Online Q-values ``[M, n_q, B]`` of a policy's actions for an actor loss (the critic's ``policy_values``)."""
+    return critic.policy_values(obs, actions)

@@ -11,9 +11,6 @@ class BCObjective(Objective):
     name = "bc"
     uses_critic = False
 
-    def __init__(self, **_: object) -> None:
-        pass
-
     def actor_loss(self, head, critic, obs, actions, generators, aux=None):
         bc = head.behaviour_loss(obs, actions, generators)
         return bc, {"bc_loss": bc}

@@ -11,6 +11,7 @@ samples each scored by soft clipped double Q, 0.75 min + 0.25 max of the twins (
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -18,6 +19,7 @@ from torch import Tensor, nn
 
 from ..nn import EnsembleMLP
 from ..registry import OBJECTIVES
+from ..settings import setting
 from .base import Objective, q_of
 
 
@@ -37,20 +39,25 @@ class Perturbation(nn.Module):
 
 @OBJECTIVES.register("bcq")
 class BCQObjective(Objective):
+    @dataclass
+    class Settings(Objective.Settings):
+        perturbation: float = setting(0.05, "max perturbation phi, in units of max_action", min=0)
+        hidden: int = setting(750, "perturbation network width (shared with the head's `hidden` when given flat)", min=1)
+
     name = "bcq"
     uses_critic = True
     needs_differentiable_samples = False
     greedy_acting = True  # BCQ's policy is the highest-valued of its perturbed samples
 
-    def __init__(self, perturbation: float = 0.05, config=None, **_: object) -> None:
+    def __init__(self, perturbation: float = 0.05, hidden: int = 750) -> None:
         self.phi = float(perturbation)
-        self.hidden = int(getattr(config, "hidden", 256))
+        self.hidden = int(hidden)
 
     def build(self, obs_dim, action_dim, members, config):
         return {"perturb": Perturbation(obs_dim, action_dim, members, self.hidden, self.phi)}
 
-    def policy_sample(self, head, aux, obs, generators):
-        return aux["perturb"](obs, head.sample(obs, generators).detach())
+    def policy_sample(self, head, aux, obs, generators, noise=None, steps=None):
+        return aux["perturb"](obs, head.sample(obs, generators, noise=noise, steps=steps).detach())
 
     def actor_loss(self, head, critic, obs, actions, generators, aux=None):
         elbo = head.behaviour_loss(obs, actions, generators)

@@ -11,7 +11,8 @@ the paper's "QL-MMD" panel) or BEAR's own, -mean min_j Q_j(s, pi(s)) over the cr
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Hashable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 from ..heads.cvae import CVAEHead
 from ..nn import member_rand
 from ..registry import OBJECTIVES
+from ..settings import setting
 from .base import Objective, q_of
 from .ql import normalised_q_loss
 
@@ -52,12 +54,24 @@ class LogAlpha(nn.Module):
 
 @OBJECTIVES.register("mmd")
 class MMDObjective(Objective):
+    @dataclass
+    class Settings(Objective.Settings):
+        eta: float = setting(0.0, "weight of the -Q term (0: behaviour cloning by MMD)", min=0)
+        mmd_kernel: str = setting("laplacian", "kernel", choices=("laplacian", "gaussian"))
+        mmd_sigma: float = setting(20.0, "kernel bandwidth", min=0)
+        mmd_samples: int = setting(10, "policy and behaviour samples per state", min=1)
+        mmd_threshold: float = setting(0.05, "Lagrange constraint MMD <= threshold (eta > 0)")
+        mmd_q: str = setting("normalised", "the -Q term: Diffusion-QL's normalised one | min (BEAR's -min_j Q_j)",
+                             choices=("normalised", "min"))
+        q_start: int = setting(0, "support matching alone for this many steps before the Q term (BEAR: 40k)", min=0)
+        hidden: int = setting(256, "behaviour CVAE width (shared with the head's `hidden` when given flat)", min=1)
+
     name = "mmd"
     needs_differentiable_samples = True
     greedy_acting = True  # BEAR's policy: the highest-valued of its sampled actions
 
     def __init__(self, eta: float = 0.0, mmd_kernel: str = "laplacian", mmd_sigma: float = 20.0, mmd_samples: int = 10,
-                 mmd_threshold: float = 0.05, mmd_q: str = "normalised", q_start: int = 0, config=None, **_: object) -> None:
+                 mmd_threshold: float = 0.05, mmd_q: str = "normalised", q_start: int = 0, hidden: int = 256) -> None:
         if mmd_kernel not in ("laplacian", "gaussian"):
             raise ValueError(f"mmd objective: mmd_kernel must be 'laplacian' or 'gaussian', got {mmd_kernel!r}")
         if mmd_q not in ("normalised", "min"):
@@ -67,10 +81,10 @@ class MMDObjective(Objective):
         self.eta, self.kernel, self.sigma = float(eta), mmd_kernel, float(mmd_sigma)
         self.n, self.threshold = int(mmd_samples), float(mmd_threshold)
         self.uses_critic = self.eta > 0
-        self.hidden = int(getattr(config, "hidden", 256))
+        self.hidden = int(hidden)
 
-    def graph_key(self) -> bool:
-        return self.step >= self.q_start  # (a graphed step is captured once with and once without the Q term)
+    def schedule_key(self, step: int) -> Hashable:
+        return step >= self.q_start  # the Q term is on or off
 
     def build(self, obs_dim, action_dim, members, config):
         modules = {"behaviour": CVAEHead(obs_dim, action_dim, members, hidden=self.hidden)}

@@ -8,13 +8,16 @@ its own coin, so multi-seed runs equal separate runs.
 
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, Hashable, Tuple
 
 import torch
 from torch import Tensor
 
-from ..nn import member_rand, member_randint, member_randn
+from ..capabilities import KERNELS
+from ..nn import member_rand
 from ..registry import OBJECTIVES
+from ..settings import setting
 from .base import Objective, q_of
 
 
@@ -36,16 +39,26 @@ def normalised_q_loss(q: Tensor, coin: Tensor) -> Tensor:
 
 @OBJECTIVES.register("ql")
 class QLObjective(Objective):
+    @dataclass
+    class Settings(Objective.Settings):
+        eta: float = setting(1.0, "weight of the normalised -Q term", min=0)
+        q_grad: str = setting("exact", "exact (through the reverse chain) | approx (EDP's one-step estimate; heads without "
+                              "a chain use their samples)", choices=("exact", "approx"))
+        q_grad_steps: int = setting(0, "exact: back-propagate through the last k reverse steps only (0: all, the paper)", min=0)
+        q_start: int = setting(0, "behaviour-cloning-only steps before the Q term starts (0: the paper)", min=0)
+        eta_warmup: int = setting(0, "steps over which eta then ramps up from 0 (0: constant, the paper)", min=0)
+
     name = "ql"
     uses_critic = True
     needs_differentiable_samples = True
+    capabilities = frozenset({KERNELS})
 
-    def __init__(self, eta: float = 1.0, q_grad: str = "exact", eta_warmup: int = 0, q_start: int = 0, q_grad_steps: int = 0, **_: object) -> None:
+    def __init__(self, eta: float = 1.0, q_grad: str = "exact", eta_warmup: int = 0, q_start: int = 0, q_grad_steps: int = 0) -> None:
         if q_grad not in ("exact", "approx"):
             raise ValueError(f"ql objective: q_grad must be 'exact' or 'approx', got {q_grad!r}")
         self.eta, self.q_grad, self.eta_warmup, self.q_start = float(eta), q_grad, int(eta_warmup), int(q_start)
         self.q_grad_steps = int(q_grad_steps)
-        self.step = 0  # set by the agent before each actor update
+        self.step = 0  # set by the learner before each actor update
 
     def current_eta(self) -> float:
         """0 for the first ``q_start`` steps (behaviour cloning only), then eta ramped linearly from 0 over
@@ -56,8 +69,12 @@ class QLObjective(Objective):
             return self.eta
         return self.eta * min(1.0, (self.step - self.q_start) / self.eta_warmup)
 
-    def graph_key(self) -> float:
-        return self.current_eta()
+    def schedule_key(self, step: int) -> Hashable:
+        saved, self.step = self.step, step
+        try:
+            return self.current_eta()
+        finally:
+            self.step = saved
 
     def _bc_and_actions(self, head, obs, actions, generators, after_bc=None) -> Tuple[Tensor, Tensor]:
         """The BC loss and the actions whose Q the term maximises. ``after_bc(bc, shared)`` runs in between,
@@ -82,57 +99,3 @@ class QLObjective(Objective):
         bc, new_actions = self._bc_and_actions(head, obs, actions, generators)
         ql = self._q_loss(critic, obs, new_actions, generators)
         return bc + self.current_eta() * ql, {"bc_loss": bc, "ql_loss": ql}
-
-    def actor_loss_and_grads(self, head, critic, obs, actions, generators, params, aux=None):
-        """:meth:`actor_loss` and its gradients w.r.t. ``params``, in two backward passes: the BC term's
-        right after its forward, before the critic is read, then the Q term's.
-
-        Why: on a GPU the critic's update runs on a second stream and the actor waits for it only where
-        its loss reads the critic; back-propagating the BC term before that point moves its backward
-        off the step's critical path. Same random numbers in the same order as :meth:`actor_loss`; the
-        gradients differ from one joint backward by float rounding only."""
-        g_bc: list = []
-
-        def bc_backward(bc: Tensor, shared: bool) -> None:
-            g_bc.extend(torch.autograd.grad(bc.sum(), params, retain_graph=shared, allow_unused=True))
-
-        bc, new_actions = self._bc_and_actions(head, obs, actions, generators, after_bc=bc_backward)
-        ql = self._q_loss(critic, obs, new_actions, generators)
-        eta = self.current_eta()
-        g_q = torch.autograd.grad((eta * ql).sum(), params, allow_unused=True)
-        grads = [a if b is None else (b if a is None else a + b) for a, b in zip(g_bc, g_q)]
-        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
-        return bc + eta * ql, {"bc_loss": bc, "ql_loss": ql}, grads
-
-    def actor_grads(self, head, critic, obs, actions, generators, aux=None, head_params=None, critic_params=None, max_norm=0.0):
-        """``(actor loss, parts, per-seed gradient norms, gradients)`` from one fused CPU operator, the
-        gradients w.r.t. ``head_params`` (default ``head.parameters()``) clipped per seed to ``max_norm``
-        when > 0, for a Mish diffusion head with a twin or ensemble Mish critic (``critic_params``: its online
-        parameters); None where that does not apply (the agent then differentiates :meth:`actor_loss`).
-        Draws the same random numbers in the same order as the eager path."""
-        from .. import fused
-        from ..critics.double_q import DoubleQCritic
-        from ..heads.diffusion import DiffusionHead
-        from ..nn import mish
-
-        if not isinstance(head, DiffusionHead) or not isinstance(critic, DoubleQCritic) or aux or self.q_grad_steps:
-            return None
-        if any(n.act is not mish for n in (head.net, head.time_mlp, critic.q)) or len(head.net.layers) < 2:
-            return None
-        if len(head.time_mlp.layers) != 2 or critic.q.layers[0].weight.shape[0] != critic.n_q * head.members:
-            return None  # the operator expects a one-hidden-layer time MLP and n_q critics per seed
-        ops = fused.applicable(obs, actions)
-        if ops is None:
-            return None
-        M, B, A = actions.shape
-        t = member_randint(generators, head.T, (B,), obs.device)
-        bc_noise = member_randn(generators, (B, A), obs.device)
-        approx = self.q_grad == "approx"
-        chain_noise = None if approx else member_randn(generators, (len(head.chain(head.sample_steps)["t"]), B, A), obs.device)
-        coin = member_rand(generators, (), obs.device)
-        eta = self.current_eta()
-        head_params = list(head.parameters()) if head_params is None else head_params
-        critic_params = list(critic.q.parameters()) if critic_params is None else critic_params
-        bc, ql, norm, grads = fused.ql_actor(ops, head, head_params, critic_params, obs, actions, t, bc_noise, chain_noise, coin, eta, approx,
-                                             max_norm)
-        return bc + eta * ql, {"bc_loss": bc, "ql_loss": ql}, norm, grads

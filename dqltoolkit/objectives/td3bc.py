@@ -7,17 +7,24 @@ the td3bc recipe turns on, so any head can use them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..registry import OBJECTIVES
+from ..settings import setting
 from .base import Objective, q_of
 
 
 @OBJECTIVES.register("td3bc")
 class TD3BCObjective(Objective):
+    @dataclass
+    class Settings(Objective.Settings):
+        eta: float = setting(2.5, "alpha: lambda = alpha / mean|Q1| (2.5 in the paper)", min=0)
+
     name = "td3bc"
     uses_critic = True
     needs_differentiable_samples = True
 
-    def __init__(self, eta: float = 2.5, **_: object) -> None:
+    def __init__(self, eta: float = 2.5) -> None:
         self.alpha = float(eta)
 
     def actor_loss(self, head, critic, obs, actions, generators, aux=None):

@@ -1,0 +1,118 @@
+"""Settings declared by the parts that use them.
+
+Why: a recipe is a composition (a head, a critic, an objective), and each part knows which keys it
+reads. A part declares them as a ``Settings`` dataclass on its class; the agent's configuration is the
+union of the core keys (optimisation, acting, data, run) and the settings of the parts a recipe picks.
+So a plugin brings its own keys without touching the core, and a key that no chosen part reads is an
+error instead of a silent no-op (``-p squash=clip`` on a diffusion head).
+
+    @dataclass
+    class Settings(PolicyHead.Settings):
+        width: int = setting(64, "hidden width", min=1)
+
+A subclass extends its parent's ``Settings`` by subclassing it. The part's constructor takes the same
+names as keyword arguments (the agent passes exactly the declared ones).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+
+def setting(default: Any, help: str = "", *, min: Optional[float] = None, choices: Optional[Sequence[Any]] = None) -> Any:
+    """A declared setting: its default, a one-line description (shown by ``dqltoolkit list keys``), and
+    the bounds checked whenever a value is set (``min``; ``choices`` for strings)."""
+    return field(default=default, metadata={"help": help, "min": min, "choices": tuple(choices) if choices else None})
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """One key: its name, type, default, description, bounds and who declares it (``head 'diffusion'``)."""
+
+    name: str
+    type: type
+    default: Any
+    help: str = ""
+    min: Optional[float] = None
+    choices: Optional[Tuple[Any, ...]] = None
+    owner: str = ""
+
+
+def _base_type(tp: Any) -> Any:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    union = (typing.Union, getattr(__import__("types"), "UnionType", None))
+    return args[0] if typing.get_origin(tp) in union and args else tp
+
+
+def specs_of(settings_cls: Optional[type], owner: str = "") -> Dict[str, SettingSpec]:
+    """The keys a ``Settings`` dataclass declares (none for ``None``)."""
+    if settings_cls is None:
+        return {}
+    if not dataclasses.is_dataclass(settings_cls):
+        raise TypeError(f"{owner or settings_cls!r}: Settings must be a dataclass, got {settings_cls!r}")
+    hints = typing.get_type_hints(settings_cls)
+    out = {}
+    for f in dataclasses.fields(settings_cls):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
+        meta = f.metadata or {}
+        out[f.name] = SettingSpec(f.name, _base_type(hints[f.name]), default, meta.get("help", ""), meta.get("min"), meta.get("choices"),
+                                  owner)
+    return out
+
+
+def part_settings(cls: type, owner: str = "") -> Dict[str, SettingSpec]:
+    """The keys a part class declares through its (possibly inherited) ``Settings`` dataclass."""
+    return specs_of(getattr(cls, "Settings", None), owner)
+
+
+class SettingError(ValueError):
+    """A value that does not fit its declared type or bounds."""
+
+
+def coerce(spec: SettingSpec, value: Any, source: str) -> Any:
+    """``value`` as the spec's type, within its bounds; :class:`SettingError` naming ``source`` and the key."""
+    tp, key = spec.type, spec.name
+    try:
+        if tp is bool:
+            if isinstance(value, bool):
+                out: Any = value
+            else:
+                s = str(value).strip().lower()
+                if s in ("1", "true", "yes", "on"):
+                    out = True
+                elif s in ("0", "false", "no", "off"):
+                    out = False
+                else:
+                    raise ValueError
+        elif tp is int:
+            if isinstance(value, bool):
+                raise ValueError
+            f = float(value)
+            if not f.is_integer():
+                raise ValueError
+            out = int(f)
+        elif tp is float:
+            if isinstance(value, bool):
+                raise ValueError
+            out = float(value)
+            if out != out or out in (float("inf"), float("-inf")):
+                raise SettingError(f"{source}: {key}={value!r} is not a finite number")
+        elif tp is str:
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise ValueError
+            out = str(value)
+        else:
+            out = value
+    except SettingError:
+        raise
+    except (TypeError, ValueError, OverflowError):
+        raise SettingError(f"{source}: {key}={value!r} is not a valid {getattr(tp, '__name__', tp)}") from None
+    if spec.min is not None and isinstance(out, (int, float)) and not isinstance(out, bool) and out < spec.min:
+        raise SettingError(f"{source}: {key}={out!r} is below its minimum {spec.min:g}")
+    if spec.choices is not None and out not in spec.choices:
+        raise SettingError(f"{source}: {key}={out!r} is not one of {', '.join(map(repr, spec.choices))}")
+    return out
