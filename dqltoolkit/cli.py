@@ -398,7 +398,7 @@ def dataset_info(dataset_id: str) -> None:
 def list_(what: str) -> None:
     """Show registered agents (recipes), heads, critics, objectives, envs (tasks), zoo entries and recipe keys."""
     from . import agent as _agent  # noqa: F401  (registers built-in parts)
-    from .config import config_keys, recipe_names
+    from .config import recipe_names
     from .registry import CRITICS, HEADS, OBJECTIVES
     from .tasks import task_ids
     from .zoo import load_index
@@ -415,8 +415,15 @@ def list_(what: str) -> None:
         if what in (name, "all"):
             click.echo(f"{name}: {', '.join(fn())}")
     if what == "keys":
-        for k, (tp, default) in config_keys().items():
-            click.echo(f"{k:18s} {tp:6s} {default}")
+        from .config import describe_keys
+
+        owner = None
+        for spec in describe_keys():
+            if spec.owner != owner:
+                owner = spec.owner
+                click.echo(f"\n[{owner}]" + (" (every agent)" if owner in ("core", "runtime") else ""))
+            bounds = f", one of {', '.join(map(str, spec.choices))}" if spec.choices else (f", >= {spec.min:g}" if spec.min is not None else "")
+            click.echo(f"  {spec.name:20s} {spec.type.__name__:5s} {spec.default!s:12s} {spec.help}{bounds}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,3 +1,4 @@
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -178,10 +179,10 @@ def test_fewer_step_samplers_apply_where_configured(spaces):
     assert (False, 2) in seen  # acting: 2 steps
 
 
-def test_candidate_selection_is_softmax_of_min_q_and_deterministic_is_a_fixed_draw(spaces):
+def test_candidate_selection_is_softmax_of_min_q_and_deterministic_is_its_weighted_medoid(spaces):
     """predict scores n_candidates samples by the target critic's min(Q1, Q2) and draws one with
-    probability softmax(Q); deterministic acting makes that draw once per candidate slot, so the same
-    observation always gets the same action, and over seeds its choices follow softmax(Q) too."""
+    probability softmax(Q); deterministic acting takes the candidate with the least softmax(Q)-weighted
+    distance to the others, the same for the same observation."""
     agent = Agent(tiny_config(n_candidates=4), *spaces, device="cpu")
     cands = torch.tensor([[-0.5, 0.0], [0.0, 0.5], [0.5, 0.0], [0.0, -0.5]])
     q_of = torch.tensor([0.0, 1.0, 2.0, 0.5])
@@ -199,7 +200,9 @@ def test_candidate_selection_is_softmax_of_min_q_and_deterministic_is_a_fixed_dr
     agent.critic.target_values = fake_q
     obs = np.zeros((4000, 3), np.float32)
     det, _ = agent.predict(obs, deterministic=True)
-    assert np.all(det == det[0]) and np.abs(cands.numpy() - det[0]).sum(-1).min() < 1e-6
+    w = torch.softmax(q_of, 0)
+    spread = (torch.cdist(cands, cands) * w).sum(-1)  # by hand: [0.79, 0.59, 0.32, 0.63] -> the third candidate
+    np.testing.assert_array_equal(det, np.tile(cands[spread.argmin()].numpy(), (4000, 1)))
     np.testing.assert_array_equal(agent.predict(obs[:3], deterministic=True)[0], det[:3])  # any batch, the same action
     drawn, _ = agent.predict(obs)
     chosen = np.abs(drawn[:, None, :] - cands.numpy()[None]).sum(-1).argmin(-1)
@@ -246,3 +249,65 @@ def test_from_task_gives_an_agent_ready_for_sb3_tools():
     assert np.isfinite(mean) and model.num_timesteps == 5
     with pytest.raises(ConfigError, match="unknown key 'etaa'. Did you mean 'eta'"):
         Agent.from_task("diffusion-ql", "bandit2d-v0", etaa=1.0)
+
+
+def test_load_then_learn_continues_on_the_checkpoints_task(tmp_path):
+    """Agent.load + learn: the checkpoint knows its task, so its dataset is loaded (statistics kept)."""
+    agent = Agent.from_task("diffusion-ql", "bandit2d-v0", device="cpu", T=3, hidden=16, critic_hidden=16, batch_size=32,
+                            n_candidates=4, log_every=5)
+    agent.learn(5)
+    path = agent.save(tmp_path / "m.zip")
+    loaded = Agent.load(path, device="cpu")
+    assert loaded.buffer is None and loaded.task == "bandit2d-v0"
+    loaded.learn(3)
+    assert loaded.num_timesteps == 8 and loaded.buffer is not None
+    bare = Agent(tiny_config(), gym.spaces.Box(-np.inf, np.inf, (3,), np.float32), gym.spaces.Box(-1, 1, (2,), np.float32), device="cpu")
+    with pytest.raises(RuntimeError, match=r"no dataset: call agent.set_dataset\(table\) first, or build the agent with Agent.from_task"):
+        bare.learn(1)
+
+
+def test_unknown_keywords_are_refused_like_a_typo_should_be(tmp_path, tiny_agent):
+    path = tiny_agent.save(tmp_path / "m.zip")
+    with pytest.raises(TypeError, match="devcie"):
+        Agent.load(path, devcie="cpu")
+    with pytest.raises(TypeError, match="tb_log_nam"):
+        tiny_agent.learn(1, tb_log_nam="x")
+    tiny_agent.learn(1, tb_log_name="run", reset_num_timesteps=False)  # SB3's own keywords are accepted
+    with pytest.raises(ValueError, match="custom_objects"):
+        Agent.load(path, custom_objects={"lr_schedule": 0.1})
+    with pytest.raises(ValueError, match="total_timesteps must be >= 0"):
+        tiny_agent.learn(-1)
+
+
+def test_predict_refuses_non_finite_observations_and_takes_empty_batches(tiny_agent):
+    with pytest.raises(ValueError, match=r"observation rows \[1\] contain NaN or Inf"):
+        tiny_agent.predict(np.array([[0, 0, 0], [np.nan, 0, 0]], np.float32))
+    with pytest.raises(ValueError, match="the observation contain NaN or Inf"):
+        tiny_agent.predict(np.array([np.inf, 0, 0], np.float32))
+    a, _ = tiny_agent.predict(np.zeros((0, 3), np.float32))
+    assert a.shape == (0, 2)
+
+
+def test_deterministic_acting_is_the_same_action_for_the_same_observation_in_any_batch(tiny_agent):
+    obs = np.random.default_rng(0).standard_normal((7, 3)).astype(np.float32)
+    batch, _ = tiny_agent.predict(obs, deterministic=True)
+    alone = np.stack([tiny_agent.predict(o, deterministic=True)[0] for o in obs])
+    np.testing.assert_allclose(batch, alone, rtol=1e-5, atol=1e-6)
+    shuffled, _ = tiny_agent.predict(obs[::-1].copy(), deterministic=True)
+    np.testing.assert_allclose(shuffled[::-1], batch, rtol=1e-5, atol=1e-6)
+    stochastic = np.stack([tiny_agent.predict(obs)[0] for _ in range(2)])
+    assert not np.allclose(stochastic[0], stochastic[1])  # stochastic acting still draws afresh
+
+
+def test_large_batches_are_acted_on_in_bounded_chunks(tiny_agent, monkeypatch):
+    from dqltoolkit import acting
+
+    monkeypatch.setattr(acting, "CANDIDATE_ROWS_PER_CHUNK", 64)  # 8 candidates: 8 states per chunk
+    seen = []
+    real = acting.ActingPolicy._act_once
+    monkeypatch.setattr(acting.ActingPolicy, "_act_once", lambda self, obs, d, h: seen.append(obs.shape[1]) or real(self, obs, d, h))
+    obs = np.random.default_rng(1).standard_normal((50, 3)).astype(np.float32)
+    det, _ = tiny_agent.predict(obs, deterministic=True)
+    assert det.shape == (50, 2) and max(seen) == 8 and sum(seen) == 50
+    monkeypatch.setattr(acting, "CANDIDATE_ROWS_PER_CHUNK", 10**6)
+    np.testing.assert_allclose(tiny_agent.predict(obs, deterministic=True)[0], det, rtol=1e-5, atol=1e-6)  # chunking changes nothing

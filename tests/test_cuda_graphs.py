@@ -49,11 +49,11 @@ def test_graphed_steps_equal_eager_steps(spaces, kw):
         for k in info_e:
             torch.testing.assert_close(info_g[k], info_e[k], rtol=1e-5, atol=1e-6, msg=lambda m: f"step {step} {k}: {m}")
     _assert_same_state(graphed, eager)
-    stats = graphed.step_graphs.stats()
+    stats = graphed.backend.step_graphs.stats()
     assert stats["disabled"] is None, stats
     assert stats["replays"] + stats["eager_steps"] == 16 and stats["variants"] >= 1
     if "eta_warmup" not in kw:
-        assert stats["eager_steps"] == graphed.step_graphs.WARMUP_STEPS
+        assert stats["eager_steps"] == graphed.backend.step_graphs.WARMUP_STEPS
     if kw.get("lr_decay"):
         lr = graphed.actor_opt.param_groups[0]["lr"]
         assert isinstance(lr, torch.Tensor) and float(lr) == pytest.approx(eager.actor_opt.param_groups[0]["lr"], rel=1e-6)
@@ -64,7 +64,7 @@ def test_graphed_diffusion_ql_uses_three_variants_and_no_eager_steps_after_warmu
     agent = Agent(tiny_config(ema_start=10, ema_every=5), *spaces, device="cuda")
     agent.set_dataset(random_table(n=500))
     agent.learn(40)
-    stats = agent.step_graphs.stats()
+    stats = agent.backend.step_graphs.stats()
     # (actor, EMA copy), (actor, no EMA), (actor, EMA average)
     assert stats == {"variants": 3, "replays": 40 - 3, "eager_steps": 3, "disabled": None}
     assert all(torch.isfinite(v).all() for v in agent.pop_metrics().values() for v in [torch.as_tensor(v)])
@@ -86,7 +86,7 @@ def test_graphed_run_resumes_from_a_checkpoint_exactly(spaces, tmp_path):
 @cuda
 def test_critic_update_on_its_own_stream_trains_the_same_model(spaces):
     overlapped, sequential = (Agent(tiny_config(cuda_graphs=False, ema_start=2, ema_every=2), *spaces, seeds=[0, 1], device="cuda") for _ in "ab")
-    sequential._critic_stream = None
+    sequential.backend.stream = None  # the critic's update on the actor's stream
     for agent in (overlapped, sequential):
         agent.set_dataset(random_table(n=500))
         agent.learn(12)
@@ -94,6 +94,28 @@ def test_critic_update_on_its_own_stream_trains_the_same_model(spaces):
     m_o, m_s = overlapped.pop_metrics(), sequential.pop_metrics()
     for k in m_s:
         torch.testing.assert_close(torch.as_tensor(m_o[k]), torch.as_tensor(m_s[k]), msg=lambda m: f"{k}: {m}")
+
+
+@cuda
+def test_a_subclassed_head_runs_its_own_sample_on_the_gpu(spaces):
+    """The chain kernel is installed only for the exact class that declares it: a subclass's override runs."""
+    from dqltoolkit.heads.diffusion import DiffusionHead
+    from dqltoolkit.registry import HEADS
+
+    calls = []
+
+    class Shifted(DiffusionHead):
+        def sample(self, obs, generators, **kw):
+            calls.append(obs.shape)
+            return (super().sample(obs, generators, **kw) * 0.5).clamp(-1, 1)
+
+    HEADS.register("shifted-gpu-test", Shifted, overwrite=True)
+    agent = Agent(tiny_config(head="shifted-gpu-test"), *spaces, device="cuda")
+    assert agent.head.chain_kernel is None and "chain" not in agent.backend.describe()
+    agent.set_dataset(random_table(n=500))
+    agent.learn(6)
+    agent.predict(torch.zeros(3).numpy())
+    assert len(calls) >= 6 + 2
 
 
 @cuda
@@ -114,14 +136,14 @@ def test_a_new_dataset_is_sampled_by_fresh_graphs(spaces):
     agent = Agent(tiny_config(), *spaces, device="cuda")
     agent.set_dataset(random_table(n=500, seed=0))
     agent.learn(8)
-    assert agent.step_graphs.stats()["variants"] >= 1
+    assert agent.backend.step_graphs.stats()["variants"] >= 1
     big_rewards = random_table(n=300, seed=1)
     big_rewards["rewards"] = big_rewards["rewards"] * 0 + 1000.0
     agent.set_dataset(big_rewards)  # the old dataset's tensors are freed: graphs must not read them
-    assert agent.step_graphs.stats()["variants"] == 0
+    assert agent.backend.step_graphs.stats()["variants"] == 0
     for _ in range(4):
         agent.train_step()
-    assert agent.step_graphs.stats()["variants"] >= 1
+    assert agent.backend.step_graphs.stats()["variants"] >= 1
     batch_rewards = agent.buffer.sample(32, agent.train_generators)["rewards"]
     assert torch.all(batch_rewards == 1000.0)
     # the critic now regresses onto rewards of 1000: its loss is far above what the first dataset gave
@@ -147,4 +169,5 @@ def test_graphed_acting_picks_the_actions_eager_acting_picks(spaces, determinist
                 a_g, _ = graphed.predict(obs, deterministic=deterministic)
                 a_e, _ = eager.predict(obs, deterministic=deterministic)
                 np.testing.assert_allclose(a_g, a_e, rtol=1e-5, atol=1e-6, err_msg=f"dataset {data_seed}, call {call}, {n_envs} envs")
-    assert len(graphed.act_graphs.graphs) == 2 and graphed.act_graphs.disabled is None
+    assert len(graphed.backend.act_graphs.graphs) == 2 and graphed.backend.act_graphs.disabled is None
+    assert graphed.backend.describe() == "cuda (chain, streams, graphs)"
