@@ -46,7 +46,8 @@ def main() -> None:
     if dev.type == "cuda":
         alloc, reserved = torch.cuda.max_memory_allocated(dev), torch.cuda.max_memory_reserved(dev)
         line += f"peak allocated {alloc / 2**20:.0f} MiB, peak reserved {reserved / 2**20:.0f} MiB"
-        graphs = agent.step_graphs.stats() if agent.step_graphs is not None else None
+        sg = getattr(agent.backend, "step_graphs", None)
+        graphs = sg.stats() if sg is not None else None
         line += f"; graphs {graphs}"
     else:
         line += f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"

@@ -43,7 +43,7 @@ def main() -> None:
     kernel_us = sum(e.device_time_total for e in events) / a.steps
     launches = sum(e.count for e in events) / a.steps
     print(f"wall {1e3 * wall:.3f} ms/step; kernel time {kernel_us / 1e3:.3f} ms/step in {launches:.0f} kernels/step "
-          f"({kernel_us / max(launches, 1):.2f} us each); graphs {agent.step_graphs.stats() if agent.step_graphs else None}")
+          f"({kernel_us / max(launches, 1):.2f} us each); graphs {agent.backend.step_graphs.stats() if getattr(agent.backend, 'step_graphs', None) else None}")
     events.sort(key=lambda e: -e.device_time_total)
     print(f"{'kernel':<90} {'us/step':>8} {'calls/step':>10} {'us/call':>8}")
     for e in events[: a.rows]:

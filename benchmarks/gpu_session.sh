@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Everything a short GPU lease should check, in one command: the CUDA tests, the peak memory of a
-# 1M-transition run, a kernel profile of the graphed step, the throughput benchmark on the GPU and,
-# optionally, every recipe's step (graphed, float32 and TF32) and a quality run. Logs go to $OUT (default
-# ./gpu_out). STAGES picks stages (default: tests memory profile bench); QUALITY holds the quality run's
-# arguments (benchmarks/d4rl_quality.py), its dataset read from MINARI_DATASETS_PATH.
+# 1M-transition run, a kernel profile of the graphed step, the throughput benchmark on the GPU, a full
+# Diffusion-QL run on the bandit on the GPU (the README's main job) and, optionally, every recipe's step
+# (graphed, float32 and TF32) and a quality run. Logs go to $OUT (default ./gpu_out). STAGES picks stages
+# (default: tests bench bandit); QUALITY holds the quality run's arguments (benchmarks/d4rl_quality.py),
+# its dataset read from MINARI_DATASETS_PATH.
 #
 # The GPU image carries torch but not gymnasium, minari or SB3: put their wheels (Python 3.12) in .whl/
 # and they are installed into /tmp/site first; see docs/performance.md for the exact download command.
 set -u
 OUT=${OUT:-gpu_out}
-STAGES=${STAGES:-tests memory profile bench}
+STAGES=${STAGES:-tests bench bandit}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 export PYTHONPATH=$PWD
@@ -26,7 +27,7 @@ has() { [[ " $STAGES " == *" $1 "* ]]; }
 
 if has tests; then
     echo "== CUDA tests"
-    timeout "${TEST_TIMEOUT:-240}" python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py tests/test_reverse_chain.py 2>&1 \
+    timeout "${TEST_TIMEOUT:-240}" python3 -m pytest -q -p no:cacheprovider -x tests/test_cuda_graphs.py tests/test_reverse_chain.py 2>&1 \
         | tee "$OUT/cuda_tests.log" | tail -15
 fi
 if has memory; then
@@ -43,10 +44,10 @@ if has profile; then
 fi
 if has bench; then
     echo "== benchmark"
-    timeout "${BENCH_TIMEOUT:-360}" python3 - "$OUT" <<'PY' 2>"$OUT/bench.err"
+    timeout "${BENCH_TIMEOUT:-360}" python3 - "$OUT" ${BENCH_ROWS:-} <<'PY' 2>"$OUT/bench.err"
 import json, sys
 from dqltoolkit.bench.throughput import format_table, run_benchmark, to_json_rows
-rows = ["reference", "exact", "exact_x5", "approx", "eval", "reduced", "ensemble"]
+rows = sys.argv[2].split(",") if len(sys.argv) > 2 else ["reference", "exact", "exact_x5", "approx", "eval", "reduced", "ensemble"]
 res = run_benchmark("cuda", repeats=5, rows=rows, progress=lambda m: print(m, file=sys.stderr))
 text = format_table(res)
 open(f"{sys.argv[1]}/bench.md", "w").write(text + "\n")
@@ -54,6 +55,12 @@ open(f"{sys.argv[1]}/bench.jsonl", "w").write("\n".join(json.dumps(r) for r in t
 print(text)
 PY
     tail -3 "$OUT/bench.err"
+fi
+if has bandit; then
+    echo "== Diffusion-QL on bandit2d-v0, the README's main job, on the GPU"
+    timeout "${BANDIT_TIMEOUT:-240}" python3 -m dqltoolkit.cli train --agent diffusion-ql --env bandit2d-v0 --device cuda \
+        --out "$OUT/bandit" --no-progress 2>&1 | grep -v "^|" | tail -8
+    python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print({k: r[k] for k in ('steps', 'steps_per_s', 'backend', 'mean_return')}, r['evaluation'][0].get('mode_shares'))" "$OUT/bandit/results.json"
 fi
 if has recipes; then
     echo "== every recipe"
