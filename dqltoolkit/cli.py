@@ -27,49 +27,73 @@ def main() -> None:
 @main.command()
 @click.option("--agent", "agent", default=None, help="Recipe name from `dqltoolkit list agents`, or a path to a recipe YAML [diffusion-ql].")
 @click.option("--env", "env", required=True, help="Task id from `dqltoolkit list envs` (e.g. bandit2d-v0).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Run folder [runs/<agent>-<env>].")
-@click.option("--steps", type=int, default=None, help="Gradient steps (default: the recipe's `steps`).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run folder [a new runs/<agent>-<env>, numbered _2, _3, ... when taken]. A folder holding an earlier, finished run "
+                   "loses that run's outputs; one holding an unfinished run (model_interrupted.zip) is refused.")
+@click.option("--steps", type=int, default=None, help="Gradient steps (default: the recipe's `steps`); with --resume: how many more.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the run (weights, batches, noise).")
 @click.option("--seeds", type=str, default=None, help="Train several seeds in one process, e.g. 0-4 (overrides --seed).")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto.")
 @click.option("--head", default=None, help="Swap the recipe's policy head (e.g. gaussian).")
-@click.option("-p", "params", multiple=True, metavar="KEY=VALUE", help="Override a recipe key; repeatable. Typed by the recipe.")
+@click.option("-p", "params", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe key; repeatable. Typed by the recipe. With --resume only settings that keep the networks "
+                   "(lr, eta, tau, batch_size, ...) may change; the others are refused.")
 @click.option("--eval-freq", type=int, default=None, help="Evaluate every N gradient steps (default: the recipe's eval_freq).")
 @click.option("--download", is_flag=True, help="Download a Minari dataset that is not local (needs a network).")
 @click.option("--resume", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Continue from a checkpoint (its recipe, seeds and optimiser state) for --steps more steps; zoo:<id> works too.")
+              help="Continue from a checkpoint (its recipe, seeds and optimiser state) up to its run's steps, or --steps more; "
+                   "zoo:<id> works too.")
 @click.option("--init", type=str, default=None,
               help="Fine-tune: a new run from a checkpoint's weights (path or zoo:<id>) with its recipe, -p overrides, fresh optimisers.")
+@click.option("--save-every", type=int, default=None, metavar="N",
+              help="Every N steps write model_latest.zip (all seeds, resumable; atomic, only when finite): a killed run loses at most N steps.")
 @click.option("--no-progress", is_flag=True, help="Print log lines instead of a progress bar.")
-def train(agent: Optional[str], env: str, out: Optional[Path], steps: Optional[int], seed: int, seeds: Optional[str], device: str,
-          head: Optional[str], params: Tuple[str, ...], eval_freq: Optional[int], download: bool, resume: Optional[Path],
-          init: Optional[str], no_progress: bool) -> None:
-    """Train an agent offline on a task's dataset, then evaluate it and save model.zip."""
+@click.pass_context
+def train(ctx: click.Context, agent: Optional[str], env: str, out: Optional[Path], steps: Optional[int], seed: int, seeds: Optional[str],
+          device: str, head: Optional[str], params: Tuple[str, ...], eval_freq: Optional[int], download: bool, resume: Optional[Path],
+          init: Optional[str], save_every: Optional[int], no_progress: bool) -> None:
+    """Train an agent offline on a task's dataset, then evaluate it and save model.zip.
+
+    SIGINT (Ctrl-C) and SIGTERM stop the run after the current gradient step and save model_interrupted.zip,
+    from which --resume continues exactly as if the run had never stopped (exit status 130 or 143)."""
+    from .faults import RunLockError, TrainingInterrupted, signal_name
     from .config import parse_overrides
+    from .runs import new_run_dir
     from .training import TrainingDiverged, parse_seeds
     from .training import train as run_train
 
     if init is not None and agent is not None:
         _fail(ValueError("--agent does not apply with --init: the checkpoint's recipe is used (change its settings with -p key=value)"))
-    agent = agent or (init if init is not None else "diffusion-ql")
+    if resume is not None and agent is not None:
+        _fail(ValueError("--agent does not apply with --resume: the checkpoint's recipe is continued (see -p for what may change)"))
+    agent = None if resume is not None else agent or (init if init is not None else "diffusion-ql")
+    seeds_given = seeds is not None or ctx.get_parameter_source("seed") is not click.core.ParameterSource.DEFAULT
     try:
+        for name, value in (("--steps", steps), ("--save-every", save_every)):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be a positive number of gradient steps, got {value}")
         overrides = parse_overrides(params)
         if head is not None:
             overrides["head"] = head
         if eval_freq is not None:
             overrides["eval_freq"] = eval_freq
         seed_list = parse_seeds(seeds) if seeds else [seed]
-        out = out or Path("runs") / f"{Path(agent.replace(':', '-')).stem}-{env}"
-        click.echo(f"training {agent} on {env} -> {out} (seeds {seed_list})", err=True)
-        res = run_train(agent, env, out, steps=steps, seeds=seed_list, device=device, overrides=overrides, progress=not no_progress,
-                        download=download, resume=resume, init=init)
-    except (ConfigError, UnknownNameError, ValueError, FileNotFoundError, TrainingDiverged) as exc:
+        if out is None:
+            stem = f"{resume.parent.name or resume.stem}-resumed" if resume is not None else Path(agent.replace(":", "-")).stem
+            out = new_run_dir(Path("runs") / f"{stem}-{env}")
+        res = run_train(agent, env, out, steps=steps, seeds=seed_list if resume is None or seeds_given else None,
+                        device=device, overrides=overrides, progress=not no_progress, download=download, resume=resume,
+                        init=init, save_every=save_every, say=lambda m: click.echo(m, err=True))
+    except (ConfigError, UnknownNameError, ValueError, FileNotFoundError, TrainingDiverged, RunLockError) as exc:
         _fail(exc)
-    except KeyboardInterrupt:
-        click.echo(f"interrupted: what was trained is in {out / 'model_interrupted.zip'} (continue with --resume)", err=True)
-        sys.exit(130)
+    except TrainingInterrupted as exc:
+        how = "" if exc.exact else " (stopped inside a step: a resumed run will not match an uninterrupted one bit for bit)"
+        cont = f"; continue with --resume {exc.checkpoint}" if exc.checkpoint is not None else ""
+        click.echo(f"interrupted by {signal_name(exc.signum)} at step {exc.step}: {exc.message}{cont}{how}", err=True)
+        sys.exit(128 + exc.signum)
     r = res.results
-    click.echo(f"trained {r['steps']} steps in {r['train_seconds']:.1f}s ({r['steps_per_s']:.1f} steps/s)")
+    span = f" (steps {r['first_step']} -> {r['total_steps']} of the run)" if r["first_step"] else ""
+    click.echo(f"trained {r['steps']} steps{span} of seeds {r['seeds']} in {r['train_seconds']:.1f}s ({r['steps_per_s']:.1f} steps/s)")
     for e in r.get("evaluation", []):
         line = f"seed {e['seed']}: mean return {e['mean_return']:.3f} +- {e['std_return']:.3f} over {e['episodes']} episodes"
         if "normalized_score" in e:
@@ -82,9 +106,9 @@ def train(agent: Optional[str], env: str, out: Optional[Path], steps: Optional[i
         click.echo(f"over seeds: mean return {r['mean_return']:.3f} +- {r['std_return_over_seeds']:.3f}")
     for c in res.checkpoints:
         click.echo(f"saved {c}")
-    for name in ("bandit.png", "metrics.csv", "config.yaml", "learning_curves.png"):
-        if (res.out / name).exists():
-            click.echo(f"wrote {res.out / name}")
+    for path in res.written:
+        if path not in res.checkpoints and path.suffix != ".npy":
+            click.echo(f"wrote {path}")
 
 
 def _evaluate_options(fn):
