@@ -166,13 +166,13 @@ def spaces_from_table(table: Mapping[str, np.ndarray]):
     return obs_space, act_space
 
 
-def _periodic_evaluation_base():
+def _base_callback():
     from stable_baselines3.common.callbacks import BaseCallback
 
     return BaseCallback
 
 
-class PeriodicEvaluation(_periodic_evaluation_base()):
+class PeriodicEvaluation(_base_callback()):
     """Every ``freq`` gradient steps: evaluate every member (seed) in one vector env and log
     eval/mean_return and eval/normalized_score (means over seeds; with several seeds also per seed,
     ``eval/normalized_score_seed{s}``). An SB3 callback, so it sits in the loop with the user's callbacks."""
@@ -209,7 +209,7 @@ class PeriodicEvaluation(_periodic_evaluation_base()):
         return True
 
 
-class PeriodicCheckpoint(_periodic_evaluation_base()):
+class PeriodicCheckpoint(_base_callback()):
     """Every ``every`` gradient steps: check that the agent's tensors are finite, then write the whole
     agent (every seed, optimiser and RNG state: resumable exactly) to ``path`` atomically, so the file
     always holds the last good state and a killed run loses at most ``every`` steps. Non-finite weights
@@ -295,6 +295,35 @@ def agent_for_task(agent: str, env: str, seeds: Sequence[int] = (0,), device: st
     return model
 
 
+LOGGERS = ("stdout", "csv", "log", "json", "tensorboard")  # SB3's output formats; csv is metrics.csv, always written
+
+
+def output_formats(names: Sequence[str], out: Optional[Path]) -> List[Any]:
+    """SB3 logger formats for ``--logger`` names (``csv`` adds nothing: metrics.csv is always there);
+    ``out`` None only checks the names. ``tensorboard`` needs the optional ``tensorboard`` package."""
+    import sys
+
+    from stable_baselines3.common.logger import HumanOutputFormat, make_output_format
+
+    unknown = [n for n in names if n not in LOGGERS]
+    if unknown:
+        raise ValueError(f"--logger: unknown format(s) {unknown}; choose from {', '.join(LOGGERS)}")
+    if "tensorboard" in names:
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise ValueError("--logger tensorboard needs the tensorboard package: pip install 'dqltoolkit[tensorboard]'") from None
+    if out is None:
+        return []
+    formats: List[Any] = []
+    for name in dict.fromkeys(names):
+        if name == "stdout":
+            formats.append(HumanOutputFormat(sys.stdout))
+        elif name != "csv":
+            formats.append(make_output_format(name, str(out)))
+    return formats
+
+
 def _check_count(name: str, value: Optional[int]) -> None:
     if value is not None and (isinstance(value, bool) or int(value) < 1):
         raise ValueError(f"{name} must be a positive number of gradient steps, got {value}")
@@ -330,6 +359,7 @@ def train(
     init: Optional[Path | str] = None,
     save_every: Optional[int] = None,
     say: Optional[Callable[[str], None]] = None,
+    loggers: Optional[Sequence[str]] = None,
 ) -> TrainResult:
     """The `dqltoolkit train` job: recipe + task -> trained agent, checkpoints, metrics, figures.
 
@@ -343,10 +373,13 @@ def train(
     run between two steps and save ``model_interrupted.zip`` (then :class:`~dqltoolkit.faults.TrainingInterrupted`
     is raised, with ``checkpoint`` set); ``save_every`` writes ``model_latest.zip`` every N steps. Nothing
     with NaN/Inf weights is ever saved: on divergence the error names the last finite checkpoint.
-    ``say``: where progress notes go (the CLI prints them to stderr).
+    ``say``: where progress notes go (the CLI prints them to stderr). ``loggers``: SB3 logger formats besides
+    ``metrics.csv`` (always written: the figures and the record of the run read it), from :data:`LOGGERS`;
+    default: ``stdout`` when ``verbose`` and not ``progress``.
     """
     from .faults import RunLock
 
+    output_formats(loggers or [], None)  # (checks the names before anything runs)
     _check_count("steps", steps)
     _check_count("save_every", save_every)
     if init is not None and resume is not None:
@@ -355,12 +388,12 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     with RunLock(out):
         return _train_locked(agent, env, out, steps, seeds, device, dict(overrides or {}), progress, evaluate_at_end, verbose,
-                             download, resume, init, save_every, say or (lambda m: None))
+                             download, resume, init, save_every, say or (lambda m: None), loggers)
 
 
 def _train_locked(agent, env, out: Path, steps, seeds, device, overrides, progress, evaluate_at_end, verbose, download, resume, init,
-                  save_every, say) -> TrainResult:
-    from stable_baselines3.common.logger import CSVOutputFormat, HumanOutputFormat, Logger
+                  save_every, say, loggers) -> TrainResult:
+    from stable_baselines3.common.logger import CSVOutputFormat, Logger
 
     from .agent import Agent
     from .checkpoint import read_checkpoint, save_agent
@@ -423,10 +456,8 @@ def _train_locked(agent, env, out: Path, steps, seeds, device, overrides, progre
     written.append(out / "config.yaml")
     formats = [CSVOutputFormat(str(out / "metrics.csv"))]
     written.append(out / "metrics.csv")
-    if verbose and not progress:
-        import sys
-
-        formats.append(HumanOutputFormat(sys.stdout))
+    wanted = list(loggers) if loggers is not None else (["stdout"] if verbose and not progress else [])
+    formats.extend(output_formats(wanted, out))
     model.set_logger(Logger(str(out), formats))
     callbacks: List[Any] = []
     evaluation = None
@@ -460,6 +491,7 @@ def _train_locked(agent, env, out: Path, steps, seeds, device, overrides, progre
     finally:
         model.logger.close()
     train_s = time.perf_counter() - t0
+    written.extend(p for p in sorted(out.glob("events.out.tfevents.*")) + [out / "log.txt", out / "progress.json"] if p.is_file())
     done = model.num_timesteps - first
     results: Dict[str, Any] = {"train_seconds": train_s, "steps": done, "first_step": first, "total_steps": model.num_timesteps,
                                "seeds": list(model.seeds), "steps_per_s": done / max(train_s, 1e-9)}

@@ -116,3 +116,48 @@ def test_bad_counts_are_refused(tmp_path, args, message):
     assert res.exit_code != 0 and message in res.output
     with pytest.raises(ValueError, match="steps must be a positive number"):
         train("diffusion-ql", "bandit2d-v0", tmp_path / "p", steps=-1)
+
+
+def test_logger_formats_write_event_files_that_read_back(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    res = cli("--steps", "12", "--out", str(out), "--logger", "stdout,json,tensorboard", *CLI_TINY)
+    assert res.exit_code == 0, res.output
+    assert "| train/ " in res.output and "critic_loss " in res.output  # the stdout table
+    events = sorted(out.glob("events.out.tfevents.*"))
+    assert len(events) == 1 and f"wrote {events[0]}" in res.output
+    acc = EventAccumulator(str(out))
+    acc.Reload()
+    scalars = acc.Scalars("train/critic_loss")
+    assert [s.step for s in scalars] == [5, 10, 12]
+    rows = [json.loads(line) for line in (out / "progress.json").read_text().splitlines()]
+    assert [r["time/step"] for r in rows] == [5, 10, 12]
+    assert [s.value for s in scalars] == pytest.approx([r["train/critic_loss"] for r in rows])
+    bad = cli("--steps", "2", "--out", str(tmp_path / "x"), "--logger", "csv,wandb")
+    assert bad.exit_code != 0 and "--logger: unknown format(s) ['wandb']" in bad.output
+
+
+def test_threads_option_and_its_automatic_default(tmp_path, monkeypatch):
+    import os
+
+    from dqltoolkit import threads
+
+    before = torch.get_num_threads()
+    res = cli("--steps", "2", "--out", str(tmp_path / "t"), "--threads", "1", *CLI_TINY)
+    assert res.exit_code == 0, res.output
+    assert torch.get_num_threads() == before  # the command's setting does not leak into its caller
+    res = cli("--steps", "2", "--out", str(tmp_path / "u"), "--threads", "0")
+    assert res.exit_code != 0 and "--threads must be a positive integer or 'auto', got '0'" in res.output
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 8)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    monkeypatch.setattr(os, "getloadavg", lambda: (5.2, 0.0, 0.0))
+    assert threads.auto_threads() == (3, "8 cores, load average 5.2")  # five cores are someone else's
+    monkeypatch.setattr(os, "getloadavg", lambda: (30.0, 0.0, 0.0))
+    assert threads.auto_threads()[0] == 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.0, 0.0))
+    assert threads.auto_threads()[0] == 8
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert threads.auto_threads() == (8, "OMP_NUM_THREADS=2")  # (torch has read it already: its count stands)
