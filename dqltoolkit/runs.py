@@ -69,14 +69,16 @@ def earlier_outputs(out: Path) -> List[Path]:
     return sorted(found)
 
 
-def prepare_run_folder(out: Path, keep: Sequence[Path] = (), say: Callable[[str], None] = lambda m: None) -> List[Path]:
+def prepare_run_folder(out: Path, keep: Sequence[Path] = (), say: Callable[[str], None] = lambda m: None,
+                       replace_unfinished: bool = False) -> List[Path]:
     """Make ``out`` ready for a new run (call it with the folder's lock held): refuse a folder holding an
-    unfinished run, else remove an earlier run's outputs except the files in ``keep`` (the checkpoint
-    this run resumes or starts from). Returns the removed files."""
+    unfinished run (unless ``replace_unfinished``: callers whose runs are cheap to redo, like the ablation),
+    else remove an earlier run's outputs except the files in ``keep`` (the checkpoint this run resumes or
+    starts from). Returns the removed files."""
     keep_resolved = {Path(k).resolve() for k in keep}
     files = [p for p in earlier_outputs(out) if p.resolve() not in keep_resolved]
     unfinished = [p for p in files if p.name in UNFINISHED]
-    if unfinished and not (out / "results.json").is_file():
+    if unfinished and not replace_unfinished and not (out / "results.json").is_file():
         names = ", ".join(p.name for p in unfinished)
         raise ValueError(f"{out} holds an unfinished run ({names}): continue it with --resume {unfinished[0]}, "
                          f"or choose another --out (or remove {names} to start over there)")

@@ -360,6 +360,7 @@ def train(
     save_every: Optional[int] = None,
     say: Optional[Callable[[str], None]] = None,
     loggers: Optional[Sequence[str]] = None,
+    replace_unfinished: bool = False,
 ) -> TrainResult:
     """The `dqltoolkit train` job: recipe + task -> trained agent, checkpoints, metrics, figures.
 
@@ -375,7 +376,8 @@ def train(
     with NaN/Inf weights is ever saved: on divergence the error names the last finite checkpoint.
     ``say``: where progress notes go (the CLI prints them to stderr). ``loggers``: SB3 logger formats besides
     ``metrics.csv`` (always written: the figures and the record of the run read it), from :data:`LOGGERS`;
-    default: ``stdout`` when ``verbose`` and not ``progress``.
+    default: ``stdout`` when ``verbose`` and not ``progress``. ``replace_unfinished``: a folder holding an
+    interrupted run is emptied instead of refused (for callers that redo cheap runs, like the ablation).
     """
     from .faults import RunLock
 
@@ -387,26 +389,24 @@ def train(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with RunLock(out):
-        return _train_locked(agent, env, out, steps, seeds, device, dict(overrides or {}), progress, evaluate_at_end, verbose,
-                             download, resume, init, save_every, say or (lambda m: None), loggers)
+        return _train_locked(agent=agent, env=env, out=out, steps=steps, seeds=seeds, device=device, overrides=dict(overrides or {}),
+                             progress=progress, evaluate_at_end=evaluate_at_end, verbose=verbose, download=download, resume=resume,
+                             init=init, save_every=save_every, say=say or (lambda m: None), loggers=loggers,
+                             replace_unfinished=replace_unfinished)
 
 
-def _train_locked(agent, env, out: Path, steps, seeds, device, overrides, progress, evaluate_at_end, verbose, download, resume, init,
-                  save_every, say, loggers) -> TrainResult:
-    from stable_baselines3.common.logger import CSVOutputFormat, Logger
-
+def _model_for_run(agent, task, steps, seeds, device, overrides, download, resume, init, say):
+    """The agent a run trains (new, fine-tuned or resumed), the resume plan (or None), the files the run
+    folder keeps, the recipe file and the dataset. The dataset is loaded before anything is built, so
+    a missing one fails first."""
     from .agent import Agent
-    from .checkpoint import read_checkpoint, save_agent
-    from .config import load_recipe
-    from .evaluation import evaluate
-    from .faults import TrainingInterrupted
-    from .runs import load_with_config, plan_resume, prepare_run_folder
-    from .tasks import get_task
+    from .checkpoint import read_checkpoint
+    from .config import AgentConfig, load_recipe
+    from .runs import load_with_config, plan_resume
     from .zoo import resolve_checkpoint
 
-    task = get_task(env)
     keep: List[Path] = []
-    plan = None
+    plan, recipe_file = None, None
     if resume is not None:
         resume = resolve_checkpoint(resume)
         keep.append(Path(resume))
@@ -414,24 +414,21 @@ def _train_locked(agent, env, out: Path, steps, seeds, device, overrides, progre
         plan = plan_resume(doc, str(resume), overrides, steps)
         if seeds is not None and [int(s) for s in seeds] != [int(s) for s in doc["seeds"]]:
             raise ValueError(f"--resume {resume} continues the checkpoint's seeds {doc['seeds']}; drop --seed/--seeds")
-    elif init is not None:
-        from .config import AgentConfig
-
-        recipe_file = resolve_checkpoint(init)
-        keep.append(Path(recipe_file))
-        config = AgentConfig.from_dict(read_checkpoint(recipe_file)[0]["config"], source=f"{recipe_file} config")
     else:
-        config, recipe_file = load_recipe(agent, task.id)
-    if plan is None:
+        if init is not None:
+            recipe_file = resolve_checkpoint(init)
+            keep.append(Path(recipe_file))
+            config = AgentConfig.from_dict(read_checkpoint(recipe_file)[0]["config"], source=f"{recipe_file} config")
+        else:
+            config, recipe_file = load_recipe(agent, task.id)
         if overrides:
             config = config.replace(**overrides)
         if steps is not None:
             config = config.replace(steps=int(steps))
-    table = task.load_dataset(download=download)  # first: a missing dataset fails before anything is built
+    table = task.load_dataset(download=download)
     probe_env, (obs_space, act_space) = task_spaces(task, table)
     if plan is not None:
         model = load_with_config(Path(resume), plan.config, device)
-        config, more, first = model.config, plan.more, plan.done
         model.task = task.id
         for note in plan.notes:
             say(note)
@@ -441,10 +438,50 @@ def _train_locked(agent, env, out: Path, steps, seeds, device, overrides, progre
             from .checkpoint import init_from_checkpoint
 
             init_from_checkpoint(model, recipe_file)
-        more, first = config.steps, 0
-    prepare_run_folder(out, keep=keep, say=say)
     if probe_env is not None:
         model.set_env(probe_env)
+    return model, plan, keep, recipe_file, table
+
+
+def _evaluate_run(model, task, table, ckpts: List[Path], out: Path, device: str, written: List[Path]) -> Dict[str, Any]:
+    """The end-of-run evaluation of every seed's checkpoint (and the bandit's sample report); appends the
+    files it writes to ``written``."""
+    from .agent import Agent
+    from .evaluation import evaluate
+
+    per_seed = []
+    for m, path in enumerate(ckpts):
+        single = model if model.members == 1 else Agent.load(path, device=device)
+        single.set_random_seed(100 + model.seeds[m])
+        episodes = task.eval_episodes if task.one_step else model.config.eval_episodes
+        r = evaluate(single, task.make_env, episodes=episodes, seed=model.seeds[m] + 100)
+        score = task.normalized_score(r["mean_return"])
+        if score is not None:
+            r["normalized_score"] = score
+        if task.id.startswith("bandit2d"):
+            suffix = "" if model.members == 1 else f"_seed{model.seeds[m]}"
+            r.update(bandit_report(single, table["actions"], out, seed=model.seeds[m], suffix=suffix))
+            written.extend([out / f"bandit{suffix}.png", out / f"policy_samples{suffix}.npy"])
+        per_seed.append({"seed": model.seeds[m], **r})
+    rets = np.array([p["mean_return"] for p in per_seed])
+    return {"evaluation": per_seed, "mean_return": float(rets.mean()), "std_return_over_seeds": float(rets.std())}
+
+
+def _train_locked(*, agent, env, out: Path, steps, seeds, device, overrides, progress, evaluate_at_end, verbose, download, resume, init,
+                  save_every, say, loggers, replace_unfinished) -> TrainResult:
+    """:func:`train` with the run folder's lock held."""
+    from stable_baselines3.common.logger import CSVOutputFormat, Logger
+
+    from .checkpoint import save_agent
+    from .faults import TrainingInterrupted
+    from .runs import prepare_run_folder
+    from .tasks import get_task
+
+    task = get_task(env)
+    model, plan, keep, recipe_file, table = _model_for_run(agent, task, steps, seeds, device, overrides, download, resume, init, say)
+    config = model.config
+    first, more = (plan.done, plan.more) if plan is not None else (0, config.steps)
+    prepare_run_folder(out, keep=keep, say=say, replace_unfinished=replace_unfinished)
     model.set_dataset(table, refit_obs_stats=resume is None and init is None)
     say(f"{'resuming' if resume is not None else 'training'} {len(model.seeds)} seed(s) {model.seeds} on {task.id}: steps {first} -> "
         f"{first + more} -> {out}")
@@ -467,7 +504,7 @@ def _train_locked(agent, env, out: Path, steps, seeds, device, overrides, progre
     latest = PeriodicCheckpoint(out / "model_latest.zip", save_every) if save_every else None
     if latest is not None:
         callbacks.append(latest)  # last: it saves the state after the step's evaluation, as the uninterrupted run has it
-    good = (Path(resume), first) if resume is not None else (None, None)
+    good = (keep[0], first) if resume is not None else (None, None)  # the last finite checkpoint of this run
     t0 = time.perf_counter()
     try:
         model.learn(more, progress_bar=progress, callback=callbacks or None)
@@ -505,23 +542,7 @@ def _train_locked(agent, env, out: Path, steps, seeds, device, overrides, progre
             ckpts.append(save_agent(model, out / f"model_seed{s}.zip", member=m))
     written.extend(ckpts)
     if evaluate_at_end and task.eval_env is not None:
-        per_seed = []
-        for m, path in enumerate(ckpts):
-            single = model if model.members == 1 else Agent.load(path, device=device)
-            single.set_random_seed(100 + model.seeds[m])
-            r = evaluate(single, task.make_env, episodes=task.eval_episodes if task.one_step else config.eval_episodes, seed=model.seeds[m] + 100)
-            score = task.normalized_score(r["mean_return"])
-            if score is not None:
-                r["normalized_score"] = score
-            if task.id.startswith("bandit2d"):
-                suffix = "" if model.members == 1 else f"_seed{model.seeds[m]}"
-                r.update(bandit_report(single, table["actions"], out, seed=model.seeds[m], suffix=suffix))
-                written.extend([out / f"bandit{suffix}.png", out / f"policy_samples{suffix}.npy"])
-            per_seed.append({"seed": model.seeds[m], **r})
-        results["evaluation"] = per_seed
-        rets = np.array([p["mean_return"] for p in per_seed])
-        results["mean_return"] = float(rets.mean())
-        results["std_return_over_seeds"] = float(rets.std())
+        results.update(_evaluate_run(model, task, table, ckpts, out, device, written))
     if evaluation is not None and evaluation.history:
         results["evaluations"] = evaluation.history
     from .plots import plot_learning_curves
