@@ -45,8 +45,9 @@ class DeferredSignals:
     """Context manager: while active (in the main thread only; elsewhere it does nothing, as Python
     delivers signals to the main thread), SIGINT and SIGTERM are recorded instead of acted on; ``check``
     raises :class:`TrainingInterrupted` for the first one. A second signal before the check means the
-    user does not want to wait: it raises ``KeyboardInterrupt`` at once, as without this guard. The
-    previous handlers are restored on exit."""
+    user does not want to wait: it raises ``KeyboardInterrupt`` at once, as without this guard. A signal
+    the process ignores (``nohup``, background jobs) stays ignored. The previous handlers are restored
+    on exit."""
 
     def __init__(self, signals: Iterable[int] = STOP_SIGNALS) -> None:
         self.signals = tuple(signals)
@@ -63,6 +64,8 @@ class DeferredSignals:
     def __enter__(self) -> "DeferredSignals":
         if threading.current_thread() is threading.main_thread():
             for s in self.signals:
+                if signal.getsignal(s) is signal.SIG_IGN:  # (nohup, a background job): ignored it stays
+                    continue
                 try:
                     self._previous[s] = signal.signal(s, self._handle)
                 except (ValueError, OSError):  # an embedded interpreter that does not allow it

@@ -216,3 +216,24 @@ def test_interrupted_progress_bar_stops_where_the_run_did(tiny_agent, capsys):
     assert tiny_agent.num_timesteps == 7
     err = capsys.readouterr().err
     assert "7/200" in err and "200/200" not in err
+
+
+@main_thread_only
+def test_signal_guard_defers_restores_and_leaves_ignored_signals_alone():
+    from dqltoolkit.faults import DeferredSignals
+
+    before = signal.getsignal(signal.SIGINT)
+    with DeferredSignals() as guard:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert guard.pending == signal.SIGINT  # recorded, nothing raised yet
+        with pytest.raises(KeyboardInterrupt, match="second SIGINT"):
+            os.kill(os.getpid(), signal.SIGINT)
+        with pytest.raises(TrainingInterrupted, match="SIGINT at step 4"):
+            guard.check(4)
+    assert signal.getsignal(signal.SIGINT) is before
+    old = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        with DeferredSignals():
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, old)
