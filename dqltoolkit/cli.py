@@ -125,7 +125,7 @@ def train(ctx: click.Context, agent: Optional[str], env: str, out: Optional[Path
         _fail(exc)
     except TrainingInterrupted as exc:
         how = "" if exc.exact else " (stopped inside a step: a resumed run will not match an uninterrupted one bit for bit)"
-        cont = f"; continue with --resume {exc.checkpoint}" if exc.checkpoint is not None else ""
+        cont = f"; continue with: dqltoolkit train --env {env} --resume {exc.checkpoint}" if exc.checkpoint is not None else ""
         click.echo(f"interrupted by {signal_name(exc.signum)} at step {exc.step}: {exc.message}{cont}{how}", err=True)
         sys.exit(128 + exc.signum)
     except KeyboardInterrupt:  # before the first gradient step: nothing trained, nothing to save

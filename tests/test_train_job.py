@@ -161,3 +161,11 @@ def test_threads_option_and_its_automatic_default(tmp_path, monkeypatch):
     assert threads.auto_threads()[0] == 8
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert threads.auto_threads() == (8, "OMP_NUM_THREADS=2")  # (torch has read it already: its count stands)
+
+
+def test_a_resumed_run_gets_its_own_default_folder(tmp_path, monkeypatch, six_steps):
+    monkeypatch.chdir(tmp_path)
+    res = cli("--resume", str(six_steps), "--steps", "2")
+    assert res.exit_code == 0, res.output
+    assert dqltoolkit.load(tmp_path / "runs" / "six-resumed-bandit2d-v0" / "model.zip").num_timesteps == 8
+    assert six_steps.is_file() and dqltoolkit.load(six_steps).num_timesteps == 6  # the source is never touched
