@@ -86,7 +86,8 @@ def _run_one(variant: Variant, env: str, seed: int, out: str, steps: Optional[in
     from .training import sample_policy_actions, train
 
     run_dir = Path(out) / f"{variant.recipe}_seed{seed}"
-    res = train(variant.recipe, env, run_dir, steps=steps, seeds=[seed], device="cpu", overrides=overrides, progress=False, verbose=False)
+    res = train(variant.recipe, env, run_dir, steps=steps, seeds=[seed], device="cpu", overrides=overrides, progress=False, verbose=False,
+                replace_unfinished=True)  # a rerun after Ctrl-C redoes its short runs
     ev = res.results["evaluation"][0]
     from .agent import Agent
 

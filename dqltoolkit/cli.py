@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -18,6 +19,34 @@ def _fail(exc: Exception) -> None:
     raise click.ClickException(str(exc))
 
 
+def _threads_option(fn):
+    """``--threads`` for the commands that compute (train, evaluate, bench): see dqltoolkit/threads.py."""
+    return click.option("--threads", default="auto", show_default=True, metavar="N|auto",
+                        help="CPU threads for torch. auto: one per core less the cores other work keeps busy (1-minute load "
+                             "average); OMP_NUM_THREADS wins. On a shared machine give each concurrent job its share: on 2 busy "
+                             "cores 1 thread trained 3-6x faster than 2.")(fn)
+
+
+@contextlib.contextmanager
+def _threads(spec: str, say=None):
+    """Use ``spec`` threads for the command, the caller's count after it (tests run commands in-process)."""
+    import torch
+
+    from .threads import set_threads
+
+    before = torch.get_num_threads()
+    try:
+        n, why = set_threads(spec)
+    except ValueError as exc:
+        _fail(exc)
+    try:
+        if say is not None and n < before:
+            say(f"using {n} of {before} torch threads ({why}; --threads N to choose)")
+        yield n
+    finally:
+        torch.set_num_threads(before)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="dqltoolkit")
 def main() -> None:
@@ -27,49 +56,84 @@ def main() -> None:
 @main.command()
 @click.option("--agent", "agent", default=None, help="Recipe name from `dqltoolkit list agents`, or a path to a recipe YAML [diffusion-ql].")
 @click.option("--env", "env", required=True, help="Task id from `dqltoolkit list envs` (e.g. bandit2d-v0).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Run folder [runs/<agent>-<env>].")
-@click.option("--steps", type=int, default=None, help="Gradient steps (default: the recipe's `steps`).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run folder [a new runs/<agent>-<env>, numbered _2, _3, ... when taken]. A folder holding an earlier, finished run "
+                   "loses that run's outputs; one holding an unfinished run (model_interrupted.zip) is refused.")
+@click.option("--steps", type=int, default=None, help="Gradient steps (default: the recipe's `steps`); with --resume: how many more.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the run (weights, batches, noise).")
 @click.option("--seeds", type=str, default=None, help="Train several seeds in one process, e.g. 0-4 (overrides --seed).")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto.")
 @click.option("--head", default=None, help="Swap the recipe's policy head (e.g. gaussian).")
-@click.option("-p", "params", multiple=True, metavar="KEY=VALUE", help="Override a recipe key; repeatable. Typed by the recipe.")
+@click.option("-p", "params", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe key; repeatable. Typed by the recipe. With --resume only settings that keep the networks "
+                   "(lr, eta, tau, batch_size, ...) may change; the others are refused.")
 @click.option("--eval-freq", type=int, default=None, help="Evaluate every N gradient steps (default: the recipe's eval_freq).")
 @click.option("--download", is_flag=True, help="Download a Minari dataset that is not local (needs a network).")
 @click.option("--resume", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Continue from a checkpoint (its recipe, seeds and optimiser state) for --steps more steps; zoo:<id> works too.")
+              help="Continue from a checkpoint (its recipe, seeds and optimiser state) up to its run's steps, or --steps more; "
+                   "zoo:<id> works too.")
 @click.option("--init", type=str, default=None,
               help="Fine-tune: a new run from a checkpoint's weights (path or zoo:<id>) with its recipe, -p overrides, fresh optimisers.")
+@click.option("--save-every", type=int, default=None, metavar="N",
+              help="Every N steps write model_latest.zip (all seeds, resumable; atomic, only when finite): a killed run loses at most N steps.")
 @click.option("--no-progress", is_flag=True, help="Print log lines instead of a progress bar.")
-def train(agent: Optional[str], env: str, out: Optional[Path], steps: Optional[int], seed: int, seeds: Optional[str], device: str,
-          head: Optional[str], params: Tuple[str, ...], eval_freq: Optional[int], download: bool, resume: Optional[Path],
-          init: Optional[str], no_progress: bool) -> None:
-    """Train an agent offline on a task's dataset, then evaluate it and save model.zip."""
+@click.option("--logger", "loggers", default=None, metavar="FORMATS",
+              help="SB3 logger formats, comma-separated: stdout, csv, log (log.txt), json (progress.json), tensorboard (event "
+                   "files in the run folder; pip install 'dqltoolkit[tensorboard]'). metrics.csv is always written "
+                   "[stdout with --no-progress].")
+@_threads_option
+@click.pass_context
+def train(ctx: click.Context, agent: Optional[str], env: str, out: Optional[Path], steps: Optional[int], seed: int, seeds: Optional[str],
+          device: str, head: Optional[str], params: Tuple[str, ...], eval_freq: Optional[int], download: bool, resume: Optional[Path],
+          init: Optional[str], save_every: Optional[int], no_progress: bool, loggers: Optional[str], threads: str) -> None:
+    """Train an agent offline on a task's dataset, then evaluate it and save model.zip.
+
+    SIGINT (Ctrl-C) and SIGTERM stop the run after the current gradient step and save model_interrupted.zip,
+    from which --resume continues exactly as if the run had never stopped (exit status 130 or 143)."""
+    from .faults import RunLockError, TrainingInterrupted, signal_name
     from .config import parse_overrides
+    from .runs import new_run_dir
     from .training import TrainingDiverged, parse_seeds
     from .training import train as run_train
 
     if init is not None and agent is not None:
         _fail(ValueError("--agent does not apply with --init: the checkpoint's recipe is used (change its settings with -p key=value)"))
-    agent = agent or (init if init is not None else "diffusion-ql")
+    if resume is not None and agent is not None:
+        _fail(ValueError("--agent does not apply with --resume: the checkpoint's recipe is continued (see -p for what may change)"))
+    agent = None if resume is not None else agent or (init if init is not None else "diffusion-ql")
+    seeds_given = seeds is not None or ctx.get_parameter_source("seed") is not click.core.ParameterSource.DEFAULT
     try:
+        for name, value in (("--steps", steps), ("--save-every", save_every)):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be a positive number of gradient steps, got {value}")
         overrides = parse_overrides(params)
         if head is not None:
             overrides["head"] = head
         if eval_freq is not None:
             overrides["eval_freq"] = eval_freq
         seed_list = parse_seeds(seeds) if seeds else [seed]
-        out = out or Path("runs") / f"{Path(agent.replace(':', '-')).stem}-{env}"
-        click.echo(f"training {agent} on {env} -> {out} (seeds {seed_list})", err=True)
-        res = run_train(agent, env, out, steps=steps, seeds=seed_list, device=device, overrides=overrides, progress=not no_progress,
-                        download=download, resume=resume, init=init)
-    except (ConfigError, UnknownNameError, ValueError, FileNotFoundError, TrainingDiverged) as exc:
+        if out is None:
+            stem = f"{resume.parent.name or resume.stem}-resumed" if resume is not None else Path(agent.replace(":", "-")).stem
+            out = new_run_dir(Path("runs") / f"{stem}-{env}")
+        say = lambda m: click.echo(m, err=True)  # noqa: E731
+        with _threads(threads, say):
+            res = run_train(agent, env, out, steps=steps, seeds=seed_list if resume is None or seeds_given else None,
+                            device=device, overrides=overrides, progress=not no_progress, download=download, resume=resume,
+                            init=init, save_every=save_every, say=say,
+                            loggers=[x.strip() for x in loggers.split(",") if x.strip()] if loggers is not None else None)
+    except (ConfigError, UnknownNameError, ValueError, FileNotFoundError, TrainingDiverged, RunLockError) as exc:
         _fail(exc)
-    except KeyboardInterrupt:
-        click.echo(f"interrupted: what was trained is in {out / 'model_interrupted.zip'} (continue with --resume)", err=True)
+    except TrainingInterrupted as exc:
+        how = "" if exc.exact else " (stopped inside a step: a resumed run will not match an uninterrupted one bit for bit)"
+        cont = f"; continue with: dqltoolkit train --env {env} --resume {exc.checkpoint}" if exc.checkpoint is not None else ""
+        click.echo(f"interrupted by {signal_name(exc.signum)} at step {exc.step}: {exc.message}{cont}{how}", err=True)
+        sys.exit(128 + exc.signum)
+    except KeyboardInterrupt:  # before the first gradient step: nothing trained, nothing to save
+        click.echo("interrupted before training started: nothing was saved", err=True)
         sys.exit(130)
     r = res.results
-    click.echo(f"trained {r['steps']} steps in {r['train_seconds']:.1f}s ({r['steps_per_s']:.1f} steps/s)")
+    span = f" (steps {r['first_step']} -> {r['total_steps']} of the run)" if r["first_step"] else ""
+    click.echo(f"trained {r['steps']} steps{span} of seeds {r['seeds']} in {r['train_seconds']:.1f}s ({r['steps_per_s']:.1f} steps/s)")
     for e in r.get("evaluation", []):
         line = f"seed {e['seed']}: mean return {e['mean_return']:.3f} +- {e['std_return']:.3f} over {e['episodes']} episodes"
         if "normalized_score" in e:
@@ -82,9 +146,9 @@ def train(agent: Optional[str], env: str, out: Optional[Path], steps: Optional[i
         click.echo(f"over seeds: mean return {r['mean_return']:.3f} +- {r['std_return_over_seeds']:.3f}")
     for c in res.checkpoints:
         click.echo(f"saved {c}")
-    for name in ("bandit.png", "metrics.csv", "config.yaml", "learning_curves.png"):
-        if (res.out / name).exists():
-            click.echo(f"wrote {res.out / name}")
+    for path in res.written:
+        if path not in res.checkpoints and path.suffix != ".npy":
+            click.echo(f"wrote {path}")
 
 
 def _evaluate_options(fn):
@@ -147,10 +211,12 @@ def _evaluate_checkpoint(checkpoint: str, env: Optional[str], episodes: Optional
 @main.command()
 @click.argument("checkpoint", type=str)
 @_evaluate_options
+@_threads_option
 def evaluate(checkpoint: str, env: Optional[str], episodes: Optional[int], seed: int, deterministic: bool, device: str,
-             as_json: bool) -> None:
+             as_json: bool, threads: str) -> None:
     """Evaluate a checkpoint (a path or zoo:<id>) on a task's env (all episodes as one vector env)."""
-    _evaluate_checkpoint(checkpoint, env, episodes, seed, deterministic, device, as_json)
+    with _threads(threads):
+        _evaluate_checkpoint(checkpoint, env, episodes, seed, deterministic, device, as_json)
 
 
 @main.command()
@@ -190,7 +256,8 @@ def ablate(env: str, out: Path, heads: Optional[str], objectives: Optional[str],
 @click.option("--steps", type=int, default=None, help="Steps per timed block, median of --repeats blocks (default 30 on CPU, 300 on GPU).")
 @click.option("--repeats", type=int, default=5, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per row.")
-def bench(device: str, rows: str, steps: int, repeats: int, as_json: bool) -> None:
+@_threads_option
+def bench(device: str, rows: str, steps: int, repeats: int, as_json: bool, threads: str) -> None:
     """Gradient steps/s at Hopper sizes: reference vs exact vs 5 seeds vs approx, and the evaluation path."""
     from .bench.throughput import format_table, run_benchmark, to_json_rows
 
@@ -200,7 +267,8 @@ def bench(device: str, rows: str, steps: int, repeats: int, as_json: bool) -> No
     if bad:
         _fail(ValueError(f"--rows: unknown row(s) {bad}; choose from {sorted(known)}"))
     try:
-        result = run_benchmark(device, steps=steps, repeats=repeats, rows=wanted, progress=lambda m: click.echo(m, err=True))
+        with _threads(threads, lambda m: click.echo(m, err=True)):
+            result = run_benchmark(device, steps=steps, repeats=repeats, rows=wanted, progress=lambda m: click.echo(m, err=True))
     except ValueError as exc:
         _fail(exc)
     if as_json:
@@ -290,9 +358,10 @@ def zoo_download(ctx: click.Context, entry_id: str, force: bool) -> None:
 @zoo.command(name="evaluate")
 @click.argument("entry_id")
 @_evaluate_options
+@_threads_option
 @click.pass_context
 def zoo_evaluate(ctx: click.Context, entry_id: str, env: Optional[str], episodes: Optional[int], seed: int, deterministic: bool, device: str,
-                 as_json: bool) -> None:
+                 as_json: bool, threads: str) -> None:
     """Download (if needed) and evaluate an entry on its task, or on --env; compare with `zoo info`'s metrics."""
     from .zoo import fetch
 
@@ -300,7 +369,8 @@ def zoo_evaluate(ctx: click.Context, entry_id: str, env: Optional[str], episodes
         path = fetch(entry_id, ctx.obj["index"])
     except ZooError as exc:
         _fail(exc)
-    _evaluate_checkpoint(str(path), env, episodes, seed, deterministic, device, as_json)
+    with _threads(threads):
+        _evaluate_checkpoint(str(path), env, episodes, seed, deterministic, device, as_json)
 
 
 @zoo.command(name="entry")

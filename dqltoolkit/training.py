@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -15,7 +14,11 @@ import yaml
 
 
 class TrainingDiverged(RuntimeError):
-    """A loss became NaN/Inf or exploded; raised at the next log step with the step and the metric."""
+    """A loss became NaN/Inf or exploded; raised within ``DIVERGENCE_CHECK_EVERY`` steps (or at the next log
+    step or save) with the step and the metric. From the train job, ``checkpoint`` is the last finite
+    checkpoint (None if the run kept none) and the message names it."""
+
+    checkpoint: Optional[Path] = None
 
 
 DIVERGENCE_LIMIT = 1e8
@@ -47,9 +50,33 @@ def log_metrics(agent, step: int) -> Dict[str, float]:
     return out
 
 
-def run_learning(agent, total_steps: int, callback=None, log_interval: Optional[int] = None, progress_bar: bool = False) -> None:
-    """``total_steps`` gradient steps with SB3-style callbacks; losses are synced only every ``log_every``."""
+DIVERGENCE_CHECK_EVERY = 50  # steps between reads of the on-device non-finite flag (one host sync each)
+
+
+def _nonfinite_flag(info: Mapping[str, torch.Tensor], acc: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """Accumulate, on the device and without a sync, whether any diagnostic of this step is NaN or Inf:
+    ``sum * 0`` is 0 for finite values and NaN otherwise, and NaN stays in the running sum."""
+    if not info:
+        return acc
+    flag = torch.cat([v.detach().reshape(-1).float() for v in info.values()]).sum() * 0.0
+    return flag if acc is None else acc.add_(flag)
+
+
+def run_learning(agent, total_steps: int, callback=None, log_interval: Optional[int] = None, progress_bar: bool = False,
+                 stop_signals: bool = True) -> None:
+    """``total_steps`` gradient steps with SB3-style callbacks; losses are synced only every ``log_every``.
+
+    Divergence (a NaN/Inf diagnostic) is noticed within ``DIVERGENCE_CHECK_EVERY`` steps from an on-device
+    flag, and at every log step. With ``stop_signals`` (main thread only), SIGINT and SIGTERM stop the run
+    between two steps, after that step's callbacks, by raising :class:`~dqltoolkit.faults.TrainingInterrupted`
+    (a ``KeyboardInterrupt``): the agent then holds exactly ``num_timesteps`` whole steps.
+    """
+    from .faults import DeferredSignals
+
+    if total_steps < 0:
+        raise ValueError(f"learn: total_timesteps must be >= 0, got {total_steps}")
     log_every = int(log_interval or agent.config.log_every)
+    check_every = max(1, min(log_every, DIVERGENCE_CHECK_EVERY))
     cb = _convert_callback(callback)
     if cb is not None:
         cb.init_callback(agent)
@@ -59,28 +86,39 @@ def run_learning(agent, total_steps: int, callback=None, log_interval: Optional[
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, mininterval=0.5)
-    t0, last = time.perf_counter(), 0
+    t0, last, done = time.perf_counter(), 0, 0
+    flag: Optional[torch.Tensor] = None
+    guard = DeferredSignals() if stop_signals else DeferredSignals(signals=())
     try:
-        for i in range(total_steps):
-            agent.train_step()
-            if bar is not None and (i + 1) % 50 == 0:
-                bar.update(50)
-            step = agent.num_timesteps
-            if step % log_every == 0 or i == total_steps - 1:
-                m = log_metrics(agent, step)
-                elapsed = time.perf_counter() - t0
-                agent.logger.record("time/steps_per_s", (i + 1 - last) / max(elapsed, 1e-9))
-                t0, last = time.perf_counter(), i + 1
-                agent.logger.dump(step)
-                if bar is not None:
-                    bar.set_postfix({k.split("/")[1]: f"{v:.3g}" for k, v in m.items() if k.endswith("loss")}, refresh=False)
-            if cb is not None:
-                cb.update_locals(locals())
-                if cb.on_step() is False:
-                    break
+        with guard:
+            for i in range(total_steps):
+                info = agent.train_step()
+                done = i + 1
+                flag = _nonfinite_flag(info, flag)
+                if bar is not None and done % 50 == 0:
+                    bar.update(50)
+                step = agent.num_timesteps
+                final = i == total_steps - 1
+                logging = step % log_every == 0 or final or guard.pending is not None
+                if flag is not None and (logging or done % check_every == 0) and not bool(torch.isfinite(flag)):
+                    log_metrics(agent, step)  # raises TrainingDiverged naming the metric
+                    raise TrainingDiverged(f"training diverged by step {step}: a training diagnostic became NaN or Inf (members {agent.seeds})")
+                if logging:
+                    m = log_metrics(agent, step)
+                    elapsed = time.perf_counter() - t0
+                    agent.logger.record("time/steps_per_s", (done - last) / max(elapsed, 1e-9))
+                    t0, last = time.perf_counter(), done
+                    agent.logger.dump(step)
+                    if bar is not None:
+                        bar.set_postfix({k.split("/")[1]: f"{v:.3g}" for k, v in m.items() if k.endswith("loss")}, refresh=False)
+                if cb is not None:
+                    cb.update_locals(locals())
+                    if cb.on_step() is False:
+                        break
+                guard.check(step)
     finally:
         if bar is not None:
-            bar.update(total_steps - bar.n if bar.n < total_steps else 0)
+            bar.update(done - bar.n)  # the steps really done: an interrupted run's bar stops where the run did
             bar.close()
         if cb is not None:
             cb.on_training_end()
@@ -141,13 +179,13 @@ def spaces_from_table(table: Mapping[str, np.ndarray]):
     return obs_space, act_space
 
 
-def _periodic_evaluation_base():
+def _base_callback():
     from stable_baselines3.common.callbacks import BaseCallback
 
     return BaseCallback
 
 
-class PeriodicEvaluation(_periodic_evaluation_base()):
+class PeriodicEvaluation(_base_callback()):
     """Every ``freq`` gradient steps: evaluate every member (seed) in one vector env and log
     eval/mean_return and eval/normalized_score (means over seeds; with several seeds also per seed,
     ``eval/normalized_score_seed{s}``). An SB3 callback, so it sits in the loop with the user's callbacks."""
@@ -184,11 +222,42 @@ class PeriodicEvaluation(_periodic_evaluation_base()):
         return True
 
 
+class PeriodicCheckpoint(_base_callback()):
+    """Every ``every`` gradient steps: check that the agent's tensors are finite, then write the whole
+    agent (every seed, optimiser and RNG state: resumable exactly) to ``path`` atomically, so the file
+    always holds the last good state and a killed run loses at most ``every`` steps. Non-finite weights
+    raise :class:`TrainingDiverged` instead of replacing the good file."""
+
+    def __init__(self, path: Path, every: int) -> None:
+        super().__init__()
+        self.path, self.every = Path(path), int(every)
+        self.saved_step: Optional[int] = None
+
+    def save_now(self) -> None:
+        from .checkpoint import save_agent
+        from .faults import agent_nonfinite
+
+        step = self.model.num_timesteps
+        if self.saved_step == step:
+            return
+        bad = agent_nonfinite(self.model)
+        if bad is not None:
+            raise TrainingDiverged(f"training diverged by step {step}: {bad} holds NaN/Inf (found before saving {self.path.name})")
+        save_agent(self.model, self.path)
+        self.saved_step = step
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps % self.every == 0:
+            self.save_now()
+        return True
+
+
 @dataclass
 class TrainResult:
     out: Path
     checkpoints: List[Path]
     results: Dict[str, Any] = field(default_factory=dict)
+    written: List[Path] = field(default_factory=list)  # every file this run wrote, checkpoints included
 
 
 def parse_seeds(spec: str | int | Sequence[int]) -> List[int]:
@@ -229,7 +298,7 @@ def agent_for_task(agent: str, env: str, seeds: Sequence[int] = (0,), device: st
     from .tasks import get_task
 
     task = get_task(env)
-    config, _ = load_recipe(agent, task.id)
+    config, _ = load_recipe(agent, getattr(task, "recipe_section", None) or task.id)
     if overrides:
         config = config.replace(**coerce_mapping(overrides, "agent_for_task overrides"))
     table = task.load_dataset(download=download)
@@ -239,12 +308,60 @@ def agent_for_task(agent: str, env: str, seeds: Sequence[int] = (0,), device: st
     return model
 
 
+LOGGERS = ("stdout", "csv", "log", "json", "tensorboard")  # SB3's output formats; csv is metrics.csv, always written
+
+
+def output_formats(names: Sequence[str], out: Optional[Path]) -> List[Any]:
+    """SB3 logger formats for ``--logger`` names (``csv`` adds nothing: metrics.csv is always there);
+    ``out`` None only checks the names. ``tensorboard`` needs the optional ``tensorboard`` package."""
+    import sys
+
+    from stable_baselines3.common.logger import HumanOutputFormat, make_output_format
+
+    unknown = [n for n in names if n not in LOGGERS]
+    if unknown:
+        raise ValueError(f"--logger: unknown format(s) {unknown}; choose from {', '.join(LOGGERS)}")
+    if "tensorboard" in names:
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise ValueError("--logger tensorboard needs the tensorboard package: pip install 'dqltoolkit[tensorboard]'") from None
+    if out is None:
+        return []
+    formats: List[Any] = []
+    for name in dict.fromkeys(names):
+        if name == "stdout":
+            formats.append(HumanOutputFormat(sys.stdout))
+        elif name != "csv":
+            formats.append(make_output_format(name, str(out)))
+    return formats
+
+
+def _check_count(name: str, value: Optional[int]) -> None:
+    if value is not None and (isinstance(value, bool) or int(value) < 1):
+        raise ValueError(f"{name} must be a positive number of gradient steps, got {value}")
+
+
+def _failure_message(model, out: Path, good: Optional[Path], good_step: Optional[int], name: str) -> tuple[Optional[Path], str]:
+    """Save ``model`` as ``out/name`` if its tensors are finite; say which file holds the last good state."""
+    from .checkpoint import save_agent
+    from .faults import agent_nonfinite
+
+    bad = agent_nonfinite(model)
+    if bad is None:
+        path = save_agent(model, out / name)
+        return path, f"what was trained (step {model.num_timesteps}) is in {path}"
+    if good is not None:
+        return None, f"its weights hold NaN/Inf ({bad}), so nothing was saved; the last finite checkpoint is {good} (step {good_step})"
+    return None, f"its weights hold NaN/Inf ({bad}), so nothing was saved, and this run kept no finite checkpoint (--save-every N keeps one)"
+
+
 def train(
-    agent: str,
+    agent: Optional[str],
     env: str,
     out: Path | str,
     steps: Optional[int] = None,
-    seeds: Sequence[int] = (0,),
+    seeds: Optional[Sequence[int]] = None,
     device: str = "auto",
     overrides: Optional[Mapping[str, Any]] = None,
     progress: bool = True,
@@ -253,115 +370,208 @@ def train(
     download: bool = False,
     resume: Optional[Path | str] = None,
     init: Optional[Path | str] = None,
+    save_every: Optional[int] = None,
+    say: Optional[Callable[[str], None]] = None,
+    loggers: Optional[Sequence[str]] = None,
+    replace_unfinished: bool = False,
 ) -> TrainResult:
     """The `dqltoolkit train` job: recipe + task -> trained agent, checkpoints, metrics, figures.
 
-    ``resume``: continue from a checkpoint instead (its recipe, seeds, weights, optimiser, EMA, RNG
-    and observation statistics), for ``steps`` more gradient steps or up to the recipe's ``steps``.
-    ``init``: start a new run (fine-tuning) from a checkpoint's networks and observation statistics,
-    with its recipe plus ``overrides``: fresh optimisers, step count and schedule. Both accept ``zoo:<id>``.
+    ``resume``: continue from a checkpoint (its recipe, seeds, weights, optimiser, EMA, RNG and observation
+    statistics) for ``steps`` more gradient steps, or up to its run's ``steps``; ``overrides`` may change
+    only the settings in :data:`dqltoolkit.runs.RESUME_SAFE_KEYS` (others are refused). ``init``: start a
+    new run (fine-tuning) from a checkpoint's networks and observation statistics, with its recipe plus
+    ``overrides``: fresh optimisers, step count and schedule. Both accept ``zoo:<id>``.
+
+    Faults: ``out`` is locked for the run (a second run into it fails at once). SIGINT/SIGTERM stop the
+    run between two steps and save ``model_interrupted.zip`` (then :class:`~dqltoolkit.faults.TrainingInterrupted`
+    is raised, with ``checkpoint`` set); ``save_every`` writes ``model_latest.zip`` every N steps. Nothing
+    with NaN/Inf weights is ever saved: on divergence the error names the last finite checkpoint.
+    ``say``: where progress notes go (the CLI prints them to stderr). ``loggers``: SB3 logger formats besides
+    ``metrics.csv`` (always written: the figures and the record of the run read it), from :data:`LOGGERS`;
+    default: ``stdout`` when ``verbose`` and not ``progress``. ``replace_unfinished``: a folder holding an
+    interrupted run is emptied instead of refused (for callers that redo cheap runs, like the ablation).
     """
-    from stable_baselines3.common.logger import CSVOutputFormat, HumanOutputFormat, Logger
+    from .faults import RunLock
 
-    from .agent import Agent
-    from .checkpoint import save_agent
-    from .config import resolve_recipe
-    from .evaluation import evaluate
-    from .tasks import get_task
-
+    output_formats(loggers or [], None)  # (checks the names before anything runs)
+    _check_count("steps", steps)
+    _check_count("save_every", save_every)
     if init is not None and resume is not None:
         raise ValueError("init starts a new run from a checkpoint's weights and resume continues one: give only one of them")
-    task = get_task(env)
-    if init is not None:
-        from .checkpoint import config_of, read_checkpoint
-        from .zoo import resolve_checkpoint
-
-        recipe_file = resolve_checkpoint(init)
-        config = config_of(read_checkpoint(recipe_file)[0], recipe_file)
-        sections = [f"{recipe_file} (the checkpoint's config)"]
-    else:
-        recipe = resolve_recipe(agent, getattr(task, "recipe_section", None) or task.id)
-        config, recipe_file, sections = recipe.config, recipe.path, recipe.sections
-    if overrides:
-        config = config.replace(**overrides)
-        if getattr(config, "dropped", None) and verbose:
-            print(f"dqltoolkit: the new parts do not read {', '.join(config.dropped)}: dropped", flush=True)
-    if steps is not None:
-        config = config.replace(steps=int(steps))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    table = task.load_dataset(download=download)  # first: a missing dataset fails before anything is built
-    probe_env, (obs_space, act_space) = task_spaces(task, table)
+    with RunLock(out):
+        return _train_locked(agent=agent, env=env, out=out, steps=steps, seeds=seeds, device=device, overrides=dict(overrides or {}),
+                             progress=progress, evaluate_at_end=evaluate_at_end, verbose=verbose, download=download, resume=resume,
+                             init=init, save_every=save_every, say=say or (lambda m: None), loggers=loggers,
+                             replace_unfinished=replace_unfinished)
+
+
+def _model_for_run(agent, task, steps, seeds, device, overrides, download, resume, init, say):
+    """The agent a run trains (new, fine-tuned or resumed), the resume plan (or None), the files the run
+    folder keeps, the recipe file and the dataset. The dataset is loaded before anything is built, so
+    a missing one fails first."""
+    from .agent import Agent
+    from .checkpoint import config_of, read_checkpoint
+    from .config import resolve_recipe
+    from .runs import load_with_config, plan_resume
+    from .zoo import resolve_checkpoint
+
+    keep: List[Path] = []
+    plan, recipe_file, sections = None, None, []
     if resume is not None:
-        model = Agent.load(resume, device=device)
-        config, seeds = model.config, model.seeds
-        model.task = task.id
+        resume = resolve_checkpoint(resume)
+        keep.append(Path(resume))
+        doc, _ = read_checkpoint(resume)
+        plan = plan_resume(doc, str(resume), overrides, steps)
+        if seeds is not None and [int(s) for s in seeds] != [int(s) for s in doc["seeds"]]:
+            raise ValueError(f"--resume {resume} continues the checkpoint's seeds {doc['seeds']}; drop --seed/--seeds")
     else:
-        model = Agent(config, obs_space, act_space, seeds=seeds, device=device, task=task.id)
+        if init is not None:
+            recipe_file = resolve_checkpoint(init)
+            keep.append(Path(recipe_file))
+            config = config_of(read_checkpoint(recipe_file)[0], recipe_file)
+            sections = [f"{recipe_file} (the checkpoint's config)"]
+        else:
+            recipe = resolve_recipe(agent, getattr(task, "recipe_section", None) or task.id)
+            config, recipe_file, sections = recipe.config, recipe.path, recipe.sections
+        if overrides:
+            config = config.replace(**overrides)
+            if getattr(config, "dropped", None):
+                say(f"the new parts do not read {', '.join(config.dropped)}: dropped")
+        if steps is not None:
+            config = config.replace(steps=int(steps))
+    table = task.load_dataset(download=download)
+    probe_env, (obs_space, act_space) = task_spaces(task, table)
+    if plan is not None:
+        model = load_with_config(Path(resume), plan.config, device)
+        model.task = task.id
+        for note in plan.notes:
+            say(note)
+    else:
+        model = Agent(config, obs_space, act_space, seeds=list(seeds) if seeds is not None else [0], device=device, task=task.id)
         if init is not None:
             from .checkpoint import init_from_checkpoint
 
             init_from_checkpoint(model, recipe_file)
     if probe_env is not None:
         model.set_env(probe_env)
-    model.set_dataset(table, refit_obs_stats=resume is None and init is None)
-    if resume is not None:
-        config = config.replace(steps=int(steps) if steps is not None else max(config.steps - model.num_timesteps, 0))
-    if verbose:
-        print(f"dqltoolkit: recipe sections applied: {', '.join(sections)}; backend: {model.backend.describe()}", flush=True)
-    resolved = {"agent": agent, "recipe_file": str(recipe_file), "recipe_sections": sections, "backend": model.backend.describe(),
-                **({"init": str(init)} if init is not None else {}),
-                "env": task.id, "seeds": list(seeds), "device": str(model.device), "config": config.to_dict()}
-    (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-    formats = [CSVOutputFormat(str(out / "metrics.csv"))]
-    if verbose and not progress:
-        import sys
+    return model, plan, keep, recipe_file, sections, table
 
-        formats.append(HumanOutputFormat(sys.stdout))
+
+def _evaluate_run(model, task, table, ckpts: List[Path], out: Path, device: str, written: List[Path]) -> Dict[str, Any]:
+    """The end-of-run evaluation of every seed's checkpoint (and the bandit's sample report); appends the
+    files it writes to ``written``."""
+    from .agent import Agent
+    from .evaluation import evaluate
+
+    per_seed = []
+    for m, path in enumerate(ckpts):
+        single = model if model.members == 1 else Agent.load(path, device=device)
+        single.set_random_seed(100 + model.seeds[m])
+        episodes = task.eval_episodes if task.one_step else model.config.eval_episodes
+        r = evaluate(single, task.make_env, episodes=episodes, seed=model.seeds[m] + 100)
+        score = task.normalized_score(r["mean_return"])
+        if score is not None:
+            r["normalized_score"] = score
+        if task.id.startswith("bandit2d"):
+            suffix = "" if model.members == 1 else f"_seed{model.seeds[m]}"
+            r.update(bandit_report(single, table["actions"], out, seed=model.seeds[m], suffix=suffix))
+            written.extend([out / f"bandit{suffix}.png", out / f"policy_samples{suffix}.npy"])
+        per_seed.append({"seed": model.seeds[m], **r})
+    rets = np.array([p["mean_return"] for p in per_seed])
+    return {"evaluation": per_seed, "mean_return": float(rets.mean()), "std_return_over_seeds": float(rets.std())}
+
+
+def _train_locked(*, agent, env, out: Path, steps, seeds, device, overrides, progress, evaluate_at_end, verbose, download, resume, init,
+                  save_every, say, loggers, replace_unfinished) -> TrainResult:
+    """:func:`train` with the run folder's lock held."""
+    from stable_baselines3.common.logger import CSVOutputFormat, Logger
+
+    from .checkpoint import save_agent
+    from .faults import TrainingInterrupted
+    from .runs import prepare_run_folder
+    from .tasks import get_task
+
+    task = get_task(env)
+    model, plan, keep, recipe_file, sections, table = _model_for_run(agent, task, steps, seeds, device, overrides, download, resume, init, say)
+    config = model.config
+    first, more = (plan.done, plan.more) if plan is not None else (0, config.steps)
+    prepare_run_folder(out, keep=keep, say=say, replace_unfinished=replace_unfinished)
+    model.set_dataset(table, refit_obs_stats=resume is None and init is None)
+    say(f"{'resuming' if resume is not None else 'training'} {len(model.seeds)} seed(s) {model.seeds} on {task.id}: steps {first} -> "
+        f"{first + more} -> {out}")
+    if sections:
+        say(f"recipe sections applied: {', '.join(sections)}")
+    say(f"backend: {model.backend.describe()}")
+    written: List[Path] = []
+    source = ({"resume": str(resume), "resumed_at_step": first} if resume is not None else
+              {"agent": agent, "recipe_file": str(recipe_file), "recipe_sections": sections})
+    resolved = {**source, **({"init": str(init)} if init is not None else {}), **({"applied_on_resume": plan.applied} if plan else {}),
+                "env": task.id, "seeds": list(model.seeds), "device": str(model.device), "backend": model.backend.describe(),
+                "steps_this_run": more, "config": config.to_dict()}
+    (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    written.append(out / "config.yaml")
+    formats = [CSVOutputFormat(str(out / "metrics.csv"))]
+    written.append(out / "metrics.csv")
+    wanted = list(loggers) if loggers is not None else (["stdout"] if verbose and not progress else [])
+    formats.extend(output_formats(wanted, out))
     model.set_logger(Logger(str(out), formats))
-    callback = None
+    callbacks: List[Any] = []
+    evaluation = None
     if config.eval_freq > 0 and task.eval_env is not None:
-        callback = PeriodicEvaluation(task, config.eval_freq, config.eval_episodes if not task.one_step else task.eval_episodes)
+        evaluation = PeriodicEvaluation(task, config.eval_freq, config.eval_episodes if not task.one_step else task.eval_episodes)
+        callbacks.append(evaluation)
+    latest = PeriodicCheckpoint(out / "model_latest.zip", save_every) if save_every else None
+    if latest is not None:
+        callbacks.append(latest)  # last: it saves the state after the step's evaluation, as the uninterrupted run has it
+    good = (keep[0], first) if resume is not None else (None, None)  # the last finite checkpoint of this run
     t0 = time.perf_counter()
     try:
-        model.learn(config.steps, progress_bar=progress, callback=callback)
-    except (KeyboardInterrupt, TrainingDiverged):
-        # nothing lost on failure: keep what was trained, under a name that says so
-        save_agent(model, out / "model_interrupted.zip")
-        raise
+        model.learn(more, progress_bar=progress, callback=callbacks or None)
+        if latest is not None:
+            latest.save_now()
+    except KeyboardInterrupt as exc:
+        if latest is not None and latest.saved_step is not None:
+            good = (latest.path, latest.saved_step)
+        signum = exc.signum if isinstance(exc, TrainingInterrupted) else 2
+        path, where = _failure_message(model, out, *good, name="model_interrupted.zip")
+        stop = TrainingInterrupted(signum, model.num_timesteps)
+        stop.checkpoint, stop.exact, stop.message = path, isinstance(exc, TrainingInterrupted), where
+        raise stop from None
+    except TrainingDiverged as exc:
+        if latest is not None and latest.saved_step is not None:
+            good = (latest.path, latest.saved_step)
+        path, where = _failure_message(model, out, *good, name="model_diverged.zip")
+        err = TrainingDiverged(f"{exc}; {where}")
+        err.checkpoint = path if path is not None else good[0]
+        raise err from None
     finally:
         model.logger.close()
     train_s = time.perf_counter() - t0
-    results: Dict[str, Any] = {"train_seconds": train_s, "steps": model.num_timesteps, "steps_per_s": model.num_timesteps / max(train_s, 1e-9),
-                               "backend": model.backend.describe()}
+    written.extend(p for p in sorted(out.glob("events.out.tfevents.*")) + [out / "log.txt", out / "progress.json"] if p.is_file())
+    done = model.num_timesteps - first
+    results: Dict[str, Any] = {"train_seconds": train_s, "steps": done, "first_step": first, "total_steps": model.num_timesteps,
+                               "seeds": list(model.seeds), "steps_per_s": done / max(train_s, 1e-9), "backend": model.backend.describe()}
+    if latest is not None:
+        written.append(latest.path)
     ckpts: List[Path] = []
     if model.members == 1:
         ckpts.append(save_agent(model, out / "model.zip"))
     else:
         for m, s in enumerate(model.seeds):
             ckpts.append(save_agent(model, out / f"model_seed{s}.zip", member=m))
+    written.extend(ckpts)
     if evaluate_at_end and task.eval_env is not None:
-        from .agent import Agent as _A
-
-        per_seed = []
-        for m, path in enumerate(ckpts):
-            single = model if model.members == 1 else _A.load(path, device=device)
-            single.set_random_seed(100 + model.seeds[m])
-            r = evaluate(single, task.make_env, episodes=task.eval_episodes if task.one_step else config.eval_episodes, seed=model.seeds[m] + 100)
-            score = task.normalized_score(r["mean_return"])
-            if score is not None:
-                r["normalized_score"] = score
-            if task.id.startswith("bandit2d"):
-                r.update(bandit_report(single, table["actions"], out, seed=model.seeds[m], suffix="" if model.members == 1 else f"_seed{model.seeds[m]}"))
-            per_seed.append({"seed": model.seeds[m], **r})
-        results["evaluation"] = per_seed
-        rets = np.array([p["mean_return"] for p in per_seed])
-        results["mean_return"] = float(rets.mean())
-        results["std_return_over_seeds"] = float(rets.std())
-    if callback is not None and callback.history:
-        results["evaluations"] = callback.history
+        results.update(_evaluate_run(model, task, table, ckpts, out, device, written))
+    if evaluation is not None and evaluation.history:
+        results["evaluations"] = evaluation.history
     from .plots import plot_learning_curves
 
-    plot_learning_curves(out / "metrics.csv", out / "learning_curves.png")
+    figure = plot_learning_curves(out / "metrics.csv", out / "learning_curves.png")
+    if figure is not None:
+        written.append(Path(figure))
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    return TrainResult(out=out, checkpoints=ckpts, results=results)
+    written.append(out / "results.json")
+    return TrainResult(out=out, checkpoints=ckpts, results=results, written=written)
