@@ -98,7 +98,8 @@ def test_each_run_gets_its_own_default_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for _ in range(2):
         assert cli("--steps", "2", *CLI_TINY).exit_code == 0
-    assert cli("--steps", "2", "--head", "gaussian", *CLI_TINY).exit_code == 0
+    gaussian = [a for pair in zip(CLI_TINY[::2], CLI_TINY[1::2]) if not pair[1].startswith(("T=", "time_dim=")) for a in pair]
+    assert cli("--steps", "2", "--head", "gaussian", *gaussian).exit_code == 0  # (a Gaussian head reads no T)
     runs = tmp_path / "runs"
     assert sorted(p.name for p in runs.iterdir()) == ["diffusion-ql-bandit2d-v0", "diffusion-ql-bandit2d-v0_2", "diffusion-ql-bandit2d-v0_3"]
     assert dqltoolkit.load(runs / "diffusion-ql-bandit2d-v0_3" / "model.zip").config.head == "gaussian"
