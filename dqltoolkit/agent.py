@@ -20,6 +20,7 @@ from .acting import ActingPolicy
 from .backends import select_backend
 from .config import AgentConfig
 from .learner import Learner
+from .loop import ensure_dataset, run_learning
 
 
 def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:
@@ -118,8 +119,6 @@ class Agent:
         Without a dataset, a loaded agent whose checkpoint names its task loads that task's dataset
         (its own observation statistics kept). ``tb_log_name`` is accepted for SB3 compatibility and
         names nothing here (see ``dqltoolkit train --logger``)."""
-        from .training import ensure_dataset, run_learning
-
         if int(total_timesteps) < 0:
             raise ValueError(f"learn: total_timesteps must be >= 0, got {total_timesteps}")
         ensure_dataset(self)
@@ -189,10 +188,21 @@ class Agent:
     def from_task(cls, agent: str, env: str, seeds: Sequence[int] = (0,), device: Union[str, torch.device] = "auto", download: bool = False,
                   **overrides: Any) -> "Agent":
         """``Agent.from_task("diffusion-ql", "hopper-medium-v2", eta=2.0)``: a recipe for a task with its
-        dataset loaded and its env set, ready for ``learn`` (see :func:`dqltoolkit.training.agent_for_task`)."""
-        from .training import agent_for_task
+        dataset loaded and its env set, ready for ``learn``, ``predict``, SB3's ``evaluate_policy(model,
+        model.get_env())`` and callbacks. ``overrides`` are recipe keys (``eta=2.0``), checked and typed like
+        ``-p``. What ``dqltoolkit train`` does, without the run folder, for code that drives the agent itself."""
+        from .config import coerce_mapping, resolve_recipe
+        from .tasks import get_task, task_spaces
 
-        return agent_for_task(agent, env, seeds=seeds, device=device, download=download, **overrides)
+        task = get_task(env)
+        config = resolve_recipe(agent, getattr(task, "recipe_section", None) or task.id).config
+        if overrides:
+            config = config.replace(**coerce_mapping(overrides, "from_task overrides"))
+        table = task.load_dataset(download=download)
+        probe_env, (obs_space, act_space) = task_spaces(task, table)
+        model = cls(config, obs_space, act_space, seeds=seeds, device=device, env=probe_env, task=task.id)
+        model.set_dataset(table)
+        return model
 
     @classmethod
     def load(cls, path: Union[str, Path], env: Optional[gym.Env] = None, device: Union[str, torch.device] = "auto",

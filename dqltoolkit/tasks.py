@@ -148,3 +148,26 @@ def _d4rl_task(path: str) -> Task:
         return Task(id=f"d4rl:{path}", dataset=dataset, eval_env=known.eval_env, eval_env_kwargs=known.eval_env_kwargs,
                     ref_min=known.ref_min, ref_max=known.ref_max, eval_episodes=known.eval_episodes)
     return Task(id=f"d4rl:{path}", dataset=dataset)
+
+
+def spaces_from_table(table: Mapping[str, np.ndarray]):
+    """Spaces for a dataset without an evaluation env: unbounded observations, actions in [-1, 1] when the
+    data lie there (D4RL's convention), else the data's own range."""
+    import gymnasium as gym
+
+    obs, act = np.asarray(table["observations"]), np.asarray(table["actions"])
+    obs_space = gym.spaces.Box(-np.inf, np.inf, (obs.shape[1],), np.float32)
+    if np.abs(act).max() <= 1.0:
+        act_space = gym.spaces.Box(-1.0, 1.0, (act.shape[1],), np.float32)
+    else:
+        act_space = gym.spaces.Box(act.min(0).astype(np.float32), act.max(0).astype(np.float32))
+    return obs_space, act_space
+
+
+def task_spaces(task, table: Mapping[str, np.ndarray]):
+    """``(env or None, (observation space, action space))`` for a task: its evaluation env's spaces, or the
+    data's own for a task without one."""
+    if task.eval_env is not None:
+        env = task.make_env()
+        return env, (env.observation_space, env.action_space)
+    return None, spaces_from_table(table)

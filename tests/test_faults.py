@@ -167,9 +167,9 @@ def _poison_after(monkeypatch, step: int, value: float):
 
 
 def test_divergence_is_caught_between_log_steps_and_keeps_the_last_finite_checkpoint(tmp_path, monkeypatch):
-    import dqltoolkit.training as training
+    import dqltoolkit.loop as loop
 
-    monkeypatch.setattr(training, "DIVERGENCE_CHECK_EVERY", 4)
+    monkeypatch.setattr(loop, "DIVERGENCE_CHECK_EVERY", 4)
     _poison_after(monkeypatch, 10, float("nan"))
     out = tmp_path / "run"
     with pytest.raises(TrainingDiverged) as err:
