@@ -216,7 +216,7 @@ def agent_for_task(agent: str, env: str, seeds: Sequence[int] = (0,), device: st
     from .tasks import get_task
 
     task = get_task(env)
-    config, _ = load_recipe(agent, task.id)
+    config, _ = load_recipe(agent, task.recipe_section or task.id)
     if overrides:
         config = config.replace(**coerce_mapping(overrides, "agent_for_task overrides"))
     table = task.load_dataset(download=download)
@@ -267,7 +267,7 @@ def train(
         recipe_file = resolve_checkpoint(init)
         config = AgentConfig.from_dict(read_checkpoint(recipe_file)[0]["config"], source=f"{recipe_file} config")
     else:
-        config, recipe_file = load_recipe(agent, task.id)
+        config, recipe_file = load_recipe(agent, task.recipe_section or task.id)
     if overrides:
         config = config.replace(**overrides)
     if steps is not None:
