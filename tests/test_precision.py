@@ -1,12 +1,12 @@
 """Reduced-precision products (AgentConfig.matmul_precision): what runs in bf16, what stays float32, and
 that the process-global torch settings come back as they were."""
 
+import warnings
+
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-
-import warnings
 
 from dqltoolkit import Agent, fused, precision
 from dqltoolkit._native import fused_ops

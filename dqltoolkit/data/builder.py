@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,8 +50,8 @@ def build_time_estimate(command: str) -> str:
     if all(lv == "random" for lv in levels):
         return "seconds: random actions, no training"
     if any("expert" in lv for lv in levels):
-        return "about 50 minutes of SAC training on 2 CPU cores (the full --budget of 300k env steps), resumable"
-    return "tens of minutes of SAC training (about 25 on 2 CPU cores for hopper), resumable"
+        return "about 50 minutes of SAC training on 2 CPU cores, the full --budget of 300k env steps; resumable"
+    return "tens of minutes of SAC training, about 25 on 2 CPU cores for hopper; resumable"
 
 
 @dataclass
