@@ -190,3 +190,17 @@ def test_an_unusable_minari_folder_is_one_error_naming_it(tmp_path, monkeypatch)
                  ["train", "--env", "minari:someone/x-v0", "--out", str(tmp_path / "run")]):
         r = CliRunner().invoke(main, args)
         assert r.exit_code == 1 and expected in r.output and "Traceback" not in r.output, args
+
+
+def test_a_failed_write_names_the_dataset_and_leaves_nothing_behind(minari_home, monkeypatch):
+    import errno
+
+    import minari
+
+    def full_disk(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(minari, "create_dataset_from_buffers", full_disk)
+    with pytest.raises(DatasetError, match=r"could not write Minari dataset 'x/hopper/full-v0' to .*x/hopper/full-v0: No space left on device"):
+        write_minari("x/hopper/full-v0", _episodes(), "Hopper-v5")
+    assert not (minari_home / "x" / "hopper" / "full-v0").exists()
