@@ -152,8 +152,7 @@ def _section_of(tid: str) -> str:
 
 def _catalogue_id_for_dataset(dataset_id: str) -> Optional[str]:
     """The catalogue task (D4RL name first) whose data is the Minari dataset ``dataset_id`` (official or local copy)."""
-    hits = [tid for tid, spec in _catalogue().items() if dataset_id in (spec["dataset"].get("dataset_id"), spec["dataset"].get("local_id"))]
-    hits.sort(key=lambda t: ("/" in t, t))
+    hits = sorted(tasks_using_dataset(dataset_id), key=lambda t: ("/" in t, t))
     return hits[0] if hits else None
 
 
