@@ -204,3 +204,13 @@ def test_a_failed_write_names_the_dataset_and_leaves_nothing_behind(minari_home,
     with pytest.raises(DatasetError, match=r"could not write Minari dataset 'x/hopper/full-v0' to .*x/hopper/full-v0: No space left on device"):
         write_minari("x/hopper/full-v0", _episodes(), "Hopper-v5")
     assert not (minari_home / "x" / "hopper" / "full-v0").exists()
+
+
+def test_dataset_info_describes_a_d4rl_file_by_any_of_its_names(tmp_path):
+    path = _d4rl_file(tmp_path / "hopper_medium-v2.hdf5")
+    for name in (f"d4rl:{path}", str(path)):
+        r = CliRunner().invoke(main, ["dataset", "info", name])
+        assert r.exit_code == 0 and "recipe section: hopper-medium-v2" in r.output and "evaluation env: Hopper-v5" in r.output
+        assert "observations: (50, 11) float32" in r.output and "timeouts: (50,) bool" in r.output
+    r = CliRunner().invoke(main, ["dataset", "info", f"d4rl:{tmp_path / 'gone.hdf5'}"])
+    assert r.exit_code == 1 and f"D4RL file {tmp_path / 'gone.hdf5'} does not exist" in r.output
