@@ -1,9 +1,15 @@
 """Optional native kernels, compiled on first use with the system C compiler and loaded with ctypes.
 
 No torch headers are involved, so a build takes well under a second; the shared object is cached per
-source, compiler flags and CPU model in ``$DQLTOOLKIT_CACHE`` (default ``~/.cache/dqltoolkit``). If no
-compiler is found or the build fails, :func:`native_lib` returns None and callers use PyTorch ops.
-Set ``DQLTOOLKIT_NATIVE=0`` to disable.
+source, compiler flags and CPU model in the private cache folder ``$DQLTOOLKIT_CACHE`` (default
+``~/.cache/dqltoolkit``, see :mod:`dqltoolkit._cache`). If no compiler is found or the build fails,
+:func:`native_lib` returns None and callers use PyTorch ops. Set ``DQLTOOLKIT_NATIVE=0`` to disable.
+
+What is loaded is what was built: each build is compiled under a fresh temporary name in the private
+folder, its SHA-256 recorded beside it (``<name>.so.sha256.json``), and a library is loaded only from a
+file whose content matches that digest (read and loaded through one open file, so the bytes checked
+are the bytes loaded). A file without a digest (an older version's cache) or with a wrong one is
+rebuilt. Builds hold a lock in the folder, so parallel processes build once.
 """
 
 from __future__ import annotations
@@ -15,9 +21,13 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import warnings
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterator, Optional
+
+from ._cache import CacheError, open_verified, private_dir, record_digest, sidecar
 
 _SRC = Path(__file__).parent / "csrc" / "mish.c"
 _FLAGS = ["-O3", "-ffast-math", "-march=native", "-shared", "-fPIC"]
@@ -28,7 +38,60 @@ if platform.machine() in ("x86_64", "AMD64"):
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("DQLTOOLKIT_CACHE", Path.home() / ".cache" / "dqltoolkit"))
+    """The private cache folder (created 0700, refused if someone else could write it: CacheError)."""
+    return private_dir()
+
+
+@contextmanager
+def _build_lock(folder: Path) -> Iterator[None]:
+    """One build at a time per cache folder (parallel test workers, two training runs)."""
+    import fcntl
+
+    with open(folder / ".build.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class BuildFailed(RuntimeError):
+    """The compiler failed; the message is its last line of complaint."""
+
+
+def _verified_library(name: str, build: Callable[[Path], str], load: Callable[[str], object]) -> object:
+    """Load ``name`` from the private cache, building it first where no verified copy exists.
+
+    ``build(path)`` writes the library to ``path`` (a fresh name in the private folder) and returns ""
+    on success, else why not; ``load(path)`` opens a library. Returns what ``load`` returned, or raises
+    CacheError (unsafe folder), BuildFailed (the message says why) or what ``load`` raised.
+    """
+    folder = cache_dir()
+    so = folder / name
+    with _build_lock(folder):
+        f = open_verified(so)
+        if f is None:
+            if so.exists() and sidecar(so).exists():
+                warnings.warn(f"dqltoolkit: {so} does not match the SHA-256 recorded when it was built; it is not loaded, "
+                              "and is built again", RuntimeWarning, stacklevel=3)
+            fd, tmp = tempfile.mkstemp(prefix=f".{so.stem}-", suffix=".so", dir=folder)
+            os.close(fd)
+            try:
+                error = build(Path(tmp))
+                if error:
+                    raise BuildFailed(error)
+                os.chmod(tmp, 0o700)
+                os.replace(tmp, so)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+            record_digest(so)
+            f = open_verified(so)
+            if f is None:
+                raise BuildFailed(f"{so} changed while it was being recorded")
+    with f:
+        fd_path = f"/proc/self/fd/{f.fileno()}"
+        return load(fd_path if os.path.exists(fd_path) else str(so))
 
 
 def _cpu_model() -> str:
@@ -49,35 +112,31 @@ def native_lib() -> Optional[ctypes.CDLL]:
     if cc is None or not _SRC.is_file():
         return None
     key = hashlib.sha256(_SRC.read_bytes() + " ".join(_FLAGS + ["omp"]).encode() + _cpu_model().encode() + platform.machine().encode()).hexdigest()[:16]
-    so = cache_dir() / f"dql_native_{key}.so"
-    if not so.is_file() and not _build(cc, so):
-        return None
     try:
-        lib = ctypes.CDLL(str(so))
-        lib.dql_mish_fwd.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
-        lib.dql_mish_bwd.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
-        p, i64 = ctypes.c_void_p, ctypes.c_int64
-        lib.dql_mish_bias_fwd.argtypes = [p, p, p, i64, i64, i64, ctypes.c_int]
-        lib.dql_mish_bias_bwd.argtypes = [p, p, p, p, i64, i64, i64, ctypes.c_int]
-        return lib
-    except OSError:
+        lib = _verified_library(f"dql_native_{key}.so", lambda out: _build(cc, out), ctypes.CDLL)
+    except CacheError as exc:
+        warnings.warn(f"dqltoolkit: native kernels not loaded: {exc}", RuntimeWarning, stacklevel=2)
         return None
+    except (OSError, BuildFailed):
+        return None
+    lib.dql_mish_fwd.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
+    lib.dql_mish_bwd.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
+    p, i64 = ctypes.c_void_p, ctypes.c_int64
+    lib.dql_mish_bias_fwd.argtypes = [p, p, p, i64, i64, i64, ctypes.c_int]
+    lib.dql_mish_bias_bwd.argtypes = [p, p, p, p, i64, i64, i64, ctypes.c_int]
+    return lib
 
 
-def _build(cc: str, so: Path) -> bool:
-    """Compile with OpenMP (bound to torch's libgomp.so.1, see mish.c), else without; atomic rename."""
-    so.parent.mkdir(parents=True, exist_ok=True)
+def _build(cc: str, out: Path) -> str:
+    """Compile with OpenMP (bound to torch's libgomp.so.1, see mish.c), else without, into ``out``."""
+    why = ""
     for extra in (["-fopenmp"], []):
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=so.parent)
-        os.close(fd)
         try:
-            subprocess.run([cc, *_FLAGS, *extra, str(_SRC), "-o", tmp, "-lm"], check=True, capture_output=True, timeout=120)
-            os.replace(tmp, so)  # atomic: parallel test workers may build at once
-            return True
-        except (OSError, subprocess.SubprocessError):
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return False
+            subprocess.run([cc, *_FLAGS, *extra, str(_SRC), "-o", str(out), "-lm"], check=True, capture_output=True, timeout=120)
+            return ""
+        except (OSError, subprocess.SubprocessError) as exc:
+            why = str(exc)[:300]
+    return why or "build failed"
 
 
 _FUSED_SRC = Path(__file__).parent / "csrc" / "fused.cpp"
@@ -107,22 +166,28 @@ def fused_ops():
     link = [f"-L{torch_dir / 'lib'}", "-ltorch_cpu", "-lc10", f"-Wl,-rpath,{torch_dir / 'lib'}", "-lm"]
     key = hashlib.sha256(_FUSED_SRC.read_bytes() + _SRC.read_bytes() + " ".join(_FLAGS + cxx_flags + link).encode()
                          + torch.__version__.encode() + _cpu_model().encode() + platform.machine().encode()).hexdigest()[:16]
-    so = cache_dir() / f"dql_fused_{key}.so"
-    if not so.is_file():
+    name = f"dql_fused_{key}.so"
+
+    def build(out: Path) -> str:
         import sys
 
         print(f"dqltoolkit: compiling the fused CPU operators for torch {torch.__version__} (once, about 10 s) ...",
               file=sys.stderr, flush=True)
-        error = _build_fused(cc, cxx, cxx_flags, link, so)
-        if error:
-            _warn_slow_path(f"could not compile {_FUSED_SRC.name} ({error})")
-            return None
-    try:
-        torch.ops.load_library(str(so))
+        return _build_fused(cc, cxx, cxx_flags, link, out)
+
+    def load(path: str):
+        torch.ops.load_library(path)
         return torch.ops.dqltoolkit
+
+    try:
+        return _verified_library(name, build, load)
+    except CacheError as exc:
+        _warn_slow_path(f"the fused CPU operators are not loaded: {exc}")
+    except BuildFailed as exc:
+        _warn_slow_path(f"could not compile {_FUSED_SRC.name} ({exc})")
     except (OSError, RuntimeError) as exc:
-        _warn_slow_path(f"could not load {so} ({exc})")
-        return None
+        _warn_slow_path(f"could not load {name} ({exc})")
+    return None
 
 
 def _warn_slow_path(why: str) -> None:
@@ -132,19 +197,17 @@ def _warn_slow_path(why: str) -> None:
                   "Set DQLTOOLKIT_FUSED=0 to silence this.", RuntimeWarning, stacklevel=3)
 
 
-def _build_fused(cc: str, cxx: str, cxx_flags: list, link: list, so: Path) -> str:
+def _build_fused(cc: str, cxx: str, cxx_flags: list, link: list, out: Path) -> str:
     """mish.c with the Mish library's flags (fast math stays out of the ATen translation unit), then
-    fused.cpp, linked into one shared object against torch's libraries; atomic rename. Returns "" on
-    success, else the last line of the compiler's complaint."""
-    so.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=so.parent) as tmp:
-        mish_o, out = Path(tmp) / "mish.o", Path(tmp) / "fused.so"
+    fused.cpp, linked into one shared object against torch's libraries, written to ``out``. Returns ""
+    on success, else the last line of the compiler's complaint."""
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        mish_o = Path(tmp) / "mish.o"
         try:
             subprocess.run([cc, *[f for f in _FLAGS if f != "-shared"], "-fopenmp", "-c", str(_SRC), "-o", str(mish_o)],
                            check=True, capture_output=True, timeout=120)
             subprocess.run([cxx, *cxx_flags, "-shared", str(_FUSED_SRC), str(mish_o), "-o", str(out), "-fopenmp", *link],
                            check=True, capture_output=True, timeout=600)
-            os.replace(out, so)
             return ""
         except subprocess.CalledProcessError as exc:
             lines = [ln for ln in (exc.stderr or b"").decode(errors="replace").splitlines() if ln.strip()]

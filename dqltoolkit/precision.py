@@ -2,7 +2,8 @@
 
 The values are torch's own (:func:`torch.set_float32_matmul_precision`): ``"highest"`` (the default)
 keeps float32 products; ``"high"`` and ``"medium"`` allow TF32 tensor cores on CUDA GPUs (the inputs'
-mantissas cut to 10 bits); ``"medium"`` on a CPU with bfloat16 units (AMX, AVX512-BF16) runs the wide
+mantissas cut to 10 bits); ``"medium"`` on a CPU where bf16 products really run (a probe decides, :func:`bf16_probe`: AMX CPUs
+yes; AVX512-BF16 without AMX, e.g. AMD EPYC, no: oneDNN keeps float32 there) runs the wide
 products (every side >= 64, >= 6M multiply-adds) as bfloat16 products with float32 accumulation (the
 inputs' mantissas cut to 7 bits), while the others stay in float32, where bf16 would be slower (see
 ``csrc/fused.cpp``). That holds for the fused operators and for the layers of the eager path (heads and
@@ -17,8 +18,13 @@ acting only, and leaves the setting as it found it.
 
 from __future__ import annotations
 
+import platform
+import time
+import warnings
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, ContextManager, Iterator, Optional
 
 import torch
@@ -29,18 +35,117 @@ _layer_ops = None  # the fused library while a CPU "medium" block is active: eag
 
 
 def check_precision(value: str) -> str:
+    """``value`` if it is one of :data:`PRECISIONS`, else a ValueError listing them."""
     if value not in PRECISIONS:
         raise ValueError(f"matmul_precision={value!r}: expected one of {', '.join(PRECISIONS)} (torch.set_float32_matmul_precision's values)")
     return value
 
 
-@lru_cache(maxsize=1)
-def cpu_has_bf16_matmuls() -> bool:
-    """Whether oneDNN runs bfloat16 products natively here (else ``"medium"`` on a CPU changes nothing)."""
+class PrecisionWarning(UserWarning):
+    """``matmul_precision`` asks for reduced-precision products this machine cannot run (float32 is kept)."""
+
+
+@dataclass(frozen=True)
+class Bf16Probe:
+    """What one probe product in oneDNN's bf16 mode showed on this CPU (see :func:`bf16_probe`)."""
+
+    available: bool  # bf16 products run here, and are not slower than float32
+    rounding: bool  # the probe product showed bf16 input rounding (else oneDNN ran it in float32)
+    reason: str  # one line for users: what was measured
+    cpu: str
+
+
+def cpu_name() -> str:
+    """The CPU's model name, for messages ("AMD EPYC", "Intel(R) Xeon(R) Platinum 8480+")."""
     try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+@contextmanager
+def _mkldnn_matmul(value: str) -> Iterator[None]:
+    m = torch.backends.mkldnn.matmul
+    before = m.fp32_precision
+    m.fp32_precision = value
+    try:
+        yield
+    finally:
+        m.fp32_precision = before
+
+
+def _seconds(fn, calls: int = 8, repeats: int = 5) -> float:
+    fn()  # warm-up: oneDNN builds its kernel on the first call
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / calls)
+    return best
+
+
+@lru_cache(maxsize=1)
+def bf16_probe() -> Bf16Probe:
+    """Run one wide product (256 x 256 x 256) in oneDNN's bf16 mode, once per process, and look at it.
+
+    Why a probe and not a flag: oneDNN treats the bf16 mode as a permission, not an order. On CPUs with
+    AVX512-BF16 but no AMX (AMD EPYC Zen 4, for one) torch reports bf16 support, yet oneDNN runs float32
+    products in float32; only the result tells. The product counts as bf16 when it equals float32
+    arithmetic on bf16-rounded inputs (within a tenth of the rounding's effect); then it must also not be
+    slower than the float32 product (min of 5 timings of 8 calls, 10% slack for noise), else "medium"
+    would only lose accuracy.
+    """
+    cpu = cpu_name()
+    mkldnn = torch.backends.mkldnn
+    if not (mkldnn.is_available() and hasattr(getattr(mkldnn, "matmul", None), "fp32_precision")):
+        return Bf16Probe(False, False, f"torch {torch.__version__} has no oneDNN bf16 matmul mode", cpu)
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(1, 256, 256, generator=g), torch.randn(1, 256, 256, generator=g)
+    try:
+        with _mkldnn_matmul("ieee"):
+            full = torch.bmm(a, b)
+            rounded = torch.bmm(a.bfloat16().float(), b.bfloat16().float())
+        with _mkldnn_matmul("bf16"):
+            reduced = torch.bmm(a, b)
+    except (RuntimeError, ValueError) as exc:
+        return Bf16Probe(False, False, f"a product in oneDNN's bf16 mode failed ({exc})", cpu)
+    effect = (rounded - full).abs().max().item()  # what bf16 input rounding does to this product
+    off_full, off_rounded = (reduced - full).abs().max().item(), (reduced - rounded).abs().max().item()
+    if not off_rounded < 0.1 * effect:
+        what = "came out as float32" if off_full < 0.1 * effect else "matched neither float32 nor bf16 arithmetic"
+        return Bf16Probe(False, False, f"a 256x256x256 product in oneDNN's bf16 mode {what} (max difference {off_full:.2g} from "
+                                       f"float32, {off_rounded:.2g} from bf16-rounded inputs): oneDNN keeps float32 products in "
+                                       "float32 on this CPU (it runs them in bf16 on CPUs with AMX)", cpu)
+    x, y = torch.randn(2, 512, 512, generator=g), torch.randn(2, 512, 512, generator=g)
+    with _mkldnn_matmul("ieee"):
+        t32 = _seconds(lambda: torch.bmm(x, y))
+    with _mkldnn_matmul("bf16"):
+        t16 = _seconds(lambda: torch.bmm(x, y))
+    if t16 > 1.1 * t32:
+        return Bf16Probe(False, True, f"bf16 products run but are slower than float32 here ({t16 * 1e3:.2f} ms vs {t32 * 1e3:.2f} ms "
+                                      "for 2x512x512x512)", cpu)
+    return Bf16Probe(True, True, f"bf16 products run {t32 / t16:.1f}x as fast as float32 (2x512x512x512)", cpu)
+
+
+def cpu_has_bf16_matmuls() -> bool:
+    """Whether bf16 products really run here and pay off (the probe's answer; else "medium" keeps float32)."""
+    return bf16_probe().available
+
+
+_warned: set = set()
+
+
+def _warn_float32_once(why: str) -> None:
+    """Say once per process why "medium" keeps float32 on this CPU (a user asked for it explicitly)."""
+    if why in _warned:
+        return
+    _warned.add(why)
+    warnings.warn(f"dqltoolkit: matmul_precision='medium' keeps float32 products on this CPU ({cpu_name()}): {why}",
+                  PrecisionWarning, stacklevel=4)
 
 
 _FLOAT32 = nullcontext()  # reusable: the default precision enters no generator-based scope on every step
@@ -59,8 +164,16 @@ def _reduced_precision(precision: str, device: torch.device) -> Iterator[None]:
         return
     from ._native import fused_ops
 
-    ops = fused_ops() if precision == "medium" and device.type == "cpu" and cpu_has_bf16_matmuls() else None
-    if ops is None:  # "high" on a CPU (no TF32 units), no bf16 units, or no fused library: float32 as before
+    ops = None
+    if precision == "medium" and device.type == "cpu":
+        probe = bf16_probe()
+        if not probe.available:
+            _warn_float32_once(probe.reason)
+        else:
+            ops = fused_ops()
+            if ops is None:
+                _warn_float32_once("bf16 products need the fused CPU operators, which could not be built here")
+    if ops is None:  # "high" on a CPU (no TF32 units), bf16 products that do not run, or no fused library: float32
         yield
         return
     global _layer_ops

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -53,6 +53,11 @@ class Task:
     eval_episodes: int = 10
     description: str = ""
     buildable: bool = True
+    #: the catalogue id whose section of a recipe applies (``hopper-medium-v2`` for ``minari:mujoco/hopper/medium-v0``,
+    #: ``d4rl:/x/hopper_medium-v2.hdf5`` and ``mujoco/hopper/medium-v0``); None for data the catalogue does not know
+    recipe_section: Optional[str] = None
+    #: why there is no evaluation env (a dataset that names none, or names one that is refused); "" otherwise
+    eval_note: str = ""
 
     def load_dataset(self, download: bool = False) -> Dict[str, np.ndarray]:
         spec = dict(self.dataset)
@@ -65,7 +70,7 @@ class Task:
         import dqltoolkit.envs  # noqa: F401  (registers bandit2d-v0)
 
         if self.eval_env is None:
-            raise ValueError(f"task {self.id!r} has no evaluation env")
+            raise ValueError(f"task {self.id!r} has no evaluation env" + (f": {self.eval_note}" if self.eval_note else ""))
         return gym.make(self.eval_env, **{**self.eval_env_kwargs, **kwargs})
 
     def normalized_score(self, ret: float) -> Optional[float]:
@@ -74,7 +79,7 @@ class Task:
         return 100.0 * (ret - self.ref_min) / (self.ref_max - self.ref_min)
 
 
-_TASK_KEYS = {f for f in Task.__dataclass_fields__ if f != "id"}
+_TASK_KEYS = {f for f in Task.__dataclass_fields__ if f not in ("id", "eval_note")}
 
 
 @lru_cache(maxsize=1)
@@ -97,57 +102,118 @@ def task_ids() -> list[str]:
 
 
 def get_task(task_id: str) -> Task:
-    """A catalogue task, or an ad-hoc one: ``minari:<dataset id>`` or ``d4rl:<path to hdf5>``."""
+    """The task behind any name of its data, the same in every command (``train --env``, ``evaluate``,
+    ``dataset info/list/build``):
+
+    - a catalogue id (``hopper-medium-v2``, ``mujoco/hopper/medium-v0``: ``dqltoolkit list envs``);
+    - ``minari:<dataset id>``, or a bare Minari id the catalogue knows or that is local (``dqltoolkit/hopper/medium-v0``);
+    - ``d4rl:<path to hdf5>``, or a path ending in ``.hdf5``.
+
+    Every form that names data the catalogue knows gets that task's recipe section
+    (:attr:`Task.recipe_section`), evaluation env and reference scores, so that per-dataset settings
+    (the paper's grad_norm, AntMaze's eta and reward transform) do not depend on how the data was named.
+    """
     if task_id.startswith("minari:"):
         return _minari_task(task_id[len("minari:"):])
     if task_id.startswith("d4rl:"):
         return _d4rl_task(task_id[len("d4rl:"):])
     cat = _catalogue()
-    if task_id not in cat:
-        raise UnknownNameError(f"unknown env {task_id!r}.{did_you_mean(task_id, list(cat))} Known envs: {', '.join(sorted(cat))}")
-    return Task(id=task_id, **cat[task_id])
+    if task_id in cat:
+        return _catalogue_task(task_id)
+    if task_id.endswith((".hdf5", ".h5")):
+        return _d4rl_task(task_id)
+    if "/" in task_id:
+        from .data.minari_source import is_local
+
+        if _catalogue_id_for_dataset(task_id) is not None or is_local(task_id):
+            return _minari_task(task_id)
+    raise UnknownNameError(f"unknown env {task_id!r}.{did_you_mean(task_id, list(cat))} Known envs: {', '.join(sorted(cat))}; "
+                           "also minari:<Minari dataset id> (or a local Minari id) and d4rl:<path to an hdf5 file>")
 
 
-def _catalogue_task_with(key: str, value: str) -> Optional[Task]:
-    for tid, spec in _catalogue().items():
-        if spec.get("dataset", {}).get(key) == value or spec.get("dataset", {}).get("local_id") == value:
-            return Task(id=tid, **spec)
+def _catalogue_task(tid: str) -> Task:
+    spec = _catalogue()[tid]
+    return Task(id=tid, **{**spec, "recipe_section": spec.get("recipe_section") or _section_of(tid)})
+
+
+def _section_of(tid: str) -> str:
+    """The recipe section of a catalogue task: the task's D4RL name. A task listed under its Minari id
+    (``mujoco/hopper/medium-v0``) shares its data with the D4RL-named task (``hopper-medium-v2``), whose
+    name the recipes use."""
+    if "/" not in tid:
+        return tid
+    dataset = _catalogue()[tid]["dataset"]
+    for other, spec in _catalogue().items():
+        same_data = spec["dataset"].get("source") == dataset.get("source") and spec["dataset"].get("dataset_id") == dataset.get("dataset_id")
+        if "/" not in other and same_data and dataset.get("dataset_id") is not None:
+            return other
+    return tid
+
+
+def _catalogue_id_for_dataset(dataset_id: str) -> Optional[str]:
+    """The catalogue task (D4RL name first) whose data is the Minari dataset ``dataset_id`` (official or local copy)."""
+    hits = sorted(tasks_using_dataset(dataset_id), key=lambda t: ("/" in t, t))
+    return hits[0] if hits else None
+
+
+def tasks_using_dataset(dataset_id: str) -> list[str]:
+    """Catalogue tasks whose data is the Minari dataset ``dataset_id`` (as the official id or the local copy)."""
+    return sorted(tid for tid, spec in _catalogue().items() if dataset_id in (spec["dataset"].get("dataset_id"), spec["dataset"].get("local_id")))
+
+
+def _catalogue_id_for_file(path: str) -> Optional[str]:
+    """The catalogue task a D4RL file is named after: ``hopper-medium-v2.hdf5`` or D4RL's own download name
+    ``hopper_medium-v2.hdf5`` (underscores for dashes)."""
+    from pathlib import Path
+
+    stem = Path(path).stem
+    cat = _catalogue()
+    for name in (stem, stem.replace("_", "-")):
+        if name in cat and "/" not in name:
+            return name
     return None
 
 
 def _minari_task(dataset_id: str) -> Task:
-    """Evaluation env and reference scores from the catalogue if it knows the id, else from the dataset."""
-    known = _catalogue_task_with("dataset_id", dataset_id)
-    dataset = {"source": "minari", "dataset_id": dataset_id}
-    if known is not None:
+    """Evaluation env, reference scores and recipe section from the catalogue if it knows the id (its
+    official id, or the id of the copy ``dataset build`` makes), else from the dataset's own metadata."""
+    tid = _catalogue_id_for_dataset(dataset_id)
+    if tid is not None:
+        known = _catalogue_task(tid)
+        dataset = dict(known.dataset) if known.dataset.get("dataset_id") == dataset_id else \
+            {"source": "minari", "dataset_id": dataset_id, **({"build": known.dataset["build"]} if "build" in known.dataset else {})}
         return Task(id=f"minari:{dataset_id}", dataset=dataset, eval_env=known.eval_env, eval_env_kwargs=known.eval_env_kwargs,
-                    ref_min=known.ref_min, ref_max=known.ref_max, eval_episodes=known.eval_episodes)
-    eval_env, ref_min, ref_max = None, None, None
+                    ref_min=known.ref_min, ref_max=known.ref_max, eval_episodes=known.eval_episodes, one_step=known.one_step,
+                    description=known.description, buildable=known.buildable, recipe_section=known.recipe_section)
+    dataset = {"source": "minari", "dataset_id": dataset_id}
+    task = Task(id=f"minari:{dataset_id}", dataset=dataset, eval_note=f"Minari dataset {dataset_id!r} is not in the local Minari folder")
     from .data.minari_source import is_local
 
     if is_local(dataset_id):
-        import minari
+        from .data.minari_source import dataset_eval_env
 
-        ds = minari.load_dataset(dataset_id)
-        spec = ds.spec.eval_env_spec or ds.spec.env_spec
-        eval_env = spec.id if spec is not None else None
-        meta = ds.storage.metadata
-        ref_min, ref_max = meta.get("ref_min_score"), meta.get("ref_max_score")
-    return Task(id=f"minari:{dataset_id}", dataset=dataset, eval_env=eval_env, ref_min=ref_min, ref_max=ref_max)
+        task.eval_env, task.eval_env_kwargs, task.ref_min, task.ref_max, task.eval_note = dataset_eval_env(dataset_id)
+        if task.eval_env is None:
+            import warnings
+
+            warnings.warn(f"minari:{dataset_id}: evaluation is skipped: {task.eval_note}", TaskWarning, stacklevel=3)
+    return task
+
+
+class TaskWarning(UserWarning):
+    """A task that can train but not be evaluated (its dataset names no usable evaluation env)."""
 
 
 def _d4rl_task(path: str) -> Task:
-    """The file's stem names its task when it is a D4RL name (hopper-medium-v2.hdf5): env and scores from there."""
-    from pathlib import Path
-
-    stem = Path(path).stem
+    """The file's name names its task when it is a D4RL name (``hopper-medium-v2.hdf5``, or D4RL's own
+    ``hopper_medium-v2.hdf5``): env, scores and recipe section from there."""
     dataset = {"source": "d4rl_hdf5", "path": path}
-    cat = _catalogue()
-    if stem in cat:
-        known = Task(id=stem, **cat[stem])
+    tid = _catalogue_id_for_file(path)
+    if tid is not None:
+        known = _catalogue_task(tid)
         return Task(id=f"d4rl:{path}", dataset=dataset, eval_env=known.eval_env, eval_env_kwargs=known.eval_env_kwargs,
-                    ref_min=known.ref_min, ref_max=known.ref_max, eval_episodes=known.eval_episodes)
-    return Task(id=f"d4rl:{path}", dataset=dataset)
+                    ref_min=known.ref_min, ref_max=known.ref_max, eval_episodes=known.eval_episodes, recipe_section=known.recipe_section)
+    return Task(id=f"d4rl:{path}", dataset=dataset, eval_note=f"{path} is not named after a catalogue task (e.g. hopper-medium-v2.hdf5)")
 
 
 def spaces_from_table(table: Mapping[str, np.ndarray]):

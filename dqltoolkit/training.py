@@ -350,6 +350,8 @@ def _train_locked(*, agent, env, out: Path, steps, seeds, device, overrides, pro
     if sections:
         say(f"recipe sections applied: {', '.join(sections)}")
     say(f"backend: {model.backend.describe()}")
+    if task.eval_env is None and getattr(task, "eval_note", ""):
+        say(f"no evaluation: {task.eval_note}")
     written: List[Path] = []
     source = ({"resume": str(resume), "resumed_at_step": first} if resume is not None else
               {"agent": agent, "recipe_file": str(recipe_file), "recipe_sections": sections})

@@ -81,3 +81,93 @@ def test_a_larger_budget_continues_a_build_that_missed_the_medium_target():
     lines = []
     build(BuildConfig(**{**cfg, "budget": 600}), say=lines.append, progress=False)
     assert not any("budget raised" in m for m in lines) and not any("resuming" in m for m in lines)
+
+
+def _sac(seed=0):
+    import gymnasium as gym
+    from stable_baselines3 import SAC
+
+    return SAC("MlpPolicy", gym.make("Hopper-v5", max_episode_steps=20), learning_starts=20, seed=seed, verbose=0, device="cpu",
+               policy_kwargs={"net_arch": [32, 32]})
+
+
+def test_a_stage_round_trips_without_pickle(tmp_path):
+    """Weights, optimiser moments, the entropy coefficient, counters and the replay buffer come back exactly
+    into a fresh model, from files that hold only tensors, JSON and plain arrays."""
+    import json
+
+    import torch
+
+    from dqltoolkit.data.sb3_stages import load_model, load_replay, save_model, save_replay
+
+    model = _sac()
+    model.learn(60)
+    save_model(model, tmp_path / "stage", "sac")
+    save_replay(model.replay_buffer, tmp_path / "replay.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["replay.npz", "stage.json", "stage.safetensors"]
+    assert json.loads((tmp_path / "stage.json").read_text())["num_timesteps"] == 60
+    np.load(tmp_path / "replay.npz", allow_pickle=False)  # plain arrays
+    back = load_model(tmp_path / "stage", "sac", lambda: _sac(seed=1))
+    load_replay(back.replay_buffer, tmp_path / "replay.npz")
+    for name in ("policy", "actor.optimizer", "critic.optimizer", "ent_coef_optimizer"):
+        a, b = (getattr(m, name.split(".")[0]) for m in (model, back))
+        a, b = (a.optimizer, b.optimizer) if "." in name else (a, b)
+        sa, sb = a.state_dict(), b.state_dict()
+        if name == "policy":
+            assert all(torch.equal(sa[k], sb[k]) for k in sa) and sa.keys() == sb.keys()
+        else:
+            assert sa["param_groups"] == sb["param_groups"]
+            for k, moments in sa["state"].items():
+                assert all(torch.equal(torch.as_tensor(v), torch.as_tensor(sb["state"][k][n])) for n, v in moments.items())
+    assert torch.equal(model.log_ent_coef, back.log_ent_coef) and back.num_timesteps == 60 and back._n_updates == model._n_updates
+    n = model.replay_buffer.pos
+    assert back.replay_buffer.pos == n and np.array_equal(back.replay_buffer.observations[:n], model.replay_buffer.observations[:n])
+    back.learn(30, reset_num_timesteps=False)  # and it trains on
+    assert back.num_timesteps == 90
+
+
+def test_a_stage_that_does_not_fit_is_refused_naming_the_file_and_field(tmp_path):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from dqltoolkit.data.sb3_stages import StageError, load_model, save_model
+
+    save_model(_sac(), tmp_path / "stage", "sac")
+    with pytest.raises(StageError, match=r"stage\.json: field 'algo' is 'sac', but this build uses 'tqc'"):
+        load_model(tmp_path / "stage", "tqc", _sac)
+    meta = tmp_path / "stage.json"
+    doc = json.loads(meta.read_text())
+    meta.write_text(json.dumps({**doc, "num_timesteps": -5}))
+    with pytest.raises(StageError, match=r"stage\.json: field 'num_timesteps' must be a non-negative integer, got -5"):
+        load_model(tmp_path / "stage", "sac", _sac)
+    meta.write_text(json.dumps(doc))
+    tensors = load_file(str(tmp_path / "stage.safetensors"))
+    first = doc["state"]["policy"]["dict"][0][1]["tensor"]
+    save_file({**tensors, first: tensors[first][:, :3].contiguous()}, str(tmp_path / "stage.safetensors"))
+    with pytest.raises(StageError, match=r"stage\.json: Error\(s\) in loading state_dict"):
+        load_model(tmp_path / "stage", "sac", _sac)
+    (tmp_path / "stage.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(StageError, match=r"stage\.safetensors: not a readable safetensors file"):
+        load_model(tmp_path / "stage", "sac", _sac)
+
+
+PICKLE_PAYLOAD = b"cos\nsystem\n(S'touch %s'\ntR."
+
+
+def test_pickled_stages_of_older_versions_are_never_loaded(tmp_path):
+    """An older build folder (SB3 zip + pickled replay buffer) is not resumed from: loading pickle runs
+    code. The files go, the build starts over and says so."""
+    d = builder_mod.build_dir(BuildConfig(**TINY))
+    d.mkdir(parents=True)
+    marker = tmp_path / "pickle-ran"
+    (d / "replay_last.pkl").write_bytes(PICKLE_PAYLOAD % str(marker).encode())
+    (d / "policy_last.zip").write_bytes(b"PK not really")
+    (d / "progress.json").write_text('{"steps": 200, "returns": [[200, 1.0]]}')
+    lines = []
+    build(BuildConfig(**TINY, levels=["medium"]), say=lines.append, progress=False)
+    assert f"{d}: removed policy_last.zip, replay_last.pkl (SB3 pickle files from an older dqltoolkit, which are never loaded); " \
+           "the build starts over" in lines
+    assert not any("resuming" in m for m in lines) and not marker.exists()
+    assert (d.stat().st_mode & 0o777) == 0o700 and not list(d.glob("*.zip")) and not list(d.glob("*.pkl"))
+    assert {"policy_last.json", "policy_last.safetensors", "replay_last.npz", "policy_medium.json"} <= {p.name for p in d.iterdir()}

@@ -1,23 +1,38 @@
 """Reduced-precision products (AgentConfig.matmul_precision): what runs in bf16, what stays float32, and
 that the process-global torch settings come back as they were."""
 
+import warnings
+
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
-from dqltoolkit import Agent, fused
+from dqltoolkit import Agent, fused, precision
 from dqltoolkit._native import fused_ops
 from dqltoolkit.bench.throughput import HOPPER, hopper_table
-from dqltoolkit.precision import cpu_has_bf16_matmuls, matmul_precision
+from dqltoolkit.precision import Bf16Probe, PrecisionWarning, bf16_probe, cpu_has_bf16_matmuls, cpu_name, matmul_precision
 
 from .conftest import random_table, tiny_config
 
-needs_bf16 = pytest.mark.skipif(fused_ops() is None or not cpu_has_bf16_matmuls(),
-                                reason="needs the fused operators and a CPU with bf16 matmul units (AMX / AVX512-BF16)")
+# These tests hold on every x86-64 CPU: where the probe finds bf16 products (AMX), "medium" must show
+# bf16 rounding; where it does not (AVX512-BF16 without AMX, or no bf16 at all), "medium" must leave every
+# product bit-identical to float32 and say so once, naming the CPU.
+needs_fused = pytest.mark.skipif(fused_ops() is None, reason="needs the fused operators (a C++ compiler and torch headers)")
 
 
-pytestmark = pytest.mark.two_threads  # multi-seed cases run seeds in pairs only with two threads
+@pytest.fixture(autouse=True)
+def fresh_warning_memory(monkeypatch):
+    """The float32 warning is said once per process; each test starts as a fresh process would."""
+    monkeypatch.setattr(precision, "_warned", set())
+
+
+def _medium_warnings(caught):
+    return [str(w.message) for w in caught if issubclass(w.category, PrecisionWarning)]
+
+
+# multi-seed cases run seeds in pairs only with two threads; the float32 warning is asserted where it matters
+pytestmark = [pytest.mark.two_threads, pytest.mark.filterwarnings("ignore::dqltoolkit.precision.PrecisionWarning")]
 
 
 def _settings():
@@ -42,17 +57,67 @@ def test_training_and_acting_leave_torch_settings_as_they_were(spaces, precision
         assert fused_ops().set_wide_bf16(False) is False  # the operators' switch is off again
 
 
-@needs_bf16
-def test_wide_products_are_bf16_products_with_float32_accumulation():
-    """One fused layer ``mish(h + b) @ W + c`` at 256 rows under "medium" equals float32 arithmetic on
-    bf16-rounded inputs, and differs from the float32 product by bf16's input rounding."""
+def test_probe_agrees_with_an_independent_product_in_bf16_mode():
+    """The probe's answer is what a differently shaped product in oneDNN's bf16 mode shows here."""
+    probe = bf16_probe()
+    assert probe.cpu == cpu_name() and probe.reason
+    g = torch.Generator().manual_seed(7)
+    a, b = torch.randn(3, 320, 384, generator=g), torch.randn(3, 384, 288, generator=g)
+    m = torch.backends.mkldnn.matmul
+    saved = m.fp32_precision
+    try:
+        m.fp32_precision = "ieee"
+        full, rounded = torch.bmm(a, b), torch.bmm(a.bfloat16().float(), b.bfloat16().float())
+        m.fp32_precision = "bf16"
+        reduced = torch.bmm(a, b)
+    finally:
+        m.fp32_precision = saved
+    shows_bf16 = bool((reduced - rounded).abs().max() < 0.1 * (rounded - full).abs().max())
+    assert probe.rounding == shows_bf16
+    assert cpu_has_bf16_matmuls() == probe.available and (not probe.available or probe.rounding)
+    if not shows_bf16:  # float32 arithmetic, only the summation order may differ
+        assert (reduced - full).abs().max() < 1e-3 and "came out as float32" in probe.reason
+
+
+def test_where_bf16_products_do_not_run_medium_keeps_float32_and_says_so_once(spaces, monkeypatch):
+    """Forced on any CPU: the probe's "no" makes "medium" train bit-identically to "highest", and the
+    reason (naming the CPU) is said once for any number of steps and agents."""
+    no = Bf16Probe(False, False, "a probe product came out as float32", cpu_name())
+    monkeypatch.setattr(precision, "bf16_probe", lambda: no)
+    agents = {p: Agent(tiny_config(matmul_precision=p), *spaces, seeds=[0], device="cpu") for p in ("highest", "medium")}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for agent in agents.values():
+            agent.set_dataset(random_table())
+            for _ in range(3):
+                agent.train_step()
+        Agent(tiny_config(matmul_precision="medium"), *spaces, seeds=[1], device="cpu").predict(np.zeros((2, 3), np.float32))
+    said = _medium_warnings(caught)
+    assert said == [f"dqltoolkit: matmul_precision='medium' keeps float32 products on this CPU ({cpu_name()}): "
+                    "a probe product came out as float32"]
+    for x, y in zip(agents["highest"].head.parameters(), agents["medium"].head.parameters()):
+        assert torch.equal(x, y)
+
+
+@needs_fused
+def test_wide_products_are_bf16_products_with_float32_accumulation_where_the_probe_finds_them():
+    """One fused layer ``mish(h + b) @ W + c`` at 256 rows under "medium": where bf16 products run, it
+    equals float32 arithmetic on bf16-rounded inputs and differs from the float32 product by bf16's input
+    rounding; elsewhere it is the float32 product, bit for bit, and a warning names the CPU."""
     g = torch.Generator().manual_seed(0)
     h, b = torch.randn(1, 256, 256, generator=g), torch.randn(1, 1, 256, generator=g)
     w, c = torch.randn(1, 256, 256, generator=g) / 16, torch.randn(1, 1, 256, generator=g)
     ops = fused_ops()
     full = ops.mlp_fwd(h, b, [w], [c], False)[0]
-    with matmul_precision("medium", torch.device("cpu")):
-        reduced = ops.mlp_fwd(h, b, [w], [c], False)[0]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with matmul_precision("medium", torch.device("cpu")):
+            reduced = ops.mlp_fwd(h, b, [w], [c], False)[0]
+    if not cpu_has_bf16_matmuls():
+        assert torch.equal(reduced, full)
+        assert len(_medium_warnings(caught)) == 1 and cpu_name() in _medium_warnings(caught)[0]
+        return
+    assert not _medium_warnings(caught)
     a = torch.nn.functional.mish(h + b)
     rounded = torch.baddbmm(c, a.bfloat16().float(), w.bfloat16().float())
     err_full = (reduced - full).abs().max().item()
@@ -62,7 +127,7 @@ def test_wide_products_are_bf16_products_with_float32_accumulation():
     torch.testing.assert_close(reduced, full, rtol=0.0, atol=0.05)
 
 
-@needs_bf16
+@needs_fused
 def test_narrow_products_stay_float32():
     """The output layer (3 wide) and the 50 candidate rows of one environment are narrow: bit-identical."""
     g = torch.Generator().manual_seed(1)
@@ -85,14 +150,15 @@ def _hopper_agent(precision):
     return agent
 
 
-@needs_bf16
+@needs_fused
 def test_medium_agent_trains_close_to_float32_and_acts_identically_for_one_env():
     full, reduced = _hopper_agent("highest"), _hopper_agent("medium")
     for _ in range(3):
         a, b = full.train_step(), reduced.train_step()
     for key in ("critic_loss", "bc_loss"):
         torch.testing.assert_close(b[key], a[key], rtol=2e-2, atol=1e-3)
-    assert not torch.equal(full.head.net.layers[1].weight, reduced.head.net.layers[1].weight)  # bf16 products ran
+    # bf16 products ran where the probe found them, else the float32 products did, bit for bit
+    assert torch.equal(full.head.net.layers[1].weight, reduced.head.net.layers[1].weight) == (not cpu_has_bf16_matmuls())
     # acting for one env is 50 rows: every product narrow, so the same weights give the same actions
     for dst, src in zip(reduced.head.parameters(), full.head.parameters()):
         dst.data.copy_(src.data)
@@ -137,7 +203,7 @@ def test_cuda_scope_turns_tf32_on_consistently_and_restores_the_users_flags(user
         cuda.fp32_precision, mkldnn.fp32_precision = saved[1], saved[2]
 
 
-@needs_bf16
+@needs_fused
 def test_layer_products_equal_torch_in_float32_and_follow_the_rule_under_medium():
     """The eager layers' products (nn.layer_bmm / layer_baddbmm route to them under "medium")."""
     ops = fused_ops()
@@ -160,6 +226,10 @@ def test_layer_products_equal_torch_in_float32_and_follow_the_rule_under_medium(
     with matmul_precision("medium", torch.device("cpu")):
         bf16 = run(lambda w: ops.layer_addmm(c[..., : w.shape[-1]], a, w), wide)
         narrow_out = run(lambda w: ops.layer_addmm(c[..., : w.shape[-1]], a, w), narrow)
+    if not cpu_has_bf16_matmuls():  # no bf16 products here: "medium" is float32, torch's own arithmetic
+        for x, y in zip([ref[0], *ref[1]], [bf16[0], *bf16[1]]):
+            assert torch.equal(x, y)
+        return
     assert (bf16[0] - ref[0]).abs().max() > 1e-3 and (bf16[1][2] - ref[1][2]).abs().max() > 1e-3  # forward and weight gradient
     assert (bf16[0] - ref[0]).abs().mean() < 0.05  # values of std 16: bf16 input rounding, not a different product
     narrow_ref = run(lambda w: torch.baddbmm(c[..., :3], a, w), narrow)
@@ -167,7 +237,6 @@ def test_layer_products_equal_torch_in_float32_and_follow_the_rule_under_medium(
         assert torch.equal(x, y)
 
 
-@needs_bf16
 def test_eager_recipes_train_close_to_float32_under_medium():
     """A Gaussian-head recipe has no fused operator: its layers route their products under "medium"."""
     from dqltoolkit import precision
@@ -183,4 +252,5 @@ def test_eager_recipes_train_close_to_float32_under_medium():
     assert precision.layer_ops() is None  # the routing ends with the step
     torch.testing.assert_close(b["critic_loss"], a["critic_loss"], rtol=2e-2, atol=1e-3)
     torch.testing.assert_close(b["bc_loss"], a["bc_loss"], rtol=2e-2, atol=1e-3)
-    assert not torch.equal(full.head.net.layers[1].weight, reduced.head.net.layers[1].weight)
+    bf16_ran = cpu_has_bf16_matmuls() and fused_ops() is not None
+    assert torch.equal(full.head.net.layers[1].weight, reduced.head.net.layers[1].weight) == (not bf16_ran)

@@ -55,7 +55,8 @@ void check_rows(const Tensor& t, const char* what) {
 // --- matrix products ------------------------------------------------------------------------------
 // With AgentConfig.matmul_precision = "medium" the agent switches g_wide_bf16 on: wide products then run
 // as bfloat16 products with float32 accumulation and output (oneDNN's bf16 "fpmath" mode, on CPUs with
-// AMX or AVX512-BF16; elsewhere oneDNN stays in float32): 1.6-3.5x faster matmuls here. A product is
+// AMX; elsewhere, AVX512-BF16 without AMX included, oneDNN stays in float32, so the agent switches this on
+// only where precision.bf16_probe saw bf16 products run): 1.6-3.5x faster matmuls here. A product is
 // wide when every side is >= 64 and it has >= 6M multiply-adds: a bf16 call pays ~25 us of set-up, so
 // smaller products (256x128x128, the 50 candidate rows of one env) lose, and products with a narrow side
 // (the action, observation and output sides, 1-16 wide) run 2-5x slower. Those stay in float32; also

@@ -11,6 +11,8 @@ Levels (D4RL's recipe):
 
 Training runs in chunks; after each chunk the model, its replay buffer and a progress file are saved in
 the build folder, so an interrupted build resumes where it stopped (``dqltoolkit dataset build`` again).
+The build folder is private (see :mod:`dqltoolkit._cache`), and its stages hold no pickle: models as
+safetensors + JSON rebuilt into fresh SB3 models, replay buffers as arrays (:mod:`.sb3_stages`).
 ``budget`` caps the training env steps: a smaller budget trades policy quality for time, and the build
 prints the returns it reached so that users know what they got. Running the build again with a larger
 budget continues training where it stopped when the medium target was not reached (or expert levels
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +36,22 @@ ENVS = {
     "walker2d": ("Walker2d-v5", 1.629008, 4592.3),
 }
 LEVELS = ("random", "medium", "medium-replay", "expert", "medium-expert")
+
+
+def build_time_estimate(command: str) -> str:
+    """How long ``dataset build <env> --levels ...`` takes, for messages that suggest the command.
+
+    Why: "build it here" reads as a moment's work, but the levels differ by three orders of magnitude:
+    random data needs no policy; medium trains SAC until it reaches a third of the expert return (150k
+    env steps, 24 minutes on 2 CPU cores for hopper); expert levels train the whole default budget.
+    """
+    words = command.split()
+    levels = words[words.index("--levels") + 1].split(",") if "--levels" in words[:-1] else list(LEVELS)
+    if all(lv == "random" for lv in levels):
+        return "seconds: random actions, no training"
+    if any("expert" in lv for lv in levels):
+        return "about 50 minutes of SAC training on 2 CPU cores, the full --budget of 300k env steps; resumable"
+    return "tens of minutes of SAC training, about 25 on 2 CPU cores for hopper; resumable"
 
 
 @dataclass
@@ -71,13 +88,20 @@ class Progress:
 
 
 def build_dir(cfg: BuildConfig) -> Path:
-    root = Path(os.environ.get("DQLTOOLKIT_CACHE", Path.home() / ".cache" / "dqltoolkit"))
-    return root / "build" / f"{cfg.env}-{cfg.algo}-seed{cfg.seed}"
+    """The build's work folder in the cache (not created: :func:`build` makes it private)."""
+    from .._cache import cache_root
+
+    return cache_root() / "build" / f"{cfg.env}-{cfg.algo}-seed{cfg.seed}"
 
 
 def _load_progress(d: Path) -> Progress:
     p = d / "progress.json"
-    return Progress(**json.loads(p.read_text())) if p.is_file() else Progress()
+    if not p.is_file():
+        return Progress()
+    try:
+        return Progress(**json.loads(p.read_text()))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{p}: not a progress file of this dqltoolkit ({exc}); delete {d} to start the build over") from None
 
 
 TRAINED_LEVELS = ("medium", "medium-replay", "expert", "medium-expert")
@@ -107,6 +131,24 @@ def _extend_budget(cfg: BuildConfig, prog: Progress, target: float, say: Callabl
         + (f"; {', '.join(stale)} will be collected again" if stale else ""))
 
 
+_PICKLED = ("policy_last.zip", "replay_last.pkl", "policy_medium.zip", "policy_expert.zip")
+
+
+def _forget_pickled_stages(d: Path, prog: Progress, say: Callable[[str], None]) -> Progress:
+    """Stages an older version wrote with SB3's pickle-based ``save`` are never loaded (loading pickle runs
+    code): they are removed, and the build starts over, saying so."""
+    old = [name for name in _PICKLED if (d / name).exists()]
+    if not old:
+        return prog
+    for name in old:
+        (d / name).unlink()
+    say(f"{d}: removed {', '.join(old)} (SB3 pickle files from an older dqltoolkit, which are never loaded); "
+        "the build starts over")
+    fresh = Progress()
+    _save_progress(d, fresh)
+    return fresh
+
+
 def _save_progress(d: Path, prog: Progress) -> None:
     tmp = d / "progress.json.tmp"
     tmp.write_text(json.dumps(asdict(prog), indent=2))
@@ -125,14 +167,11 @@ def _make_model(cfg: BuildConfig, env):
     raise ValueError(f"dataset build: algo must be 'sac' or 'tqc', got {cfg.algo!r}")
 
 
-def _load_model(cfg: BuildConfig, path: Path, env):
-    if cfg.algo == "sac":
-        from stable_baselines3 import SAC
+def _load_model(cfg: BuildConfig, stem: Path, env):
+    """A stage saved by :func:`sb3_stages.save_model`, rebuilt into a fresh model of this build's settings."""
+    from .sb3_stages import load_model
 
-        return SAC.load(path, env=env, device="cpu")
-    from sb3_contrib import TQC
-
-    return TQC.load(path, env=env, device="cpu")
+    return load_model(stem, cfg.algo, lambda: _make_model(cfg, env))
 
 
 def _eval_return(model, env_id: str, episodes: int, seed: int, deterministic: bool = True) -> float:
@@ -173,13 +212,15 @@ def _needs_expert(cfg: BuildConfig) -> bool:
 def _train(cfg: BuildConfig, d: Path, prog: Progress, say: Callable[[str], None], bar) -> None:
     import gymnasium as gym
 
+    from .sb3_stages import has_model, load_replay, save_model, save_replay
+
     env_id, _, ref_max = ENVS[cfg.env]
     env = gym.make(env_id, max_episode_steps=cfg.max_episode_steps)
-    ckpt, rb = d / "policy_last.zip", d / "replay_last.pkl"
-    if ckpt.is_file() and prog.steps > 0:
+    ckpt, rb = d / "policy_last", d / "replay_last.npz"
+    if has_model(ckpt) and prog.steps > 0:
         model = _load_model(cfg, ckpt, env)
         if rb.is_file():
-            model.load_replay_buffer(rb)
+            load_replay(model.replay_buffer, rb)
         say(f"resuming behaviour-policy training at {prog.steps} env steps")
     else:
         model = _make_model(cfg, env)
@@ -196,22 +237,22 @@ def _train(cfg: BuildConfig, d: Path, prog: Progress, say: Callable[[str], None]
             bar.set_postfix_str(f"return {ret:.0f} (medium target {target:.0f})")
         if prog.medium_step is None and ret >= target:
             prog.medium_step, prog.medium_return = prog.steps, ret
-            model.save(d / "policy_medium.zip")
+            save_model(model, d / "policy_medium", cfg.algo)
             _save_replay_arrays(model.replay_buffer, d / "replay_medium.npz")
             say(f"medium policy at {prog.steps} env steps: return {ret:.0f}")
-        model.save(ckpt)
-        model.save_replay_buffer(rb)
+        save_model(model, ckpt, cfg.algo)
+        save_replay(model.replay_buffer, rb)
         prog.seconds += time.perf_counter() - t0
         t0 = time.perf_counter()
         _save_progress(d, prog)
     if prog.medium_step is None:  # the budget ran out first: the last policy stands in for medium
         prog.medium_step, prog.medium_return = prog.steps, prog.returns[-1][1] if prog.returns else float("nan")
         prog.medium_fallback = True
-        model.save(d / "policy_medium.zip")
+        save_model(model, d / "policy_medium", cfg.algo)
         _save_replay_arrays(model.replay_buffer, d / "replay_medium.npz")
         say(f"budget reached before the medium target ({target:.0f}); using the final policy (return {prog.medium_return:.0f}) as medium")
     if prog.steps >= cfg.budget:
-        model.save(d / "policy_expert.zip")
+        save_model(model, d / "policy_expert", cfg.algo)
         prog.done_training = True
     _save_progress(d, prog)
 
@@ -222,18 +263,18 @@ def _save_replay_arrays(buffer, path: Path) -> None:
 
 
 def _load_replay_arrays(path: Path) -> List[Dict[str, np.ndarray]]:
-    z = np.load(path)
+    z = np.load(path, allow_pickle=False)
     keys = ("observations", "actions", "rewards", "terminations", "truncations")
     return [{k: z[f"{k}_{i}"] for k in keys} for i in range(int(z["n"]))]
 
 
-def _policy_episodes(cfg: BuildConfig, policy_path: Path, seed: int) -> List[Dict[str, np.ndarray]]:
+def _policy_episodes(cfg: BuildConfig, policy_stem: Path, seed: int) -> List[Dict[str, np.ndarray]]:
     import gymnasium as gym
 
     from .minari_writer import rollout_episodes
 
     env_id = ENVS[cfg.env][0]
-    model = _load_model(cfg, policy_path, gym.make(env_id))
+    model = _load_model(cfg, policy_stem, gym.make(env_id))
     return rollout_episodes(env_id, lambda o: model.predict(o, deterministic=False)[0], cfg.transitions, seed=seed, max_episode_steps=cfg.max_episode_steps)
 
 
@@ -248,9 +289,14 @@ def build(cfg: BuildConfig, say: Callable[[str], None] = print, progress: bool =
     if bad:
         raise ValueError(f"dataset build: unknown level(s) {bad}; choose from {list(LEVELS)}")
     env_id, ref_min, ref_max = ENVS[cfg.env]
+    from .._cache import private_dir
+    from .minari_source import minari_root
+
+    minari_root(write=True)  # an unwritable Minari folder fails now, not after an hour of SAC
     d = build_dir(cfg)
-    d.mkdir(parents=True, exist_ok=True)
+    private_dir("build", d.name)
     prog = _load_progress(d)
+    prog = _forget_pickled_stages(d, prog, say)
     _extend_budget(cfg, prog, cfg.medium_fraction * ref_max, say)
     needs_training = any(lv != "random" for lv in cfg.levels)
     trained_enough = prog.done_training or (prog.medium_step is not None and not _needs_expert(cfg))
@@ -275,9 +321,9 @@ def build(cfg: BuildConfig, say: Callable[[str], None] = print, progress: bool =
                 cache[level] = rollout_episodes(env_id, lambda o: rng.uniform(low, high, ENV_ACTION_DIMS[cfg.env]).astype(np.float32),
                                                 cfg.transitions, seed=cfg.seed + 10_000, max_episode_steps=cfg.max_episode_steps)
             elif level == "medium":
-                cache[level] = _policy_episodes(cfg, d / "policy_medium.zip", cfg.seed + 20_000)
+                cache[level] = _policy_episodes(cfg, d / "policy_medium", cfg.seed + 20_000)
             elif level == "expert":
-                cache[level] = _policy_episodes(cfg, d / "policy_expert.zip", cfg.seed + 30_000)
+                cache[level] = _policy_episodes(cfg, d / "policy_expert", cfg.seed + 30_000)
             elif level == "medium-replay":
                 cache[level] = _load_replay_arrays(d / "replay_medium.npz")
             else:

@@ -7,27 +7,42 @@ truncations are kept apart as ``timeouts`` and do not stop bootstrapping. Float6
 
 from __future__ import annotations
 
+import json
+import math
 import os
-from typing import Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .d4rl_hdf5 import DatasetError
 
 
-def minari_root() -> str:
-    from minari.storage.datasets_root_dir import get_dataset_path
-
+def minari_root(write: bool = False) -> str:
+    """The local Minari folder (``MINARI_DATASETS_PATH``, else ``~/.minari/datasets``, as Minari reads it),
+    created if missing. One that cannot be created (or, with ``write``, written) is a DatasetError naming
+    it: Minari itself would raise a bare OSError from deep inside, on the first look-up."""
+    path = os.environ.get("MINARI_DATASETS_PATH")
+    path = path if path is not None else os.path.join(os.path.expanduser("~"), ".minari", "datasets")
     try:
-        return str(get_dataset_path(""))
-    except Exception:  # older layouts
-        return os.environ.get("MINARI_DATASETS_PATH", os.path.expanduser("~/.minari/datasets"))
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise DatasetError(f"the Minari folder {path!r} (MINARI_DATASETS_PATH) cannot be created: {exc.strerror or exc}; "
+                           "set MINARI_DATASETS_PATH to a folder you can write") from None
+    if write:
+        import tempfile
+
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".dqltoolkit-write-probe-", dir=path)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise DatasetError(f"the Minari folder {path!r} (MINARI_DATASETS_PATH) is not writable: {exc.strerror or exc}; "
+                               "set MINARI_DATASETS_PATH to a folder you can write") from None
+    return path
 
 
 def is_local(dataset_id: str) -> bool:
-    from minari.storage.datasets_root_dir import get_dataset_path
-
-    return os.path.exists(os.path.join(get_dataset_path(dataset_id), "data"))
+    return os.path.exists(os.path.join(minari_root(), dataset_id, "data"))
 
 
 def open_minari(dataset_ids: Sequence[str], download: bool = False, build_hint: Optional[str] = None):
@@ -42,7 +57,11 @@ def open_minari(dataset_ids: Sequence[str], download: bool = False, build_hint: 
             return minari.load_dataset(dataset_ids[0], download=True)
         except Exception as exc:
             raise DatasetError(f"could not download Minari dataset {dataset_ids[0]!r}: {exc}") from None
-    hint = f", or build it here with `{build_hint}`" if build_hint else ""
+    hint = ""
+    if build_hint:
+        from .builder import build_time_estimate
+
+        hint = f", or build it here with `{build_hint}` ({build_time_estimate(build_hint)})"
     raise DatasetError(
         f"Minari dataset {' / '.join(repr(d) for d in dataset_ids)} is not in the local Minari folder "
         f"{minari_root()} (MINARI_DATASETS_PATH). Pass --download to fetch it (needs a network){hint}."
@@ -79,3 +98,72 @@ def minari_to_table(dataset) -> Dict[str, np.ndarray]:
 def load_minari(dataset_id: str, download: bool = False) -> Dict[str, np.ndarray]:
     """Transition table of a Minari dataset (downloads only with ``download=True``)."""
     return minari_to_table(open_minari([dataset_id], download=download))
+
+
+EvalEnv = Tuple[Optional[str], Dict[str, Any], Optional[float], Optional[float], str]
+
+
+def dataset_eval_env(dataset_id: str) -> EvalEnv:
+    """``(env id or None, env kwargs, ref_min, ref_max, note)`` from a local dataset's own metadata.
+
+    A dataset's metadata is input from whoever made the file, and gymnasium imports code on its behalf:
+    an env id ``module:Env-v0`` imports ``module``, and a spec's entry point or wrappers name any callable.
+    So only the env *id* is taken, and only when gymnasium's registry already holds it with the entry
+    point the metadata names; the env is then made from the registry, with the metadata's numeric
+    keyword arguments. Anything else leaves the task without an evaluation env, and ``note`` says why.
+    """
+    import minari
+
+    meta = minari.load_dataset(dataset_id).storage.metadata
+    ref_min, ref_max = _finite(meta.get("ref_min_score")), _finite(meta.get("ref_max_score"))
+    field = "eval_env_spec" if meta.get("eval_env_spec") else "env_spec"
+    raw = meta.get(field)
+    where = f"Minari dataset {dataset_id!r} metadata field {field!r}"
+    if not raw:
+        return None, {}, ref_min, ref_max, f"Minari dataset {dataset_id!r} names no env in its metadata (eval_env_spec, env_spec)"
+    try:
+        spec = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError as exc:
+        return None, {}, ref_min, ref_max, f"{where} is not valid JSON ({exc})"
+    env_id = spec.get("id") if isinstance(spec, dict) else None
+    if not isinstance(env_id, str) or not env_id:
+        return None, {}, ref_min, ref_max, f"{where} has no env id"
+    refused = _refuse_env(env_id, spec, where)
+    if refused:
+        return None, {}, ref_min, ref_max, refused
+    kwargs = dict(spec.get("kwargs") or {})
+    steps = spec.get("max_episode_steps")
+    if isinstance(steps, int) and not isinstance(steps, bool) and steps > 0:
+        kwargs["max_episode_steps"] = steps
+    return env_id, kwargs, ref_min, ref_max, ""
+
+
+def _refuse_env(env_id: str, spec: Dict[str, Any], where: str) -> str:
+    """Why the env a dataset names must not be made from its metadata ("" when it may)."""
+    import gymnasium as gym
+
+    import dqltoolkit.envs  # noqa: F401  (registers bandit2d-v0)
+
+    if ":" in env_id:
+        return (f"{where} names env id {env_id!r}: an id with ':' makes gymnasium import the module before the ':', "
+                "so it is refused (register the env in your own code and pass its plain id)")
+    registered = gym.registry.get(env_id)
+    if registered is None:
+        return f"{where} names env {env_id!r}, which is not registered with gymnasium here (install and import its package first)"
+    theirs, ours = spec.get("entry_point"), registered.entry_point
+    ours_text = ours if isinstance(ours, str) else f"{getattr(ours, '__module__', '?')}:{getattr(ours, '__qualname__', '?')}"
+    if theirs is not None and theirs != ours_text:
+        return f"{where} gives env {env_id!r} the entry point {theirs!r}, but gymnasium registers {ours_text!r}: refused"
+    if spec.get("additional_wrappers"):
+        return f"{where} wraps env {env_id!r} in additional_wrappers, which are not applied from a dataset's metadata"
+    kwargs = spec.get("kwargs") or {}
+    if not isinstance(kwargs, dict):
+        return f"{where}: 'kwargs' is not a mapping"
+    odd = sorted(k for k, v in kwargs.items() if not (v is None or isinstance(v, (bool, int, float))))
+    if odd:
+        return f"{where} passes env {env_id!r} non-numeric keyword argument(s) {odd}, which are not taken from a dataset's metadata"
+    return ""
+
+
+def _finite(value: Any) -> Optional[float]:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None

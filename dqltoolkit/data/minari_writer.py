@@ -29,7 +29,10 @@ def write_minari(dataset_id: str, episodes: Sequence[Dict[str, np.ndarray]], env
     from minari.storage.datasets_root_dir import get_dataset_path
 
     from .. import __version__
+    from .d4rl_hdf5 import DatasetError
+    from .minari_source import minari_root
 
+    minari_root(write=True)  # a clear error naming the folder, before any work
     path = get_dataset_path(dataset_id)
     if os.path.exists(path):
         if not overwrite:
@@ -55,6 +58,9 @@ def write_minari(dataset_id: str, episodes: Sequence[Dict[str, np.ndarray]], env
                 code_permalink=f"dqltoolkit=={__version__} ({algorithm_name})", ref_min_score=ref_min, ref_max_score=ref_max,
                 description=description or f"{len(buffers)} episodes of {env_id}, written by dqltoolkit", data_format=data_format,
             )
+    except OSError as exc:  # a full disk, a folder made read-only meanwhile: name the dataset's folder
+        shutil.rmtree(path, ignore_errors=True)
+        raise DatasetError(f"could not write Minari dataset {dataset_id!r} to {path}: {exc.strerror or exc}") from None
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)
         raise
