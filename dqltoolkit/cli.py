@@ -160,7 +160,10 @@ def _evaluate_checkpoint(checkpoint: str, env: Optional[str], episodes: Optional
 @_evaluate_options
 def evaluate(checkpoint: str, env: Optional[str], episodes: Optional[int], seed: int, deterministic: bool, device: str,
              as_json: bool) -> None:
-    """Evaluate a checkpoint (a path or zoo:<id>) on a task's env (all episodes as one vector env)."""
+    """Evaluate CHECKPOINT (a path or zoo:<id>) on a task's env (all episodes as one vector env).
+
+    Acts deterministically by default, as SB3's evaluate_policy does; --stochastic draws actions as the
+    stochastic policy does. The output says which mode was used."""
     _evaluate_checkpoint(checkpoint, env, episodes, seed, deterministic, device, as_json)
 
 
@@ -274,7 +277,7 @@ def zoo_list(ctx: click.Context, as_json: bool) -> None:
 @click.argument("entry_id")
 @click.pass_context
 def zoo_info(ctx: click.Context, entry_id: str) -> None:
-    """Everything the catalogue records about one entry (how it was trained, its metrics, where it lives)."""
+    """Everything the catalogue records about ENTRY_ID (how it was trained, its metrics, where it lives)."""
     import yaml
 
     from .zoo import cached_path, get_entry
@@ -294,7 +297,7 @@ def zoo_info(ctx: click.Context, entry_id: str) -> None:
 @click.option("--force", is_flag=True, help="Download again even if a verified copy is cached.")
 @click.pass_context
 def zoo_download(ctx: click.Context, entry_id: str, force: bool) -> None:
-    """Fetch an entry into the cache, verify its size and SHA-256, print its local path."""
+    """Fetch ENTRY_ID into the cache, verify its size and SHA-256, print its local path."""
     from .zoo import fetch
 
     try:
@@ -309,7 +312,8 @@ def zoo_download(ctx: click.Context, entry_id: str, force: bool) -> None:
 @click.pass_context
 def zoo_evaluate(ctx: click.Context, entry_id: str, env: Optional[str], episodes: Optional[int], seed: int, deterministic: bool, device: str,
                  as_json: bool) -> None:
-    """Download (if needed) and evaluate an entry on its task, or on --env; compare with `zoo info`'s metrics."""
+    """Download (if needed) and evaluate ENTRY_ID on its task, or on --env; compare with `zoo info`'s metrics
+    (deterministic acting by default, --stochastic for the other mode)."""
     from .zoo import fetch
 
     try:
@@ -331,7 +335,7 @@ def zoo_evaluate(ctx: click.Context, entry_id: str, env: Optional[str], episodes
 @click.option("--command", "train_command", default=None, help="The command that trained it, recorded under trained.command.")
 def zoo_entry(checkpoint: Path, entry_id: str, url: Optional[str], file_name: Optional[str], agent: Optional[str], results: Optional[Path],
               description: str, train_command: Optional[str]) -> None:
-    """Print the index entry (YAML) that publishes a checkpoint: digest, size, task, steps, versions, metrics."""
+    """Print the index entry (YAML) that publishes CHECKPOINT: digest, size, task, steps, versions, metrics."""
     import yaml
 
     from .checkpoint import CheckpointError
@@ -415,7 +419,8 @@ def dataset_info(dataset_id: str) -> None:
 @main.command(name="list")
 @click.argument("what", type=click.Choice(["agents", "heads", "critics", "objectives", "envs", "zoo", "keys", "all"]), default="all")
 def list_(what: str) -> None:
-    """Show registered agents (recipes), heads, critics, objectives, envs (tasks), zoo entries and recipe keys."""
+    """Show registered agents (recipes), heads, critics, objectives, envs (tasks), zoo entries and recipe keys:
+    WHAT picks one section (default all)."""
     from . import agent as _agent  # noqa: F401  (registers built-in parts)
     from .config import config_keys, recipe_names
     from .registry import CRITICS, HEADS, OBJECTIVES
