@@ -29,7 +29,8 @@ def main() -> None:
 @click.option("--env", "env", required=True, help="Task id from `dqltoolkit list envs` (e.g. bandit2d-v0).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Run folder [runs/<agent>-<env>].")
 @click.option("--steps", type=int, default=None, help="Gradient steps (default: the recipe's `steps`).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the one run (networks, batches, noise); see --seeds for several.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the one run (networks, batches, noise); see --seeds for several.")
 @click.option("--seeds", type=str, default=None, help="Train several seeds in one process, e.g. 0-4 (overrides --seed).")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto.")
 @click.option("--head", default=None, help="Swap the recipe's policy head (e.g. gaussian).")
@@ -219,7 +220,8 @@ def bench(device: str, rows: str, steps: Optional[int], seconds: Optional[float]
     if bad:
         _fail(ValueError(f"--rows: unknown row(s) {bad}; choose from {sorted(known)}"))
     try:
-        result = run_benchmark(device, steps=steps, repeats=repeats, rows=wanted, seconds=seconds, progress=lambda m: click.echo(m, err=True))
+        result = run_benchmark(device, steps=steps, repeats=repeats, rows=wanted, seconds=seconds,
+                               progress=lambda m: click.echo(m, err=True))
     except ValueError as exc:
         _fail(exc)
     if as_json:

@@ -87,7 +87,8 @@ def evaluate(
             returns.extend(_first_episode_returns(make_env, seeds, lambda o: agent.predict(o, deterministic=deterministic)[0], max_steps,
                                                   on_done=bar.update).tolist())
     arr = np.asarray(returns)
-    return {"mean_return": float(arr.mean()), "std_return": float(arr.std()), "episodes": int(len(arr)), "acting": acting_mode(deterministic)}
+    return {"mean_return": float(arr.mean()), "std_return": float(arr.std()), "episodes": int(len(arr)),
+            "acting": acting_mode(deterministic)}
 
 
 def evaluate_members(
@@ -115,5 +116,5 @@ def evaluate_members(
 
     ret = _first_episode_returns(make_env, [seeds[m] + i for m in range(M) for i in range(episodes)], policy, max_steps)
     per = ret.reshape(M, episodes)
-    return [{"mean_return": float(per[m].mean()), "std_return": float(per[m].std()), "episodes": episodes, "acting": acting_mode(deterministic)}
-            for m in range(M)]
+    return [{"mean_return": float(per[m].mean()), "std_return": float(per[m].std()), "episodes": episodes,
+             "acting": acting_mode(deterministic)} for m in range(M)]

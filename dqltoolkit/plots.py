@@ -118,7 +118,8 @@ def bandit_grid_figure(panels: Sequence[Tuple[str, np.ndarray]], dataset_actions
 
     handles = _bandit_legend_handles(policy=True)
     if spare:
-        flat[n].legend(handles=handles, loc="center", fontsize=8, frameon=False, title=f"best mode: r={MODE_MEANS.max():g}", title_fontsize=8)
+        flat[n].legend(handles=handles, loc="center", fontsize=8, frameon=False, title=f"best mode: r={MODE_MEANS.max():g}",
+                       title_fontsize=8)
     else:
         fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
     for r in range(nrows):
@@ -207,6 +208,8 @@ def learning_curves_figure(csv_path: Path, keys: Sequence[str] = ("train/actor_l
     if eval_steps:
         every = _interval(eval_steps)
         notes.append(f"evaluated every {every:,} steps" if every else "evaluated once")
+    else:
+        notes.append("no evaluation during training (--eval-freq N adds one)")
     fig.suptitle(f"{Path(csv_path).name}: " + "; ".join(notes), fontsize=9)
     fig.tight_layout()
     return fig

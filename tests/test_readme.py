@@ -179,7 +179,8 @@ class ReadmeRunner:
             self.run_make(words[1:], line, where)
         elif words[:2] in (["source", ".venv/bin/activate"], [".", ".venv/bin/activate"]):
             dry = subprocess.run(["make", "-n", "setup"], cwd=self.root, capture_output=True, text=True)
-            assert dry.returncode == 0 and "-m venv .venv" in dry.stdout, f"README.md:{where}: `make setup` does not create .venv:\n{dry.stdout}{dry.stderr}"
+            assert dry.returncode == 0 and "-m venv .venv" in dry.stdout, \
+                f"README.md:{where}: `make setup` does not create .venv:\n{dry.stdout}{dry.stderr}"
             self.report.parsed_only.append((line, "the test provides dqltoolkit itself"))
         else:
             res = subprocess.run(["bash", "-e", "-c", line], cwd=self.workdir, capture_output=True, text=True)
@@ -255,8 +256,10 @@ def test_readme_blocks_are_bash_or_python():
 def test_fast_variants_are_mechanical():
     assert fast_args(["train", "--env", "bandit2d-v0", "--steps", "20000", "-p", "T=20"]) == [
         "train", "--env", "bandit2d-v0", "--steps", str(FAST_STEPS), "-p", "T=20", *[x for kv in TINY for x in ("-p", kv)]]
-    assert fast_args(["train", "--env", "e", "--resume", "m.zip"]) == ["train", "--env", "e", "--resume", "m.zip", "--steps", str(FAST_STEPS)]
-    assert fast_args(["evaluate", "m.zip", "--episodes", "1000", "--json"]) == ["evaluate", "m.zip", "--episodes", str(FAST_EPISODES), "--json"]
+    assert fast_args(["train", "--env", "e", "--resume", "m.zip"]) == ["train", "--env", "e", "--resume", "m.zip",
+                                                                       "--steps", str(FAST_STEPS)]
+    assert fast_args(["evaluate", "m.zip", "--episodes", "1000", "--json"]) == ["evaluate", "m.zip", "--episodes", str(FAST_EPISODES),
+                                                                                "--json"]
     assert fast_args(["bench"]) == ["bench", "--steps", "2", "--repeats", "1"]
     assert command_lines("a \\\n  b  # c\n# only a comment\n\nd") == ["a    b  # c", "d"]
 

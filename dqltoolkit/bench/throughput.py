@@ -405,7 +405,8 @@ def format_table(result: Dict[str, object]) -> str:
     for r in result["rows"]:
         vs = f"{r.vs_reference:.2f}x" if r.vs_reference else "-"
         pct = f"{100 * r.gflop_per_s / peak:.0f}%" if peak else "-"
-        lines.append(f"| {r.name} | {r.steps_per_s:.1f} | {r.ms_per_step:.1f} | {vs} | {r.gflop_per_step:.2f} | {r.gflop_per_s:.0f} | {pct} | {r.note} |")
+        lines.append(f"| {r.name} | {r.steps_per_s:.1f} | {r.ms_per_step:.1f} | {vs} | {r.gflop_per_step:.2f} | {r.gflop_per_s:.0f} | {pct} "
+                     f"| {r.note} |")
     if result["eval"]:
         lines += ["", "| evaluation path | ms/call | calls/s |", "|---|---:|---:|"]
         for e in result["eval"]:
