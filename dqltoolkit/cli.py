@@ -60,7 +60,8 @@ def main() -> None:
               help="Run folder [a new runs/<agent>-<env>, numbered _2, _3, ... when taken]. A folder holding an earlier, finished run "
                    "loses that run's outputs; one holding an unfinished run (model_interrupted.zip) is refused.")
 @click.option("--steps", type=int, default=None, help="Gradient steps (default: the recipe's `steps`); with --resume: how many more.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the run (weights, batches, noise).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the one run (networks, batches, noise); see --seeds for several.")
 @click.option("--seeds", type=str, default=None, help="Train several seeds in one process, e.g. 0-4 (overrides --seed).")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto.")
 @click.option("--head", default=None, help="Swap the recipe's policy head (e.g. gaussian).")
@@ -151,14 +152,24 @@ def train(ctx: click.Context, agent: Optional[str], env: str, out: Optional[Path
             click.echo(f"wrote {path}")
 
 
+def _positive_episodes(ctx: click.Context, param: click.Parameter, value: Optional[int]) -> Optional[int]:
+    """Refuse --episodes below 1 here: 0 used to fall back to the task's default (1,000 on the bandit) silently."""
+    if value is not None and value < 1:
+        raise click.BadParameter(f"{value} episodes: give at least 1 (leave --episodes out for the task's default)")
+    return value
+
+
 def _evaluate_options(fn):
     """The options `evaluate` and `zoo evaluate` share."""
     for option in reversed([
         click.option("--env", "env", default=None, help="Task id (default: the task the checkpoint was trained on)."),
-        click.option("--episodes", type=int, default=None),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--deterministic", is_flag=True),
-        click.option("--device", default="auto", show_default=True),
+        click.option("--episodes", type=int, default=None, callback=_positive_episodes,
+                     help="Episodes to run, at least 1 (default: the task's, e.g. 1,000 on the bandit, else the recipe's eval_episodes)."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Episode i's env is seeded seed + i; the action sampler is seeded seed + 100."),
+        click.option("--deterministic/--stochastic", "deterministic", default=True, show_default=True,
+                     help="Act deterministically (SB3 evaluate_policy's default) or draw actions as the stochastic policy does."),
+        click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto."),
         click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
     ]):
         fn = option(fn)
@@ -169,6 +180,7 @@ def _evaluate_checkpoint(checkpoint: str, env: Optional[str], episodes: Optional
                          as_json: bool) -> dict:
     from .agent import Agent
     from .checkpoint import CheckpointError
+    from .evaluation import describe
     from .evaluation import evaluate as run_eval
     from .tasks import get_task
 
@@ -202,7 +214,7 @@ def _evaluate_checkpoint(checkpoint: str, env: Optional[str], episodes: Optional
     if as_json:
         click.echo(json.dumps(r))
     else:
-        click.echo(f"{task.id}: mean return {r['mean_return']:.3f} +- {r['std_return']:.3f} over {r['episodes']} episodes" + (f", normalised score {score:.1f}" if score is not None else ""))
+        click.echo(describe(r, task.id))
         if "mode_shares" in r:
             click.echo("  policy samples on modes: " + ", ".join(f"{k} {v:.1%}" for k, v in r["mode_shares"].items()))
     return r
@@ -214,14 +226,18 @@ def _evaluate_checkpoint(checkpoint: str, env: Optional[str], episodes: Optional
 @_threads_option
 def evaluate(checkpoint: str, env: Optional[str], episodes: Optional[int], seed: int, deterministic: bool, device: str,
              as_json: bool, threads: str) -> None:
-    """Evaluate a checkpoint (a path or zoo:<id>) on a task's env (all episodes as one vector env)."""
+    """Evaluate CHECKPOINT (a path or zoo:<id>) on a task's env (all episodes as one vector env).
+
+    Acts deterministically by default, as SB3's evaluate_policy does; --stochastic draws actions as the
+    stochastic policy does. The output says which mode was used."""
     with _threads(threads):
         _evaluate_checkpoint(checkpoint, env, episodes, seed, deterministic, device, as_json)
 
 
 @main.command()
 @click.option("--env", "env", default="bandit2d-v0", show_default=True, help="A task with a 2-D action space and a constant observation.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/ablation"), show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/ablation"), show_default=True,
+              help="Folder for ablation.csv, ablation.png and one sub-folder per run.")
 @click.option("--heads", default=None, help="Subset of policy classes: mle,cvae,mmd,diffusion.")
 @click.option("--objectives", default=None, help="Subset of objectives: bc,ql.")
 @click.option("--seeds", default="0", show_default=True, help="Seeds per variant, e.g. 0-2.")
@@ -253,11 +269,15 @@ def ablate(env: str, out: Path, heads: Optional[str], objectives: Optional[str],
                    "Diffusion-QL with ten critics (-p critic=ensemble-q); 'reduced' "
                    "repeats the chosen exact, exact_x5, eval and recipes rows with reduced-precision products: TF32 on a GPU, "
                    "bf16 on a CPU with bf16 units (-p matmul_precision).")
-@click.option("--steps", type=int, default=None, help="Steps per timed block, median of --repeats blocks (default 30 on CPU, 300 on GPU).")
-@click.option("--repeats", type=int, default=5, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Calls per timed block (eval rows at least 20, five-seed rows a fifth); default: blocks sized to fill --seconds.")
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Time budget of the timed rounds when --steps is not given [90; with set-up and warm-up about two minutes].")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Timed blocks per row, taken round-robin across rows; each row reports the median block.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per row.")
 @_threads_option
-def bench(device: str, rows: str, steps: int, repeats: int, as_json: bool, threads: str) -> None:
+def bench(device: str, rows: str, steps: Optional[int], seconds: Optional[float], repeats: int, as_json: bool, threads: str) -> None:
     """Gradient steps/s at Hopper sizes: reference vs exact vs 5 seeds vs approx, and the evaluation path."""
     from .bench.throughput import format_table, run_benchmark, to_json_rows
 
@@ -268,7 +288,8 @@ def bench(device: str, rows: str, steps: int, repeats: int, as_json: bool, threa
         _fail(ValueError(f"--rows: unknown row(s) {bad}; choose from {sorted(known)}"))
     try:
         with _threads(threads, lambda m: click.echo(m, err=True)):
-            result = run_benchmark(device, steps=steps, repeats=repeats, rows=wanted, progress=lambda m: click.echo(m, err=True))
+            result = run_benchmark(device, steps=steps, repeats=repeats, rows=wanted, seconds=seconds,
+                                   progress=lambda m: click.echo(m, err=True))
     except ValueError as exc:
         _fail(exc)
     if as_json:
@@ -326,7 +347,7 @@ def zoo_list(ctx: click.Context, as_json: bool) -> None:
 @click.argument("entry_id")
 @click.pass_context
 def zoo_info(ctx: click.Context, entry_id: str) -> None:
-    """Everything the catalogue records about one entry (how it was trained, its metrics, where it lives)."""
+    """Everything the catalogue records about ENTRY_ID (how it was trained, its metrics, where it lives)."""
     import yaml
 
     from .zoo import cached_path, get_entry
@@ -346,7 +367,7 @@ def zoo_info(ctx: click.Context, entry_id: str) -> None:
 @click.option("--force", is_flag=True, help="Download again even if a verified copy is cached.")
 @click.pass_context
 def zoo_download(ctx: click.Context, entry_id: str, force: bool) -> None:
-    """Fetch an entry into the cache, verify its size and SHA-256, print its local path."""
+    """Fetch ENTRY_ID into the cache, verify its size and SHA-256, print its local path."""
     from .zoo import fetch
 
     try:
@@ -362,7 +383,8 @@ def zoo_download(ctx: click.Context, entry_id: str, force: bool) -> None:
 @click.pass_context
 def zoo_evaluate(ctx: click.Context, entry_id: str, env: Optional[str], episodes: Optional[int], seed: int, deterministic: bool, device: str,
                  as_json: bool, threads: str) -> None:
-    """Download (if needed) and evaluate an entry on its task, or on --env; compare with `zoo info`'s metrics."""
+    """Download (if needed) and evaluate ENTRY_ID on its task, or on --env; compare with `zoo info`'s metrics
+    (deterministic acting by default, --stochastic for the other mode)."""
     from .zoo import fetch
 
     try:
@@ -381,11 +403,11 @@ def zoo_evaluate(ctx: click.Context, entry_id: str, env: Optional[str], episodes
 @click.option("--agent", default=None, help="Recipe name [the run's config.yaml beside the checkpoint].")
 @click.option("--results", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="The run's results.json (its final evaluation) or `dqltoolkit evaluate --json` output: the entry's metrics.")
-@click.option("--description", default="")
+@click.option("--description", default="", help="A sentence for the entry's description field.")
 @click.option("--command", "train_command", default=None, help="The command that trained it, recorded under trained.command.")
 def zoo_entry(checkpoint: Path, entry_id: str, url: Optional[str], file_name: Optional[str], agent: Optional[str], results: Optional[Path],
               description: str, train_command: Optional[str]) -> None:
-    """Print the index entry (YAML) that publishes a checkpoint: digest, size, task, steps, versions, metrics."""
+    """Print the index entry (YAML) that publishes CHECKPOINT: digest, size, task, steps, versions, metrics."""
     import yaml
 
     from .checkpoint import CheckpointError
@@ -431,14 +453,16 @@ def _build_target(target: str) -> Tuple[str, Optional[list]]:
 @dataset.command(name="build")
 @click.argument("target", metavar="ENV_OR_NAME")
 @click.option("--levels", default="random,medium,medium-replay,expert,medium-expert", show_default=True,
-              help="Levels to build (for an env; a dataset NAME picks its own level).")
-@click.option("--algo", type=click.Choice(["sac", "tqc"]), default="sac", show_default=True)
+              help="Levels to build (for an env; a dataset NAME picks its own level; expert levels train the full --budget).")
+@click.option("--algo", type=click.Choice(["sac", "tqc"]), default="sac", show_default=True,
+              help="Behaviour-policy learner: SB3 SAC or sb3-contrib TQC.")
 @click.option("--budget", type=int, default=300_000, show_default=True, help="Behaviour-policy training env steps at most.")
 @click.option("--transitions", type=int, default=100_000, show_default=True, help="Transitions collected per level (D4RL: 1M).")
 @click.option("--chunk", type=int, default=10_000, show_default=True, help="Env steps between checkpoints and evaluations.")
 @click.option("--gradient-steps", type=int, default=1, show_default=True, help="Gradient steps per env step (fewer: cheaper).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--format", "data_format", type=click.Choice(["hdf5", "arrow"]), default="hdf5", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the behaviour-policy training and the data collection.")
+@click.option("--format", "data_format", type=click.Choice(["hdf5", "arrow"]), default="hdf5", show_default=True,
+              help="Minari storage format of the written datasets.")
 @click.option("--overwrite", is_flag=True, help="Rebuild levels that already exist.")
 def dataset_build(target: str, levels: str, algo: str, budget: int, transitions: int, chunk: int, gradient_steps: int, seed: int,
                   data_format: str, overwrite: bool) -> None:
@@ -564,7 +588,8 @@ def dataset_info(name: str) -> None:
 @main.command(name="list")
 @click.argument("what", type=click.Choice(["agents", "heads", "critics", "objectives", "envs", "zoo", "keys", "all"]), default="all")
 def list_(what: str) -> None:
-    """Show registered agents (recipes), heads, critics, objectives, envs (tasks), zoo entries and recipe keys."""
+    """Show registered agents (recipes), heads, critics, objectives, envs (tasks), zoo entries and recipe keys:
+    WHAT picks one section (default all)."""
     from . import agent as _agent  # noqa: F401  (registers built-in parts)
     from .config import recipe_names
     from .registry import CRITICS, HEADS, OBJECTIVES

@@ -1,4 +1,9 @@
-"""Vectorised evaluation: all episodes of a batch run as one Gymnasium vector env, one predict per step."""
+"""Vectorised evaluation: all episodes of a batch run as one Gymnasium vector env, one predict per step.
+
+Acting is deterministic by default, as in SB3's ``evaluate_policy``: the same model then gets the same
+score from ``dqltoolkit evaluate``, the end of ``dqltoolkit train`` and SB3. Every result says which
+acting mode produced it (``"acting"``), because the two modes score differently.
+"""
 
 from __future__ import annotations
 
@@ -33,21 +38,47 @@ def _first_episode_returns(make_env: Callable[[], gym.Env], seeds: Sequence[int]
     return ret
 
 
+DEFAULT_DETERMINISTIC = True  # SB3's evaluate_policy default
+
+
+def acting_mode(deterministic: bool) -> str:
+    """The word results and messages use for an acting mode."""
+    return "deterministic" if deterministic else "stochastic"
+
+
+def check_episodes(episodes: int) -> int:
+    """``episodes`` as an int >= 1; why: 0 episodes has no mean, and a silent default would hide the typo."""
+    if isinstance(episodes, bool) or int(episodes) != episodes or episodes < 1:
+        raise ValueError(f"episodes must be a whole number >= 1, got {episodes!r}")
+    return int(episodes)
+
+
+def describe(result: Dict[str, object], label: str) -> str:
+    """One line for a person: ``label: mean return m +- s over n episodes (deterministic acting)``."""
+    line = f"{label}: mean return {result['mean_return']:.3f} +- {result['std_return']:.3f} over {result['episodes']} episodes"
+    if result.get("normalized_score") is not None:
+        line += f", normalised score {result['normalized_score']:.1f}"
+    if "acting" in result:
+        line += f" ({result['acting']} acting)"
+    return line
+
+
 def evaluate(
     agent,
     make_env: Callable[[], gym.Env],
     episodes: int = 10,
     seed: int = 0,
-    deterministic: bool = False,
+    deterministic: bool = DEFAULT_DETERMINISTIC,
     max_envs: int = 100,
     max_steps: int = 100_000,
     progress: bool = False,
-) -> Dict[str, float]:
+) -> Dict[str, object]:
     """Mean/std return over ``episodes`` through ``agent.predict`` (any SB3-style model). Episodes run
     ``max_envs`` at a time, episode i seeded ``seed + i``. ``progress``: a bar of finished episodes
-    (on a terminal only)."""
+    (on a terminal only). The result records the acting mode under ``"acting"``."""
     from tqdm import tqdm
 
+    episodes = check_episodes(episodes)
     returns: List[float] = []
     with tqdm(total=episodes, unit="episode", desc="evaluating", disable=None if progress else True, leave=False) as bar:
         while len(returns) < episodes:
@@ -56,7 +87,8 @@ def evaluate(
             returns.extend(_first_episode_returns(make_env, seeds, lambda o: agent.predict(o, deterministic=deterministic)[0], max_steps,
                                                   on_done=bar.update).tolist())
     arr = np.asarray(returns)
-    return {"mean_return": float(arr.mean()), "std_return": float(arr.std()), "episodes": int(len(arr))}
+    return {"mean_return": float(arr.mean()), "std_return": float(arr.std()), "episodes": int(len(arr)),
+            "acting": acting_mode(deterministic)}
 
 
 def evaluate_members(
@@ -64,13 +96,14 @@ def evaluate_members(
     make_env: Callable[[], gym.Env],
     episodes: int = 10,
     seeds: Optional[List[int]] = None,
-    deterministic: bool = False,
+    deterministic: bool = DEFAULT_DETERMINISTIC,
     max_steps: int = 100_000,
-) -> List[Dict[str, float]]:
+) -> List[Dict[str, object]]:
     """Evaluate every member (seed) of a multi-seed agent at once: ``members x episodes`` envs in one
     SyncVectorEnv and one batched ``act`` per step, where :func:`evaluate` through ``predict`` would
     evaluate member 0 only. Member m's episodes are seeded ``seeds[m] + i``. Returns one dict per member.
     """
+    episodes = check_episodes(episodes)
     M = agent.members
     seeds = list(seeds) if seeds is not None else [s + 100 for s in agent.seeds]
     if len(seeds) != M:
@@ -83,4 +116,5 @@ def evaluate_members(
 
     ret = _first_episode_returns(make_env, [seeds[m] + i for m in range(M) for i in range(episodes)], policy, max_steps)
     per = ret.reshape(M, episodes)
-    return [{"mean_return": float(per[m].mean()), "std_return": float(per[m].std()), "episodes": episodes} for m in range(M)]
+    return [{"mean_return": float(per[m].mean()), "std_return": float(per[m].std()), "episodes": episodes,
+             "acting": acting_mode(deterministic)} for m in range(M)]

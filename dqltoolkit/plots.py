@@ -1,11 +1,31 @@
-"""Figures people would rather look at than read: the bandit scatter and learning curves."""
+"""Figures people would rather look at than read: the bandit scatter and learning curves.
+
+Each figure has a builder that returns the matplotlib Figure (so tests can check its axes, labels,
+legend and curves) and a ``plot_*`` function that saves it. Every figure is meant to be read without
+the code at hand: axes are labelled, colours and line styles are in a legend, and a panel that has
+little to show says why (e.g. a run shorter than the logging interval).
+"""
 
 from __future__ import annotations
 
+import csv
+import re
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+DATA_COLOUR, POLICY_COLOUR = "tab:grey", "tab:red"
+MAX_DATA_POINTS = 2000  # a scatter of more points hides the policy's samples and bloats the file
+
+# y-axis labels of the metrics the toolkit logs; the CSV column stays the panel title
+METRIC_LABELS = {
+    "train/actor_loss": "actor loss",
+    "train/critic_loss": "critic loss (TD error)",
+    "train/bc_loss": "behaviour-cloning loss",
+    "eval/mean_return": "mean episode return",
+    "eval/normalized_score": "normalised score (D4RL)",
+}
 
 
 def _plt():
@@ -17,79 +37,190 @@ def _plt():
     return plt
 
 
-def _scatter_panel(ax, actions: np.ndarray, title: str, color: str, data: Optional[np.ndarray] = None) -> None:
+def _scatter_panel(ax, actions: np.ndarray, title: str, color: str, data: Optional[np.ndarray] = None, label: Optional[str] = None,
+                   mark_best: bool = True) -> None:
+    """One bandit panel: optional dataset actions in grey under ``actions``, the reward modes as dashed
+    circles with their mean reward written inside the action square (not over the frame), on a light
+    box above the dots so that a crowded mode keeps its label readable."""
     from .envs.bandit2d import MODE_CENTRES, MODE_MEANS, MODE_RADIUS
 
     if data is not None:
-        ax.scatter(data[:, 0], data[:, 1], s=2, c="lightgrey", alpha=0.5, rasterized=True)
-    ax.scatter(actions[:, 0], actions[:, 1], s=3, c=color, alpha=0.6, rasterized=True)
-    for (x, y), r in zip(MODE_CENTRES, MODE_MEANS):
+        ax.scatter(data[:, 0], data[:, 1], s=2, c="lightgrey", alpha=0.5, rasterized=True, label="dataset actions")
+    ax.scatter(actions[:, 0], actions[:, 1], s=3, c=color, alpha=0.6, rasterized=True, label=label)
+    best = int(np.argmax(MODE_MEANS))
+    for m, ((x, y), r) in enumerate(zip(MODE_CENTRES, MODE_MEANS)):
         ax.add_patch(_plt().Circle((x, y), MODE_RADIUS, fill=False, ls="--", lw=0.8, color="black"))
-        ax.text(x, y + 0.24 if y > 0 else y - 0.3, f"r={r:g}", ha="center", fontsize=7)
+        inward = -1.0 if y > 0 else 1.0  # the label sits on the centre's side of its circle
+        ax.text(x, y + inward * (MODE_RADIUS + 0.05), f"r={r:g}" + (" (best)" if m == best and mark_best else ""), ha="center",
+                va="top" if y > 0 else "bottom", fontsize=7, zorder=5, bbox=dict(fc="white", ec="none", alpha=0.75, pad=0.6))
     ax.set_xlim(-1.1, 1.1)
     ax.set_ylim(-1.1, 1.1)
+    ax.set_xticks([-1, -0.5, 0, 0.5, 1])
+    ax.set_yticks([-1, -0.5, 0, 0.5, 1])
     ax.set_aspect("equal")
     ax.set_title(title, fontsize=9)
     ax.tick_params(labelsize=7)
 
 
-def plot_bandit(policy_actions: np.ndarray, dataset_actions: np.ndarray, path: Path, title: str = "policy samples") -> Path:
-    """Two panels like the paper's figure: the dataset, and policy samples over the dataset."""
+def _bandit_legend_handles(policy: bool) -> list:
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], ls="", marker="o", ms=4, color=DATA_COLOUR if not policy else "lightgrey", label="dataset actions")]
+    if policy:
+        handles.append(Line2D([], [], ls="", marker="o", ms=4, color=POLICY_COLOUR, label="policy samples"))
+    handles.append(Line2D([], [], ls="--", lw=0.8, color="black", label="reward mode (r = its mean reward)"))
+    return handles
+
+
+def bandit_figure(policy_actions: np.ndarray, dataset_actions: np.ndarray, title: str = "policy samples"):
+    """Two panels like the paper's figure: the dataset, and policy samples over the dataset; axes are the
+    two action dimensions, and one legend below names the dots and the dashed mode circles."""
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(7, 3.6))
-    n = min(len(dataset_actions), 2000)
-    _scatter_panel(axes[0], dataset_actions[:n], f"dataset ({len(dataset_actions)} actions)", "tab:grey")
-    _scatter_panel(axes[1], policy_actions, title, "tab:red", data=dataset_actions[:n])
-    fig.tight_layout()
+    fig, axes = plt.subplots(1, 2, figsize=(7.2, 4.2), sharey=True)
+    n = min(len(dataset_actions), MAX_DATA_POINTS)
+    shown = f"{n:,} of {len(dataset_actions):,}" if n < len(dataset_actions) else f"{n:,}"
+    _scatter_panel(axes[0], dataset_actions[:n], f"dataset: {shown} actions", DATA_COLOUR, label="dataset actions")
+    _scatter_panel(axes[1], policy_actions, title, POLICY_COLOUR, data=dataset_actions[:n], label="policy samples")
+    for ax in axes:
+        ax.set_xlabel("action[0]", fontsize=8)
+    axes[0].set_ylabel("action[1]", fontsize=8)
+    fig.legend(handles=_bandit_legend_handles(policy=True), loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
+
+
+def plot_bandit(policy_actions: np.ndarray, dataset_actions: np.ndarray, path: Path, title: str = "policy samples") -> Path:
+    """Save :func:`bandit_figure` to ``path``."""
+    fig = bandit_figure(policy_actions, dataset_actions, title)
     path = Path(path)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _plt().close(fig)
     return path
 
 
-def plot_bandit_grid(panels: Sequence[tuple[str, np.ndarray]], dataset_actions: np.ndarray, path: Path, ncols: int = 5) -> Path:
-    """The ablation figure: the dataset panel then one panel per variant."""
+def bandit_grid_figure(panels: Sequence[Tuple[str, np.ndarray]], dataset_actions: np.ndarray, ncols: int = 5):
+    """The ablation figure: the dataset panel then one panel per variant, axes labelled on the outer
+    panels, and one legend (in the grid's first empty cell, else below the grid)."""
     plt = _plt()
     n = len(panels) + 1
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.7 * nrows), squeeze=False)
-    data = dataset_actions[: min(len(dataset_actions), 2000)]
+    spare = nrows * ncols > n
+    height = 2.8 * nrows + (0 if spare else 0.4)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, height), squeeze=False)
+    data = dataset_actions[: min(len(dataset_actions), MAX_DATA_POINTS)]
     flat = axes.ravel()
-    _scatter_panel(flat[0], data, "dataset", "tab:grey")
+    _scatter_panel(flat[0], data, "dataset", DATA_COLOUR, label="dataset actions", mark_best=False)
     for ax, (title, acts) in zip(flat[1:], panels):
-        _scatter_panel(ax, acts, title, "tab:red", data=data)
+        _scatter_panel(ax, acts, title, POLICY_COLOUR, data=data, label="policy samples", mark_best=False)
     for ax in flat[n:]:
         ax.axis("off")
-    fig.tight_layout()
+    from .envs.bandit2d import MODE_MEANS
+
+    handles = _bandit_legend_handles(policy=True)
+    if spare:
+        flat[n].legend(handles=handles, loc="center", fontsize=8, frameon=False, title=f"best mode: r={MODE_MEANS.max():g}",
+                       title_fontsize=8)
+    else:
+        fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    for r in range(nrows):
+        axes[r, 0].set_ylabel("action[1]", fontsize=8)
+    for c in range(ncols):  # the lowest panel of each column (the last row may be partly empty)
+        column = [axes[r, c] for r in range(nrows) if r * ncols + c < n]
+        if column:
+            column[-1].set_xlabel("action[0]", fontsize=8)
+    fig.tight_layout(rect=(0, 0 if spare else 0.4 / height, 1, 1))
+    return fig
+
+
+def plot_bandit_grid(panels: Sequence[Tuple[str, np.ndarray]], dataset_actions: np.ndarray, path: Path, ncols: int = 5) -> Path:
+    """Save :func:`bandit_grid_figure` to ``path``."""
+    fig = bandit_grid_figure(panels, dataset_actions, ncols)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _plt().close(fig)
     return Path(path)
+
+
+def _series(rows: List[Dict[str, str]], key: str) -> Tuple[List[float], List[float]]:
+    """(steps, values) of the rows where ``key`` has a value (evaluation rows are sparse)."""
+    pts = [(float(r["time/step"]), float(r[key])) for r in rows if r.get(key) not in ("", None) and r.get("time/step") not in ("", None)]
+    return ([p[0] for p in pts], [p[1] for p in pts]) if pts else ([], [])
+
+
+def _interval(steps: Sequence[float]) -> Optional[int]:
+    """The typical step gap between logged rows (None for fewer than two)."""
+    return int(np.median(np.diff(sorted(set(steps))))) if len(set(steps)) > 1 else None
+
+
+def learning_curves_figure(csv_path: Path, keys: Sequence[str] = ("train/actor_loss", "train/critic_loss", "train/bc_loss",
+                                                                  "eval/normalized_score", "eval/mean_return")):
+    """Loss and evaluation curves from an SB3-format metrics CSV, or None when it holds no metric.
+
+    One panel per key that is present (a task with a normalised score shows that instead of the raw
+    return); the evaluation panel also shows each seed (``eval/<key>_seed<s>``) of a multi-seed run. All
+    panels share the run's step range, curves with few points carry markers (a single logged point is
+    a visible dot, and the panel says how to log more often), and the title says how often each was logged.
+    """
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "time/step" not in rows[0]:
+        return None
+    keys = [k for k in keys if k in rows[0] and _series(rows, k)[0]]
+    if "eval/normalized_score" in keys and "eval/mean_return" in keys:
+        keys.remove("eval/mean_return")
+    if not keys:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.4), squeeze=False)
+    last_step = max(float(r["time/step"]) for r in rows if r.get("time/step") not in ("", None))
+    loss_steps: List[float] = []
+    eval_steps: List[float] = []
+    seeds: List[str] = []
+    for ax, k in zip(axes[0], keys):
+        xs, ys = _series(rows, k)
+        (eval_steps if k.startswith("eval/") else loss_steps).extend(xs)
+        is_eval = k.startswith("eval/")
+        marker = "o" if is_eval or len(xs) <= 30 else None
+        per_seed = sorted((c for c in rows[0] if re.fullmatch(re.escape(k) + r"_seed-?\d+", c)), key=lambda c: int(c.rsplit("seed", 1)[1]))
+        ax.plot(xs, ys, marker=marker, ms=4, color="tab:blue", lw=1.6, label="mean over seeds" if per_seed else None)
+        for c in per_seed:
+            sx, sy = _series(rows, c)
+            ax.plot(sx, sy, marker=".", ms=3, lw=0.8, alpha=0.6, label=f"seed {c.rsplit('seed', 1)[1]}")
+        if per_seed:
+            seeds = [c.rsplit("seed", 1)[1] for c in per_seed]
+            ax.legend(fontsize=7, frameon=False)
+        if len(xs) == 1:
+            ax.annotate(f"{ys[0]:.3g}", (xs[0], ys[0]), textcoords="offset points", xytext=(-6, 6), ha="right", fontsize=7)
+            what = "evaluated" if is_eval else "logged"
+            ax.text(0.03, 0.04, f"one point: {what} at step {int(xs[0])} only\n"
+                    + ("(--eval-freq N evaluates more often)" if is_eval else "(-p log_every=N logs more often)"),
+                    transform=ax.transAxes, fontsize=7, color="dimgrey")
+        ax.set_title(k, fontsize=9)
+        ax.set_xlabel("gradient step", fontsize=8)
+        ax.set_ylabel(METRIC_LABELS.get(k, k.split("/", 1)[-1].replace("_", " ")), fontsize=8)
+        ax.set_xlim(0, last_step * 1.04)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    notes = []
+    if loss_steps:
+        every = _interval(loss_steps)
+        notes.append(f"losses logged every {every:,} steps" if every else "losses logged once")
+        notes[-1] += f" (mean over seeds {', '.join(seeds)})" if seeds else ""
+    if eval_steps:
+        every = _interval(eval_steps)
+        notes.append(f"evaluated every {every:,} steps" if every else "evaluated once")
+    else:
+        notes.append("no evaluation during training (--eval-freq N adds one)")
+    fig.suptitle(f"{Path(csv_path).name}: " + "; ".join(notes), fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 def plot_learning_curves(csv_path: Path, path: Path, keys: Sequence[str] = ("train/actor_loss", "train/critic_loss", "train/bc_loss",
                                                                          "eval/normalized_score", "eval/mean_return")) -> Optional[Path]:
-    """Loss and evaluation curves from the metrics CSV (one panel per key that is present; a task with a
-    normalised score shows that instead of the raw return)."""
-    import csv
-
-    with open(csv_path) as f:
-        rows = list(csv.DictReader(f))
-    keys = [k for k in keys if rows and k in rows[0]]
-    if "eval/normalized_score" in keys and "eval/mean_return" in keys:
-        keys.remove("eval/mean_return")
-    if not rows or not keys or "time/step" not in rows[0]:
+    """Save :func:`learning_curves_figure` to ``path``; None (nothing written) when the CSV holds no metric."""
+    fig = learning_curves_figure(csv_path, keys)
+    if fig is None:
         return None
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.5 * len(keys), 3), squeeze=False)
-    steps = [float(r["time/step"]) for r in rows]
-    for ax, k in zip(axes[0], keys):
-        pts = [(x, float(r[k])) for x, r in zip(steps, rows) if r.get(k) not in ("", None)]  # eval rows are sparse
-        if pts:
-            xs, ys = zip(*pts)
-            ax.plot(xs, ys, marker="o" if k.startswith("eval/") else None, ms=3)
-        ax.set_title(k, fontsize=9)
-        ax.set_xlabel("gradient step", fontsize=8)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _plt().close(fig)
     return Path(path)

@@ -92,3 +92,53 @@ def test_ensemble_row_counts_its_ten_critics():
     twins = counted_step_gflop(hopper_config(), hopper_table(600, HOPPER["obs_dim"], HOPPER["action_dim"]))
     # ten critics instead of two: the critic's share of the step (target, regression, Q term) grows five-fold
     assert 1.8 * twins < rows["exact, ensemble-q x10"].gflop_per_step < 3.5 * twins
+
+
+def test_time_budget_gives_every_entry_an_equal_share():
+    from dqltoolkit.bench.throughput import calls_for_budget
+
+    # 10 s over 2 rounds of 2 entries: 2.5 s a block; a 50 ms call gets 50 calls, a 1 s call the minimum 3
+    assert calls_for_budget({"fast": 0.05, "slow": 1.0}, budget_s=10.0, repeats=2) == {"fast": 50, "slow": 3}
+    assert calls_for_budget({"free": 0.0}, budget_s=1.0, repeats=1) == {"free": 3}
+
+
+def test_budgeted_blocks_run_round_robin_after_a_timed_warm_up():
+    from dqltoolkit.bench.throughput import time_blocks
+
+    order = []
+    per = time_blocks({"a": (lambda: order.append("a"), 1), "b": (lambda: order.append("b"), 1)}, torch.device("cpu"), repeats=2, warmup=0,
+                      budget_s=1e-9)
+    # at least two warm-up calls each to estimate the cost, then the minimum 3 calls per block, rows in turn
+    assert order == ["a", "a", "b", "b"] + (["a"] * 3 + ["b"] * 3) * 2
+    assert {k: len(v) for k, v in per.items()} == {"a": 2, "b": 2}
+
+
+def test_the_matmul_rate_is_timed_among_the_rows_or_reported_as_unmeasurable():
+    """Before: the rate was measured once, apart from the rows, and rows read 3,601-7,093% of it on a
+    busy machine. Now it is a round-robin entry like the rows; its blocks' spread and the CPU time that
+    other processes used are reported, and a busy run prints no percentages (no timing is asserted)."""
+    from dqltoolkit.bench.throughput import format_table
+
+    res = run_benchmark("cpu", steps=1, repeats=2, warmup=0, dataset_size=512, rows=["exact"])
+    assert res["matmul_spread"] >= 1.0 and (res["other_load"] is None or res["other_load"] >= 0.0)
+    assert (res["busy"] is None) == (res["matmul_gflops"] is not None)
+    table = format_table(res)
+    assert ("timed among the rows" in table) == (res["busy"] is None)
+    quiet = {**res, "matmul_gflops": 200.0, "busy": None}
+    row = res["rows"][0]
+    assert f"| {100 * row.gflop_per_s / 200.0:.0f}% |" in format_table(quiet)
+    busy = {**res, "matmul_gflops": None, "busy": "other processes used 40% of the 2 cores during the run", "other_load": 0.4}
+    text = format_table(busy)
+    assert "matmul rate not measured: the machine was too busy (other processes used 40% of the 2 cores during the run)" in text
+    assert "| - | dqltoolkit diffusion-ql step |" in text and not any("%" in ln for ln in text.splitlines() if ln.startswith("| exact"))
+    assert to_json_rows(busy)[0]["busy"].startswith("other processes used 40%")
+
+
+def test_bench_refuses_contradictory_or_empty_settings():
+    runner = CliRunner()
+    for args, message in [(["--steps", "0"], "0 is not in the range x>=1"), (["--repeats", "0"], "0 is not in the range x>=1"),
+                          (["--seconds", "0"], "0 is not in the range x>0")]:
+        r = runner.invoke(main, ["bench", *args])
+        assert r.exit_code == 2 and message in r.output, r.output
+    r = runner.invoke(main, ["bench", "--steps", "3", "--seconds", "5"])
+    assert r.exit_code == 1 and "give either steps" in r.output

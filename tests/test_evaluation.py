@@ -71,3 +71,95 @@ def test_every_finished_episode_is_reported_once_for_the_progress_bar():
                                      on_done=done.append)
     assert sum(done) == 4 and len(done) >= 2  # each episode once, as it ends (not all at the same step)
     assert len(set(returns.tolist())) >= 2  # CartPole pays 1 a step: the returns are the episode lengths
+
+
+def test_evaluation_acts_deterministically_by_default_and_says_so():
+    """SB3's evaluate_policy acts deterministically by default; so do evaluate and evaluate_members, and
+    their results name the mode (the two modes score differently)."""
+    env = _make_env()
+    agent = Agent(AgentConfig(T=2, hidden=8, critic_hidden=8, time_dim=4, n_candidates=4), env.observation_space, env.action_space,
+                  seeds=[0], device="cpu")
+    seen = []
+    real = agent.predict
+
+    def spy(obs, state=None, episode_start=None, deterministic=False):
+        seen.append(deterministic)
+        return real(obs, state, episode_start, deterministic)
+
+    agent.predict = spy
+    assert evaluate(agent, _make_env, episodes=2)["acting"] == "deterministic" and set(seen) == {True}
+    seen.clear()
+    assert evaluate(agent, _make_env, episodes=2, deterministic=False)["acting"] == "stochastic" and set(seen) == {False}
+    assert [r["acting"] for r in evaluate_members(agent, _make_env, episodes=2)] == ["deterministic"]
+
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    seen.clear()
+    evaluate_policy(agent, _make_env(), n_eval_episodes=1, warn=False)  # SB3's defaults
+    assert set(seen) == {True}
+
+
+@pytest.mark.parametrize("episodes", [0, -3, 2.5])
+def test_evaluation_refuses_fewer_than_one_episode(episodes):
+    env = _make_env()
+    agent = Agent(AgentConfig(T=2, hidden=8, critic_hidden=8, time_dim=4, n_candidates=2), env.observation_space, env.action_space,
+                  seeds=[0], device="cpu")
+    with pytest.raises(ValueError, match=f"episodes must be a whole number >= 1, got {episodes!r}"):
+        evaluate(agent, _make_env, episodes=episodes)
+    with pytest.raises(ValueError, match="episodes must be a whole number >= 1"):
+        evaluate_members(agent, _make_env, episodes=episodes)
+
+
+def _bandit_checkpoint(tmp_path):
+    from click.testing import CliRunner
+
+    from dqltoolkit.cli import main
+
+    tiny = ["-p", "T=3", "-p", "hidden=16", "-p", "critic_hidden=16", "-p", "batch_size=32", "-p", "n_candidates=4"]
+    res = CliRunner().invoke(main, ["train", "--env", "bandit2d-v0", "--steps", "4", "--out", str(tmp_path / "r"), "--no-progress", *tiny],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return tmp_path / "r" / "model.zip"
+
+
+def test_cli_evaluate_default_matches_sb3_and_the_other_mode_is_one_flag_away(tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from dqltoolkit.cli import main
+
+    ckpt = _bandit_checkpoint(tmp_path)
+    seen = []
+    real = Agent.predict
+
+    def spy(self, obs, state=None, episode_start=None, deterministic=False):
+        seen.append(deterministic)
+        return real(self, obs, state, episode_start, deterministic)
+
+    monkeypatch.setattr(Agent, "predict", spy)
+    runner = CliRunner()
+    res = runner.invoke(main, ["evaluate", str(ckpt), "--episodes", "30"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "over 30 episodes (deterministic acting)" in res.output and set(seen) == {True}
+    seen.clear()
+    res = runner.invoke(main, ["evaluate", str(ckpt), "--episodes", "30", "--stochastic", "--json"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.output.strip().splitlines()[-1])
+    assert r["acting"] == "stochastic" and r["episodes"] == 30 and set(seen) == {False}
+    res = runner.invoke(main, ["evaluate", str(ckpt), "--episodes", "5", "--deterministic", "--json"], catch_exceptions=False)
+    assert json.loads(res.output.strip().splitlines()[-1])["acting"] == "deterministic"
+
+
+@pytest.mark.parametrize("episodes", ["0", "-2"])
+def test_cli_evaluate_refuses_fewer_than_one_episode(tmp_path, episodes):
+    """Before: --episodes 0 ran the task's default (1,000 bandit episodes) and -2 crashed deep inside."""
+    from click.testing import CliRunner
+
+    from dqltoolkit.cli import main
+
+    for cmd in (["evaluate", str(tmp_path / "any.zip")], ["zoo", "evaluate", "diffusion-ql-bandit2d-v0"]):
+        res = CliRunner().invoke(main, [*cmd, "--episodes", episodes])
+        assert res.exit_code == 2
+        assert f"Invalid value for '--episodes': {episodes} episodes: give at least 1 (leave --episodes out for the task's default)" \
+            in res.output

@@ -4,11 +4,21 @@ in one process, the EDP-style approximate step, and the evaluation path.
 Every row runs in the same process on the same machine, timed round-robin so that clock drift hits
 all rows alike, and the ratios are measured, not quoted. Each
 row also reports achieved GFLOP/s from a count of the step's matrix work, next to the machine's measured
-matmul rate, so the distance to the hardware limit is visible.
+matmul rate, so the distance to the hardware limit is visible. The matmul rate is one more entry in the
+same round-robin (median block, like the rows): a rate measured apart from the rows, at another moment
+of a shared machine's load, once made rows read 3,600-7,000% of it. Where other processes took a
+noticeable share of the CPU during the run, or the matmul's blocks disagree, the table says that the
+machine was too busy to measure the rate instead of printing percentages.
+
+By default the timed rounds fill a time budget (``seconds``): each entry's blocks get an equal share of
+it, sized from the warm-up's per-call cost, so that a run takes about as long on a busy machine as on an
+idle one (about two minutes in all on a 2-core CPU), instead of a fixed step count that took 9 minutes
+on a loaded machine.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -36,24 +46,56 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_gflops(device: torch.device, n: int = 256, batch: int = 256, seconds: float = 0.5) -> float:
-    """Measured float32 rate of the step's typical matmul: [batch, n] @ [n, n] (all cores)."""
+def matmul_call(device: torch.device, n: int = 256, batch: int = 256) -> Tuple[Callable[[], None], float]:
+    """One float32 [batch, n] @ [n, n] product into a preallocated output, and its GFLOP: the calibration
+    entry, timed among the rows in the same round-robin blocks, so both see the same machine."""
     a = torch.randn(batch, n, device=device)
     w = torch.randn(n, n, device=device)
     out = torch.empty(batch, n, device=device)
-    reps = 200 if device.type == "cpu" else max(20, 5000 * 256**3 // (batch * n * n))
-    for _ in range(10):
-        torch.mm(a, w, out=out)
-    best = 0.0
-    t_end = time.perf_counter() + seconds
-    while time.perf_counter() < t_end:
-        _sync(device)
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            torch.mm(a, w, out=out)
-        _sync(device)
-        best = max(best, 2.0 * batch * n * n * reps / (time.perf_counter() - t0) / 1e9)
-    return best
+    return (lambda: torch.mm(a, w, out=out)), 2.0 * batch * n * n / 1e9
+
+
+class CpuLoad:
+    """CPU time that other processes used while a benchmark ran, as a share of all cores (Linux /proc/stat).
+
+    Why: on a shared machine the rows and the matmul calibration slow down by different factors (a
+    multi-threaded matmul suffers most from a competing process), so their ratio means little then;
+    the report says so instead of printing it. ``share`` is None where /proc/stat is unavailable.
+    """
+
+    def __init__(self) -> None:
+        self.share: Optional[float] = None
+        self._start = self._sample()
+
+    @staticmethod
+    def _busy_seconds() -> Optional[float]:
+        try:
+            with open("/proc/stat") as f:
+                fields = f.readline().split()
+        except OSError:
+            return None
+        if not fields or fields[0] != "cpu":
+            return None
+        ticks = [int(x) for x in fields[1:]]
+        idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+        busy = sum(ticks[:8]) - idle  # guest time is already counted in user time
+        return busy / os.sysconf("SC_CLK_TCK")
+
+    def _sample(self) -> Tuple[Optional[float], float, float]:
+        return self._busy_seconds(), time.process_time(), time.perf_counter()
+
+    def stop(self) -> Optional[float]:
+        """Others' share of all cores since construction (0 = an idle machine besides this process)."""
+        (b0, p0, w0), (b1, p1, w1) = self._start, self._sample()
+        if b0 is None or b1 is None or w1 - w0 <= 0:
+            return None
+        cores = os.cpu_count() or 1
+        self.share = max(0.0, ((b1 - b0) - (p1 - p0)) / (cores * (w1 - w0)))
+        return self.share
+
+
+BUSY_SHARE = 0.15  # other processes' share of all cores above which the matmul rate is not trusted
+BUSY_SPREAD = 1.5  # slowest / fastest matmul block above which the matmul rate is not trusted
 
 
 def step_gflop(obs_dim: int, action_dim: int, batch_size: int, T: int, hidden: int, time_dim: int, n_layers: int, approx: bool = False,
@@ -178,44 +220,96 @@ def time_interleaved(fns: Dict[str, Tuple[Callable[[], None], int]], device: tor
     sustained load, so rows timed one after another are compared under different conditions. Taking
     block r of every row in turn puts each row's blocks in the same stretches of time.
     """
-    for name, (fn, _) in fns.items():
-        say(f"warming up {name}")
-        for _ in range(warmup):
-            fn()
-    per: Dict[str, List[float]] = {name: [] for name in fns}
-    for r in range(repeats):
-        say(f"timing round {r + 1}/{repeats}")
-        for name, (fn, calls) in fns.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            _sync(device)
-            per[name].append((time.perf_counter() - t0) / calls)
+    per = time_blocks(fns, device, repeats, warmup, say)
     return {name: statistics.median(v) for name, v in per.items()}
 
 
+def time_blocks(fns: Dict[str, Tuple[Callable[[], None], int]], device: torch.device, repeats: int, warmup: int,
+                say: Callable[[str], None] = lambda _: None, budget_s: Optional[float] = None) -> Dict[str, List[float]]:
+    """Seconds per call of every block of each ``fn``, timed round-robin (see :func:`time_interleaved`).
+
+    ``budget_s``: instead of the given calls per block, size each entry's blocks so that all timed rounds
+    take about ``budget_s`` seconds, every entry's block the same length, from the per-call cost seen in
+    the warm-up (at least 2 warm-up calls then).
+    """
+    cost: Dict[str, float] = {}
+    for name, (fn, _) in fns.items():
+        say(f"warming up {name}")
+        n = max(warmup, 2) if budget_s is not None else warmup
+        times = []
+        for _ in range(n):
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+        cost[name] = statistics.median(times[1:] or times) if times else 0.0
+    calls = {name: c for name, (_, c) in fns.items()}
+    if budget_s is not None:
+        calls = calls_for_budget(cost, budget_s, repeats)
+    per: Dict[str, List[float]] = {name: [] for name in fns}
+    for r in range(repeats):
+        say(f"timing round {r + 1}/{repeats}")
+        for name, (fn, _) in fns.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(calls[name]):
+                fn()
+            _sync(device)
+            per[name].append((time.perf_counter() - t0) / calls[name])
+    return per
+
+
+def calls_for_budget(cost: Dict[str, float], budget_s: float, repeats: int, min_calls: int = 3) -> Dict[str, int]:
+    """Calls per block for each entry (``cost``: seconds per call) so that ``repeats`` rounds over all
+    entries take about ``budget_s``: each entry's block gets an equal share, and at least ``min_calls``."""
+    share = budget_s / max(1, repeats * len(cost))
+    return {name: max(min_calls, int(round(share / c)) if c > 0 else min_calls) for name, c in cost.items()}
+
+
+DEFAULT_ROWS = ("reference", "exact", "exact_x5", "approx", "eval", "reduced")
+DEFAULT_SECONDS = 90.0  # timed rounds; with set-up and warm-up a default CPU run takes about two minutes
+MATMUL = "matmul (calibration)"
+
+
 def run_benchmark(device: str = "auto", steps: Optional[int] = None, repeats: int = 5, warmup: int = 10, dataset_size: int = 100_000,
-                  rows: Optional[List[str]] = None, progress: Optional[Callable[[str], None]] = None) -> Dict[str, object]:
-    """Time every row (round-robin, see :func:`time_interleaved`); returns ``{"device", "matmul_gflops", "rows": [Row...]}``."""
+                  rows: Optional[List[str]] = None, progress: Optional[Callable[[str], None]] = None,
+                  seconds: Optional[float] = None) -> Dict[str, object]:
+    """Time every row and the matmul calibration (round-robin, see :func:`time_blocks`); returns
+    ``{"device", "matmul_gflops", "busy", "rows": [Row...], "eval": [...]}``.
+
+    ``steps``: calls per timed block (eval rows at least 20, five-seed rows a fifth); without it, the
+    timed rounds fill ``seconds`` (default :data:`DEFAULT_SECONDS`). ``busy`` is None, or why the
+    matmul rate could not be measured (``matmul_gflops`` is then None).
+    """
     from ..agent import resolve_device
     from ..heads.schedules import SCHEDULES
     from ..precision import cpu_has_bf16_matmuls
     from .reference import ReferenceDiffusionQL
 
+    if steps is not None and steps < 1:
+        raise ValueError(f"steps per timed block must be >= 1, got {steps}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if seconds is not None and not seconds > 0:
+        raise ValueError(f"seconds must be > 0, got {seconds}")
+    if seconds is not None and steps is not None:
+        raise ValueError("give either steps (calls per timed block) or seconds (a time budget that sizes the blocks), not both")
     dev = resolve_device(device)
-    steps = steps or (300 if dev.type == "cuda" else 30)  # a GPU step is ~1 ms: longer blocks time it as well
+    budget = None if steps is not None else float(seconds or DEFAULT_SECONDS)
+    steps = steps or (300 if dev.type == "cuda" else 30)  # (budget mode sizes blocks itself; this only sizes set-up)
     warmup = max(warmup, 30) if dev.type == "cuda" else warmup  # past the first CUDA graph captures
-    wanted = set(rows or ["reference", "exact", "exact_x5", "approx", "eval", "reduced"])
+    wanted = set(rows or DEFAULT_ROWS)
     say = progress or (lambda _: None)
+    load = CpuLoad()
     s = HOPPER
     table = hopper_table(dataset_size, s["obs_dim"], s["action_dim"])
     flop = step_gflop(**s)
-    say("measuring matmul rate")
     # the ceiling: on a CPU a step-sized matmul already runs at the machine's rate; a GPU only reaches its
     # own with large ones (a 256-wide matmul there is latency-bound, as is the whole step)
     mm = 256 if dev.type == "cpu" else 4096
-    peak = matmul_gflops(dev, n=mm, batch=mm)
+    mm_fn, mm_flop = matmul_call(dev, n=mm, batch=mm)
+    mm_calls = 200 if dev.type == "cpu" else 20
     # name -> (step function, calls per timed block, GFLOP per call, note); built first, timed together
     plan: Dict[str, Tuple[Callable[[], None], int, float, str]] = {}
     if "reference" in wanted:
@@ -260,7 +354,19 @@ def run_benchmark(device: str = "auto", steps: Optional[int] = None, repeats: in
                 obs = np.random.default_rng(0).standard_normal((n_envs, s["obs_dim"])).astype(np.float32)
                 eval_plan[f"predict, {n_envs} env(s) x {agent.config.n_candidates} candidates{suffix}"] = (lambda o=obs, a=agent: a.predict(o),
                                                                                                           max(steps, 20))
-    sec = time_interleaved({**{k: (v[0], v[1]) for k, v in plan.items()}, **eval_plan}, dev, repeats, warmup, say)
+    blocks = time_blocks({**{k: (v[0], v[1]) for k, v in plan.items()}, **eval_plan, MATMUL: (mm_fn, mm_calls)}, dev, repeats, warmup, say,
+                         budget_s=budget)
+    sec = {name: statistics.median(v) for name, v in blocks.items()}
+    peak: Optional[float] = mm_flop / sec[MATMUL]
+    spread = max(blocks[MATMUL]) / min(blocks[MATMUL])
+    others = load.stop()
+    busy = None
+    if others is not None and others > BUSY_SHARE:
+        busy = f"other processes used {others:.0%} of the {os.cpu_count()} cores during the run"
+    elif spread > BUSY_SPREAD:
+        busy = f"the matmul's timed blocks differ {spread:.1f}x"
+    if busy is not None:
+        peak = None
     out: List[Row] = []
     for name, (_, _, gflop, note) in plan.items():
         t = sec[name]
@@ -280,15 +386,24 @@ def run_benchmark(device: str = "auto", steps: Optional[int] = None, repeats: in
         if td3bc_ref and r.name.startswith("recipe td3bc"):
             r.note += f"; {r.steps_per_s / td3bc_ref:.2f}x the TD3+BC reference"
     eval_rows = [{"name": name, "ms_per_call": 1e3 * sec[name], "calls_per_s": 1.0 / sec[name]} for name in eval_plan]
-    return {"device": str(dev), "torch": torch.__version__, "threads": torch.get_num_threads(), "matmul_gflops": peak, "matmul_size": mm, "rows": out,
-            "eval": eval_rows}
+    return {"device": str(dev), "torch": torch.__version__, "threads": torch.get_num_threads(), "matmul_gflops": peak, "matmul_size": mm,
+            "matmul_spread": spread, "other_load": others, "busy": busy, "rows": out, "eval": eval_rows}
 
 
 def format_table(result: Dict[str, object]) -> str:
+    """The markdown report; without a trusted matmul rate (``busy``) the percentage column reads "-" and
+    the header says why."""
     peak = result["matmul_gflops"]
     n = result.get("matmul_size", 256)
+    load = result.get("other_load")
+    load_txt = f"; other processes used {load:.0%} of the CPU during the run" if load is not None else ""
+    if peak is not None:
+        rate = f"matmul ([{n},{n}]@[{n},{n}] fp32, timed among the rows): {peak:.0f} GFLOP/s"
+    else:
+        rate = f"matmul rate not measured: the machine was too busy ({result.get('busy')}); steps/s are lower than on an idle machine"
     lines = [
-        f"device {result['device']}, torch {result['torch']}, {result['threads']} threads; measured matmul ([{n},{n}]@[{n},{n}] fp32): {peak:.0f} GFLOP/s",
+        f"device {result['device']}, torch {result['torch']}, {result['threads']} threads{load_txt}",
+        rate,
         f"Hopper sizes: obs {HOPPER['obs_dim']}, action {HOPPER['action_dim']}, batch {HOPPER['batch_size']}, T {HOPPER['T']}, width {HOPPER['hidden']}",
         "",
         "| row | steps/s | ms/step | vs reference | GFLOP/step | GFLOP/s | % of matmul rate | note |",
@@ -296,7 +411,9 @@ def format_table(result: Dict[str, object]) -> str:
     ]
     for r in result["rows"]:
         vs = f"{r.vs_reference:.2f}x" if r.vs_reference else "-"
-        lines.append(f"| {r.name} | {r.steps_per_s:.1f} | {r.ms_per_step:.1f} | {vs} | {r.gflop_per_step:.2f} | {r.gflop_per_s:.0f} | {100 * r.gflop_per_s / peak:.0f}% | {r.note} |")
+        pct = f"{100 * r.gflop_per_s / peak:.0f}%" if peak else "-"
+        lines.append(f"| {r.name} | {r.steps_per_s:.1f} | {r.ms_per_step:.1f} | {vs} | {r.gflop_per_step:.2f} | {r.gflop_per_s:.0f} | {pct} "
+                     f"| {r.note} |")
     if result["eval"]:
         lines += ["", "| evaluation path | ms/call | calls/s |", "|---|---:|---:|"]
         for e in result["eval"]:
@@ -305,6 +422,7 @@ def format_table(result: Dict[str, object]) -> str:
 
 
 def to_json_rows(result: Dict[str, object]) -> List[Dict[str, object]]:
-    rows = [{**asdict(r), "device": result["device"], "matmul_gflops": result["matmul_gflops"]} for r in result["rows"]]
-    rows += [{"name": e["name"], "steps_per_s": None, **e, "device": result["device"]} for e in result["eval"]]
+    common = {"device": result["device"], "matmul_gflops": result["matmul_gflops"], "busy": result.get("busy")}
+    rows = [{**asdict(r), **common} for r in result["rows"]]
+    rows += [{"name": e["name"], "steps_per_s": None, **e, **common} for e in result["eval"]]
     return rows
