@@ -87,7 +87,8 @@ def _run_one(variant: Variant, env: str, seed: int, out: str, steps: Optional[in
 
     run_dir = Path(out) / f"{variant.recipe}_seed{seed}"
     res = train(variant.recipe, env, run_dir, steps=steps, seeds=[seed], device="cpu", overrides=overrides, progress=False, verbose=False,
-                replace_unfinished=True)  # a rerun after Ctrl-C redoes its short runs
+                replace_unfinished=True,  # a rerun after Ctrl-C redoes its short runs
+                overrides_where_read=True)  # -p T=3 reaches the diffusion variants, not the Gaussian ones
     ev = res.results["evaluation"][0]
     from .agent import Agent
 

@@ -219,6 +219,7 @@ def train(
     say: Optional[Callable[[str], None]] = None,
     loggers: Optional[Sequence[str]] = None,
     replace_unfinished: bool = False,
+    overrides_where_read: bool = False,
 ) -> TrainResult:
     """The `dqltoolkit train` job: recipe + task -> trained agent, checkpoints, metrics, figures.
 
@@ -236,6 +237,8 @@ def train(
     ``metrics.csv`` (always written: the figures and the record of the run read it), from :data:`LOGGERS`;
     default: ``stdout`` when ``verbose`` and not ``progress``. ``replace_unfinished``: a folder holding an
     interrupted run is emptied instead of refused (for callers that redo cheap runs, like the ablation).
+    ``overrides_where_read``: apply each override where the recipe's parts read it and skip it elsewhere
+    (one table of settings for runs of different compositions, like the ablation's), instead of refusing it.
     """
     from .faults import RunLock
 
@@ -250,10 +253,10 @@ def train(
         return _train_locked(agent=agent, env=env, out=out, steps=steps, seeds=seeds, device=device, overrides=dict(overrides or {}),
                              progress=progress, evaluate_at_end=evaluate_at_end, verbose=verbose, download=download, resume=resume,
                              init=init, save_every=save_every, say=say or (lambda m: None), loggers=loggers,
-                             replace_unfinished=replace_unfinished)
+                             replace_unfinished=replace_unfinished, where_read=overrides_where_read)
 
 
-def _model_for_run(agent, task, steps, seeds, device, overrides, download, resume, init, say):
+def _model_for_run(agent, task, steps, seeds, device, overrides, download, resume, init, say, where_read=False):
     """The agent a run trains (new, fine-tuned or resumed), the resume plan (or None), the files the run
     folder keeps, the recipe file and the dataset. The dataset is loaded before anything is built, so
     a missing one fails first."""
@@ -282,7 +285,7 @@ def _model_for_run(agent, task, steps, seeds, device, overrides, download, resum
             recipe = resolve_recipe(agent, getattr(task, "recipe_section", None) or task.id)
             config, recipe_file, sections = recipe.config, recipe.path, recipe.sections
         if overrides:
-            config = config.replace(**overrides)
+            config = config.fit(**overrides) if where_read else config.replace(**overrides)
             if getattr(config, "dropped", None):
                 say(f"the new parts do not read {', '.join(config.dropped)}: dropped")
         if steps is not None:
@@ -330,7 +333,7 @@ def _evaluate_run(model, task, table, ckpts: List[Path], out: Path, device: str,
 
 
 def _train_locked(*, agent, env, out: Path, steps, seeds, device, overrides, progress, evaluate_at_end, verbose, download, resume, init,
-                  save_every, say, loggers, replace_unfinished) -> TrainResult:
+                  save_every, say, loggers, replace_unfinished, where_read=False) -> TrainResult:
     """:func:`train` with the run folder's lock held."""
     from stable_baselines3.common.logger import CSVOutputFormat, Logger
 
@@ -340,7 +343,8 @@ def _train_locked(*, agent, env, out: Path, steps, seeds, device, overrides, pro
     from .tasks import get_task
 
     task = get_task(env)
-    model, plan, keep, recipe_file, sections, table = _model_for_run(agent, task, steps, seeds, device, overrides, download, resume, init, say)
+    model, plan, keep, recipe_file, sections, table = _model_for_run(agent, task, steps, seeds, device, overrides, download, resume, init, say,
+                                                                     where_read)
     config = model.config
     first, more = (plan.done, plan.more) if plan is not None else (0, config.steps)
     prepare_run_folder(out, keep=keep, say=say, replace_unfinished=replace_unfinished)

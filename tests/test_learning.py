@@ -45,5 +45,9 @@ def test_diffusion_bc_default_covers_all_four_modes(tmp_path):
     for name in MODE_NAMES:
         assert 0.15 <= shares[name] <= 0.35, shares
     assert shares["off_data"] <= 0.05, shares
-    # no critic: predict samples the head directly, so env reward is the data's average (about 2.4)
-    assert 2.0 <= res.results["evaluation"][0]["mean_return"] <= 2.9
+    # no critic: stochastic acting samples the head directly, so the env reward is the data's average (about 2.4)
+    from dqltoolkit.evaluation import evaluate
+    from dqltoolkit.tasks import get_task
+
+    stochastic = evaluate(model, get_task("bandit2d-v0").make_env, episodes=1000, seed=100, deterministic=False)
+    assert 2.0 <= stochastic["mean_return"] <= 2.9, stochastic

@@ -121,7 +121,8 @@ def fast_args(args: Sequence[str]) -> List[str]:
         args = _set_option(args, "--steps", str(FAST_STEPS))
         args = _set_option(args, "--eval-freq", str(FAST_EVAL_FREQ), add=False)
         if "--init" not in args and "--resume" not in args:
-            args += tiny
+            head = args[args.index("--head") + 1] if "--head" in args else "diffusion"
+            args += tiny if head == "diffusion" else [x for kv in TINY if not kv.startswith(("T=", "time_dim=")) for x in ("-p", kv)]
     elif args[0] == "ablate":
         args = _set_option(args, "--steps", str(FAST_STEPS)) + tiny
     elif args[0] == "bench":
