@@ -55,7 +55,9 @@ def main() -> None:
 
 @main.command()
 @click.option("--agent", "agent", default=None, help="Recipe name from `dqltoolkit list agents`, or a path to a recipe YAML [diffusion-ql].")
-@click.option("--env", "env", required=True, help="Task id from `dqltoolkit list envs` (e.g. bandit2d-v0).")
+@click.option("--env", "env", required=True,
+              help="Task: a catalogue id from `dqltoolkit list envs` (e.g. bandit2d-v0, hopper-medium-v2), minari:<dataset id> or "
+                   "d4rl:<file.hdf5>; a dataset of a catalogue task gets that task's recipe section.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder [a new runs/<agent>-<env>, numbered _2, _3, ... when taken]. A folder holding an earlier, finished run "
                    "loses that run's outputs; one holding an unfinished run (model_interrupted.zip) is refused.")
@@ -135,10 +137,10 @@ def train(ctx: click.Context, agent: Optional[str], env: str, out: Optional[Path
     r = res.results
     span = f" (steps {r['first_step']} -> {r['total_steps']} of the run)" if r["first_step"] else ""
     click.echo(f"trained {r['steps']} steps{span} of seeds {r['seeds']} in {r['train_seconds']:.1f}s ({r['steps_per_s']:.1f} steps/s)")
+    from .evaluation import describe
+
     for e in r.get("evaluation", []):
-        line = f"seed {e['seed']}: mean return {e['mean_return']:.3f} +- {e['std_return']:.3f} over {e['episodes']} episodes"
-        if "normalized_score" in e:
-            line += f", normalised score {e['normalized_score']:.1f}"
+        line = describe(e, f"seed {e['seed']}")
         if "mode_shares" in e:
             sh = e["mode_shares"]
             line += "\n  policy samples on modes: " + ", ".join(f"{k} {v:.1%}" for k, v in sh.items())
