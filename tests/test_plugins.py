@@ -31,7 +31,6 @@ from click.testing import CliRunner
 
 import dqltoolkit
 from dqltoolkit import Agent
-from dqltoolkit.capabilities import KERNELS
 from dqltoolkit.cli import main
 from dqltoolkit.config import ConfigError
 from dqltoolkit.heads.diffusion import DiffusionHead
@@ -333,11 +332,11 @@ def test_expectile_critic_trains_on_the_bandit():
         assert type(agent.critic) is ExpectileValueCritic and agent.critic.expectile == tau
         assert agent.backend.describe() == expected_backend(["chain"])  # a critic without kernels: its update runs eagerly
         drawn = []
-        agent.learner.next_actions = lambda next_obs: drawn.append(1)  # the learner's offer, which this critic ignores
+        agent.learner.next_actions = lambda next_obs, drawn=drawn: drawn.append(1)  # the learner's offer, which this critic ignores
         v_start = copy.deepcopy(agent.critic)
         losses = []
-        for block in range(8):
-            for _ in range(50):
+        for _ in range(8):
+            for _step in range(50):
                 agent.train_step()
             losses.append(agent.pop_metrics())
         assert drawn == []
