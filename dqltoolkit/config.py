@@ -226,9 +226,10 @@ class AgentConfig:
                 continue
             new = part_specs(role, names[role]) if names[role] in _REGISTRIES[role] else {}
             for k, v in self._parts[role].items():
-                if k in new:
+                explicit = v != self._specs[role][k].default  # a value the old part only had by default is not carried
+                if k in new and explicit:
                     values[f"{role}.{k}"] = v
-                elif v != self._specs[role][k].default:
+                elif k not in new and explicit:
                     dropped.append(f"{role}.{k}")
         values.update(changes)
         cfg = AgentConfig(**names, _source="override", **values)

@@ -225,6 +225,9 @@ class Learner:
             critic_info, actor_info = self.backend.run_step(self, batch, actor, ema)
         if actor:
             self._last_actor_info = actor_info
+        if not self._log_keys and set(critic_info) & set(actor_info):  # (checked once: the first step's keys are the run's)
+            raise ValueError(f"the critic's and the objective's diagnostics share the names {sorted(set(critic_info) & set(actor_info))}: "
+                             f"rename one side's keys")
         info = {**critic_info, **self._last_actor_info}  # steps without an actor update report its last values
         self.num_timesteps += 1
         self.follow_lr_schedule()

@@ -47,6 +47,13 @@ class Registry(Generic[T]):
 
         return add if obj is None else add(obj)
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (for tests and notebooks that register a part for a while); unknown names are an error."""
+        self._discover()
+        if name not in self._entries:
+            raise UnknownNameError(f"unknown {self.kind} {name!r}: nothing to unregister")
+        del self._entries[name]
+
     def _discover(self) -> None:
         if self._discovered:
             return

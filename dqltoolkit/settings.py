@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 
-def setting(default: Any, help: str = "", *, min: Optional[float] = None, choices: Optional[Sequence[Any]] = None) -> Any:
+def setting(default: Any, help: str = "", *, min: Optional[float] = None, max: Optional[float] = None,
+            choices: Optional[Sequence[Any]] = None) -> Any:
     """A declared setting: its default, a one-line description (shown by ``dqltoolkit list keys``), and
-    the bounds checked whenever a value is set (``min``; ``choices`` for strings)."""
-    return field(default=default, metadata={"help": help, "min": min, "choices": tuple(choices) if choices else None})
+    the bounds checked whenever a value is set (``min`` and ``max``, inclusive; ``choices``)."""
+    return field(default=default, metadata={"help": help, "min": min, "max": max, "choices": tuple(choices) if choices else None})
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class SettingSpec:
     min: Optional[float] = None
     choices: Optional[Tuple[Any, ...]] = None
     owner: str = ""
+    max: Optional[float] = None
 
 
 def _base_type(tp: Any) -> Any:
@@ -60,7 +62,7 @@ def specs_of(settings_cls: Optional[type], owner: str = "") -> Dict[str, Setting
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
         meta = f.metadata or {}
         out[f.name] = SettingSpec(f.name, _base_type(hints[f.name]), default, meta.get("help", ""), meta.get("min"), meta.get("choices"),
-                                  owner)
+                                  owner, meta.get("max"))
     return out
 
 
@@ -113,6 +115,8 @@ def coerce(spec: SettingSpec, value: Any, source: str) -> Any:
         raise SettingError(f"{source}: {key}={value!r} is not a valid {getattr(tp, '__name__', tp)}") from None
     if spec.min is not None and isinstance(out, (int, float)) and not isinstance(out, bool) and out < spec.min:
         raise SettingError(f"{source}: {key}={out!r} is below its minimum {spec.min:g}")
+    if spec.max is not None and isinstance(out, (int, float)) and not isinstance(out, bool) and out > spec.max:
+        raise SettingError(f"{source}: {key}={out!r} is above its maximum {spec.max:g}")
     if spec.choices is not None and out not in spec.choices:
         raise SettingError(f"{source}: {key}={out!r} is not one of {', '.join(map(repr, spec.choices))}")
     return out

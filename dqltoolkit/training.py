@@ -380,8 +380,7 @@ def _train_locked(*, agent, env, out: Path, steps, seeds, device, overrides, pro
     good = (keep[0], first) if resume is not None else (None, None)  # the last finite checkpoint of this run
     t0 = time.perf_counter()
     try:
-        # a short run logs at least 20 points, so its curves have something to show
-        model.learn(more, progress_bar=progress, callback=callbacks or None, log_interval=min(config.log_every, max(1, more // 20)))
+        model.learn(more, progress_bar=progress, callback=callbacks or None)
         if latest is not None:
             latest.save_now()
     except KeyboardInterrupt as exc:

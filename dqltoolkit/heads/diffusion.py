@@ -167,8 +167,9 @@ class DiffusionHead(PolicyHead):
         obs: Tensor,
         generators: Sequence[torch.Generator],
         noise: Tensor | None = None,
-        grad_steps: int = 0,
         steps: int | None = None,
+        *,
+        grad_steps: int = 0,
     ) -> Tensor:
         """Run the reverse chain from x_T ~ N(0, I); differentiable through every step, or through the
         last ``grad_steps`` only (0: all). ``steps``: reverse steps (None or 0: all T; fewer: respaced).
