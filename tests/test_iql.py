@@ -229,3 +229,20 @@ def test_recipes_name_the_papers_settings():
     assert (idql.head, idql.critic, idql.objective, idql.act_weights, idql.greedy, idql.n_candidates, idql.T) == \
         ("diffusion", "iql", "bc-with-critic", "expectile", False, 64, 5)
     assert load_recipe("idql", "antmaze-umaze-v0")[0].expectile == 0.9
+
+
+@pytest.mark.parametrize("recipe", ["iql", "idql"])
+def test_a_member_of_a_multi_seed_run_equals_the_single_seed_run(recipe):
+    cfg = load_recipe(recipe)[0].fit(**SMALL)
+    runs = []
+    for seeds in ([3], [3, 4]):
+        agent = Agent(cfg, *SPACES, seeds=seeds, device="cpu")
+        agent.set_dataset(random_table())
+        losses = [agent.train_step() for _ in range(4)]
+        runs.append((agent, losses))
+    (one, l1), (two, l2) = runs
+    for a, b in zip(l1, l2):
+        for k in ("critic_loss", "value_loss", "actor_loss"):
+            torch.testing.assert_close(a[k][0], b[k][0], rtol=1e-5, atol=1e-6)
+    obs = torch.randn(1, 5, 3)
+    torch.testing.assert_close(one.critic.state_values(obs)[0], two.critic.state_values(obs.expand(2, -1, -1))[0], rtol=1e-5, atol=1e-6)
