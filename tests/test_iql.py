@@ -246,3 +246,19 @@ def test_a_member_of_a_multi_seed_run_equals_the_single_seed_run(recipe):
             torch.testing.assert_close(a[k][0], b[k][0], rtol=1e-5, atol=1e-6)
     obs = torch.randn(1, 5, 3)
     torch.testing.assert_close(one.critic.state_values(obs)[0], two.critic.state_values(obs.expand(2, -1, -1))[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("head,critic,objective", [
+    ("diffusion", "iql", "awr"),  # AWR-weighted denoising (IDQL's "exp_adv" actor)
+    ("diffusion", "iql", "ql"),  # Diffusion-QL's actor on IQL's critic
+    ("deterministic", "iql", "awr"),
+    ("gaussian", "double-q", "bc-with-critic"),  # a critic that reads the cloned policy's next actions
+])
+def test_the_new_parts_compose_with_the_shipped_ones(head, critic, objective):
+    agent = Agent(AgentConfig(head=head, critic=critic, objective=objective).fit(**SMALL), *SPACES, seeds=[0, 1], device="cpu")
+    agent.set_dataset(random_table())
+    for _ in range(3):
+        info = agent.train_step()
+    assert all(torch.isfinite(v).all() for v in info.values()), info
+    a, _ = agent.predict(np.zeros((4, 3), np.float32))
+    assert a.shape == (4, 2) and np.all(np.abs(a) <= 1)
