@@ -39,7 +39,13 @@ class PolicyHead(nn.Module):
         raise NotImplementedError
 
     def behaviour_loss(self, obs: Tensor, actions: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
-        raise NotImplementedError
+        """The behaviour-cloning loss per member ``[M]``: the batch mean of :meth:`behaviour_loss_per_sample`."""
+        return self.behaviour_loss_per_sample(obs, actions, generators).mean(dim=1)
+
+    def behaviour_loss_per_sample(self, obs: Tensor, actions: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
+        """The loss of each transition ``[M, B]`` (same random draws as :meth:`behaviour_loss`): what weighted
+        objectives (AWR) weight. A head defines this, or :meth:`behaviour_loss` alone if it has no per-sample form."""
+        raise NotImplementedError(f"{type(self).__name__} offers no per-sample behaviour loss")
 
     def sample(self, obs: Tensor, generators: Sequence[torch.Generator], noise: Optional[Tensor] = None,
                steps: Optional[int] = None) -> Tensor:

@@ -38,5 +38,8 @@ class DeterministicHead(PolicyHead):
     def behaviour_loss(self, obs: Tensor, actions: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
         return (self(obs) - actions).pow(2).mean(dim=(1, 2))
 
+    def behaviour_loss_per_sample(self, obs: Tensor, actions: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
+        return (self(obs) - actions).pow(2).mean(dim=-1)
+
     def sample(self, obs: Tensor, generators: Sequence[torch.Generator], noise: Tensor | None = None, steps: Optional[int] = None) -> Tensor:
         return self(obs)

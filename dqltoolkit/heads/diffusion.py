@@ -132,7 +132,11 @@ class DiffusionHead(PolicyHead):
         noise: Tensor | None = None,
     ) -> Tensor:
         """DDPM denoising loss per member: mean over batch and action dims of (eps_theta - eps)^2."""
-        return self._denoise(obs, actions, generators, t, noise)[0]
+        return self._denoise(obs, actions, generators, t, noise)[0].mean(dim=(1, 2))
+
+    def behaviour_loss_per_sample(self, obs: Tensor, actions: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
+        """The denoising error of each transition's (t, eps) draw, ``[M, B]``."""
+        return self._denoise(obs, actions, generators)[0].mean(dim=-1)
 
     def _denoise(self, obs, actions, generators, t=None, noise=None):
         M, B, _ = actions.shape
@@ -144,7 +148,7 @@ class DiffusionHead(PolicyHead):
         s = self.sqrt_1m_abar[t].unsqueeze(-1)
         x_t = a * actions + s * noise
         eps = self.predict_noise(x_t, t, obs)
-        return (eps - noise).pow(2).mean(dim=(1, 2)), x_t, eps, a, s
+        return (eps - noise).pow(2), x_t, eps, a, s
 
     def behaviour_loss_and_estimate(self, obs: Tensor, actions: Tensor, generators: Sequence[torch.Generator]) -> tuple[Tensor, Tensor]:
         """The denoising loss and EDP's action approximation from the same forward pass.
@@ -154,7 +158,8 @@ class DiffusionHead(PolicyHead):
         clipped to the action bounds. It costs no extra denoiser pass, since the BC loss already computed
         eps_theta(a_t, t, s); the gradient of Q reaches the denoiser through eps_theta.
         """
-        loss, x_t, eps, a, s = self._denoise(obs, actions, generators)
+        sq, x_t, eps, a, s = self._denoise(obs, actions, generators)
+        loss = sq.mean(dim=(1, 2))
         estimate = ((x_t - s * eps) / a).clamp(-self.max_action, self.max_action)
         return loss, estimate
 

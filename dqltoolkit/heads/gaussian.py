@@ -65,9 +65,9 @@ class GaussianHead(PolicyHead):
         z = (u - mu) * torch.exp(-log_std)
         return (-0.5 * z.pow(2) - log_std - 0.5 * _LOG_2PI - log_det).sum(-1)
 
-    def behaviour_loss(self, obs: Tensor, actions: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
-        """Negative log-likelihood of the dataset actions, mean over the batch: ``[M]``."""
-        return -self.log_prob(obs, actions).mean(dim=1)
+    def behaviour_loss_per_sample(self, obs: Tensor, actions: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
+        """Negative log-likelihood of each dataset action, ``[M, B]`` (its batch mean is the behaviour loss)."""
+        return -self.log_prob(obs, actions)
 
     def draw_noise(self, rows: int, generators: Sequence[torch.Generator], device: torch.device, steps: Optional[int] = None) -> Tensor:
         return member_randn(generators, (rows, self.action_dim), device)
