@@ -105,6 +105,20 @@ def _api():
     return _hf().HfApi(endpoint=hub_settings()["endpoint"], library_name=LIBRARY_NAME, library_version=__version__)
 
 
+def _network_errors() -> tuple:
+    """What the client raises for a failed request: its HTTP errors, and its HTTP library's transport errors
+    (httpx2 in huggingface_hub 2.x, httpx in 1.x, requests' are OSErrors)."""
+    from huggingface_hub.utils import HfHubHTTPError
+
+    errors: List[type] = [HfHubHTTPError, OSError]
+    for module in ("httpx2", "httpx"):
+        try:
+            errors.append(__import__(module).HTTPError)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
 def _where() -> str:
     return hub_settings()["endpoint"] or "the Hugging Face Hub"
 
@@ -117,7 +131,7 @@ def _download(ref: HubRef, filename: str, revision: Optional[str] = None, force:
     from . import __version__
 
     hf = _hf()
-    from huggingface_hub.errors import (
+    from huggingface_hub.utils import (  # (huggingface_hub.errors has them too, but only since 1.0)
         EntryNotFoundError,
         HfHubHTTPError,
         LocalEntryNotFoundError,
@@ -400,8 +414,6 @@ def push(source: Union[str, Path], repo: Optional[str] = None, revision: Optiona
     branch ``revision`` if needed, upload the bundle in one commit. ``repo`` without an owner (or no ``repo``:
     ``{agent}-{task}``) lands in the token's own namespace, as the Hub does for ``create_repo``."""
     hf = _hf()
-    from huggingface_hub.errors import HfHubHTTPError
-
     if repo is not None:
         _check_repo_id(repo, "--repo")
     draft = prepare_push(source, repo, agent)  # everything is checked before the network is touched
@@ -415,7 +427,7 @@ def push(source: Union[str, Path], repo: Optional[str] = None, revision: Optiona
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         ops = [hf.CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(v) if isinstance(v, Path) else v) for p, v in bundle.files.items()]
         info = api.create_commit(repo_id, ops, commit_message=message or f"dqltoolkit hub push: {bundle.model_name}", revision=revision)
-    except HfHubHTTPError as exc:
-        raise HubError(f"push to {draft.repo_id} on {_where()}: {str(exc).splitlines()[0]}") from None
+    except _network_errors() as exc:
+        raise HubError(f"push to {draft.repo_id} on {_where()}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     return PushResult(repo_id=repo_id, revision=revision or "main", commit=info.oid, url=str(info.commit_url), files=sorted(bundle.files),
                       sha256=bundle.sha256)

@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import sys
 
 import numpy as np
@@ -47,8 +48,17 @@ def hub_env(server, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    # the client reads HF_HUB_OFFLINE once at import; a machine that exports it must not turn these tests offline
+    # the client reads HF_HUB_OFFLINE once, at import: a machine that exports it must not turn these tests offline
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    # and no request may leave this machine: a host name other than 127.0.0.1 fails at once
+    real = socket.getaddrinfo
+
+    def local_only(host, *args, **kwargs):
+        if host not in ("127.0.0.1", "localhost"):
+            raise socket.gaierror(socket.EAI_NONAME, f"test_hub: no network access (asked for {host})")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", local_only)
     return server
 
 
@@ -199,6 +209,9 @@ def test_offline_mode_served_from_cache(hub_env, bandit_run, monkeypatch):
         dqltoolkit.load("hf:lab/never-downloaded", device="cpu")
     with pytest.raises(HubError, match="HF_HUB_OFFLINE=1 is set"):
         hub.push(bandit_run, "lab/offline")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with pytest.raises(HubError, match=r"push to lab/offline on http://127\.0\.0\.1:9: "):
+        hub.push(bandit_run, "lab/offline")  # online, but nobody answers
 
 
 def test_hf_refs_in_train_init_resume_and_cli(hub_env, bandit_run, tmp_path):
@@ -283,3 +296,18 @@ def test_damaged_cache_copy_is_downloaded_again(hub_env, bandit_run):
     assert sha256(path) != sha256(bandit_run / "model.zip")
     again = hub.resolve_hf("hf:lab/damaged")  # online: one fresh download, verified
     assert sha256(again) == sha256(bandit_run / "model.zip")
+
+
+def test_push_the_shipped_zoo_model(hub_env):
+    """zoo:<id> as the source: the entry's metrics and training command go on the card."""
+    res = hub.push("zoo:diffusion-ql-bandit2d-v0", "lab/zoo-bandit")
+    card = huggingface_hub.hf_hub_download("lab/zoo-bandit", "README.md", endpoint=hub_env.endpoint, cache_dir=os.environ["HF_HUB_CACHE"])
+    text = open(card, encoding="utf-8").read()
+    meta = yaml.safe_load(text.split("---")[1])
+    metrics = {m["type"]: m for m in meta["model-index"][0]["results"][0]["metrics"]}
+    assert metrics["mean_return"]["value"] == 5.0031 and metrics["mean_return"]["args"] == {"episodes": 1000, "seeds": [0], "steps": 16000}
+    assert metrics["best_mode_share"]["value"] == 0.954
+    assert "dqltoolkit train --agent diffusion-ql --env bandit2d-v0 --out runs/bandit" in text and "48.7 s of training" in text
+    assert meta["dqltoolkit"]["sha256"] == res.sha256 == "4a6213963fb4efef19e53553eb2332484ca695311d5ed3cf41ed4b173ef52386"
+    np.testing.assert_array_equal(actions(dqltoolkit.load("hf:lab/zoo-bandit", device="cpu")),
+                                  actions(dqltoolkit.load("zoo:diffusion-ql-bandit2d-v0", device="cpu")))
