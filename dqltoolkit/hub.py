@@ -213,7 +213,8 @@ def download_verified(spec: Union[str, HubRef], filename: str, sha256: str, size
         if hub_settings()["offline"]:
             break
     sizes = size is not None and got_size != size
-    raise HubError(f"{ref}: {filename} (revision {revision or ref.revision or 'main'}) has SHA-256 {got}" + (f" ({got_size} bytes)" if sizes else "")
+    raise HubError(f"{ref}: {filename} (revision {revision or ref.revision or 'main'}) has SHA-256 {got}"
+                   + (f" ({got_size} bytes)" if sizes else "")
                    + f", but {recorded_by} records {sha256}" + (f" ({size} bytes)" if sizes else "")
                    + ": the file was changed after that record was written, or the download is damaged; nothing was loaded")
 

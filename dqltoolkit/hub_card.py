@@ -21,7 +21,8 @@ class _Dumper(yaml.SafeDumper):
         return True
 
 
-_HEAD_TAGS = {"diffusion": "diffusion-policy", "gaussian": "gaussian-policy", "cvae": "cvae-policy", "deterministic": "deterministic-policy"}
+_HEAD_TAGS = {"diffusion": "diffusion-policy", "gaussian": "gaussian-policy", "cvae": "cvae-policy",
+              "deterministic": "deterministic-policy"}
 
 
 def _dataset(task_id: str) -> Dict[str, Any]:
@@ -146,14 +147,16 @@ def model_card(*, repo_id: str, model: str, agent: str, task: str, doc: Mapping[
     else:
         lines += [f"Not evaluated at push time; run `dqltoolkit evaluate hf:{repo_id}`.", ""]
     lines += ["## How it was trained", "", "```bash", _train_command(agent, task, doc, run_config, trained), "```", "",
-              f"{steps} gradient steps, seeds {seeds}" + (f", {trained['train_seconds']} s of training" if trained.get("train_seconds") else "")
+              f"{steps} gradient steps, seeds {seeds}"
+              + (f", {trained['train_seconds']} s of training" if trained.get("train_seconds") else "")
               + ". Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ". `config.yaml` holds the resolved recipe "
               "(every setting, after the task's section and `-p` overrides).", "",
               "## How to load it", "",
               "```bash", "pip install 'dqltoolkit[hub]'", "```", "", "```python", "import dqltoolkit", "",
               f'model = dqltoolkit.load("hf:{repo_id}")  # or "hf:{repo_id}@<revision>"',
               "action, _ = model.predict(obs)", "```", "",
-              "```bash", f"dqltoolkit evaluate hf:{repo_id}", f"dqltoolkit train --init hf:{repo_id} --env {task} --steps 2000   # fine-tune",
+              "```bash", f"dqltoolkit evaluate hf:{repo_id}",
+              f"dqltoolkit train --init hf:{repo_id} --env {task} --steps 2000   # fine-tune",
               "```", "",
               "The checkpoint holds JSON and safetensors only: loading it runs no code (no pickle). dqltoolkit loads it only "
               "after its SHA-256 matches the one in this card's metadata; downloads go through the Hugging Face cache, and "

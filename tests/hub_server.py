@@ -172,7 +172,8 @@ class _Handler(BaseHTTPRequestHandler):
             if parts[:1] == ["api"]:
                 self._api(method, parts[1:])
             elif len(parts) >= 5 and parts[2] == "resolve" and method in ("HEAD", "GET"):
-                self._resolve(f"{unquote(parts[0])}/{unquote(parts[1])}", unquote(parts[3]), unquote("/".join(parts[4:])), head=method == "HEAD")
+                repo_id = f"{unquote(parts[0])}/{unquote(parts[1])}"
+                self._resolve(repo_id, unquote(parts[3]), unquote("/".join(parts[4:])), head=method == "HEAD")
             else:
                 self._error(404, None, f"fake hub: no route for {method} {path}", head=method == "HEAD")
         except Exception as exc:  # a bug here should show up as a clear 500 in the client's error
@@ -189,7 +190,8 @@ class _Handler(BaseHTTPRequestHandler):
                 created = hub.create(repo_id, payload.get("visibility") == "private" or bool(payload.get("private")))
             doc = {"url": f"{hub.endpoint}/{repo_id}", "name": repo_id}
             if not created:  # the Hub's 409 still names the repo: create_repo(exist_ok=True) reads its url
-                return self._json(409, {**doc, "error": "You already created this model repo"}, {"X-Error-Message": "You already created this model repo"})
+                message = "You already created this model repo"
+                return self._json(409, {**doc, "error": message}, {"X-Error-Message": message})
             return self._json(200, doc)
         if method == "POST" and parts == ["validate-yaml"]:
             content = json.loads(self._body())["content"]
@@ -266,4 +268,5 @@ class _Handler(BaseHTTPRequestHandler):
         if path not in tree:
             return self._error(404, "EntryNotFound", f"{path} does not exist on {revision}", {"X-Repo-Commit": commit}, head=head)
         data = tree[path]
-        self._send(200, data, {"ETag": f'"{git_blob_id(data)}"', "X-Repo-Commit": commit}, content_type="application/octet-stream", head=head)
+        headers = {"ETag": f'"{git_blob_id(data)}"', "X-Repo-Commit": commit}
+        self._send(200, data, headers, content_type="application/octet-stream", head=head)

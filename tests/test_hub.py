@@ -140,7 +140,8 @@ def test_model_card_metadata_and_text(hub_env, bandit_run):
     assert 'dqltoolkit.load("hf:lab/card")' in text and "dqltoolkit evaluate hf:lab/card" in text
     assert "dqltoolkit train --agent diffusion-ql --env bandit2d-v0 --steps 30 --seed 0 -p T=3 -p hidden=16" in text
     assert rec["sha256"] in text.split("---", 2)[2]
-    remote_config = huggingface_hub.hf_hub_download("lab/card", "config.yaml", endpoint=hub_env.endpoint, cache_dir=os.environ["HF_HUB_CACHE"])
+    remote_config = huggingface_hub.hf_hub_download("lab/card", "config.yaml", endpoint=hub_env.endpoint,
+                                                    cache_dir=os.environ["HF_HUB_CACHE"])
     config = yaml.safe_load(open(remote_config).read())
     assert config["config"]["T"] == 3 and config["env"] == "bandit2d-v0"
 
@@ -179,18 +180,21 @@ def test_digest_mismatch_is_refused(hub_env, bandit_run, tmp_path):
 def test_missing_file_repo_and_card_errors(hub_env, bandit_run):
     hub.push(bandit_run, "lab/gone")
     api(hub_env).delete_file(CKPT, repo_id="lab/gone")
-    with pytest.raises(HubError, match=r"hf:lab/gone \(diffusion-ql-bandit2d-v0.zip\): the repo lab/gone has no file 'diffusion-ql-bandit2d-v0.zip'"):
+    with pytest.raises(HubError, match=r"hf:lab/gone \(diffusion-ql-bandit2d-v0.zip\): the repo lab/gone has no file "
+                                       r"'diffusion-ql-bandit2d-v0.zip' at revision [0-9a-f]{40}"):
         dqltoolkit.load("hf:lab/gone", device="cpu")
     with pytest.raises(HubError, match=r"no repo nobody/nothing on http://127\.0\.0\.1"):
         dqltoolkit.load("hf:nobody/nothing", device="cpu")
     # a card without the dqltoolkit record: nothing unverified is loaded
     client = api(hub_env)
     client.create_repo("lab/handmade")
-    client.upload_file(path_or_fileobj=b"---\nlibrary_name: dqltoolkit\n---\n# hand-made\n", path_in_repo="README.md", repo_id="lab/handmade")
+    hand_made = b"---\nlibrary_name: dqltoolkit\n---\n# hand-made\n"
+    client.upload_file(path_or_fileobj=hand_made, path_in_repo="README.md", repo_id="lab/handmade")
     client.upload_file(path_or_fileobj=str(bandit_run / "model.zip"), path_in_repo="model.zip", repo_id="lab/handmade")
     with pytest.raises(HubError, match=r"no 'dqltoolkit' section naming the checkpoint and its SHA-256"):
         dqltoolkit.load("hf:lab/handmade", device="cpu")
-    client.upload_file(path_or_fileobj=b"---\ndqltoolkit: {checkpoint: model.zip, sha256: abc}\n---\n", path_in_repo="README.md", repo_id="lab/handmade")
+    bad_digest = b"---\ndqltoolkit: {checkpoint: model.zip, sha256: abc}\n---\n"
+    client.upload_file(path_or_fileobj=bad_digest, path_in_repo="README.md", repo_id="lab/handmade")
     with pytest.raises(HubError, match=r"field 'dqltoolkit.sha256' must be 64 lower-case hex digits, got 'abc'"):
         dqltoolkit.load("hf:lab/handmade", device="cpu")
 
@@ -230,6 +234,9 @@ def test_hf_refs_in_train_init_resume_and_cli(hub_env, bandit_run, tmp_path):
     init = train("hf:lab/cli", "bandit2d-v0", tmp_path / "init", steps=3, init="hf:lab/cli", progress=False, verbose=False,
                  evaluate_at_end=False, device="cpu")
     assert init.results["steps"] == 3  # a new run from the Hub weights: its own step count
+    card = hub.prepare_push(tmp_path / "init", "lab/tuned").card  # its card names where it started
+    assert yaml.safe_load(card.split("---")[1])["base_model"] == "lab/cli"
+    assert "dqltoolkit train --init hf:lab/cli --env bandit2d-v0 --steps 3 --seed 0" in card
     resumed = train("diffusion-ql", "bandit2d-v0", tmp_path / "resume", steps=3, resume="hf:lab/cli", progress=False, verbose=False,
                     evaluate_at_end=False, device="cpu")
     assert resumed.results["steps"] == 33  # continued from the pushed run's 30 steps
