@@ -354,7 +354,7 @@ def hub_push(source: str, repo: Optional[str], revision: Optional[str], private:
 
     try:
         if dry_run:
-            bundle = prepare_push(source, repo, agent)
+            bundle = prepare_push(source, repo, agent, revision)
             click.echo(bundle.card)
             click.echo(f"would upload to {bundle.repo_id}: {', '.join(sorted(bundle.files))}", err=True)
             return

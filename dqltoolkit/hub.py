@@ -382,10 +382,12 @@ def _gather(source: Union[str, Path], agent: Optional[str]) -> _Source:
                    evaluation=evaluation, trained=trained, description=description)
 
 
-def prepare_push(source: Union[str, Path], repo_id: Optional[str] = None, agent: Optional[str] = None) -> PushBundle:
+def prepare_push(source: Union[str, Path], repo_id: Optional[str] = None, agent: Optional[str] = None,
+                 revision: Optional[str] = None) -> PushBundle:
     """The files a push uploads: the checkpoint (as it is, named ``{agent}-{task}.zip``), config.yaml (the
     run's, or the checkpoint's recipe when there is no run folder), results.json and metrics.csv when the
-    run has them, and the model card. ``repo_id`` defaults to ``{agent}-{task}``."""
+    run has them, and the model card. ``repo_id`` defaults to ``{agent}-{task}``; a ``revision`` other than
+    main goes into the card's load instructions."""
     from .hub_card import model_card
     from .zoo import sha256_of
 
@@ -402,7 +404,8 @@ def prepare_push(source: Union[str, Path], repo_id: Optional[str] = None, agent:
     for extra in ("results.json", "metrics.csv"):
         if extra in src.run_files:
             files[extra] = src.run_files[extra]
-    card = model_card(repo_id=repo_id, model=name, agent=src.agent, task=src.task, doc=src.doc, checkpoint_name=f"{name}.zip",
+    ref = repo_id + (f"@{revision}" if revision and revision != "main" else "")
+    card = model_card(repo_id=ref, model=name, agent=src.agent, task=src.task, doc=src.doc, checkpoint_name=f"{name}.zip",
                       sha256=digest, size=src.checkpoint.stat().st_size, evaluation=src.evaluation, trained=src.trained,
                       run_config=src.run_config, description=src.description, files=sorted(files))
     files[CARD_NAME] = card.encode("utf-8")
@@ -417,13 +420,14 @@ def push(source: Union[str, Path], repo: Optional[str] = None, revision: Optiona
     hf = _hf()
     if repo is not None:
         _check_repo_id(repo, "--repo")
-    draft = prepare_push(source, repo, agent)  # everything is checked before the network is touched
+    draft = prepare_push(source, repo, agent, revision)  # everything is checked before the network is touched
     if hub_settings()["offline"]:
         raise HubError(f"cannot push {draft.repo_id}: HF_HUB_OFFLINE=1 is set")
     api = _api()
     try:
         repo_id = api.create_repo(draft.repo_id, private=private, exist_ok=True).repo_id
-        bundle = draft if repo_id == draft.repo_id else prepare_push(source, repo_id, agent)  # the card names the full id
+        # the card names the full id, owner included
+        bundle = draft if repo_id == draft.repo_id else prepare_push(source, repo_id, agent, revision)
         if revision:
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         ops = [hf.CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(v) if isinstance(v, Path) else v) for p, v in bundle.files.items()]

@@ -115,8 +115,10 @@ def _overrides(agent: str, task: str, doc: Mapping[str, Any]) -> str:
 def model_card(*, repo_id: str, model: str, agent: str, task: str, doc: Mapping[str, Any], checkpoint_name: str, sha256: str, size: int,
                evaluation: Mapping[str, Any], trained: Mapping[str, Any], run_config: Mapping[str, Any], description: str,
                files: List[str]) -> str:
-    """The whole README.md: metadata block, then what it is, its evaluation, how it was trained, how to load it."""
+    """The whole README.md: metadata block, then what it is, its evaluation, how it was trained, how to load it.
+    ``repo_id`` is what users load, ``ORG/NAME`` or ``ORG/NAME@revision``."""
     repo_id = repo_id if "/" in repo_id else f"OWNER/{repo_id}"  # a dry run's card: the Hub fills in the owner at push time
+    at = "" if "@" in repo_id else "@<revision>"
     init = str(run_config.get("init") or "")
     base_model = init[3:].split("@", 1)[0] if init.startswith("hf:") else None
     meta = card_metadata_for(model=model, agent=agent, task=task, doc=doc, checkpoint_name=checkpoint_name, sha256=sha256, size=size,
@@ -153,7 +155,7 @@ def model_card(*, repo_id: str, model: str, agent: str, task: str, doc: Mapping[
               "(every setting, after the task's section and `-p` overrides).", "",
               "## How to load it", "",
               "```bash", "pip install 'dqltoolkit[hub]'", "```", "", "```python", "import dqltoolkit", "",
-              f'model = dqltoolkit.load("hf:{repo_id}")  # or "hf:{repo_id}@<revision>"',
+              f'model = dqltoolkit.load("hf:{repo_id}")' + (f'  # or "hf:{repo_id}{at}"' if at else ""),
               "action, _ = model.predict(obs)", "```", "",
               "```bash", f"dqltoolkit evaluate hf:{repo_id}",
               f"dqltoolkit train --init hf:{repo_id} --env {task} --steps 2000   # fine-tune",

@@ -150,6 +150,9 @@ def test_default_name_own_namespace_private_and_revision(hub_env, bandit_run):
     res = hub.push(bandit_run / "model.zip", revision="v1", private=True)
     assert res.repo_id == "dql-tester/diffusion-ql-bandit2d-v0" and res.revision == "v1"
     assert api(hub_env).model_info(res.repo_id).private is True
+    card = huggingface_hub.hf_hub_download(res.repo_id, "README.md", revision="v1", endpoint=hub_env.endpoint,
+                                           cache_dir=os.environ["HF_HUB_CACHE"])
+    assert 'dqltoolkit.load("hf:dql-tester/diffusion-ql-bandit2d-v0@v1")' in open(card, encoding="utf-8").read()
     loaded = dqltoolkit.load(f"hf:{res.repo_id}@v1", device="cpu")
     np.testing.assert_array_equal(actions(loaded), actions(dqltoolkit.load(bandit_run / "model.zip", device="cpu")))
     # a commit hash works as the revision too; main never got the files
