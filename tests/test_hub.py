@@ -230,6 +230,15 @@ def test_hf_refs_in_train_init_resume_and_cli(hub_env, bandit_run, tmp_path):
     assert "to lab/cli@main" in out.output and 'dqltoolkit.load("hf:lab/cli")' in out.output
     out = runner.invoke(main, ["hub", "download", "hf:lab/cli"])
     assert out.exit_code == 0 and out.output.strip().endswith(CKPT)
+
+    def checkpoint_gets():
+        return sum(1 for m, p in hub_env.requests if m == "GET" and p.startswith("/lab/cli/resolve/") and p.endswith(CKPT))
+
+    before = checkpoint_gets()
+    out = runner.invoke(main, ["hub", "download", "hf:lab/cli"])
+    assert out.exit_code == 0 and checkpoint_gets() == before  # cached: not fetched again
+    out = runner.invoke(main, ["hub", "download", "--force", "hf:lab/cli"])
+    assert out.exit_code == 0 and out.output.strip().endswith(CKPT) and checkpoint_gets() == before + 1
     out = runner.invoke(main, ["evaluate", "hf:lab/cli", "--episodes", "50", "--device", "cpu", "--json"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.output.strip().splitlines()[-1])["episodes"] == 50
