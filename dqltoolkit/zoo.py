@@ -240,6 +240,9 @@ def fetch(entry: Union[str, ZooEntry], index: Optional[str] = None, force: bool 
 def resolve_checkpoint(spec: Union[str, Path], index: Optional[str] = None) -> Path:
     """``zoo:<id>`` -> the entry's verified local file; anything else is a path and is returned as one."""
     text = str(spec)
+    if text.startswith("hf:"):  # a Hugging Face Hub repo, verified against its model card (dqltoolkit/hub.py)
+        from .hub import resolve_hf
+        return resolve_hf(text)
     if text.startswith(ZOO_PREFIX):
         return fetch(text[len(ZOO_PREFIX):], index)
     return Path(spec)

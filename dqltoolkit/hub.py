@@ -1,0 +1,438 @@
+"""Checkpoints on the Hugging Face Hub: ``dqltoolkit hub push`` and ``hf:ORG/NAME[@revision]``.
+
+Why the Hub: it is where researchers already share models (huggingface_sb3's ``push_to_hub`` /
+``load_from_hub`` for SB3). Unlike those, nothing here unpickles: the file on the Hub is the toolkit's own
+checkpoint (JSON + safetensors in a zip), loaded by ``checkpoint.py``, and it is used only after its SHA-256
+matches the one the model card records. A file swapped on the Hub after the card was written, or damaged
+on the way, fails loudly (:class:`HubError`, naming repo, file and both digests) instead of loading.
+
+A pushed repo holds (huggingface_sb3's naming: repo and checkpoint ``{agent}-{task}``):
+``{agent}-{task}.zip`` (the checkpoint, as it is), ``config.yaml`` (the resolved recipe), ``results.json``
+and ``metrics.csv`` (when the run wrote them) and ``README.md``, the model card: YAML metadata
+(``library_name: dqltoolkit``, tags, a ``model-index`` with the evaluation, and a ``dqltoolkit`` section
+naming the checkpoint file with its SHA-256 and size), how it was trained and how to load it.
+
+Downloads go through ``huggingface_hub.hf_hub_download`` and its cache. ``HF_ENDPOINT``, ``HF_HUB_CACHE`` /
+``HF_HOME``, ``HF_HUB_OFFLINE`` and ``HF_TOKEN`` are read when a call is made, not when ``huggingface_hub``
+was imported, so a notebook or test that sets them later gets what it set. ``huggingface_hub`` is an optional
+extra (``pip install 'dqltoolkit[hub]'``); nothing imports it until a Hub feature is used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+import yaml
+
+HF_PREFIX = "hf:"
+CARD_NAME = "README.md"
+LIBRARY_NAME = "dqltoolkit"
+_NAME_PART = re.compile(r"^[A-Za-z0-9_.-]{1,96}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_INSTALL = "pip install 'dqltoolkit[hub]'"
+
+
+class HubError(ValueError):
+    """A Hub repo that cannot be pushed, found, downloaded or verified; the message names the repo and the file."""
+
+
+@dataclass(frozen=True)
+class HubRef:
+    """``hf:ORG/NAME[@revision]`` parsed: a repo id and an optional branch, tag or commit."""
+
+    repo_id: str
+    revision: Optional[str] = None
+
+    def __str__(self) -> str:
+        return f"{HF_PREFIX}{self.repo_id}" + (f"@{self.revision}" if self.revision else "")
+
+
+def _check_repo_id(repo_id: str, where: str) -> str:
+    parts = repo_id.split("/")
+    if len(parts) > 2 or not all(_NAME_PART.match(p) and p[0] not in "-." and p[-1] not in "-." for p in parts):
+        raise HubError(f"{where}: {repo_id!r} is not a Hub repo id: expected ORG/NAME (letters, digits, '-', '_', '.', "
+                       f"at most 96 each, not starting or ending with '-' or '.')")
+    return repo_id
+
+
+def parse_ref(spec: Union[str, Path]) -> HubRef:
+    """``"hf:ORG/NAME@v1"`` -> ``HubRef("ORG/NAME", "v1")``; the revision is a branch, tag or commit hash."""
+    text = str(spec)
+    if not text.startswith(HF_PREFIX):
+        raise HubError(f"{text!r} is not a Hub reference (expected hf:ORG/NAME or hf:ORG/NAME@revision)")
+    body = text[len(HF_PREFIX):]
+    repo_id, _, revision = body.partition("@")
+    if "@" in body and not revision:
+        raise HubError(f"{text}: empty revision after '@' (expected hf:ORG/NAME@BRANCH_TAG_OR_COMMIT)")
+    if "/" not in repo_id:
+        raise HubError(f"{text}: give the repo's owner too, hf:ORG/NAME (a Hub model repo id)")
+    return HubRef(_check_repo_id(repo_id, text), revision or None)
+
+
+# ---- the client and its settings ----
+
+
+def _truthy(value: Optional[str]) -> bool:
+    return (value or "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def hub_settings() -> Dict[str, Any]:
+    """The Hub settings in effect now: endpoint (``HF_ENDPOINT``, else the client's default), cache folder
+    (``HF_HUB_CACHE``, else ``$HF_HOME/hub``, else the client's default) and offline mode (``HF_HUB_OFFLINE``)."""
+    endpoint = os.environ.get("HF_ENDPOINT", "").rstrip("/") or None
+    cache = os.environ.get("HF_HUB_CACHE") or (os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else None)
+    return {"endpoint": endpoint, "cache_dir": os.path.expanduser(cache) if cache else None,
+            "offline": _truthy(os.environ.get("HF_HUB_OFFLINE")) or _truthy(os.environ.get("TRANSFORMERS_OFFLINE"))}
+
+
+def _hf():
+    try:
+        import huggingface_hub
+    except ImportError:
+        raise HubError(f"the Hugging Face Hub features need the huggingface_hub package: {_INSTALL}") from None
+    return huggingface_hub
+
+
+def _api():
+    from . import __version__
+
+    return _hf().HfApi(endpoint=hub_settings()["endpoint"], library_name=LIBRARY_NAME, library_version=__version__)
+
+
+def _network_errors() -> tuple:
+    """What the client raises for a failed request: its HTTP errors, and its HTTP library's transport errors
+    (httpx2 in huggingface_hub 2.x, httpx in 1.x, requests' are OSErrors)."""
+    from huggingface_hub.utils import HfHubHTTPError
+
+    errors: List[type] = [HfHubHTTPError, OSError]
+    for module in ("httpx2", "httpx"):
+        try:
+            errors.append(__import__(module).HTTPError)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+def _where() -> str:
+    return hub_settings()["endpoint"] or "the Hugging Face Hub"
+
+
+# ---- downloading and verifying ----
+
+
+def _download(ref: HubRef, filename: str, revision: Optional[str] = None, force: bool = False) -> Path:
+    """One file of a repo through the client's cache; the client's errors become HubErrors that say what to do."""
+    from . import __version__
+
+    hf = _hf()
+    from huggingface_hub.utils import (  # (huggingface_hub.errors has them too, but only since 1.0)
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    s = hub_settings()
+    revision = revision or ref.revision
+    where = f"{ref} ({filename})"
+    try:
+        return Path(hf.hf_hub_download(ref.repo_id, filename, revision=revision, cache_dir=s["cache_dir"], endpoint=s["endpoint"],
+                                       local_files_only=s["offline"], force_download=force and not s["offline"],
+                                       library_name=LIBRARY_NAME, library_version=__version__))
+    except LocalEntryNotFoundError:
+        cache = s["cache_dir"] or "the Hugging Face cache"
+        if s["offline"]:
+            raise HubError(f"{where}: not in the Hub cache ({cache}) and HF_HUB_OFFLINE=1 forbids downloading it; "
+                           f"fetch it once online (`dqltoolkit hub download {ref}`), then work offline") from None
+        raise HubError(f"{where}: could not reach {_where()} and the file is not in the Hub cache ({cache})") from None
+    except RevisionNotFoundError:
+        raise HubError(f"{where}: the repo {ref.repo_id} on {_where()} has no revision {revision!r}") from None
+    except RepositoryNotFoundError:
+        raise HubError(f"{where}: no repo {ref.repo_id} on {_where()} (or it is private and HF_TOKEN gives no access)") from None
+    except EntryNotFoundError:
+        hint = "; was it pushed with `dqltoolkit hub push`?" if filename == CARD_NAME else ""
+        raise HubError(f"{where}: the repo {ref.repo_id} has no file {filename!r} at revision {revision or 'main'}{hint}") from None
+    except (HfHubHTTPError, OSError) as exc:
+        raise HubError(f"{where}: {_where()} answered: {str(exc).splitlines()[0]}") from None
+
+
+def card_metadata(text: str, source: str = CARD_NAME) -> Dict[str, Any]:
+    """The YAML block at the top of a model card (between ``---`` lines), as a dict ({} when there is none)."""
+    if not text.startswith("---"):
+        return {}
+    lines = text.splitlines()
+    try:
+        end = next(i for i in range(1, len(lines)) if lines[i].strip() == "---")
+    except StopIteration:
+        raise HubError(f"{source}: the metadata block opened by '---' is never closed") from None
+    try:
+        meta = yaml.safe_load("\n".join(lines[1:end])) or {}
+    except yaml.YAMLError as exc:
+        raise HubError(f"{source}: its metadata is not valid YAML: {exc}") from None
+    if not isinstance(meta, dict):
+        raise HubError(f"{source}: its metadata must be a mapping, got {type(meta).__name__}")
+    return meta
+
+
+def _card_record(meta: Mapping[str, Any], where: str) -> Tuple[str, str, Optional[int]]:
+    """(checkpoint file, SHA-256, size) from the card's ``dqltoolkit`` section, each field checked."""
+    rec = meta.get(LIBRARY_NAME)
+    example = f"{LIBRARY_NAME}: {{checkpoint: FILE.zip, sha256: <64 hex digits>, size: BYTES}}"
+    if not isinstance(rec, dict):
+        raise HubError(f"{where}: the model card's metadata has no '{LIBRARY_NAME}' section naming the checkpoint and its "
+                       f"SHA-256 (expected {example}); push it with `dqltoolkit hub push`")
+    name, digest, size = rec.get("checkpoint"), rec.get("sha256"), rec.get("size")
+    if not isinstance(name, str) or not name or name.startswith("/") or ".." in name.split("/"):
+        raise HubError(f"{where}: field '{LIBRARY_NAME}.checkpoint' must be a file name in the repo, got {name!r}")
+    if not isinstance(digest, str) or not _SHA256.match(digest):
+        raise HubError(f"{where}: field '{LIBRARY_NAME}.sha256' must be 64 lower-case hex digits, got {digest!r}")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
+        raise HubError(f"{where}: field '{LIBRARY_NAME}.size' must be a positive number of bytes, got {size!r}")
+    return name, digest, size
+
+
+def download_verified(spec: Union[str, HubRef], filename: str, sha256: str, size: Optional[int] = None, revision: Optional[str] = None,
+                      force: bool = False, recorded_by: str = "the model card") -> Path:
+    """A repo file from the Hub cache (downloaded first if needed, or again with ``force``) whose SHA-256 (and
+    size) match; a mismatch is retried once with a fresh download (a damaged cache copy), then raised."""
+    from .zoo import sha256_of
+
+    ref = parse_ref(spec) if isinstance(spec, str) else spec
+    for attempt in range(2):
+        path = _download(ref, filename, revision=revision, force=force or attempt == 1)
+        got_size, got = path.stat().st_size, sha256_of(path)
+        if got == sha256 and (size is None or got_size == size):
+            return path
+        if hub_settings()["offline"]:
+            break
+    sizes = size is not None and got_size != size
+    raise HubError(f"{ref}: {filename} (revision {revision or ref.revision or 'main'}) has SHA-256 {got}"
+                   + (f" ({got_size} bytes)" if sizes else "")
+                   + f", but {recorded_by} records {sha256}" + (f" ({size} bytes)" if sizes else "")
+                   + ": the file was changed after that record was written, or the download is damaged; nothing was loaded")
+
+
+def _card_checkpoint(ref: HubRef, force: bool = False) -> Tuple[str, str, Optional[int], Optional[str]]:
+    """(checkpoint file, SHA-256, size, commit) from the repo's model card. The commit is the one the card was
+    found at, so that the checkpoint is read from the same commit: a push between the two downloads cannot
+    pair one commit's card with another's file."""
+    card_path = _download(ref, CARD_NAME, force=force)
+    commit = card_path.parent.name if _COMMIT.match(card_path.parent.name) else ref.revision
+    where = f"{ref} ({CARD_NAME})"
+    name, digest, size = _card_record(card_metadata(card_path.read_text(encoding="utf-8"), where), where)
+    return name, digest, size, commit
+
+
+def resolve_hf(spec: Union[str, Path], force: bool = False) -> Path:
+    """``hf:ORG/NAME[@revision]`` -> the local path of the repo's checkpoint, verified against its model card
+    (what ``load``, ``evaluate``, ``train --init/--resume`` get through ``zoo.resolve_checkpoint``). ``force``
+    downloads both again (``dqltoolkit hub download --force``)."""
+    ref = parse_ref(spec)
+    name, digest, size, commit = _card_checkpoint(ref, force)
+    return download_verified(ref, name, digest, size, revision=commit, force=force)
+
+
+def fetch_pinned(spec: Union[str, Path], sha256: str, size: Optional[int] = None) -> Path:
+    """A repo's checkpoint verified against a digest recorded outside the repo: a zoo index entry that points
+    at the Hub (``hf: ORG/NAME[@rev]`` with the entry's ``sha256`` and ``size``). The card names the file; the
+    index's digest decides, so an index pins a repo's content even if its owner pushes again."""
+    ref = parse_ref(spec)
+    name, _, _, commit = _card_checkpoint(ref)
+    return download_verified(ref, name, sha256, size, revision=commit, recorded_by="the zoo index")
+
+
+# ---- pushing ----
+
+
+@dataclass
+class PushBundle:
+    """Everything a push uploads, built without the network (``hub push --dry-run`` prints it)."""
+
+    repo_id: str
+    model_name: str  # {agent}-{task}
+    checkpoint: Path
+    sha256: str
+    files: Dict[str, Union[Path, bytes]] = field(default_factory=dict)  # path in repo -> local file or content
+
+    @property
+    def card(self) -> str:
+        return self.files[CARD_NAME].decode("utf-8")  # type: ignore[union-attr]
+
+
+@dataclass
+class PushResult:
+    repo_id: str
+    revision: str
+    commit: str
+    url: str
+    files: List[str]
+    sha256: str
+
+
+def _safe_name(text: str) -> str:
+    """A repo/file name part from an agent or task id (huggingface_sb3 turns '/' into '-'; so do ':' and the rest)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")
+    return name[:96].rstrip("-.") or "model"
+
+
+def model_name(agent: str, task: str) -> str:
+    """huggingface_sb3's ``{algo}-{env}`` scheme: ``diffusion-ql-bandit2d-v0``, ``td3bc-mujoco-hopper-medium-v0``."""
+    return _safe_name(f"{agent}-{task}")
+
+
+def _agent_name(raw: Optional[str], task: str) -> Optional[str]:
+    """The recipe name a run's config.yaml records; a fine-tuned run records what it started from
+    (zoo:ID, hf:ORG/NAME, a path): then the last name in it, without a trailing task id."""
+    if not raw:
+        return None
+    if raw.endswith((".yaml", ".yml", ".zip")) or ":" in raw or "/" in raw:
+        raw = Path(raw.split(":", 1)[-1].split("@", 1)[0]).name
+        raw = raw.rsplit(".", 1)[0] if raw.endswith((".yaml", ".yml", ".zip")) else raw
+        suffix = f"-{_safe_name(task)}"
+        raw = raw[: -len(suffix)] if raw.endswith(suffix) and len(raw) > len(suffix) else raw
+    return raw
+
+
+@dataclass
+class _Source:
+    checkpoint: Path
+    doc: Dict[str, Any]
+    agent: str
+    task: str
+    run_files: Dict[str, Path]  # config.yaml, results.json, metrics.csv found beside the checkpoint
+    run_config: Dict[str, Any]
+    evaluation: Dict[str, Any]
+    trained: Dict[str, Any]
+    description: str = ""
+
+
+def _pick_checkpoint(folder: Path) -> Path:
+    if (folder / "model.zip").is_file():
+        return folder / "model.zip"
+    seeds = sorted(folder.glob("model_seed*.zip"))
+    if len(seeds) == 1:
+        return seeds[0]
+    if seeds:
+        raise HubError(f"{folder} holds one checkpoint per seed ({', '.join(p.name for p in seeds)}); push one of them")
+    raise HubError(f"{folder} has no model.zip (a `dqltoolkit train` run folder), nor model_seed*.zip; pass the checkpoint's path")
+
+
+def _evaluation_for(results: Mapping[str, Any], seeds: List[int]) -> Dict[str, Any]:
+    """The final evaluation of the checkpoint's seed(s) in a run's results.json (over seeds: mean of the means)."""
+    per = [e for e in results.get("evaluation") or [] if e.get("seed") in seeds] or ([] if seeds else list(results.get("evaluation") or []))
+    if not per:
+        return {}
+    if len(per) == 1:
+        return {k: v for k, v in per[0].items() if k != "seed"}
+    import numpy as np
+
+    out: Dict[str, Any] = {"episodes": int(per[0].get("episodes", 0))}
+    for key in ("mean_return", "normalized_score", "best_mode_share"):
+        if all(key in e for e in per):
+            out[key] = float(np.mean([e[key] for e in per]))
+    out["std_return"] = float(np.std([e["mean_return"] for e in per]))  # over seeds
+    return out
+
+
+def _gather(source: Union[str, Path], agent: Optional[str]) -> _Source:
+    from .checkpoint import read_checkpoint
+    from .zoo import ZOO_PREFIX, fetch, get_entry
+
+    text = str(source)
+    trained: Dict[str, Any] = {}
+    evaluation: Dict[str, Any] = {}
+    description = ""
+    run_files: Dict[str, Path] = {}
+    if text.startswith(ZOO_PREFIX):  # a zoo entry: its metrics and how it was trained come from the index
+        entry = get_entry(text[len(ZOO_PREFIX):])
+        checkpoint = fetch(entry)
+        agent = agent or entry.agent
+        evaluation, trained, description = dict(entry.metrics), dict(entry.trained), entry.description
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise HubError(f"{path} does not exist (expected a run folder, a checkpoint .zip or zoo:<id>)")
+        checkpoint = _pick_checkpoint(path) if path.is_dir() else path
+        for name in ("config.yaml", "results.json", "metrics.csv"):
+            if (checkpoint.parent / name).is_file():
+                run_files[name] = checkpoint.parent / name
+    doc, _ = read_checkpoint(checkpoint)
+    task = doc.get("task")
+    if not task:
+        raise HubError(f"{checkpoint} does not name its task; train it with `dqltoolkit train` (or set agent.task before saving)")
+    run_config: Dict[str, Any] = {}
+    if "config.yaml" in run_files:
+        run_config = yaml.safe_load(run_files["config.yaml"].read_text()) or {}
+    agent = agent or _agent_name(run_config.get("agent"), task)
+    if not agent:
+        raise HubError(f"{checkpoint}: no recipe name given and no run config.yaml beside it naming one; pass --agent")
+    if "results.json" in run_files:
+        results = json.loads(run_files["results.json"].read_text())
+        evaluation = _evaluation_for(results, list(doc.get("seeds", [])))
+        if "train_seconds" in results:
+            trained.setdefault("train_seconds", round(float(results["train_seconds"]), 1))
+    return _Source(checkpoint=checkpoint, doc=doc, agent=agent, task=task, run_files=run_files, run_config=run_config,
+                   evaluation=evaluation, trained=trained, description=description)
+
+
+def prepare_push(source: Union[str, Path], repo_id: Optional[str] = None, agent: Optional[str] = None,
+                 revision: Optional[str] = None) -> PushBundle:
+    """The files a push uploads: the checkpoint (as it is, named ``{agent}-{task}.zip``), config.yaml (the
+    run's, or the checkpoint's recipe when there is no run folder), results.json and metrics.csv when the
+    run has them, and the model card. ``repo_id`` defaults to ``{agent}-{task}``; a ``revision`` other than
+    main goes into the card's load instructions."""
+    from .hub_card import model_card
+    from .zoo import sha256_of
+
+    src = _gather(source, agent)
+    name = model_name(src.agent, src.task)
+    repo_id = _check_repo_id(repo_id or name, "--repo")
+    digest = sha256_of(src.checkpoint)
+    files: Dict[str, Union[Path, bytes]] = {f"{name}.zip": src.checkpoint}
+    if "config.yaml" in src.run_files:
+        files["config.yaml"] = src.run_files["config.yaml"]
+    else:
+        resolved = {"agent": src.agent, "env": src.task, "seeds": list(src.doc.get("seeds", [])), "config": src.doc["config"]}
+        files["config.yaml"] = yaml.safe_dump(resolved, sort_keys=False).encode()
+    for extra in ("results.json", "metrics.csv"):
+        if extra in src.run_files:
+            files[extra] = src.run_files[extra]
+    ref = repo_id + (f"@{revision}" if revision and revision != "main" else "")
+    card = model_card(repo_id=ref, model=name, agent=src.agent, task=src.task, doc=src.doc, checkpoint_name=f"{name}.zip",
+                      sha256=digest, size=src.checkpoint.stat().st_size, evaluation=src.evaluation, trained=src.trained,
+                      run_config=src.run_config, description=src.description, files=sorted(files))
+    files[CARD_NAME] = card.encode("utf-8")
+    return PushBundle(repo_id=repo_id, model_name=name, checkpoint=src.checkpoint, sha256=digest, files=files)
+
+
+def push(source: Union[str, Path], repo: Optional[str] = None, revision: Optional[str] = None, private: bool = False,
+         agent: Optional[str] = None, message: Optional[str] = None) -> PushResult:
+    """``dqltoolkit hub push``: create the repo if needed (``private`` applies to a new repo), create the
+    branch ``revision`` if needed, upload the bundle in one commit. ``repo`` without an owner (or no ``repo``:
+    ``{agent}-{task}``) lands in the token's own namespace, as the Hub does for ``create_repo``."""
+    hf = _hf()
+    if repo is not None:
+        _check_repo_id(repo, "--repo")
+    draft = prepare_push(source, repo, agent, revision)  # everything is checked before the network is touched
+    if hub_settings()["offline"]:
+        raise HubError(f"cannot push {draft.repo_id}: HF_HUB_OFFLINE=1 is set")
+    api = _api()
+    try:
+        repo_id = api.create_repo(draft.repo_id, private=private, exist_ok=True).repo_id
+        # the card names the full id, owner included
+        bundle = draft if repo_id == draft.repo_id else prepare_push(source, repo_id, agent, revision)
+        if revision:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        ops = [hf.CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(v) if isinstance(v, Path) else v) for p, v in bundle.files.items()]
+        info = api.create_commit(repo_id, ops, commit_message=message or f"dqltoolkit hub push: {bundle.model_name}", revision=revision)
+    except _network_errors() as exc:
+        raise HubError(f"push to {draft.repo_id} on {_where()}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    return PushResult(repo_id=repo_id, revision=revision or "main", commit=info.oid, url=str(info.commit_url), files=sorted(bundle.files),
+                      sha256=bundle.sha256)

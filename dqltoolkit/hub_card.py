@@ -1,0 +1,172 @@
+"""The model card (``README.md``) that ``dqltoolkit hub push`` writes: Hub metadata plus a readable page.
+
+Why these fields: ``library_name``, ``tags`` and ``pipeline_tag`` let the Hub list the model with other
+offline-RL and diffusion-policy models; ``model-index`` is the Hub's format for evaluation results (the
+huggingface_sb3 convention: task ``reinforcement-learning``, dataset = the environment, a ``mean_reward``
+metric written ``mean +/- std``), extended with the numeric mean return, the normalised score and, in each
+metric's ``args``, the episodes, seeds and gradient steps behind it. The ``dqltoolkit`` section names the
+checkpoint file with its SHA-256 and size: ``hf:`` loads nothing whose digest differs from it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional
+
+import yaml
+
+class _Dumper(yaml.SafeDumper):
+    """Plain YAML for the Hub's metadata parser and for people: repeated values written out, no &anchors."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+_HEAD_TAGS = {"diffusion": "diffusion-policy", "gaussian": "gaussian-policy", "cvae": "cvae-policy",
+              "deterministic": "deterministic-policy"}
+
+
+def _dataset(task_id: str) -> Dict[str, Any]:
+    """What the task trains on: a Minari dataset id, a D4RL file name or the bandit's generator settings."""
+    try:
+        from .tasks import get_task
+
+        task = get_task(task_id)
+    except Exception:  # a task this installation does not know: the card still names it
+        return {"id": task_id, "description": "", "eval_env": None, "args": {}}
+    spec = dict(task.dataset)
+    source = spec.pop("source")
+    if source == "minari":
+        dataset_id = spec["dataset_id"]
+    elif source == "d4rl_hdf5":
+        dataset_id = spec["path"].rsplit("/", 1)[-1]
+    else:
+        dataset_id = source
+    args = {k: v for k, v in spec.items() if k not in ("dataset_id", "path", "build")}
+    return {"id": dataset_id, "description": task.description, "eval_env": task.eval_env, "args": args}
+
+
+def _metrics(evaluation: Mapping[str, Any], args: Dict[str, Any]) -> List[Dict[str, Any]]:
+    out: List[Dict[str, Any]] = []
+    if "mean_return" in evaluation:
+        mean, std = float(evaluation["mean_return"]), float(evaluation.get("std_return", 0.0))
+        out.append({"type": "mean_reward", "name": "mean_reward", "value": f"{mean:.2f} +/- {std:.2f}", "verified": False, "args": args})
+        out.append({"type": "mean_return", "name": "Mean return", "value": round(mean, 4), "verified": False, "args": args})
+    if "normalized_score" in evaluation:
+        out.append({"type": "normalized_score", "name": "Normalised score (D4RL: 100 = expert, 0 = random)",
+                    "value": round(float(evaluation["normalized_score"]), 2), "verified": False, "args": args})
+    if "best_mode_share" in evaluation:
+        out.append({"type": "best_mode_share", "name": "Share of policy samples on the best reward mode",
+                    "value": round(float(evaluation["best_mode_share"]), 4), "verified": False, "args": args})
+    return out
+
+
+def card_metadata_for(*, model: str, agent: str, task: str, doc: Mapping[str, Any], checkpoint_name: str, sha256: str, size: int,
+                      evaluation: Mapping[str, Any], base_model: Optional[str] = None) -> Dict[str, Any]:
+    """The YAML metadata block of the card, as a dict."""
+    config = doc.get("config", {})
+    data = _dataset(task)
+    seeds, steps = list(doc.get("seeds", [])), int(doc.get("num_timesteps", 0))
+    tags = ["dqltoolkit", "reinforcement-learning", "offline-reinforcement-learning", "offline-rl"]
+    for tag in (_HEAD_TAGS.get(config.get("head", "")), agent, task, data["eval_env"]):
+        if tag and tag not in tags:
+            tags.append(tag)
+    meta: Dict[str, Any] = {"library_name": "dqltoolkit", "pipeline_tag": "reinforcement-learning", "tags": tags}
+    if base_model:
+        meta["base_model"] = base_model
+    args = {"episodes": int(evaluation.get("episodes", 0)), "seeds": seeds, "steps": steps}
+    metrics = _metrics(evaluation, args)
+    if metrics:
+        dataset = {"type": data["id"], "name": task}
+        if data["args"]:
+            dataset["args"] = dict(data["args"])
+        meta["model-index"] = [{"name": model, "results": [{
+            "task": {"type": "reinforcement-learning", "name": "Offline reinforcement learning"},
+            "dataset": dataset, "metrics": metrics}]}]
+    meta["dqltoolkit"] = {"checkpoint": checkpoint_name, "sha256": sha256, "size": int(size), "format": doc.get("format"),
+                          "format_version": doc.get("format_version"), "agent": agent, "task": task, "dataset": data["id"],
+                          "head": config.get("head"), "critic": config.get("critic"), "objective": config.get("objective"),
+                          "steps": steps, "seeds": seeds, "versions": dict(doc.get("versions", {}))}
+    return meta
+
+
+def _train_command(agent: str, task: str, doc: Mapping[str, Any], run_config: Mapping[str, Any], trained: Mapping[str, Any]) -> str:
+    if trained.get("command"):
+        return str(trained["command"])
+    seeds = list(doc.get("seeds", [])) or [0]
+    seed = f"--seed {seeds[0]}" if len(seeds) == 1 else f"--seeds {','.join(map(str, seeds))}"
+    start = f"--init {run_config['init']}" if run_config.get("init") else f"--agent {agent}"
+    return f"dqltoolkit train {start} --env {task} --steps {int(doc.get('num_timesteps', 0))} {seed}{_overrides(agent, task, doc)}"
+
+
+def _overrides(agent: str, task: str, doc: Mapping[str, Any]) -> str:
+    """The ``-p key=value`` that turn the recipe (for this task) into the checkpoint's settings, so the command
+    on the card trains what was pushed; empty when the recipe is not one this installation knows."""
+    try:
+        from .config import load_recipe
+
+        recipe = load_recipe(agent, task)[0].to_dict()
+    except Exception:
+        return ""
+    ours = doc.get("config", {})
+    changed = [k for k in ours if k in recipe and k != "steps" and ours[k] != recipe[k]]
+    return "".join(f" -p {k}={ours[k]}" for k in changed)
+
+
+def model_card(*, repo_id: str, model: str, agent: str, task: str, doc: Mapping[str, Any], checkpoint_name: str, sha256: str, size: int,
+               evaluation: Mapping[str, Any], trained: Mapping[str, Any], run_config: Mapping[str, Any], description: str,
+               files: List[str]) -> str:
+    """The whole README.md: metadata block, then what it is, its evaluation, how it was trained, how to load it.
+    ``repo_id`` is what users load, ``ORG/NAME`` or ``ORG/NAME@revision``."""
+    repo_id = repo_id if "/" in repo_id else f"OWNER/{repo_id}"  # a dry run's card: the Hub fills in the owner at push time
+    at = "" if "@" in repo_id else "@<revision>"
+    init = str(run_config.get("init") or "")
+    base_model = init[3:].split("@", 1)[0] if init.startswith("hf:") else None
+    meta = card_metadata_for(model=model, agent=agent, task=task, doc=doc, checkpoint_name=checkpoint_name, sha256=sha256, size=size,
+                             evaluation=evaluation, base_model=base_model)
+    config = doc.get("config", {})
+    data = _dataset(task)
+    seeds, steps = list(doc.get("seeds", [])), int(doc.get("num_timesteps", 0))
+    versions = doc.get("versions", {})
+    lines = ["---", yaml.dump(meta, Dumper=_Dumper, sort_keys=False, width=1000).rstrip(), "---", "",
+             f"# {agent} on {task}", "",
+             f"A **{agent}** agent (policy head `{config.get('head')}`, critic `{config.get('critic')}`, objective "
+             f"`{config.get('objective')}`) trained offline with dqltoolkit on **{task}**"
+             + (f": {data['description']}" if data["description"] else "") + f". Dataset: `{data['id']}`.", ""]
+    if description:
+        lines += [description, ""]
+    lines += ["## Evaluation", ""]
+    if evaluation:
+        lines += ["| metric | value |", "|---|---:|"]
+        if "mean_return" in evaluation:
+            lines.append(f"| mean return | {float(evaluation['mean_return']):.4f} +/- {float(evaluation.get('std_return', 0.0)):.4f} |")
+        if "normalized_score" in evaluation:
+            lines.append(f"| normalised score | {float(evaluation['normalized_score']):.2f} |")
+        for key in ("best_mode_share", "off_data_share"):
+            if key in evaluation:
+                lines.append(f"| {key.replace('_', ' ')} | {float(evaluation[key]):.1%} |")
+        lines += ["", f"Over {int(evaluation.get('episodes', 0))} episodes per seed, seeds {seeds}, after {steps} gradient steps "
+                  "(the training run's final evaluation).", ""]
+    else:
+        lines += [f"Not evaluated at push time; run `dqltoolkit evaluate hf:{repo_id}`.", ""]
+    lines += ["## How it was trained", "", "```bash", _train_command(agent, task, doc, run_config, trained), "```", "",
+              f"{steps} gradient steps, seeds {seeds}"
+              + (f", {trained['train_seconds']} s of training" if trained.get("train_seconds") else "")
+              + ". Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ". `config.yaml` holds the resolved recipe "
+              "(every setting, after the task's section and `-p` overrides).", "",
+              "## How to load it", "",
+              "```bash", "pip install 'dqltoolkit[hub]'", "```", "", "```python", "import dqltoolkit", "",
+              f'model = dqltoolkit.load("hf:{repo_id}")' + (f'  # or "hf:{repo_id}{at}"' if at else ""),
+              "action, _ = model.predict(obs)", "```", "",
+              "```bash", f"dqltoolkit evaluate hf:{repo_id}",
+              f"dqltoolkit train --init hf:{repo_id} --env {task} --steps 2000   # fine-tune",
+              "```", "",
+              "The checkpoint holds JSON and safetensors only: loading it runs no code (no pickle). dqltoolkit loads it only "
+              "after its SHA-256 matches the one in this card's metadata; downloads go through the Hugging Face cache, and "
+              "`HF_HUB_OFFLINE=1` serves them from there.", "",
+              "## Files", "", "| file | what |", "|---|---|"]
+    what = {checkpoint_name: "the checkpoint (dqltoolkit.json + tensors.safetensors in a zip)", "config.yaml": "the resolved recipe",
+            "results.json": "the run's final evaluation and timings", "metrics.csv": "training and evaluation metrics over steps",
+            "README.md": "this card"}
+    lines += [f"| `{f}` | {what.get(f, '')} |" for f in files + ["README.md"]]
+    lines += ["", f"SHA-256 of `{checkpoint_name}` ({size} bytes): `{sha256}`", ""]
+    return "\n".join(lines)
