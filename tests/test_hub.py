@@ -138,7 +138,8 @@ def test_model_card_metadata_and_text(hub_env, bandit_run):
 
     # the text: how to load it, how it was trained (the -p overrides that made this run), the digest
     assert 'dqltoolkit.load("hf:lab/card")' in text and "dqltoolkit evaluate hf:lab/card" in text
-    assert "dqltoolkit train --agent diffusion-ql --env bandit2d-v0 --steps 30 --seed 0 -p T=3 -p hidden=16" in text
+    command = next(line for line in text.splitlines() if line.startswith("dqltoolkit train --agent diffusion-ql --env bandit2d-v0 --steps 30 --seed 0 "))
+    assert " -p T=3" in command and " -p hidden=16" in command
     assert rec["sha256"] in text.split("---", 2)[2]
     remote_config = huggingface_hub.hf_hub_download("lab/card", "config.yaml", endpoint=hub_env.endpoint,
                                                     cache_dir=os.environ["HF_HUB_CACHE"])
@@ -251,7 +252,7 @@ def test_hf_refs_in_train_init_resume_and_cli(hub_env, bandit_run, tmp_path):
     assert "dqltoolkit train --init hf:lab/cli --env bandit2d-v0 --steps 3 --seed 0" in card
     resumed = train("diffusion-ql", "bandit2d-v0", tmp_path / "resume", steps=3, resume="hf:lab/cli", progress=False, verbose=False,
                     evaluate_at_end=False, device="cpu")
-    assert resumed.results["steps"] == 33  # continued from the pushed run's 30 steps
+    assert resumed.results["total_steps"] == 33 and resumed.results["steps"] == 3  # continued from the pushed run's 30 steps
 
 
 def test_push_dry_run_and_bad_sources(hub_env, bandit_run, tmp_path):
