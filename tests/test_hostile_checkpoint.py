@@ -9,8 +9,6 @@ import errno
 import json
 import os
 import struct
-import subprocess
-import sys
 import textwrap
 import zipfile
 import zlib
@@ -28,10 +26,10 @@ from dqltoolkit import checkpoint_checks as checks
 from dqltoolkit.checkpoint import CheckpointError, CheckpointWriteError, load_agent, read_checkpoint
 from dqltoolkit.cli import main
 
+from ._limits import run_limited
 from .conftest import random_table
 
 DOC, TENSORS = "dqltoolkit.json", "tensors.safetensors"
-LIMIT_AS = 2 << 30  # a tiny load peaks near 0.9 GB of address space; every hostile allocation here is 3 GB or more
 
 
 @pytest.fixture(scope="module")
@@ -94,15 +92,6 @@ def zero_bomb(gib: int) -> bytes:
     c = zlib.compressobj(9, zlib.DEFLATED, -15)
     block = c.compress(bytes(64 << 20)) + c.flush(zlib.Z_SYNC_FLUSH)  # byte-aligned, not final: copies concatenate
     return block * (16 * gib) + b"\x03\x00"  # ... then an empty final block
-
-
-def run_limited(code: str, timeout: float = 120) -> list:
-    """Run ``code`` in a fresh interpreter under RLIMIT_AS; it prints one JSON line of results."""
-    prelude = f"import resource; resource.setrlimit(resource.RLIMIT_AS, ({LIMIT_AS}, {LIMIT_AS}))\n"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(Path(dqltoolkit.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
-    res = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout, env=env)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 LOAD_EACH = """
