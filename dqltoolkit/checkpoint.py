@@ -30,7 +30,7 @@ from .checkpoint_checks import DOC_NAME, MAX_DOC_BYTES, TENSORS_NAME, Checkpoint
 FORMAT = "dqltoolkit-agent"
 FORMAT_VERSION = 1
 
-__all__ = ["CheckpointError", "CheckpointWriteError", "read_checkpoint", "load_agent", "save_agent", "init_from_checkpoint"]
+__all__ = ["CheckpointError", "CheckpointWriteError", "init_from_checkpoint", "load_agent", "read_checkpoint", "save_agent"]
 
 
 class CheckpointWriteError(OSError, CheckpointError):

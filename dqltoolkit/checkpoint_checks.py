@@ -19,7 +19,7 @@ import struct
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Tuple
 
 import gymnasium as gym
 import numpy as np
@@ -117,7 +117,8 @@ class BoundedReader:
         parts: List[bytes] = []
         left = n
         while left > 0:
-            chunk = self._guard(lambda: self._f.read(min(left, _READ_CHUNK)))
+            want = min(left, _READ_CHUNK)
+            chunk = self._guard(lambda: self._f.read(want))  # noqa: B023 (called at once)
             if not chunk:
                 raise CheckpointError(f"{self.path}: {self.name} ends after {self.done} bytes, expected more (truncated)")
             parts.append(chunk)
@@ -299,7 +300,7 @@ def _meta_agent(config, doc: Mapping[str, Any], path: Path):
         if name not in registry:
             raise CheckpointError(f"{path}: {DOC_NAME} field 'config.{field_name}' names an unknown {field_name} {name!r}; "
                                   f"known {field_name}s: {', '.join(registry.names())}")
-    cpu_generators = lambda seeds, device: member_generators(seeds, "cpu")  # noqa: E731
+    cpu_generators = lambda seeds, device: member_generators(seeds, "cpu")
     try:
         with torch.device("meta"), mock.patch.object(agent_module, "member_generators", cpu_generators):
             return agent_module.Agent(config, _space(doc, "observation_space", path), _space(doc, "action_space", path),
@@ -308,7 +309,7 @@ def _meta_agent(config, doc: Mapping[str, Any], path: Path):
         raise CheckpointError(f"{path}: {DOC_NAME} field 'config': {exc}") from None
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: {DOC_NAME} field 'config' describes no buildable agent: {exc}") from None
-    except Exception as exc:  # the checks must not be skipped: a checkpoint we cannot check is not loaded
+    except Exception as exc:  # noqa: BLE001 (the checks must not be skipped: a checkpoint we cannot check is not loaded)
         raise CheckpointError(f"{path}: could not check its tensors against the agent its config describes "
                               f"({type(exc).__name__}: {exc})") from None
 
@@ -389,7 +390,7 @@ def check_values(tensors: Mapping[str, torch.Tensor], path: Path, allow_nonfinit
             bad = int((~torch.isfinite(t)).sum())
             raise _fail_key(path, key, f"holds {bad} non-finite value(s) (NaN or Inf); refusing to load it "
                                        "(load_agent(..., allow_nonfinite=True) loads it anyway)")
-        if (key.endswith(".exp_avg_sq") or key.endswith(".step")) and bool((t < 0).any()):
+        if key.endswith((".exp_avg_sq", ".step")) and bool((t < 0).any()):
             raise _fail_key(path, key, "holds negative values; Adam's second moments and step counts are never negative")
     if bool((tensors["obs_std"] <= 0).any()):
         raise _fail_key(path, "obs_std", "holds values <= 0; observation scales must be positive")

@@ -268,7 +268,7 @@ def load_index(index: Optional[str] = None) -> Dict[str, ZooEntry]:
     """The catalogue's entries by id, every entry validated (a broken index fails as a whole, naming the entry)."""
     index = index or default_index()
     try:
-        doc = yaml.load(_read_index(index), Loader=_NoAliasLoader) or {}  # noqa: S506 (a safe loader, minus aliases)
+        doc = yaml.load(_read_index(index), Loader=_NoAliasLoader) or {}  # a safe loader, minus aliases
     except yaml.YAMLError as exc:
         raise ZooError(f"zoo index {index}: not valid YAML: {exc}") from None
     except RecursionError:

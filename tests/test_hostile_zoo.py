@@ -3,7 +3,6 @@ the index, entry, URL or limit, and nothing outside the cache is written, delete
 
 import hashlib
 import http.server
-import json
 import os
 import signal
 import subprocess
@@ -139,7 +138,7 @@ def test_a_remote_index_cannot_name_local_files(tmp_path, web):
     secret.write_text("not for the index's author")
     for field in ({"url": secret.as_uri()}, {"url": "ftp://127.0.0.1/x.zip"}):
         web.body("/index.yaml", yaml.safe_dump({"entries": [entry(**field)]}).encode())
-        with pytest.raises(ZooError, match=f"entry 0 \\('m'\\): field 'url' resolves to .*; an entry of an http\\(s\\) index may only name http or https URLs"):
+        with pytest.raises(ZooError, match="entry 0 \\('m'\\): field 'url' resolves to .*; an entry of an http\\(s\\) index may only name http or https URLs"):
             zoo.load_index(f"{web.url}/index.yaml")
     local = tmp_path / "index.yaml"  # a local index is the user's own: file URLs are fine there, ftp is not
     local.write_text(yaml.safe_dump({"entries": [entry(url=secret.as_uri())]}))
@@ -278,7 +277,7 @@ def test_part_files_of_killed_downloads_are_removed_by_the_next_one(tmp_path, we
     """
     killed = subprocess.Popen([sys.executable, "-c", __import__("textwrap").dedent(code)], env={**os.environ, "PYTHONPATH": str(Path(dqltoolkit.__file__).parents[1])})
     try:
-        for _ in range(300):  # wait until its .part file exists (its bytes are still in the writer's buffer)
+        for _ in range(600):  # wait until its .part file exists (its bytes are still in the writer's buffer)
             if cache.exists() and list(cache.glob(".*.part")):
                 break
             time.sleep(0.05)
