@@ -199,7 +199,7 @@ def read_checkpoint(path: Union[str, Path], allow_nonfinite: bool = False) -> tu
     except (zipfile.LargeZipFile, EOFError, OSError, ValueError, NotImplementedError, RuntimeError) as exc:
         if isinstance(exc, (FileNotFoundError, CheckpointError)):
             raise
-        raise CheckpointError(f"{path} is damaged or truncated: {type(exc).__name__}: {exc}") from None
+        raise CheckpointError(f"{path} could not be read as a checkpoint (damaged, truncated or unreadable: {type(exc).__name__}: {exc})") from None
     try:
         tensors = st_load(raw)
     except Exception as exc:
