@@ -8,6 +8,7 @@ Checkpoints hold optimiser, EMA, target-network and RNG state, so a resumed run 
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -23,14 +24,17 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from . import checkpoint_checks as checks
+from .checkpoint_checks import DOC_NAME, MAX_DOC_BYTES, TENSORS_NAME, CheckpointError
+
 FORMAT = "dqltoolkit-agent"
 FORMAT_VERSION = 2  # 2: settings belong to parts (config keys a part does not read are no longer written)
-DOC_NAME = "dqltoolkit.json"
-TENSORS_NAME = "tensors.safetensors"
+
+__all__ = ["CheckpointError", "CheckpointWriteError", "config_of", "init_from_checkpoint", "load_agent", "read_checkpoint", "save_agent"]
 
 
-class CheckpointError(ValueError):
-    """A file that is not a readable dqltoolkit checkpoint; the message names the file and the problem."""
+class CheckpointWriteError(OSError, CheckpointError):
+    """A checkpoint that could not be written (a full disk, no permission); also an ``OSError`` with its errno."""
 
 
 def box_to_json(space: gym.spaces.Box) -> Dict[str, Any]:
@@ -62,6 +66,11 @@ def _modules(agent):
     return tuple(agent.learner.state_modules().items())
 
 
+def _optimizers(agent) -> Dict[str, torch.optim.Optimizer]:
+    """The optimisers whose state a checkpoint holds, by the name in its tensor keys: the learner's declared ones."""
+    return agent.learner.optimisers()
+
+
 def agent_state(agent, member: Optional[int] = None, include_optimizer: bool = True) -> Dict[str, torch.Tensor]:
     """All tensors of an agent, optionally of one member only (for per-seed checkpoints)."""
     M = agent.members
@@ -72,7 +81,7 @@ def agent_state(agent, member: Optional[int] = None, include_optimizer: bool = T
         for k, v in module.state_dict().items():
             out[prefix + k] = _member_slice(v, M, member)
     if include_optimizer:
-        for name, opt in agent.learner.optimisers().items():
+        for name, opt in _optimizers(agent).items():
             for i, st in opt.state_dict()["state"].items():
                 for k, v in st.items():
                     v = torch.as_tensor(v)
@@ -93,18 +102,28 @@ def _umask() -> int:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write ``data`` to ``path`` all or nothing: a temp file beside it, fsync, then ``os.replace``.
+
+    On any failure (a full disk, no permission, an interrupt) the temp file is removed and whatever was
+    at ``path`` before is untouched; an ``OSError`` becomes a :class:`CheckpointWriteError` naming the path."""
+    tmp: Optional[str] = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private (0600); a saved model is an ordinary file
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, CheckpointWriteError):
+            code = errno.errorcode.get(exc.errno, "") if exc.errno else ""
+            kept = "the previous file there is unchanged" if path.exists() else "nothing was written"
+            raise CheckpointWriteError(exc.errno, f"could not write {path}: {exc.strerror or exc}"
+                                                  f"{f' ({code})' if code else ''}; {kept}") from exc
         raise
 
 
@@ -136,60 +155,75 @@ def save_agent(agent, path: Union[str, Path], member: Optional[int] = None, incl
     return path
 
 
-def read_checkpoint(path: Union[str, Path]) -> tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
-    """Read and validate a checkpoint's document and tensors without building an agent."""
+def read_checkpoint(path: Union[str, Path], allow_nonfinite: bool = False) -> tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
+    """Read and validate a checkpoint's document and tensors without building an agent.
+
+    Bounded and checked throughout (see :mod:`dqltoolkit.checkpoint_checks`): the document is at most
+    ``MAX_DOC_BYTES``; its fields and settings are checked; the tensors' header is compared with the agent
+    the settings describe before the data is inflated, exactly as much as the header declares and at most
+    :func:`~dqltoolkit.checkpoint_checks.tensor_limit` bytes; non-finite weights are refused unless
+    ``allow_nonfinite``. Anything wrong is a :class:`CheckpointError` naming the file and the field."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file (a run folder holds model.zip)")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
+        file_size = path.stat().st_size
         with zipfile.ZipFile(path) as z:
             names = set(z.namelist())
             if DOC_NAME not in names:
                 raise CheckpointError(f"{path} is not a dqltoolkit checkpoint: the zip has no {DOC_NAME} (found {sorted(names)[:5]})")
-            doc = json.loads(z.read(DOC_NAME))
+            doc_limit = f"{DOC_NAME} holds settings and spaces only"
+            reader = checks.BoundedReader(z, checks.member(z, DOC_NAME, path, MAX_DOC_BYTES, doc_limit), path, MAX_DOC_BYTES, doc_limit)
+            doc = checks.parse_json(reader.read_all(), path, DOC_NAME)
+            checks.check_document(doc, path, FORMAT, FORMAT_VERSION)
             if TENSORS_NAME not in names:
                 raise CheckpointError(f"{path}: the zip has no {TENSORS_NAME}")
-            raw = z.read(TENSORS_NAME)
+            limit = checks.tensor_limit(file_size)
+            limit_text = (f"{checks.INFLATION_LIMIT} x the file's {file_size} bytes, at least {checks.MIN_TENSOR_CAP >> 20} MiB "
+                          f"and at most {checks.MAX_TENSOR_BYTES >> 30} GiB")
+            info = checks.member(z, TENSORS_NAME, path, limit, limit_text)
+            reader = checks.BoundedReader(z, info, path, limit, limit_text)
+            head, header, data_len = checks.read_header(reader, path)
+            if info.file_size != len(head) + data_len:
+                raise CheckpointError(f"{path}: {TENSORS_NAME} has {info.file_size} bytes, its header declares {len(head) + data_len}")
+            checks.check_header(header, doc, path)
+            raw = head + reader.read(data_len)
+            reader.finish()
     except zipfile.BadZipFile as exc:
         raise CheckpointError(f"{path} is not a readable dqltoolkit checkpoint (truncated or not a zip file: {exc})") from None
-    except (zipfile.LargeZipFile, EOFError, OSError, json.JSONDecodeError) as exc:
-        if isinstance(exc, FileNotFoundError):
+    except (zipfile.LargeZipFile, EOFError, OSError, ValueError, NotImplementedError, RuntimeError) as exc:
+        if isinstance(exc, (FileNotFoundError, CheckpointError)):
             raise
-        raise CheckpointError(f"{path} is damaged or truncated: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a dqltoolkit checkpoint ({DOC_NAME} has format {doc.get('format') if isinstance(doc, dict) else None!r}, expected {FORMAT!r})")
-    if int(doc.get("format_version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(f"{path} was written by a newer dqltoolkit (format {doc['format_version']} > {FORMAT_VERSION}); upgrade dqltoolkit")
+        raise CheckpointError(f"{path} could not be read as a checkpoint (damaged, truncated or unreadable: {type(exc).__name__}: {exc})") from None
     try:
         tensors = st_load(raw)
     except Exception as exc:
         raise CheckpointError(f"{path}: {TENSORS_NAME} is damaged: {exc}") from None
+    checks.check_values(tensors, path, allow_nonfinite)
     return doc, tensors
 
 
 def config_of(doc: Dict[str, Any], path: Union[str, Path]):
-    """The configuration a checkpoint's document holds (format 1: every key flat, unread ones dropped)."""
-    from .config import AgentConfig
+    """The configuration a checkpoint's document holds (format 1: every key flat, unread ones dropped),
+    each sizing value within the checkpoint limits."""
+    return checks.check_config(doc["config"], Path(str(path)), legacy=int(doc.get("format_version", 1)) < 2)
 
-    return AgentConfig.from_dict(doc["config"], source=f"{path} config", legacy=int(doc.get("format_version", 1)) < 2)
 
-
-def load_agent(path: Union[str, Path], device: Union[str, torch.device] = "auto"):
+def load_agent(path: Union[str, Path], device: Union[str, torch.device] = "auto", allow_nonfinite: bool = False):
     """Build the agent a checkpoint describes and load its tensors (strictly: every tensor must fit).
-    ``path`` may be ``zoo:<id>``: the zoo entry's verified local copy (downloaded first if needed)."""
+    ``path`` may be ``zoo:<id>``: the zoo entry's verified local copy (downloaded first if needed).
+    Everything is checked before the agent is built (:func:`read_checkpoint`); a checkpoint with NaN or
+    Inf weights is refused unless ``allow_nonfinite`` (to inspect a diverged run, say)."""
     from .agent import Agent
-    from .config import AgentConfig, ConfigError
     from .zoo import resolve_checkpoint
 
     path = resolve_checkpoint(path)
-    doc, tensors = read_checkpoint(path)
-    try:
-        config = AgentConfig.from_dict(doc["config"], source=f"{path} config", legacy=int(doc.get("format_version", 1)) < 2)
-        agent = Agent(config, box_from_json(doc["observation_space"]), box_from_json(doc["action_space"]), seeds=doc["seeds"], device=device, task=doc.get("task"))
-    except KeyError as exc:
-        raise CheckpointError(f"{path}: {DOC_NAME} lacks the field {exc}") from None
-    except ConfigError as exc:
-        raise CheckpointError(f"{path}: its config cannot be built: {exc}") from None
+    doc, tensors = read_checkpoint(path, allow_nonfinite=allow_nonfinite)
+    config = config_of(doc, path)
+    agent = Agent(config, checks.space_of(doc, "observation_space", path), checks.space_of(doc, "action_space", path),
+                  seeds=doc["seeds"], device=device, task=doc.get("task"))
     dev = agent.device
     try:
         for prefix, module in _modules(agent):
@@ -198,7 +232,7 @@ def load_agent(path: Union[str, Path], device: Union[str, torch.device] = "auto"
             sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
             module.load_state_dict(sd, strict=True)
         if doc.get("has_optimizer"):
-            for name, opt in agent.learner.optimisers().items():
+            for name, opt in _optimizers(agent).items():
                 sd = opt.state_dict()
                 state: Dict[int, Dict[str, torch.Tensor]] = {}
                 for k, v in tensors.items():
@@ -208,11 +242,14 @@ def load_agent(path: Union[str, Path], device: Union[str, torch.device] = "auto"
                 sd["state"] = state
                 opt.load_state_dict(sd)
         for m in range(agent.members):
-            agent.train_generators[m].set_state(tensors[f"rng.train.{m}"])
-            agent.act_generators[m].set_state(tensors[f"rng.act.{m}"])
+            for kind, gens in (("train", agent.train_generators), ("act", agent.act_generators)):
+                checks.check_generator_state(tensors[f"rng.{kind}.{m}"], gens[m], f"rng.{kind}.{m}", path)
+                gens[m].set_state(tensors[f"rng.{kind}.{m}"])
         agent.obs_mean = tensors["obs_mean"].to(dev)
         agent.obs_std = tensors["obs_std"].to(dev)
-    except (RuntimeError, KeyError, ValueError) as exc:
+    except CheckpointError:
+        raise
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: tensors do not match the agent it describes: {exc}") from None
     agent.num_timesteps = int(doc.get("num_timesteps", 0))
     agent.learner.follow_lr_schedule()  # the lr schedule is a function of the step count
@@ -234,7 +271,7 @@ def init_from_checkpoint(agent, path: Union[str, Path]) -> Dict[str, Any]:
     path = resolve_checkpoint(path)
     doc, tensors = read_checkpoint(path)
     for key, space in (("observation_space", agent.observation_space), ("action_space", agent.action_space)):
-        theirs = box_from_json(doc[key])
+        theirs = checks.space_of(doc, key, path)
         if theirs.shape != space.shape:
             raise CheckpointError(f"{path}: its {key.replace('_', ' ')} has shape {theirs.shape}, the agent being trained has {space.shape}")
     members = len(doc.get("seeds", [])) or 1

@@ -148,7 +148,8 @@ class Learner:
         if self.objective.uses_critic:
             kw = _part_kwargs(critic_cls, cfg.part_settings("critic"), f"critic {cfg.critic!r}")
             self.critic = critic_cls(self.obs_dim, self.action_dim, members=M, **kw).to(dev)
-        self.train_generators = member_generators(self.seeds, dev)
+        gen_dev = "cpu" if dev.type == "meta" else dev  # (a meta learner, built for its shapes alone, draws nothing)
+        self.train_generators = member_generators(self.seeds, gen_dev)
         # parameters of member m come from generator m, so a member equals a single run with its seed
         self.head.reset_parameters(self.train_generators)
         if self.critic is not None:
@@ -162,7 +163,7 @@ class Learner:
         self.actor_params = list(self.head.parameters()) + list(self.aux.parameters())
         self._ema_params = list(self.ema_head.parameters()) + list(self.ema_aux.parameters())
         self.critic_params = self.critic.online_parameters() if self.critic is not None else []
-        self.act_generators = member_generators([s + 100 for s in self.seeds], dev)
+        self.act_generators = member_generators([s + 100 for s in self.seeds], gen_dev)
         self.obs_mean = torch.zeros(self.obs_dim, device=dev)
         self.obs_std = torch.ones(self.obs_dim, device=dev)
         self.action_center = torch.zeros(self.action_dim, device=dev)

@@ -10,6 +10,16 @@ The shipped catalogue is ``zoo/index.yaml`` (inside the wheel under ``dqltoolkit
 file URL, e.g. a lab's own server. Each entry holds either ``file`` (a checkpoint next to the index)
 or ``url`` (a relative URL resolves against the index's own location). Anywhere a checkpoint path is
 accepted, ``zoo:<id>`` names an entry instead.
+
+An index may come from anyone, so everything read from it is bounded and checked: entry ids match
+:data:`ID_PATTERN` (an id becomes a file name in the cache, so no separators and no ``..``), a
+``file`` stays inside the index's folder, an index is at most :data:`MAX_INDEX_BYTES` and is parsed by a
+YAML loader that refuses anchors and aliases (an 867-byte alias bomb expands to gigabytes), an http(s)
+index may name only http(s) URLs (a ``file://`` URL in it would make us hash local files and print
+their digest), and each transfer has an overall deadline (:data:`DEADLINE_S`, ``$DQLTOOLKIT_ZOO_DEADLINE``)
+besides the per-read timeout, so a server that trickles bytes cannot keep a download alive forever.
+Downloads go to uniquely named ``.part`` files in the cache; one left by a killed process is removed
+by the next download once it is older than :data:`STALE_PART_S`.
 """
 
 from __future__ import annotations
@@ -18,6 +28,8 @@ import hashlib
 import os
 import re
 import sys
+import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -29,7 +41,12 @@ import yaml
 
 ZOO_PREFIX = "zoo:"
 INDEX_ENV = "DQLTOOLKIT_ZOO_INDEX"
-TIMEOUT_S = 30.0
+DEADLINE_ENV = "DQLTOOLKIT_ZOO_DEADLINE"
+TIMEOUT_S = 30.0  # per read: a silent server
+DEADLINE_S = 3600.0  # per transfer (index or checkpoint): a server that trickles bytes
+MAX_INDEX_BYTES = 4 << 20  # an index is a few hundred bytes per entry
+STALE_PART_S = 3600.0  # a .part file untouched this long belongs to a killed download
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _CHUNK = 1 << 16
 _FIELDS: Dict[str, type] = {"id": str, "agent": str, "task": str, "sha256": str, "size": int, "file": str, "url": str,
                             "description": str, "metrics": dict, "trained": dict}
@@ -39,6 +56,48 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 class ZooError(ValueError):
     """A zoo entry that cannot be listed, fetched or verified; the message names the index or URL and the problem."""
+
+
+def check_id(entry_id: str, where: str = "zoo entry id") -> str:
+    """``entry_id`` if it is safe as a file name (letters, digits, ``.``, ``_``, ``-``; no separators, no ``..``)."""
+    if not isinstance(entry_id, str) or not ID_PATTERN.match(entry_id) or ".." in entry_id:
+        raise ZooError(f"{where} {str(entry_id)[:80]!r} is not a valid zoo id: ids are 1-128 letters, digits, '.', '_' or '-', "
+                       "starting with a letter or digit, without '..' (an id becomes a file name in the cache)")
+    return entry_id
+
+
+def deadline_s() -> float:
+    """The overall limit for one transfer: ``$DQLTOOLKIT_ZOO_DEADLINE`` (seconds) or :data:`DEADLINE_S`."""
+    raw = os.environ.get(DEADLINE_ENV)
+    if raw is None:
+        return DEADLINE_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ZooError(f"{DEADLINE_ENV}={raw!r}: expected a positive number of seconds")
+    return value
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without anchors and aliases: an index never needs them, and a few of them nested
+    (a "billion laughs" document) expand a tiny file into gigabytes."""
+
+    def compose_node(self, parent, index):  # type: ignore[override]
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(None, None, "anchors and aliases (& and *) are not allowed in a zoo index", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+class _HttpRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects to http(s) only (urllib would also follow one to ftp://)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[override]
+        if urllib.parse.urlparse(newurl).scheme not in ("http", "https"):
+            raise urllib.error.HTTPError(req.full_url, code, f"redirect to {newurl} refused (http and https only)", headers, fp)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 @dataclass(frozen=True)
@@ -76,11 +135,57 @@ def _is_url(location: str) -> bool:
     return urllib.parse.urlparse(location).scheme in ("http", "https", "file")
 
 
-def _open_url(url: str):
+def _open_url(url: str, timeout: float = TIMEOUT_S):
     from . import __version__
 
     request = urllib.request.Request(url, headers={"User-Agent": f"dqltoolkit/{__version__}"})
-    return urllib.request.urlopen(request, timeout=TIMEOUT_S)
+    return urllib.request.build_opener(_HttpRedirects).open(request, timeout=timeout)
+
+
+class _Deadline(Exception):
+    """A transfer that ran past its overall deadline (turned into a ZooError naming the URL by the caller)."""
+
+
+def _chunks(response, url: str, limit: int, deadline: float, started: float):
+    """The body of ``response`` in chunks as they arrive (``read1``: never waiting for a full chunk), at most
+    ``limit + 1`` bytes in all, raising :class:`_Deadline` once ``deadline`` seconds have passed since ``started``."""
+    read = getattr(response, "read1", response.read)
+    total = 0
+    while total <= limit:
+        if time.monotonic() - started > deadline:
+            raise _Deadline()
+        try:
+            chunk = read(min(_CHUNK, limit + 1 - total))
+        except (TimeoutError, OSError) as exc:
+            if time.monotonic() - started > deadline or isinstance(exc, TimeoutError):
+                raise _Deadline() from None
+            raise
+        if not chunk:
+            return
+        total += len(chunk)
+        yield chunk
+
+
+def _transfer(url: str, limit: int, what: str, deadline: Optional[float] = None, limit_text: str = ""):
+    """Open ``url`` and yield its body in chunks (at most ``limit + 1`` bytes), within the overall deadline;
+    a body announced (Content-Length) as longer than ``limit`` fails at once."""
+    limit_text = limit_text or f"more than the limit of {limit} bytes"
+    deadline = deadline_s() if deadline is None else deadline
+    started = time.monotonic()
+    try:
+        with _open_url(url, timeout=min(TIMEOUT_S, deadline)) as response:
+            length = response.headers.get("Content-Length") if hasattr(response, "headers") else None
+            if length is not None and length.isdigit() and int(length) > limit:
+                raise ZooError(f"{what}: {url} announces {int(length)} bytes, {limit_text}")
+            yield from _chunks(response, url, limit, deadline, started)
+    except _Deadline:
+        raise ZooError(f"{what}: {url} did not finish within the deadline of {deadline:g} s "
+                       f"(set {DEADLINE_ENV} to allow more); nothing was kept") from None
+    except TimeoutError:
+        if time.monotonic() - started > deadline:
+            raise ZooError(f"{what}: {url} did not finish within the deadline of {deadline:g} s "
+                           f"(set {DEADLINE_ENV} to allow more); nothing was kept") from None
+        raise
 
 
 def _unreachable(url: str, exc: BaseException) -> str:
@@ -90,17 +195,29 @@ def _unreachable(url: str, exc: BaseException) -> str:
     return f"could not reach {url}: {reason}"
 
 
+def _too_big(location: str) -> ZooError:
+    return ZooError(f"zoo index {location} is larger than the limit of {MAX_INDEX_BYTES} bytes (MAX_INDEX_BYTES)")
+
+
 def _read_index(location: str) -> str:
     if _is_url(location):
         try:
-            with _open_url(location) as response:
-                return response.read().decode("utf-8")
-        except (urllib.error.URLError, OSError, UnicodeDecodeError) as exc:
+            data = b"".join(_transfer(location, MAX_INDEX_BYTES, f"zoo index {location}",
+                                      limit_text=f"more than the limit of {MAX_INDEX_BYTES} bytes (MAX_INDEX_BYTES)"))
+        except (urllib.error.URLError, OSError) as exc:
             raise ZooError(f"zoo index {location}: {_unreachable(location, exc)}") from None
-    path = Path(location)
-    if not path.is_file():
-        raise ZooError(f"zoo index {location} does not exist (set {INDEX_ENV} to a path or URL of an index.yaml)")
-    return path.read_text()
+    else:
+        path = Path(location)
+        if not path.is_file():
+            raise ZooError(f"zoo index {location} does not exist (set {INDEX_ENV} to a path or URL of an index.yaml)")
+        with open(path, "rb") as f:
+            data = f.read(MAX_INDEX_BYTES + 1)
+    if len(data) > MAX_INDEX_BYTES:
+        raise _too_big(location)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ZooError(f"zoo index {location}: not UTF-8 text ({exc})") from None
 
 
 def _entry(raw: Any, position: int, index: str) -> ZooEntry:
@@ -119,18 +236,30 @@ def _entry(raw: Any, position: int, index: str) -> ZooEntry:
         kind = _FIELDS[name]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ZooError(f"{where}: field {name!r} must be {kind.__name__}, got {value!r}")
+    check_id(raw["id"], f"{where}: field 'id'")
     if not _SHA256.match(raw["sha256"]):
         raise ZooError(f"{where}: field 'sha256' must be 64 lower-case hex digits, got {raw['sha256']!r}")
     if raw["size"] <= 0:
         raise ZooError(f"{where}: field 'size' must be a positive number of bytes, got {raw['size']}")
     if ("file" in raw) == ("url" in raw):
         raise ZooError(f"{where}: give exactly one of 'file' (shipped next to the index) or 'url'")
+    if "file" in raw:
+        name = Path(raw["file"])
+        if not raw["file"] or name.is_absolute() or ".." in name.parts or "\\" in raw["file"] or "://" in raw["file"]:
+            raise ZooError(f"{where}: field 'file' must be a relative path inside the index's folder, got {raw['file']!r}")
+    remote = urllib.parse.urlparse(index).scheme in ("http", "https")
     if "url" in raw:
         location = urllib.parse.urljoin(index if _is_url(index) else Path(index).resolve().as_uri(), raw["url"])
     elif _is_url(index):  # a 'file' next to a remote index is fetched from beside it
         location = urllib.parse.urljoin(index, raw["file"])
     else:
         location = str((Path(index).resolve().parent / raw["file"]).resolve())
+    if "://" in location:
+        scheme = urllib.parse.urlparse(location).scheme
+        allowed = ("http", "https") if remote else ("http", "https", "file")
+        if scheme not in allowed:
+            raise ZooError(f"{where}: field {'url' if 'url' in raw else 'file'!r} resolves to {location}; "
+                           f"an entry of {'an http(s)' if remote else 'this'} index may only name {' or '.join(allowed)} URLs")
     return ZooEntry(id=raw["id"], agent=raw["agent"], task=raw["task"], sha256=raw["sha256"], size=raw["size"], location=location,
                     description=raw.get("description", ""), metrics=raw.get("metrics", {}), trained=raw.get("trained", {}))
 
@@ -139,9 +268,11 @@ def load_index(index: Optional[str] = None) -> Dict[str, ZooEntry]:
     """The catalogue's entries by id, every entry validated (a broken index fails as a whole, naming the entry)."""
     index = index or default_index()
     try:
-        doc = yaml.safe_load(_read_index(index)) or {}
+        doc = yaml.load(_read_index(index), Loader=_NoAliasLoader) or {}  # a safe loader, minus aliases
     except yaml.YAMLError as exc:
         raise ZooError(f"zoo index {index}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ZooError(f"zoo index {index}: nested too deeply to be an index") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("entries", []), list):
         raise ZooError(f"zoo index {index}: expected a mapping with an 'entries' list")
     entries: Dict[str, ZooEntry] = {}
@@ -156,6 +287,7 @@ def load_index(index: Optional[str] = None) -> Dict[str, ZooEntry]:
 def get_entry(entry_id: str, index: Optional[str] = None) -> ZooEntry:
     from .registry import did_you_mean
 
+    check_id(entry_id)
     entries = load_index(index)
     if entry_id not in entries:
         known = ", ".join(sorted(entries)) or "(none)"
@@ -169,8 +301,16 @@ def cache_root() -> Path:
 
 
 def cached_path(entry: ZooEntry) -> Path:
-    """Where a downloaded entry lives; the digest is in the name, so a republished entry never reuses a stale file."""
-    return cache_root() / f"{entry.id}-{entry.sha256[:12]}.zip"
+    """Where a downloaded entry lives; the digest is in the name, so a republished entry never reuses a stale file.
+    Always a plain file name inside :func:`cache_root` (the id is checked again here: an entry may be built by hand)."""
+    check_id(entry.id)
+    if not _SHA256.match(entry.sha256):
+        raise ZooError(f"zoo entry {entry.id!r}: sha256 {entry.sha256[:80]!r} is not 64 lower-case hex digits")
+    root = cache_root()
+    path = root / f"{entry.id}-{entry.sha256[:12]}.zip"
+    if path.parent != root:
+        raise ZooError(f"zoo entry {entry.id!r}: its cache file {path} would lie outside the cache {root}")
+    return path
 
 
 def sha256_of(path: Union[str, Path]) -> str:
@@ -188,18 +328,33 @@ def _verify(entry: ZooEntry, size: int, digest: str, source: str, outcome: str =
         raise ZooError(f"zoo entry {entry.id!r}: {source} has SHA-256 {digest}, the index says {entry.sha256}; {outcome}")
 
 
-def _download(entry: ZooEntry, dest: Path, progress: bool) -> None:
+def _remove_stale_parts(folder: Path, older_than: float) -> None:
+    """Delete ``.part`` files that no download has touched for ``older_than`` seconds (left by killed processes)."""
+    now = time.time()
+    for part in folder.glob(".*.part"):
+        try:
+            if part.is_file() and not part.is_symlink() and now - part.stat().st_mtime > older_than:
+                part.unlink()
+        except OSError:
+            pass  # another process removed or finished it
+
+
+def _download(entry: ZooEntry, dest: Path, progress: bool, deadline: Optional[float] = None) -> None:
     from tqdm import tqdm
 
+    deadline = deadline_s() if deadline is None else deadline
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    _remove_stale_parts(dest.parent, max(STALE_PART_S, deadline))
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    part = Path(name)
     digest, size = hashlib.sha256(), 0
     try:
         try:
             bar = tqdm(total=entry.size, unit="B", unit_scale=True, desc=f"zoo {entry.id}", file=sys.stderr, leave=False,
                        disable=None if progress else True)  # (None: a bar on terminals only)
-            with _open_url(entry.location) as response, open(part, "wb") as out, bar:
-                for chunk in iter(lambda: response.read(_CHUNK), b""):
+            with os.fdopen(fd, "wb") as out, bar:
+                for chunk in _transfer(entry.location, entry.size, f"zoo entry {entry.id!r}", deadline,
+                                       f"the index says {entry.size} (truncated or changed); nothing was kept"):
                     size += len(chunk)
                     if size > entry.size:
                         break  # more than the index promises: stop reading, _verify reports it
@@ -216,9 +371,11 @@ def _download(entry: ZooEntry, dest: Path, progress: bool) -> None:
             part.unlink()
 
 
-def fetch(entry: Union[str, ZooEntry], index: Optional[str] = None, force: bool = False, progress: bool = True) -> Path:
+def fetch(entry: Union[str, ZooEntry], index: Optional[str] = None, force: bool = False, progress: bool = True,
+          deadline: Optional[float] = None) -> Path:
     """The local path of a zoo checkpoint, verified against the index: a shipped file in place, a
-    downloaded one from the cache (downloaded first if missing, or again with ``force``)."""
+    downloaded one from the cache (downloaded first if missing, or again with ``force``). ``deadline``:
+    seconds the download may take in all (default :func:`deadline_s`)."""
     entry = get_entry(entry, index) if isinstance(entry, str) else entry
     if entry.shipped:
         path = Path(entry.location)
@@ -232,8 +389,8 @@ def fetch(entry: Union[str, ZooEntry], index: Optional[str] = None, force: bool 
             _verify(entry, dest.stat().st_size, sha256_of(dest), str(dest))
             return dest
         except ZooError:
-            dest.unlink()  # damaged in the cache: download it again
-    _download(entry, dest, progress)
+            dest.unlink()  # damaged in the cache (always a file inside it: cached_path): download it again
+    _download(entry, dest, progress, deadline)
     return dest
 
 
@@ -256,6 +413,7 @@ def make_entry(checkpoint: Union[str, Path], entry_id: str, url: Optional[str] =
     ``config.yaml`` beside it, metrics from the run's ``results.json`` when given."""
     from .checkpoint import read_checkpoint
 
+    check_id(entry_id)
     if (url is None) == (file is None):
         raise ZooError("zoo entry: give exactly one of url (where it will be downloaded from) or file (shipped next to the index)")
     path = Path(checkpoint)

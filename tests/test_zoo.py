@@ -195,7 +195,7 @@ def test_index_errors_name_the_file_entry_and_field(tmp_path, change, message):
 
 def test_duplicate_and_unknown_ids(tmp_path):
     index = tmp_path / "index.yaml"
-    index.write_text(yaml.safe_dump({"entries": [GOOD, GOOD]}))
+    index.write_text(yaml.safe_dump({"entries": [GOOD, dict(GOOD)]}))  # (two objects: the same one twice would dump as an alias)
     with pytest.raises(ZooError, match="the id 'a' appears twice"):
         zoo.load_index(str(index))
     with pytest.raises(ZooError, match="unknown zoo entry 'diffusion-ql-bandit2d'. Did you mean 'diffusion-ql-bandit2d-v0'"):
