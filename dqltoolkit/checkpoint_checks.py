@@ -230,8 +230,17 @@ def check_config(raw: Any, path: Path, legacy: bool = False):
     where = f"{path}: {DOC_NAME} field 'config'"
     if not isinstance(raw, dict):
         raise CheckpointError(f"{where} must be a mapping of settings, got {type(raw).__name__}")
+    from .registry import CRITICS, HEADS, OBJECTIVES, UnknownNameError
+
+    for role, registry, default in (("head", HEADS, "diffusion"), ("critic", CRITICS, "double-q"), ("objective", OBJECTIVES, "ql")):
+        name = raw.get(role, default)
+        if not isinstance(name, str) or name not in registry:
+            raise CheckpointError(f"{path}: {DOC_NAME} field 'config.{role}' names an unknown {role} {str(name)[:60]!r}; "
+                                  f"known {role}s: {', '.join(registry.names())}")
     try:
         config = AgentConfig.from_dict(raw, source=f"{path} config", legacy=legacy)
+    except UnknownNameError as exc:
+        raise CheckpointError(f"{where}: {exc}") from None
     except ConfigError as exc:
         raise CheckpointError(str(exc)) from None
     except (TypeError, ValueError) as exc:  # a value the config's own checks refuse

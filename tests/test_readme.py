@@ -55,6 +55,7 @@ PARSE_ONLY: List[Tuple[str, str]] = [
     (r"--download\b", "downloads from the network (tests download nothing)"),
     (r"/path/to/", "a placeholder path"),
     (r"\bruns/x/", "a placeholder run folder"),
+    (r"^hub\b|\bhf:", "talks to the Hugging Face Hub (tests/test_hub.py runs these against a local fake Hub)"),
 ]
 D4RL_TASK = re.compile(r"--env\s+((?:hopper|halfcheetah|walker2d)-[a-z-]+-v\d)")
 
@@ -183,6 +184,8 @@ class ReadmeRunner:
             assert dry.returncode == 0 and "-m venv .venv" in dry.stdout, \
                 f"README.md:{where}: `make setup` does not create .venv:\n{dry.stdout}{dry.stderr}"
             self.report.parsed_only.append((line, "the test provides dqltoolkit itself"))
+        elif words[0] == "hf":
+            self.report.parsed_only.append((line, "logs in to the Hugging Face Hub (network)"))
         else:
             res = subprocess.run(["bash", "-e", "-c", line], cwd=self.workdir, capture_output=True, text=True)
             assert res.returncode == 0, f"README.md:{where}: `{line}` failed ({res.returncode}):\n{res.stdout}{res.stderr}"
