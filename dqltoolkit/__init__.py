@@ -8,10 +8,11 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from . import envs  # noqa: F401,E402  (registers bandit2d-v0 with Gymnasium)
-from . import zoo  # noqa: E402
+from . import (
+    envs,  # noqa: F401,E402  (registers bandit2d-v0 with Gymnasium)
+    zoo,  # noqa: E402
+)
+from ._version import __version__  # noqa: E402
 from .agent import Agent  # noqa: E402
 from .config import AgentConfig, load_recipe  # noqa: E402
 from .training import train  # noqa: E402

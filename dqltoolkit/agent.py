@@ -206,14 +206,14 @@ class Agent:
 
     @classmethod
     def load(cls, path: Union[str, Path], env: Optional[gym.Env] = None, device: Union[str, torch.device] = "auto",
-             custom_objects: Optional[Dict[str, Any]] = None, print_system_info: bool = False) -> "Agent":
-        """Load a checkpoint (a path, ``zoo:<id>``); nothing is unpickled. ``custom_objects`` and
-        ``print_system_info`` are SB3's; the first must be empty (nothing here is a pickled object)."""
-        from .checkpoint import load_agent
-
+             custom_objects: Optional[Dict[str, Any]] = None, print_system_info: bool = False,
+             allow_nonfinite: bool = False) -> "Agent":
+        """Load a checkpoint (a path, ``zoo:<id>``, ``hf:ORG/NAME``); nothing is unpickled. ``custom_objects``
+        and ``print_system_info`` are SB3's; the first must be empty (nothing here is a pickled object).
+        ``allow_nonfinite`` loads a checkpoint with NaN/Inf weights (to inspect a diverged run)."""
         if custom_objects:
             raise ValueError("Agent.load: custom_objects replaces pickled objects in SB3 zips; dqltoolkit checkpoints hold none")
-        agent = load_agent(path, device=device)
+        agent = load_agent(path, device=device, allow_nonfinite=allow_nonfinite, agent_class=cls)
         if print_system_info:
             print(f"dqltoolkit checkpoint {path}: task {agent.task}, seeds {agent.seeds}, backend {agent.backend.describe()}")
         if env is not None:
@@ -224,3 +224,20 @@ class Agent:
         c = self.config
         return (f"Agent(head={c.head!r}, critic={c.critic if self.critic is not None else None!r}, objective={c.objective!r}, "
                 f"members={self.members}, steps={self.num_timesteps}, backend={self.backend.describe()!r})")
+
+
+def load_agent(path: Union[str, Path], device: Union[str, torch.device] = "auto", allow_nonfinite: bool = False,
+               agent_class: type = Agent) -> Agent:
+    """Build the agent a checkpoint describes and load its tensors. ``path`` may be ``zoo:<id>`` or
+    ``hf:ORG/NAME``: the verified local copy (downloaded first if needed). Everything is checked before
+    the agent is built (:func:`dqltoolkit.checkpoint.read_checkpoint`); a checkpoint with NaN or Inf
+    weights is refused unless ``allow_nonfinite``."""
+    from . import checkpoint_checks as checks
+    from .checkpoint import config_of, read_checkpoint, restore_agent
+    from .sources import resolve_checkpoint
+
+    path = resolve_checkpoint(path)
+    doc, tensors = read_checkpoint(path, allow_nonfinite=allow_nonfinite)
+    agent = agent_class(config_of(doc, path), checks.space_of(doc, "observation_space", path), checks.space_of(doc, "action_space", path),
+                        seeds=doc["seeds"], device=device, task=doc.get("task"))
+    return restore_agent(agent, path, doc, tensors)

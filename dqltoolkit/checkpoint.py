@@ -25,12 +25,12 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from . import checkpoint_checks as checks
-from .checkpoint_checks import DOC_NAME, MAX_DOC_BYTES, TENSORS_NAME, CheckpointError
+from .checkpoint_checks import DOC_NAME, MAX_DOC_BYTES, TENSORS_NAME, CheckpointError, _modules, _optimizers
 
 FORMAT = "dqltoolkit-agent"
 FORMAT_VERSION = 2  # 2: settings belong to parts (config keys a part does not read are no longer written)
 
-__all__ = ["CheckpointError", "CheckpointWriteError", "config_of", "init_from_checkpoint", "load_agent", "read_checkpoint", "save_agent"]
+__all__ = ["CheckpointError", "CheckpointWriteError", "config_of", "init_from_checkpoint", "read_checkpoint", "restore_agent", "save_agent"]
 
 
 class CheckpointWriteError(OSError, CheckpointError):
@@ -49,7 +49,7 @@ def box_from_json(d: Dict[str, Any]) -> gym.spaces.Box:
 
 
 def _versions() -> Dict[str, str]:
-    from . import __version__
+    from ._version import __version__
 
     return {"dqltoolkit": __version__, "torch": torch.__version__, "gymnasium": gym.__version__, "python": platform.python_version()}
 
@@ -59,16 +59,6 @@ def _member_slice(t: torch.Tensor, members: int, m: Optional[int]) -> torch.Tens
         return t
     k = t.shape[0] // members
     return t[m * k : (m + 1) * k]
-
-
-def _modules(agent):
-    """(prefix, module) of every network an agent holds: the learner's one declared list, on save and load."""
-    return tuple(agent.learner.state_modules().items())
-
-
-def _optimizers(agent) -> Dict[str, torch.optim.Optimizer]:
-    """The optimisers whose state a checkpoint holds, by the name in its tensor keys: the learner's declared ones."""
-    return agent.learner.optimisers()
 
 
 def agent_state(agent, member: Optional[int] = None, include_optimizer: bool = True) -> Dict[str, torch.Tensor]:
@@ -211,19 +201,9 @@ def config_of(doc: Dict[str, Any], path: Union[str, Path]):
     return checks.check_config(doc["config"], Path(str(path)), legacy=int(doc.get("format_version", 1)) < 2)
 
 
-def load_agent(path: Union[str, Path], device: Union[str, torch.device] = "auto", allow_nonfinite: bool = False):
-    """Build the agent a checkpoint describes and load its tensors (strictly: every tensor must fit).
-    ``path`` may be ``zoo:<id>``: the zoo entry's verified local copy (downloaded first if needed).
-    Everything is checked before the agent is built (:func:`read_checkpoint`); a checkpoint with NaN or
-    Inf weights is refused unless ``allow_nonfinite`` (to inspect a diverged run, say)."""
-    from .agent import Agent
-    from .zoo import resolve_checkpoint
-
-    path = resolve_checkpoint(path)
-    doc, tensors = read_checkpoint(path, allow_nonfinite=allow_nonfinite)
-    config = config_of(doc, path)
-    agent = Agent(config, checks.space_of(doc, "observation_space", path), checks.space_of(doc, "action_space", path),
-                  seeds=doc["seeds"], device=device, task=doc.get("task"))
+def restore_agent(agent, path: Union[str, Path], doc: Dict[str, Any], tensors: Dict[str, torch.Tensor]):
+    """Load a checkpoint's tensors into ``agent``, the agent its document describes (strictly: every tensor
+    must fit), then its step count and lr schedule. ``Agent.load`` builds the agent and calls this."""
     dev = agent.device
     try:
         for prefix, module in _modules(agent):
@@ -266,9 +246,7 @@ def init_from_checkpoint(agent, path: Union[str, Path]) -> Dict[str, Any]:
     moments), while fine-tuning starts a new run, with its own settings, from pretrained weights.
     """
     from .config import AgentConfig
-    from .zoo import resolve_checkpoint
 
-    path = resolve_checkpoint(path)
     doc, tensors = read_checkpoint(path)
     for key, space in (("observation_space", agent.observation_space), ("action_space", agent.action_space)):
         theirs = checks.space_of(doc, key, path)

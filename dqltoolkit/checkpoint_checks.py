@@ -300,9 +300,9 @@ def _fail_key(path: Path, key: str, problem: str) -> CheckpointError:
 
 
 def _meta_agent(config, doc: Mapping[str, Any], path: Path):
-    """The agent the document describes, built on the ``meta`` device: every shape, no memory, no kernels
-    (the learner gives a meta agent CPU generators: they only seed initialisations that meta skips)."""
-    from . import agent as agent_module
+    """The learner the document describes, built on the ``meta`` device: every network and optimiser shape,
+    no memory, no kernels (a meta learner gets CPU generators: they only seed initialisations meta skips)."""
+    from .learner import Learner
     from .registry import CRITICS, HEADS, OBJECTIVES, UnknownNameError
 
     for field_name, registry in (("head", HEADS), ("critic", CRITICS), ("objective", OBJECTIVES)):
@@ -311,9 +311,9 @@ def _meta_agent(config, doc: Mapping[str, Any], path: Path):
             raise CheckpointError(f"{path}: {DOC_NAME} field 'config.{field_name}' names an unknown {field_name} {name!r}; "
                                   f"known {field_name}s: {', '.join(registry.names())}")
     try:
+        obs_space, act_space = _space(doc, "observation_space", path), _space(doc, "action_space", path)
         with torch.device("meta"):
-            return agent_module.Agent(config, _space(doc, "observation_space", path), _space(doc, "action_space", path),
-                                      seeds=doc["seeds"], device="meta")
+            return Learner(config, int(obs_space.shape[0]), int(act_space.shape[0]), doc["seeds"], torch.device("meta"))
     except UnknownNameError as exc:
         raise CheckpointError(f"{path}: {DOC_NAME} field 'config': {exc}") from None
     except (ValueError, TypeError) as exc:
@@ -325,7 +325,6 @@ def _meta_agent(config, doc: Mapping[str, Any], path: Path):
 
 def expected_layout(doc: Mapping[str, Any], path: Path) -> Tuple[Dict[str, Tuple[str, Tuple[int, ...]]], Dict[str, List[Tuple[str, Tuple[int, ...]]]]]:
     """What the document's agent holds: network tensors by key, and each optimiser's parameters in order."""
-    from .checkpoint import _modules, _optimizers
 
     agent = _meta_agent(check_config(doc["config"], path, legacy=_legacy(doc)), doc, path)
     nets = {}
@@ -416,3 +415,12 @@ def check_generator_state(state: torch.Tensor, generator: torch.Generator, key: 
 def space_of(doc: Mapping[str, Any], key: str, path: Path) -> gym.spaces.Box:
     return _space(doc, key, path)
 
+
+def _modules(agent):
+    """(prefix, module) of every network an agent holds: the learner's one declared list, on save and load."""
+    return tuple(getattr(agent, "learner", agent).state_modules().items())
+
+
+def _optimizers(agent) -> Dict[str, torch.optim.Optimizer]:
+    """The optimisers whose state a checkpoint holds, by the name in its tensor keys: the learner's declared ones."""
+    return getattr(agent, "learner", agent).optimisers()

@@ -93,8 +93,8 @@ def train(ctx: click.Context, agent: Optional[str], env: str, out: Optional[Path
 
     SIGINT (Ctrl-C) and SIGTERM stop the run after the current gradient step and save model_interrupted.zip,
     from which --resume continues exactly as if the run had never stopped (exit status 130 or 143)."""
-    from .faults import RunLockError, TrainingInterrupted, signal_name
     from .config import parse_overrides
+    from .faults import RunLockError, TrainingInterrupted, signal_name
     from .runs import new_run_dir
     from .training import TrainingDiverged, parse_seeds
     from .training import train as run_train
@@ -554,7 +554,7 @@ def _data_status(name: str) -> str:
         here = [d for d in ids if is_local(d)]
         if here:
             return f"{name}: Minari dataset {here[0]} (local){section}"
-        from .data.builder import build_time_estimate
+        from .data.levels import build_time_estimate
 
         how = f"`{spec['build']}` ({build_time_estimate(spec['build'])})" if spec.get("build") else "--download (needs a network)"
         return f"{name}: missing ({' / '.join(ids)}); get it with {how}{section}"

@@ -24,11 +24,7 @@ from . import critics as _critics  # noqa: F401  (registers the built-in parts, 
 from . import heads as _heads  # noqa: F401
 from . import objectives as _objectives  # noqa: F401
 from .registry import CRITICS, HEADS, OBJECTIVES, Registry, UnknownNameError, did_you_mean
-from .settings import SettingError, SettingSpec, coerce, setting, specs_of
-
-
-class ConfigError(ValueError):
-    """A recipe or override that cannot be applied; the message names the source and the key."""
+from .settings import ConfigError, SettingError, SettingSpec, coerce, setting, specs_of
 
 
 @dataclass

@@ -100,7 +100,7 @@ def _hf():
 
 
 def _api():
-    from . import __version__
+    from ._version import __version__
 
     return _hf().HfApi(endpoint=hub_settings()["endpoint"], library_name=LIBRARY_NAME, library_version=__version__)
 
@@ -128,7 +128,7 @@ def _where() -> str:
 
 def _download(ref: HubRef, filename: str, revision: Optional[str] = None, force: bool = False) -> Path:
     """One file of a repo through the client's cache; the client's errors become HubErrors that say what to do."""
-    from . import __version__
+    from ._version import __version__
 
     hf = _hf()
     from huggingface_hub.utils import (  # (huggingface_hub.errors has them too, but only since 1.0)
@@ -232,7 +232,7 @@ def _card_checkpoint(ref: HubRef, force: bool = False) -> Tuple[str, str, Option
 
 def resolve_hf(spec: Union[str, Path], force: bool = False) -> Path:
     """``hf:ORG/NAME[@revision]`` -> the local path of the repo's checkpoint, verified against its model card
-    (what ``load``, ``evaluate``, ``train --init/--resume`` get through ``zoo.resolve_checkpoint``). ``force``
+    (what ``load``, ``evaluate``, ``train --init/--resume`` get through ``sources.resolve_checkpoint``). ``force``
     downloads both again (``dqltoolkit hub download --force``)."""
     ref = parse_ref(spec)
     name, digest, size, commit = _card_checkpoint(ref, force)

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import yaml
 
+
 class _Dumper(yaml.SafeDumper):
     """Plain YAML for the Hub's metadata parser and for people: repeated values written out, no &anchors."""
 

@@ -151,7 +151,8 @@ def load_with_config(path: Path, config: Mapping[str, Any], device: str):
     """Load a checkpoint as if its document held ``config`` (the same tensors): every part, the objective
     and the lr schedule included, is built from the resumed run's settings. A copy of the zip with the new
     document goes through the ordinary loader, so it gets the same checks as any other checkpoint."""
-    from .checkpoint import DOC_NAME, TENSORS_NAME, load_agent, read_checkpoint
+    from .agent import load_agent
+    from .checkpoint import DOC_NAME, TENSORS_NAME, read_checkpoint
 
     doc, _ = read_checkpoint(path)  # (validates the file before it is copied)
     if doc["config"] == dict(config):

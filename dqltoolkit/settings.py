@@ -75,6 +75,11 @@ class SettingError(ValueError):
     """A value that does not fit its declared type or bounds."""
 
 
+class ConfigError(ValueError):
+    """A recipe, override or part setting that cannot be applied; the message names the source and the key.
+    (Defined here, below the parts, so that parts can raise it; dqltoolkit.config re-exports it.)"""
+
+
 def coerce(spec: SettingSpec, value: Any, source: str) -> Any:
     """``value`` as the spec's type, within its bounds; :class:`SettingError` naming ``source`` and the key."""
     tp, key = spec.type, spec.name

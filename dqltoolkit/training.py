@@ -264,7 +264,7 @@ def _model_for_run(agent, task, steps, seeds, device, overrides, download, resum
     from .checkpoint import config_of, read_checkpoint
     from .config import resolve_recipe
     from .runs import load_with_config, plan_resume
-    from .zoo import resolve_checkpoint
+    from .sources import resolve_checkpoint
 
     keep: List[Path] = []
     plan, recipe_file, sections = None, None, []

@@ -136,7 +136,7 @@ def _is_url(location: str) -> bool:
 
 
 def _open_url(url: str, timeout: float = TIMEOUT_S):
-    from . import __version__
+    from ._version import __version__
 
     request = urllib.request.Request(url, headers={"User-Agent": f"dqltoolkit/{__version__}"})
     return urllib.request.build_opener(_HttpRedirects).open(request, timeout=timeout)
@@ -395,11 +395,11 @@ def fetch(entry: Union[str, ZooEntry], index: Optional[str] = None, force: bool 
 
 
 def resolve_checkpoint(spec: Union[str, Path], index: Optional[str] = None) -> Path:
-    """``zoo:<id>`` -> the entry's verified local file; anything else is a path and is returned as one."""
+    """``zoo:<id>`` -> the entry's verified local file; anything else is a path and is returned as one.
+    (``hf:`` references and every other source: :func:`dqltoolkit.sources.resolve_checkpoint`.)"""
     text = str(spec)
-    if text.startswith("hf:"):  # a Hugging Face Hub repo, verified against its model card (dqltoolkit/hub.py)
-        from .hub import resolve_hf
-        return resolve_hf(text)
+    if text.startswith("hf:"):
+        raise ZooError(f"{text} is a Hugging Face Hub reference, not a zoo entry: dqltoolkit.sources.resolve_checkpoint resolves both")
     if text.startswith(ZOO_PREFIX):
         return fetch(text[len(ZOO_PREFIX):], index)
     return Path(spec)

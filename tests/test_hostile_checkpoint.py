@@ -22,10 +22,10 @@ from click.testing import CliRunner
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from dqltoolkit.agent import load_agent
 from dqltoolkit.checkpoint import (
     CheckpointError,
     CheckpointWriteError,
-    load_agent,
     read_checkpoint,
 )
 from dqltoolkit.cli import main
@@ -100,7 +100,7 @@ def zero_bomb(gib: int) -> bytes:
 
 LOAD_EACH = """
     import json, sys, time
-    from dqltoolkit.checkpoint import load_agent
+    from dqltoolkit.agent import load_agent
     out = []
     for p in sys.argv[1:] if len(sys.argv) > 1 else PATHS:
         t = time.perf_counter()

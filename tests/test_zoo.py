@@ -265,7 +265,7 @@ def test_init_starts_a_new_run_from_the_entrys_weights(server, tiny_run, monkeyp
     pretrained = dqltoolkit.load(tiny_run / "model.zip", device="cpu")
     # two seeds from a one-seed checkpoint: each member starts from the pretrained networks
     fresh = Agent(pretrained.config, pretrained.observation_space, pretrained.action_space, seeds=[3, 4], device="cpu")
-    init_from_checkpoint(fresh, "zoo:tiny")
+    init_from_checkpoint(fresh, zoo.resolve_checkpoint("zoo:tiny"))  # (the checkpoint layer reads files; the zoo resolves ids)
     theirs = _networks(pretrained)
     for m in range(2):
         ours = _networks(fresh, member=m)

@@ -158,9 +158,9 @@ def counted_step_gflop(config, table, steps: int = 4) -> float:
     operators are opaque to the counter; both paths do the same matrix work, and FLOPs do not depend on
     the device.
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
     import os
+
+    from torch.utils.flop_counter import FlopCounterMode
 
     from .. import fused
 

@@ -35,23 +35,7 @@ ENVS = {
     "halfcheetah": ("HalfCheetah-v5", -280.178953, 12135.0),
     "walker2d": ("Walker2d-v5", 1.629008, 4592.3),
 }
-LEVELS = ("random", "medium", "medium-replay", "expert", "medium-expert")
-
-
-def build_time_estimate(command: str) -> str:
-    """How long ``dataset build <env> --levels ...`` takes, for messages that suggest the command.
-
-    Why: "build it here" reads as a moment's work, but the levels differ by three orders of magnitude:
-    random data needs no policy; medium trains SAC until it reaches a third of the expert return (150k
-    env steps, 24 minutes on 2 CPU cores for hopper); expert levels train the whole default budget.
-    """
-    words = command.split()
-    levels = words[words.index("--levels") + 1].split(",") if "--levels" in words[:-1] else list(LEVELS)
-    if all(lv == "random" for lv in levels):
-        return "seconds: random actions, no training"
-    if any("expert" in lv for lv in levels):
-        return "about 50 minutes of SAC training on 2 CPU cores, the full --budget of 300k env steps; resumable"
-    return "tens of minutes of SAC training, about 25 on 2 CPU cores for hopper; resumable"
+from .levels import LEVELS, build_time_estimate  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -175,9 +159,9 @@ def _load_model(cfg: BuildConfig, stem: Path, env):
 
 
 def _eval_return(model, env_id: str, episodes: int, seed: int, deterministic: bool = True) -> float:
+    import gymnasium as gym
     from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.monitor import Monitor
-    import gymnasium as gym
 
     env = Monitor(gym.make(env_id))  # episode returns as the env gives them, not as later wrappers would
     env.reset(seed=seed)
@@ -280,8 +264,8 @@ def _policy_episodes(cfg: BuildConfig, policy_stem: Path, seed: int) -> List[Dic
 
 def build(cfg: BuildConfig, say: Callable[[str], None] = print, progress: bool = True, overwrite: bool = False) -> Dict[str, Dict[str, float]]:
     """Run (or resume) the build; returns {level: {"dataset_id", "episodes", "transitions", "mean_return"}}."""
-    from .minari_writer import rollout_episodes, write_minari
     from .minari_source import is_local
+    from .minari_writer import rollout_episodes, write_minari
 
     if cfg.env not in ENVS:
         raise ValueError(f"dataset build: unknown env {cfg.env!r}; choose from {sorted(ENVS)}")

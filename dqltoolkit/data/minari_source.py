@@ -59,7 +59,7 @@ def open_minari(dataset_ids: Sequence[str], download: bool = False, build_hint: 
             raise DatasetError(f"could not download Minari dataset {dataset_ids[0]!r}: {exc}") from None
     hint = ""
     if build_hint:
-        from .builder import build_time_estimate
+        from .levels import build_time_estimate
 
         hint = f", or build it here with `{build_hint}` ({build_time_estimate(build_hint)})"
     raise DatasetError(

@@ -28,7 +28,7 @@ def write_minari(dataset_id: str, episodes: Sequence[Dict[str, np.ndarray]], env
     from minari.data_collector.episode_buffer import EpisodeBuffer
     from minari.storage.datasets_root_dir import get_dataset_path
 
-    from .. import __version__
+    from .._version import __version__
     from .d4rl_hdf5 import DatasetError
     from .minari_source import minari_root
 

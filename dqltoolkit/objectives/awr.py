@@ -15,7 +15,7 @@ the samples ``sample_policy_actions`` reports) the head's mode where the head ex
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -64,7 +64,7 @@ class AWRObjective(Objective):
 
     def build(self, obs_dim, action_dim, members, config) -> Dict[str, nn.Module]:
         """No networks; checks that the critic has a state value and the head a per-sample loss."""
-        from ..config import ConfigError  # (config imports the objectives)
+        from ..settings import ConfigError
 
         critic_cls, head_cls = CRITICS.get(config.critic), HEADS.get(config.head)
         if not callable(getattr(critic_cls, "state_values", None)):

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from ..heads.base import PolicyHead
 
+
 def supports(head_cls: type) -> bool:
     """Whether heads of this class give a per-sample behaviour loss."""
     return getattr(head_cls, "behaviour_loss_per_sample", None) is not getattr(PolicyHead, "behaviour_loss_per_sample")
