@@ -443,12 +443,12 @@ def resolve_recipe(agent: str, task: Optional[str] = None) -> Recipe:
     """Defaults, then the task's section (a base recipe's first), each checked against the parts."""
     layers = _recipe_layers(agent, task)
     names = dict(_DEFAULT_PARTS)
-    for label, values in layers:
+    for _, values in layers:
         for role in ROLES:
             if role in values:
                 names[role] = values[role]
     merged: Dict[str, Any] = {}
-    for label, values in layers:
+    for _, values in layers:
         merged.update({k: v for k, v in values.items() if k not in ROLES})
     # build once per layer so that an error names the file and section that brought the key
     for label, values in layers:

@@ -65,7 +65,7 @@ class Registry(Generic[T]):
                 except Exception as exc:  # a broken plugin must not break the toolkit
                     import warnings
 
-                    warnings.warn(f"could not load {self.kind} plugin {ep.name!r} ({ep.value}): {exc}")
+                    warnings.warn(f"could not load {self.kind} plugin {ep.name!r} ({ep.value}): {exc}", stacklevel=3)
 
     def get(self, name: str) -> T:
         self._discover()

@@ -6,7 +6,6 @@ import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-import dqltoolkit  # noqa: E402
 from dqltoolkit import Agent, AgentConfig  # noqa: E402
 
 TINY = dict(T=3, hidden=16, critic_hidden=16, time_dim=8, batch_size=32, n_candidates=8, ema_start=0, log_every=10)

@@ -76,11 +76,11 @@ def test_resumed_training_continues_exactly(tmp_path, kw):
 
 
 def test_evaluate_policy_and_callbacks_work(tmp_path):
-    from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
-    from stable_baselines3.common.evaluation import evaluate_policy
-    from stable_baselines3.common.env_util import make_vec_env
-
     import gymnasium as gym
+    from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+
     from dqltoolkit.envs import make_bandit_dataset
 
     env = gym.make("bandit2d-v0")

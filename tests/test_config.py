@@ -95,7 +95,7 @@ def test_changing_a_part_keeps_shared_keys_and_drops_the_old_parts_own():
     swapped = cfg.replace(head="gaussian")
     assert swapped.hidden == cfg.hidden == 128 and "head.T" in swapped.dropped
     with pytest.raises(AttributeError):
-        swapped.T
+        swapped.T  # noqa: B018
     assert AgentConfig().fit(T=3, squash="clip").dropped == ["squash"]
 
 

@@ -2,10 +2,9 @@
 
 import h5py
 import numpy as np
-
-import dqltoolkit
 import pytest
 
+import dqltoolkit
 from dqltoolkit.data import DatasetError, apply_reward_transform, load_d4rl_hdf5, load_minari
 from dqltoolkit.data.minari_writer import rollout_episodes, write_minari
 

@@ -4,7 +4,6 @@ These train the real default runs (about 1.5 minutes and 45 seconds on one core)
 paper's figure shows: Diffusion-QL puts its samples on the best mode, diffusion BC reproduces all four.
 """
 
-import numpy as np
 import pytest
 import torch
 

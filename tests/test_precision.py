@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dqltoolkit import Agent, fused, precision
+from dqltoolkit import Agent, precision
 from dqltoolkit._native import fused_ops
 from dqltoolkit.bench.throughput import HOPPER, hopper_table
 from dqltoolkit.precision import Bf16Probe, PrecisionWarning, bf16_probe, cpu_has_bf16_matmuls, cpu_name, matmul_precision

@@ -35,7 +35,7 @@ ENVS = {
     "halfcheetah": ("HalfCheetah-v5", -280.178953, 12135.0),
     "walker2d": ("Walker2d-v5", 1.629008, 4592.3),
 }
-from .levels import LEVELS, build_time_estimate  # noqa: F401  (re-exported)
+from .levels import LEVELS, build_time_estimate  # noqa: F401,E402  (re-exported)
 
 
 @dataclass

@@ -74,7 +74,7 @@ def rollout_episodes(env_id: str, policy, n_steps: int, seed: int = 0, max_episo
     episodes, total, ep_i = [], 0, 0
     while total < n_steps:
         obs, _ = env.reset(seed=seed + ep_i)
-        O, A, R, TE, TR = [obs], [], [], [], []
+        O, A, R, TE, TR = [obs], [], [], [], []  # noqa: E741  (observations, actions, rewards, ends)
         while True:
             a = policy(obs)
             obs, r, te, tr, _ = env.step(a)

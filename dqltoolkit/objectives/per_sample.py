@@ -17,7 +17,7 @@ from ..heads.base import PolicyHead
 
 def supports(head_cls: type) -> bool:
     """Whether heads of this class give a per-sample behaviour loss."""
-    return getattr(head_cls, "behaviour_loss_per_sample", None) is not getattr(PolicyHead, "behaviour_loss_per_sample")
+    return getattr(head_cls, "behaviour_loss_per_sample", None) is not PolicyHead.behaviour_loss_per_sample
 
 
 def per_sample_behaviour_loss(head: PolicyHead, obs: Tensor, actions: Tensor, generators: Sequence[torch.Generator]) -> Tensor:
