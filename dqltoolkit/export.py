@@ -32,7 +32,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .capabilities import overrides
@@ -65,6 +64,15 @@ class _NoDraws(Sequence):
     __getitem__ = __len__ = __iter__ = _refuse  # type: ignore[assignment]
 
 
+def _mish_exported(x: Tensor) -> Tensor:
+    """mish(x) = x tanh(softplus(x)) as x n / (n + 2), n = e (e + 2), e = exp(x) (the native kernel's form, with
+    its clamp). Why not ``F.mish``: it exports as ONNX Mish, which onnxruntime expands into Softplus, whose CPU
+    kernel is scalar: 30 of 41 ms of a Hopper-size act; exp, mul and div are vectorised."""
+    e = torch.exp(x.clamp(max=20.0))
+    n = e * (e + 2.0)
+    return x * n / (n + 2.0)
+
+
 def _traceable(module: nn.Module, members: int) -> nn.Module:
     """A copy of ``module`` holding member 0 only, with torch's Mish in place of the native kernel.
 
@@ -80,7 +88,7 @@ def _traceable(module: nn.Module, members: int) -> nn.Module:
             sub.bias = nn.Parameter(sub.bias.detach()[:per].clone(), requires_grad=False)
             sub.members = per
         elif isinstance(sub, EnsembleMLP) and sub.act is mish:
-            sub.act = F.mish  # the same function as the native kernel, to float rounding; traceable
+            sub.act = _mish_exported  # the same function as the native kernel, to float rounding; traceable
         if not isinstance(sub, EnsembleLinear) and getattr(sub, "members", None) == members:
             sub.members = 1
         if "chain_kernel" in vars(sub):  # a backend's kernel (fused CPU, GPU): the eager loop traces
