@@ -343,7 +343,6 @@ def _write_onnx(graph: ActingGraph, example: Tuple[Tensor, ...], out: Path, meta
                                         dynamic_shapes=shapes, opset_version=OPSET, dynamo=True, verbose=False)
     finally:
         quiet.setLevel(level)
-    program.optimize()
     model = program.model_proto
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, meta
