@@ -71,7 +71,7 @@ class ActingPolicy:
         aux = L.aux if head is L.head else L.ema_aux
         gens, noise = self.generators, None
         if deterministic:
-            gens, base = self._fixed_draws(head, N, steps)
+            gens, base = self.fixed_draws(head, N, steps)
             noise = None if base is None else base.repeat(*[B if i == head.noise_row_dim + 1 else 1 for i in range(base.dim())])
         if N <= 1:
             a = L.objective.policy_sample(head, aux, obs, gens, noise=noise, steps=steps)
@@ -91,7 +91,7 @@ class ActingPolicy:
             a = torch.gather(cand, 2, k[..., None, None].expand(M, B, 1, L.action_dim)).squeeze(2)
         return a * L.action_scale + L.action_center
 
-    def _fixed_draws(self, head: Any, n: int, steps: Optional[int]):
+    def fixed_draws(self, head: Any, n: int, steps: Optional[int]):
         """Deterministic acting's draws, made once per (head, candidates, steps) and kept: generators seeded
         from the members' seeds and the head's noise for ``n`` candidates (None where the head has no
         :meth:`draw_noise`: it then draws from those fixed generators, restarted at every call). Kept

@@ -236,6 +236,43 @@ def evaluate(checkpoint: str, env: Optional[str], episodes: Optional[int], seed:
         _evaluate_checkpoint(checkpoint, env, episodes, seed, deterministic, device, as_json)
 
 
+@main.command("export")
+@click.argument("checkpoint", type=str)
+@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), default="onnx", show_default=True)
+@click.option("--steps", type=int, default=None, help="Sampling steps of the head's chain (default: the recipe's sample_steps; 0: all).")
+@click.option("--candidates", type=int, default=None, help="Candidate actions scored by the critic per observation (default: the recipe's n_candidates).")
+@click.option("--deterministic", is_flag=True, help="Bake deterministic acting's fixed noise in: observations are the only input.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Output file [the checkpoint's path with .onnx or .pt; <name>.onnx here for zoo:/hf: ids].")
+def export(checkpoint: str, fmt: str, steps: Optional[int], candidates: Optional[int], deterministic: bool, out: Optional[Path]) -> None:
+    """Export a checkpoint's acting policy (seed 0) as one ONNX or TorchScript graph: raw observations (and the
+    random numbers, as inputs) -> actions in the env's units. See docs/export.md."""
+    from .agent import Agent
+    from .checkpoint import CheckpointError
+    from .export import ExportError, check_export, export_policy
+
+    suffix = ".onnx" if fmt == "onnx" else ".pt"
+    if out is None:
+        out = Path(checkpoint).with_suffix(suffix) if ":" not in checkpoint else Path(checkpoint.split(":", 1)[1].replace("/", "-")).with_suffix(suffix)
+    try:
+        model = Agent.load(checkpoint, device="cpu")
+        path = export_policy(model, out, fmt, steps=steps, candidates=candidates, deterministic=deterministic)
+        check = check_export(model, path)
+    except (CheckpointError, ExportError, ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    from .export import read_metadata
+
+    meta = read_metadata(path)
+    inputs = ", ".join(f"{i['name']} {i['shape']}" for i in meta["inputs"])
+    click.echo(f"wrote {path} ({fmt}): {inputs} -> action ['batch', {meta['action_dim']}]; {meta['candidates']} candidate(s), "
+               f"selection: {meta['selection']}")
+    click.echo(f"check against the eager policy on {check['rows']} observations: max |diff| {check['max_diff']:.2e}"
+               + (f", {len(check['ties'])} tie(s) decided by rounding" if check["ties"] else "")
+               + (f", {len(check['mismatches'])} MISMATCH(ES)" if check["mismatches"] else ""))
+    if check["mismatches"]:
+        sys.exit(1)
+
+
 @main.command()
 @click.option("--env", "env", default="bandit2d-v0", show_default=True, help="A task with a 2-D action space and a constant observation.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/ablation"), show_default=True,
