@@ -238,7 +238,8 @@ def evaluate(checkpoint: str, env: Optional[str], episodes: Optional[int], seed:
 
 @main.command("export")
 @click.argument("checkpoint", type=str)
-@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), default="onnx", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), default="onnx", show_default=True,
+              help="ONNX (run it with onnxruntime, no torch needed) or a TorchScript archive (torch.jit.load).")
 @click.option("--steps", type=int, default=None, help="Sampling steps of the head's chain (default: the recipe's sample_steps; 0: all).")
 @click.option("--candidates", type=int, default=None, help="Candidate actions scored by the critic per observation (default: the recipe's n_candidates).")
 @click.option("--deterministic", is_flag=True, help="Bake deterministic acting's fixed noise in: observations are the only input.")

@@ -35,6 +35,7 @@ from typing import List, Sequence, Tuple
 
 import click
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from dqltoolkit.cli import main
@@ -167,9 +168,28 @@ class ReadmeRunner:
                     self.run_line(line, b.line)
             elif b.lang == "python":
                 self.run_python(b)
+            elif b.lang == "yaml":
+                self.run_recipe(b)
             else:
-                raise AssertionError(f"README.md:{b.line}: a ```{b.lang} block; the README test runs bash and python blocks only")
+                raise AssertionError(f"README.md:{b.line}: a ```{b.lang} block; the README test runs bash, python and yaml (recipe) blocks only")
         return self.report
+
+    def run_recipe(self, b: "Block") -> None:
+        """A recipe block: written to the file its first comment names (``# my_recipe.yaml: ...``) in the
+        scratch folder and resolved for every task section it has, as ``train --agent`` would."""
+        from dqltoolkit.config import resolve_recipe
+
+        name = re.match(r"#\s*(\S+\.ya?ml)", b.text.strip())
+        assert name, f"README.md:{b.line}: a yaml block must start with '# <file>.yaml' naming the recipe file"
+        path = self.workdir / name.group(1)
+        path.write_text(b.text)
+        doc = yaml.safe_load(b.text)
+        for task in [None] + [k for k in doc if k not in ("base", "default")]:
+            try:
+                resolve_recipe(str(path), task)
+            except Exception as exc:  # noqa: BLE001
+                raise AssertionError(f"README.md:{b.line}: the recipe does not resolve for {task}: {exc}") from exc
+        self.report.ran.append(f"recipe {path.name}")
 
     def run_line(self, line: str, where: int) -> None:
         words = shlex.split(line, comments=True)
@@ -251,9 +271,9 @@ def scratch_folder(tmp: Path, root: Path = ROOT) -> Path:
     return tmp
 
 
-def test_readme_blocks_are_bash_or_python():
+def test_readme_blocks_are_bash_python_or_recipes():
     blocks = readme_blocks(README.read_text())
-    assert {b.lang for b in blocks} == {"bash", "python"}
+    assert {b.lang for b in blocks} == {"bash", "python", "yaml"}
     assert sum(b.lang == "python" for b in blocks) >= 1 and sum(len(command_lines(b.text)) for b in blocks if b.lang == "bash") >= 15
 
 
