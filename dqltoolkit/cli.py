@@ -306,7 +306,8 @@ def ablate(env: str, out: Path, heads: Optional[str], objectives: Optional[str],
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
 @click.option("--rows", default="reference,exact,exact_x5,approx,eval,reduced", show_default=True,
               help="Comma-separated subset of rows; 'recipes' (not in the default) times every shipped recipe, 'ensemble' "
-                   "Diffusion-QL with ten critics (-p critic=ensemble-q); 'reduced' "
+                   "Diffusion-QL with ten critics (-p critic=ensemble-q), 'export' the evaluation policy exported to ONNX and run "
+                   "by onnxruntime (the export extra); 'reduced' "
                    "repeats the chosen exact, exact_x5, eval and recipes rows with reduced-precision products: TF32 on a GPU, "
                    "bf16 on a CPU with bf16 units (-p matmul_precision).")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
@@ -321,7 +322,7 @@ def bench(device: str, rows: str, steps: Optional[int], seconds: Optional[float]
     """Gradient steps/s at Hopper sizes: reference vs exact vs 5 seeds vs approx, and the evaluation path."""
     from .bench.throughput import format_table, run_benchmark, to_json_rows
 
-    known = {"reference", "exact", "exact_x5", "approx", "eval", "reduced", "recipes", "ensemble"}
+    known = {"reference", "exact", "exact_x5", "approx", "eval", "reduced", "recipes", "ensemble", "export"}
     wanted = [r.strip() for r in rows.split(",") if r.strip()]
     bad = [r for r in wanted if r not in known]
     if bad:

@@ -142,3 +142,12 @@ def test_bench_refuses_contradictory_or_empty_settings():
         assert r.exit_code == 2 and message in r.output, r.output
     r = runner.invoke(main, ["bench", "--steps", "3", "--seconds", "5"])
     assert r.exit_code == 1 and "give either steps" in r.output
+
+
+def test_export_rows_time_onnxruntime_beside_predict():
+    pytest.importorskip("onnxruntime", reason="the export extra is not installed")
+    res = run_benchmark("cpu", steps=1, repeats=1, warmup=0, dataset_size=600, rows=["eval", "export"])
+    names = [e["name"] for e in res["eval"]]
+    assert names == ["predict, 1 env(s) x 50 candidates", "predict, 10 env(s) x 50 candidates",
+                     "onnxruntime, 1 env(s) x 50 candidates", "onnxruntime, 10 env(s) x 50 candidates"]
+    assert all(e["ms_per_call"] > 0 for e in res["eval"])

@@ -154,12 +154,19 @@ def test_threads_option_and_its_automatic_default(tmp_path, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(threads, "usable_cores", lambda: 8)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
-    monkeypatch.setattr(os, "getloadavg", lambda: (5.2, 0.0, 0.0))
-    assert threads.auto_threads() == (3, "8 cores, load average 5.2")  # five cores are someone else's
-    monkeypatch.setattr(os, "getloadavg", lambda: (30.0, 0.0, 0.0))
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    samples = iter([])
+    monkeypatch.setattr(threads, "_cpu_times", lambda: next(samples))
+    monkeypatch.setattr(threads.time, "sleep", lambda s: None)
+    samples = iter([(1000, 4000), (1000 + 650, 4000 + 1000)])  # 65% of 8 cores busy in the sample: five are someone else's
+    assert threads.auto_threads() == (3, "8 cores, 65% of the machine busy")
+    samples = iter([(0, 0), (1000, 1000)])
     assert threads.auto_threads()[0] == 1
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.0, 0.0))
+    samples = iter([(0, 0), (10, 1000)])
     assert threads.auto_threads()[0] == 8
+    samples = iter([None])  # no /proc/stat: the load average
+    monkeypatch.setattr(os, "getloadavg", lambda: (5.2, 0.0, 0.0))
+    assert threads.auto_threads() == (3, "8 cores, load average 5.2")
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert threads.auto_threads() == (8, "OMP_NUM_THREADS=2")  # (torch has read it already: its count stands)
 

@@ -22,6 +22,7 @@ import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -147,6 +148,28 @@ def _agent(seeds, device, table, config=None, **overrides):
     agent = Agent(cfg, obs_space, act_space, seeds=seeds, device=device)
     agent.set_dataset(table)
     return agent
+
+
+def _export_rows(agent, obs_dim: int, calls: int, say) -> Dict[str, Tuple[Callable[[], None], int]]:
+    """``onnxruntime, N env(s)`` rows for 1 and 10 observations, beside the ``predict`` rows; none (with a
+    note) where the export extra is not installed."""
+    import tempfile
+
+    try:
+        from ..export import draw_inputs, export_policy, load_runner, read_metadata
+    except ImportError as exc:  # pragma: no cover - the export extra is missing
+        say(f"export rows skipped: {exc} (pip install 'dqltoolkit[export]')")
+        return {}
+    path = Path(tempfile.mkdtemp(prefix="dqltoolkit-bench-")) / "policy.onnx"
+    say("exporting the evaluation policy to ONNX")
+    export_policy(agent, path, "onnx")
+    meta, run = read_metadata(path), load_runner(path, threads=torch.get_num_threads())
+    rng = np.random.default_rng(0)
+    rows = {}
+    for n_envs in (1, 10):
+        obs = rng.standard_normal((n_envs, obs_dim)).astype(np.float32)
+        rows[f"onnxruntime, {n_envs} env(s) x {meta['candidates']} candidates"] = (lambda o=obs: run(draw_inputs(meta, o, rng)), calls)
+    return rows
 
 
 def counted_step_gflop(config, table, steps: int = 4) -> float:
@@ -354,6 +377,8 @@ def run_benchmark(device: str = "auto", steps: Optional[int] = None, repeats: in
                 obs = np.random.default_rng(0).standard_normal((n_envs, s["obs_dim"])).astype(np.float32)
                 eval_plan[f"predict, {n_envs} env(s) x {agent.config.n_candidates} candidates{suffix}"] = (lambda o=obs, a=agent: a.predict(o),
                                                                                                           max(steps, 20))
+    if "export" in wanted:  # the same policy exported to ONNX, run by onnxruntime with numpy-drawn noise (dqltoolkit export)
+        eval_plan.update(_export_rows(_agent([0], dev, table), s["obs_dim"], max(steps, 20), say))
     blocks = time_blocks({**{k: (v[0], v[1]) for k, v in plan.items()}, **eval_plan, MATMUL: (mm_fn, mm_calls)}, dev, repeats, warmup, say,
                          budget_s=budget)
     sec = {name: statistics.median(v) for name, v in blocks.items()}
