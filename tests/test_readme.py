@@ -200,7 +200,7 @@ class ReadmeRunner:
         elif words[0] == "make":
             self.run_make(words[1:], line, where)
         elif words[:2] in (["source", ".venv/bin/activate"], [".", ".venv/bin/activate"]):
-            dry = subprocess.run(["make", "-n", "setup"], cwd=self.root, capture_output=True, text=True)
+            dry = subprocess.run(["make", "-n", "-B", "setup"], cwd=self.root, capture_output=True, text=True)
             assert dry.returncode == 0 and "-m venv .venv" in dry.stdout, \
                 f"README.md:{where}: `make setup` does not create .venv:\n{dry.stdout}{dry.stderr}"
             self.report.parsed_only.append((line, "the test provides dqltoolkit itself"))
