@@ -22,8 +22,8 @@ def _fail(exc: Exception) -> None:
 def _threads_option(fn):
     """``--threads`` for the commands that compute (train, evaluate, bench): see dqltoolkit/threads.py."""
     return click.option("--threads", default="auto", show_default=True, metavar="N|auto",
-                        help="CPU threads for torch. auto: one per core less the cores other work keeps busy (1-minute load "
-                             "average); OMP_NUM_THREADS wins. On a shared machine give each concurrent job its share: on 2 busy "
+                        help="CPU threads for torch. auto: one per core less the cores other work keeps busy (a quarter-second "
+                             "sample of CPU use); OMP_NUM_THREADS wins. On a shared machine give each concurrent job its share: on 2 busy "
                              "cores 1 thread trained 3-6x faster than 2.")(fn)
 
 
