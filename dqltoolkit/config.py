@@ -127,6 +127,11 @@ class AgentConfig:
         object.__setattr__(self, "_core", core)
         object.__setattr__(self, "_runtime", runtime)
         object.__setattr__(self, "_parts", parts)
+        flat: Dict[str, Any] = {}
+        for table in (core, runtime, *(parts[r] for r in ROLES)):  # the learner reads keys every step: one lookup each
+            for k, v in table.items():
+                flat.setdefault(k, v)
+        object.__setattr__(self, "_flat", flat)
 
     # --- routing ---------------------------------------------------------------------------------
     def _set(self, key: str, value: Any, source: str, core: dict, runtime: dict, parts: Dict[str, dict]) -> None:
@@ -180,9 +185,10 @@ class AgentConfig:
     def __getattr__(self, key: str) -> Any:
         if key.startswith("_"):
             raise AttributeError(key)
-        for table in (self._core, self._runtime, *(self._parts[r] for r in ROLES)):
-            if key in table:
-                return table[key]
+        try:
+            return self._flat[key]
+        except KeyError:
+            pass
         raise AttributeError(f"AgentConfig has no key {key!r} (its parts: {self._names})")
 
     def __setattr__(self, key: str, value: Any) -> None:
