@@ -16,6 +16,7 @@ import csv
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -33,6 +34,7 @@ NOT_ALGORITHM_KEYS = frozenset({"log_every", "eval_freq", "eval_episodes", "cuda
 METRICS = {"mean_return": "return", "normalized_score": "normalized_score"}
 #: further per-seed fields of the end-of-run evaluation kept in the CSV where present (the bandit's mode share)
 EXTRA_FINAL_METRICS = ("best_mode_share",)
+EXTRA_TITLES = {"best_mode_share": "the share of 1,000 raw policy samples, no selection by Q, on the best reward mode"}
 CSV_COLUMNS = ("run", "algorithm", "agent", "task", "seed", "step", "kind", "metric", "value")
 #: the optimality gap's threshold on the normalised scale (100 = the expert reference)
 GAP_GAMMA = 100.0
@@ -244,6 +246,12 @@ def gather(paths: Sequence[Path | str], strict: bool = False) -> Tuple[List[Run]
 # ---------------------------------------------------------------------------------------------- naming
 
 
+def algorithm_order(name: str) -> Tuple[Any, ...]:
+    """Sort key that reads the numbers in a name as numbers (``eta=2.5`` before ``eta=10``)."""
+    parts = re.split(r"(-?\d+(?:\.\d+)?(?:e-?\d+)?)", name)
+    return tuple((0, float(p), "") if i % 2 else (1, 0.0, p) for i, p in enumerate(parts))
+
+
 def _value_text(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
@@ -313,7 +321,7 @@ def seed_scores(runs: Sequence[Run]) -> Dict[str, Dict[str, SeedScores]]:
                 final.append(next(v for kind, v in values if kind == "final"))
                 best.append(max(v for _, v in values))
                 labels.append(f"{r.label}#seed{s}")
-        out[task] = {a: SeedScores(np.array(f), np.array(b), lab) for a, (f, b, lab) in sorted(by_alg.items())}
+        out[task] = {a: SeedScores(np.array(f), np.array(b), lab) for a, (f, b, lab) in sorted(by_alg.items(), key=lambda kv: algorithm_order(kv[0]))}
     return out
 
 
@@ -342,6 +350,17 @@ def task_tables(scores: Dict[str, Dict[str, SeedScores]], runs: Sequence[Run], r
             cells = [_cell(stats.stratified_bootstrap([x], fn, reps, seed)) for x in (sc.final, sc.best) for fn in (stats.aggregate_mean, stats.iqm)]
             lines.append(f"| {alg} | {len(sc.final)} | " + " | ".join(cells) + " |")
         lines.append("")
+        mine = [r for r in runs if r.task == task]
+        for extra in EXTRA_FINAL_METRICS:
+            if not all(any(kind == "final" and m == extra for (_, _, kind, m, _) in r.rows) for r in mine):
+                continue
+            lines += [f"End of training, `{extra}` ({EXTRA_TITLES.get(extra, extra)}):", "",
+                      f"| algorithm | seeds | {extra}: mean [95% CI] | {extra}: IQM [95% CI] |", "|---|---:|---|---|"]
+            for alg in algs:
+                values = np.array([v for r in mine if r.algorithm == alg for (_, _, kind, m, v) in r.rows if kind == "final" and m == extra])
+                cells = [_cell(stats.stratified_bootstrap([values], fn, reps, seed)) for fn in (stats.aggregate_mean, stats.iqm)]
+                lines.append(f"| {alg} | {len(values)} | " + " | ".join(cells) + " |")
+            lines.append("")
     return lines
 
 
@@ -364,7 +383,7 @@ def aggregate_table(scores: Dict[str, Dict[str, SeedScores]], tasks: Sequence[st
     gap = metric == "normalized_score"
     lines = ["| algorithm | tasks | runs | score | IQM [95% CI] | mean [95% CI] | median [95% CI] | optimality gap [95% CI] |",
              "|---|---:|---:|---|---|---|---|---|"]
-    algorithms = sorted({a for t in tasks for a in scores[t]})
+    algorithms = sorted({a for t in tasks for a in scores[t]}, key=algorithm_order)
     for alg in algorithms:
         have = [t for t in tasks if alg in scores[t]]
         for which in ("final", "best"):
@@ -385,7 +404,7 @@ def profile_data(scores: Dict[str, Dict[str, SeedScores]], tasks: Sequence[str],
     lo, hi = float(pooled.min()), float(pooled.max())
     pad = 0.05 * (hi - lo) if hi > lo else max(abs(hi) * 0.05, 1e-3)
     taus = np.linspace(lo - pad, hi + pad, points)
-    algorithms = sorted({a for t in tasks for a in scores[t]})
+    algorithms = sorted({a for t in tasks for a in scores[t]}, key=algorithm_order)
     profiles = {}
     for alg in algorithms:
         per_task = [scores[t][alg].final for t in tasks if alg in scores[t]]
@@ -404,7 +423,7 @@ def curve_data(runs: Sequence[Run], reps: int, seed: int) -> Dict[str, Dict[str,
             if r.task == task:
                 algs.setdefault(r.algorithm, []).append(r)
         out[task] = {}
-        for alg, group in sorted(algs.items()):
+        for alg, group in sorted(algs.items(), key=lambda kv: algorithm_order(kv[0])):
             rows = [(s, st, v) for r in group for (s, st, kind, m, v) in r.rows if m == metric and kind == "periodic"]
             periodic = bool(rows)
             if not periodic:

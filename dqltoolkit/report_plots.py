@@ -63,7 +63,7 @@ def report_curves_figure(curves: Mapping[str, Mapping[str, Tuple[np.ndarray, Est
     plt = _plt()
     tasks = list(curves)
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks), 3.8), squeeze=False)
-    names = sorted({a for t in tasks for a in curves[t]})
+    names = list(dict.fromkeys(a for t in tasks for a in curves[t]))  # (report.py gives them in order)
     colours = _colours(names)
     for ax, task in zip(axes[0], tasks):
         for alg, (steps, est, periodic) in curves[task].items():

@@ -231,6 +231,16 @@ def test_report_writes_the_csv_tables_and_figures_of_real_runs(runs, tmp_path):
         assert lo <= round(float(np.mean(values)), 3) + 1e-3 and hi >= round(float(np.mean(values)), 3) - 1e-3
     assert re.search(r"\| diffusion-ql eta=10 \| 1 of 1 \| 3 \| final \|", md) and "optimality gap" in md and "| n/a |" in md
     assert "| eta10-seed2 | diffusion-ql eta=10 | bandit2d-v0 | 2 | 4 |" in md and "## Skipped" not in md
+    shares = [float(r["value"]) for r in rows if r["metric"] == "best_mode_share" and r["algorithm"] == "diffusion-ql eta=10"]
+    assert len(shares) == 3 and f"| diffusion-ql eta=10 | 3 | {np.mean(shares):.3f} [" in md.split("`best_mode_share`")[1]
+
+
+def test_algorithms_sort_by_the_numbers_in_their_names():
+    from dqltoolkit.report import algorithm_order
+
+    names = ["diffusion-ql eta=10", "bcq", "diffusion-ql eta=2.5", "diffusion-ql eta=0.1", "diffusion-ql eta=1e-3"]
+    assert sorted(names, key=algorithm_order) == ["bcq", "diffusion-ql eta=1e-3", "diffusion-ql eta=0.1", "diffusion-ql eta=2.5",
+                                                  "diffusion-ql eta=10"]
 
 
 def test_report_figures_label_axes_and_name_every_algorithm(runs, tmp_path):
