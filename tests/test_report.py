@@ -224,7 +224,7 @@ def test_report_writes_the_csv_tables_and_figures_of_real_runs(runs, tmp_path):
     assert "### bandit2d-v0" in md and "episode return (the task has no normalised score)" in md
     assert "online selection" in md and "optimistic" in md and "500 resamples" in md
     for alg, values in finals.items():
-        (line,) = [ln for ln in md.splitlines() if ln.startswith(f"| diffusion-ql {alg} | {len(values)} |")]
+        (line,) = [ln for ln in md.split("`best_mode_share`")[0].splitlines() if ln.startswith(f"| diffusion-ql {alg} | {len(values)} |")]
         mean_cell = line.split("|")[3].strip()
         assert mean_cell.startswith(f"{np.mean(values):.3f} ["), (line, values)
         lo, hi = (float(v) for v in re.search(r"\[(.+), (.+)\]", mean_cell).groups())
