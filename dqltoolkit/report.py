@@ -26,8 +26,11 @@ import yaml
 
 from . import stats
 
-#: what a folder needs to count as a run folder
+#: what a run folder holds; a folder with either of :data:`RUN_MARKERS` is one (``train`` writes ``config.yaml``
+#: and ``metrics.csv`` as it starts, ``results.json`` when it ends), so a folder holding only a ``config.yaml``
+#: (a sweep's own settings, say) is not mistaken for a broken run
 RUN_FILES = ("config.yaml", "results.json", "metrics.csv")
+RUN_MARKERS = ("results.json", "metrics.csv")
 #: settings that do not change what an algorithm is (logging, evaluation, runtime): never part of its name
 NOT_ALGORITHM_KEYS = frozenset({"log_every", "eval_freq", "eval_episodes", "cuda_graphs", "matmul_precision"})
 #: tidy-CSV metric names of the evaluation fields the report reads (results.json / metrics.csv names)
@@ -78,7 +81,7 @@ class ReportResult:
 
 
 def find_run_dirs(paths: Sequence[Path | str]) -> List[Path]:
-    """Run folders among ``paths`` and below them (a folder holding any of :data:`RUN_FILES`; the search
+    """Run folders among ``paths`` and below them (a folder holding any of :data:`RUN_MARKERS`; the search
     does not go inside a run folder). Raises :class:`ReportError` naming paths that do not exist, or all
     of them when no run folder is found."""
     paths = [Path(p) for p in paths]
@@ -92,14 +95,15 @@ def find_run_dirs(paths: Sequence[Path | str]) -> List[Path]:
         if root.is_file():
             raise ReportError(f"{root} is a file: name the run folder that holds it (or a folder above it)")
         for here, dirs, files in os.walk(root):
-            if any(f in files for f in RUN_FILES):
+            if any(f in files for f in RUN_MARKERS):
                 found.append(Path(here))
                 dirs.clear()
             else:
                 dirs.sort()
     unique = list(dict.fromkeys(p.resolve() for p in found))
     if not unique:
-        raise ReportError(f"no run folders (a folder with {', '.join(RUN_FILES)}, as `dqltoolkit train` writes) under: "
+        raise ReportError(f"no run folders (a folder with {' and '.join(RUN_FILES)}, as `dqltoolkit train` writes; found by its "
+                          f"{' or '.join(RUN_MARKERS)}) under: "
                           + ", ".join(str(p) for p in paths))
     return unique
 

@@ -330,7 +330,8 @@ def test_broken_run_folders_are_skipped_naming_file_and_field(runs, tmp_path, ca
 def test_nothing_to_report_names_the_paths(tmp_path):
     empty = tmp_path / "empty"
     (empty / "sub").mkdir(parents=True)
-    with pytest.raises(ReportError, match=rf"no run folders \(a folder with config\.yaml, results\.json, metrics\.csv.*\) under: {re.escape(str(empty))}"):
+    (empty / "sub" / "config.yaml").write_text("env: bandit2d-v0\n")  # a config.yaml alone (a sweep's settings) is no run
+    with pytest.raises(ReportError, match=rf"no run folders \(a folder with config\.yaml and results\.json and metrics\.csv.*\) under: {re.escape(str(empty))}"):
         find_run_dirs([empty])
     res = CliRunner().invoke(main, ["report", str(tmp_path / "nope"), str(empty)])
     assert res.exit_code == 1 and f"no such folder: {tmp_path / 'nope'}" in res.stderr
@@ -341,3 +342,58 @@ def test_nothing_to_report_names_the_paths(tmp_path):
         gather([tmp_path / "bad"])
     with pytest.raises(Exception, match="config.yaml: missing"):
         load_run(only_bad)
+
+
+def _write_run(path, agent, task, seeds, finals, periodic, normalised=True):
+    """A run folder in `train`'s format (config.yaml, results.json, metrics.csv with SB3's sparse rows),
+    with normalised scores ``finals`` at step 100 and ``periodic`` ones at step 50 (return = 10 x score + 3)."""
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text(yaml.safe_dump({"agent": agent, "recipe_file": f"agents/{agent}.yaml", "env": task, "seeds": seeds,
+                                                      "device": "cpu", "steps_this_run": 100, "config": {"eta": 1.0, "steps": 100}}))
+    entry = (lambda s, v: {"seed": s, "mean_return": 10 * v + 3, **({"normalized_score": v} if normalised else {}), "episodes": 10})
+    (path / "results.json").write_text(json.dumps({"total_steps": 100, "seeds": seeds, "evaluation": [entry(s, v) for s, v in zip(seeds, finals)]}))
+    keys = ["mean_return"] + (["normalized_score"] if normalised else [])
+    header = ["time/step", "train/critic_loss"] + [f"eval/{k}" for k in keys] + [f"eval/{k}_seed{s}" for k in keys for s in seeds]
+    with open(path / "metrics.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for step, values in ((50, periodic), (100, finals)):
+            w.writerow([step, 0.5] + [""] * (len(header) - 2))
+            ev = {"mean_return": [10 * v + 3 for v in values], "normalized_score": list(values)}
+            w.writerow([step, ""] + [float(np.mean(ev[k])) for k in keys] + [ev[k][i] for k in keys for i in range(len(seeds))])
+
+
+def _row_numbers(md, prefix):
+    (line,) = [ln for ln in md.splitlines() if ln.startswith(prefix)]
+    return [float(x) for x in re.findall(r"(-?\d+\.\d+) \[", line)]
+
+
+def test_the_aggregate_over_normalised_tasks_matches_the_hand_table(tmp_path):
+    """The fixed table as run folders on two D4RL-style tasks (normalised scores), plus a bandit run of A
+    (returns only): the aggregate pools the two normalised tasks and says why the bandit is left out."""
+    tasks = {"t1": "hopper-medium-v2", "t2": "walker2d-medium-v2"}
+    for alg, per_task in TABLE.items():
+        for t, task in tasks.items():
+            finals = per_task[t]
+            periodic = [99.0 if (alg, t) == ("A", "t1") and i == 0 else v - 5 for i, v in enumerate(finals)]
+            _write_run(tmp_path / "runs" / f"{alg}-{t}", alg, task, [0, 1, 2, 3, 4], finals, periodic)
+    _write_run(tmp_path / "runs" / "A-bandit", "A", "bandit2d-v0", [0, 1], [1.0, 2.0], [0.5, 0.5], normalised=False)
+    res = build_report([tmp_path / "runs"], tmp_path / "out", reps=300, seed=0)
+    md = res.markdown
+    assert "Pooled: hopper-medium-v2, walker2d-medium-v2; score: normalised score" in md
+    assert "tasks without a normalised score are not pooled (their returns have no common scale): bandit2d-v0" in md
+    for alg in TABLE:
+        per_task = [TABLE[alg]["t1"], TABLE[alg]["t2"]]
+        numbers = _row_numbers(md, f"| {alg} | 2 of 2 | 10 | final |")
+        assert numbers == pytest.approx([hand_iqm(per_task), hand_mean(per_task), hand_median(per_task), hand_gap(per_task)], abs=0.005)
+    assert _row_numbers(md, "| A | 2 of 2 | 10 | final |") == [50.0, 62.5, 62.5, 47.5]
+    # best*: seed 0 of A on t1 evaluated 99 at step 50 and 10 at the end; every other seed's best is its final
+    hopper = md.split("### hopper-medium-v2")[1].split("###")[0]
+    final_mean, final_iqm, best_mean, best_iqm = _row_numbers(hopper, "| A | 5 |")
+    assert (final_mean, final_iqm, best_mean) == (39.0, 30.0, pytest.approx((99 + 20 + 30 + 40 + 95) / 5))
+    assert best_iqm == pytest.approx((30 + 40 + 95) / 3)
+    assert "### bandit2d-v0" in md and "| A | 2 | 18.00 [" in md.split("### bandit2d-v0")[1]  # returns 13, 23
+    rows = _csv(tmp_path / "out" / "evaluations.csv")
+    # per seed: periodic at steps 50 and 100 and final at 100, each a return and a normalised score; the bandit: returns only
+    assert len(rows) == 6 * 5 * 3 * 2 + 2 * 3 * 1
+    assert {r["metric"] for r in rows if r["task"] == "hopper-medium-v2"} == {"return", "normalized_score"}
