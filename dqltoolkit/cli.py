@@ -1,4 +1,4 @@
-"""The ``dqltoolkit`` command line: train, evaluate, ablate, zoo, dataset, bench, list."""
+"""The ``dqltoolkit`` command line: train, evaluate, ablate, report, zoo, dataset, bench, list."""
 
 from __future__ import annotations
 
@@ -300,6 +300,32 @@ def ablate(env: str, out: Path, heads: Optional[str], objectives: Optional[str],
         _fail(exc)
     click.echo(res["markdown"])
     click.echo(f"wrote {res['csv']}\nwrote {res['png']}")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for evaluations.csv, report.md, performance_profile.png and learning_curves.png "
+                   "[PATH/report for one PATH, else ./report].")
+@click.option("--reps", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Bootstrap resamples behind each 95% interval (percentile method).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap's random generator (same seed, same intervals).")
+@click.option("--strict", is_flag=True, help="Fail on a broken or unfinished run folder instead of skipping it (skips are listed in report.md).")
+def report(paths: Tuple[Path, ...], out: Optional[Path], reps: int, seed: int, strict: bool) -> None:
+    """Report run folders of `dqltoolkit train` (or a sweep folder holding them): a tidy CSV of every
+    evaluation, per-task tables of final and best scores with mean, IQM and bootstrap intervals, an
+    aggregate table, a performance profile and learning curves. See docs/report.md."""
+    from .report import ReportError, build_report
+
+    if out is None:
+        out = paths[0] / "report" if len(paths) == 1 else Path("report")
+    try:
+        res = build_report(paths, out, reps=reps, seed=seed, strict=strict, say=lambda m: click.echo(f"warning: {m}", err=True))
+    except ReportError as exc:
+        _fail(exc)
+    click.echo(res.markdown)
+    for f in res.files:
+        click.echo(f"wrote {f}")
 
 
 @main.command()
