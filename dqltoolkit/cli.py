@@ -82,7 +82,8 @@ def main() -> None:
 @click.option("--no-progress", is_flag=True, help="Print log lines instead of a progress bar.")
 @click.option("--logger", "loggers", default=None, metavar="FORMATS",
               help="SB3 logger formats, comma-separated: stdout, csv, log (log.txt), json (progress.json), tensorboard (event "
-                   "files in the run folder; pip install 'dqltoolkit[tensorboard]'). metrics.csv is always written "
+                   "files in the run folder; pip install 'dqltoolkit[tensorboard]'), wandb (a Weights & Biases run, offline in "
+                   "<out>/wandb unless WANDB_MODE is set; pip install 'dqltoolkit[wandb]'). metrics.csv is always written "
                    "[stdout with --no-progress].")
 @_threads_option
 @click.pass_context
