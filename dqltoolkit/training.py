@@ -4,6 +4,7 @@ The learning loop itself (callbacks, logging, divergence, signals) is dqltoolkit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -259,7 +260,7 @@ def train(
     ``overrides_where_read``: apply each override where the recipe's parts read it and skip it elsewhere
     (one table of settings for runs of different compositions, like the ablation's), instead of refusing it.
     """
-    from .faults import RunLock
+    from .faults import BeforeTermination, RunLock
 
     output_formats(loggers or [], None)  # (checks the names before anything runs)
     _check_count("steps", steps)
@@ -269,7 +270,9 @@ def train(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     trackers: List[Any] = []  # run trackers (the W&B run) that _train_locked started: finished here, however it ends
-    with RunLock(out):
+    # (SIGTERM outside the learn loop, e.g. during the final evaluation, finishes them before the process ends)
+    guard = BeforeTermination(lambda signum: _finish_trackers(trackers, _Terminated(signum))) if "wandb" in (loggers or []) else None
+    with RunLock(out), guard or contextlib.nullcontext():
         try:
             result = _train_locked(agent=agent, env=env, out=out, steps=steps, seeds=seeds, device=device, overrides=dict(overrides or {}),
                                    progress=progress, evaluate_at_end=evaluate_at_end, verbose=verbose, download=download, resume=resume,
@@ -280,6 +283,14 @@ def train(
             raise
         _finish_trackers(trackers, None, result.results)
         return result
+
+
+class _Terminated(BaseException):
+    """A stop signal outside the learn loop (its handler ends the process once the trackers are finished)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _finish_trackers(trackers: Sequence[Any], exc: Optional[BaseException], results: Optional[Mapping[str, Any]] = None) -> None:
@@ -295,6 +306,8 @@ def _finish_trackers(trackers: Sequence[Any], exc: Optional[BaseException], resu
     if isinstance(exc, TrainingInterrupted):
         code = 128 + exc.signum
         notes = {"stopped_by": signal_name(exc.signum), "stopped_at_step": exc.step, **({"checkpoint": str(exc.checkpoint)} if exc.checkpoint else {})}
+    elif isinstance(exc, _Terminated):
+        code, notes = 128 + exc.signum, {"stopped_by": signal_name(exc.signum), "stopped_during": "the end of the run (after the learn loop)"}
     elif isinstance(exc, KeyboardInterrupt):
         code, notes = 130, {"stopped_by": "KeyboardInterrupt"}
     else:

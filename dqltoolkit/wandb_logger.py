@@ -13,7 +13,10 @@ as W&B's step. Its run outlives the SB3 logger (closed when the learn loop ends)
 evaluation reaches the run's summary; the train job finishes it (:meth:`WandbOutputFormat.finish`) at
 the end, after an error, and after SIGINT/SIGTERM (the loop stops between steps, saves
 ``model_interrupted.zip``, and the run is finished with exit code 128 + the signal and that checkpoint
-in its summary), so the offline run is always complete and marked.
+in its summary); a SIGTERM after the loop (during the final evaluation) finishes the run before the
+process ends as SIGTERM ends it (``faults.BeforeTermination``): wandb's writer buffers what it was sent,
+and a run whose process just died would keep none of it. Only SIGKILL leaves the W&B run unfinished
+(``metrics.csv`` and ``model_latest.zip`` with ``--save-every`` are what survive that).
 
 ``wandb`` is an optional extra (``pip install 'dqltoolkit[wandb]'``) and takes about half a second to
 import: nothing imports it until a run asks for this format.

@@ -307,6 +307,30 @@ def test_ctrl_c_on_the_terminal_finishes_the_run(tmp_path, trap):
     assert trap.seen[seen:] == [], trap.seen[seen:]
 
 
+@needs_wandb
+def test_sigterm_after_the_learn_loop_finishes_the_run_before_the_process_ends(tmp_path, trap):
+    """SIGTERM during the final evaluation (outside the loop's deferred signals) still ends the process as
+    SIGTERM does, but only after the W&B run is finished: its buffered record would be lost otherwise."""
+    out = tmp_path / "run"
+    env = {**os.environ, **_trap_env(trap, tmp_path / "wandb-home"), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    for name in ("WANDB_MODE", "WANDB_DIR", "WANDB_API_KEY", "NO_PROXY", "no_proxy"):
+        env.pop(name, None)
+    script = ("import os, signal, sys, time\nimport dqltoolkit.training as t\nfrom dqltoolkit.cli import main\n"
+              "def evaluate(*args, **kwargs):\n    os.kill(os.getpid(), signal.SIGTERM)\n    time.sleep(30)\n"
+              "t._evaluate_run = evaluate\nmain(sys.argv[1:])\n")
+    seen = len(trap.seen)
+    done = subprocess.run([sys.executable, "-c", script, "train", "--env", "bandit2d-v0", "--no-progress", *CLI_TINY, "--steps", "12",
+                           "--out", str(out), "--logger", "wandb", "--threads", "1"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == -signal.SIGTERM, done.stderr  # ended by the signal, as without the guard
+    assert (out / "model.zip").is_file() and not (out / "results.json").exists()
+    run = read_run(offline_runs(out)[0])
+    assert run["exit_code"] == 143 and run["summary"]["stopped_by"] == "SIGTERM"
+    assert run["summary"]["stopped_during"] == "the end of the run (after the learn loop)"
+    assert [r["_step"] for r in run["history"]] == [5, 10, 12]
+    assert trap.seen[seen:] == [], trap.seen[seen:]
+
+
 def test_without_wandb_installed_the_error_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` now raises ImportError
     out = tmp_path / "run"
