@@ -82,7 +82,8 @@ def main() -> None:
 @click.option("--no-progress", is_flag=True, help="Print log lines instead of a progress bar.")
 @click.option("--logger", "loggers", default=None, metavar="FORMATS",
               help="SB3 logger formats, comma-separated: stdout, csv, log (log.txt), json (progress.json), tensorboard (event "
-                   "files in the run folder; pip install 'dqltoolkit[tensorboard]'). metrics.csv is always written "
+                   "files in the run folder; pip install 'dqltoolkit[tensorboard]'), wandb (a Weights & Biases run, offline in "
+                   "<out>/wandb unless WANDB_MODE is set; pip install 'dqltoolkit[wandb]'). metrics.csv is always written "
                    "[stdout with --no-progress].")
 @_threads_option
 @click.pass_context
@@ -228,7 +229,7 @@ def _evaluate_checkpoint(checkpoint: str, env: Optional[str], episodes: Optional
 @_threads_option
 def evaluate(checkpoint: str, env: Optional[str], episodes: Optional[int], seed: int, deterministic: bool, device: str,
              as_json: bool, threads: str) -> None:
-    """Evaluate CHECKPOINT (a path or zoo:<id>) on a task's env (all episodes as one vector env).
+    """Evaluate CHECKPOINT (a path, zoo:<id> or hf:ORG/NAME) on a task's env (all episodes as one vector env).
 
     Acts deterministically by default, as SB3's evaluate_policy does; --stochastic draws actions as the
     stochastic policy does. The output says which mode was used."""
@@ -389,7 +390,8 @@ def _metrics_text(metrics: dict) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per entry.")
 @click.pass_context
 def zoo_list(ctx: click.Context, as_json: bool) -> None:
-    """The catalogue's entries: agent, task, metrics, size, and whether the file is here already."""
+    """The catalogue's entries: agent, task, metrics, size, where each lives (shipped file, URL or Hub repo)
+    and whether the file is here already."""
     from .zoo import cached_path, default_index, load_index
 
     index = ctx.obj["index"]
@@ -401,13 +403,15 @@ def zoo_list(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"no entries in {index or default_index()}")
         return
     if not as_json:
-        click.echo("| id | agent | task | metrics | size | here |\n|---|---|---|---|---:|---|")
+        click.echo("| id | agent | task | metrics | size | lives | here |\n|---|---|---|---|---:|---|---|")
     for e in entries.values():
-        here = "shipped" if e.shipped else ("cached" if cached_path(e).is_file() else "download")
+        # (an entry on the Hub is in the Hub's cache once used: `zoo download` fetches it, offline mode then serves it)
+        here = "shipped" if e.shipped else "Hub cache" if e.kind == "hf" else ("cached" if cached_path(e).is_file() else "download")
+        lives = "file" if e.shipped else e.location + (f" ({e.filename})" if e.filename else "")
         if as_json:
             click.echo(json.dumps({**e.to_dict(), "here": here}))
         else:
-            click.echo(f"| {e.id} | {e.agent} | {e.task} | {_metrics_text(dict(e.metrics))} | {e.size / 1e6:.2f} MB | {here} |")
+            click.echo(f"| {e.id} | {e.agent} | {e.task} | {_metrics_text(dict(e.metrics))} | {e.size / 1e6:.2f} MB | {lives} | {here} |")
 
 
 @zoo.command(name="info")
@@ -424,7 +428,7 @@ def zoo_info(ctx: click.Context, entry_id: str) -> None:
     except ZooError as exc:
         _fail(exc)
     doc = e.to_dict()
-    if not e.shipped:
+    if e.kind == "url":
         doc["cached"] = str(cached_path(e)) if cached_path(e).is_file() else None
     click.echo(yaml.safe_dump(doc, sort_keys=False).rstrip())
 
@@ -434,11 +438,11 @@ def zoo_info(ctx: click.Context, entry_id: str) -> None:
 @click.option("--force", is_flag=True, help="Download again even if a verified copy is cached.")
 @click.pass_context
 def zoo_download(ctx: click.Context, entry_id: str, force: bool) -> None:
-    """Fetch ENTRY_ID into the cache, verify its size and SHA-256, print its local path."""
-    from .zoo import fetch
+    """Fetch ENTRY_ID into the cache (the Hub's for an entry on the Hub), verify its size and SHA-256, print its local path."""
+    from .sources import fetch_entry
 
     try:
-        click.echo(str(fetch(entry_id, ctx.obj["index"], force=force)))
+        click.echo(str(fetch_entry(entry_id, ctx.obj["index"], force=force)))
     except ZooError as exc:
         _fail(exc)
 
@@ -452,10 +456,10 @@ def zoo_evaluate(ctx: click.Context, entry_id: str, env: Optional[str], episodes
                  as_json: bool, threads: str) -> None:
     """Download (if needed) and evaluate ENTRY_ID on its task, or on --env; compare with `zoo info`'s metrics
     (deterministic acting by default, --stochastic for the other mode)."""
-    from .zoo import fetch
+    from .sources import fetch_entry
 
     try:
-        path = fetch(entry_id, ctx.obj["index"])
+        path = fetch_entry(entry_id, ctx.obj["index"])
     except ZooError as exc:
         _fail(exc)
     with _threads(threads):
@@ -467,13 +471,15 @@ def zoo_evaluate(ctx: click.Context, entry_id: str, env: Optional[str], episodes
 @click.option("--id", "entry_id", required=True, help="The entry's id (e.g. diffusion-ql-hopper-medium-v2).")
 @click.option("--url", default=None, help="Where the file will be downloaded from (relative: beside the index).")
 @click.option("--file", "file_name", default=None, help="The file's name beside the index, for a checkpoint shipped with it.")
+@click.option("--hf", "hf_repo", default=None, metavar="ORG/NAME[@REV]",
+              help="The Hugging Face Hub repo the checkpoint was pushed to (`dqltoolkit hub push`), instead of --url or --file.")
 @click.option("--agent", default=None, help="Recipe name [the run's config.yaml beside the checkpoint].")
 @click.option("--results", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="The run's results.json (its final evaluation) or `dqltoolkit evaluate --json` output: the entry's metrics.")
 @click.option("--description", default="", help="A sentence for the entry's description field.")
 @click.option("--command", "train_command", default=None, help="The command that trained it, recorded under trained.command.")
-def zoo_entry(checkpoint: Path, entry_id: str, url: Optional[str], file_name: Optional[str], agent: Optional[str], results: Optional[Path],
-              description: str, train_command: Optional[str]) -> None:
+def zoo_entry(checkpoint: Path, entry_id: str, url: Optional[str], file_name: Optional[str], hf_repo: Optional[str], agent: Optional[str],
+              results: Optional[Path], description: str, train_command: Optional[str]) -> None:
     """Print the index entry (YAML) that publishes CHECKPOINT: digest, size, task, steps, versions, metrics."""
     import yaml
 
@@ -481,7 +487,7 @@ def zoo_entry(checkpoint: Path, entry_id: str, url: Optional[str], file_name: Op
     from .zoo import make_entry
 
     try:
-        entry = make_entry(checkpoint, entry_id, url=url, file=file_name, agent=agent, description=description,
+        entry = make_entry(checkpoint, entry_id, url=url, file=file_name, hf=hf_repo, agent=agent, description=description,
                            results=json.loads(results.read_text()) if results else None,
                            trained={"command": train_command} if train_command else None)
     except (ZooError, CheckpointError, FileNotFoundError) as exc:

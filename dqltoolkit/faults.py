@@ -13,7 +13,7 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import Dict, Iterable, Optional
+from typing import Callable, Dict, Iterable, Optional
 
 import torch
 
@@ -96,6 +96,46 @@ def agent_nonfinite(agent) -> Optional[str]:
     from .checkpoint import agent_state
 
     return nonfinite_tensor(agent_state(agent))
+
+
+class BeforeTermination:
+    """Context manager: while active (main thread only), SIGTERM first runs ``action(signum)``, then does what
+    it would have done without this guard (end the process, or call the handler that was in place). For work
+    that must be closed before the process goes: a W&B run's writer buffers what it was sent, so a run killed
+    outside the learn loop (whose :class:`DeferredSignals` stop it between steps) would lose its record. The
+    loop's own handler takes precedence while the loop runs; an ignored signal stays ignored."""
+
+    def __init__(self, action: Callable[[int], None], signals: Iterable[int] = (signal.SIGTERM,)) -> None:
+        self.action = action
+        self.signals = tuple(signals)
+        self._previous: Dict[int, object] = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        previous = self._previous.get(signum, signal.SIG_DFL)
+        try:
+            self.action(signum)
+        finally:
+            if callable(previous):
+                previous(signum, frame)
+            else:  # SIG_DFL: end the process by this signal, as without the guard
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+
+    def __enter__(self) -> "BeforeTermination":
+        if threading.current_thread() is threading.main_thread():
+            for s in self.signals:
+                if signal.getsignal(s) is signal.SIG_IGN:
+                    continue
+                try:
+                    self._previous[s] = signal.signal(s, self._handle)
+                except (ValueError, OSError):
+                    pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous.clear()
 
 
 class RunLockError(RuntimeError):

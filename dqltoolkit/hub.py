@@ -239,13 +239,18 @@ def resolve_hf(spec: Union[str, Path], force: bool = False) -> Path:
     return download_verified(ref, name, digest, size, revision=commit, force=force)
 
 
-def fetch_pinned(spec: Union[str, Path], sha256: str, size: Optional[int] = None) -> Path:
+def fetch_pinned(spec: Union[str, Path], sha256: str, size: Optional[int] = None, filename: Optional[str] = None,
+                 force: bool = False) -> Path:
     """A repo's checkpoint verified against a digest recorded outside the repo: a zoo index entry that points
-    at the Hub (``hf: ORG/NAME[@rev]`` with the entry's ``sha256`` and ``size``). The card names the file; the
-    index's digest decides, so an index pins a repo's content even if its owner pushes again."""
+    at the Hub (``hf: ORG/NAME[@rev]`` with the entry's ``sha256`` and ``size``). The card names the file
+    unless ``filename`` does (then the repo needs no dqltoolkit card); the index's digest decides, so an
+    index pins a repo's content even if its owner pushes again. ``force`` downloads again."""
     ref = parse_ref(spec)
-    name, _, _, commit = _card_checkpoint(ref)
-    return download_verified(ref, name, sha256, size, revision=commit, recorded_by="the zoo index")
+    if filename:
+        name, commit = filename, ref.revision
+    else:
+        name, _, _, commit = _card_checkpoint(ref, force)
+    return download_verified(ref, name, sha256, size, revision=commit, force=force, recorded_by="the zoo index")
 
 
 # ---- pushing ----
@@ -352,7 +357,8 @@ def _gather(source: Union[str, Path], agent: Optional[str]) -> _Source:
     run_files: Dict[str, Path] = {}
     if text.startswith(ZOO_PREFIX):  # a zoo entry: its metrics and how it was trained come from the index
         entry = get_entry(text[len(ZOO_PREFIX):])
-        checkpoint = fetch(entry)
+        # (an entry on the Hub is fetched here, not through dqltoolkit.sources, which imports this module)
+        checkpoint = fetch_pinned(entry.location, entry.sha256, entry.size, entry.filename) if entry.kind == "hf" else fetch(entry)
         agent = agent or entry.agent
         evaluation, trained, description = dict(entry.metrics), dict(entry.trained), entry.description
     else:

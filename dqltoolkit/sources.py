@@ -1,7 +1,9 @@
 """Where a checkpoint comes from: a path, ``zoo:<id>`` or ``hf:ORG/NAME[@revision]``, each verified.
 
 Why a module of its own: the zoo and the Hub are two catalogues of checkpoints, and the Hub's can also
-stand behind zoo entries; a resolver above both keeps either from importing the other's caller.
+stand behind zoo entries (an index entry with ``hf: ORG/NAME[@revision]``); a resolver above both keeps
+either from importing the other's caller: ``zoo.py`` reads and checks every entry but never imports the
+Hub client, and the dispatch of an entry to its fetcher is here.
 """
 
 from __future__ import annotations
@@ -9,15 +11,32 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Union
 
-from .zoo import resolve_checkpoint as _resolve_zoo
+from .zoo import ZOO_PREFIX, ZooEntry, ZooError, fetch, get_entry
+
+
+def fetch_entry(entry: Union[str, ZooEntry], index: Optional[str] = None, force: bool = False, progress: bool = True) -> Path:
+    """The verified local file of a zoo entry of any kind: a shipped file, a download in the zoo's cache, or
+    (``hf:``) the Hub repo's checkpoint in the Hub's cache, checked against the entry's SHA-256 and size
+    (not the repo's card: the index pins the content). ``force`` downloads again."""
+    entry = get_entry(entry, index) if isinstance(entry, str) else entry
+    if entry.kind != "hf":
+        return fetch(entry, index, force=force, progress=progress)
+    from .hub import HubError, fetch_pinned
+
+    try:
+        return fetch_pinned(entry.location, entry.sha256, entry.size, filename=entry.filename or None, force=force)
+    except HubError as exc:
+        raise ZooError(f"zoo entry {entry.id!r} ({entry.location}): {exc}") from None
 
 
 def resolve_checkpoint(spec: Union[str, Path], index: Optional[str] = None) -> Path:
-    """The local, verified file behind ``spec``: ``zoo:<id>`` (SHA-256 against the index), ``hf:ORG/NAME``
-    (SHA-256 against the model card, through the Hugging Face cache), or a path as it is."""
+    """The local, verified file behind ``spec``: ``zoo:<id>`` (SHA-256 against the index, wherever the entry
+    lives), ``hf:ORG/NAME`` (SHA-256 against the model card, through the Hugging Face cache), or a path as it is."""
     text = str(spec)
     if text.startswith("hf:"):
         from .hub import resolve_hf
 
         return resolve_hf(text)
-    return _resolve_zoo(spec, index)
+    if text.startswith(ZOO_PREFIX):
+        return fetch_entry(text[len(ZOO_PREFIX):], index)
+    return Path(spec)

@@ -4,6 +4,7 @@ The learning loop itself (callbacks, logging, divergence, signals) is dqltoolkit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -153,12 +154,15 @@ def agent_for_task(agent: str, env: str, seeds: Sequence[int] = (0,), device: st
     return Agent.from_task(agent, env, seeds=seeds, device=device, download=download, **overrides)
 
 
-LOGGERS = ("stdout", "csv", "log", "json", "tensorboard")  # SB3's output formats; csv is metrics.csv, always written
+LOGGERS = ("stdout", "csv", "log", "json", "tensorboard", "wandb")  # SB3's output formats and W&B's; csv is metrics.csv, always written
 
 
-def output_formats(names: Sequence[str], out: Optional[Path]) -> List[Any]:
+def output_formats(names: Sequence[str], out: Optional[Path], config: Optional[Mapping[str, Any]] = None,
+                   say: Callable[[str], None] = lambda m: None, tags: Sequence[str] = ()) -> List[Any]:
     """SB3 logger formats for ``--logger`` names (``csv`` adds nothing: metrics.csv is always there);
-    ``out`` None only checks the names. ``tensorboard`` needs the optional ``tensorboard`` package."""
+    ``out`` None only checks the names. ``tensorboard`` needs the optional ``tensorboard`` package, ``wandb``
+    the ``wandb`` package (dqltoolkit/wandb_logger.py: a W&B run, offline unless WANDB_MODE says otherwise,
+    whose config is ``config``)."""
     import sys
 
     from stable_baselines3.common.logger import HumanOutputFormat, make_output_format
@@ -171,14 +175,29 @@ def output_formats(names: Sequence[str], out: Optional[Path]) -> List[Any]:
             import tensorboard  # noqa: F401
         except ImportError:
             raise ValueError("--logger tensorboard needs the tensorboard package: pip install 'dqltoolkit[tensorboard]'") from None
+    if "wandb" in names:
+        from .wandb_logger import require_wandb
+
+        require_wandb()
     if out is None:
         return []
     formats: List[Any] = []
-    for name in dict.fromkeys(names):
-        if name == "stdout":
-            formats.append(HumanOutputFormat(sys.stdout))
-        elif name != "csv":
-            formats.append(make_output_format(name, str(out)))
+    try:
+        for name in dict.fromkeys(names):
+            if name == "stdout":
+                formats.append(HumanOutputFormat(sys.stdout))
+            elif name == "wandb":
+                from .wandb_logger import WandbOutputFormat
+
+                formats.append(WandbOutputFormat(out, config or {}, tags=tags, say=say,
+                                                 job_type="resume" if config and "resume" in config else "train"))
+            elif name != "csv":
+                formats.append(make_output_format(name, str(out)))
+    except BaseException:
+        for f in formats:  # a run started before the failing format is marked failed, not left open
+            if hasattr(f, "finish"):
+                f.finish(None, exit_code=1)
+        raise
     return formats
 
 
@@ -235,12 +254,13 @@ def train(
     with NaN/Inf weights is ever saved: on divergence the error names the last finite checkpoint.
     ``say``: where progress notes go (the CLI prints them to stderr). ``loggers``: SB3 logger formats besides
     ``metrics.csv`` (always written: the figures and the record of the run read it), from :data:`LOGGERS`;
-    default: ``stdout`` when ``verbose`` and not ``progress``. ``replace_unfinished``: a folder holding an
+    default: ``stdout`` when ``verbose`` and not ``progress``; a ``wandb`` run is finished however the run ends
+    (see dqltoolkit/wandb_logger.py). ``replace_unfinished``: a folder holding an
     interrupted run is emptied instead of refused (for callers that redo cheap runs, like the ablation).
     ``overrides_where_read``: apply each override where the recipe's parts read it and skip it elsewhere
     (one table of settings for runs of different compositions, like the ablation's), instead of refusing it.
     """
-    from .faults import RunLock
+    from .faults import BeforeTermination, RunLock
 
     output_formats(loggers or [], None)  # (checks the names before anything runs)
     _check_count("steps", steps)
@@ -249,11 +269,56 @@ def train(
         raise ValueError("init starts a new run from a checkpoint's weights and resume continues one: give only one of them")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    with RunLock(out):
-        return _train_locked(agent=agent, env=env, out=out, steps=steps, seeds=seeds, device=device, overrides=dict(overrides or {}),
-                             progress=progress, evaluate_at_end=evaluate_at_end, verbose=verbose, download=download, resume=resume,
-                             init=init, save_every=save_every, say=say or (lambda m: None), loggers=loggers,
-                             replace_unfinished=replace_unfinished, where_read=overrides_where_read)
+    trackers: List[Any] = []  # run trackers (the W&B run) that _train_locked started: finished here, however it ends
+    # (SIGTERM outside the learn loop, e.g. during the final evaluation, finishes them before the process ends)
+    guard = BeforeTermination(lambda signum: _finish_trackers(trackers, _Terminated(signum))) if "wandb" in (loggers or []) else None
+    with RunLock(out), guard or contextlib.nullcontext():
+        try:
+            result = _train_locked(agent=agent, env=env, out=out, steps=steps, seeds=seeds, device=device, overrides=dict(overrides or {}),
+                                   progress=progress, evaluate_at_end=evaluate_at_end, verbose=verbose, download=download, resume=resume,
+                                   init=init, save_every=save_every, say=say or (lambda m: None), loggers=loggers,
+                                   replace_unfinished=replace_unfinished, where_read=overrides_where_read, trackers=trackers)
+        except BaseException as exc:
+            _finish_trackers(trackers, exc)
+            raise
+        _finish_trackers(trackers, None, result.results)
+        return result
+
+
+class _Terminated(BaseException):
+    """A stop signal outside the learn loop (its handler ends the process once the trackers are finished)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _finish_trackers(trackers: Sequence[Any], exc: Optional[BaseException], results: Optional[Mapping[str, Any]] = None) -> None:
+    """Finish every tracker: with the run's results, or marked as stopped by a signal (exit code 128 + N, the
+    interrupt checkpoint noted) or failed (1, the error noted). A tracker that fails to finish must not hide
+    the run's own error."""
+    from .faults import TrainingInterrupted, signal_name
+
+    if exc is None:
+        for t in trackers:
+            t.finish(results, exit_code=0)
+        return
+    if isinstance(exc, TrainingInterrupted):
+        code = 128 + exc.signum
+        notes = {"stopped_by": signal_name(exc.signum), "stopped_at_step": exc.step, **({"checkpoint": str(exc.checkpoint)} if exc.checkpoint else {})}
+    elif isinstance(exc, _Terminated):
+        code, notes = 128 + exc.signum, {"stopped_by": signal_name(exc.signum), "stopped_during": "the end of the run (after the learn loop)"}
+    elif isinstance(exc, KeyboardInterrupt):
+        code, notes = 130, {"stopped_by": "KeyboardInterrupt"}
+    else:
+        code, notes = 1, {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+        if getattr(exc, "checkpoint", None) is not None:
+            notes["checkpoint"] = str(exc.checkpoint)
+    for t in trackers:
+        try:
+            t.finish(None, exit_code=code, **notes)
+        except Exception:  # noqa: BLE001 (the run's own error is what the caller must see)
+            pass
 
 
 def _model_for_run(agent, task, steps, seeds, device, overrides, download, resume, init, say, where_read=False):
@@ -333,8 +398,9 @@ def _evaluate_run(model, task, table, ckpts: List[Path], out: Path, device: str,
 
 
 def _train_locked(*, agent, env, out: Path, steps, seeds, device, overrides, progress, evaluate_at_end, verbose, download, resume, init,
-                  save_every, say, loggers, replace_unfinished, where_read=False) -> TrainResult:
-    """:func:`train` with the run folder's lock held."""
+                  save_every, say, loggers, replace_unfinished, where_read=False, trackers: Optional[List[Any]] = None) -> TrainResult:
+    """:func:`train` with the run folder's lock held; run trackers it starts (``--logger wandb``) are appended
+    to ``trackers`` for :func:`train` to finish."""
     from stable_baselines3.common.logger import CSVOutputFormat, Logger
 
     from .checkpoint import save_agent
@@ -367,7 +433,10 @@ def _train_locked(*, agent, env, out: Path, steps, seeds, device, overrides, pro
     formats = [CSVOutputFormat(str(out / "metrics.csv"))]
     written.append(out / "metrics.csv")
     wanted = list(loggers) if loggers is not None else (["stdout"] if verbose and not progress else [])
-    formats.extend(output_formats(wanted, out))
+    tags = [task.id] + ([agent] if isinstance(agent, str) and ":" not in agent and "/" not in agent else [])
+    formats.extend(output_formats(wanted, out, config=resolved, say=say, tags=tags))
+    if trackers is not None:
+        trackers.extend(f for f in formats if hasattr(f, "finish"))
     model.set_logger(Logger(str(out), formats))
     callbacks: List[Any] = []
     evaluation = None

@@ -7,9 +7,13 @@ so even a checkpoint from an index a user points us at cannot run code.
 
 The shipped catalogue is ``zoo/index.yaml`` (inside the wheel under ``dqltoolkit/_catalogue/zoo``).
 ``DQLTOOLKIT_ZOO_INDEX`` (or ``dqltoolkit zoo --index``) names another one: a path, or an http(s) or
-file URL, e.g. a lab's own server. Each entry holds either ``file`` (a checkpoint next to the index)
-or ``url`` (a relative URL resolves against the index's own location). Anywhere a checkpoint path is
-accepted, ``zoo:<id>`` names an entry instead.
+file URL, e.g. a lab's own server. Each entry holds exactly one of ``file`` (a checkpoint next to the
+index), ``url`` (a relative URL resolves against the index's own location) or ``hf`` (``ORG/NAME[@revision]``,
+a Hugging Face Hub repo, optionally with the ``filename`` in it; else its model card names the file).
+This module reads and checks all three but fetches only files and URLs: an ``hf`` entry is fetched by
+``dqltoolkit.sources`` through ``dqltoolkit.hub`` (the zoo never imports the Hub client), and its
+checkpoint is checked against the entry's ``sha256`` and ``size`` like any other. Anywhere a checkpoint
+path is accepted, ``zoo:<id>`` names an entry instead.
 
 An index may come from anyone, so everything read from it is bounded and checked: entry ids match
 :data:`ID_PATTERN` (an id becomes a file name in the cache, so no separators and no ``..``), a
@@ -48,8 +52,12 @@ MAX_INDEX_BYTES = 4 << 20  # an index is a few hundred bytes per entry
 STALE_PART_S = 3600.0  # a .part file untouched this long belongs to a killed download
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _CHUNK = 1 << 16
-_FIELDS: Dict[str, type] = {"id": str, "agent": str, "task": str, "sha256": str, "size": int, "file": str, "url": str,
-                            "description": str, "metrics": dict, "trained": dict}
+_FIELDS: Dict[str, type] = {"id": str, "agent": str, "task": str, "sha256": str, "size": int, "file": str, "url": str, "hf": str,
+                            "filename": str, "description": str, "metrics": dict, "trained": dict}
+_LOCATIONS = ("file", "url", "hf")
+HF_PREFIX = "hf:"
+# a Hub repo reference as an index writes it (ORG/NAME[@revision]); dqltoolkit.hub.parse_ref checks it fully when it is fetched
+_HF_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(@[A-Za-z0-9_./-]{1,200})?$")
 _REQUIRED = ("id", "agent", "task", "sha256", "size")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -109,19 +117,28 @@ class ZooEntry:
     task: str
     sha256: str
     size: int
-    location: str  # an absolute path (a shipped file) or a URL
+    location: str  # an absolute path (a shipped file), a URL, or hf:ORG/NAME[@revision] (a Hugging Face Hub repo)
     description: str = ""
     metrics: Mapping[str, Any] = field(default_factory=dict)
     trained: Mapping[str, Any] = field(default_factory=dict)
+    filename: str = ""  # the checkpoint's path in a Hub repo ("": the one its model card names)
+
+    @property
+    def kind(self) -> str:
+        """Where it lives: ``file`` (shipped next to the index), ``url`` (downloaded) or ``hf`` (a Hub repo)."""
+        if self.location.startswith(HF_PREFIX):
+            return "hf"
+        return "url" if "://" in self.location else "file"
 
     @property
     def shipped(self) -> bool:
         """True for a file next to the index (nothing to download)."""
-        return "://" not in self.location
+        return self.kind == "file"
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"id": self.id, "agent": self.agent, "task": self.task, "size": self.size, "sha256": self.sha256,
-                "location": self.location, "description": self.description, "metrics": dict(self.metrics), "trained": dict(self.trained)}
+        return {"id": self.id, "agent": self.agent, "task": self.task, "size": self.size, "sha256": self.sha256, "lives": self.kind,
+                "location": self.location, **({"filename": self.filename} if self.filename else {}), "description": self.description,
+                "metrics": dict(self.metrics), "trained": dict(self.trained)}
 
 
 def default_index() -> str:
@@ -241,8 +258,23 @@ def _entry(raw: Any, position: int, index: str) -> ZooEntry:
         raise ZooError(f"{where}: field 'sha256' must be 64 lower-case hex digits, got {raw['sha256']!r}")
     if raw["size"] <= 0:
         raise ZooError(f"{where}: field 'size' must be a positive number of bytes, got {raw['size']}")
-    if ("file" in raw) == ("url" in raw):
-        raise ZooError(f"{where}: give exactly one of 'file' (shipped next to the index) or 'url'")
+    given = [name for name in _LOCATIONS if name in raw]
+    if len(given) != 1:
+        raise ZooError(f"{where}: give exactly one of 'file' (shipped next to the index) or 'url' (downloaded) or 'hf' "
+                       f"(a Hugging Face Hub repo, ORG/NAME[@revision])" + (f"; it gives {' and '.join(given)}" if given else ""))
+    if "filename" in raw:
+        name = raw["filename"]
+        if "hf" not in raw:
+            raise ZooError(f"{where}: field 'filename' names a file in a Hub repo and goes with 'hf' only")
+        if not name or name.startswith("/") or ".." in name.split("/") or "\\" in name or "://" in name or len(name) > 500:
+            raise ZooError(f"{where}: field 'filename' must be a relative path inside the Hub repo, got {name[:80]!r}")
+    if "hf" in raw:
+        repo = raw["hf"][len(HF_PREFIX):] if raw["hf"].startswith(HF_PREFIX) else raw["hf"]
+        if not _HF_REPO.match(repo) or ".." in repo:
+            raise ZooError(f"{where}: field 'hf' must be a Hub repo, ORG/NAME or ORG/NAME@REVISION, got {raw['hf'][:80]!r}")
+        return ZooEntry(id=raw["id"], agent=raw["agent"], task=raw["task"], sha256=raw["sha256"], size=raw["size"],
+                        location=HF_PREFIX + repo, description=raw.get("description", ""), metrics=raw.get("metrics", {}),
+                        trained=raw.get("trained", {}), filename=raw.get("filename", ""))
     if "file" in raw:
         name = Path(raw["file"])
         if not raw["file"] or name.is_absolute() or ".." in name.parts or "\\" in raw["file"] or "://" in raw["file"]:
@@ -306,6 +338,8 @@ def cached_path(entry: ZooEntry) -> Path:
     check_id(entry.id)
     if not _SHA256.match(entry.sha256):
         raise ZooError(f"zoo entry {entry.id!r}: sha256 {entry.sha256[:80]!r} is not 64 lower-case hex digits")
+    if entry.kind == "hf":
+        raise ZooError(f"zoo entry {entry.id!r} lives on the Hugging Face Hub ({entry.location}): it is cached in the Hub's cache, not the zoo's")
     root = cache_root()
     path = root / f"{entry.id}-{entry.sha256[:12]}.zip"
     if path.parent != root:
@@ -375,8 +409,12 @@ def fetch(entry: Union[str, ZooEntry], index: Optional[str] = None, force: bool 
           deadline: Optional[float] = None) -> Path:
     """The local path of a zoo checkpoint, verified against the index: a shipped file in place, a
     downloaded one from the cache (downloaded first if missing, or again with ``force``). ``deadline``:
-    seconds the download may take in all (default :func:`deadline_s`)."""
+    seconds the download may take in all (default :func:`deadline_s`). An entry on the Hub is fetched by
+    :func:`dqltoolkit.sources.fetch_entry`, which handles every kind."""
     entry = get_entry(entry, index) if isinstance(entry, str) else entry
+    if entry.kind == "hf":
+        raise ZooError(f"zoo entry {entry.id!r} lives on the Hugging Face Hub ({entry.location}): "
+                       "dqltoolkit.sources.fetch_entry (or zoo:<id> anywhere a checkpoint goes) fetches it")
     if entry.shipped:
         path = Path(entry.location)
         if not path.is_file():
@@ -396,7 +434,7 @@ def fetch(entry: Union[str, ZooEntry], index: Optional[str] = None, force: bool 
 
 def resolve_checkpoint(spec: Union[str, Path], index: Optional[str] = None) -> Path:
     """``zoo:<id>`` -> the entry's verified local file; anything else is a path and is returned as one.
-    (``hf:`` references and every other source: :func:`dqltoolkit.sources.resolve_checkpoint`.)"""
+    (``hf:`` references, entries on the Hub and every other source: :func:`dqltoolkit.sources.resolve_checkpoint`.)"""
     text = str(spec)
     if text.startswith("hf:"):
         raise ZooError(f"{text} is a Hugging Face Hub reference, not a zoo entry: dqltoolkit.sources.resolve_checkpoint resolves both")
@@ -407,15 +445,19 @@ def resolve_checkpoint(spec: Union[str, Path], index: Optional[str] = None) -> P
 
 def make_entry(checkpoint: Union[str, Path], entry_id: str, url: Optional[str] = None, file: Optional[str] = None,
                agent: Optional[str] = None, results: Optional[Mapping[str, Any]] = None, description: str = "",
-               trained: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+               trained: Optional[Mapping[str, Any]] = None, hf: Optional[str] = None) -> Dict[str, Any]:
     """An index entry for a checkpoint (what ``dqltoolkit zoo entry`` prints): digest and size of the file,
     its task, steps, seeds and versions from the file itself, the recipe name from ``agent`` or the run's
-    ``config.yaml`` beside it, metrics from the run's ``results.json`` when given."""
+    ``config.yaml`` beside it, metrics from the run's ``results.json`` when given. ``hf``: the Hub repo
+    (``ORG/NAME[@revision]``) the checkpoint was pushed to, instead of ``url`` or ``file``."""
     from .checkpoint import read_checkpoint
 
     check_id(entry_id)
-    if (url is None) == (file is None):
-        raise ZooError("zoo entry: give exactly one of url (where it will be downloaded from) or file (shipped next to the index)")
+    if sum(x is not None for x in (url, file, hf)) != 1:
+        raise ZooError("zoo entry: give exactly one of url (where it will be downloaded from) or file (shipped next to the index) "
+                       "or hf (the Hub repo it was pushed to)")
+    if hf is not None and not _HF_REPO.match(hf[len(HF_PREFIX):] if hf.startswith(HF_PREFIX) else hf):
+        raise ZooError(f"zoo entry: hf must be a Hub repo, ORG/NAME or ORG/NAME@REVISION, got {hf!r}")
     path = Path(checkpoint)
     doc, _ = read_checkpoint(path)
     if not doc.get("task"):
@@ -426,7 +468,10 @@ def make_entry(checkpoint: Union[str, Path], entry_id: str, url: Optional[str] =
     if not agent:
         raise ZooError(f"{path}: no recipe name given and no run config.yaml beside it naming one; pass agent (--agent)")
     entry: Dict[str, Any] = {"id": entry_id, "agent": str(agent), "task": doc["task"], "sha256": sha256_of(path), "size": path.stat().st_size}
-    entry["url" if url is not None else "file"] = url if url is not None else file
+    if hf is not None:
+        entry["hf"] = hf[len(HF_PREFIX):] if hf.startswith(HF_PREFIX) else hf
+    else:
+        entry["url" if url is not None else "file"] = url if url is not None else file
     if description:
         entry["description"] = description
     if results:

@@ -331,3 +331,133 @@ def test_push_the_shipped_zoo_model(hub_env):
     assert meta["dqltoolkit"]["sha256"] == res.sha256 == "4a6213963fb4efef19e53553eb2332484ca695311d5ed3cf41ed4b173ef52386"
     np.testing.assert_array_equal(actions(dqltoolkit.load("hf:lab/zoo-bandit", device="cpu")),
                                   actions(dqltoolkit.load("zoo:diffusion-ql-bandit2d-v0", device="cpu")))
+
+
+# ---- zoo index entries that point at a Hub repo (hf: ORG/NAME[@revision], optionally a filename) ----
+
+
+def _zoo_index(tmp_path, monkeypatch, entries):
+    """A zoo index holding ``entries``, made the default catalogue (DQLTOOLKIT_ZOO_INDEX)."""
+    index = tmp_path / "zoo" / "index.yaml"
+    index.parent.mkdir(exist_ok=True)
+    index.write_text(yaml.safe_dump({"entries": entries}, sort_keys=False))
+    monkeypatch.setenv("DQLTOOLKIT_ZOO_INDEX", str(index))
+    return index
+
+
+def test_zoo_entry_on_the_hub_loads_as_zoo_id(hub_env, bandit_run, tmp_path, monkeypatch):
+    from dqltoolkit import sources, zoo
+
+    res = hub.push(bandit_run, "lab/zoo-hf")
+    runner = CliRunner()
+    made = runner.invoke(main, ["zoo", "entry", str(bandit_run / "model.zip"), "--id", "tiny-hf", "--hf", "lab/zoo-hf",
+                                "--results", str(bandit_run / "results.json")])
+    assert made.exit_code == 0, made.output
+    (raw,) = yaml.safe_load(made.output)
+    assert raw["hf"] == "lab/zoo-hf" and raw["sha256"] == res.sha256 and "file" not in raw and "url" not in raw
+    _zoo_index(tmp_path, monkeypatch, [raw])
+    entry = zoo.get_entry("tiny-hf")
+    assert (entry.kind, entry.location, entry.shipped) == ("hf", "hf:lab/zoo-hf", False)
+
+    local = dqltoolkit.load(bandit_run / "model.zip", device="cpu")
+    loaded = dqltoolkit.load("zoo:tiny-hf", device="cpu")
+    assert loaded.num_timesteps == 30 and loaded.task == "bandit2d-v0"
+    np.testing.assert_array_equal(actions(loaded), actions(local))
+    path = sources.resolve_checkpoint("zoo:tiny-hf")  # the Hub cache's copy, verified against the index
+    assert str(path).startswith(os.environ["HF_HUB_CACHE"]) and path.name == CKPT and sha256(path) == res.sha256
+
+    out = runner.invoke(main, ["evaluate", "zoo:tiny-hf", "--episodes", "20", "--device", "cpu", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output.strip().splitlines()[-1])["episodes"] == 20
+    out = runner.invoke(main, ["zoo", "evaluate", "tiny-hf", "--episodes", "20", "--device", "cpu", "--json"])
+    assert out.exit_code == 0 and json.loads(out.output.strip().splitlines()[-1])["episodes"] == 20, out.output
+    out = runner.invoke(main, ["zoo", "download", "tiny-hf"])
+    assert out.exit_code == 0 and out.output.strip() == str(path), out.output
+    # where each entry lives
+    out = runner.invoke(main, ["zoo", "list"])
+    assert out.exit_code == 0 and "| tiny-hf | diffusion-ql | bandit2d-v0 | mean return" in out.output
+    assert out.output.rstrip().endswith("| hf:lab/zoo-hf | Hub cache |")
+    listed = json.loads(runner.invoke(main, ["zoo", "list", "--json"]).output)
+    assert (listed["lives"], listed["location"]) == ("hf", "hf:lab/zoo-hf")
+    info = yaml.safe_load(runner.invoke(main, ["zoo", "info", "tiny-hf"]).output)
+    assert info["location"] == "hf:lab/zoo-hf" and "cached" not in info
+    # the shipped catalogue keeps its shipped files: a shipped entry lives in a "file"
+    from dqltoolkit.config import catalogue_dir
+
+    shipped = runner.invoke(main, ["zoo", "--index", str(catalogue_dir("zoo") / "index.yaml"), "list"])
+    assert "| diffusion-ql-bandit2d-v0 |" in shipped.output and "| file | shipped |" in shipped.output
+    # a push from the entry reads it through the same pinned fetch
+    assert hub.prepare_push("zoo:tiny-hf", "lab/again").sha256 == res.sha256
+
+
+def test_zoo_entry_with_revision_and_filename_needs_no_card(hub_env, bandit_run, tmp_path, monkeypatch):
+    client = api(hub_env)
+    client.create_repo("lab/plain")
+    commit = client.upload_file(path_or_fileobj=str(bandit_run / "model.zip"), path_in_repo="weights/model.zip", repo_id="lab/plain").oid
+    client.upload_file(path_or_fileobj=b"later", path_in_repo="weights/model.zip", repo_id="lab/plain")  # main moves on
+    digest, size = sha256(bandit_run / "model.zip"), (bandit_run / "model.zip").stat().st_size
+    _zoo_index(tmp_path, monkeypatch, [{"id": "plain", "agent": "diffusion-ql", "task": "bandit2d-v0", "sha256": digest, "size": size,
+                                        "hf": f"lab/plain@{commit}", "filename": "weights/model.zip"},
+                                       {"id": "plain-main", "agent": "diffusion-ql", "task": "bandit2d-v0", "sha256": digest, "size": size,
+                                        "hf": "lab/plain", "filename": "weights/model.zip"}])
+    np.testing.assert_array_equal(actions(dqltoolkit.load("zoo:plain", device="cpu")), actions(dqltoolkit.load(bandit_run / "model.zip", device="cpu")))
+    # main now holds 5 bytes: the index's size and digest refuse them
+    with pytest.raises(ValueError, match=r"zoo entry 'plain-main' \(hf:lab/plain\): hf:lab/plain: weights/model.zip \(revision main\) has "
+                                         rf"SHA-256 {sha256_bytes(b'later')} \(5 bytes\), but the zoo index records {digest} \({size} bytes\)"):
+        dqltoolkit.load("zoo:plain-main", device="cpu")
+
+
+def sha256_bytes(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_zoo_entry_on_the_hub_digest_mismatch_and_bad_entries(hub_env, bandit_run, tmp_path, monkeypatch):
+    res = hub.push(bandit_run, "lab/zoo-pinned")
+    size = (bandit_run / "model.zip").stat().st_size
+    base = {"id": "pinned", "agent": "diffusion-ql", "task": "bandit2d-v0", "size": size, "hf": "lab/zoo-pinned"}
+    # the owner pushes another checkpoint (with a new card): hf: follows the repo, the zoo entry stays pinned to its digest
+    other = dqltoolkit.load(bandit_run / "model.zip", device="cpu")
+    other.num_timesteps = 999
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    other.save(newer / "model.zip")
+    shutil.copy(bandit_run / "config.yaml", newer / "config.yaml")
+    again = hub.push(newer, "lab/zoo-pinned")
+    assert dqltoolkit.load("hf:lab/zoo-pinned", device="cpu").num_timesteps == 999
+    _zoo_index(tmp_path, monkeypatch, [{**base, "sha256": res.sha256}])
+    with pytest.raises(ValueError) as err:
+        dqltoolkit.load("zoo:pinned", device="cpu")
+    msg = str(err.value)
+    assert msg.startswith("zoo entry 'pinned' (hf:lab/zoo-pinned): hf:lab/zoo-pinned: diffusion-ql-bandit2d-v0.zip")
+    assert f"has SHA-256 {again.sha256}" in msg and f"but the zoo index records {res.sha256}" in msg and "nothing was loaded" in msg
+    out = CliRunner().invoke(main, ["evaluate", "zoo:pinned", "--device", "cpu"])
+    assert out.exit_code == 1 and again.sha256 in out.output and res.sha256 in out.output and "Traceback" not in out.output
+    # an entry that is both shipped and on the Hub: the index file and the entry's id are named
+    index = _zoo_index(tmp_path, monkeypatch, [{**base, "sha256": res.sha256, "file": "pinned.zip"}])
+    expected = (f"zoo index {index}, entry 0 ('pinned'): give exactly one of 'file' (shipped next to the index) or 'url' (downloaded) "
+                "or 'hf' (a Hugging Face Hub repo, ORG/NAME[@revision]); it gives file and hf")
+    with pytest.raises(ValueError) as err:
+        dqltoolkit.load("zoo:pinned", device="cpu")
+    assert str(err.value) == expected
+    out = CliRunner().invoke(main, ["zoo", "list"])
+    assert out.exit_code == 1 and expected in out.output
+    index = _zoo_index(tmp_path, monkeypatch, [{**base, "sha256": res.sha256, "hf": "hf:lab/zoo pinned"}])
+    with pytest.raises(ValueError, match=rf"zoo index {index}, entry 0 \('pinned'\): field 'hf' must be a Hub repo, ORG/NAME or "
+                                         r"ORG/NAME@REVISION, got 'hf:lab/zoo pinned'"):
+        dqltoolkit.load("zoo:pinned", device="cpu")
+
+
+def test_zoo_entry_on_the_hub_offline_from_the_cache(hub_env, bandit_run, tmp_path, monkeypatch):
+    res = hub.push(bandit_run, "lab/zoo-offline")
+    size = (bandit_run / "model.zip").stat().st_size
+    base = {"agent": "diffusion-ql", "task": "bandit2d-v0", "sha256": res.sha256, "size": size}
+    _zoo_index(tmp_path, monkeypatch, [{"id": "offline", **base, "hf": "lab/zoo-offline"},
+                                       {"id": "never", **base, "hf": "lab/zoo-never-fetched"}])
+    online = dqltoolkit.load("zoo:offline", device="cpu")  # the first fetch, online
+    seen = len(hub_env.requests)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: any request would fail
+    np.testing.assert_array_equal(actions(dqltoolkit.load("zoo:offline", device="cpu")), actions(online))
+    assert len(hub_env.requests) == seen  # served from the Hub cache
+    with pytest.raises(ValueError, match=r"zoo entry 'never' \(hf:lab/zoo-never-fetched\): .*not in the Hub cache .* HF_HUB_OFFLINE=1 forbids"):
+        dqltoolkit.load("zoo:never", device="cpu")

@@ -17,10 +17,14 @@ LAYERS = {
     2: ["config", "data", "tasks"],
     3: ["learner", "backends", "acting"],
     4: ["loop", "faults", "agent", "checkpoint", "checkpoint_checks", "zoo", "hub", "hub_card", "sources"],
-    5: ["training", "runs", "evaluation", "ablation", "bench", "plots", "export", "stats", "report", "report_plots"],
+    5: ["training", "runs", "wandb_logger", "evaluation", "ablation", "bench", "plots", "export", "stats", "report", "report_plots"],
     6: ["cli", "__init__", "__main__"],
 }
 LAYER_OF = {name: layer for layer, names in LAYERS.items() for name in names}
+
+#: imports forbidden within a layer: the zoo reads index entries that point at the Hub, but fetching them is
+#: dqltoolkit.sources' job (above both), so that the zoo never depends on the Hub client or its resolver
+FORBIDDEN = {"zoo": {"hub", "hub_card", "sources"}, "hub": {"sources"}}
 
 
 def _module_name(path: Path) -> str:
@@ -76,6 +80,13 @@ def test_every_import_goes_to_the_same_layer_or_below():
             if _layer(target) > _layer(module):
                 upward.append(f"dqltoolkit.{module} (layer {_layer(module)}) imports dqltoolkit.{target} (layer {_layer(target)})")
     assert not upward, "imports that go up a layer:\n" + "\n".join(sorted(upward))
+
+
+def test_forbidden_imports_within_a_layer():
+    graph = _graph()
+    found = [f"dqltoolkit.{m} imports dqltoolkit.{t}" for m, banned in FORBIDDEN.items() for t in sorted(graph[m] & banned)]
+    assert not found, "\n".join(found)
+    assert "zoo" in graph["sources"] and "hub" in graph["sources"]  # (the resolver above both: the rule has something to hold)
 
 
 def test_no_import_cycles():

@@ -136,8 +136,8 @@ def test_logger_formats_write_event_files_that_read_back(tmp_path):
     rows = [json.loads(line) for line in (out / "progress.json").read_text().splitlines()]
     assert [r["time/step"] for r in rows] == [5, 10, 12]
     assert [s.value for s in scalars] == pytest.approx([r["train/critic_loss"] for r in rows])
-    bad = cli("--steps", "2", "--out", str(tmp_path / "x"), "--logger", "csv,wandb")
-    assert bad.exit_code != 0 and "--logger: unknown format(s) ['wandb']" in bad.output
+    bad = cli("--steps", "2", "--out", str(tmp_path / "x"), "--logger", "csv,mlflow")
+    assert bad.exit_code != 0 and "--logger: unknown format(s) ['mlflow']" in bad.output
 
 
 def test_threads_option_and_its_automatic_default(tmp_path, monkeypatch):

@@ -181,7 +181,13 @@ GOOD = {"id": "a", "agent": "diffusion-ql", "task": "bandit2d-v0", "sha256": "0"
     ({"size": None}, "missing the field 'size'"),
     ({"sha256": "abc"}, "field 'sha256' must be 64 lower-case hex digits, got 'abc'"),
     ({"size": "10"}, "field 'size' must be int, got '10'"),
-    ({"url": "http://x/a.zip"}, "give exactly one of 'file' \\(shipped next to the index\\) or 'url'"),
+    ({"url": "http://x/a.zip"}, "give exactly one of 'file' \\(shipped next to the index\\) or 'url' \\(downloaded\\) or 'hf' "
+                                "\\(a Hugging Face Hub repo, ORG/NAME\\[@revision\\]\\); it gives file and url"),
+    ({"file": None}, "give exactly one of 'file' .* or 'hf' \\(a Hugging Face Hub repo, ORG/NAME\\[@revision\\]\\)$"),
+    ({"filename": "m.zip"}, "field 'filename' names a file in a Hub repo and goes with 'hf' only"),
+    ({"file": None, "hf": "just-a-name"}, "field 'hf' must be a Hub repo, ORG/NAME or ORG/NAME@REVISION, got 'just-a-name'"),
+    ({"file": None, "hf": "org/../name"}, "field 'hf' must be a Hub repo"),
+    ({"file": None, "hf": "org/name", "filename": "../m.zip"}, "field 'filename' must be a relative path inside the Hub repo, got '../m.zip'"),
     ({"sha": "0" * 64}, "unknown field\\(s\\) \\['sha'\\]"),
 ])
 def test_index_errors_name_the_file_entry_and_field(tmp_path, change, message):
@@ -191,6 +197,24 @@ def test_index_errors_name_the_file_entry_and_field(tmp_path, change, message):
     index.write_text(yaml.safe_dump({"entries": [raw]}))
     with pytest.raises(ZooError, match=f"zoo index {index}, entry 0 \\('a'\\): {message}"):
         zoo.load_index(str(index))
+
+
+def test_hub_entries_are_read_but_not_shipped_nor_fetched_here(tmp_path):
+    """An entry on the Hub: its location is hf:ORG/NAME[@rev], it is not shipped, and zoo.fetch (which never
+    imports the Hub client) sends it to dqltoolkit.sources; tests/test_hub.py fetches such entries."""
+    index = tmp_path / "index.yaml"
+    hub = {k: v for k, v in GOOD.items() if k != "file"}
+    index.write_text(yaml.safe_dump({"entries": [{**hub, "id": "h", "hf": "lab/model@v1", "filename": "dir/m.zip"},
+                                                 {**hub, "id": "g", "hf": "hf:lab/model"}]}))
+    entries = zoo.load_index(str(index))
+    h, g = entries["h"], entries["g"]
+    assert (h.kind, h.location, h.filename, h.shipped) == ("hf", "hf:lab/model@v1", "dir/m.zip", False)
+    assert (g.kind, g.location, g.filename, g.shipped) == ("hf", "hf:lab/model", "", False)
+    assert h.to_dict()["lives"] == "hf" and h.to_dict()["filename"] == "dir/m.zip"
+    with pytest.raises(ZooError, match=r"zoo entry 'h' lives on the Hugging Face Hub \(hf:lab/model@v1\): dqltoolkit.sources.fetch_entry"):
+        zoo.fetch(h)
+    with pytest.raises(ZooError, match=r"is cached in the Hub's cache, not the zoo's"):
+        zoo.cached_path(h)
 
 
 def test_duplicate_and_unknown_ids(tmp_path):

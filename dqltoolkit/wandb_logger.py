@@ -1,0 +1,155 @@
+"""``train --logger wandb``: the run's metrics, evaluations and resolved config as a Weights & Biases run.
+
+Why offline by default: logging should never need an account or a network, and a run must not stall or
+fail because a server is away. Unless the user set ``WANDB_MODE`` (``online``, ``offline``, ``disabled``),
+the run is written offline, as after ``wandb offline``: a folder ``<out>/wandb/offline-run-*`` (or under
+``$WANDB_DIR``) that ``wandb sync`` uploads later, if ever. wandb reads some settings once per process: so that it sends
+none of its own usage telemetry either, this default also sets wandb's process-wide mode to offline
+(``wandb.setup``), as ``WANDB_MODE=offline`` would.
+
+It is an SB3 logger output format (a ``KVWriter``), so it sees exactly what the other formats see: the
+training diagnostics every ``log_every`` steps and the periodic evaluations, each with its gradient step
+as W&B's step. Its run outlives the SB3 logger (closed when the learn loop ends) so that the final
+evaluation reaches the run's summary; the train job finishes it (:meth:`WandbOutputFormat.finish`) at
+the end, after an error, and after SIGINT/SIGTERM (the loop stops between steps, saves
+``model_interrupted.zip``, and the run is finished with exit code 128 + the signal and that checkpoint
+in its summary); a SIGTERM after the loop (during the final evaluation) finishes the run before the
+process ends as SIGTERM ends it (``faults.BeforeTermination``): wandb's writer buffers what it was sent,
+and a run whose process just died would keep none of it. Only SIGKILL leaves the W&B run unfinished
+(``metrics.csv`` and ``model_latest.zip`` with ``--save-every`` are what survive that).
+
+``wandb`` is an optional extra (``pip install 'dqltoolkit[wandb]'``) and takes about half a second to
+import: nothing imports it until a run asks for this format.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+
+INSTALL = "pip install 'dqltoolkit[wandb]'"
+PROJECT = "dqltoolkit"  # the W&B project unless WANDB_PROJECT names one
+
+
+def require_wandb():
+    """The ``wandb`` module, or an error that names the extra to install."""
+    try:
+        import wandb
+    except ImportError:
+        raise ValueError(f"--logger wandb needs the wandb package: {INSTALL}") from None
+    return wandb
+
+
+def wandb_mode() -> str:
+    """``$WANDB_MODE`` when the user set it, else ``offline`` (no account, no network)."""
+    return os.environ.get("WANDB_MODE", "").strip() or "offline"
+
+
+def _number(value: Any) -> Optional[float]:
+    """A value W&B can chart: a real number (numpy scalars and 0-d tensors included), else None."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, numbers.Real):
+        return value  # type: ignore[return-value]
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():  # a numpy 0-d array, a 0-d tensor
+        try:
+            return float(value.item())
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def _base():
+    from stable_baselines3.common.logger import KVWriter
+
+    return KVWriter
+
+
+class WandbOutputFormat(_base()):
+    """An SB3 output format that writes to a W&B run it starts (see the module's docstring).
+
+    ``config``: the run's resolved config (what ``config.yaml`` holds). ``name``, ``tags``, ``job_type``:
+    how the run is labelled. ``say``: where the note on the run's folder goes."""
+
+    def __init__(self, out: Path, config: Mapping[str, Any], name: Optional[str] = None, tags: Sequence[str] = (),
+                 job_type: str = "train", say: Callable[[str], None] = lambda m: None) -> None:
+        wandb = require_wandb()
+        mode = wandb_mode()
+        if not os.environ.get("WANDB_MODE", "").strip():
+            # wandb's process-wide settings (read from the environment at its first use) decide whether it sends its
+            # own usage telemetry: a run made offline only by init(mode=...) would still post it to W&B's servers
+            wandb.setup(settings=wandb.Settings(mode="offline"))
+        # mode, dir and project are read from the environment here and passed on: wandb reads its environment once,
+        # at its first run in a process, so a later run in the same process (a notebook, the tests) would miss changes
+        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT") or PROJECT, dir=os.environ.get("WANDB_DIR") or str(out),
+                              mode=mode, name=name or Path(out).name, config=dict(config), tags=[str(t)[:64] for t in tags], job_type=job_type,
+                              reinit="create_new", settings=wandb.Settings(console="off"))
+        self.mode = mode
+        self.finished = False
+        run_dir = self.run_dir
+        if mode == "offline" and run_dir is not None:
+            say(f"W&B run (offline): {run_dir}; upload it with `wandb sync {run_dir}`")
+        elif mode == "online":
+            say(f"W&B run: {getattr(self.run, 'url', None) or self.run.id}")
+
+    @property
+    def run_dir(self) -> Optional[Path]:
+        """The run's own folder (``.../wandb/offline-run-*``), None for a disabled run."""
+        files = getattr(self.run, "dir", None)
+        return Path(files).parent if files and self.mode != "disabled" else None
+
+    def write(self, key_values: Dict[str, Any], key_excluded: Dict[str, Any], step: int = 0) -> None:
+        """One SB3 dump: the numeric values (not excluded for ``wandb``) at gradient step ``step``; values
+        dumped at the same step (the diagnostics and that step's evaluation) land in one row."""
+        row = {}
+        for key, value in key_values.items():
+            excluded = key_excluded.get(key)
+            if excluded is not None and "wandb" in excluded:
+                continue
+            number = _number(value)
+            if number is not None:
+                row[key] = number
+        if row and not self.finished:
+            self.run.log(row, step=int(step))
+
+    def close(self) -> None:
+        """SB3 closes its formats when the learn loop ends; the run stays open for the final results (:meth:`finish`)."""
+
+    def finish(self, results: Optional[Mapping[str, Any]] = None, exit_code: int = 0, **notes: Any) -> None:
+        """Put ``results`` (the run's results.json: final evaluation, timings) and ``notes`` in the run's
+        summary, then finish it with ``exit_code`` (0: done; 1: failed; 128 + N: stopped by signal N).
+        Safe to call twice (the second call does nothing)."""
+        if self.finished:
+            return
+        self.finished = True
+        summary = {}
+        for key, value in {**_flatten(results or {}), **notes}.items():
+            number = _number(value)
+            if number is not None and math.isfinite(number):
+                summary[key] = number
+            elif isinstance(value, (str, Path)):
+                summary[key] = str(value)
+        if summary:
+            self.run.summary.update(summary)
+        self.run.finish(exit_code=int(exit_code))
+
+
+def _flatten(results: Mapping[str, Any], prefix: str = "final/") -> Dict[str, Any]:
+    """results.json's values under ``final/`` (per seed: ``final/seed{s}/...``); lists of histories are left out."""
+    flat: Dict[str, Any] = {}
+    for key, value in results.items():
+        if key == "evaluation" and isinstance(value, list):
+            for e in value:
+                if isinstance(e, Mapping):
+                    for k, v in _flatten({k: v for k, v in e.items() if k != "seed"}, "").items():
+                        flat[f"{prefix}seed{e.get('seed', 0)}/{k}"] = v
+                    if len(value) == 1:
+                        flat.update({f"{prefix}{k}": v for k, v in e.items() if k != "seed" and not isinstance(v, (Mapping, list))})
+        elif isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}/"))
+        elif not isinstance(value, list):
+            flat[f"{prefix}{key}"] = value
+    return flat
