@@ -351,3 +351,18 @@ def test_onnx_export_of_an_edp_agent_acts_like_predict_with_dpm_solver_pp(tmp_pa
     assert not torch.allclose(a, b)
     with pytest.raises(ValueError, match="registered"):
         ActingGraph(agent, sampler="nope")
+
+
+def test_bench_sampler_rows_time_acting_and_the_edp_step_beside_the_others():
+    from dqltoolkit.bench.throughput import run_benchmark
+
+    res = run_benchmark("cpu", steps=1, repeats=1, warmup=0, dataset_size=512, rows=["reference", "samplers"])
+    names = [r.name for r in res["rows"]]
+    assert names == ["reference", "recipe edp", "edp, ddpm 50-step targets"]
+    assert all(r.vs_reference > 0 and r.gflop_per_step > 0 for r in res["rows"])
+    # the 50-step next actions cost more matrix work than 15 solver steps
+    assert res["rows"][2].gflop_per_step > res["rows"][1].gflop_per_step
+    evals = [e["name"] for e in res["eval"]]
+    assert evals == [f"predict T 50, {label}, {n} env(s) x 50 candidates" for label in
+                     ("ddpm, 50 steps", "dpm-solver++, 10 steps", "dpm-solver++, 15 steps", "ddim, 10 steps") for n in (1, 10)]
+    assert all(e["ms_per_call"] > 0 for e in res["eval"])
