@@ -118,6 +118,6 @@ def target_q(ops, head, critic_net, next_obs: Tensor, noise: Tensor, steps: int 
     """Values ``[M, k, B]`` of the target critic ``critic_net`` at (s', a'), a' from the diffusion
     ``head``'s chain (``steps`` reverse steps, 0: all; ``sampler``'s plan, which must be one-step, None: the
     head's default) started from ``noise``; one operator, no graph."""
-    c = head.chain(steps, sampler)
+    c = head.chain(steps) if not sampler else head.chain(steps, sampler)  # (a chain(steps) that predates samplers works)
     return ops.target_q(next_obs, noise, head.time_embedding, list(head.parameters()), list(critic_net.parameters()), c["packed"], c["t"],
                         float(head.max_action))

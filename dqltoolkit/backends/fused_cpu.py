@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .. import fused
 from ..capabilities import KERNELS, declared, overrides
-from ..heads.samplers import kernel_ready
+from ..heads.samplers import head_plan, kernel_ready
 from ..learner import EagerBackend, Grads, Learner
 from ..nn import member_rand, member_randint, member_randn, mish
 from ..objectives.base import Objective
@@ -61,11 +61,11 @@ class FusedCPUBackend(EagerBackend):
         # the operators run one-step plans (ddpm, ddim: heads/samplers.py); a multistep solver runs eagerly
         self.target = (_diffusion_ok(head) and _critic_ok(critic) and critic.target_noise == 0
                        and not overrides(objective, Objective, "policy_sample")
-                       and kernel_ready(head.chain(cfg.target_sample_steps, cfg.target_sampler or None)))
+                       and kernel_ready(head_plan(head, cfg.target_sample_steps, cfg.target_sampler)))
         self.critic = _critic_ok(critic)
         self.actor = (_diffusion_ok(head) and _critic_ok(critic) and KERNELS in declared(objective)
                       and objective.q_grad_steps == 0 and not len(learner.aux)
-                      and (objective.q_grad == "approx" or kernel_ready(head.chain(objective.q_sample_steps, objective.q_sampler or None))))
+                      and (objective.q_grad == "approx" or kernel_ready(head_plan(head, objective.q_sample_steps, objective.q_sampler))))
 
     def describe(self) -> str:
         on = [name for name, flag in (("chain", self.chain), ("td-target", self.target), ("critic", self.critic),
@@ -102,7 +102,7 @@ class FusedCPUBackend(EagerBackend):
         t = member_randint(gens, head.T, (B,), obs.device)
         bc_noise = member_randn(gens, (B, A), obs.device)
         approx = objective.q_grad == "approx"
-        plan = head.chain(objective.q_sample_steps, objective.q_sampler or None)  # (q_sample_steps 0: the full chain)
+        plan = head_plan(head, objective.q_sample_steps, objective.q_sampler)  # (q_sample_steps 0: the full chain)
         chain_noise = None if approx else member_randn(gens, (len(plan["t"]), B, A), obs.device)
         coin = member_rand(gens, (), obs.device)
         eta = objective.current_eta()

@@ -21,7 +21,7 @@ from ..nn import ACTIVATIONS, EnsembleMLP, layer_baddbmm, layer_bmm, member_rand
 from ..registry import HEADS
 from ..settings import setting
 from .base import PolicyHead
-from .samplers import DDPM, SAMPLERS, Plan, check_sampler, get_sampler, kernel_ready, x0_plan
+from .samplers import DDPM, SAMPLERS, Plan, check_sampler, get_sampler, head_plan, kernel_ready, x0_plan
 from .schedules import SCHEDULES
 
 #: a reverse-chain kernel: (noise, state part, time part, action weights, weights, biases, chain, bound) -> actions
@@ -196,7 +196,7 @@ class DiffusionHead(PolicyHead):
         ``noise`` ``[M, K, B, action_dim]`` for a K-step chain: index 0 is x_T, index k >= 1 the noise
         added after the k-th reverse step (none is added after the last step; deterministic samplers add none).
         """
-        c = self.chain(steps or 0, sampler)
+        c = head_plan(self, steps or 0, sampler)
         K = len(c["t"])
         M, B, _ = obs.shape
         if noise is None:
