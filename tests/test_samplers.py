@@ -366,3 +366,32 @@ def test_bench_sampler_rows_time_acting_and_the_edp_step_beside_the_others():
     assert evals == [f"predict T 50, {label}, {n} env(s) x 50 candidates" for label in
                      ("ddpm, 50 steps", "dpm-solver++, 10 steps", "dpm-solver++, 15 steps", "ddim, 10 steps") for n in (1, 10)]
     assert all(e["ms_per_call"] > 0 for e in res["eval"])
+
+
+def test_a_checkpoint_naming_an_unknown_sampler_is_refused_naming_the_key(tmp_path: Path):
+    import io
+    import json
+    import zipfile
+
+    import gymnasium as gym
+
+    from dqltoolkit import Agent
+    from dqltoolkit.checkpoint import CheckpointError
+
+    box = gym.spaces.Box(-1, 1, (2,), np.float32)
+    saved = Agent(AgentConfig(T=3, hidden=8, critic_hidden=8, n_candidates=2), box, box, device="cpu").save(tmp_path / "m.zip")
+    for key, value in (("sampler", "evil" * 50), ("default_sampler", "nope"), ("q_sampler", "x")):
+        out = io.BytesIO()
+        with zipfile.ZipFile(saved) as zin, zipfile.ZipFile(out, "w") as zout:
+            for item in zin.infolist():
+                data = zin.read(item.filename)
+                if item.filename == "dqltoolkit.json":
+                    doc = json.loads(data)
+                    doc["config"][key] = value
+                    data = json.dumps(doc).encode()
+                zout.writestr(item, data)
+        bad = tmp_path / f"{key}.zip"
+        bad.write_bytes(out.getvalue())
+        with pytest.raises(CheckpointError, match=rf"{key}.*registered samplers: ddim, ddpm, dpm-solver\+\+") as err:
+            Agent.load(str(bad), device="cpu")
+        assert "evil" * 16 not in str(err.value)  # a long name is cut
