@@ -55,6 +55,16 @@ def reverse_chain(ops, noise: Tensor, state_part: Tensor, time_part: Tensor, w_a
     return ops.chain_fwd(noise, state_part, time_part, w_action, weights, biases, coef, tidx, lim, False)[0]
 
 
+def multistep_chain(ops, noise: Tensor, state_part: Tensor, time_part: Tensor, w_action: Tensor, weights: Sequence[Tensor],
+                    biases: Sequence[Tensor], coef: List[float], tidx: List[int], lim: float) -> Tensor:
+    """The clamped end of a multistep plan's chain (six numbers per position: ``chain_fwd_multistep`` in
+    fused.cpp), forward only: acting and the critic's targets need no graph; training samples of a
+    multistep solver run the head's eager loop."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (state_part, time_part, w_action, *weights, *biases)):
+        raise RuntimeError("multistep_chain has no backward: run the head's eager loop where gradients are needed")
+    return ops.chain_fwd_multistep(noise, state_part, time_part, w_action, weights, biases, coef, tidx, lim)
+
+
 class _MLPTail(torch.autograd.Function):
     @staticmethod
     def forward(ctx, ops, h1, bias1, *params):  # type: ignore[override]

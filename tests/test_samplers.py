@@ -158,11 +158,32 @@ def test_fused_chain_runs_ddim_as_the_eager_loop(steps):
     dpm = head.sample(obs, None, noise=noise, steps=steps, sampler="dpm-solver++")
     assert calls == [1] and dpm.requires_grad
     torch.testing.assert_close(dpm, dpm_eager)
-    # ... without one, each x0 from a one-position chain of the kernel: the same numbers
+    # ... without one, the forward operator runs the multistep plan: the same numbers
     with torch.no_grad():
         fast = head.sample(obs, None, noise=noise, steps=steps, sampler="dpm-solver++")
-    assert len(calls) == 1 + noise.shape[1]
+    assert calls == [1, 1]
     torch.testing.assert_close(fast, dpm_eager.detach(), rtol=2e-5, atol=2e-6)
+    with pytest.raises(RuntimeError, match="no backward"):  # the operator is never asked for a graph
+        kernel(noise, head._state_proj(obs), head._time_proj(), head.net.layers[0].weight[:, :2],
+               [m.weight for m in head.net.layers[1:]], [m.bias for m in head.net.layers[1:]], head.chain(steps, "dpm-solver++"), 1.0)
+
+
+def test_the_gpu_chain_node_runs_multistep_plans_forward_as_the_eager_loop():
+    """heads/reverse_chain.py (the CUDA backend's kernel, torch ops: checked here on the CPU)."""
+    from dqltoolkit.heads.reverse_chain import reverse_chain
+
+    head = make_head(T=20)
+    obs = torch.randn(1, 16, 3, generator=torch.Generator().manual_seed(12))
+    noise = 1.5 * torch.randn(1, 6, 16, 2, generator=torch.Generator().manual_seed(13))
+    eager = head.sample(obs, None, noise=noise, steps=6, sampler="dpm-solver++")
+    head.chain_kernel = reverse_chain
+    with torch.no_grad():
+        torch.testing.assert_close(head.sample(obs, None, noise=noise, steps=6, sampler="dpm-solver++"), eager.detach(), rtol=1e-5, atol=1e-6)
+    again = head.sample(obs, None, noise=noise, steps=6, sampler="dpm-solver++")  # with a graph: the eager loop
+    assert again.requires_grad
+    with pytest.raises(RuntimeError, match="no backward"):
+        reverse_chain(noise, head._state_proj(obs), head._time_proj(), head.net.layers[0].weight[:, :2],
+                      [m.weight for m in head.net.layers[1:]], [m.bias for m in head.net.layers[1:]], head.chain(6, "dpm-solver++"), 1.0)
 
 
 def test_gradients_flow_through_dpm_solver_pp_samples_and_grad_steps_still_cuts_them():
@@ -282,6 +303,10 @@ def test_a_sampler_registered_in_a_test_is_used_by_train(counting_sampler, tmp_p
         torch.testing.assert_close(head.sample(obs, None, noise=noise, sampler=counting_sampler),
                                    head.sample(obs, None, noise=noise, sampler="ddim"))
     assert CountingDDIM.runs == 1
+    head.chain_kernel = lambda *a: (_ for _ in ()).throw(AssertionError("a sampler with its own run never reaches the kernels"))
+    with torch.no_grad():
+        head.sample(obs, None, noise=noise, sampler=counting_sampler)
+    assert CountingDDIM.runs == 2
     CountingDDIM.runs = 0
     args = ["train", "--env", BANDIT, "--steps", "4", "--out", str(tmp_path / "run"), "--no-progress",
             "-p", "T=3", "-p", "hidden=16", "-p", "critic_hidden=16", "-p", "batch_size=16", "-p", "n_candidates=4",

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .. import fused
 from ..capabilities import KERNELS, declared, overrides
-from ..heads.samplers import head_plan, kernel_ready
+from ..heads.samplers import head_plan, kernel_ready, packed_multistep
 from ..learner import EagerBackend, Grads, Learner
 from ..nn import member_rand, member_randint, member_randn, mish
 from ..objectives.base import Objective
@@ -39,10 +39,13 @@ def _critic_ok(critic: Any) -> bool:
 
 
 def fused_chain(ops: Any):
-    """The head's reverse-chain kernel as the fused operator (an autograd node each way)."""
+    """The head's reverse-chain kernel as the fused operator (an autograd node each way); a multistep
+    sampler's plan (heads/samplers.py), which the head passes only without a graph, as the forward operator."""
 
     def kernel(noise: Tensor, sp: Tensor, tp: Tensor, w_action: Tensor, weights: List[Tensor], biases: List[Tensor],
                c: Dict[str, Any], lim: float) -> Tensor:
+        if not kernel_ready(c):
+            return fused.multistep_chain(ops, noise, sp, tp, w_action, weights, biases, packed_multistep(c), c["t"], lim)
         return fused.reverse_chain(ops, noise, sp, tp, w_action, weights, biases, c["packed"], c["t"], lim)
 
     return kernel

@@ -21,7 +21,7 @@ from ..nn import ACTIVATIONS, EnsembleMLP, layer_baddbmm, layer_bmm, member_rand
 from ..registry import HEADS
 from ..settings import setting
 from .base import PolicyHead
-from .samplers import DDPM, SAMPLERS, Plan, check_sampler, get_sampler, head_plan, kernel_ready, x0_plan
+from .samplers import DDPM, SAMPLERS, Plan, check_sampler, get_sampler, head_plan, kernel_ready, kernels_run
 from .schedules import SCHEDULES
 
 #: a reverse-chain kernel: (noise, state part, time part, action weights, weights, biases, chain, bound) -> actions
@@ -207,7 +207,10 @@ class DiffusionHead(PolicyHead):
         # grad_steps < K: the first reverse steps run without a graph (the reference code's "last_few")
         no_grad_until = K - grad_steps if 0 < grad_steps < K and torch.is_grad_enabled() else 0
         layers = self.net.layers
-        if self.chain_kernel is not None and no_grad_until == 0 and kernel_ready(c):
+        solver = get_sampler(sampler or self.default_sampler)
+        # the kernels run Sampler.run's loop: one-step plans with or without a graph, multistep ones without
+        if (self.chain_kernel is not None and no_grad_until == 0 and kernels_run(solver)
+                and (kernel_ready(c) or not torch.is_grad_enabled())):
             return self.chain_kernel(noise, sp, tp, layers[0].weight[:, : self.action_dim], [m.weight for m in layers[1:]],
                                      [m.bias for m in layers[1:]], c, float(lim))
 
@@ -216,16 +219,7 @@ class DiffusionHead(PolicyHead):
             eps = self._eps(x, sp, tp[:, i : i + 1].contiguous())
             return (c["recip"][j] * x - c["recipm1"][j] * eps).clamp(-lim, lim)
 
-        if self.chain_kernel is not None and not torch.is_grad_enabled():
-            # no graph needed (acting, the critic's targets): each x0 is a one-position chain of the kernel,
-            # whose step x <- 1 * clamp(x0) + 0 * x gives the same clipped x0 with the kernel's speed
-            weights, biases = [m.weight for m in layers[1:]], [m.bias for m in layers[1:]]
-            w_action = layers[0].weight[:, : self.action_dim]
-
-            def x0(x: Tensor, j: int) -> Tensor:  # noqa: F811 (the graph-free version of the one above)
-                return self.chain_kernel(x.unsqueeze(1), sp, tp, w_action, weights, biases, x0_plan(c, j), float(lim))
-
-        return get_sampler(sampler or self.default_sampler).run(c, noise, x0, no_grad_until).clamp(-lim, lim)
+        return solver.run(c, noise, x0, no_grad_until).clamp(-lim, lim)
 
 
 def _chain_coefficients(abar: np.ndarray, t_index: np.ndarray) -> dict:

@@ -13,8 +13,9 @@ floats per chain position ``j`` (position ``K - 1`` runs first, from x_T; positi
 Why this form: DDPM's posterior step and DDIM's step (eta 0) are both ``coef1 x0 + coef2 x + std z``, which
 is exactly what the chain kernels (the fused CPU operator, dqltoolkit/fused.py, and the GPU autograd node,
 heads/reverse_chain.py) compute, so a plan without ``coef0`` carries ``packed`` (the kernels' five numbers
-per position) and runs there. A multistep plan (DPM-Solver++ 2M) has no ``packed``: the head runs it with
-:func:`run_plan`, eagerly, with autograd through every step.
+per position) and runs there, with or without a graph. A multistep plan (DPM-Solver++ 2M) has no
+``packed``: where gradients are needed (the Q term) the head runs it with :func:`run_plan`, eagerly, with
+autograd through every step; without a graph (acting, the critic's targets) the kernels run it forward.
 
 A new sampler is a new file: subclass :class:`Sampler`, build the plan in :meth:`Sampler.plan` (and
 override :meth:`Sampler.run` if its loop is not this one), and register it in :data:`SAMPLERS` (or
@@ -23,7 +24,7 @@ through the entry-point group ``dqltoolkit.samplers``).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -71,14 +72,20 @@ def kernel_ready(plan: Plan) -> bool:
     return "packed" in plan
 
 
-def x0_plan(plan: Plan, j: int) -> Plan:
-    """A one-position plan whose step is ``x <- clamp(x0)`` at position ``j`` of ``plan``: the chain kernels run it
-    to give the clipped x0 prediction alone (how a multistep plan uses them when no graph is needed). Cached."""
-    cache = plan.setdefault("_x0_plans", {})
-    if j not in cache:
-        cache[j] = pack({"t": [plan["t"][j]], "recip": [plan["recip"][j]], "recipm1": [plan["recipm1"][j]],
-                         "coef1": [1.0], "coef2": [0.0], "std": [0.0]})
-    return cache[j]
+def packed_multistep(plan: Plan) -> List[float]:
+    """The fused CPU operator's layout of a multistep plan: six numbers per position (recip, recipm1, coef1,
+    coef2, std, coef0); made once per plan."""
+    if "_packed6" not in plan:
+        c0 = plan.get("coef0") or [0.0] * len(plan["t"])
+        plan["_packed6"] = [v for j in range(len(plan["t"])) for v in
+                            (plan["recip"][j], plan["recipm1"][j], plan["coef1"][j], plan["coef2"][j], plan["std"][j], c0[j])]
+    return plan["_packed6"]
+
+
+def kernels_run(sampler: "Sampler") -> bool:
+    """Whether the chain kernels compute this sampler's loop: they implement :func:`run_plan`, so a sampler
+    that overrides :meth:`Sampler.run` always runs its own."""
+    return type(sampler).run is Sampler.run
 
 
 def run_plan(plan: Plan, noise: Tensor, x0_fn: X0Fn, grad_from: int = 0) -> Tensor:
