@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .. import fused
 from ..capabilities import KERNELS, declared, overrides
-from ..heads.samplers import head_plan, kernel_ready, packed_multistep
+from ..heads.samplers import fused_plan, head_plan, kernel_ready, packed_multistep
 from ..learner import EagerBackend, Grads, Learner
 from ..nn import member_rand, member_randint, member_randn, mish
 from ..objectives.base import Objective
@@ -61,14 +61,15 @@ class FusedCPUBackend(EagerBackend):
         if self.chain:  # the head samples through the operator; a head that does not declare it keeps its own loop
             learner.head.chain_kernel = learner.ema_head.chain_kernel = fused_chain(ops)
         cfg = learner.config
-        # the operators run one-step plans (ddpm, ddim: heads/samplers.py); a multistep solver runs eagerly
+        # the step operators compute one-step plans (ddpm, ddim: heads/samplers.py); with a multistep solver the
+        # step's piece runs eagerly, its chain through the forward operator where no graph is needed
         self.target = (_diffusion_ok(head) and _critic_ok(critic) and critic.target_noise == 0
                        and not overrides(objective, Objective, "policy_sample")
-                       and kernel_ready(head_plan(head, cfg.target_sample_steps, cfg.target_sampler)))
+                       and fused_plan(head, cfg.target_sample_steps, cfg.target_sampler) is not None)
         self.critic = _critic_ok(critic)
         self.actor = (_diffusion_ok(head) and _critic_ok(critic) and KERNELS in declared(objective)
                       and objective.q_grad_steps == 0 and not len(learner.aux)
-                      and (objective.q_grad == "approx" or kernel_ready(head_plan(head, objective.q_sample_steps, objective.q_sampler))))
+                      and (objective.q_grad == "approx" or fused_plan(head, objective.q_sample_steps, objective.q_sampler) is not None))
 
     def describe(self) -> str:
         on = [name for name, flag in (("chain", self.chain), ("td-target", self.target), ("critic", self.critic),

@@ -35,8 +35,10 @@ class DiffusionHead(PolicyHead):
 
     ``chain_kernel``: an implementation of :meth:`sample`'s reverse loop with the same math, installed by
     the backend the agent runs on (the fused CPU operator, the GPU autograd node) for this exact class
-    only (it declares ``capabilities``); it runs the plans of one-step samplers (ddpm, ddim), and None or
-    a multistep plan runs the loop of heads/samplers.py.
+    only (it declares ``capabilities``). It runs the plan of any sampler that keeps ``Sampler.run``'s loop:
+    one-step plans (ddpm, ddim) with or without a graph, multistep plans (dpm-solver++) without one; in
+    every other case (no kernel, a graph through a multistep plan, a sampler with its own loop) the
+    sampler's loop runs eagerly (heads/samplers.py).
     """
 
     @dataclass

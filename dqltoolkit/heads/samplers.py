@@ -197,6 +197,13 @@ def head_plan(head: Any, steps: int = 0, sampler: Optional[str] = None) -> Plan:
     return head.chain(steps) if not sampler else head.chain(steps, sampler)
 
 
+def fused_plan(head: Any, steps: int = 0, sampler: Optional[str] = None) -> Optional[Plan]:
+    """The plan of ``head``'s chain if the step operators (the TD target's and the actor's, which also need
+    a backward) can compute it: a one-step plan of a sampler that keeps :meth:`Sampler.run`; else None."""
+    plan = head_plan(head, steps, sampler)
+    return plan if kernel_ready(plan) and kernels_run(get_sampler(sampler or head.default_sampler)) else None
+
+
 def check_sampler(name: str, where: str) -> None:
     """Refuse a name no sampler is registered under, naming ``where`` it came from and the registered ones."""
     if not isinstance(name, str) or name not in SAMPLERS:
