@@ -25,6 +25,7 @@ from torch import Tensor
 
 from .learner import Learner
 from .nn import member_generators, member_rand
+from .objectives.base import sampler_option
 from .precision import matmul_precision
 
 #: candidate rows evaluated at once; ``predict`` on a large batch works through it in chunks of this many
@@ -73,11 +74,12 @@ class ActingPolicy:
         if deterministic:
             gens, base = self.fixed_draws(head, N, steps)
             noise = None if base is None else base.repeat(*[B if i == head.noise_row_dim + 1 else 1 for i in range(base.dim())])
+        kw = sampler_option(L.config.sampler)  # (only when set: heads and objectives that predate samplers work)
         if N <= 1:
-            a = L.objective.policy_sample(head, aux, obs, gens, noise=noise, steps=steps)
+            a = L.objective.policy_sample(head, aux, obs, gens, noise=noise, steps=steps, **kw)
         else:
             rep = obs.repeat_interleave(N, dim=1)
-            cand = L.objective.policy_sample(head, aux, rep, gens, noise=noise, steps=steps)
+            cand = L.objective.policy_sample(head, aux, rep, gens, noise=noise, steps=steps, **kw)
             q = L.critic.action_values(rep, cand).view(M, B, N)
             cand = cand.view(M, B, N, -1)
             if L.objective.greedy_acting:

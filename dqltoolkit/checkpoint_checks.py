@@ -44,7 +44,7 @@ CONFIG_LIMITS: Dict[str, Tuple[int, int]] = {
     "critic_hidden": (1, 16_384), "critic_layers": (1, 64), "n_critics": (1, 1_000),
     "n_backup_samples": (1, 10_000), "mmd_samples": (1, 10_000), "batch_size": (1, 1_000_000),
     "n_candidates": (1, 10_000), "sample_steps": (0, 10_000), "target_sample_steps": (0, 10_000),
-    "q_grad_steps": (0, 10_000), "policy_delay": (1, 1_000_000), "ema_every": (1, 1 << 40),
+    "q_grad_steps": (0, 10_000), "q_sample_steps": (0, 10_000), "policy_delay": (1, 1_000_000), "ema_every": (1, 1 << 40),
     "log_every": (1, 1 << 40), "steps": (0, 1 << 53), "eval_freq": (0, 1 << 53), "eval_episodes": (0, 1_000_000),
     "ema_start": (0, 1 << 53), "q_start": (0, 1 << 53), "eta_warmup": (0, 1 << 53),
 }

@@ -242,11 +242,14 @@ def evaluate(checkpoint: str, env: Optional[str], episodes: Optional[int], seed:
 @click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), default="onnx", show_default=True,
               help="ONNX (run it with onnxruntime, no torch needed) or a TorchScript archive (torch.jit.load).")
 @click.option("--steps", type=int, default=None, help="Sampling steps of the head's chain (default: the recipe's sample_steps; 0: all).")
+@click.option("--sampler", default=None,
+              help="Solver of the head's chain: ddpm, ddim, dpm-solver++ or a registered one (default: the recipe's sampler).")
 @click.option("--candidates", type=int, default=None, help="Candidate actions scored by the critic per observation (default: the recipe's n_candidates).")
 @click.option("--deterministic", is_flag=True, help="Bake deterministic acting's fixed noise in: observations are the only input.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Output file [the checkpoint's path with .onnx or .pt; <name>.onnx here for zoo:/hf: ids].")
-def export(checkpoint: str, fmt: str, steps: Optional[int], candidates: Optional[int], deterministic: bool, out: Optional[Path]) -> None:
+def export(checkpoint: str, fmt: str, steps: Optional[int], sampler: Optional[str], candidates: Optional[int], deterministic: bool,
+           out: Optional[Path]) -> None:
     """Export a checkpoint's acting policy (seed 0) as one ONNX or TorchScript graph: raw observations (and the
     random numbers, as inputs) -> actions in the env's units. See docs/export.md."""
     from .agent import Agent
@@ -258,7 +261,7 @@ def export(checkpoint: str, fmt: str, steps: Optional[int], candidates: Optional
         out = Path(checkpoint).with_suffix(suffix) if ":" not in checkpoint else Path(checkpoint.split(":", 1)[1].replace("/", "-")).with_suffix(suffix)
     try:
         model = Agent.load(checkpoint, device="cpu")
-        path = export_policy(model, out, fmt, steps=steps, candidates=candidates, deterministic=deterministic)
+        path = export_policy(model, out, fmt, steps=steps, candidates=candidates, deterministic=deterministic, sampler=sampler)
         check = check_export(model, path)
     except (CheckpointError, ExportError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
@@ -267,7 +270,7 @@ def export(checkpoint: str, fmt: str, steps: Optional[int], candidates: Optional
     meta = read_metadata(path)
     inputs = ", ".join(f"{i['name']} {i['shape']}" for i in meta["inputs"])
     click.echo(f"wrote {path} ({fmt}): {inputs} -> action ['batch', {meta['action_dim']}]; {meta['candidates']} candidate(s), "
-               f"selection: {meta['selection']}")
+               f"selection: {meta['selection']}" + (f"; sampler {meta['sampler']}, {meta['steps'] or 'all'} steps" if meta.get("sampler") else ""))
     click.echo(f"check against the eager policy on {check['rows']} observations: max |diff| {check['max_diff']:.2e}"
                + (f", {len(check['ties'])} tie(s) decided by rounding" if check["ties"] else "")
                + (f", {len(check['mismatches'])} MISMATCH(ES)" if check["mismatches"] else ""))
@@ -334,7 +337,8 @@ def report(paths: Tuple[Path, ...], out: Optional[Path], reps: int, seed: int, s
 @click.option("--rows", default="reference,exact,exact_x5,approx,eval,reduced", show_default=True,
               help="Comma-separated subset of rows; 'recipes' (not in the default) times every shipped recipe, 'ensemble' "
                    "Diffusion-QL with ten critics (-p critic=ensemble-q), 'export' the evaluation policy exported to ONNX and run "
-                   "by onnxruntime (the export extra); 'reduced' "
+                   "by onnxruntime (the export extra), 'samplers' predict with a T 50 head by ddpm, dpm-solver++ and ddim and the edp "
+                   "recipe's step; 'reduced' "
                    "repeats the chosen exact, exact_x5, eval and recipes rows with reduced-precision products: TF32 on a GPU, "
                    "bf16 on a CPU with bf16 units (-p matmul_precision).")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
@@ -349,7 +353,7 @@ def bench(device: str, rows: str, steps: Optional[int], seconds: Optional[float]
     """Gradient steps/s at Hopper sizes: reference vs exact vs 5 seeds vs approx, and the evaluation path."""
     from .bench.throughput import format_table, run_benchmark, to_json_rows
 
-    known = {"reference", "exact", "exact_x5", "approx", "eval", "reduced", "recipes", "ensemble", "export"}
+    known = {"reference", "exact", "exact_x5", "approx", "eval", "reduced", "recipes", "ensemble", "export", "samplers"}
     wanted = [r.strip() for r in rows.split(",") if r.strip()]
     bad = [r for r in wanted if r not in known]
     if bad:
@@ -707,12 +711,14 @@ def dataset_info(name: str) -> None:
 
 
 @main.command(name="list")
-@click.argument("what", type=click.Choice(["agents", "heads", "critics", "objectives", "envs", "zoo", "keys", "all"]), default="all")
+@click.argument("what", type=click.Choice(["agents", "heads", "critics", "objectives", "samplers", "envs", "zoo", "keys", "all"]),
+                default="all")
 def list_(what: str) -> None:
-    """Show registered agents (recipes), heads, critics, objectives, envs (tasks), zoo entries and recipe keys:
-    WHAT picks one section (default all)."""
+    """Show registered agents (recipes), heads, critics, objectives, samplers, envs (tasks), zoo entries and recipe
+    keys: WHAT picks one section (default all)."""
     from . import agent as _agent  # noqa: F401  (registers built-in parts)
     from .config import recipe_names
+    from .heads.samplers import SAMPLERS
     from .registry import CRITICS, HEADS, OBJECTIVES
     from .tasks import task_ids
     from .zoo import load_index
@@ -722,6 +728,7 @@ def list_(what: str) -> None:
         "heads": HEADS.names,
         "critics": CRITICS.names,
         "objectives": OBJECTIVES.names,
+        "samplers": SAMPLERS.names,
         "envs": task_ids,
         "zoo": lambda: sorted(load_index()),
     }

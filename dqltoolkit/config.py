@@ -44,6 +44,9 @@ class CoreSettings:
     n_candidates: int = setting(50, "actions sampled per state when acting; one is chosen by the critic", min=1)
     sample_steps: int = setting(0, "reverse steps when acting, for heads with a chain (0: all; fewer: respaced, faster)", min=0)
     target_sample_steps: int = setting(0, "reverse steps for the critic's next actions (0: all; EDP uses fewer)", min=0)
+    sampler: str = setting("", "solver when acting, for heads with a chain: ddpm, ddim, dpm-solver++ or a registered one "
+                           "('': the head's default_sampler)")
+    target_sampler: str = setting("", "solver for the critic's next actions ('': the head's default_sampler)")
     reward_tune: str = setting("no", "reward transform of the dataset (no, normalize, iql_antmaze, cql_antmaze, ...)")
     normalize_obs: bool = setting(False, "standardise observations with the dataset's mean and std")
     steps: int = setting(1_000_000, "gradient steps of a run", min=0)

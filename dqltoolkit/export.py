@@ -1,7 +1,7 @@
 """Export the acting policy for deployment: one graph from raw observations to Box actions (ONNX, TorchScript).
 
 The graph is :meth:`dqltoolkit.acting.ActingPolicy._act` for member 0: observation normalisation, the head's
-(respaced) sampling, candidate scoring by the critic's :meth:`action_values`, the choice among candidates,
+(respaced) sampling with the acting sampler (heads/samplers.py), candidate scoring by the critic's :meth:`action_values`, the choice among candidates,
 and the rescaling (and clipping) to the action space's bounds. It is built from the parts' own interfaces
 (``objective.policy_sample``, ``critic.action_values``), so every shipped head exports, and so would a new
 one whose :meth:`sample` is made of traceable torch ops.
@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from .capabilities import overrides
 from .nn import EnsembleLinear, EnsembleMLP, member_rand, mish
-from .objectives.base import Objective
+from .objectives.base import Objective, sampler_option
 
 FORMATS = ("onnx", "torchscript")
 #: the key of the JSON description in the ONNX metadata and in the TorchScript archive's extra files
@@ -130,7 +130,10 @@ class ActingGraph(nn.Module):
     acting is held inside, the softmax(Q)-weighted medoid is chosen, and only ``obs`` is an input.
     """
 
-    def __init__(self, agent: Any, steps: Optional[int] = None, candidates: Optional[int] = None, deterministic: bool = False) -> None:
+    def __init__(self, agent: Any, steps: Optional[int] = None, candidates: Optional[int] = None, deterministic: bool = False,
+                 sampler: Optional[str] = None) -> None:
+        """``steps``, ``candidates``: None takes the agent's ``sample_steps``, ``n_candidates``; ``sampler``: the
+        solver of the head's chain (None: the agent's acting ``sampler``; '': the head's default)."""
         super().__init__()
         L = agent.learner
         M = L.members
@@ -143,6 +146,14 @@ class ActingGraph(nn.Module):
             raise ExportError(f"candidates: objective {cfg.objective!r} trains no critic, so the policy acts with one sample "
                               f"(got {candidates})")
         self.steps = (cfg.sample_steps if steps is None else steps) or None
+        self.sampler = (cfg.sampler if sampler is None else sampler) or None
+        if self.sampler is not None:
+            from .heads.samplers import SAMPLERS
+
+            if self.sampler not in SAMPLERS:
+                raise ExportError(f"sampler: {self.sampler[:60]!r} is no registered sampler; registered: {', '.join(SAMPLERS.names())}")
+            if not hasattr(L.head, "chain"):
+                raise ExportError(f"sampler: head {cfg.head!r} runs no reverse chain, so it has no sampler to choose")
         self.candidates = 1 if L.critic is None else int(candidates if candidates is not None else cfg.n_candidates)
         self.deterministic = bool(deterministic)
         self.objective = L.objective
@@ -206,7 +217,7 @@ class ActingGraph(nn.Module):
             selection = "argmax Q"
         return {
             "format": "dqltoolkit-acting", "version": 1, "obs_dim": self.obs_dim, "action_dim": self.action_dim,
-            "candidates": n, "steps": self.steps or 0, "deterministic": self.deterministic, "selection": selection or "single sample",
+            "candidates": n, "steps": self.steps or 0, "sampler": self.sampler or "", "deterministic": self.deterministic, "selection": selection or "single sample",
             "inputs": inputs, "outputs": [{"name": "action", "shape": ["batch", self.action_dim], "dtype": "float32"}],
             "action_low": self.low.tolist(), "action_high": self.high.tolist(),
         }
@@ -216,7 +227,8 @@ class ActingGraph(nn.Module):
         """Actions ``[B, action_dim]`` in Box units; ``random``: the inputs :attr:`input_names` lists after ``obs``."""
         if self.candidates <= 1:
             x = self._normalise(obs)
-            a = self.objective.policy_sample(self.head, self.aux, x, self._gens, noise=self._noise(x, random), steps=self.steps)[0]
+            a = self.objective.policy_sample(self.head, self.aux, x, self._gens, noise=self._noise(x, random), steps=self.steps,
+                                            **sampler_option(self.sampler))[0]
         else:
             cand, score = self._scored(obs, random)
             k = score.argmax(dim=-1)
@@ -249,7 +261,8 @@ class ActingGraph(nn.Module):
         x = self._normalise(obs)
         B, N = x.shape[1], self.candidates
         rep = x.repeat_interleave(N, dim=1)
-        cand = self.objective.policy_sample(self.head, self.aux, rep, self._gens, noise=self._noise(x, random), steps=self.steps)
+        cand = self.objective.policy_sample(self.head, self.aux, rep, self._gens, noise=self._noise(x, random), steps=self.steps,
+                                            **sampler_option(self.sampler))
         q = self.critic.action_values(rep, cand).reshape(B, N)
         cand = cand.reshape(B, N, self.action_dim)
         if self.greedy:
@@ -301,11 +314,11 @@ def predict_draws(agent: Any, graph: ActingGraph, batch: int) -> Dict[str, Tenso
 
 # --- writing files ------------------------------------------------------------------------------------------
 def export_policy(agent: Any, out: Union[str, Path], fmt: str = "onnx", steps: Optional[int] = None, candidates: Optional[int] = None,
-                  deterministic: bool = False) -> Path:
+                  deterministic: bool = False, sampler: Optional[str] = None) -> Path:
     """Write ``agent``'s acting graph (member 0) to ``out`` as ONNX or TorchScript; returns the path."""
     if fmt not in FORMATS:
         raise ExportError(f"format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
-    graph = ActingGraph(agent, steps=steps, candidates=candidates, deterministic=deterministic).eval()
+    graph = ActingGraph(agent, steps=steps, candidates=candidates, deterministic=deterministic, sampler=sampler).eval()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = json.dumps(graph.metadata())
@@ -425,7 +438,8 @@ def check_export(agent: Any, path: Union[str, Path], graph: Optional[ActingGraph
     ``dqltoolkit export`` self-check (:func:`compare_actions`'s result)."""
     meta = read_metadata(path)
     if graph is None:
-        graph = ActingGraph(agent, steps=meta["steps"], candidates=meta["candidates"], deterministic=meta["deterministic"]).eval()
+        graph = ActingGraph(agent, steps=meta["steps"], candidates=meta["candidates"], deterministic=meta["deterministic"],
+                            sampler=meta.get("sampler", "")).eval()
     rng = np.random.default_rng(seed)
     obs = (np.asarray(agent.obs_mean.cpu()) + np.asarray(agent.obs_std.cpu()) * rng.standard_normal((batch, graph.obs_dim))).astype(np.float32)
     inputs = draw_inputs(meta, obs, rng)

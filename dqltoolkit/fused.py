@@ -55,6 +55,16 @@ def reverse_chain(ops, noise: Tensor, state_part: Tensor, time_part: Tensor, w_a
     return ops.chain_fwd(noise, state_part, time_part, w_action, weights, biases, coef, tidx, lim, False)[0]
 
 
+def multistep_chain(ops, noise: Tensor, state_part: Tensor, time_part: Tensor, w_action: Tensor, weights: Sequence[Tensor],
+                    biases: Sequence[Tensor], coef: List[float], tidx: List[int], lim: float) -> Tensor:
+    """The clamped end of a multistep plan's chain (six numbers per position: ``chain_fwd_multistep`` in
+    fused.cpp), forward only: acting and the critic's targets need no graph; training samples of a
+    multistep solver run the head's eager loop."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (state_part, time_part, w_action, *weights, *biases)):
+        raise RuntimeError("multistep_chain has no backward: run the head's eager loop where gradients are needed")
+    return ops.chain_fwd_multistep(noise, state_part, time_part, w_action, weights, biases, coef, tidx, lim)
+
+
 class _MLPTail(torch.autograd.Function):
     @staticmethod
     def forward(ctx, ops, h1, bias1, *params):  # type: ignore[override]
@@ -99,22 +109,25 @@ def critic_regression(ops, net, obs: Tensor, actions: Tensor, y: Tensor, max_nor
 
 
 def ql_actor(ops, head, head_params: Sequence[Tensor], critic_params: Sequence[Tensor], obs: Tensor, actions: Tensor, t: Tensor,
-             bc_noise: Tensor, chain_noise: Optional[Tensor], coin: Tensor, eta: float, approx: bool, max_norm: float = 0.0):
+             bc_noise: Tensor, chain_noise: Optional[Tensor], coin: Tensor, eta: float, approx: bool, max_norm: float = 0.0,
+             plan: Optional[dict] = None):
     """Diffusion-QL's actor step for a diffusion ``head`` (its parameters in ``head.parameters()`` order)
     and a twin critic network's parameters (constants), in one operator: ``(L_bc [M], L_q [M], per-seed
     gradient norms [M], gradients of L_bc + eta L_q w.r.t. head_params)``, the gradients clipped per seed
     to ``max_norm`` when it is > 0. The random numbers are the caller's, drawn in the eager path's order.
-    (The operator records no graph, so the parameters need not be detached.)"""
-    c = head.chain(0)  # training runs the full chain
+    (The operator records no graph, so the parameters need not be detached.) ``plan``: the Q term's chain
+    (a one-step plan of ``head.chain``; None: the head's full default chain, the paper's)."""
+    c = head.chain(0) if plan is None else plan
     out = ops.ql_actor_grads(obs, actions, t, bc_noise, chain_noise if chain_noise is not None else bc_noise, coin,
                              head.time_embedding, head.sqrt_abar, head.sqrt_1m_abar, head_params, critic_params, c["packed"], c["t"],
                              float(head.max_action), float(eta), bool(approx), float(max_norm))
     return out[0], out[1], out[2], list(out[3:])
 
 
-def target_q(ops, head, critic_net, next_obs: Tensor, noise: Tensor, steps: int = 0) -> Tensor:
+def target_q(ops, head, critic_net, next_obs: Tensor, noise: Tensor, steps: int = 0, sampler: Optional[str] = None) -> Tensor:
     """Values ``[M, k, B]`` of the target critic ``critic_net`` at (s', a'), a' from the diffusion
-    ``head``'s chain (``steps`` reverse steps, 0: all) started from ``noise``; one operator, no graph."""
-    c = head.chain(steps)
+    ``head``'s chain (``steps`` reverse steps, 0: all; ``sampler``'s plan, which must be one-step, None: the
+    head's default) started from ``noise``; one operator, no graph."""
+    c = head.chain(steps) if not sampler else head.chain(steps, sampler)  # (a chain(steps) that predates samplers works)
     return ops.target_q(next_obs, noise, head.time_embedding, list(head.parameters()), list(critic_net.parameters()), c["packed"], c["t"],
                         float(head.max_action))

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from .config import AgentConfig, ConfigError
 from .data.buffer import TransitionBuffer
 from .nn import clip_grad_norm_members, foreach_pieces, member_generators
+from .objectives.base import sampler_option
 from .precision import check_precision, matmul_precision
 from .registry import CRITICS, HEADS, OBJECTIVES, UnknownNameError
 
@@ -60,6 +61,21 @@ def _part_kwargs(cls: type, values: Mapping[str, Any], what: str) -> Dict[str, A
     if missing:
         raise TypeError(f"{what}: its Settings declare {missing} but {cls.__name__}.__init__ does not take them")
     return dict(values)
+
+
+def _check_samplers(cfg: AgentConfig, head: Any, what: str) -> None:
+    """Each configured sampler is registered, and the head's ``sample`` takes one (a clear error, not a TypeError mid-run)."""
+    from .heads.samplers import SAMPLERS
+
+    asked = {k: getattr(cfg, k) for k in ("sampler", "target_sampler", "q_sampler") if getattr(cfg, k, "")}
+    for key, name in asked.items():
+        if name not in SAMPLERS:
+            raise ConfigError(f"cannot build {what}: {key}={str(name)[:60]!r} is no registered sampler; "
+                              f"registered samplers: {', '.join(SAMPLERS.names())}")
+    params = inspect.signature(head.sample).parameters
+    if asked and "sampler" not in params and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        raise ConfigError(f"cannot build {what}: head {cfg.head!r} has no choice of sampler (its sample takes no `sampler`), "
+                          f"but {', '.join(f'{k}={v}' for k, v in asked.items())} is set")
 
 
 class EagerBackend:
@@ -144,6 +160,7 @@ class Learner:
         if "max_action" in inspect.signature(head_cls.__init__).parameters:
             head_kw["max_action"] = 1.0  # heads work in [-1, 1]; acting rescales to the Box bounds
         self.head = head_cls(self.obs_dim, self.action_dim, members=M, **head_kw).to(dev)
+        _check_samplers(cfg, self.head, what)
         self.critic = None
         if self.objective.uses_critic:
             kw = _part_kwargs(critic_cls, cfg.part_settings("critic"), f"critic {cfg.critic!r}")
@@ -269,9 +286,11 @@ class Learner:
         return self.backend.td_target(self, batch)
 
     def next_actions(self, next_obs: Tensor) -> Tensor:
-        """The target policy's actions for the critic's TD target: the EMA policy, ``target_sample_steps`` steps."""
+        """The target policy's actions for the critic's TD target: the EMA policy, ``target_sample_steps`` steps
+        of ``target_sampler`` (passed only when set: heads and objectives that predate samplers work)."""
         steps = self.config.target_sample_steps or None
-        return self.objective.policy_sample(self.ema_head, self.ema_aux, next_obs, self.train_generators, steps=steps)
+        return self.objective.policy_sample(self.ema_head, self.ema_aux, next_obs, self.train_generators, steps=steps,
+                                            **sampler_option(self.config.target_sampler))
 
     def apply_gradients(self, grads: Sequence[Tensor], params: List[nn.Parameter], opt: torch.optim.Optimizer,
                         norm: Optional[Tensor] = None) -> Tensor:

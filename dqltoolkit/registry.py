@@ -3,7 +3,8 @@
 Everything a user names on the command line (a head, a critic, an objective, an agent recipe, a task)
 resolves through one of these, so adding a part never means editing the core. Third-party packages
 add parts through entry points in the groups ``dqltoolkit.heads``, ``dqltoolkit.critics`` and
-``dqltoolkit.objectives``; they are discovered lazily, the first time a name is looked up or listed.
+``dqltoolkit.objectives`` (and diffusion samplers in ``dqltoolkit.samplers``, whose registry lives in
+dqltoolkit/heads/samplers.py); they are discovered lazily, the first time a name is looked up or listed.
 """
 
 from __future__ import annotations

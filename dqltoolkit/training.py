@@ -34,15 +34,19 @@ def bandit_report(agent, dataset_actions: np.ndarray, out: Path, n: int = 1000, 
 
 @torch.no_grad()
 def sample_policy_actions(agent, n: int = 1000, seed: int = 0, member: int = 0, observation: Optional[np.ndarray] = None) -> np.ndarray:
-    """``n`` samples of the trained policy (no candidate selection by Q) at one observation (default zeros)."""
+    """``n`` samples of the trained policy (no candidate selection by Q) at one observation (default zeros),
+    drawn as it acts: with the configured acting ``sample_steps`` and ``sampler``."""
     from .nn import member_generators
+    from .objectives.base import sampler_option
 
     obs = torch.zeros(agent.members, n, agent.obs_dim, device=agent.device)
     if observation is not None:
         obs = obs + torch.as_tensor(np.asarray(observation, np.float32).reshape(1, 1, -1), device=agent.device)
     obs = (obs - agent.obs_mean) / agent.obs_std
     gens = member_generators([seed + m for m in range(agent.members)], agent.device)
-    a = agent.objective.policy_sample(agent.head, agent.aux, obs, gens)  # the trained policy: BCQ perturbs the head's samples
+    cfg = agent.config
+    # the trained policy: BCQ perturbs the head's samples
+    a = agent.objective.policy_sample(agent.head, agent.aux, obs, gens, steps=cfg.sample_steps or None, **sampler_option(cfg.sampler))
     a = a * agent.learner.action_scale + agent.learner.action_center
     return a[member].cpu().numpy()
 

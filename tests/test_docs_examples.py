@@ -54,12 +54,12 @@ def test_the_snippets_and_the_recipe_of_the_page_run(tmp_path):
     found = blocks()
     python = [body for f, lang, body in found if lang == "python" and f is None]
     yaml_blocks = [body for f, lang, body in found if lang == "yaml"]
-    assert len(python) == 3 and len(yaml_blocks) == 1
+    assert len(python) == 4 and len(yaml_blocks) == 1
     (tmp_path / "doc.json").write_text(json.dumps({"python": python, "yaml": yaml_blocks}))
     (tmp_path / "runner.py").write_text(RUNNER)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(EXAMPLE), str(ROOT)]), "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     proc = subprocess.run([sys.executable, "runner.py", "doc.json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "SNIPPETS RAN 3" in proc.stdout
+    assert "SNIPPETS RAN 4" in proc.stdout
     recipe = json.loads(proc.stdout.split("RECIPE ", 1)[1].splitlines()[0])
     assert recipe == {"head": "tempered-diffusion", "critic": "expectile", "noise_scale": 0.5, "expectile": 0.8}

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from .. import fused
 from ..capabilities import KERNELS, declared, overrides
+from ..heads.samplers import fused_plan, head_plan, kernel_ready, packed_multistep
 from ..learner import EagerBackend, Grads, Learner
 from ..nn import member_rand, member_randint, member_randn, mish
 from ..objectives.base import Objective
@@ -38,10 +39,13 @@ def _critic_ok(critic: Any) -> bool:
 
 
 def fused_chain(ops: Any):
-    """The head's reverse-chain kernel as the fused operator (an autograd node each way)."""
+    """The head's reverse-chain kernel as the fused operator (an autograd node each way); a multistep
+    sampler's plan (heads/samplers.py), which the head passes only without a graph, as the forward operator."""
 
     def kernel(noise: Tensor, sp: Tensor, tp: Tensor, w_action: Tensor, weights: List[Tensor], biases: List[Tensor],
                c: Dict[str, Any], lim: float) -> Tensor:
+        if not kernel_ready(c):
+            return fused.multistep_chain(ops, noise, sp, tp, w_action, weights, biases, packed_multistep(c), c["t"], lim)
         return fused.reverse_chain(ops, noise, sp, tp, w_action, weights, biases, c["packed"], c["t"], lim)
 
     return kernel
@@ -56,11 +60,16 @@ class FusedCPUBackend(EagerBackend):
         self.chain = KERNELS in declared(head) and _mish_mlp(head.net)
         if self.chain:  # the head samples through the operator; a head that does not declare it keeps its own loop
             learner.head.chain_kernel = learner.ema_head.chain_kernel = fused_chain(ops)
+        cfg = learner.config
+        # the step operators compute one-step plans (ddpm, ddim: heads/samplers.py); with a multistep solver the
+        # step's piece runs eagerly, its chain through the forward operator where no graph is needed
         self.target = (_diffusion_ok(head) and _critic_ok(critic) and critic.target_noise == 0
-                       and not overrides(objective, Objective, "policy_sample"))
+                       and not overrides(objective, Objective, "policy_sample")
+                       and fused_plan(head, cfg.target_sample_steps, cfg.target_sampler) is not None)
         self.critic = _critic_ok(critic)
         self.actor = (_diffusion_ok(head) and _critic_ok(critic) and KERNELS in declared(objective)
-                      and objective.q_grad_steps == 0 and not len(learner.aux))
+                      and objective.q_grad_steps == 0 and not len(learner.aux)
+                      and (objective.q_grad == "approx" or fused_plan(head, objective.q_sample_steps, objective.q_sampler) is not None))
 
     def describe(self) -> str:
         on = [name for name, flag in (("chain", self.chain), ("td-target", self.target), ("critic", self.critic),
@@ -77,7 +86,7 @@ class FusedCPUBackend(EagerBackend):
             rows = critic.backup_rows(batch["next_obs"])
             steps = learner.config.target_sample_steps or None
             noise = learner.ema_head.draw_noise(rows.shape[1], learner.train_generators, rows.device, steps)
-            q = fused.target_q(self.ops, learner.ema_head, critic.target, rows, noise, steps or 0)
+            q = fused.target_q(self.ops, learner.ema_head, critic.target, rows, noise, steps or 0, learner.config.target_sampler or None)
             return critic.backup(batch, q)
 
     def critic_grads(self, learner: Learner, batch: Dict[str, Tensor], target: Tensor) -> Grads:
@@ -97,9 +106,10 @@ class FusedCPUBackend(EagerBackend):
         t = member_randint(gens, head.T, (B,), obs.device)
         bc_noise = member_randn(gens, (B, A), obs.device)
         approx = objective.q_grad == "approx"
-        chain_noise = None if approx else member_randn(gens, (len(head.chain(0)["t"]), B, A), obs.device)
+        plan = head_plan(head, objective.q_sample_steps, objective.q_sampler)  # (q_sample_steps 0: the full chain)
+        chain_noise = None if approx else member_randn(gens, (len(plan["t"]), B, A), obs.device)
         coin = member_rand(gens, (), obs.device)
         eta = objective.current_eta()
         bc, ql, norm, grads = fused.ql_actor(self.ops, head, learner.actor_params, learner.critic_params, obs, actions, t, bc_noise,
-                                             chain_noise, coin, eta, approx, learner.config.grad_norm)
+                                             chain_noise, coin, eta, approx, learner.config.grad_norm, plan=plan)
         return bc + eta * ql, {"bc_loss": bc, "ql_loss": ql}, grads, norm

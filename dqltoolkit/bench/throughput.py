@@ -360,6 +360,10 @@ def run_benchmark(device: str = "auto", steps: Optional[int] = None, repeats: in
         ens = hopper_config(critic="ensemble-q", n_critics=10, critic_reduce="lcb")
         plan["exact, ensemble-q x10"] = (_agent([0], dev, table, config=ens).train_step, steps, counted_step_gflop(ens, table),
                                          "-p critic=ensemble-q -p n_critics=10 -p critic_reduce=lcb")
+    if "samplers" in wanted:  # edp's step, and the same step with the 50-step chain for the next actions (bench/samplers.py)
+        from .samplers import training_rows
+
+        plan.update(training_rows(lambda cfg: _agent([0], dev, table, config=cfg), lambda cfg: counted_step_gflop(cfg, table), steps))
     if reduced and "exact" in wanted:
         plan[f"exact, {low_name}"] = (_agent([0], dev, table, matmul_precision=low).train_step, steps, flop, f"-p matmul_precision={low}")
     if reduced and "exact_x5" in wanted:
@@ -377,6 +381,10 @@ def run_benchmark(device: str = "auto", steps: Optional[int] = None, repeats: in
                 obs = np.random.default_rng(0).standard_normal((n_envs, s["obs_dim"])).astype(np.float32)
                 eval_plan[f"predict, {n_envs} env(s) x {agent.config.n_candidates} candidates{suffix}"] = (lambda o=obs, a=agent: a.predict(o),
                                                                                                           max(steps, 20))
+    if "samplers" in wanted:  # predict with a T = 50 head: the 50-step chain beside DPM-Solver++ and DDIM
+        from .samplers import acting_rows
+
+        eval_plan.update(acting_rows(lambda cfg: _agent([0], dev, table, config=cfg), s["obs_dim"], max(steps, 20)))
     if "export" in wanted:  # the same policy exported to ONNX, run by onnxruntime with numpy-drawn noise (dqltoolkit export)
         eval_plan.update(_export_rows(_agent([0], dev, table), s["obs_dim"], max(steps, 20), say))
     blocks = time_blocks({**{k: (v[0], v[1]) for k, v in plan.items()}, **eval_plan, MATMUL: (mm_fn, mm_calls)}, dev, repeats, warmup, say,

@@ -392,6 +392,57 @@ std::tuple<Tensor, std::vector<Tensor>> chain_fwd(const Tensor& noise_in, const 
   return {out, saved};
 }
 
+// The reverse chain of a multistep plan (DPM-Solver++(2M), dqltoolkit/heads/samplers.py), forward only and
+// without a graph (acting, the critic's targets): coef holds 6 floats per chain position j (recip, recipm1,
+// coef1, coef2, std, coef0) and the step is x <- coef1 clamp(x0) + coef2 x + coef0 clamp(x0 of the step
+// before) (+ std noise[k + 1] when j > 0). Other arguments as chain_fwd's; returns the clamped end.
+Tensor chain_fwd_multistep(const Tensor& noise_in, const Tensor& sp, const Tensor& tp, const Tensor& w1a, at::TensorList ws,
+                           at::TensorList bs, at::ArrayRef<double> coef, at::IntArrayRef tidx, double lim_d) {
+  at::NoGradGuard no_grad;
+  check_net(ws, bs);
+  check_rows(sp, "chain_fwd_multistep: state part");
+  check_rows(tp, "chain_fwd_multistep: time part");
+  check_rows(w1a, "chain_fwd_multistep: action weight");
+  const Tensor noise = noise_in.contiguous();
+  TORCH_CHECK(noise.dim() == 4 && noise.scalar_type() == at::kFloat, "chain_fwd_multistep: noise must be [M, K, B, A] float32");
+  const int64_t M = noise.size(0), K = noise.size(1), B = noise.size(2), A = noise.size(3), H = sp.size(2);
+  const int64_t L = static_cast<int64_t>(ws.size());
+  TORCH_CHECK(static_cast<int64_t>(tidx.size()) == K && static_cast<int64_t>(coef.size()) == 6 * K,
+              "chain_fwd_multistep: need K time indices and 6K coefficients");
+  const float lim = static_cast<float>(lim_d);
+  std::vector<Tensor> pre = buffers(L, sp, M, B, H), act = buffers(L, sp, M, B, H);
+  Tensor x = noise.select(1, 0).contiguous();
+  Tensor prev = at::zeros({M, B, A}, sp.options());  // the clamped x0 of the step before
+  const float* nz = noise.data_ptr<float>();
+  float* pp = prev.data_ptr<float>();
+  for (int64_t k = 0; k < K; k++) {
+    const int64_t j = K - 1 - k;
+    gemm_add_out(pre[0], sp, x, w1a);
+    Tensor eps = tail_forward(pre[0], tp.narrow(1, tidx[j], 1), ws, bs, pre, act, nullptr).contiguous();
+    const float recip = static_cast<float>(coef[6 * j]), recipm1 = static_cast<float>(coef[6 * j + 1]);
+    const float c1 = static_cast<float>(coef[6 * j + 2]), c2 = static_cast<float>(coef[6 * j + 3]);
+    const float sd = static_cast<float>(coef[6 * j + 4]), c0 = static_cast<float>(coef[6 * j + 5]);
+    Tensor xn = at::empty({M, B, A}, sp.options());
+    const float* xp = x.data_ptr<float>();
+    const float* ep = eps.data_ptr<float>();
+    float* op = xn.data_ptr<float>();
+    for (int64_t m = 0; m < M; m++) {
+      const float* zp = nz + ((m * K) + k + 1) * B * A;  // noise[m, k + 1], read only when j > 0
+      for (int64_t e = 0; e < B * A; e++) {
+        const int64_t i = m * B * A + e;
+        const float x0 = recip * xp[i] - recipm1 * ep[i];
+        const float x0c = x0 < -lim ? -lim : (x0 > lim ? lim : x0);
+        float v = c1 * x0c + c2 * xp[i] + c0 * pp[i];
+        if (j > 0) v += sd * zp[e];
+        op[i] = v;
+        pp[i] = x0c;
+      }
+    }
+    x = xn;
+  }
+  return x.clamp(-lim, lim);
+}
+
 // Returns [g_sp, g_tp, g_w1a, gW_2 .. gW_L, gW_out, gb_2 .. gb_L, gb_out].
 std::vector<Tensor> chain_bwd(const Tensor& g_in, const Tensor& tp, const Tensor& w1a, at::TensorList ws, at::TensorList bs,
                               at::TensorList saved, at::ArrayRef<double> coef, at::IntArrayRef tidx, double lim_d) {
@@ -749,6 +800,10 @@ TORCH_LIBRARY(dqltoolkit, m) {
       "chain_fwd(Tensor noise, Tensor sp, Tensor tp, Tensor w1a, Tensor[] ws, Tensor[] bs, float[] coef, int[] tidx, float lim, "
       "bool save) -> (Tensor, Tensor[])",
       &chain_fwd);
+  m.def(
+      "chain_fwd_multistep(Tensor noise, Tensor sp, Tensor tp, Tensor w1a, Tensor[] ws, Tensor[] bs, float[] coef, int[] tidx, "
+      "float lim) -> Tensor",
+      &chain_fwd_multistep);
   m.def(
       "chain_bwd(Tensor g, Tensor tp, Tensor w1a, Tensor[] ws, Tensor[] bs, Tensor[] saved, float[] coef, int[] tidx, float lim) "
       "-> Tensor[]",

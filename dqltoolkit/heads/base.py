@@ -48,10 +48,14 @@ class PolicyHead(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} offers no per-sample behaviour loss")
 
     def sample(self, obs: Tensor, generators: Sequence[torch.Generator], noise: Optional[Tensor] = None,
-               steps: Optional[int] = None) -> Tensor:
+               steps: Optional[int] = None, *, sampler: Optional[str] = None) -> Tensor:
         """Actions ``[M, B, action_dim]`` for ``obs``. ``noise``: the randomness to use instead of drawing it
         (shaped like :meth:`draw_noise`'s); ``steps``: sampling steps for heads that have several (None: the
-        head's full chain), which callers pass in and the head never stores."""
+        head's full chain), which callers pass in and the head never stores; ``sampler``: the name of a
+        registered solver (heads/samplers.py) for heads that run a reverse chain (None: the head's default).
+
+        Callers pass ``sampler`` only when one is configured, so heads written before it existed, whose
+        ``sample`` does not take it, keep working wherever no sampler is asked for."""
         raise NotImplementedError
 
     def draw_noise(self, rows: int, generators: Sequence[torch.Generator], device: torch.device,

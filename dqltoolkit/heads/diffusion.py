@@ -21,6 +21,7 @@ from ..nn import ACTIVATIONS, EnsembleMLP, layer_baddbmm, layer_bmm, member_rand
 from ..registry import HEADS
 from ..settings import setting
 from .base import PolicyHead
+from .samplers import DDPM, SAMPLERS, Plan, check_sampler, get_sampler, head_plan, kernel_ready, kernels_run
 from .schedules import SCHEDULES
 
 #: a reverse-chain kernel: (noise, state part, time part, action weights, weights, biases, chain, bound) -> actions
@@ -29,11 +30,15 @@ ChainKernel = Callable[..., Tensor]
 
 @HEADS.register("diffusion")
 class DiffusionHead(PolicyHead):
-    """Conditional diffusion policy (eps-prediction, clipped x0, posterior-variance sampler).
+    """Conditional diffusion policy (eps-prediction, clipped x0), sampled by any registered sampler
+    (heads/samplers.py: ddpm, the paper's posterior-variance sampler, by default; ddim; dpm-solver++).
 
     ``chain_kernel``: an implementation of :meth:`sample`'s reverse loop with the same math, installed by
     the backend the agent runs on (the fused CPU operator, the GPU autograd node) for this exact class
-    only (it declares ``capabilities``); None runs the loop below.
+    only (it declares ``capabilities``). It runs the plan of any sampler that keeps ``Sampler.run``'s loop:
+    one-step plans (ddpm, ddim) with or without a graph, multistep plans (dpm-solver++) without one; in
+    every other case (no kernel, a graph through a multistep plan, a sampler with its own loop) the
+    sampler's loop runs eagerly (heads/samplers.py).
     """
 
     @dataclass
@@ -44,6 +49,8 @@ class DiffusionHead(PolicyHead):
         n_layers: int = setting(3, "denoiser hidden layers", min=1)
         time_dim: int = setting(16, "width of the time embedding", min=2)
         activation: str = setting("mish", "denoiser activation", choices=tuple(ACTIVATIONS))
+        default_sampler: str = setting("ddpm", "the head's sampler wherever sampler, target_sampler or q_sampler is unset: "
+                                       "ddpm, ddim, dpm-solver++ (or a registered one)")
 
     differentiable_samples = True
     capabilities = frozenset({KERNELS})
@@ -62,10 +69,13 @@ class DiffusionHead(PolicyHead):
         n_layers: int = 3,
         time_dim: int = 16,
         activation: str = "mish",
+        default_sampler: str = "ddpm",
     ) -> None:
         super().__init__(obs_dim, action_dim, members, max_action)
         if T < 1:
             raise ValueError(f"diffusion head: T must be >= 1, got {T}")
+        check_sampler(default_sampler, "diffusion head: default_sampler")
+        self.default_sampler = default_sampler
         self.T, self.time_dim = int(T), int(time_dim)
         self.time_mlp = EnsembleMLP(members, time_dim, time_dim, [2 * time_dim], activation)
         self.net = EnsembleMLP(members, action_dim + time_dim + obs_dim, action_dim, [hidden] * n_layers, activation)
@@ -75,24 +85,28 @@ class DiffusionHead(PolicyHead):
         abar = np.cumprod(1.0 - betas)
         self.betas = betas
         self.alphas_cumprod = abar
-        self._chains = {self.T: _chain_coefficients(abar, np.arange(self.T))}
+        self._chains: dict = {}
         self.register_buffer("sqrt_abar", torch.tensor(np.sqrt(abar), dtype=torch.float32), persistent=False)
         # the time embedding of every step is a constant: computed once, not at every chain
         self.register_buffer("time_embedding", sinusoidal_embedding(torch.arange(self.T), self.time_dim), persistent=False)
         self.register_buffer("sqrt_1m_abar", torch.tensor(np.sqrt(1.0 - abar), dtype=torch.float32), persistent=False)
 
-    def chain(self, steps: int = 0) -> dict:
-        """Coefficients of the reverse chain over ``steps`` of the T steps (0 or T: all of them).
+    def chain(self, steps: int = 0, sampler: Optional[str] = None) -> Plan:
+        """The plan of the reverse chain over ``steps`` of the T steps (0 or T: all of them) for ``sampler``
+        (None: :attr:`default_sampler`); see heads/samplers.py for its entries.
 
-        Fewer steps use DDPM respacing (Nichol & Dhariwal 2021): keep k evenly spaced steps, derive the
-        sub-chain's betas from their abar, and feed the network the original time indices. Faster and
-        approximate; callers choose it per call (acting, the critic's next actions), training runs the full chain.
+        Fewer steps keep k evenly spaced network times (Nichol & Dhariwal 2021's respacing) and feed the
+        network the original time indices; the sampler derives its coefficients from abar at those times.
+        Faster and approximate; callers choose it per call (acting, the critic's next actions, the Q term),
+        whatever the sampler, so the noise of a k-step chain has the same shape for every sampler.
         """
+        name = sampler or self.default_sampler
         k = self.T if steps <= 0 or steps >= self.T else int(steps)
-        if k not in self._chains:
+        key = (name, id(SAMPLERS.get(name)), k)  # (a name registered again later gets its own plans)
+        if key not in self._chains:
             idx = np.unique(np.round(np.linspace(0, self.T - 1, k)).astype(int))
-            self._chains[k] = _chain_coefficients(self.alphas_cumprod[idx], idx)
-        return self._chains[k]
+            self._chains[key] = get_sampler(name).plan(self.alphas_cumprod[idx], idx)
+        return self._chains[key]
 
     def reset_parameters(self, generators: Sequence[torch.Generator]) -> None:
         self.time_mlp.reset_parameters(generators)
@@ -175,14 +189,16 @@ class DiffusionHead(PolicyHead):
         steps: int | None = None,
         *,
         grad_steps: int = 0,
+        sampler: Optional[str] = None,
     ) -> Tensor:
         """Run the reverse chain from x_T ~ N(0, I); differentiable through every step, or through the
-        last ``grad_steps`` only (0: all). ``steps``: reverse steps (None or 0: all T; fewer: respaced).
+        last ``grad_steps`` only (0: all). ``steps``: reverse steps (None or 0: all T; fewer: respaced);
+        ``sampler``: a registered sampler's name (None: :attr:`default_sampler`).
 
         ``noise`` ``[M, K, B, action_dim]`` for a K-step chain: index 0 is x_T, index k >= 1 the noise
-        added after the k-th reverse step (none is added after the last step).
+        added after the k-th reverse step (none is added after the last step; deterministic samplers add none).
         """
-        c = self.chain(steps or 0)
+        c = head_plan(self, steps or 0, sampler)
         K = len(c["t"])
         M, B, _ = obs.shape
         if noise is None:
@@ -193,35 +209,22 @@ class DiffusionHead(PolicyHead):
         # grad_steps < K: the first reverse steps run without a graph (the reference code's "last_few")
         no_grad_until = K - grad_steps if 0 < grad_steps < K and torch.is_grad_enabled() else 0
         layers = self.net.layers
-        if self.chain_kernel is not None and no_grad_until == 0:
+        solver = get_sampler(sampler or self.default_sampler)
+        # the kernels run Sampler.run's loop: one-step plans with or without a graph, multistep ones without
+        if (self.chain_kernel is not None and no_grad_until == 0 and kernels_run(solver)
+                and (kernel_ready(c) or not torch.is_grad_enabled())):
             return self.chain_kernel(noise, sp, tp, layers[0].weight[:, : self.action_dim], [m.weight for m in layers[1:]],
                                      [m.bias for m in layers[1:]], c, float(lim))
-        x = noise[:, 0]
-        for k, j in enumerate(reversed(range(K))):
+
+        def x0(x: Tensor, j: int) -> Tensor:
             i = c["t"][j]
-            with torch.set_grad_enabled(torch.is_grad_enabled() and k >= no_grad_until):
-                eps = self._eps(x, sp, tp[:, i : i + 1].contiguous())
-                x0 = (c["recip"][j] * x - c["recipm1"][j] * eps).clamp(-lim, lim)
-                x = c["coef1"][j] * x0 + c["coef2"][j] * x
-                if j > 0:
-                    x = x + c["std"][j] * noise[:, k + 1]
-        return x.clamp(-lim, lim)
+            eps = self._eps(x, sp, tp[:, i : i + 1].contiguous())
+            return (c["recip"][j] * x - c["recipm1"][j] * eps).clamp(-lim, lim)
+
+        return solver.run(c, noise, x0, no_grad_until).clamp(-lim, lim)
 
 
 def _chain_coefficients(abar: np.ndarray, t_index: np.ndarray) -> dict:
-    """Posterior-sampler coefficients for a chain with cumulative alphas ``abar`` at network times
-    ``t_index``, as Python floats: no tensor indexing or device traffic inside the loop."""
-    abar_prev = np.concatenate([[1.0], abar[:-1]])
-    betas = 1.0 - abar / abar_prev
-    post_var = betas * (1.0 - abar_prev) / (1.0 - abar)
-    c = {
-        "t": [int(i) for i in t_index],
-        "recip": np.sqrt(1.0 / abar).tolist(),
-        "recipm1": np.sqrt(1.0 / abar - 1.0).tolist(),
-        "coef1": (betas * np.sqrt(abar_prev) / (1.0 - abar)).tolist(),
-        "coef2": ((1.0 - abar_prev) * np.sqrt(1.0 - betas) / (1.0 - abar)).tolist(),
-        "std": np.exp(0.5 * np.log(np.clip(post_var, 1e-20, None))).tolist(),
-    }
-    # the fused chain's layout: five numbers per chain position
-    c["packed"] = [v for j in range(len(abar)) for v in (c["recip"][j], c["recipm1"][j], c["coef1"][j], c["coef2"][j], c["std"][j])]
-    return c
+    """DDPM's plan for cumulative alphas ``abar`` at network times ``t_index`` (kept for callers of the
+    name; the samplers live in heads/samplers.py)."""
+    return DDPM().plan(abar, t_index)

@@ -35,6 +35,8 @@ def _forward(noise: Tensor, state_part: Tensor, time_part: Tensor, w_action: Ten
     # the noise added after each step but the last, scaled by its std: one launch for the whole chain
     added = torch._foreach_mul([noise[:, k + 1] for k in range(K - 1)], [c["std"][K - 1 - k] for k in range(K - 1)]) if K > 1 else []
     saved: Dict[str, List] = {"x": [], "z": [], "a": [], "x0": []}
+    c0 = c.get("coef0")  # a multistep plan (heads/samplers.py): forward only (reverse_chain refuses it with a graph)
+    prev = None
     x = noise[:, 0]
     for k in range(K):
         j = K - 1 - k
@@ -54,6 +56,9 @@ def _forward(noise: Tensor, state_part: Tensor, time_part: Tensor, w_action: Ten
             x_next = torch.add(added[k], x, alpha=c["coef2"][j]).add_(x0, alpha=c["coef1"][j])
         else:
             x_next = torch.add(x0 * c["coef1"][j], x, alpha=c["coef2"][j])
+        if c0 is not None and c0[j] != 0.0:
+            x_next = x_next.add_(prev, alpha=c0[j])
+        prev = x0
         if keep:
             saved["x"].append(x)
             saved["z"].append(zs)
@@ -126,9 +131,12 @@ class _ReverseChain(torch.autograd.Function):
 def reverse_chain(noise: Tensor, state_part: Tensor, time_part: Tensor, w_action: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor],
                   c: Dict[str, list], lim: float) -> Tensor:
     """The clamped end of the reverse chain with the coefficients ``c`` of :meth:`DiffusionHead.chain`;
-    differentiable (one node) w.r.t. everything but the noise when grad mode is on."""
+    differentiable (one node) w.r.t. everything but the noise when grad mode is on. A multistep plan
+    (``coef0``, heads/samplers.py) runs forward only: the head runs its eager loop where gradients are needed."""
     params = [*weights, *biases]
     if torch.is_grad_enabled() and any(t.requires_grad for t in (state_part, time_part, w_action, *params)):
+        if c.get("coef0") is not None:
+            raise RuntimeError("reverse_chain: a multistep plan has no backward here; the head runs its eager loop with a graph")
         return _ReverseChain.apply(c, lim, noise, state_part, time_part, w_action, *params)
     with torch.no_grad():
         return _forward(noise, state_part, time_part, w_action, weights, biases, c, lim, keep=False)[0].clamp(-lim, lim)

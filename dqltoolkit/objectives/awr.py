@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from ..heads.base import PolicyHead
 from ..registry import CRITICS, HEADS, OBJECTIVES
 from ..settings import setting
-from .base import Objective
+from .base import Objective, head_sample
 from .per_sample import per_sample_behaviour_loss, supports
 
 
@@ -75,12 +75,12 @@ class AWRObjective(Objective):
                               f"offers no per-sample loss (see dqltoolkit/objectives/per_sample.py)")
         return {}
 
-    def policy_sample(self, head, aux, obs, generators, noise=None, steps=None):
+    def policy_sample(self, head, aux, obs, generators, noise=None, steps=None, *, sampler=None):
         if self.act_mode == "mode":
             mode = head_mode(head, obs)
             if mode is not None:
                 return mode
-        return head.sample(obs, generators, noise=noise, steps=steps)
+        return head_sample(head, obs, generators, noise, steps, sampler)
 
     def advantage_weights(self, critic, obs: Tensor, actions: Tensor) -> Tuple[Tensor, Tensor]:
         """The weights ``[M, B]`` and the advantages min_j Q'_j(s, a) - V(s) they come from, no graph."""

@@ -52,9 +52,11 @@ class Objective:
         return {}
 
     def policy_sample(self, head: PolicyHead, aux: Optional[nn.ModuleDict], obs: Tensor, generators: Sequence[torch.Generator],
-                      noise: Optional[Tensor] = None, steps: Optional[int] = None) -> Tensor:
-        """Actions of the trained policy for ``obs`` ``[M, B, obs_dim]`` (``noise``, ``steps``: see ``PolicyHead.sample``)."""
-        return head.sample(obs, generators, noise=noise, steps=steps)
+                      noise: Optional[Tensor] = None, steps: Optional[int] = None, *, sampler: Optional[str] = None) -> Tensor:
+        """Actions of the trained policy for ``obs`` ``[M, B, obs_dim]`` (``noise``, ``steps``, ``sampler``: see
+        ``PolicyHead.sample``). Callers pass ``sampler`` only when one is configured (objectives and heads
+        written before it existed need not take it)."""
+        return head_sample(head, obs, generators, noise, steps, sampler)
 
     def actor_loss(
         self, head: PolicyHead, critic, obs: Tensor, actions: Tensor, generators: Sequence[torch.Generator], aux: Optional[nn.ModuleDict] = None
@@ -65,3 +67,16 @@ class Objective:
 def q_of(critic, obs: Tensor, actions: Tensor) -> Tensor:
     """Online Q-values ``[M, n_q, B]`` of a policy's actions for an actor loss (the critic's ``policy_values``)."""
     return critic.policy_values(obs, actions)
+
+
+def head_sample(head: PolicyHead, obs: Tensor, generators: Sequence[torch.Generator], noise: Optional[Tensor] = None,
+                steps: Optional[int] = None, sampler: Optional[str] = None) -> Tensor:
+    """``head.sample`` with ``sampler=`` only when one is given, so a head whose ``sample`` predates the keyword works."""
+    if sampler:
+        return head.sample(obs, generators, noise=noise, steps=steps, sampler=sampler)
+    return head.sample(obs, generators, noise=noise, steps=steps)
+
+
+def sampler_option(sampler: Optional[str]) -> dict:
+    """``{"sampler": name}`` when a sampler is configured, else nothing: what callers of ``policy_sample`` pass."""
+    return {"sampler": sampler} if sampler else {}

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from ..nn import EnsembleMLP
 from ..registry import OBJECTIVES
 from ..settings import setting
-from .base import Objective, q_of
+from .base import Objective, head_sample, q_of
 
 
 class Perturbation(nn.Module):
@@ -56,8 +56,8 @@ class BCQObjective(Objective):
     def build(self, obs_dim, action_dim, members, config):
         return {"perturb": Perturbation(obs_dim, action_dim, members, self.hidden, self.phi)}
 
-    def policy_sample(self, head, aux, obs, generators, noise=None, steps=None):
-        return aux["perturb"](obs, head.sample(obs, generators, noise=noise, steps=steps).detach())
+    def policy_sample(self, head, aux, obs, generators, noise=None, steps=None, *, sampler=None):
+        return aux["perturb"](obs, head_sample(head, obs, generators, noise, steps, sampler).detach())
 
     def actor_loss(self, head, critic, obs, actions, generators, aux=None):
         elbo = head.behaviour_loss(obs, actions, generators)

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ..capabilities import KERNELS
+from ..heads.samplers import check_sampler
 from ..nn import member_rand
 from ..registry import OBJECTIVES
 from ..settings import setting
@@ -45,6 +46,8 @@ class QLObjective(Objective):
         q_grad: str = setting("exact", "exact (through the reverse chain) | approx (EDP's one-step estimate; heads without "
                               "a chain use their samples)", choices=("exact", "approx"))
         q_grad_steps: int = setting(0, "exact: back-propagate through the last k reverse steps only (0: all, the paper)", min=0)
+        q_sampler: str = setting("", "exact: the solver of the sampled actions ('': the head's default_sampler)")
+        q_sample_steps: int = setting(0, "exact: reverse steps of the sampled actions (0: all T; fewer: respaced)", min=0)
         q_start: int = setting(0, "behaviour-cloning-only steps before the Q term starts (0: the paper)", min=0)
         eta_warmup: int = setting(0, "steps over which eta then ramps up from 0 (0: constant, the paper)", min=0)
 
@@ -53,11 +56,14 @@ class QLObjective(Objective):
     needs_differentiable_samples = True
     capabilities = frozenset({KERNELS})
 
-    def __init__(self, eta: float = 1.0, q_grad: str = "exact", eta_warmup: int = 0, q_start: int = 0, q_grad_steps: int = 0) -> None:
+    def __init__(self, eta: float = 1.0, q_grad: str = "exact", eta_warmup: int = 0, q_start: int = 0, q_grad_steps: int = 0,
+                 q_sampler: str = "", q_sample_steps: int = 0) -> None:
         if q_grad not in ("exact", "approx"):
             raise ValueError(f"ql objective: q_grad must be 'exact' or 'approx', got {q_grad!r}")
+        if q_sampler:
+            check_sampler(q_sampler, "ql objective: q_sampler")
         self.eta, self.q_grad, self.eta_warmup, self.q_start = float(eta), q_grad, int(eta_warmup), int(q_start)
-        self.q_grad_steps = int(q_grad_steps)
+        self.q_grad_steps, self.q_sampler, self.q_sample_steps = int(q_grad_steps), q_sampler, int(q_sample_steps)
         self.step = 0  # set by the learner before each actor update
 
     def current_eta(self) -> float:
@@ -89,7 +95,18 @@ class QLObjective(Objective):
         bc = head.behaviour_loss(obs, actions, generators)
         if after_bc is not None:
             after_bc(bc, False)
-        return bc, head.sample(obs, generators, grad_steps=self.q_grad_steps) if self.q_grad_steps else head.sample(obs, generators)
+        return bc, head.sample(obs, generators, **self.sample_options())
+
+    def sample_options(self) -> Dict[str, object]:
+        """The keywords of the Q term's ``head.sample``: only those set, so heads whose ``sample`` predates them work."""
+        kw: Dict[str, object] = {}
+        if self.q_grad_steps:
+            kw["grad_steps"] = self.q_grad_steps
+        if self.q_sample_steps:
+            kw["steps"] = self.q_sample_steps
+        if self.q_sampler:
+            kw["sampler"] = self.q_sampler
+        return kw
 
     def _q_loss(self, critic, obs: Tensor, new_actions: Tensor, generators) -> Tensor:
         q = q_of(critic, obs, new_actions)
