@@ -335,7 +335,7 @@ def report(paths: Tuple[Path, ...], out: Optional[Path], reps: int, seed: int, s
 @main.command()
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
 @click.option("--rows", default="reference,exact,exact_x5,approx,eval,reduced", show_default=True,
-              help="Comma-separated subset of rows; 'recipes' (not in the default) times every shipped recipe, 'ensemble' "
+              help="Comma-separated subset of rows; 'recipes' (not in the default) times every shipped recipe's training step and its predict for one observation, 'ensemble' "
                    "Diffusion-QL with ten critics (-p critic=ensemble-q), 'export' the evaluation policy exported to ONNX and run "
                    "by onnxruntime (the export extra), 'samplers' predict with a T 50 head by ddpm, dpm-solver++ and ddim and the edp "
                    "recipe's step; 'reduced' "

@@ -64,7 +64,7 @@ def test_counted_flops_agree_with_the_step_formula():
 
 
 def test_recipe_rows_cover_every_shipped_recipe():
-    from dqltoolkit.config import recipe_names
+    from dqltoolkit.config import load_recipe, recipe_names
     from dqltoolkit.precision import cpu_has_bf16_matmuls
 
     res = run_benchmark("cpu", steps=1, repeats=1, warmup=0, dataset_size=600, rows=["recipes", "reduced"])
@@ -82,6 +82,11 @@ def test_recipe_rows_cover_every_shipped_recipe():
     # the paper's bandit settings run a 50-step chain: more matrix work per sample than the 5-step D4RL recipe
     bandit, d4rl = by_name["recipe diffusion-ql-bandit-paper"], by_name["recipe diffusion-ql"]
     assert bandit.gflop_per_step / 100 > d4rl.gflop_per_step / 256
+    # and each recipe's acting latency, with its own number of candidates
+    acting = {e["name"]: e for e in res["eval"]}
+    assert [n for n in acting if n.startswith("predict, recipe ")] == [
+        f"predict, recipe {n}, 1 env x {load_recipe(n)[0].n_candidates} candidates" for n in recipe_names()]
+    assert all(e["ms_per_call"] > 0 for e in acting.values())
 
 
 def test_ensemble_row_counts_its_ten_critics():

@@ -290,6 +290,19 @@ def calls_for_budget(cost: Dict[str, float], budget_s: float, repeats: int, min_
     return {name: max(min_calls, int(round(share / c)) if c > 0 else min_calls) for name, c in cost.items()}
 
 
+def _recipe_acting_rows(dev: torch.device, table, obs_dim: int, calls: int) -> Dict[str, Tuple[Callable[[], None], int]]:
+    """``predict`` for one observation with every shipped recipe: what a new head, sampler or selection rule
+    costs at deployment is as much part of its price as its training step."""
+    from ..config import load_recipe, recipe_names
+
+    obs = np.random.default_rng(0).standard_normal((1, obs_dim)).astype(np.float32)
+    rows: Dict[str, Tuple[Callable[[], None], int]] = {}
+    for name in recipe_names():
+        agent = _agent([0], dev, table, config=load_recipe(name)[0])
+        rows[f"predict, recipe {name}, 1 env x {agent.config.n_candidates} candidates"] = (lambda a=agent: a.predict(obs), calls)
+    return rows
+
+
 DEFAULT_ROWS = ("reference", "exact", "exact_x5", "approx", "eval", "reduced")
 DEFAULT_SECONDS = 90.0  # timed rounds; with set-up and warm-up a default CPU run takes about two minutes
 MATMUL = "matmul (calibration)"
@@ -381,6 +394,8 @@ def run_benchmark(device: str = "auto", steps: Optional[int] = None, repeats: in
                 obs = np.random.default_rng(0).standard_normal((n_envs, s["obs_dim"])).astype(np.float32)
                 eval_plan[f"predict, {n_envs} env(s) x {agent.config.n_candidates} candidates{suffix}"] = (lambda o=obs, a=agent: a.predict(o),
                                                                                                           max(steps, 20))
+    if "recipes" in wanted:  # each recipe's acting latency (its own candidates, steps and sampler) for one observation
+        eval_plan.update(_recipe_acting_rows(dev, table, s["obs_dim"], max(steps, 20)))
     if "samplers" in wanted:  # predict with a T = 50 head: the 50-step chain beside DPM-Solver++ and DDIM
         from .samplers import acting_rows
 
