@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from .sweep_spec import SweepError, SweepSpec, Trial, fixed_overrides, same_spec, trial_name
+from .sweep_spec import SweepError, SweepSpec, Trial, complete_results, fixed_overrides, same_spec, trial_name
 
 DONE = ("finished", "stopped_early")
 QUIET_ENV = {
@@ -38,20 +38,6 @@ def _write_json(path: Path, doc: Dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(doc, indent=2, default=str))
     os.replace(tmp, path)
-
-
-def complete_results(run_dir: Path, budget: int, seeds: List[int]) -> Optional[Dict[str, Any]]:
-    """The run folder's results.json if it records this trial's whole run (its seeds, its budget of steps)
-    or an early stop; None otherwise (no file, an unreadable one, another run's)."""
-    try:
-        doc = json.loads((run_dir / "results.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(doc, dict) or [int(s) for s in doc.get("seeds", [])] != [int(s) for s in seeds]:
-        return None
-    if doc.get("stopped_early") or int(doc.get("total_steps", -1)) == int(budget):
-        return doc
-    return None
 
 
 class SweepBook:
@@ -268,7 +254,7 @@ def run_sweep(spec: SweepSpec, out: Path | str, address: Optional[str] = None, r
     book.save()
     if skipped:
         say(f"resuming: {len(skipped)} trial(s) done already, skipped: {', '.join(skipped)}")
-    if spec.search != "optuna" and not todo:
+    if not todo if spec.search != "optuna" else len(skipped) >= spec.num_samples:
         say("every trial is done")
         return book.doc
     started = _start_ray(address, cpus, say)
@@ -301,6 +287,9 @@ def _todo(spec: SweepSpec, book: SweepBook, out: Path) -> tuple[List[Trial], Lis
 
     if spec.search == "optuna":
         skipped = [n for n, e in book.doc["trials"].items() if done(n, e["agent"], e["task"])]
+        for name, e in book.doc["trials"].items():
+            if name not in skipped:  # Optuna draws a new sample in its place (the study gets the finished ones back)
+                e["status"] = "superseded"
         return [], skipped
     todo, skipped = [], []
     for t in planned_trials(spec):
@@ -326,14 +315,18 @@ def _fit(spec: SweepSpec, out: Path, book: SweepBook, todo: List[Trial], say: Ca
                  "cpu": spec.cpu, "gpu": spec.gpu}
     search_alg, num_samples = None, 1
     if spec.search == "optuna":
+        import optuna
         from ray.tune.search.optuna import OptunaSearch
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
 
         agent, task = spec.agents[0], spec.tasks[0]
         point = {"agent": agent, "task": task, "params": {k: _domain(d) for k, d in spec.space.items()}}
         done = [(e["params"], _final_metric(out / e["run_dir"], spec.metric)) for e in book.doc["trials"].values() if e["status"] in DONE]
         done = [(p, m) for p, m in done if m is not None]
         points = [{f"point/params/{k}": v for k, v in p.items()} for p, _ in done]
-        search_alg = OptunaSearch(seed=spec.search_seed, points_to_evaluate=points or None,
+        # a resumed study gets the finished trials back and a new seed: the same seed would redraw their points
+        search_alg = OptunaSearch(seed=spec.search_seed + len(book.doc["attempts"]) - 1, points_to_evaluate=points or None,
                                   evaluated_rewards=[m for _, m in done] or None)
         num_samples = spec.num_samples - len(done)
         if num_samples <= 0:

@@ -376,6 +376,20 @@ def trial_name(trial: Trial, hashed: bool) -> str:
     return name
 
 
+def complete_results(run_dir: Path, budget: int, seeds: List[int]) -> Optional[Dict[str, Any]]:
+    """The run folder's results.json if it records this trial's whole run (its seeds, its budget of steps)
+    or an early stop; None otherwise (no file, an unreadable one, another run's)."""
+    try:
+        doc = json.loads((run_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or [int(s) for s in doc.get("seeds", [])] != [int(s) for s in seeds]:
+        return None
+    if doc.get("stopped_early") or int(doc.get("total_steps", -1)) == int(budget):
+        return doc
+    return None
+
+
 def describe_fields() -> List[str]:
     """One line per field, for the command's help and docs/sweeps.md."""
     return [f"{k}: {v}" for k, v in FIELDS.items()]

@@ -21,7 +21,7 @@ from ray import tune
 from ray.tune import Callback
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
-from .sweep_spec import Trial, trial_name
+from .sweep_spec import Trial, complete_results, trial_name
 
 #: what a trial reports besides the metric: the evaluation as results.json holds it (a JSON string, so
 #: that Tune's result flattening leaves its per-seed lists alone)
@@ -77,6 +77,9 @@ class SweepTrial(tune.Trainable):
 
     def step(self) -> Dict[str, Any]:
         if self._thread is None:
+            done = complete_results(self.run_dir, self.budget, self.kwargs["seeds"])
+            if done is not None:  # the same point again (an Optuna repeat): its folder holds the finished run, kept as it is
+                return self._final(done)
             self._thread = threading.Thread(target=self._train, name="dqltoolkit-trial", daemon=True)
             self._thread.start()
         else:
@@ -86,6 +89,10 @@ class SweepTrial(tune.Trainable):
             raise payload
         if kind == "evaluation":
             return {**_metrics(payload), ENTRY: json.dumps(payload), "node": self.node}
+        return self._final(payload)
+
+    def _final(self, payload: Dict[str, Any]) -> Dict[str, Any]:
+        """The last result: the run's results.json (its end-of-run evaluation), ``done``."""
         final = {k: payload[k] for k in ("mean_return", "normalized_score") if k in payload}
         if "normalized_score" not in final and payload.get("evaluation") and "normalized_score" in payload["evaluation"][0]:
             final["normalized_score"] = float(sum(e["normalized_score"] for e in payload["evaluation"]) / len(payload["evaluation"]))

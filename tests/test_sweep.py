@@ -102,6 +102,27 @@ def test_the_shipped_sweep_files_are_valid():
     assert paper.agents == ["diffusion-ql"] and set(paper.grid) == {"eta", "grad_norm"}
 
 
+def test_a_random_search_draws_the_same_trials_on_every_run(tmp_path):
+    from dqltoolkit.sweep import planned_trials
+
+    space = {"lr": {"loguniform": [1e-4, 1e-2]}, "policy_delay": {"randint": [1, 4]}, "grad_norm": {"choice": [1.0, 4.0]}}
+    spec = load_sweep(write_sweep(tmp_path / "r.yaml", search="random", num_samples=3, space=space))
+    trials = planned_trials(spec)
+    assert len(trials) == 2 * 3 and [t.params["eta"] for t in trials] == [0.1] * 3 + [10.0] * 3  # 3 draws per grid point
+    for t in trials:
+        assert 1e-4 <= t.params["lr"] < 1e-2 and isinstance(t.params["lr"], float)
+        assert 1 <= t.params["policy_delay"] < 4 and isinstance(t.params["policy_delay"], int)
+        assert t.params["grad_norm"] in (1.0, 4.0)
+    assert len({t.name for t in trials}) == 6 and all(len(t.name.rsplit("_", 1)[1]) == 8 for t in trials)  # hashed names
+    assert [t.params for t in planned_trials(load_sweep(tmp_path / "r.yaml"))] == [t.params for t in trials]
+    other = planned_trials(load_sweep(write_sweep(tmp_path / "r2.yaml", search="random", num_samples=3, space=space, search_seed=1)))
+    assert [t.params for t in other] != [t.params for t in trials]
+
+
+def test_a_shipped_sweep_loads_by_name():
+    assert load_sweep("bandit-eta").path.name == "bandit-eta.yaml"
+
+
 # --- Ray ------------------------------------------------------------------------------------------------------
 
 
@@ -261,3 +282,25 @@ def test_asha_stops_a_clearly_worse_trial(tmp_path):
     column = rows[0].split(",").index("eval/mean_return")
     assert [round(float(r.split(",")[column]), 3) for r in rows[1:] if r.split(",")[column]] == [0.017], "metrics.csv ends at the stop"
     assert not list(bad_run.glob("model*.zip"))
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_an_optuna_search_runs_and_resumes_with_its_finished_trials(tmp_path):
+    sweep = write_sweep(tmp_path / "opt.yaml", grid=None, search="optuna", num_samples=2, steps=20, space={"eta": {"loguniform": [0.1, 10.0]}})
+    out = tmp_path / "out"
+    res = run_cli(["sweep", str(sweep), "--out", str(out), "--num-cpus", "2"])
+    assert res.returncode == 0, res.stdout + res.stderr
+    doc = json.loads((out / "sweep.json").read_text())
+    assert [e["status"] for e in doc["trials"].values()] == ["finished"] * 2
+    kept, lost = sorted(doc["trials"])
+    assert all(0.1 <= e["params"]["eta"] <= 10.0 for e in doc["trials"].values())
+    (out / "trials" / lost / "results.json").unlink()  # as if that trial had been interrupted
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "trials" / kept).iterdir()}
+    res = run_cli(["sweep", str(sweep), "--out", str(out), "--resume", "--num-cpus", "2"])
+    assert res.returncode == 0, res.stdout + res.stderr
+    doc = json.loads((out / "sweep.json").read_text())
+    assert doc["trials"][kept]["status"] == "finished" and doc["trials"][lost]["status"] == "superseded"
+    new = [n for n in doc["trials"] if n not in (kept, lost)]
+    assert len(new) == 1 and doc["trials"][new[0]]["status"] == "finished"
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "trials" / kept).iterdir()} == before
