@@ -699,6 +699,9 @@ def sweep(sweep_file: Path, out: Path, address: Optional[str], resume: bool, num
         doc = run_sweep(spec, out, address=address, resume=resume, cpus=num_cpus, say=say)
     except (SweepError, ConfigError, UnknownNameError) as exc:
         _fail(exc)
+    except KeyboardInterrupt:  # a signal before Tune took over (while Ray started): sweep.json marks what ran
+        click.echo(f"interrupted; continue with: dqltoolkit sweep {sweep_file} --out {out} --resume", err=True)
+        sys.exit(130)
     for line in summary_lines(doc):
         click.echo(line)
     statuses = [e["status"] for e in doc["trials"].values()]
