@@ -2,8 +2,10 @@
 embedded Ray, an interrupted sweep resumed, and ASHA stopping a clearly worse trial.
 
 The Ray tests (marker ``ray``) start real Ray processes (each start costs seconds) and train tiny bandit
-trials; they run in the default suite. Nothing leaves 127.0.0.1, and every Ray this file starts is
-stopped by a finalizer."""
+trials. Measured on 2 cores with another job on one of them: the embedded sweep 23 s, the two-node
+cluster 5 s to start and 19 s to run, the interrupted and resumed sweep 42 s (these run by default);
+ASHA 28 s and Optuna 37 s are marked slow. Nothing leaves 127.0.0.1, and every Ray this file starts is
+stopped by a finalizer or by the command that started it."""
 
 import json
 import os
@@ -261,6 +263,7 @@ def test_an_interrupted_sweep_resumes_and_skips_finished_trials(tmp_path):
 
 
 @pytest.mark.ray
+@pytest.mark.slow  # 28 s on 2 busy cores: the default suite keeps the embedded, cluster and resume runs (~95 s together)
 def test_asha_stops_a_clearly_worse_trial(tmp_path):
     # lr 0 leaves the policy untrained; one trial at a time, the good one first, so the rung at step 50
     # holds the good trial's result when the bad one arrives
