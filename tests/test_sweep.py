@@ -7,6 +7,7 @@ cluster 5 s to start and 19 s to run, the interrupted and resumed sweep 42 s (th
 ASHA 28 s and Optuna 37 s are marked slow. Nothing leaves 127.0.0.1, and every Ray this file starts is
 stopped by a finalizer or by the command that started it."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ from dqltoolkit.cli import main
 from dqltoolkit.sweep_spec import SweepError, load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs the ray extra: pip install 'dqltoolkit[ray]'")
 TINY = {"T": 3, "hidden": 16, "critic_hidden": 16, "time_dim": 8, "batch_size": 32, "n_candidates": 4, "log_every": 10}
 # big enough that 3 seeds find a mode of the bandit within 50 steps (mean return > 1.6 at every evaluation, measured),
 # while lr = 0 leaves the policy where it started (0.017 at every evaluation)
@@ -104,6 +106,7 @@ def test_the_shipped_sweep_files_are_valid():
     assert paper.agents == ["diffusion-ql"] and set(paper.grid) == {"eta", "grad_norm"}
 
 
+@needs_ray
 def test_a_random_search_draws_the_same_trials_on_every_run(tmp_path):
     from dqltoolkit.sweep import planned_trials
 
@@ -179,6 +182,7 @@ def embedded_sweep(tmp_path_factory):
 
 
 @pytest.mark.ray
+@needs_ray
 def test_the_embedded_ray_runs_a_sweep_and_shuts_down(embedded_sweep):
     out, res, wall = embedded_sweep
     doc = check_finished(out, NAMES)
@@ -204,6 +208,7 @@ def two_node_cluster(monkeypatch):
 
 
 @pytest.mark.ray
+@needs_ray
 def test_a_sweep_runs_on_a_two_node_cluster_and_matches_the_embedded_run(tmp_path, two_node_cluster, embedded_sweep):
     res = run_cli(["sweep", str(write_sweep(tmp_path / "tiny.yaml")), "--out", str(tmp_path / "out"), "--address", two_node_cluster.address],
                   env=LOOPBACK)
@@ -217,6 +222,7 @@ def test_a_sweep_runs_on_a_two_node_cluster_and_matches_the_embedded_run(tmp_pat
 
 
 @pytest.mark.ray
+@needs_ray
 def test_an_interrupted_sweep_resumes_and_skips_finished_trials(tmp_path):
     sweep = write_sweep(tmp_path / "three.yaml", grid={"eta": [0.1, 1.0, 10.0]}, steps=100, eval_freq=50, max_concurrent_trials=1)
     out = tmp_path / "out"
@@ -263,6 +269,7 @@ def test_an_interrupted_sweep_resumes_and_skips_finished_trials(tmp_path):
 
 
 @pytest.mark.ray
+@needs_ray
 @pytest.mark.slow  # 28 s on 2 busy cores: the default suite keeps the embedded, cluster and resume runs (~95 s together)
 def test_asha_stops_a_clearly_worse_trial(tmp_path):
     # lr 0 leaves the policy untrained; one trial at a time, the good one first, so the rung at step 50
@@ -288,6 +295,7 @@ def test_asha_stops_a_clearly_worse_trial(tmp_path):
 
 
 @pytest.mark.ray
+@needs_ray
 @pytest.mark.slow
 def test_an_optuna_search_runs_and_resumes_with_its_finished_trials(tmp_path):
     sweep = write_sweep(tmp_path / "opt.yaml", grid=None, search="optuna", num_samples=2, steps=20, space={"eta": {"loguniform": [0.1, 10.0]}})
