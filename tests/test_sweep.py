@@ -4,7 +4,7 @@ embedded Ray, an interrupted sweep resumed, and ASHA stopping a clearly worse tr
 The Ray tests (marker ``ray``) start real Ray processes (each start costs seconds) and train tiny bandit
 trials. Measured on 2 cores with another job on one of them: the embedded sweep 23 s, the two-node
 cluster 5 s to start and 19 s to run, the interrupted and resumed sweep 42 s (these run by default);
-ASHA 28 s and Optuna 37 s are marked slow. Nothing leaves 127.0.0.1, and every Ray this file starts is
+ASHA 28 s, Optuna 37 s and the lost worker node 51 s are marked slow. Nothing leaves 127.0.0.1, and every Ray this file starts is
 stopped by a finalizer or by the command that started it."""
 
 import importlib.util
@@ -315,3 +315,40 @@ def test_an_optuna_search_runs_and_resumes_with_its_finished_trials(tmp_path):
     new = [n for n in doc["trials"] if n not in (kept, lost)]
     assert len(new) == 1 and doc["trials"][new[0]]["status"] == "finished"
     assert {p.name: p.stat().st_mtime_ns for p in (out / "trials" / kept).iterdir()} == before
+
+
+@pytest.mark.ray
+@needs_ray
+@pytest.mark.slow
+def test_a_trial_on_a_lost_node_fails_and_resume_runs_it_again(tmp_path, two_node_cluster):
+    sweep = write_sweep(tmp_path / "lost.yaml", steps=400, eval_freq=20)
+    out = tmp_path / "out"
+    head, worker = two_node_cluster.head_node, next(n for n in two_node_cluster.list_all_nodes() if n is not two_node_cluster.head_node)
+    env = {**_env(), **LOOPBACK}
+    proc = subprocess.Popen([sys.executable, "-m", "dqltoolkit.cli", "sweep", str(sweep), "--out", str(out), "--address", two_node_cluster.address],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:  # until the worker node's trial has reported an evaluation
+            doc = json.loads((out / "sweep.json").read_text()) if (out / "sweep.json").exists() else {"trials": {}}
+            if any(e.get("node") == worker.node_id and e["status"] == "running" for e in doc["trials"].values()):
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+        else:
+            raise AssertionError("no trial reported from the worker node")
+        two_node_cluster.remove_node(worker)  # the node is lost
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    doc = json.loads((out / "sweep.json").read_text())
+    statuses = {n: e["status"] for n, e in doc["trials"].items()}
+    assert proc.returncode == 1 and sorted(statuses.values()) == ["error", "finished"], stdout + stderr
+    lost = next(n for n, s in statuses.items() if s == "error")
+    assert doc["trials"][lost]["node"] == worker.node_id and doc["trials"][lost]["error"]
+    res = run_cli(["sweep", str(sweep), "--out", str(out), "--resume", "--address", two_node_cluster.address], env=LOOPBACK)
+    assert res.returncode == 0, res.stdout + res.stderr
+    doc = json.loads((out / "sweep.json").read_text())
+    assert doc["attempts"][1]["skipped"] == [n for n in statuses if n != lost]
+    assert doc["trials"][lost]["status"] == "finished" and doc["trials"][lost]["node"] == head.node_id
