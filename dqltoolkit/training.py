@@ -60,11 +60,14 @@ def _base_callback():
 class PeriodicEvaluation(_base_callback()):
     """Every ``freq`` gradient steps: evaluate every member (seed) in one vector env and log
     eval/mean_return and eval/normalized_score (means over seeds; with several seeds also per seed,
-    ``eval/normalized_score_seed{s}``). An SB3 callback, so it sits in the loop with the user's callbacks."""
+    ``eval/normalized_score_seed{s}``). An SB3 callback, so it sits in the loop with the user's callbacks.
+    ``on_result(entry)``: called with each evaluation, after it is logged (a sweep trial reports it to Ray
+    Tune's scheduler there)."""
 
-    def __init__(self, task, freq: int, episodes: int) -> None:
+    def __init__(self, task, freq: int, episodes: int, on_result: Optional[Callable[[Dict[str, Any]], None]] = None) -> None:
         super().__init__()
         self.task, self.freq, self.episodes = task, int(freq), int(episodes)
+        self.on_result = on_result
         self.history: List[Dict[str, Any]] = []
 
     def _on_step(self) -> bool:
@@ -91,6 +94,8 @@ class PeriodicEvaluation(_base_callback()):
         # as SB3's EvalCallback does: dump now, so the row carries the step the evaluation belongs to
         self.logger.record("time/step", self.num_timesteps)
         self.logger.dump(self.num_timesteps)
+        if self.on_result is not None:
+            self.on_result(entry)
         return True
 
 
@@ -243,6 +248,7 @@ def train(
     loggers: Optional[Sequence[str]] = None,
     replace_unfinished: bool = False,
     overrides_where_read: bool = False,
+    on_evaluation: Optional[Callable[[Dict[str, Any]], None]] = None,
 ) -> TrainResult:
     """The `dqltoolkit train` job: recipe + task -> trained agent, checkpoints, metrics, figures.
 
@@ -263,6 +269,8 @@ def train(
     interrupted run is emptied instead of refused (for callers that redo cheap runs, like the ablation).
     ``overrides_where_read``: apply each override where the recipe's parts read it and skip it elsewhere
     (one table of settings for runs of different compositions, like the ablation's), instead of refusing it.
+    ``on_evaluation(entry)``: called with each periodic evaluation once it is in ``metrics.csv`` (a sweep trial
+    reports it to Ray Tune there).
     """
     from .faults import BeforeTermination, RunLock
 
@@ -281,7 +289,8 @@ def train(
             result = _train_locked(agent=agent, env=env, out=out, steps=steps, seeds=seeds, device=device, overrides=dict(overrides or {}),
                                    progress=progress, evaluate_at_end=evaluate_at_end, verbose=verbose, download=download, resume=resume,
                                    init=init, save_every=save_every, say=say or (lambda m: None), loggers=loggers,
-                                   replace_unfinished=replace_unfinished, where_read=overrides_where_read, trackers=trackers)
+                                   replace_unfinished=replace_unfinished, where_read=overrides_where_read, trackers=trackers,
+                                   on_evaluation=on_evaluation)
         except BaseException as exc:
             _finish_trackers(trackers, exc)
             raise
@@ -402,7 +411,8 @@ def _evaluate_run(model, task, table, ckpts: List[Path], out: Path, device: str,
 
 
 def _train_locked(*, agent, env, out: Path, steps, seeds, device, overrides, progress, evaluate_at_end, verbose, download, resume, init,
-                  save_every, say, loggers, replace_unfinished, where_read=False, trackers: Optional[List[Any]] = None) -> TrainResult:
+                  save_every, say, loggers, replace_unfinished, where_read=False, trackers: Optional[List[Any]] = None,
+                  on_evaluation=None) -> TrainResult:
     """:func:`train` with the run folder's lock held; run trackers it starts (``--logger wandb``) are appended
     to ``trackers`` for :func:`train` to finish."""
     from stable_baselines3.common.logger import CSVOutputFormat, Logger
@@ -445,7 +455,8 @@ def _train_locked(*, agent, env, out: Path, steps, seeds, device, overrides, pro
     callbacks: List[Any] = []
     evaluation = None
     if config.eval_freq > 0 and task.eval_env is not None:
-        evaluation = PeriodicEvaluation(task, config.eval_freq, config.eval_episodes if not task.one_step else task.eval_episodes)
+        evaluation = PeriodicEvaluation(task, config.eval_freq, config.eval_episodes if not task.one_step else task.eval_episodes,
+                                        on_result=on_evaluation)
         callbacks.append(evaluation)
     latest = PeriodicCheckpoint(out / "model_latest.zip", save_every) if save_every else None
     if latest is not None:

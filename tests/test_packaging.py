@@ -25,9 +25,9 @@ def test_wheel_ships_catalogues_and_native_source(wheel):
     for required in ("dqltoolkit/_catalogue/agents/diffusion-ql.yaml", "dqltoolkit/_catalogue/agents/diffusion-bc.yaml",
                      "dqltoolkit/_catalogue/envs/bandit.yaml", "dqltoolkit/_catalogue/zoo/index.yaml",
                      "dqltoolkit/_catalogue/zoo/diffusion-ql-bandit2d-v0.zip", "dqltoolkit/csrc/mish.c",
-                     "dqltoolkit/csrc/fused.cpp"):
+                     "dqltoolkit/csrc/fused.cpp", "dqltoolkit/_catalogue/sweeps/bandit-eta.yaml"):
         assert required in names, required
-    assert not any(n.startswith(("agents/", "envs/", "zoo/", "tests/")) for n in names)
+    assert not any(n.startswith(("agents/", "envs/", "zoo/", "sweeps/", "tests/")) for n in names)
 
 
 def test_installed_wheel_trains_from_another_folder(wheel, tmp_path):

@@ -57,6 +57,7 @@ PARSE_ONLY: List[Tuple[str, str]] = [
     (r"/path/to/", "a placeholder path"),
     (r"\bruns/x/", "a placeholder run folder"),
     (r"^hub\b|\bhf:", "talks to the Hugging Face Hub (tests/test_hub.py runs these against a local fake Hub)"),
+    (r"^sweep\b", "starts Ray and trains a grid (tests/test_sweep.py runs sweeps on the embedded Ray and a two-node cluster)"),
 ]
 D4RL_TASK = re.compile(r"--env\s+((?:hopper|halfcheetah|walker2d)-[a-z-]+-v\d)")
 

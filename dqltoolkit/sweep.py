@@ -1,0 +1,390 @@
+"""The ``sweep`` job: a sweep file -> Ray Tune trials, each a standard run folder, and ``sweep.json``.
+
+Why Ray Tune and not our own pool: past one machine a sweep needs scheduling, placement, node failure
+handling and search algorithms, which Tune has. Our part is small: each trial is ``dqltoolkit.train``
+(every seed in one process, through the member dimension; dqltoolkit/sweep_trial.py), its periodic
+evaluations go to Tune's scheduler (ASHA) and searcher (Optuna), and the book of the sweep (``sweep.json``)
+is ours, so that ``--resume`` needs nothing of Tune's internal state: a trial whose run folder holds a
+complete ``results.json`` is done, every other trial runs again from its start.
+
+Layout of ``OUT``: ``sweep.json``; ``trials/<trial>/`` (config.yaml, metrics.csv, results.json, model*.zip,
+as ``dqltoolkit train`` writes them); ``tune/attempt-<n>/`` (Tune's own records of each run of the sweep).
+On a cluster ``OUT`` must be a folder every node sees at the same path (NFS or similar), as Ray itself
+requires of a multi-node storage path, and dqltoolkit must be installed on every node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from .sweep_spec import SweepError, SweepSpec, Trial, complete_results, fixed_overrides, same_spec, trial_name
+
+DONE = ("finished", "stopped_early")
+QUIET_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",  # no prompt, nothing sent
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # our run folders are the records; Tune keeps its experiment state
+    "TUNE_WARN_THRESHOLD_S": "60",
+    "RAY_DEDUP_LOGS": "0",
+    "RAY_AIR_NEW_OUTPUT": "0",  # (the classic reporter honours verbose=0: no tables; our lines say what happens)
+}
+
+
+def _write_json(path: Path, doc: Dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+class SweepBook:
+    """``sweep.json``: the spec, and per trial its values, status, run folder and last report. Written at
+    every change (atomically), in the driver only."""
+
+    def __init__(self, out: Path, spec: SweepSpec, previous: Optional[Dict[str, Any]] = None) -> None:
+        self.out, self.spec = out, spec
+        self.path = out / "sweep.json"
+        self.history: Dict[str, List[Dict[str, Any]]] = {}
+        self.doc: Dict[str, Any] = previous or {
+            "format": 1, "name": spec.name, "spec_file": str(spec.path), "spec": spec.raw, "search": spec.search, "metric": spec.metric,
+            "seeds": spec.seeds, "budgets": spec.budgets, "attempts": [], "trials": {}}
+        self.say: Callable[[str], None] = lambda m: None
+
+    def save(self) -> None:
+        _write_json(self.path, self.doc)
+
+    def entry(self, name: str, point: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        trials = self.doc["trials"]
+        if name not in trials:
+            point = point or {}
+            trials[name] = {"agent": point.get("agent"), "task": point.get("task"), "params": point.get("params", {}),
+                            "seeds": self.spec.seeds, "steps": self.spec.budgets.get(f"{point.get('agent')}|{point.get('task')}"),
+                            "run_dir": f"trials/{name}", "status": "pending", "evaluations": 0}
+        return trials[name]
+
+    def started(self, name: str, point: Optional[Dict[str, Any]] = None) -> None:
+        e = self.entry(name, point)
+        e.update(status="running", evaluations=0, attempt=len(self.doc["attempts"]))
+        e.pop("error", None)
+        self.history[name] = []
+        self.save()
+
+    def reported(self, name: str, result: Dict[str, Any]) -> None:
+        from .sweep_trial import ENTRY
+
+        e = self.entry(name)
+        if ENTRY in result:
+            entry = json.loads(result[ENTRY])
+            hist = self.history.setdefault(name, [])
+            if not hist or hist[-1]["step"] != entry["step"]:
+                hist.append(entry)
+            e["evaluations"] = len(hist)
+        e["last"] = {k: result[k] for k in ("step", "mean_return", "normalized_score") if k in result}
+        if "node" in result:
+            e["node"] = result["node"]
+        self.save()
+
+    def stopped_early(self, name: str, result: Dict[str, Any]) -> None:
+        """ASHA stopped the trial after this result: its run folder gets a results.json of the evaluations
+        so far (its training thread is parked after writing that evaluation to metrics.csv)."""
+        self.reported(name, result)
+        e = self.entry(name)
+        hist = self.history.get(name, [])
+        step = int(result["step"])
+        doc: Dict[str, Any] = {"stopped_early": True, "stopped_by": "asha", "steps": step, "first_step": 0, "total_steps": step,
+                               "budget": e.get("steps"), "seeds": self.spec.seeds, "evaluations": hist}
+        if hist:  # what the run had when it stopped: its last periodic evaluation (no end-of-run evaluation was made)
+            doc.update({k: hist[-1][k] for k in ("mean_return", "normalized_score") if k in hist[-1]})
+        run_dir = self.out / e["run_dir"]
+        if run_dir.is_dir():
+            _write_json(run_dir / "results.json", doc)
+        e["status"] = "stopped_early"
+        self.save()
+        self.say(f"stopped early by ASHA at step {step}: {name} ({self._metric_text(e)})")
+
+    def completed(self, name: str, last: Dict[str, Any]) -> None:
+        e = self.entry(name)
+        if e["status"] == "stopped_early":
+            return
+        if last.get("final"):
+            e["status"] = "finished"
+            e["last"] = {k: last[k] for k in ("step", "mean_return", "normalized_score") if k in last}
+            e["node"] = last.get("node", e.get("node"))
+            self.say(f"finished: {name} ({self._metric_text(e)})")
+        else:
+            e["status"] = "interrupted"
+        self.save()
+
+    def failed(self, name: str, error_file: str) -> None:
+        e = self.entry(name)
+        e["status"] = "error"
+        e["error"] = _last_error_line(error_file) or "the trial failed (see Ray's logs)"
+        self.save()
+        self.say(f"error: {name}: {e['error']}")
+
+    def _metric_text(self, e: Dict[str, Any]) -> str:
+        last = e.get("last", {})
+        m = self.spec.metric
+        return f"{m} {last[m]:.3f} at step {last.get('step')}" if m in last else "no evaluation"
+
+
+def _last_error_line(error_file: str) -> str:
+    try:
+        lines = [ln for ln in Path(error_file).read_text().splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip() if lines else ""
+
+
+def _domain(dist: Dict[str, Any]):
+    from ray import tune
+
+    kind, args = next(iter(dist.items()))
+    if kind == "choice":
+        return tune.choice(list(args))
+    return {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint}[kind](*args)
+
+
+def _python(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+def planned_trials(spec: SweepSpec) -> List[Trial]:
+    """The trials of a grid or random sweep, the same list on every run of the sweep file: the grid in
+    file order; for random, ``num_samples`` draws of Tune's samplers per grid point, from ``search_seed``."""
+    from .sweep_spec import _typed
+
+    grid = spec.grid_trials()
+    if spec.search == "grid":
+        return grid
+    import numpy as np
+
+    rng = np.random.default_rng(spec.search_seed)
+    out = []
+    for base in grid:
+        for _ in range(spec.num_samples):
+            params = dict(base.params)
+            for key, dist in spec.space.items():
+                params[key] = _typed(spec.path, "space", key, _python(_domain(dist).sample(random_state=rng)))
+            t = Trial(base.agent, base.task, params)
+            t.name = trial_name(t, hashed=True)
+            out.append(t)
+    return out
+
+
+def _check_out(out: Path, spec: SweepSpec, resume: bool) -> Optional[Dict[str, Any]]:
+    book = out / "sweep.json"
+    if not resume:
+        if book.exists():
+            raise SweepError(f"{out} holds a sweep already ({book}): continue it with --resume, or choose another --out")
+        return None
+    if not book.exists():
+        raise SweepError(f"--resume: {out} holds no sweep.json, so there is nothing to continue (leave --resume out to start it)")
+    try:
+        previous = json.loads(book.read_text())
+    except ValueError as exc:
+        raise SweepError(f"--resume: {book} is not valid JSON ({exc})") from None
+    if not same_spec(previous.get("spec", {}), spec.raw):
+        raise SweepError(f"--resume: {spec.path} differs from the sweep that {out} was started with ({previous.get('spec_file')}); "
+                         "resume with the same file, or start the changed sweep in another --out")
+    return previous
+
+
+def _start_ray(address: Optional[str], cpus: Optional[int], say: Callable[[str], None]) -> bool:
+    """Join a cluster (``address`` or RAY_ADDRESS) or start Ray in this process; True if we started it."""
+    import logging
+
+    import ray
+
+    from .threads import usable_cores
+
+    if ray.is_initialized():
+        say("using the Ray this process already joined")
+        return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    common = dict(logging_level=logging.ERROR, log_to_driver=False, configure_logging=True)
+    t0 = time.perf_counter()
+    if address:
+        ray.init(address=address, **common)
+        say(f"joined the Ray cluster at {address} in {time.perf_counter() - t0:.1f}s: {_resources_text(ray.cluster_resources())}")
+    else:
+        # on the loopback interface: a Ray started for one command serves nobody else
+        ray.init(num_cpus=cpus or usable_cores(), include_dashboard=False, _node_ip_address="127.0.0.1", **common)
+        say(f"started Ray in this process in {time.perf_counter() - t0:.1f}s: {_resources_text(ray.cluster_resources())}")
+    return True
+
+
+def _resources_text(res: Dict[str, float]) -> str:
+    import ray
+
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    return f"{nodes} node(s), {res.get('CPU', 0):g} CPU, {res.get('GPU', 0):g} GPU"
+
+
+def run_sweep(spec: SweepSpec, out: Path | str, address: Optional[str] = None, resume: bool = False, cpus: Optional[int] = None,
+              say: Callable[[str], None] = lambda m: None) -> Dict[str, Any]:
+    """Run (or with ``resume`` continue) a sweep into ``out``; returns the final ``sweep.json`` document.
+
+    ``address``: a Ray cluster to join (else RAY_ADDRESS; else Ray starts in this process with ``cpus``
+    CPUs, all usable cores by default, and is shut down at the end). SIGINT and SIGTERM stop the sweep:
+    running trials are ended and marked ``interrupted``, and ``--resume`` runs them again."""
+    out = Path(out).resolve()
+    previous = _check_out(out, spec, resume)
+    try:
+        import ray  # noqa: F401
+        from ray import tune  # noqa: F401
+    except ImportError:
+        raise SweepError("dqltoolkit sweep needs Ray Tune: pip install 'dqltoolkit[ray]'") from None
+    if spec.search == "optuna":
+        try:
+            import optuna  # noqa: F401
+        except ImportError:
+            raise SweepError(f"{spec.path}: search: optuna needs optuna: pip install 'dqltoolkit[ray]'") from None
+    for k, v in QUIET_ENV.items():
+        os.environ.setdefault(k, v)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "trials").mkdir(exist_ok=True)
+    book = SweepBook(out, spec, previous)
+    book.say = say
+    todo, skipped = _todo(spec, book, out)
+    book.doc["attempts"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "skipped": skipped, "address": address or os.environ.get("RAY_ADDRESS")})
+    book.save()
+    if skipped:
+        say(f"resuming: {len(skipped)} trial(s) done already, skipped: {', '.join(skipped)}")
+    if not todo if spec.search != "optuna" else len(skipped) >= spec.num_samples:
+        say("every trial is done")
+        return book.doc
+    started = _start_ray(address, cpus, say)
+    t0 = time.perf_counter()
+    try:
+        _fit(spec, out, book, todo, say)
+    finally:
+        book.doc["attempts"][-1]["wall_seconds"] = time.perf_counter() - t0
+        for e in book.doc["trials"].values():
+            if e["status"] in ("running", "pending"):
+                e["status"] = "interrupted"
+        book.save()
+        if started:
+            import ray
+
+            ray.shutdown()
+    return book.doc
+
+
+def _todo(spec: SweepSpec, book: SweepBook, out: Path) -> tuple[List[Trial], List[str]]:
+    """The trials to run now and the names of those done already (a complete results.json in their folder)."""
+    def done(name: str, agent: str, task: str) -> bool:
+        res = complete_results(out / "trials" / name, spec.budget(agent, task), spec.seeds)
+        if res is not None:
+            e = book.entry(name, {"agent": agent, "task": task})
+            if e["status"] not in DONE:
+                e["status"] = "stopped_early" if res.get("stopped_early") else "finished"
+            return True
+        return False
+
+    if spec.search == "optuna":
+        skipped = [n for n, e in book.doc["trials"].items() if done(n, e["agent"], e["task"])]
+        for name, e in book.doc["trials"].items():
+            if name not in skipped:  # Optuna draws a new sample in its place (the study gets the finished ones back)
+                e["status"] = "superseded"
+        return [], skipped
+    todo, skipped = [], []
+    for t in planned_trials(spec):
+        if done(t.name, t.agent, t.task):
+            skipped.append(t.name)
+        else:
+            book.entry(t.name, t.point())["status"] = "pending"
+            todo.append(t)
+    return todo, skipped
+
+
+def _fit(spec: SweepSpec, out: Path, book: SweepBook, todo: List[Trial], say: Callable[[str], None]) -> None:
+    import ray
+    from ray import tune
+
+    from .sweep_trial import BookCallback, RecordingASHA, SweepTrial, trial_name_creator
+
+    have = ray.cluster_resources()
+    if have.get("CPU", 0) < spec.cpu or have.get("GPU", 0) < spec.gpu:
+        raise SweepError(f"{spec.path}: field 'resources_per_trial' asks for {spec.cpu:g} CPU and {spec.gpu:g} GPU per trial, "
+                         f"but the Ray cluster has {_resources_text(have)}")
+    constants = {"out": str(out), "seeds": spec.seeds, "budgets": spec.budgets, "overrides": fixed_overrides(spec),
+                 "cpu": spec.cpu, "gpu": spec.gpu}
+    search_alg, num_samples = None, 1
+    if spec.search == "optuna":
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+        agent, task = spec.agents[0], spec.tasks[0]
+        point = {"agent": agent, "task": task, "params": {k: _domain(d) for k, d in spec.space.items()}}
+        done = [(e["params"], _final_metric(out / e["run_dir"], spec.metric)) for e in book.doc["trials"].values() if e["status"] in DONE]
+        done = [(p, m) for p, m in done if m is not None]
+        points = [{f"point/params/{k}": v for k, v in p.items()} for p, _ in done]
+        # a resumed study gets the finished trials back and a new seed: the same seed would redraw their points
+        search_alg = OptunaSearch(seed=spec.search_seed + len(book.doc["attempts"]) - 1, points_to_evaluate=points or None,
+                                  evaluated_rewards=[m for _, m in done] or None)
+        num_samples = spec.num_samples - len(done)
+        if num_samples <= 0:
+            say("every trial is done")
+            return
+        param_space = {"sweep": constants, "point": point}
+    else:
+        param_space = {"sweep": constants, "point": tune.grid_search([{**t.point(), "name": t.name} for t in todo])}
+    scheduler = None
+    if spec.scheduler is not None:
+        freq = spec.eval_freq
+        grace = spec.scheduler["grace_period"] or freq or 1
+        scheduler = RecordingASHA(book, time_attr="step", max_t=max(spec.budgets.values()), grace_period=grace,
+                                  reduction_factor=spec.scheduler["reduction_factor"])
+    attempt = len(book.doc["attempts"])
+    tuner = tune.Tuner(
+        tune.with_resources(SweepTrial, {"cpu": spec.cpu, "gpu": spec.gpu}),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(metric=spec.metric, mode="max", scheduler=scheduler, search_alg=search_alg, num_samples=num_samples,
+                                    max_concurrent_trials=spec.max_concurrent_trials, reuse_actors=False,
+                                    trial_name_creator=trial_name_creator, trial_dirname_creator=trial_name_creator),
+        run_config=tune.RunConfig(name=f"attempt-{attempt}", storage_path=str(out / "tune"), verbose=0, callbacks=[BookCallback(book)],
+                                  failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                                  checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=0, checkpoint_at_end=False)),
+    )
+    n = "Optuna samples" if spec.search == "optuna" else "trials"
+    say(f"running {num_samples if spec.search == 'optuna' else len(todo)} {n} of {spec.seeds} seeds each, "
+        f"{spec.cpu:g} CPU{f' and {spec.gpu:g} GPU' if spec.gpu else ''} per trial -> {out}")
+    previous = signal.getsignal(signal.SIGTERM)
+    try:  # SIGTERM stops the sweep as Ctrl-C does (Tune's handler, installed by fit, ends the trials and returns)
+        signal.signal(signal.SIGTERM, lambda s, f: os.kill(os.getpid(), signal.SIGINT))
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        tuner.fit()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _final_metric(run_dir: Path, metric: str) -> Optional[float]:
+    """What a finished trial told the searcher: its end-of-run (or, stopped, its last) score."""
+    try:
+        doc = json.loads((run_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if metric in doc:
+        return float(doc[metric])
+    scores = [e[metric] for e in doc.get("evaluation", []) if metric in e]
+    return float(sum(scores) / len(scores)) if scores else None
+
+
+def summary_lines(doc: Dict[str, Any]) -> List[str]:
+    """One line per trial: status, evaluations, last metric, run folder."""
+    metric = doc.get("metric", "mean_return")
+    lines = []
+    for e in doc["trials"].values():
+        last = e.get("last", {})
+        value = f"{metric} {last[metric]:.3f}" if metric in last else "-"
+        lines.append(f"{e['status']:>13}  {e.get('evaluations', 0):>3} evals  {value:>24}  {e['run_dir']}")
+    return lines

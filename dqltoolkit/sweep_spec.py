@@ -1,0 +1,413 @@
+"""Sweep files: what ``dqltoolkit sweep`` reads, checked strictly before anything starts.
+
+Why strict and up front: a sweep runs for hours on machines the user is not watching, so a misspelt
+field or a key one agent does not read must fail in the first second, naming the file and the field, not
+in trial 37 on a remote node. Every config key of ``params``, ``grid`` and ``space`` is checked against
+every agent x task of the sweep with the same checks as ``train -p``.
+
+A sweep is a grid of *trials*; each trial is one agent on one task with one set of values, and trains all
+the sweep's seeds at once (the member dimension). Nothing here imports Ray (dqltoolkit/sweep.py does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from itertools import product
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import yaml
+
+from .config import ConfigError, coerce_mapping, resolve_recipe
+from .registry import UnknownNameError
+
+MAX_SWEEP_BYTES = 1_000_000
+SEARCHES = ("grid", "random", "optuna")
+METRICS = ("normalized_score", "mean_return")
+DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
+FIELDS = {
+    "name": "a label for the sweep (default: the file's stem)",
+    "agents": "recipe names or recipe files (a list, or one name)",
+    "tasks": "task ids (a list, or one id)",
+    "seeds": "seeds every trial trains at once: '0-4', '1,3,5', an integer or a list [0]",
+    "steps": "gradient steps per trial (default: each recipe's steps)",
+    "eval_freq": "evaluate every N gradient steps (default: the recipe's eval_freq)",
+    "eval_episodes": "episodes per evaluation (one-step tasks such as the bandit use the task's)",
+    "params": "config keys set in every trial, as with train -p",
+    "grid": "config key -> list of values: every combination is a trial",
+    "space": "config key -> {uniform|loguniform|randint: [low, high]} or {choice: [values]}, sampled by search",
+    "search": "grid, random (Tune's samplers) or optuna (Tune's OptunaSearch, TPE)",
+    "num_samples": "random/optuna: points of the space to try (per grid point for random)",
+    "search_seed": "seed of the random and Optuna samplers [0]",
+    "metric": "normalized_score or mean_return (what ASHA and Optuna maximise; default normalized_score when every task has one)",
+    "scheduler": "null, 'asha' or {type: asha, grace_period: steps, reduction_factor: 2}",
+    "resources_per_trial": "{cpu: 1, gpu: 0}: Ray resources of one trial (cpu sets torch's threads, gpu the device)",
+    "max_concurrent_trials": "at most this many trials at once (default: as the resources allow)",
+    "max_failures": "times Ray retries a trial whose process or node died [0]",
+}
+SCHEDULER_FIELDS = ("type", "grace_period", "reduction_factor")
+RESOURCE_FIELDS = ("cpu", "gpu")
+
+
+class SweepError(ValueError):
+    """A sweep file that cannot run; the message names the file and the field."""
+
+
+@dataclass
+class Trial:
+    """One agent on one task with one set of grid (and sampled) values; it trains every seed of the sweep."""
+
+    agent: str
+    task: str
+    params: Dict[str, Any]
+    name: str = ""
+
+    def point(self) -> Dict[str, Any]:
+        return {"agent": self.agent, "task": self.task, "params": dict(self.params)}
+
+
+@dataclass
+class SweepSpec:
+    path: Path
+    name: str
+    agents: List[str]
+    tasks: List[str]
+    seeds: List[int]
+    steps: Optional[int]
+    eval_freq: Optional[int]
+    eval_episodes: Optional[int]
+    params: Dict[str, Any]
+    grid: Dict[str, List[Any]]
+    space: Dict[str, Dict[str, Any]]
+    search: str
+    num_samples: int
+    search_seed: int
+    metric: str
+    scheduler: Optional[Dict[str, Any]]
+    cpu: float
+    gpu: float
+    max_concurrent_trials: Optional[int]
+    max_failures: int
+    raw: Dict[str, Any] = field(default_factory=dict)
+    budgets: Dict[str, int] = field(default_factory=dict)  # "agent|task" -> the steps a trial of it trains
+
+    def budget(self, agent: str, task: str) -> int:
+        return self.budgets[f"{agent}|{task}"]
+
+    def grid_trials(self) -> List[Trial]:
+        """Every agent x task x grid combination, in file order (the trials of ``search: grid``; for
+        ``random`` the grid points each sample is combined with)."""
+        keys = list(self.grid)
+        out = []
+        for agent, task, *values in product(self.agents, self.tasks, *(self.grid[k] for k in keys)):
+            t = Trial(agent, task, dict(zip(keys, values)))
+            t.name = trial_name(t, hashed=False)
+            out.append(t)
+        return out
+
+
+def _where(path: Path, name: str) -> str:
+    return f"{path}: field {name!r}"
+
+
+def _int(path: Path, name: str, v: Any, minimum: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise SweepError(f"{_where(path, name)}: expected an integer, got {type(v).__name__} {v!r}")
+    if v < minimum:
+        raise SweepError(f"{_where(path, name)}: must be at least {minimum}, got {v}")
+    return v
+
+
+def _number(path: Path, name: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise SweepError(f"{_where(path, name)}: expected a finite number, got {type(v).__name__} {v!r}")
+    return float(v)
+
+
+def _names(path: Path, name: str, v: Any) -> List[str]:
+    items = [v] if isinstance(v, str) else v
+    if not isinstance(items, list) or not items or not all(isinstance(x, str) and x for x in items):
+        raise SweepError(f"{_where(path, name)}: expected a name or a non-empty list of names, got {v!r}")
+    if len(set(items)) != len(items):
+        raise SweepError(f"{_where(path, name)}: names repeat: {items}")
+    return list(items)
+
+
+def _seeds(path: Path, v: Any) -> List[int]:
+    from .training import parse_seeds
+
+    if isinstance(v, bool) or not isinstance(v, (int, str, list)) or (isinstance(v, list) and not all(isinstance(s, int) and not isinstance(s, bool) for s in v)):
+        raise SweepError(f"{_where(path, 'seeds')}: expected '0-4', '1,3,5', an integer or a list of integers, got {v!r}")
+    try:
+        return parse_seeds(v)
+    except ValueError as exc:
+        raise SweepError(f"{_where(path, 'seeds')}: {exc}") from None
+
+
+def _mapping(path: Path, name: str, v: Any) -> Dict[str, Any]:
+    if v is None:
+        return {}
+    if not isinstance(v, Mapping):
+        raise SweepError(f"{_where(path, name)}: expected a mapping, got {type(v).__name__} {v!r}")
+    return {str(k): x for k, x in v.items()}
+
+
+def _typed(path: Path, name: str, key: str, value: Any) -> Any:
+    """A value typed as ``train -p key=value`` types it (unknown keys refused)."""
+    try:
+        return coerce_mapping({key: value}, f"{path}: {name}.{key}")[key]
+    except ConfigError as exc:
+        raise SweepError(str(exc)) from None
+
+
+def _grid(path: Path, raw: Any) -> Dict[str, List[Any]]:
+    out = {}
+    for key, values in _mapping(path, "grid", raw).items():
+        if not isinstance(values, list) or not values:
+            raise SweepError(f"{_where(path, 'grid')}: {key}: expected a non-empty list of values, got {values!r}")
+        out[key] = [_typed(path, "grid", key, v) for v in values]
+    return out
+
+
+def _space(path: Path, raw: Any) -> Dict[str, Dict[str, Any]]:
+    out = {}
+    for key, dist in _mapping(path, "space", raw).items():
+        where = f"{path}: field 'space': {key}"
+        if not isinstance(dist, Mapping) or len(dist) != 1 or next(iter(dist)) not in DISTRIBUTIONS:
+            raise SweepError(f"{where}: expected one of {{{', '.join(f'{d}: ...' for d in DISTRIBUTIONS)}}}, got {dist!r}")
+        kind, args = next(iter(dist.items()))
+        if kind == "choice":
+            if not isinstance(args, list) or not args:
+                raise SweepError(f"{where}: choice needs a non-empty list of values, got {args!r}")
+            out[key] = {"choice": [_typed(path, "space", key, v) for v in args]}
+            continue
+        if not isinstance(args, list) or len(args) != 2:
+            raise SweepError(f"{where}: {kind} needs [low, high], got {args!r}")
+        lo, hi = (_number(path, f"space.{key}.{kind}", a) for a in args)
+        if not lo < hi:
+            raise SweepError(f"{where}: {kind} needs low < high, got [{args[0]}, {args[1]}]")
+        if kind == "loguniform" and lo <= 0:
+            raise SweepError(f"{where}: loguniform needs 0 < low, got {args[0]}")
+        if kind == "randint":
+            lo, hi = _int(path, f"space.{key}.randint", args[0], -2**31), _int(path, f"space.{key}.randint", args[1], -2**31)
+        _typed(path, "space", key, lo)
+        _typed(path, "space", key, hi)
+        out[key] = {kind: [lo, hi]}
+    return out
+
+
+def _scheduler(path: Path, raw: Any) -> Optional[Dict[str, Any]]:
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        raw = {"type": raw}
+    if not isinstance(raw, Mapping):
+        raise SweepError(f"{_where(path, 'scheduler')}: expected null, 'asha' or a mapping, got {raw!r}")
+    unknown = sorted(set(raw) - set(SCHEDULER_FIELDS))
+    if unknown:
+        raise SweepError(f"{_where(path, 'scheduler')}: unknown field(s) {unknown}; allowed: {', '.join(SCHEDULER_FIELDS)}")
+    if raw.get("type") != "asha":
+        raise SweepError(f"{_where(path, 'scheduler.type')}: the one scheduler is 'asha', got {raw.get('type')!r}")
+    out: Dict[str, Any] = {"type": "asha", "grace_period": None, "reduction_factor": 2.0}
+    if raw.get("grace_period") is not None:
+        out["grace_period"] = _int(path, "scheduler.grace_period", raw["grace_period"], 1)
+    if "reduction_factor" in raw:
+        out["reduction_factor"] = _number(path, "scheduler.reduction_factor", raw["reduction_factor"])
+        if out["reduction_factor"] <= 1:
+            raise SweepError(f"{_where(path, 'scheduler.reduction_factor')}: must be above 1, got {raw['reduction_factor']}")
+    return out
+
+
+def _resources(path: Path, raw: Any) -> tuple[float, float]:
+    res = _mapping(path, "resources_per_trial", raw)
+    unknown = sorted(set(res) - set(RESOURCE_FIELDS))
+    if unknown:
+        raise SweepError(f"{_where(path, 'resources_per_trial')}: unknown field(s) {unknown}; allowed: {', '.join(RESOURCE_FIELDS)}")
+    cpu = _number(path, "resources_per_trial.cpu", res.get("cpu", 1))
+    gpu = _number(path, "resources_per_trial.gpu", res.get("gpu", 0))
+    if cpu < 1 or cpu != int(cpu):
+        raise SweepError(f"{_where(path, 'resources_per_trial.cpu')}: a whole number of CPUs, at least 1 (torch's threads), got {res.get('cpu')}")
+    if gpu < 0 or (gpu > 1 and gpu != int(gpu)):
+        raise SweepError(f"{_where(path, 'resources_per_trial.gpu')}: a fraction of one GPU or a whole number, got {res.get('gpu')}")
+    return cpu, gpu
+
+
+def load_sweep(path: Path | str) -> SweepSpec:
+    """Read and check a sweep file: fields, types, each agent x task's recipe and every key and value the
+    sweep sets. Raises :class:`SweepError` naming the file and the field."""
+    path = Path(path)
+    if not path.is_file() and path.suffix == "" and len(path.parts) == 1:  # a shipped sweep by name: bandit-eta
+        from .config import catalogue_dir
+
+        shipped = catalogue_dir("sweeps") / f"{path}.yaml"
+        path = shipped if shipped.is_file() else path
+    if not path.is_file():
+        raise SweepError(f"sweep file {path} does not exist")
+    if path.stat().st_size > MAX_SWEEP_BYTES:
+        raise SweepError(f"{path}: {path.stat().st_size} bytes is over the sweep file limit of {MAX_SWEEP_BYTES}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SweepError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, Mapping):
+        raise SweepError(f"{path}: a sweep file is a mapping of fields ({', '.join(FIELDS)}), got {type(raw).__name__}")
+    raw = {str(k): v for k, v in raw.items()}
+    unknown = sorted(set(raw) - set(FIELDS))
+    if unknown:
+        raise SweepError(f"{path}: unknown field(s) {unknown}; allowed: {', '.join(FIELDS)}")
+    for required in ("agents", "tasks"):
+        if required not in raw:
+            raise SweepError(f"{_where(path, required)}: required ({FIELDS[required]})")
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not name:
+        raise SweepError(f"{_where(path, 'name')}: expected a non-empty string, got {name!r}")
+    opt = {k: (_int(path, k, raw[k], 1) if raw.get(k) is not None else None) for k in ("steps", "eval_freq", "eval_episodes", "max_concurrent_trials")}
+    params = {k: _typed(path, "params", k, v) for k, v in _mapping(path, "params", raw.get("params")).items()}
+    for k in ("steps", "eval_freq", "eval_episodes"):
+        if k in params:
+            raise SweepError(f"{_where(path, 'params')}: {k}: set it with the sweep's own field {k!r}")
+    grid, space = _grid(path, raw.get("grid")), _space(path, raw.get("space"))
+    both = sorted((set(grid) & set(space)) | (set(params) & (set(grid) | set(space))))
+    if both:
+        raise SweepError(f"{path}: key(s) {both} are set in more than one of params, grid and space")
+    search = raw.get("search", "random" if space else "grid")
+    if search not in SEARCHES:
+        raise SweepError(f"{_where(path, 'search')}: expected one of {', '.join(SEARCHES)}, got {search!r}")
+    if search == "grid" and space:
+        raise SweepError(f"{_where(path, 'space')}: search: grid takes no space; use search: random or optuna, or list the values under grid")
+    if search != "grid" and not space:
+        raise SweepError(f"{_where(path, 'space')}: search: {search} samples a space; give one (or use search: grid)")
+    num_samples = _int(path, "num_samples", raw.get("num_samples", 1), 1)
+    if search == "grid" and "num_samples" in raw and num_samples != 1:
+        raise SweepError(f"{_where(path, 'num_samples')}: a grid runs each point once (repeat runs are seeds: use the 'seeds' field)")
+    agents, tasks = _names(path, "agents", raw["agents"]), _names(path, "tasks", raw["tasks"])
+    if search == "optuna" and (grid or len(agents) > 1 or len(tasks) > 1):
+        raise SweepError(f"{_where(path, 'search')}: optuna tunes one agent on one task over a space (no grid): write one sweep per pair")
+    cpu, gpu = _resources(path, raw.get("resources_per_trial"))
+    spec = SweepSpec(path=path, name=name, agents=agents, tasks=tasks, seeds=_seeds(path, raw.get("seeds", [0])), steps=opt["steps"],
+                     eval_freq=opt["eval_freq"], eval_episodes=opt["eval_episodes"], params=params, grid=grid, space=space, search=search,
+                     num_samples=num_samples, search_seed=_int(path, "search_seed", raw.get("search_seed", 0), 0), metric="",
+                     scheduler=_scheduler(path, raw.get("scheduler")), cpu=cpu, gpu=gpu, max_concurrent_trials=opt["max_concurrent_trials"],
+                     max_failures=_int(path, "max_failures", raw.get("max_failures", 0), 0), raw=raw)
+    _check_against_recipes(spec, raw.get("metric"))
+    return spec
+
+
+def _space_probes(space: Mapping[str, Mapping[str, Any]]) -> Dict[str, List[Any]]:
+    """Values of each space dimension worth checking against the recipes: its bounds or its choices."""
+    return {k: (d["choice"] if "choice" in d else [*next(iter(d.values()))]) for k, d in space.items()}
+
+
+def _check_against_recipes(spec: SweepSpec, metric: Any) -> None:
+    """Each agent's recipe for each task with the sweep's params and every grid value and space bound, as
+    ``train -p`` would build it; the tasks' evaluation and scores; the metric, the budgets and ASHA's grace."""
+    from .tasks import get_task
+
+    path = spec.path
+    scored = True
+    for task_id in spec.tasks:
+        try:
+            task = get_task(task_id)
+        except UnknownNameError as exc:
+            raise SweepError(f"{_where(path, 'tasks')}: {exc}") from None
+        if task.eval_env is None:
+            raise SweepError(f"{_where(path, 'tasks')}: {task_id} has no evaluation env, so a trial has nothing to report"
+                             + (f" ({task.eval_note})" if task.eval_note else ""))
+        scored = scored and task.normalized_score(0.0) is not None
+    if metric is None:
+        metric = "normalized_score" if scored else "mean_return"
+    if metric not in METRICS:
+        raise SweepError(f"{_where(path, 'metric')}: expected one of {', '.join(METRICS)}, got {metric!r}")
+    if metric == "normalized_score" and not scored:
+        raise SweepError(f"{_where(path, 'metric')}: normalized_score needs reference scores, and a task of {spec.tasks} has none: use mean_return")
+    spec.metric = metric
+    probes = {**{k: list(v) for k, v in spec.grid.items()}, **_space_probes(spec.space)}
+    for agent in spec.agents:
+        for task_id in spec.tasks:
+            section = getattr(get_task(task_id), "recipe_section", None) or task_id
+            try:
+                config = resolve_recipe(agent, section).config
+            except (ConfigError, UnknownNameError, FileNotFoundError) as exc:
+                raise SweepError(f"{_where(path, 'agents')}: {agent}: {exc}") from None
+            try:
+                config = config.replace(**spec.params)
+            except (ConfigError, UnknownNameError) as exc:
+                raise SweepError(f"{_where(path, 'params')}: for agent {agent} on {task_id}: {exc}") from None
+            for key, values in probes.items():
+                kind = "grid" if key in spec.grid else "space"
+                for v in values:
+                    try:
+                        config.replace(**{key: v})
+                    except (ConfigError, UnknownNameError) as exc:
+                        raise SweepError(f"{_where(path, kind)}: {key}={v!r} for agent {agent} on {task_id}: {exc}") from None
+            steps = spec.steps or int(config.steps)
+            spec.budgets[f"{agent}|{task_id}"] = steps
+            freq = spec.eval_freq or int(config.eval_freq)
+            if freq <= 0 or freq > steps:
+                raise SweepError(f"{_where(path, 'eval_freq')}: agent {agent} on {task_id} evaluates every {freq} steps in a run of {steps}: "
+                                 f"a trial would report nothing before its end (set eval_freq <= steps)")
+            if spec.scheduler is not None:
+                grace = spec.scheduler["grace_period"] or freq
+                if grace >= steps:
+                    raise SweepError(f"{_where(path, 'scheduler.grace_period')}: {grace} steps is not below the run's {steps} "
+                                     f"(agent {agent} on {task_id}): ASHA could never stop a trial early")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def trial_name(trial: Trial, hashed: bool) -> str:
+    """A folder name made from the trial's values, the same on every run of the sweep (``--resume`` finds
+    a finished trial by it). Sampled values get a short hash of their exact values (two samples that print
+    alike stay apart)."""
+    stem = Path(trial.agent).stem if trial.agent.endswith((".yaml", ".yml")) else trial.agent
+    parts = [stem, trial.task] + [f"{k}={_fmt(v)}" for k, v in trial.params.items()]
+    name = re.sub(r"[^A-Za-z0-9._=+,-]+", "-", "_".join(parts)).strip("-.")
+    exact = json.dumps(trial.point(), sort_keys=True, default=str)
+    if hashed or len(name) > 120:
+        name = f"{name[:110]}_{hashlib.sha1(exact.encode()).hexdigest()[:8]}"
+    return name
+
+
+def complete_results(run_dir: Path, budget: int, seeds: List[int]) -> Optional[Dict[str, Any]]:
+    """The run folder's results.json if it records this trial's whole run (its seeds, its budget of steps)
+    or an early stop; None otherwise (no file, an unreadable one, another run's)."""
+    try:
+        doc = json.loads((run_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or [int(s) for s in doc.get("seeds", [])] != [int(s) for s in seeds]:
+        return None
+    if doc.get("stopped_early") or int(doc.get("total_steps", -1)) == int(budget):
+        return doc
+    return None
+
+
+def describe_fields() -> List[str]:
+    """One line per field, for the command's help and docs/sweeps.md."""
+    return [f"{k}: {v}" for k, v in FIELDS.items()]
+
+
+def same_spec(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+def fixed_overrides(spec: SweepSpec) -> Dict[str, Any]:
+    """What every trial passes as ``-p`` besides its own values: the sweep's params, eval settings."""
+    out = dict(spec.params)
+    if spec.eval_freq is not None:
+        out["eval_freq"] = spec.eval_freq
+    if spec.eval_episodes is not None:
+        out["eval_episodes"] = spec.eval_episodes
+    return out
+
+
+def seeds_of(values: Sequence[int]) -> List[int]:
+    return [int(s) for s in values]

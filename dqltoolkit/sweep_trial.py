@@ -1,0 +1,155 @@
+"""What runs inside Ray: one sweep trial (a Tune ``Trainable``), and the driver's hooks into Tune (the
+scheduler that records its early stops, the callback that keeps ``sweep.json``).
+
+Why a class ``Trainable`` with the train job in a thread: ``dqltoolkit.train`` is one call that runs the
+whole run and writes the standard run folder; Tune wants one result per ``step()``. The train job runs
+in a daemon thread and hands each periodic evaluation to ``step()`` through a queue, then waits until
+Tune asks for the next one, so a trial that ASHA stops is parked right after an evaluation (its
+``metrics.csv`` row written) and is never half-way through anything that it could corrupt. Its process
+then ends with the actor. This module imports Ray; dqltoolkit/sweep.py imports it only once Ray is there.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from ray import tune
+from ray.tune import Callback
+from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
+
+from .sweep_spec import Trial, complete_results, trial_name
+
+#: what a trial reports besides the metric: the evaluation as results.json holds it (a JSON string, so
+#: that Tune's result flattening leaves its per-seed lists alone)
+ENTRY = "evaluation_json"
+
+
+def point_name(point: Dict[str, Any]) -> str:
+    """A trial's folder name: given by the driver (grid, random), or made from what Optuna suggested."""
+    if point.get("name"):
+        return point["name"]
+    return trial_name(Trial(point["agent"], point["task"], dict(point["params"])), hashed=True)
+
+
+def trial_run_dir(config: Dict[str, Any]) -> Path:
+    return Path(config["sweep"]["out"]) / "trials" / point_name(config["point"])
+
+
+class SweepTrial(tune.Trainable):
+    """One trial: ``dqltoolkit.train`` of one agent on one task with its values, every seed at once."""
+
+    def setup(self, config: Dict[str, Any]) -> None:
+        import torch
+
+        sweep, point = config["sweep"], config["point"]
+        self.budget = int(sweep["budgets"][f"{point['agent']}|{point['task']}"])
+        self.run_dir = trial_run_dir(config)
+        self.kwargs = dict(agent=point["agent"], env=point["task"], out=self.run_dir, steps=self.budget, seeds=sweep["seeds"],
+                           device="cuda" if sweep["gpu"] > 0 else "cpu", overrides={**sweep["overrides"], **point["params"]},
+                           progress=False, verbose=False, replace_unfinished=True)
+        torch.set_num_threads(max(1, int(sweep["cpu"])))  # the trial's Ray CPUs are its torch threads
+        import ray
+
+        self.node = ray.get_runtime_context().get_node_id()  # (sweep.json says where each trial ran)
+        self._results: "queue.Queue[tuple[str, Any]]" = queue.Queue()
+        self._go = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def _on_evaluation(self, entry: Dict[str, Any]) -> None:
+        if entry["step"] >= self.budget:
+            return  # the last one: the end of the run reports it, with results.json written
+        self._results.put(("evaluation", entry))
+        self._go.wait()  # parked until Tune wants the next result (never, if its scheduler stopped the trial)
+        self._go.clear()
+
+    def _train(self) -> None:
+        from .training import train
+
+        try:
+            res = train(**self.kwargs, on_evaluation=self._on_evaluation)
+            self._results.put(("done", res.results))
+        except BaseException as exc:  # noqa: BLE001  (handed to step(), which raises it in Tune's thread)
+            self._results.put(("error", exc))
+
+    def step(self) -> Dict[str, Any]:
+        if self._thread is None:
+            done = complete_results(self.run_dir, self.budget, self.kwargs["seeds"])
+            if done is not None:  # the same point again (an Optuna repeat): its folder holds the finished run, kept as it is
+                return self._final(done)
+            self._thread = threading.Thread(target=self._train, name="dqltoolkit-trial", daemon=True)
+            self._thread.start()
+        else:
+            self._go.set()
+        kind, payload = self._results.get()
+        if kind == "error":
+            raise payload
+        if kind == "evaluation":
+            return {**_metrics(payload), ENTRY: json.dumps(payload), "node": self.node}
+        return self._final(payload)
+
+    def _final(self, payload: Dict[str, Any]) -> Dict[str, Any]:
+        """The last result: the run's results.json (its end-of-run evaluation), ``done``."""
+        final = {k: payload[k] for k in ("mean_return", "normalized_score") if k in payload}
+        if "normalized_score" not in final and payload.get("evaluation") and "normalized_score" in payload["evaluation"][0]:
+            final["normalized_score"] = float(sum(e["normalized_score"] for e in payload["evaluation"]) / len(payload["evaluation"]))
+        return {"step": int(payload["total_steps"]), **final, "final": True, "done": True, "node": self.node}
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        """Tune's checkpoint of a trial is a pointer to its run folder (JSON): the weights are the run's
+        model*.zip, in this toolkit's checkpoint format, and an unfinished trial restarts from its start."""
+        Path(checkpoint_dir, "trial.json").write_text(json.dumps({"run_dir": str(self.run_dir)}))
+
+    def load_checkpoint(self, checkpoint: Any) -> None:
+        """Nothing to restore: a restarted trial trains again from step 0 into its run folder."""
+
+    def cleanup(self) -> None:
+        """Leave a parked training thread parked: the process ends with the actor. The driver writes a
+        stopped trial's results.json from what it reported (its evaluations so far)."""
+
+
+def _metrics(entry: Dict[str, Any]) -> Dict[str, Any]:
+    return {"step": int(entry["step"]), **{k: float(entry[k]) for k in ("mean_return", "normalized_score") if k in entry}}
+
+
+class RecordingASHA(AsyncHyperBandScheduler):
+    """Tune's ASHA, telling the sweep's book which trials it stopped before their budget: their run
+    folders then get a results.json of the evaluations so far (``stopped_early``)."""
+
+    def __init__(self, book, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.book = book
+
+    def on_trial_result(self, tune_controller, trial, result: Dict) -> str:
+        decision = super().on_trial_result(tune_controller, trial, result)
+        if decision == TrialScheduler.STOP and not result.get("final"):
+            self.book.stopped_early(point_name(trial.config["point"]), result)
+        return decision
+
+
+class BookCallback(Callback):
+    """Keeps sweep.json current as trials start, report, finish and fail (written at each change, so a
+    driver killed with SIGKILL leaves it at most one event behind)."""
+
+    def __init__(self, book) -> None:
+        self.book = book
+
+    def on_trial_start(self, iteration: int, trials: List, trial, **info: Any) -> None:
+        point = trial.config["point"]
+        self.book.started(point_name(point), {k: point[k] for k in ("agent", "task", "params")})
+
+    def on_trial_result(self, iteration: int, trials: List, trial, result: Dict, **info: Any) -> None:
+        self.book.reported(point_name(trial.config["point"]), result)
+
+    def on_trial_complete(self, iteration: int, trials: List, trial, **info: Any) -> None:
+        self.book.completed(point_name(trial.config["point"]), trial.last_result or {})
+
+    def on_trial_error(self, iteration: int, trials: List, trial, **info: Any) -> None:
+        self.book.failed(point_name(trial.config["point"]), str(getattr(trial, "error_file", "") or ""))
+
+
+def trial_name_creator(trial) -> str:
+    return point_name(trial.config["point"])
