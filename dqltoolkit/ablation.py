@@ -3,6 +3,13 @@
 Eight variants, BC and QL, each with a Gaussian (MLE), CVAE, MMD-regularised and diffusion policy, are
 trained on the same data by the same loop, one process per run so that both cores work, and their
 1,000 policy samples are scored by mode. Each variant is just a recipe in ``agents/``.
+
+More panels are more recipes, not edits here: a recipe that carries a top-level block
+``ablation: {panel: "Consistency-QL", head: consistency, objective: ql}`` is an extra panel, found in the
+shipped catalogue and in any recipe folder the caller names (``recipe_dirs``, ``dqltoolkit ablate
+--recipe-dir``). ``head`` and ``objective`` are the labels ``--heads`` and ``--objectives`` select by. The
+paper's eight stay the default figure; extra panels join it with ``extra=True`` (``--extra``) or by name
+(``panels``, ``--panels``).
 """
 
 from __future__ import annotations
@@ -13,17 +20,22 @@ import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
 
 @dataclass(frozen=True)
 class Variant:
-    name: str  # the paper's panel title
-    recipe: str  # agents/<recipe>.yaml
-    head: str  # policy class: mle, cvae, mmd, diffusion
-    objective: str  # bc or ql
+    name: str  # the panel's title (the paper's, for the eight)
+    recipe: str  # a recipe name in agents/, or the path of a recipe file
+    head: str  # policy class label: mle, cvae, mmd, diffusion (extra panels bring their own)
+    objective: str  # objective label: bc or ql (extra panels bring their own)
+
+    @property
+    def slug(self) -> str:
+        """The recipe's name without folder or suffix: what the run folders are named after."""
+        return Path(self.recipe).stem if self.recipe.endswith((".yaml", ".yml")) else self.recipe
 
 
 VARIANTS = (
@@ -36,18 +48,113 @@ VARIANTS = (
     Variant("QL-MMD (BEAR)", "ql-mmd", "mmd", "ql"),
     Variant("Diffusion-QL", "diffusion-ql", "diffusion", "ql"),
 )
-HEAD_CHOICES = sorted({v.head for v in VARIANTS})
-OBJECTIVE_CHOICES = sorted({v.objective for v in VARIANTS})
+#: the keys of a recipe's ``ablation:`` block, all required
+PANEL_KEYS = ("panel", "head", "objective")
 COLUMNS = ["variant", "head", "objective", "seed", "share_top_left", "share_bottom_left", "share_top_right", "share_bottom_right",
            "off_data_share", "best_mode_share", "mean_reward"]
 
 
-def select(heads: Optional[Sequence[str]] = None, objectives: Optional[Sequence[str]] = None) -> List[Variant]:
-    for given, known, what in ((heads, HEAD_CHOICES, "head"), (objectives, OBJECTIVE_CHOICES, "objective")):
+def _panel_of(path: Path, recipe: str) -> Optional[Variant]:
+    """The panel a recipe file declares, or None. A malformed block is an error naming the file and field."""
+    import yaml
+
+    from .config import MAX_RECIPE_BYTES, ConfigError
+
+    size = path.stat().st_size
+    if size > MAX_RECIPE_BYTES:
+        raise ConfigError(f"{path}: {size} bytes is over the recipe limit of {MAX_RECIPE_BYTES}")
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    block = doc.get("ablation") if isinstance(doc, dict) else None
+    if block is None:
+        return None
+    if not isinstance(block, dict):
+        raise ConfigError(f"{path} [ablation]: expected a mapping {{panel: ..., head: ..., objective: ...}}, got {type(block).__name__}")
+    unknown = sorted(set(block) - set(PANEL_KEYS))
+    if unknown:
+        raise ConfigError(f"{path} [ablation]: unknown key(s) {unknown}; an ablation block has {list(PANEL_KEYS)}")
+    for key in PANEL_KEYS:
+        value = block.get(key)
+        if not isinstance(value, str) or not value.strip() or len(value) > 80:
+            raise ConfigError(f"{path} [ablation] {key}: expected a non-empty string of at most 80 characters, got {value!r}")
+    return Variant(block["panel"].strip(), recipe, block["head"].strip(), block["objective"].strip())
+
+
+def declared_panels(recipe_dirs: Iterable[Path | str] = ()) -> List[Variant]:
+    """Extra panels: every recipe in the shipped catalogue, then in each of ``recipe_dirs``, that carries an
+    ``ablation:`` block, in file-name order. Shipped recipes are named by name, others by path. Two panels
+    with one title, or one with a paper panel's title, are an error naming both recipes."""
+    from .config import ConfigError, catalogue_dir
+
+    shipped = catalogue_dir("agents")
+    found: List[Variant] = []
+    for folder in [shipped, *map(Path, recipe_dirs)]:
+        if not folder.is_dir():
+            raise ConfigError(f"recipe folder {folder} does not exist or is not a folder")
+        for path in sorted(folder.glob("*.yaml")):
+            panel = _panel_of(path, path.stem if folder == shipped else str(path))
+            if panel is not None:
+                found.append(panel)
+    seen = {v.name: v.recipe for v in VARIANTS}
+    for v in found:
+        if v.name in seen:
+            raise ConfigError(f"ablation panel {v.name!r} is declared by {v.recipe} and by {seen[v.name]}: panel titles must differ")
+        seen[v.name] = v.recipe
+    return found
+
+
+def all_panels(recipe_dirs: Iterable[Path | str] = ()) -> List[Variant]:
+    """The paper's eight, then the declared extra panels."""
+    return [*VARIANTS, *declared_panels(recipe_dirs)]
+
+
+def head_choices(recipe_dirs: Iterable[Path | str] = ()) -> List[str]:
+    return sorted({v.head for v in all_panels(recipe_dirs)})
+
+
+def objective_choices(recipe_dirs: Iterable[Path | str] = ()) -> List[str]:
+    return sorted({v.objective for v in all_panels(recipe_dirs)})
+
+
+def __getattr__(name: str) -> Any:
+    """``HEAD_CHOICES`` and ``OBJECTIVE_CHOICES``: the labels over every panel, read from the catalogue when asked."""
+    if name == "HEAD_CHOICES":
+        return head_choices()
+    if name == "OBJECTIVE_CHOICES":
+        return objective_choices()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def select(heads: Optional[Sequence[str]] = None, objectives: Optional[Sequence[str]] = None, panels: Optional[Sequence[str]] = None,
+           extra: bool = False, recipe_dirs: Iterable[Path | str] = ()) -> List[Variant]:
+    """The panels to run: the paper's eight (with ``extra``, also every declared panel; with ``panels``,
+    exactly those, by title), then kept where the head and objective labels match ``heads`` and ``objectives``."""
+    every = all_panels(recipe_dirs)
+    known_heads, known_objectives = sorted({v.head for v in every}), sorted({v.objective for v in every})
+    for given, known, what in ((heads, known_heads, "head"), (objectives, known_objectives, "objective")):
         bad = [g for g in (given or []) if g not in known]
         if bad:
             raise ValueError(f"unknown ablation {what}(s) {bad}; choose from {known}")
-    return [v for v in VARIANTS if (not heads or v.head in heads) and (not objectives or v.objective in objectives)]
+    if panels:
+        by_name = {v.name: v for v in every}
+        bad = [p for p in panels if p not in by_name]
+        if bad:
+            raise ValueError(f"unknown ablation panel(s) {bad}; choose from {list(by_name)}")
+        chosen = [by_name[p] for p in dict.fromkeys(panels)]
+    else:
+        chosen = every if extra else list(VARIANTS)
+    return [v for v in chosen if (not heads or v.head in heads) and (not objectives or v.objective in objectives)]
+
+
+def grid_columns(panels: int) -> int:
+    """Columns of the figure for ``panels`` panels plus the dataset's: the paper's eight keep their 2 x 5
+    layout; more panels fill rows of five."""
+    n = panels + 1
+    if panels <= 4:
+        return n
+    return int(math.ceil(n / 2)) if panels <= 9 else 5
 
 
 @dataclass(frozen=True)
@@ -85,7 +192,7 @@ def _run_one(variant: Variant, env: str, seed: int, out: str, steps: Optional[in
     torch.set_num_threads(1)
     from .training import sample_policy_actions, train
 
-    run_dir = Path(out) / f"{variant.recipe}_seed{seed}"
+    run_dir = Path(out) / f"{variant.slug}_seed{seed}"
     res = train(variant.recipe, env, run_dir, steps=steps, seeds=[seed], device="cpu", overrides=overrides, progress=False, verbose=False,
                 replace_unfinished=True,  # a rerun after Ctrl-C redoes its short runs
                 overrides_where_read=True)  # -p T=3 reaches the diffusion variants, not the Gaussian ones
@@ -127,8 +234,10 @@ def markdown_table(rows: List[Dict[str, object]]) -> str:
 def run_ablation(env: str = "bandit2d-v0", out: Path | str = "runs/ablation", heads: Optional[Sequence[str]] = None,
                  objectives: Optional[Sequence[str]] = None, seeds: Sequence[int] = (0,), steps: Optional[int] = None,
                  overrides: Optional[Dict[str, object]] = None, workers: Optional[int] = None, progress: bool = True,
-                 on_done: Optional[Callable[[str], None]] = None) -> Dict[str, object]:
-    """Train every selected variant for every seed; write ablation.csv and ablation.png into ``out``."""
+                 on_done: Optional[Callable[[str], None]] = None, panels: Optional[Sequence[str]] = None, extra: bool = False,
+                 recipe_dirs: Iterable[Path | str] = ()) -> Dict[str, object]:
+    """Train every selected variant for every seed; write ablation.csv and ablation.png into ``out``
+    (``panels``, ``extra``, ``recipe_dirs``: which panels, see :func:`select`)."""
     from .plots import plot_bandit_grid
     from .tasks import get_task
 
@@ -137,7 +246,7 @@ def run_ablation(env: str = "bandit2d-v0", out: Path | str = "runs/ablation", he
     if probe.action_space.shape != (2,):
         raise ValueError(f"the ablation needs a 2-D action space; {env} has {probe.action_space.shape}")
     modes = Modes.of(probe)
-    variants = select(heads, objectives)
+    variants = select(heads, objectives, panels=panels, extra=extra, recipe_dirs=list(recipe_dirs))
     if not variants:
         raise ValueError("no variant matches the selected heads and objectives")
     out = Path(out)
@@ -177,5 +286,5 @@ def run_ablation(env: str = "bandit2d-v0", out: Path | str = "runs/ablation", he
     first_seed = [r for r in results if r["seed"] == seeds[0]]
     dataset = task.load_dataset()["actions"]
     plot_bandit_grid([(f"{r['variant'].name}\nbest mode {modes.shares(r['samples'])[modes.best]:.0%}", r["samples"]) for r in first_seed],
-                     dataset, out / "ablation.png", ncols=int(math.ceil((len(first_seed) + 1) / 2)) if len(first_seed) > 4 else len(first_seed) + 1)
+                     dataset, out / "ablation.png", ncols=grid_columns(len(first_seed)))
     return {"rows": rows, "csv": out / "ablation.csv", "png": out / "ablation.png", "markdown": markdown_table(rows)}

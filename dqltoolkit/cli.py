@@ -282,14 +282,20 @@ def export(checkpoint: str, fmt: str, steps: Optional[int], sampler: Optional[st
 @click.option("--env", "env", default="bandit2d-v0", show_default=True, help="A task with a 2-D action space and a constant observation.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/ablation"), show_default=True,
               help="Folder for ablation.csv, ablation.png and one sub-folder per run.")
-@click.option("--heads", default=None, help="Subset of policy classes: mle,cvae,mmd,diffusion.")
-@click.option("--objectives", default=None, help="Subset of objectives: bc,ql.")
+@click.option("--heads", default=None, help="Subset of policy classes: mle,cvae,mmd,diffusion (and the labels extra panels declare).")
+@click.option("--objectives", default=None, help="Subset of objectives: bc,ql (and the labels extra panels declare).")
+@click.option("--extra", is_flag=True, help="Add every extra panel: recipes with an 'ablation:' block (shipped and in --recipe-dir).")
+@click.option("--panels", default=None, help="Exactly these panels, by title, e.g. 'Diffusion-QL,Consistency-QL'.")
+@click.option("--recipe-dir", "recipe_dirs", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help="A folder of recipes whose 'ablation:' blocks declare more panels; repeatable.")
 @click.option("--seeds", default="0", show_default=True, help="Seeds per variant, e.g. 0-2.")
 @click.option("--steps", type=int, default=None, help="Gradient steps per run (default: each recipe's).")
 @click.option("-p", "params", multiple=True, metavar="KEY=VALUE", help="Override a key in every recipe; repeatable.")
 @click.option("--workers", type=int, default=None, help="Parallel runs (default: one per core).")
-def ablate(env: str, out: Path, heads: Optional[str], objectives: Optional[str], seeds: str, steps: Optional[int], params: Tuple[str, ...], workers: Optional[int]) -> None:
-    """Train the paper's eight bandit panels (BC and QL x MLE, CVAE, MMD, diffusion) and compare them."""
+def ablate(env: str, out: Path, heads: Optional[str], objectives: Optional[str], extra: bool, panels: Optional[str],
+           recipe_dirs: Tuple[Path, ...], seeds: str, steps: Optional[int], params: Tuple[str, ...], workers: Optional[int]) -> None:
+    """Train the paper's eight bandit panels (BC and QL x MLE, CVAE, MMD, diffusion) and compare them; --extra or
+    --panels adds the panels that recipes declare."""
     from .ablation import run_ablation
     from .config import parse_overrides
     from .training import parse_seeds
@@ -299,7 +305,8 @@ def ablate(env: str, out: Path, heads: Optional[str], objectives: Optional[str],
 
     try:
         res = run_ablation(env, out, heads=split(heads), objectives=split(objectives), seeds=parse_seeds(seeds), steps=steps,
-                           overrides=parse_overrides(params), workers=workers)
+                           overrides=parse_overrides(params), workers=workers, panels=split(panels), extra=extra,
+                           recipe_dirs=recipe_dirs)
     except (ConfigError, UnknownNameError, ValueError) as exc:
         _fail(exc)
     click.echo(res["markdown"])

@@ -396,6 +396,8 @@ def recipe_path(agent: str) -> Path:
 
 MAX_RECIPE_BYTES = 1 << 20
 MAX_BASE_DEPTH = 8
+#: top-level recipe blocks that hold no settings, for the jobs that read them (``ablation``: dqltoolkit/ablation.py)
+NON_SETTING_BLOCKS = ("ablation",)
 
 
 def _read_recipe(path: Path) -> Dict[str, Any]:
@@ -431,10 +433,10 @@ def _recipe_layers(agent: str, task: Optional[str], depth: int = 0) -> List[Tupl
             base = str(path.parent / base)
         layers += _recipe_layers(base, task, depth + 1)
     layers.append((f"{path} [default]", dict(doc.get("default") or {})))
-    if task is not None and task in doc:
+    if task is not None and task in doc and task not in NON_SETTING_BLOCKS:
         layers.append((f"{path} [{task}]", dict(doc[task] or {})))
     for key, sub in doc.items():  # every section is checked, not only the one in use
-        if key not in ("base", "default"):
+        if key not in ("base", "default", *NON_SETTING_BLOCKS):
             coerce_mapping(sub or {}, f"{path} [{key}]")
     return layers
 

@@ -11,7 +11,8 @@ def test_selection_by_head_and_objective():
     assert [v.recipe for v in select(["diffusion"], None)] == ["diffusion-bc", "diffusion-ql"]
     assert [v.recipe for v in select(None, ["ql"])] == ["ql-gaussian", "ql-cvae", "ql-mmd", "diffusion-ql"]
     assert len(select()) == 8 == len(VARIANTS)
-    with pytest.raises(ValueError, match=r"unknown ablation head\(s\) \['gauss'\]; choose from \['cvae', 'diffusion', 'mle', 'mmd'\]"):
+    # the choices are every panel's labels: the paper's four and those of the shipped extra panels
+    with pytest.raises(ValueError, match=r"unknown ablation head\(s\) \['gauss'\]; choose from \['consistency', 'cvae', 'diffusion', 'mle', 'mmd'\]"):
         select(["gauss"])
 
 

@@ -1,5 +1,6 @@
 """Policy heads. Importing this package registers the built-in heads."""
 
+from . import consistency  # noqa: F401  (registers 'consistency')
 from .base import PolicyHead
 from .cvae import CVAEHead
 from .deterministic import DeterministicHead
