@@ -31,6 +31,9 @@ class Variant:
     recipe: str  # a recipe name in agents/, or the path of a recipe file
     head: str  # policy class label: mle, cvae, mmd, diffusion (extra panels bring their own)
     objective: str  # objective label: bc or ql (extra panels bring their own)
+    #: what the panel scores: "policy" (the head's samples, no candidate selection: the paper's figure) or "acted"
+    #: (``predict(deterministic=False)``: for policies that *are* a selection among candidates, e.g. IDQL's resampling)
+    samples: str = "policy"
 
     @property
     def slug(self) -> str:
@@ -48,8 +51,9 @@ VARIANTS = (
     Variant("QL-MMD (BEAR)", "ql-mmd", "mmd", "ql"),
     Variant("Diffusion-QL", "diffusion-ql", "diffusion", "ql"),
 )
-#: the keys of a recipe's ``ablation:`` block, all required
+#: the keys of a recipe's ``ablation:`` block, all required, and the optional ones with their choices
 PANEL_KEYS = ("panel", "head", "objective")
+OPTIONAL_PANEL_KEYS = {"samples": ("policy", "acted")}
 COLUMNS = ["variant", "head", "objective", "seed", "share_top_left", "share_bottom_left", "share_top_right", "share_bottom_right",
            "off_data_share", "best_mode_share", "mean_reward"]
 
@@ -72,14 +76,18 @@ def _panel_of(path: Path, recipe: str) -> Optional[Variant]:
         return None
     if not isinstance(block, dict):
         raise ConfigError(f"{path} [ablation]: expected a mapping {{panel: ..., head: ..., objective: ...}}, got {type(block).__name__}")
-    unknown = sorted(set(block) - set(PANEL_KEYS))
+    unknown = sorted(set(block) - set(PANEL_KEYS) - set(OPTIONAL_PANEL_KEYS))
     if unknown:
-        raise ConfigError(f"{path} [ablation]: unknown key(s) {unknown}; an ablation block has {list(PANEL_KEYS)}")
+        raise ConfigError(f"{path} [ablation]: unknown key(s) {unknown}; an ablation block has {list(PANEL_KEYS)} "
+                          f"and optionally {list(OPTIONAL_PANEL_KEYS)}")
+    for key, choices in OPTIONAL_PANEL_KEYS.items():
+        if key in block and block[key] not in choices:
+            raise ConfigError(f"{path} [ablation] {key}: expected one of {list(choices)}, got {block[key]!r}")
     for key in PANEL_KEYS:
         value = block.get(key)
         if not isinstance(value, str) or not value.strip() or len(value) > 80:
             raise ConfigError(f"{path} [ablation] {key}: expected a non-empty string of at most 80 characters, got {value!r}")
-    return Variant(block["panel"].strip(), recipe, block["head"].strip(), block["objective"].strip())
+    return Variant(block["panel"].strip(), recipe, block["head"].strip(), block["objective"].strip(), block.get("samples", "policy"))
 
 
 def declared_panels(recipe_dirs: Iterable[Path | str] = ()) -> List[Variant]:
@@ -203,7 +211,11 @@ def _run_one(variant: Variant, env: str, seed: int, out: str, steps: Optional[in
     from .tasks import get_task
 
     observation, _ = get_task(env).make_env().reset(seed=seed)  # a constant observation: any reset gives it
-    samples = sample_policy_actions(agent, 1000, seed, observation=observation)
+    if variant.samples == "acted":  # the policy is the selection among candidates: score what it does
+        agent.set_random_seed(seed)
+        samples = agent.predict(np.repeat(np.asarray(observation, np.float32)[None], 1000, axis=0), deterministic=False)[0]
+    else:
+        samples = sample_policy_actions(agent, 1000, seed, observation=observation)
     return {"variant": variant, "seed": seed, "mean_reward": ev["mean_return"], "samples": samples, "seconds": res.results["train_seconds"]}
 
 

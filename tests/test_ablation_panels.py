@@ -26,6 +26,9 @@ def test_shipped_recipes_declare_their_panels_and_extra_adds_them():
     assert extra["Consistency-QL"] == ("consistency-ql", "consistency", "ql")
     assert extra["BC-Consistency"] == ("consistency-bc", "consistency", "bc")
     assert extra["IDQL"] == ("idql", "diffusion", "idql")
+    # IDQL's policy is its resampling among candidates: its panel scores what it does, the others the head's samples
+    kinds = {v.name: v.samples for v in select(extra=True)}
+    assert kinds["IDQL"] == "acted" and {k for n, k in kinds.items() if n != "IDQL"} == {"policy"}
     names = [v.name for v in select(extra=True)]
     assert names[:8] == PAPER and set(names[8:]) == set(extra)
     assert [v.name for v in select(["consistency"], extra=True)] == ["BC-Consistency", "Consistency-QL"]
@@ -56,6 +59,7 @@ def test_a_recipe_in_a_plugin_folder_is_a_panel_and_the_block_is_no_setting(tmp_
     ("ablation: [1, 2]", r"\[ablation\]: expected a mapping"),
     ("ablation: {panel: X, head: mle}", r"\[ablation\] objective: expected a non-empty string"),
     ("ablation: {panel: X, head: mle, objective: bc, colour: red}", r"\[ablation\]: unknown key\(s\) \['colour'\]"),
+    ("ablation: {panel: X, head: mle, objective: bc, samples: all}", r"\[ablation\] samples: expected one of \['policy', 'acted'\], got 'all'"),
     ("ablation: {panel: Diffusion-QL, head: mle, objective: bc}", r"panel 'Diffusion-QL' is declared by .*bad.yaml and by diffusion-ql"),
 ])
 def test_a_bad_block_is_an_error_naming_the_file_and_field(tmp_path, block, message):
@@ -82,3 +86,14 @@ def test_a_run_of_extra_panels_writes_their_rows(tmp_path):
     assert (tmp_path / "out" / "ablation.png").stat().st_size > 10_000
     assert (tmp_path / "out" / "plugin-mle_seed0").is_dir() and (tmp_path / "out" / "consistency-bc_seed0").is_dir()
     assert "| Plugin-MLE | plugin-mle | bc | 0 |" in res["markdown"]
+
+
+@pytest.mark.slow
+def test_the_idql_panel_scores_its_resampled_actions(tmp_path):
+    """IDQL acting (the best of 64 behaviour candidates by min Q, its bandit section) puts >= 90% of 1,000
+    actions on the best mode, though its diffusion model alone spreads over all four (about a quarter each)."""
+    res = run_ablation("bandit2d-v0", tmp_path / "out", panels=["IDQL"], progress=False, workers=1)
+    with open(tmp_path / "out" / "ablation.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    assert float(row["best_mode_share"]) >= 0.9 and float(row["off_data_share"]) <= 0.05, row
+    assert "| IDQL | diffusion | idql | 0 |" in res["markdown"]
