@@ -636,7 +636,8 @@ def build_report(paths: Sequence[Path | str], out: Path | str, reps: int = stats
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     lines += ["## Runs", "", "| run | algorithm | task | seeds | steps |", "|---|---|---|---|---:|"]
-    lines += [f"| {r.label} | {r.algorithm} | {r.task} | {', '.join(map(str, r.seeds))} | {_steps_text(r)} |" for r in runs]
+    in_order = sorted(runs, key=lambda r: (r.task, algorithm_order(r.algorithm), algorithm_order(r.label)))
+    lines += [f"| {r.label} | {r.algorithm} | {r.task} | {', '.join(map(str, r.seeds))} | {_steps_text(r)} |" for r in in_order]
     lines.append("")
     if skipped:
         lines += ["## Skipped", ""] + [f"- `{d}`: {why}" for d, why in skipped] + [""]
