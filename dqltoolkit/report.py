@@ -7,6 +7,12 @@ settings), ``metrics.csv`` (the periodic evaluations of ``--eval-freq``, per see
 of each seed, and ``total_steps``). A folder that is broken or unfinished is *skipped*, not fatal: a
 report over a sweep with one crashed trial is still written, and lists each skipped folder with the
 file and field at fault (``strict=True`` makes any skip an error instead). Statistics: dqltoolkit/stats.py.
+
+A sweep folder (``dqltoolkit sweep``) adds its book, ``sweep.json`` (dqltoolkit/report_sweep.py): trials that
+failed or were interrupted are listed as skipped with their status, the swept keys name the algorithms,
+and a trial that ASHA stopped before its budget (its ``results.json`` says ``stopped_early``) contributes its
+periodic evaluations (learning curves, best*) but no final score: it never reached the budget, so its last
+evaluation is not comparable with the others' final ones (the Notes list it with that evaluation).
 See docs/report.md for what each number means.
 """
 
@@ -25,6 +31,7 @@ import numpy as np
 import yaml
 
 from . import stats
+from .report_sweep import BOOK, REPORTED, TUNE_DIR, BookTrial, book_of, read_book
 
 #: what a run folder holds; a folder with either of :data:`RUN_MARKERS` is one (``train`` writes ``config.yaml``
 #: and ``metrics.csv`` as it starts, ``results.json`` when it ends), so a folder holding only a ``config.yaml``
@@ -66,6 +73,11 @@ class Run:
     rows: List[Tuple[int, int, str, str, float]] = field(default_factory=list)
     label: str = ""
     algorithm: str = ""
+    #: who stopped the run before its budget ("asha"), "" for a run that reached its end
+    stopped_by: str = ""
+    budget: Optional[int] = None
+    #: the keys its sweep varied (from sweep.json): always part of the algorithm's name
+    swept: Tuple[str, ...] = ()
 
 
 @dataclass
@@ -90,7 +102,19 @@ def find_run_dirs(paths: Sequence[Path | str]) -> List[Path]:
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise ReportError(f"no such folder: {', '.join(missing)}")
+    unique, _ = _walk(paths)
+    if not unique:
+        raise ReportError(f"no run folders (a folder with {' and '.join(RUN_FILES)}, as `dqltoolkit train` writes; found by its "
+                          f"{' or '.join(RUN_MARKERS)}) under: "
+                          + ", ".join(str(p) for p in paths))
+    return unique
+
+
+def _walk(paths: Sequence[Path]) -> Tuple[List[Path], List[Path]]:
+    """Run folders and sweep folders (holding ``sweep.json``) under ``paths``, resolved, in walk order; a
+    sweep folder's ``tune/`` (Ray Tune's records) is not searched."""
     found: List[Path] = []
+    sweeps: List[Path] = []
     for root in paths:
         if root.is_file():
             raise ReportError(f"{root} is a file: name the run folder that holds it (or a folder above it)")
@@ -98,14 +122,12 @@ def find_run_dirs(paths: Sequence[Path | str]) -> List[Path]:
             if any(f in files for f in RUN_MARKERS):
                 found.append(Path(here))
                 dirs.clear()
-            else:
-                dirs.sort()
-    unique = list(dict.fromkeys(p.resolve() for p in found))
-    if not unique:
-        raise ReportError(f"no run folders (a folder with {' and '.join(RUN_FILES)}, as `dqltoolkit train` writes; found by its "
-                          f"{' or '.join(RUN_MARKERS)}) under: "
-                          + ", ".join(str(p) for p in paths))
-    return unique
+                continue
+            if BOOK in files:
+                sweeps.append(Path(here))
+                dirs[:] = [d for d in dirs if d != TUNE_DIR]
+            dirs.sort()
+    return list(dict.fromkeys(p.resolve() for p in found)), list(dict.fromkeys(p.resolve() for p in sweeps))
 
 
 def _number(value: Any, where: str) -> float:
@@ -134,8 +156,10 @@ def _read_config(path: Path) -> Dict[str, Any]:
     return doc
 
 
-def _read_results(path: Path, seeds: List[int]) -> Tuple[int, List[Tuple[int, int, str, str, float]]]:
-    """``total_steps`` and the end-of-run evaluation rows of ``results.json``."""
+def _read_results(path: Path, seeds: List[int]) -> Tuple[int, List[Tuple[int, int, str, str, float]], Dict[str, Any]]:
+    """``total_steps``, the end-of-run evaluation rows of ``results.json``, and for a run stopped before its
+    budget (a sweep's ASHA: ``stopped_early``) ``{"by": ..., "budget": ...}`` (and no rows: it has no
+    end-of-run evaluation)."""
     file = path / "results.json"
     if not file.is_file():
         unfinished = [n for n in ("model_interrupted.zip", "model_latest.zip", "model_diverged.zip") if (path / n).exists()]
@@ -150,6 +174,10 @@ def _read_results(path: Path, seeds: List[int]) -> Tuple[int, List[Tuple[int, in
     if "total_steps" not in doc:
         raise RunSkipped(f"{file}: no field 'total_steps'")
     total = int(_number(doc["total_steps"], f"{file}: field 'total_steps'"))
+    if doc.get("stopped_early") is True:
+        budget = doc.get("budget")
+        budget = None if budget is None else int(_number(budget, f"{file}: field 'budget'"))
+        return total, [], {"by": str(doc.get("stopped_by") or "a scheduler"), "budget": budget}
     evaluation = doc.get("evaluation")
     if evaluation is None:
         raise RunSkipped(f"{file}: no field 'evaluation' (the run was not evaluated: a task without an evaluation environment?)")
@@ -178,7 +206,7 @@ def _read_results(path: Path, seeds: List[int]) -> Tuple[int, List[Tuple[int, in
     missing = sorted(set(seeds) - {r[0] for r in rows})
     if missing:
         raise RunSkipped(f"{file}: field 'evaluation' has no entry for seed(s) {missing} of config.yaml's seeds {seeds}")
-    return total, rows
+    return total, rows, {}
 
 
 def _read_metrics(path: Path, seeds: List[int]) -> List[Tuple[int, int, str, str, float]]:
@@ -223,24 +251,66 @@ def load_run(path: Path) -> Run:
     path = Path(path)
     doc = _read_config(path)
     seeds = [int(s) for s in doc["seeds"]]
-    total, final = _read_results(path, seeds)
+    total, final, stopped = _read_results(path, seeds)
     periodic = _read_metrics(path, seeds)
+    if stopped and not periodic:
+        raise RunSkipped(f"{path / 'results.json'}: stopped early (by {stopped['by']}) at step {total}, and {path / 'metrics.csv'} "
+                         "holds no periodic evaluation to report")
     cfg = doc["config"]
     agent = doc.get("agent") or doc.get("init") or f"{cfg.get('head', '?')}+{cfg.get('objective', '?')}"
     agent = Path(str(agent)).stem if str(agent).endswith((".yaml", ".yml", ".zip")) else str(agent)
-    return Run(path=path, agent=agent, task=str(doc["env"]), config=cfg, seeds=seeds, total_steps=total, rows=sorted(periodic) + final)
+    return Run(path=path, agent=agent, task=str(doc["env"]), config=cfg, seeds=seeds, total_steps=total, rows=sorted(periodic) + final,
+               stopped_by=stopped.get("by", ""), budget=stopped.get("budget"))
 
 
-def gather(paths: Sequence[Path | str], strict: bool = False) -> Tuple[List[Run], List[Tuple[Path, str]]]:
-    """Every reportable run under ``paths`` and the (folder, reason) of each one skipped."""
-    runs, skipped = [], []
-    for d in find_run_dirs(paths):
+def _books(run_dirs: List[Path], sweeps: List[Path]) -> Tuple[Dict[Path, BookTrial], List[BookTrial], List[Tuple[Path, str]]]:
+    """The book entry of each run folder that belongs to a sweep; the trials of the sweep folders under the
+    paths that have no run folder (failed before writing one); the books that could not be read."""
+    by_dir: Dict[Path, BookTrial] = {}
+    unread: List[Tuple[Path, str]] = []
+    folders = list(dict.fromkeys(sweeps + [b.resolve() for b in map(book_of, run_dirs) if b is not None]))
+    for folder in folders:
+        trials, why = read_book(folder)
+        if why:
+            unread.append((folder / BOOK, why))
+        by_dir.update((t.run_dir, t) for t in trials)
+    known = set(run_dirs)
+    orphans = [t for t in by_dir.values() if t.run_dir not in known and t.book.parent in sweeps]
+    return by_dir, orphans, unread
+
+
+def gather(paths: Sequence[Path | str], strict: bool = False, notes: Optional[List[str]] = None) -> Tuple[List[Run], List[Tuple[Path, str]]]:
+    """Every reportable run under ``paths`` and the (folder, reason) of each one skipped: broken folders and
+    sweep trials whose status in ``sweep.json`` is not :data:`REPORTED` (with that status). A ``sweep.json``
+    that cannot be read leaves no run out (its trials are judged by their folders): it goes to ``notes``."""
+    run_dirs = find_run_dirs(paths)
+    _, sweeps = _walk([Path(p) for p in paths])
+    by_dir, orphans, unread = _books(run_dirs, sweeps)
+    runs: List[Run] = []
+    skipped: List[Tuple[Path, str]] = []
+
+    def skip(d: Path, why: str) -> None:
+        if strict:
+            raise ReportError(f"{d}: {why} (without --strict it would be skipped)")
+        skipped.append((d, why))
+
+    if notes is not None:
+        notes.extend(why for _, why in unread)
+    for d in run_dirs:
+        trial = by_dir.get(d)
+        if trial is not None and trial.status not in REPORTED:
+            skip(d, trial.skip_reason())
+            continue
         try:
-            runs.append(load_run(d))
+            run = load_run(d)
         except RunSkipped as exc:
-            if strict:
-                raise ReportError(f"{d}: {exc} (without --strict it would be skipped)") from None
-            skipped.append((d, str(exc)))
+            skip(d, str(exc))
+            continue
+        if trial is not None:
+            run.swept = tuple(sorted(trial.params))
+        runs.append(run)
+    for t in orphans:
+        skip(t.run_dir, t.skip_reason() + ("; no run folder" if t.status not in REPORTED else "; its run folder is missing"))
     if not runs:
         raise ReportError("every run folder was skipped:\n" + "\n".join(f"  {d}: {why}" for d, why in skipped))
     _name(runs)
@@ -263,7 +333,8 @@ def _value_text(v: Any) -> str:
 def _name(runs: List[Run]) -> None:
     """Label each run by its folder (relative to the runs' common parent) and name its algorithm: the
     agent, plus every setting that differs between that agent's runs on one task (so one agent trained
-    with several ``-p eta=...`` values gives one algorithm per value)."""
+    with several ``-p eta=...`` values gives one algorithm per value), plus every key a sweep varied for
+    that agent (a one-value grid key too: the name says what the sweep set)."""
     parents = [str(r.path.parent) for r in runs]
     base = Path(os.path.commonpath(parents)) if len(runs) > 1 else runs[0].path.parent
     for r in runs:
@@ -275,6 +346,7 @@ def _name(runs: List[Run]) -> None:
     for (agent, _), group in groups.items():
         keys = set().union(*(g.config for g in group)) - NOT_ALGORITHM_KEYS
         varying.setdefault(agent, set()).update(k for k in keys if len({repr(g.config.get(k)) for g in group}) > 1)
+        varying[agent].update(k for g in group for k in g.swept if k not in NOT_ALGORITHM_KEYS)
     for r in runs:
         keys = sorted(varying.get(r.agent, ()))
         r.algorithm = " ".join([r.agent] + [f"{k}={_value_text(r.config.get(k))}" for k in keys])
@@ -305,11 +377,14 @@ def task_metric(runs: Sequence[Run], task: str) -> str:
 
 @dataclass
 class SeedScores:
-    """Per-seed final and best (the highest of all its evaluations) scores of one algorithm on one task."""
+    """Per-seed final and best (the highest of all its evaluations) scores of one algorithm on one task.
+    ``final`` holds the seeds of runs that reached their end; ``best`` also those of runs stopped early
+    (``stopped`` of them, the last ones), from their evaluations before the stop."""
 
     final: np.ndarray
     best: np.ndarray
     runs: List[str]
+    stopped: int = 0
 
 
 def seed_scores(runs: Sequence[Run]) -> Dict[str, Dict[str, SeedScores]]:
@@ -317,15 +392,19 @@ def seed_scores(runs: Sequence[Run]) -> Dict[str, Dict[str, SeedScores]]:
     out: Dict[str, Dict[str, SeedScores]] = {}
     for task in sorted({r.task for r in runs}):
         metric = task_metric(runs, task)
-        by_alg: Dict[str, Tuple[List[float], List[float], List[str]]] = {}
-        for r in (r for r in runs if r.task == task):
-            final, best, labels = by_alg.setdefault(r.algorithm, ([], [], []))
+        by_alg: Dict[str, Tuple[List[float], List[float], List[str], List[float]]] = {}
+        for r in sorted((r for r in runs if r.task == task), key=lambda r: bool(r.stopped_by)):  # finished runs first
+            final, best, labels, stopped = by_alg.setdefault(r.algorithm, ([], [], [], []))
             for s in r.seeds:
                 values = [(kind, v) for (seed, _, kind, m, v) in r.rows if seed == s and m == metric]
-                final.append(next(v for kind, v in values if kind == "final"))
-                best.append(max(v for _, v in values))
+                if r.stopped_by:
+                    stopped.append(max(v for _, v in values))
+                else:
+                    final.append(next(v for kind, v in values if kind == "final"))
+                    best.append(max(v for _, v in values))
                 labels.append(f"{r.label}#seed{s}")
-        out[task] = {a: SeedScores(np.array(f), np.array(b), lab) for a, (f, b, lab) in sorted(by_alg.items(), key=lambda kv: algorithm_order(kv[0]))}
+        out[task] = {a: SeedScores(np.array(f), np.array(b + st), lab, len(st))
+                     for a, (f, b, lab, st) in sorted(by_alg.items(), key=lambda kv: algorithm_order(kv[0]))}
     return out
 
 
@@ -336,6 +415,26 @@ def _fmt(x: float) -> str:
 
 def _cell(e: stats.Estimate) -> str:
     return f"{_fmt(e.point)} [{_fmt(e.lower)}, {_fmt(e.upper)}]"
+
+
+#: the table cell of a score no run has (an algorithm whose every run was stopped early has no final score)
+NO_SCORE = "—"
+#: marks a count or a best* score that includes runs stopped early
+STOPPED_MARK = "†"
+
+
+def _cells(per_task: Sequence[np.ndarray], fns: Sequence[Callable], reps: int, seed: int, mark: str = "") -> List[str]:
+    """One cell per estimator over the non-empty arrays of ``per_task``, or :data:`NO_SCORE` if none."""
+    have = [x for x in per_task if len(x)]
+    return [_cell(stats.stratified_bootstrap(have, fn, reps, seed)) + mark if have else NO_SCORE for fn in fns]
+
+
+def _seeds_text(sc: SeedScores) -> str:
+    return f"{len(sc.final)} + {sc.stopped}{STOPPED_MARK}" if sc.stopped else str(len(sc.final))
+
+
+STOPPED_FOOTNOTE = (f"{STOPPED_MARK} seeds of trials stopped early (ASHA) before their step budget: no final score (their last "
+                    "evaluation is not at the budget, see Notes); their best\\* is over the evaluations before the stop.")
 
 
 METRIC_TITLES = {"normalized_score": "normalised score (D4RL scale: 0 random, 100 expert)", "return": "episode return (the task has no normalised score)"}
@@ -351,10 +450,13 @@ def task_tables(scores: Dict[str, Dict[str, SeedScores]], runs: Sequence[Run], r
                   "| algorithm | seeds | final: mean [95% CI] | final: IQM [95% CI] | best\\*: mean [95% CI] | best\\*: IQM [95% CI] |",
                   "|---|---:|---|---|---|---|"]
         for alg, sc in algs.items():
-            cells = [_cell(stats.stratified_bootstrap([x], fn, reps, seed)) for x in (sc.final, sc.best) for fn in (stats.aggregate_mean, stats.iqm)]
-            lines.append(f"| {alg} | {len(sc.final)} | " + " | ".join(cells) + " |")
+            cells = (_cells([sc.final], (stats.aggregate_mean, stats.iqm), reps, seed)
+                     + _cells([sc.best], (stats.aggregate_mean, stats.iqm), reps, seed, STOPPED_MARK if sc.stopped else ""))
+            lines.append(f"| {alg} | {_seeds_text(sc)} | " + " | ".join(cells) + " |")
+        if any(sc.stopped for sc in algs.values()):
+            lines += ["", STOPPED_FOOTNOTE]
         lines.append("")
-        mine = [r for r in runs if r.task == task]
+        mine = [r for r in runs if r.task == task and not r.stopped_by]
         for extra in EXTRA_FINAL_METRICS:
             if not all(any(kind == "final" and m == extra for (_, _, kind, m, _) in r.rows) for r in mine):
                 continue
@@ -362,6 +464,8 @@ def task_tables(scores: Dict[str, Dict[str, SeedScores]], runs: Sequence[Run], r
                       f"| algorithm | seeds | {extra}: mean [95% CI] | {extra}: IQM [95% CI] |", "|---|---:|---|---|"]
             for alg in algs:
                 values = np.array([v for r in mine if r.algorithm == alg for (_, _, kind, m, v) in r.rows if kind == "final" and m == extra])
+                if not len(values):
+                    continue
                 cells = [_cell(stats.stratified_bootstrap([values], fn, reps, seed)) for fn in (stats.aggregate_mean, stats.iqm)]
                 lines.append(f"| {alg} | {len(values)} | " + " | ".join(cells) + " |")
             lines.append("")
@@ -390,12 +494,15 @@ def aggregate_table(scores: Dict[str, Dict[str, SeedScores]], tasks: Sequence[st
     algorithms = sorted({a for t in tasks for a in scores[t]}, key=algorithm_order)
     for alg in algorithms:
         have = [t for t in tasks if alg in scores[t]]
+        stopped = sum(scores[t][alg].stopped for t in have)
         for which in ("final", "best"):
             per_task = [getattr(scores[t][alg], which) for t in have]
-            cells = [_cell(stats.stratified_bootstrap(per_task, fn, reps, seed)) for fn in (stats.iqm, stats.aggregate_mean, stats.aggregate_median)]
-            cells.append(_cell(stats.stratified_bootstrap(per_task, lambda s: stats.optimality_gap(s, GAP_GAMMA), reps, seed)) if gap else "n/a")
-            lines.append(f"| {alg} | {len(have)} of {len(tasks)} | {sum(len(x) for x in per_task)} | {SCORE_ROWS[which]} | "
-                         + " | ".join(cells) + " |")
+            mark = STOPPED_MARK if which == "best" and stopped else ""
+            cells = _cells(per_task, (stats.iqm, stats.aggregate_mean, stats.aggregate_median), reps, seed, mark)
+            cells += _cells(per_task, (lambda s: stats.optimality_gap(s, GAP_GAMMA),), reps, seed, mark) if gap else ["n/a"]
+            count = sum(len(x) for x in per_task)
+            count_text = f"{count - stopped} + {stopped}{STOPPED_MARK}" if mark else str(count)
+            lines.append(f"| {alg} | {len(have)} of {len(tasks)} | {count_text} | {SCORE_ROWS[which]} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -403,7 +510,8 @@ def aggregate_table(scores: Dict[str, Dict[str, SeedScores]], tasks: Sequence[st
 
 
 def profile_data(scores: Dict[str, Dict[str, SeedScores]], tasks: Sequence[str], reps: int, seed: int, points: int = 101):
-    """Taus and, per algorithm, the final-score distribution over them with its interval."""
+    """Taus and, per algorithm, the final-score distribution over them with its interval (algorithms with
+    no final score, every run stopped early, are left out)."""
     pooled = np.concatenate([s.final for t in tasks for s in scores[t].values()])
     lo, hi = float(pooled.min()), float(pooled.max())
     pad = 0.05 * (hi - lo) if hi > lo else max(abs(hi) * 0.05, 1e-3)
@@ -411,7 +519,9 @@ def profile_data(scores: Dict[str, Dict[str, SeedScores]], tasks: Sequence[str],
     algorithms = sorted({a for t in tasks for a in scores[t]}, key=algorithm_order)
     profiles = {}
     for alg in algorithms:
-        per_task = [scores[t][alg].final for t in tasks if alg in scores[t]]
+        per_task = [scores[t][alg].final for t in tasks if alg in scores[t] and len(scores[t][alg].final)]
+        if not per_task:
+            continue
         profiles[alg] = stats.stratified_bootstrap(per_task, lambda s: stats.score_distribution(s, taus), reps, seed)
     return taus, profiles
 
@@ -447,8 +557,25 @@ def curve_data(runs: Sequence[Run], reps: int, seed: int) -> Dict[str, Dict[str,
 # ---------------------------------------------------------------------------------------------- the job
 
 
-def _notes(runs: Sequence[Run]) -> List[str]:
+def _stopped_notes(runs: Sequence[Run]) -> List[str]:
+    """One note per run stopped before its budget, with its last evaluation (what a sweep's searcher saw)."""
     notes = []
+    for r in runs:
+        if not r.stopped_by:
+            continue
+        metric = task_metric(runs, r.task)
+        last_step = max(st for (_, st, kind, m, _) in r.rows if m == metric)
+        last = [v for (_, st, kind, m, v) in r.rows if m == metric and st == last_step]
+        budget = f" of its {r.budget}" if r.budget else ""
+        notes.append(f"stopped early by {r.stopped_by.upper() if r.stopped_by == 'asha' else r.stopped_by}: {r.algorithm} on {r.task} "
+                     f"({r.label}) at step {r.total_steps}{budget}; last evaluation (step {last_step}): {metric.replace('_', ' ')} "
+                     f"{_fmt(float(np.mean(last)))} (mean of {len(last)} seed(s)). Not in the final statistics; in best\\* and "
+                     f"the learning curves ({STOPPED_MARK}).")
+    return notes
+
+
+def _notes(runs: Sequence[Run]) -> List[str]:
+    notes = _stopped_notes(runs)
     seen: Dict[Tuple[str, str, int], str] = {}
     for r in runs:
         for s in r.seeds:
@@ -457,6 +584,12 @@ def _notes(runs: Sequence[Run]) -> List[str]:
                 notes.append(f"{r.algorithm} on {r.task}: seed {s} appears in both {seen[key]} and {r.label} (both are counted)")
             seen[key] = r.label
     return notes
+
+
+def _steps_text(r: Run) -> str:
+    if not r.stopped_by:
+        return str(r.total_steps)
+    return f"{r.total_steps}{STOPPED_MARK}" + (f" of {r.budget}" if r.budget else "") + f" (stopped early by {r.stopped_by})"
 
 
 def build_report(paths: Sequence[Path | str], out: Path | str, reps: int = stats.DEFAULT_REPS, seed: int = 0, strict: bool = False,
@@ -468,7 +601,10 @@ def build_report(paths: Sequence[Path | str], out: Path | str, reps: int = stats
     say = say or (lambda m: None)
     if isinstance(reps, bool) or int(reps) < 1:
         raise ReportError(f"reps must be at least 1 bootstrap resample, got {reps}")
-    runs, skipped = gather(paths, strict=strict)
+    book_notes: List[str] = []
+    runs, skipped = gather(paths, strict=strict, notes=book_notes)
+    for why in book_notes:
+        say(why)
     for d, why in skipped:
         say(f"skipped {d}: {why}")
     out = Path(out)
@@ -490,16 +626,18 @@ def build_report(paths: Sequence[Path | str], out: Path | str, reps: int = stats
                   f"pool every run" + (f" (gap: how far runs fall short of {GAP_GAMMA:g}, lower is better)." if metric == "normalized_score"
                                        else "; the optimality gap needs a normalised score."), ""]
         lines += aggregate_table(scores, tasks, metric, reps, seed) + [""]
-        taus, profiles = profile_data(scores, tasks, reps, seed)
-        files.append(plot_performance_profile(taus, profiles, out / "performance_profile.png", metric=metric, tasks=tasks))
+        if any(len(scores[t][a].final) for t in tasks for a in scores[t]):
+            taus, profiles = profile_data(scores, tasks, reps, seed)
+            files.append(plot_performance_profile(taus, profiles, out / "performance_profile.png", metric=metric, tasks=tasks))
     else:
         lines += ["No aggregate: the tasks have no common score scale (none has a normalised score).", ""]
     files.append(plot_report_curves(curve_data(runs, reps, seed), {t: task_metric(runs, t) for t in scores}, out / "learning_curves.png"))
-    notes = scope_notes + _notes(runs)
+    notes = scope_notes + _notes(runs) + book_notes
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     lines += ["## Runs", "", "| run | algorithm | task | seeds | steps |", "|---|---|---|---|---:|"]
-    lines += [f"| {r.label} | {r.algorithm} | {r.task} | {', '.join(map(str, r.seeds))} | {r.total_steps} |" for r in runs]
+    in_order = sorted(runs, key=lambda r: (r.task, algorithm_order(r.algorithm), algorithm_order(r.label)))
+    lines += [f"| {r.label} | {r.algorithm} | {r.task} | {', '.join(map(str, r.seeds))} | {_steps_text(r)} |" for r in in_order]
     lines.append("")
     if skipped:
         lines += ["## Skipped", ""] + [f"- `{d}`: {why}" for d, why in skipped] + [""]

@@ -6,6 +6,7 @@ import json
 import random
 import re
 import shutil
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -288,7 +289,11 @@ def test_a_sweep_with_a_crashed_trial_is_reported_and_the_skip_listed(runs, tmp_
     why = f"{crashed.resolve() / 'results.json'}: missing, so the run did not finish (model_latest.zip is there)"
     assert f"warning: skipped {crashed.resolve()}: {why}" in res.stderr
     md = (sweep / "report" / "report.md").read_text()  # the default --out for one path
-    assert f"## Skipped\n\n- `{crashed.resolve()}`: {why}" in md
+    assert f"- `{crashed.resolve()}`: {why}" in md.split("## Skipped\n\n")[1]
+    # (a sweep.json without trials, as here, cannot say which trials failed: a note, and the folders are judged alone)
+    book = (sweep / "sweep.json").resolve()
+    assert f"- {book}: no field 'trials' (a mapping of trial names), so its trials' statuses are not used" in md.split("## Notes")[1]
+    assert f"warning: {book}: no field 'trials'" in res.stderr
     assert {r["run"] for r in _csv(sweep / "report" / "evaluations.csv")} == {"eta0.1", "eta10", "eta10-seed2"}
 
     strict = CliRunner().invoke(main, ["report", str(sweep), "--out", str(tmp_path / "s"), "--strict"])
@@ -397,3 +402,129 @@ def test_the_aggregate_over_normalised_tasks_matches_the_hand_table(tmp_path):
     # per seed: periodic at steps 50 and 100 and final at 100, each a return and a normalised score; the bandit: returns only
     assert len(rows) == 6 * 5 * 3 * 2 + 2 * 3 * 1
     assert {r["metric"] for r in rows if r["task"] == "hopper-medium-v2"} == {"return", "normalized_score"}
+
+
+# ------------------------------------------------------------------------------------------------ sweep folders
+
+
+def _stop_early(run, step, budget):
+    """Make ``run`` what a trial that ASHA stopped at ``step`` leaves (dqltoolkit/sweep.py SweepBook.stopped_early):
+    metrics.csv ends at the stop, results.json has the evaluations so far and no end-of-run ``evaluation``."""
+    with open(run / "metrics.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        header, kept = reader.fieldnames, [r for r in reader if int(float(r["time/step"])) <= step]
+    with open(run / "metrics.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=header)
+        w.writeheader()
+        w.writerows(kept)
+    seeds = yaml.safe_load((run / "config.yaml").read_text())["seeds"]
+    evaluations = [{"step": int(float(r["time/step"])), "mean_return": float(r["eval/mean_return"]),
+                    "mean_return_per_seed": [float(r[f"eval/mean_return_seed{s}"]) for s in seeds]} for r in kept if r.get("eval/mean_return")]
+    (run / "results.json").write_text(json.dumps({"stopped_early": True, "stopped_by": "asha", "steps": step, "first_step": 0, "total_steps": step,
+                                                  "budget": budget, "seeds": seeds, "evaluations": evaluations,
+                                                  "mean_return": evaluations[-1]["mean_return"]}, indent=2))
+    for p in run.glob("model*.zip"):
+        p.unlink()
+    return evaluations[-1]
+
+
+def _sweep_folder(runs, root):
+    """A sweep folder as `dqltoolkit sweep` leaves it, its sweep.json written by the sweep's own book: eta=10
+    finished, eta=0.1 stopped early by ASHA at step 2 of 4, eta=2.5 failed (its folder unfinished), eta=25
+    interrupted before it wrote anything; and Tune's records under tune/ (a decoy run folder there)."""
+    from dqltoolkit.sweep import SweepBook
+    from dqltoolkit.sweep_spec import load_sweep
+
+    root.mkdir(parents=True)
+    spec_file = root / "s.yaml"
+    spec_file.write_text(yaml.safe_dump({"agents": "diffusion-ql", "tasks": "bandit2d-v0", "seeds": "0-1", "steps": 4, "eval_freq": 2,
+                                         "params": TINY, "grid": {"eta": [0.1, 2.5, 10.0, 25.0]}}))
+    spec = load_sweep(spec_file)
+    book = SweepBook(root, spec)
+    names = {eta: f"diffusion-ql_bandit2d-v0_eta={eta:g}" for eta in (0.1, 2.5, 10.0, 25.0)}
+    for eta, name in names.items():
+        book.started(name, {"agent": "diffusion-ql", "task": "bandit2d-v0", "params": {"eta": eta}})
+    trials = root / "trials"
+    shutil.copytree(runs / "eta10", trials / names[10.0])
+    book.completed(names[10.0], {"final": True, "step": 4, "mean_return": 1.0})
+    shutil.copytree(runs / "eta0.1", trials / names[0.1])
+    last = _stop_early(trials / names[0.1], step=2, budget=4)
+    book.entry(names[0.1])["status"] = "stopped_early"
+    (trials / names[2.5]).mkdir()
+    for f in ("config.yaml", "metrics.csv"):
+        shutil.copy(runs / "eta10" / f, trials / names[2.5] / f)
+    (root / "error.txt").write_text("Traceback (most recent call last):\nRuntimeError: boom\n")
+    book.failed(names[2.5], str(root / "error.txt"))
+    book.completed(names[25.0], {})  # (no final result: interrupted)
+    decoy = root / "tune" / "attempt-1" / names[10.0]
+    shutil.copytree(runs / "eta10", decoy, ignore=shutil.ignore_patterns("*.zip"))
+    return names, last
+
+
+def test_a_sweep_folder_reports_stopped_early_trials_apart_and_skips_failed_ones(runs, tmp_path):
+    nest = tmp_path / "all" / "sweeps"
+    names, last = _sweep_folder(runs, nest / "s1")
+    statuses = {e["status"] for e in json.loads((nest / "s1" / "sweep.json").read_text())["trials"].values()}
+    assert statuses == {"finished", "stopped_early", "error", "interrupted"}
+    said = []
+    res = build_report([tmp_path / "all"], tmp_path / "out", reps=200, say=said.append)  # found wherever the sweep sits
+    md = res.markdown
+    assert sorted(r.label for r in res.runs) == [names[0.1], names[10.0]], "tune/ is not searched"
+    assert {r.algorithm for r in res.runs} == {"diffusion-ql eta=0.1", "diffusion-ql eta=10"}
+
+    # the stopped trial: no final score, its best* of the evaluations before the stop, marked
+    best = np.array(last["mean_return_per_seed"])
+    (row,) = [ln for ln in md.split("### bandit2d-v0")[1].split("\n\n")[2].splitlines() if ln.startswith("| diffusion-ql eta=0.1 |")]
+    cells = [c.strip() for c in row.split("|")[2:-1]]
+    assert cells[:3] == ["0 + 2†", "—", "—"] and cells[3].startswith(f"{best.mean():.3f} [") and cells[3].endswith("]†")
+    assert re.search(r"\| diffusion-ql eta=10 \| 2 \| \d", md)
+    assert "† seeds of trials stopped early (ASHA) before their step budget: no final score" in md
+    assert (f"- stopped early by ASHA: diffusion-ql eta=0.1 on bandit2d-v0 ({names[0.1]}) at step 2 of its 4; last evaluation "
+            f"(step 2): return {last['mean_return']:.3f} (mean of 2 seed(s)). Not in the final statistics") in md
+    assert f"| {names[0.1]} | diffusion-ql eta=0.1 | bandit2d-v0 | 0, 1 | 2† of 4 (stopped early by asha) |" in md
+    assert f"| {names[10.0]} | diffusion-ql eta=10 | bandit2d-v0 | 0, 1 | 4 |" in md
+    (agg,) = [ln for ln in md.splitlines() if ln.startswith("| diffusion-ql eta=0.1 | 1 of 1 | 0 | final |")]
+    assert agg.count("—") == 3
+    assert "`best_mode_share`" in md and "| diffusion-ql eta=0.1 | 0 |" not in md  # (only finished trials have one)
+
+    # failed and interrupted trials: skipped with their status
+    book = (nest / "s1" / "sweep.json").resolve()
+    skipped = {Path(d).name: why for d, why in res.skipped}
+    assert skipped == {names[2.5]: f"{book}: trial '{names[2.5]}' has status 'error' (the trial failed: RuntimeError: boom)",
+                       names[25.0]: f"{book}: trial '{names[25.0]}' has status 'interrupted' (the sweep stopped before the trial ended "
+                                    "(`dqltoolkit sweep --resume` runs it again)); no run folder"}
+    assert len(said) == 2 and f"- `{(nest / 's1' / 'trials' / names[2.5]).resolve()}`: {skipped[names[2.5]]}" in md
+
+    rows = _csv(tmp_path / "out" / "evaluations.csv")
+    stopped_rows = [r for r in rows if r["run"] == names[0.1]]
+    assert {r["kind"] for r in stopped_rows} == {"periodic"} and {r["step"] for r in stopped_rows} == {"2"}
+    from dqltoolkit.report import curve_data, profile_data, seed_scores
+
+    curves = curve_data(res.runs, reps=100, seed=0)["bandit2d-v0"]
+    assert list(curves["diffusion-ql eta=0.1"][0]) == [2] and list(curves["diffusion-ql eta=10"][0]) == [2, 4]
+    _, profiles = profile_data(seed_scores(res.runs), ["bandit2d-v0"], reps=100, seed=0)
+    assert list(profiles) == ["diffusion-ql eta=10"], "the profile is of final scores"
+    with pytest.raises(ReportError, match="has status 'error'"):
+        gather([tmp_path / "all"], strict=True)
+
+
+def test_one_sweep_trial_is_named_by_the_keys_its_sweep_varied(runs, tmp_path):
+    """A trial folder named alone has no other run to differ from: the book (two folders up) names its swept keys."""
+    names, _ = _sweep_folder(runs, tmp_path / "s")
+    found, skipped = gather([tmp_path / "s" / "trials" / names[10.0]])
+    assert [r.algorithm for r in found] == ["diffusion-ql eta=10"] and skipped == []
+    plain = _copy_runs(runs, tmp_path / "plain")
+    assert {r.algorithm for r in gather([plain / "eta10"])[0]} == {"diffusion-ql"}  # (no book: nothing to say it was swept)
+
+
+def test_an_unreadable_sweep_json_is_listed_and_its_trials_still_reported(runs, tmp_path):
+    names, _ = _sweep_folder(runs, tmp_path / "s")
+    (tmp_path / "s" / "sweep.json").write_text('{"trials": ')
+    notes = []
+    found, skipped = gather([tmp_path / "s"], notes=notes)
+    assert sorted(r.label for r in found) == [names[0.1], names[10.0]]
+    (note,) = notes
+    assert note.startswith(f"{(tmp_path / 's' / 'sweep.json').resolve()}: not readable JSON (") and "statuses are not used" in note
+    assert [(Path(d).name, why.split(": ")[1]) for d, why in skipped] == [(names[2.5], "missing, so the run did not finish")]
+    with pytest.raises(ReportError, match="results.json: missing"):  # (--strict: a run left out is an error; a note is not)
+        gather([tmp_path / "s"], strict=True)

@@ -7,6 +7,7 @@ cluster 5 s to start and 19 s to run, the interrupted and resumed sweep 42 s (th
 ASHA 28 s, Optuna 37 s and the lost worker node 51 s are marked slow. Nothing leaves 127.0.0.1, and every Ray this file starts is
 stopped by a finalizer or by the command that started it."""
 
+import csv
 import importlib.util
 import json
 import os
@@ -97,13 +98,16 @@ def test_the_cli_reports_a_bad_sweep_file_without_starting_ray(tmp_path):
 
 def test_the_shipped_sweep_files_are_valid():
     names = sorted(p.name for p in (ROOT / "sweeps").glob("*.yaml"))
-    assert names == ["bandit-eta.yaml", "d4rl-locomotion.yaml", "paper-eta-gradnorm.yaml"]
+    assert names == ["bandit-eta.yaml", "d4rl-locomotion.yaml", "hopper-td3bc-eta.yaml", "paper-eta-gradnorm.yaml"]
     bandit = load_sweep(ROOT / "sweeps" / "bandit-eta.yaml")
     assert len(bandit.grid_trials()) == len(bandit.grid["eta"]) and bandit.seeds == [0, 1, 2, 3, 4]
     d4rl = load_sweep(ROOT / "sweeps" / "d4rl-locomotion.yaml")
     assert len(d4rl.grid_trials()) == 9 * 5 and d4rl.seeds == [0, 1, 2, 3, 4] and d4rl.metric == "normalized_score"
     paper = load_sweep(ROOT / "sweeps" / "paper-eta-gradnorm.yaml")
     assert paper.agents == ["diffusion-ql"] and set(paper.grid) == {"eta", "grad_norm"}
+    hopper = load_sweep(ROOT / "sweeps" / "hopper-td3bc-eta.yaml")
+    assert [t.params for t in hopper.grid_trials()] == [{"eta": 1.0}, {"eta": 2.5}, {"eta": 5.0}] and hopper.seeds == [0, 1, 2]
+    assert hopper.budget("td3bc", "hopper-medium-v2") == 3000 and hopper.metric == "normalized_score"
 
 
 @needs_ray
@@ -268,16 +272,23 @@ def test_an_interrupted_sweep_resumes_and_skips_finished_trials(tmp_path):
     assert changed.exit_code == 1 and "differs from the sweep that" in changed.output
 
 
+@pytest.fixture(scope="module")
+def asha_sweep(tmp_path_factory):
+    """lr 0 leaves the policy untrained; one trial at a time, the good one first, so the rung at step 50
+    holds the good trial's result when the bad one arrives."""
+    tmp = tmp_path_factory.mktemp("asha")
+    sweep = write_sweep(tmp / "asha.yaml", seeds="0-2", steps=150, eval_freq=50, params=LEARNS, grid={"lr": [1e-3, 0.0]},
+                        scheduler={"type": "asha", "grace_period": 50, "reduction_factor": 2}, max_concurrent_trials=1)
+    res = run_cli(["sweep", str(sweep), "--out", str(tmp / "out"), "--num-cpus", "1"])
+    assert res.returncode == 0, res.stdout + res.stderr
+    return tmp, res
+
+
 @pytest.mark.ray
 @needs_ray
 @pytest.mark.slow  # 28 s on 2 busy cores: the default suite keeps the embedded, cluster and resume runs (~95 s together)
-def test_asha_stops_a_clearly_worse_trial(tmp_path):
-    # lr 0 leaves the policy untrained; one trial at a time, the good one first, so the rung at step 50
-    # holds the good trial's result when the bad one arrives
-    sweep = write_sweep(tmp_path / "asha.yaml", seeds="0-2", steps=150, eval_freq=50, params=LEARNS, grid={"lr": [1e-3, 0.0]},
-                        scheduler={"type": "asha", "grace_period": 50, "reduction_factor": 2}, max_concurrent_trials=1)
-    res = run_cli(["sweep", str(sweep), "--out", str(tmp_path / "out"), "--num-cpus", "1"])
-    assert res.returncode == 0, res.stdout + res.stderr
+def test_asha_stops_a_clearly_worse_trial(asha_sweep):
+    tmp_path, res = asha_sweep
     doc = json.loads((tmp_path / "out" / "sweep.json").read_text())
     good, bad = doc["trials"]["diffusion-ql_bandit2d-v0_lr=0.001"], doc["trials"]["diffusion-ql_bandit2d-v0_lr=0"]
     assert good["status"] == "finished" and bad["status"] == "stopped_early", doc["trials"]
@@ -352,3 +363,52 @@ def test_a_trial_on_a_lost_node_fails_and_resume_runs_it_again(tmp_path, two_nod
     doc = json.loads((out / "sweep.json").read_text())
     assert doc["attempts"][1]["skipped"] == [n for n in statuses if n != lost]
     assert doc["trials"][lost]["status"] == "finished" and doc["trials"][lost]["node"] == head.node_id
+
+
+# --- the report of a sweep ------------------------------------------------------------------------------------
+
+
+def _report_rows(md: str, task: str) -> dict:
+    """algorithm -> the cells of its row in the task's table of report.md."""
+    table = md.split(f"### {task}")[1].split("\n\n")[2]
+    return {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[2:-1]] for ln in table.splitlines()[2:]}
+
+
+@pytest.mark.ray
+@needs_ray
+def test_the_report_of_an_embedded_sweep_names_trials_by_their_swept_keys(embedded_sweep, tmp_path):
+    out, _, _ = embedded_sweep
+    res = CliRunner().invoke(main, ["report", str(out), "--out", str(tmp_path / "r"), "--reps", "200"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "r" / "report.md").read_text()
+    rows = _report_rows(md, "bandit2d-v0")
+    assert list(rows) == ["diffusion-ql eta=0.1", "diffusion-ql eta=10"] and all(r[0] == "2" for r in rows.values())
+    for name, alg in zip(NAMES, rows):
+        final = [e["mean_return"] for e in json.loads((out / "trials" / name / "results.json").read_text())["evaluation"]]
+        assert rows[alg][1].startswith(f"{sum(final) / 2:.3f} [")
+        assert f"| {name} | {alg} | bandit2d-v0 | 0, 1 | 40 |" in md
+    assert "## Skipped" not in md and "## Notes" not in md and (tmp_path / "r" / "learning_curves.png").stat().st_size > 10_000
+
+
+@pytest.mark.ray
+@needs_ray
+@pytest.mark.slow  # (shares the ASHA sweep of test_asha_stops_a_clearly_worse_trial: the report itself takes a second)
+def test_the_report_of_an_asha_sweep_lists_the_stopped_trial_apart(asha_sweep):
+    tmp_path, _ = asha_sweep
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["report", str(out), "--reps", "200"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    md = (out / "report" / "report.md").read_text()
+    rows = _report_rows(md, "bandit2d-v0")
+    assert list(rows) == ["diffusion-ql lr=0", "diffusion-ql lr=0.001"]
+    stopped, good = rows["diffusion-ql lr=0"], rows["diffusion-ql lr=0.001"]
+    assert stopped[:3] == ["0 + 3†", "—", "—"] and stopped[3].startswith("0.017 [") and stopped[3].endswith("]†")
+    assert good[0] == "3" and float(good[1].split(" [")[0]) > 1.0
+    bad = "diffusion-ql_bandit2d-v0_lr=0"
+    assert (f"- stopped early by ASHA: diffusion-ql lr=0 on bandit2d-v0 ({bad}) at step 50 of its 150; last evaluation (step 50): "
+            "return 0.017 (mean of 3 seed(s)). Not in the final statistics") in md
+    assert f"| {bad} | diffusion-ql lr=0 | bandit2d-v0 | 0, 1, 2 | 50† of 150 (stopped early by asha) |" in md
+    assert "## Skipped" not in md and "tune" not in {p.name for p in (out / "report").iterdir()}
+    with open(out / "report" / "evaluations.csv", newline="") as f:
+        kinds = {(r["run"], r["kind"]) for r in csv.DictReader(f)}
+    assert kinds == {(bad, "periodic"), ("diffusion-ql_bandit2d-v0_lr=0.001", "periodic"), ("diffusion-ql_bandit2d-v0_lr=0.001", "final")}
