@@ -10,8 +10,10 @@ dqltoolkit/heads/samplers.py); they are discovered lazily, the first time a name
 from __future__ import annotations
 
 import difflib
+import importlib
+import pkgutil
 from importlib import metadata
-from typing import Callable, Dict, Generic, Iterator, List, TypeVar
+from typing import Callable, Dict, Generic, Iterable, Iterator, List, TypeVar
 
 T = TypeVar("T")
 
@@ -21,6 +23,14 @@ class UnknownNameError(KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it plain
         return str(self.args[0]) if self.args else ""
+
+
+def import_part_modules(package: str, path: Iterable[str]) -> None:
+    """Import every module of a built-in parts package (heads, critics, objectives), so that a new built-in
+    part registers by existing as a file in it: no import line to add to the package's ``__init__``."""
+    for info in pkgutil.iter_modules(list(path)):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")
 
 
 def did_you_mean(name: str, choices: List[str]) -> str:

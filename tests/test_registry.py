@@ -43,3 +43,24 @@ def test_entry_point_plugins_are_discovered(monkeypatch):
     r = Registry("head", "dqltoolkit.test-plugins")
     assert "plugin-head" in r.names()
     assert r.get("plugin-head") == "LOADED"
+
+
+def test_every_module_of_a_parts_package_is_imported_so_a_new_part_is_a_new_file():
+    """No built-in part needs an import line in its package's __init__: each module in heads/, critics/ and
+    objectives/ is imported with the package (the consistency head, iql critic and awr objective are in no
+    __init__ line)."""
+    import pkgutil
+    import sys
+
+    import dqltoolkit.critics
+    import dqltoolkit.heads
+    import dqltoolkit.objectives
+    from dqltoolkit.registry import CRITICS, HEADS, OBJECTIVES
+
+    for pkg in (dqltoolkit.heads, dqltoolkit.critics, dqltoolkit.objectives):
+        modules = [m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_")]
+        assert modules and all(f"{pkg.__name__}.{m}" in sys.modules for m in modules), modules
+        init = open(pkg.__file__).read()
+        assert "import_part_modules(__name__, __path__)" in init
+    assert "consistency" not in open(dqltoolkit.heads.__file__).read()
+    assert {"consistency", "diffusion"} <= set(HEADS.names()) and "iql" in CRITICS.names() and "awr" in OBJECTIVES.names()
