@@ -117,7 +117,8 @@ def ql_actor(ops, head, head_params: Sequence[Tensor], critic_params: Sequence[T
     to ``max_norm`` when it is > 0. The random numbers are the caller's, drawn in the eager path's order.
     (The operator records no graph, so the parameters need not be detached.) ``plan``: the Q term's chain
     (a one-step plan of ``head.chain``; None: the head's full default chain, the paper's)."""
-    c = head.chain(0) if plan is None else plan
+    # with approx the operator runs no chain and reads no coefficients: any one-step plan fills the slot
+    c = plan if plan is not None else head.chain(0, "ddpm" if approx else None)
     out = ops.ql_actor_grads(obs, actions, t, bc_noise, chain_noise if chain_noise is not None else bc_noise, coin,
                              head.time_embedding, head.sqrt_abar, head.sqrt_1m_abar, head_params, critic_params, c["packed"], c["t"],
                              float(head.max_action), float(eta), bool(approx), float(max_norm))

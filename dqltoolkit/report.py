@@ -370,8 +370,12 @@ def write_csv(rows: Sequence[Dict[str, Any]], path: Path) -> Path:
 
 
 def task_metric(runs: Sequence[Run], task: str) -> str:
-    """``normalized_score`` where every run of ``task`` has one at its end, else ``return``."""
-    finals = [{m for (_, _, kind, m, _) in r.rows if kind == "final"} for r in runs if r.task == task]
+    """``normalized_score`` where every run of ``task`` that reached its end has one there, else ``return``.
+    Runs stopped early (ASHA) have no end-of-run rows and do not decide it: their periodic evaluations carry
+    the same metrics."""
+    finals = [{m for (_, _, kind, m, _) in r.rows if kind == "final"} for r in runs if r.task == task and not r.stopped_by]
+    if not finals:  # every run stopped early: their evaluations decide
+        finals = [{m for (_, _, _, m, _) in r.rows} for r in runs if r.task == task]
     return "normalized_score" if finals and all("normalized_score" in f for f in finals) else "return"
 
 
@@ -398,6 +402,8 @@ def seed_scores(runs: Sequence[Run]) -> Dict[str, Dict[str, SeedScores]]:
             for s in r.seeds:
                 values = [(kind, v) for (seed, _, kind, m, v) in r.rows if seed == s and m == metric]
                 if r.stopped_by:
+                    if not values:  # stopped before its first evaluation: nothing to score
+                        continue
                     stopped.append(max(v for _, v in values))
                 else:
                     final.append(next(v for kind, v in values if kind == "final"))

@@ -1,5 +1,6 @@
 """The fused CPU operators (dqltoolkit/csrc/fused.cpp) compute what the eager layer-by-layer path does."""
 
+import os
 import shutil
 
 import pytest
@@ -151,12 +152,24 @@ def test_critic_regression_gradients_match_autograd():
 ENSEMBLE = {"critic": "ensemble-q", "n_critics": 5, "critic_reduce": "lcb"}
 
 
+#: sampler settings (heads/samplers.py) and the operators the fused backend must run with them: a one-step plan
+#: (ddim) keeps the td-target and actor operators; the multistep dpm-solver++ keeps the actor under approx only
+SAMPLERS_ON = [
+    ({"target_sampler": "ddim", "target_sample_steps": 3}, "fused-cpu (chain, td-target, critic, actor)"),
+    ({"q_sampler": "ddim", "q_sample_steps": 4}, "fused-cpu (chain, td-target, critic, actor)"),
+    ({"default_sampler": "dpm-solver++", "q_grad": "approx"}, "fused-cpu (chain, critic, actor)"),
+    ({"q_sampler": "dpm-solver++", "q_grad": "approx"}, "fused-cpu (chain, td-target, critic, actor)"),
+]
+
+
 @needs_fused
 @pytest.mark.parametrize("q_grad,max_q_backup,target_steps,critic", [("exact", False, 0, {}), ("approx", False, 2, {}), ("exact", True, 0, {}),
-                                                                     ("exact", True, 0, ENSEMBLE), ("approx", False, 0, ENSEMBLE)])
+                                                                     ("exact", True, 0, ENSEMBLE), ("approx", False, 0, ENSEMBLE),
+                                                                     *[(None, False, 0, sc) for sc in SAMPLERS_ON]])
 def test_agent_training_steps_match_eager(q_grad, max_q_backup, target_steps, critic, eager):
     """A few full Diffusion-QL steps (two seeds) give the same losses and weights on both paths, with
-    the twin critic and with an ensemble of five (its target, regression and actor Q term fused too)."""
+    the twin critic and with an ensemble of five (its target, regression and actor Q term fused too), and
+    with other samplers for the critic's next actions and the Q term."""
     import gymnasium as gym
     import numpy as np
 
@@ -164,11 +177,19 @@ def test_agent_training_steps_match_eager(q_grad, max_q_backup, target_steps, cr
     from dqltoolkit.bench.throughput import hopper_table
     from dqltoolkit.config import AgentConfig
 
+    expected = None
+    if q_grad is None:  # a sampler case: (settings, the backend's description)
+        (critic, expected), q_grad = critic, critic[0].get("q_grad", "exact")
+        critic = {k: v for k, v in critic.items() if k != "q_grad"}
+        target_steps = critic.pop("target_sample_steps", target_steps)
+
     def run():
         cfg = AgentConfig(T=5, hidden=32, critic_hidden=32, batch_size=64, q_grad=q_grad, ema_start=0, log_every=10**9,
                           max_q_backup=max_q_backup, n_backup_samples=3, target_sample_steps=target_steps, **critic)
         agent = Agent(cfg, gym.spaces.Box(-np.inf, np.inf, (11,), np.float32), gym.spaces.Box(-1.0, 1.0, (3,), np.float32),
                       seeds=[0, 1], device="cpu")
+        if expected is not None and os.environ.get("DQLTOOLKIT_FUSED") != "0":
+            assert agent.backend.describe() == expected
         agent.set_dataset(hopper_table(2000, 11, 3))
         infos = [agent.train_step() for _ in range(4)]
         return infos, {n: p.detach().clone() for n, p in [*agent.head.named_parameters(), *agent.critic.named_parameters()]}

@@ -528,3 +528,26 @@ def test_an_unreadable_sweep_json_is_listed_and_its_trials_still_reported(runs, 
     assert [(Path(d).name, why.split(": ")[1]) for d, why in skipped] == [(names[2.5], "missing, so the run did not finish")]
     with pytest.raises(ReportError, match="results.json: missing"):  # (--strict: a run left out is an error; a note is not)
         gather([tmp_path / "s"], strict=True)
+
+
+def test_a_stopped_trial_does_not_turn_a_normalised_task_into_returns():
+    """A D4RL task keeps its normalised score when one of its runs was stopped early (no end-of-run rows), and
+    a run stopped before its first evaluation is left out rather than crashing the best* column."""
+    from dqltoolkit.report import Run, seed_scores, task_metric
+
+    def rows(seed, kinds, base):
+        return [(seed, step, kind, m, base + step / 1000 + (100 if m == "return" else 0))
+                for step, kind in kinds for m in ("return", "normalized_score")]
+
+    done = Run(Path("a"), "td3bc", "hopper-medium-v2", {}, [0, 1], 3000, rows(0, [(1000, "periodic"), (3000, "final")], 40)
+               + rows(1, [(1000, "periodic"), (3000, "final")], 50), label="a", algorithm="td3bc eta=1")
+    stopped = Run(Path("b"), "td3bc", "hopper-medium-v2", {}, [0], 3000, rows(0, [(1000, "periodic")], 10), label="b",
+                  algorithm="td3bc eta=5", stopped_by="asha", budget=3000)
+    early = Run(Path("c"), "td3bc", "hopper-medium-v2", {}, [0], 3000, [], label="c", algorithm="td3bc eta=9", stopped_by="asha", budget=3000)
+    runs = [done, stopped, early]
+    assert task_metric(runs, "hopper-medium-v2") == "normalized_score"
+    scores = seed_scores(runs)["hopper-medium-v2"]
+    assert scores["td3bc eta=1"].final.tolist() == [43.0, 53.0] and scores["td3bc eta=1"].best.tolist() == [43.0, 53.0]
+    assert scores["td3bc eta=5"].final.size == 0 and scores["td3bc eta=5"].best.tolist() == [11.0] and scores["td3bc eta=5"].stopped == 1
+    assert scores["td3bc eta=9"].best.size == 0
+    assert task_metric([stopped], "hopper-medium-v2") == "normalized_score"  # all stopped: their evaluations decide

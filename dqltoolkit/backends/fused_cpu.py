@@ -106,8 +106,9 @@ class FusedCPUBackend(EagerBackend):
         t = member_randint(gens, head.T, (B,), obs.device)
         bc_noise = member_randn(gens, (B, A), obs.device)
         approx = objective.q_grad == "approx"
-        plan = head_plan(head, objective.q_sample_steps, objective.q_sampler)  # (q_sample_steps 0: the full chain)
-        chain_noise = None if approx else member_randn(gens, (len(plan["t"]), B, A), obs.device)
+        # the Q term's chain (q_sample_steps 0: the full chain); approx runs none, whatever solver is configured
+        plan = None if approx else head_plan(head, objective.q_sample_steps, objective.q_sampler)
+        chain_noise = None if plan is None else member_randn(gens, (len(plan["t"]), B, A), obs.device)
         coin = member_rand(gens, (), obs.device)
         eta = objective.current_eta()
         bc, ql, norm, grads = fused.ql_actor(self.ops, head, learner.actor_params, learner.critic_params, obs, actions, t, bc_noise,
