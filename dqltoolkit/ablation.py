@@ -106,10 +106,15 @@ def declared_panels(recipe_dirs: Iterable[Path | str] = ()) -> List[Variant]:
             if panel is not None:
                 found.append(panel)
     seen = {v.name: v.recipe for v in VARIANTS}
+    folders = {v.slug: v.recipe for v in VARIANTS}  # runs are stored in <slug>_seed<N>: one folder per panel
     for v in found:
         if v.name in seen:
             raise ConfigError(f"ablation panel {v.name!r} is declared by {v.recipe} and by {seen[v.name]}: panel titles must differ")
+        if v.slug in folders:
+            raise ConfigError(f"ablation panel {v.name!r} ({v.recipe}) would train into the run folders of {folders[v.slug]} "
+                              f"('{v.slug}_seed<N>'): rename the recipe file")
         seen[v.name] = v.recipe
+        folders[v.slug] = v.recipe
     return found
 
 

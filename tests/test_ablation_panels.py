@@ -68,6 +68,14 @@ def test_a_bad_block_is_an_error_naming_the_file_and_field(tmp_path, block, mess
         declared_panels([tmp_path])
 
 
+def test_a_plugin_recipe_named_like_another_panels_recipe_is_refused(tmp_path):
+    """Two panels with one recipe file name would train into the same run folders at once."""
+    (tmp_path / "diffusion-ql.yaml").write_text("base: diffusion-ql\nablation: {panel: My-QL, head: diffusion, objective: ql}\n")
+    with pytest.raises(ConfigError, match=r"panel 'My-QL' \(.*diffusion-ql.yaml\) would train into the run folders of diffusion-ql "
+                                          r"\('diffusion-ql_seed<N>'\): rename the recipe file"):
+        declared_panels([tmp_path])
+
+
 def test_the_figure_keeps_the_papers_layout_and_fills_rows_of_five():
     assert [grid_columns(n) for n in (2, 4, 8, 9, 11, 14)] == [3, 5, 5, 5, 5, 5]
     assert grid_columns(6) == 4
