@@ -313,8 +313,20 @@ def _finish_trackers(trackers: Sequence[Any], exc: Optional[BaseException], resu
     from .faults import TrainingInterrupted, signal_name
 
     if exc is None:
-        for t in trackers:
-            t.finish(results, exit_code=0)
+        # a SIGTERM while a tracker flushes would end the process mid-finish (the guard's own finish is then a
+        # no-op): hold it until the trackers are done, then it arrives as usual
+        import signal
+        import threading
+
+        hold = threading.current_thread() is threading.main_thread() and bool(trackers)
+        if hold:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            for t in trackers:
+                t.finish(results, exit_code=0)
+        finally:
+            if hold:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         return
     if isinstance(exc, TrainingInterrupted):
         code = 128 + exc.signum
