@@ -27,7 +27,7 @@ has() { [[ " $STAGES " == *" $1 "* ]]; }
 
 if has tests; then
     echo "== CUDA tests"
-    timeout "${TEST_TIMEOUT:-240}" python3 -m pytest -q -p no:cacheprovider -x tests/test_cuda_graphs.py tests/test_reverse_chain.py 2>&1 \
+    timeout "${TEST_TIMEOUT:-240}" python3 -m pytest -q -p no:cacheprovider -x tests/test_cuda_graphs.py tests/test_reverse_chain.py tests/test_samplers.py 2>&1 \
         | tee "$OUT/cuda_tests.log" | tail -15
 fi
 if has memory; then
@@ -47,7 +47,7 @@ if has bench; then
     timeout "${BENCH_TIMEOUT:-360}" python3 - "$OUT" ${BENCH_ROWS:-} <<'PY' 2>"$OUT/bench.err"
 import json, sys
 from dqltoolkit.bench.throughput import format_table, run_benchmark, to_json_rows
-rows = sys.argv[2].split(",") if len(sys.argv) > 2 else ["reference", "exact", "exact_x5", "approx", "eval", "reduced", "ensemble"]
+rows = sys.argv[2].split(",") if len(sys.argv) > 2 else ["reference", "exact", "exact_x5", "approx", "eval", "reduced", "ensemble", "samplers"]
 res = run_benchmark("cuda", repeats=5, rows=rows, progress=lambda m: print(m, file=sys.stderr))
 text = format_table(res)
 open(f"{sys.argv[1]}/bench.md", "w").write(text + "\n")
