@@ -50,3 +50,31 @@ def tiny_agent(spaces):
     agent = Agent(tiny_config(), *spaces, seeds=[0], device="cpu")
     agent.set_dataset(random_table())
     return agent
+
+
+_STOP_SIGNALS = ("SIGINT", "SIGTERM")
+
+
+@pytest.fixture(autouse=True)
+def signal_dispositions_are_restored(request):
+    """Each test starts with the process's own SIGINT/SIGTERM handlers and signal mask. A library a test drives
+    in-process (Ray's node start-up installs its own SIGTERM handler) must not leave a disposition behind:
+    an ignored SIGINT is inherited by every subprocess a later test starts in this worker, and a replaced
+    handler swallows the signals the fault tests send. Changes are undone and written to
+    $DQLTOOLKIT_SIGNAL_LOG (when set) with the test's name, so the culprit can be found."""
+    import signal
+
+    before = {name: signal.getsignal(getattr(signal, name)) for name in _STOP_SIGNALS}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    yield
+    after = {name: signal.getsignal(getattr(signal, name)) for name in _STOP_SIGNALS}
+    changed = {name: (before[name], after[name]) for name in _STOP_SIGNALS if after[name] is not before[name]}
+    now_mask = signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    if changed or now_mask != mask:
+        for name, (old, _) in changed.items():
+            if old is not None:
+                signal.signal(getattr(signal, name), old)
+        log = os.environ.get("DQLTOOLKIT_SIGNAL_LOG")
+        if log:
+            with open(log, "a") as f:
+                f.write(f"{request.node.nodeid}: {changed} mask {mask} -> {now_mask}\n")
