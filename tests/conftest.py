@@ -66,9 +66,14 @@ def signal_dispositions_are_restored(request):
 
     before = {name: signal.getsignal(getattr(signal, name)) for name in _STOP_SIGNALS}
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    ignored = _os_ignored()
     yield
     after = {name: signal.getsignal(getattr(signal, name)) for name in _STOP_SIGNALS}
     changed = {name: (before[name], after[name]) for name in _STOP_SIGNALS if after[name] is not before[name]}
+    # native code (Ray's C++ core) may set a disposition behind Python's back: the kernel's view decides
+    for name in _STOP_SIGNALS:
+        if name in _os_ignored() - ignored:
+            changed.setdefault(name, (before[name], "SIG_IGN (set by native code)"))
     now_mask = signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     if changed or now_mask != mask:
         for name, (old, _) in changed.items():
@@ -78,3 +83,15 @@ def signal_dispositions_are_restored(request):
         if log:
             with open(log, "a") as f:
                 f.write(f"{request.node.nodeid}: {changed} mask {mask} -> {now_mask}\n")
+
+
+def _os_ignored() -> set:
+    """The stop signals this process ignores, as the kernel sees it (/proc/self/status SigIgn)."""
+    import signal
+
+    try:
+        with open("/proc/self/status") as f:
+            bits = int(next(ln.split()[1] for ln in f if ln.startswith("SigIgn:")), 16)
+    except (OSError, StopIteration, ValueError):
+        return set()
+    return {name for name in _STOP_SIGNALS if bits >> (getattr(signal, name) - 1) & 1}

@@ -27,10 +27,26 @@ main_thread_only = pytest.mark.skipif(threading.current_thread() is not threadin
                                       reason="Python delivers signals to the main thread only")
 
 
+_STARTED: list = []
+
+
+@pytest.fixture(autouse=True)
+def no_run_outlives_its_test():
+    """A test that fails while its 1M-step run is still going must not leave the run eating a core."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
 def start_cli(args, cwd):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-    return subprocess.Popen([sys.executable, "-m", "dqltoolkit.cli", "train", "--env", "bandit2d-v0", "--no-progress", *CLI_TINY, *args],
+    proc = subprocess.Popen([sys.executable, "-m", "dqltoolkit.cli", "train", "--env", "bandit2d-v0", "--no-progress", *CLI_TINY, *args],
                             cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _STARTED.append(proc)
+    return proc
 
 
 def logged_steps(metrics: Path):
