@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from .sweep_spec import SweepError, SweepSpec, Trial, complete_results, fixed_overrides, same_spec, trial_name
+from .sweep_spec import SweepError, SweepSpec, Trial, complete_results, distinct_names, fixed_overrides, same_spec, trial_name
 
 DONE = ("finished", "stopped_early")
 QUIET_ENV = {
@@ -172,7 +172,9 @@ def planned_trials(spec: SweepSpec) -> List[Trial]:
             t = Trial(base.agent, base.task, params)
             t.name = trial_name(t, hashed=True)
             out.append(t)
-    return out
+    return distinct_names(spec.path, out, "space", f"search: random drew one point more than once ({spec.num_samples} samples per "
+                          "grid point, from search_seed): lower num_samples (a space of choices alone has few points), change "
+                          "search_seed, or list the values under grid")
 
 
 def _check_out(out: Path, spec: SweepSpec, resume: bool) -> Optional[Dict[str, Any]]:
@@ -229,9 +231,33 @@ def run_sweep(spec: SweepSpec, out: Path | str, address: Optional[str] = None, r
     """Run (or with ``resume`` continue) a sweep into ``out``; returns the final ``sweep.json`` document.
 
     ``address``: a Ray cluster to join (else RAY_ADDRESS; else Ray starts in this process with ``cpus``
-    CPUs, all usable cores by default, and is shut down at the end). SIGINT and SIGTERM stop the sweep:
-    running trials are ended and marked ``interrupted``, and ``--resume`` runs them again."""
+    CPUs, all usable cores by default, and is shut down at the end, however the sweep ends). SIGINT and
+    SIGTERM stop the sweep (KeyboardInterrupt where Tune has not taken over yet, e.g. while Ray starts):
+    running trials are ended and marked ``interrupted``, and ``--resume`` runs them again. ``out`` is
+    locked (``out/.lock``) for the whole call: a second sweep into it is refused, not interleaved."""
+    from .faults import RunLock, RunLockError
+
     out = Path(out).resolve()
+    if not out.exists():
+        _check_out(out, spec, resume)  # (--resume of nothing: refused before the folder is made)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = RunLock(out).__enter__()
+    except RunLockError:
+        try:
+            holder = (out / ".lock").read_text().strip()
+        except OSError:
+            holder = ""
+        raise SweepError(f"another sweep is running in {out} (process {holder or 'unknown'} holds {out / '.lock'}): "
+                         "wait for it to end, or choose another --out") from None
+    try:
+        return _run_locked(spec, out, address, resume, cpus, say)
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _run_locked(spec: SweepSpec, out: Path, address: Optional[str], resume: bool, cpus: Optional[int],
+                say: Callable[[str], None]) -> Dict[str, Any]:
     previous = _check_out(out, spec, resume)
     try:
         import ray  # noqa: F401
@@ -245,7 +271,6 @@ def run_sweep(spec: SweepSpec, out: Path | str, address: Optional[str] = None, r
             raise SweepError(f"{spec.path}: search: optuna needs optuna: pip install 'dqltoolkit[ray]'") from None
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "trials").mkdir(exist_ok=True)
     book = SweepBook(out, spec, previous)
     book.say = say
@@ -257,21 +282,43 @@ def run_sweep(spec: SweepSpec, out: Path | str, address: Optional[str] = None, r
     if not todo if spec.search != "optuna" else len(skipped) >= spec.num_samples:
         say("every trial is done")
         return book.doc
-    started = _start_ray(address, cpus, say)
+    import ray
+
+    ours = not ray.is_initialized()  # (a Ray this process had joined before is the caller's to end)
     t0 = time.perf_counter()
+    previous_handler = _sigterm_as_sigint()
     try:
+        try:
+            _start_ray(address, cpus, say)
+        except SystemExit as exc:  # ray.init sets its own SIGTERM handler first (sys.exit(SIGTERM)): a stop, as ours is
+            if exc.code == signal.SIGTERM:
+                raise KeyboardInterrupt from None
+            raise
+        _sigterm_as_sigint()  # (ours again, in place of ray.init's)
         _fit(spec, out, book, todo, say)
     finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
         book.doc["attempts"][-1]["wall_seconds"] = time.perf_counter() - t0
         for e in book.doc["trials"].values():
             if e["status"] in ("running", "pending"):
                 e["status"] = "interrupted"
         book.save()
-        if started:
-            import ray
-
+        if ours:  # also when ray.init or what followed it failed or was interrupted (shutdown ends what it had started)
             ray.shutdown()
     return book.doc
+
+
+def _sigterm_as_sigint() -> Any:
+    """SIGTERM stops the sweep as Ctrl-C does, from before Ray starts to the end (while Ray starts, as a
+    KeyboardInterrupt; in ``fit``, through Tune's handler, which ends the trials and returns). Returns the
+    handler to put back, None where signals cannot be set (not the main thread)."""
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, lambda s, f: os.kill(os.getpid(), signal.SIGINT))
+    except ValueError:
+        return None
+    return previous
 
 
 def _todo(spec: SweepSpec, book: SweepBook, out: Path) -> tuple[List[Trial], List[str]]:
@@ -337,34 +384,36 @@ def _fit(spec: SweepSpec, out: Path, book: SweepBook, todo: List[Trial], say: Ca
         param_space = {"sweep": constants, "point": tune.grid_search([{**t.point(), "name": t.name} for t in todo])}
     scheduler = None
     if spec.scheduler is not None:
-        freq = spec.eval_freq
-        grace = spec.scheduler["grace_period"] or freq or 1
-        scheduler = RecordingASHA(book, time_attr="step", max_t=max(spec.budgets.values()), grace_period=grace,
+        scheduler = RecordingASHA(book, time_attr="step", max_t=max(spec.budgets.values()), grace_period=spec.grace_period(),
                                   reduction_factor=spec.scheduler["reduction_factor"])
     attempt = len(book.doc["attempts"])
+    RunConfig, FailureConfig, CheckpointConfig = _run_configs()
     tuner = tune.Tuner(
         tune.with_resources(SweepTrial, {"cpu": spec.cpu, "gpu": spec.gpu}),
         param_space=param_space,
         tune_config=tune.TuneConfig(metric=spec.metric, mode="max", scheduler=scheduler, search_alg=search_alg, num_samples=num_samples,
                                     max_concurrent_trials=spec.max_concurrent_trials, reuse_actors=False,
                                     trial_name_creator=trial_name_creator, trial_dirname_creator=trial_name_creator),
-        run_config=tune.RunConfig(name=f"attempt-{attempt}", storage_path=str(out / "tune"), verbose=0, callbacks=[BookCallback(book)],
-                                  failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                                  checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=0, checkpoint_at_end=False)),
+        run_config=RunConfig(name=f"attempt-{attempt}", storage_path=str(out / "tune"), verbose=0, callbacks=[BookCallback(book)],
+                             failure_config=FailureConfig(max_failures=spec.max_failures),
+                             checkpoint_config=CheckpointConfig(checkpoint_frequency=0, checkpoint_at_end=False)),
     )
     n = "Optuna samples" if spec.search == "optuna" else "trials"
     say(f"running {num_samples if spec.search == 'optuna' else len(todo)} {n} of {spec.seeds} seeds each, "
         f"{spec.cpu:g} CPU{f' and {spec.gpu:g} GPU' if spec.gpu else ''} per trial -> {out}")
-    previous = signal.getsignal(signal.SIGTERM)
-    try:  # SIGTERM stops the sweep as Ctrl-C does (Tune's handler, installed by fit, ends the trials and returns)
-        signal.signal(signal.SIGTERM, lambda s, f: os.kill(os.getpid(), signal.SIGINT))
-    except ValueError:  # not the main thread
-        previous = None
-    try:
-        tuner.fit()
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    tuner.fit()  # (SIGTERM reaches Tune's SIGINT handler: run_sweep redirects it)
+
+
+def _run_configs() -> tuple:
+    """Tune's RunConfig, FailureConfig and CheckpointConfig: under ``ray.tune`` in newer Ray (the Train/Tune
+    split; there a ``ray.train`` one draws a deprecation warning), under ``ray.train`` from Ray 2.7 before."""
+    from ray import tune
+
+    if hasattr(tune, "RunConfig"):
+        return tune.RunConfig, tune.FailureConfig, tune.CheckpointConfig
+    from ray import train
+
+    return train.RunConfig, train.FailureConfig, train.CheckpointConfig
 
 
 def _final_metric(run_dir: Path, metric: str) -> Optional[float]:

@@ -94,9 +94,18 @@ class SweepSpec:
     max_failures: int
     raw: Dict[str, Any] = field(default_factory=dict)
     budgets: Dict[str, int] = field(default_factory=dict)  # "agent|task" -> the steps a trial of it trains
+    eval_freqs: Dict[str, int] = field(default_factory=dict)  # "agent|task" -> the eval_freq in force (the sweep's or the recipe's)
 
     def budget(self, agent: str, task: str) -> int:
         return self.budgets[f"{agent}|{task}"]
+
+    def grace_period(self) -> Optional[int]:
+        """ASHA's grace period in steps (None without ASHA): the sweep file's, else the first step at which any
+        trial reports, the smallest eval_freq in force over its agent x task pairs (the recipes' where the
+        sweep leaves eval_freq to them). One number, as ASHA has one; the checks of load_sweep use it too."""
+        if self.scheduler is None:
+            return None
+        return self.scheduler["grace_period"] or min(self.eval_freqs.values())
 
     def grid_trials(self) -> List[Trial]:
         """Every agent x task x grid combination, in file order (the trials of ``search: grid``; for
@@ -107,7 +116,7 @@ class SweepSpec:
             t = Trial(agent, task, dict(zip(keys, values)))
             t.name = trial_name(t, hashed=False)
             out.append(t)
-        return out
+        return distinct_names(self.path, out, "grid", "list each value of a grid key once")
 
 
 def _where(path: Path, name: str) -> str:
@@ -294,6 +303,7 @@ def load_sweep(path: Path | str) -> SweepSpec:
                      scheduler=_scheduler(path, raw.get("scheduler")), cpu=cpu, gpu=gpu, max_concurrent_trials=opt["max_concurrent_trials"],
                      max_failures=_int(path, "max_failures", raw.get("max_failures", 0), 0), raw=raw)
     _check_against_recipes(spec, raw.get("metric"))
+    spec.grid_trials()  # (refuses a grid that repeats a point)
     return spec
 
 
@@ -350,11 +360,14 @@ def _check_against_recipes(spec: SweepSpec, metric: Any) -> None:
             if freq <= 0 or freq > steps:
                 raise SweepError(f"{_where(path, 'eval_freq')}: agent {agent} on {task_id} evaluates every {freq} steps in a run of {steps}: "
                                  f"a trial would report nothing before its end (set eval_freq <= steps)")
-            if spec.scheduler is not None:
-                grace = spec.scheduler["grace_period"] or freq
-                if grace >= steps:
-                    raise SweepError(f"{_where(path, 'scheduler.grace_period')}: {grace} steps is not below the run's {steps} "
-                                     f"(agent {agent} on {task_id}): ASHA could never stop a trial early")
+            spec.eval_freqs[f"{agent}|{task_id}"] = freq
+    grace = spec.grace_period()
+    for pair, steps in spec.budgets.items():
+        if grace is not None and grace >= steps:
+            agent, task_id = pair.split("|", 1)
+            given = "" if spec.scheduler["grace_period"] else " (the smallest eval_freq in force, as none is given)"
+            raise SweepError(f"{_where(path, 'scheduler.grace_period')}: {grace} steps{given} is not below the run's {steps} "
+                             f"(agent {agent} on {task_id}): ASHA could never stop a trial early")
 
 
 def _fmt(v: Any) -> str:
@@ -376,18 +389,57 @@ def trial_name(trial: Trial, hashed: bool) -> str:
     return name
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def complete_results(run_dir: Path, budget: int, seeds: List[int]) -> Optional[Dict[str, Any]]:
     """The run folder's results.json if it records this trial's whole run (its seeds, its budget of steps)
-    or an early stop; None otherwise (no file, an unreadable one, another run's)."""
+    or an early stop; None otherwise (no file, an unreadable or damaged one, another run's): ``--resume``
+    then runs the trial again, so a damaged file costs one trial's time, never the resumed sweep."""
     try:
         doc = json.loads((run_dir / "results.json").read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(doc, dict) or [int(s) for s in doc.get("seeds", [])] != [int(s) for s in seeds]:
+    if not isinstance(doc, dict):
         return None
-    if doc.get("stopped_early") or int(doc.get("total_steps", -1)) == int(budget):
-        return doc
-    return None
+    found = doc.get("seeds")
+    if not isinstance(found, list) or not all(_is_int(s) for s in found) or found != [int(s) for s in seeds]:
+        return None
+    if doc.get("stopped_early") is True:
+        return doc if _is_int(doc.get("total_steps")) else None
+    return doc if _is_int(doc.get("total_steps")) and doc["total_steps"] == int(budget) else None
+
+
+def _exact(trial: Trial) -> str:
+    return json.dumps(trial.point(), sort_keys=True, default=str)  # (floats as repr: exact)
+
+
+def distinct_names(path: Path, trials: List[Trial], field_name: str, remedy: str) -> List[Trial]:
+    """Give trials whose folder names coincide (values that print alike, ``lr=0.0003`` for 3e-4 and
+    3.0002e-4; recipe files ``a/x.yaml`` and ``b/x.yaml``) a short hash of their exact point each, so that two
+    trials never share a run folder; refuse two trials of the very same point (the sweep would train it
+    twice into one folder), naming the sweep file, ``field_name`` and ``remedy``."""
+    groups: Dict[str, List[Trial]] = {}
+    for t in trials:
+        groups.setdefault(t.name, []).append(t)
+    for name, group in groups.items():
+        if len(group) < 2:
+            continue
+        seen: Dict[str, Trial] = {}
+        for t in group:
+            key = _exact(t)
+            if key in seen:
+                raise SweepError(f"{_where(path, field_name)}: two trials are the same point ({t.agent} on {t.task} with {t.params}), "
+                                 f"so they would train into one folder trials/{name}: {remedy}")
+            seen[key] = t
+        for key, t in seen.items():
+            t.name = f"{name[:110]}_{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+    names = [t.name for t in trials]
+    if len(set(names)) != len(names):  # (a hashed name meeting a plain one: never seen, but never two trials in one folder)
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        raise SweepError(f"{path}: trial folder names repeat: {repeated}")
+    return trials
 
 
 def describe_fields() -> List[str]:

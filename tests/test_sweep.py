@@ -83,6 +83,8 @@ def test_a_good_sweep_file_expands_to_its_grid(tmp_path):
     ({"tasks": ["bandit3d-v0"]}, "field 'tasks': unknown env 'bandit3d-v0'"),
     ({"agents": ["diffusion-qll"]}, "field 'agents': diffusion-qll"),
     ({"params": {"steps": 10}}, "set it with the sweep's own field 'steps'"),
+    ({"grid": {"eta": [1.0, 2.5, 1]}}, "field 'grid': two trials are the same point (diffusion-ql on bandit2d-v0 with {'eta': 1.0}), "
+                                       "so they would train into one folder trials/diffusion-ql_bandit2d-v0_eta=1"),
 ])
 def test_a_bad_sweep_file_names_the_file_and_the_field(tmp_path, fields, expected):
     message = sweep_error(tmp_path, **fields)
@@ -126,6 +128,122 @@ def test_a_random_search_draws_the_same_trials_on_every_run(tmp_path):
     assert [t.params for t in planned_trials(load_sweep(tmp_path / "r.yaml"))] == [t.params for t in trials]
     other = planned_trials(load_sweep(write_sweep(tmp_path / "r2.yaml", search="random", num_samples=3, space=space, search_seed=1)))
     assert [t.params for t in other] != [t.params for t in trials]
+
+
+def test_values_that_print_alike_get_distinct_trial_folders(tmp_path):
+    spec = load_sweep(write_sweep(tmp_path / "s.yaml", grid={"lr": [3e-4, 3.0002e-4, 1e-3]}))
+    names = [t.name for t in spec.grid_trials()]
+    assert names[2] == "diffusion-ql_bandit2d-v0_lr=0.001"  # (a name printed once stays as it was)
+    assert len(set(names)) == 3 and all(n.startswith("diffusion-ql_bandit2d-v0_lr=0.0003_") and len(n.rsplit("_", 1)[1]) == 8 for n in names[:2])
+    assert [t.name for t in load_sweep(tmp_path / "s.yaml").grid_trials()] == names  # (the same on every run: --resume finds them)
+
+
+def _recipe(path: Path, **bandit) -> str:
+    doc = yaml.safe_load((ROOT / "agents" / "diffusion-ql.yaml").read_text())
+    doc["bandit2d-v0"].update(bandit)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
+def test_recipe_files_of_one_stem_get_distinct_trial_folders(tmp_path):
+    agents = [_recipe(tmp_path / "a" / "x.yaml"), _recipe(tmp_path / "b" / "x.yaml")]
+    names = [t.name for t in load_sweep(write_sweep(tmp_path / "s.yaml", agents=agents, grid={"eta": [0.1]})).grid_trials()]
+    assert len(set(names)) == 2 and all(n.startswith("x_bandit2d-v0_eta=0.1_") for n in names)
+
+
+def test_asha_grace_defaults_to_the_smallest_eval_freq_of_the_recipes(tmp_path):
+    agents = [_recipe(tmp_path / "every20.yaml", eval_freq=20), _recipe(tmp_path / "every10.yaml", eval_freq=10)]
+    spec = load_sweep(write_sweep(tmp_path / "s.yaml", agents=agents, eval_freq=None, scheduler="asha"))
+    assert spec.eval_freq is None and sorted(spec.eval_freqs.values()) == [10, 20]
+    assert spec.grace_period() == 10  # (what sweep.py gives ASHA; it was 1 step before)
+    given = load_sweep(write_sweep(tmp_path / "g.yaml", agents=agents, eval_freq=None, scheduler={"type": "asha", "grace_period": 30}))
+    assert given.grace_period() == 30
+    assert load_sweep(write_sweep(tmp_path / "n.yaml", agents=agents, eval_freq=None)).grace_period() is None
+    late = [_recipe(tmp_path / "every40.yaml", eval_freq=40)]
+    with pytest.raises(SweepError) as info:
+        load_sweep(write_sweep(tmp_path / "late.yaml", agents=late, eval_freq=None, scheduler="asha"))
+    assert (f"{tmp_path / 'late.yaml'}: field 'scheduler.grace_period': 40 steps (the smallest eval_freq in force, as none is given) "
+            "is not below the run's 40") in str(info.value)
+
+
+@pytest.mark.parametrize("damage", [{"seeds": ["a"]}, {"total_steps": None}, {"seeds": "01"}, {"seeds": [True, 1]},
+                                    {"stopped_early": True, "total_steps": None}, {"total_steps": "40"}])
+def test_a_damaged_results_json_counts_as_not_complete_on_resume(tmp_path, damage):
+    from dqltoolkit.sweep import SweepBook, _todo
+    from dqltoolkit.sweep_spec import complete_results
+
+    spec = load_sweep(write_sweep(tmp_path / "s.yaml"))
+    out = tmp_path / "out"
+    good, bad = out / "trials" / NAMES[0], out / "trials" / NAMES[1]
+    for run in (good, bad):
+        run.mkdir(parents=True)
+        (run / "results.json").write_text(json.dumps({"seeds": [0, 1], "total_steps": 40, **(damage if run is bad else {})}))
+    assert complete_results(good, 40, [0, 1]) == {"seeds": [0, 1], "total_steps": 40}
+    assert complete_results(bad, 40, [0, 1]) is None
+    todo, skipped = _todo(spec, SweepBook(out, spec), out)
+    assert skipped == [NAMES[0]] and [t.name for t in todo] == [NAMES[1]]
+
+
+def test_a_second_sweep_into_a_locked_folder_is_refused(tmp_path):
+    from dqltoolkit.faults import RunLock
+    from dqltoolkit.sweep import run_sweep
+
+    spec = load_sweep(write_sweep(tmp_path / "s.yaml"))
+    out = tmp_path / "out"
+    out.mkdir()
+    with RunLock(out):  # as a running sweep holds it
+        with pytest.raises(SweepError) as info:
+            run_sweep(spec, out)
+        refused = CliRunner().invoke(main, ["sweep", str(tmp_path / "s.yaml"), "--out", str(out), "--resume"])
+    assert str(info.value).startswith(f"another sweep is running in {out} (process {os.getpid()} holds {out / '.lock'})")
+    assert refused.exit_code == 1 and f"another sweep is running in {out}" in refused.output
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing written
+
+
+def test_resuming_a_folder_that_does_not_exist_makes_nothing(tmp_path):
+    from dqltoolkit.sweep import run_sweep
+
+    with pytest.raises(SweepError, match="holds no sweep.json"):
+        run_sweep(load_sweep(write_sweep(tmp_path / "s.yaml")), tmp_path / "none", resume=True)
+    assert not (tmp_path / "none").exists()
+
+
+@needs_ray
+def test_a_random_search_that_draws_a_point_twice_is_refused(tmp_path):
+    from dqltoolkit.sweep import planned_trials
+
+    spec = load_sweep(write_sweep(tmp_path / "r.yaml", search="random", num_samples=3, space={"grad_norm": {"choice": [1.0, 4.0]}}))
+    with pytest.raises(SweepError) as info:
+        planned_trials(spec)  # 3 draws of 2 choices
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'r.yaml'}: field 'space': two trials are the same point") and "search: random drew one point" in message
+
+
+@needs_ray
+@pytest.mark.parametrize("ray_handler", [False, True], ids=["ours", "ray.init's"])
+def test_sigterm_while_ray_starts_interrupts_the_sweep(tmp_path, monkeypatch, ray_handler):
+    """A SIGTERM before Tune takes over (here: while Ray starts; ray.init first puts its own handler in place,
+    sys.exit(SIGTERM)) stops the sweep as Ctrl-C does, with sweep.json marking the trials interrupted and the
+    process's own SIGTERM handler put back."""
+    import dqltoolkit.sweep as sweep_module
+
+    def start_ray_and_get_sigterm(address, cpus, say):
+        if ray_handler:
+            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)
+        raise AssertionError("SIGTERM did not stop the sweep")
+
+    monkeypatch.setattr(sweep_module, "_start_ray", start_ray_and_get_sigterm)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "out"
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        sweep_module.run_sweep(load_sweep(write_sweep(tmp_path / "s.yaml")), out)
+    assert time.perf_counter() - t0 < 5 and signal.getsignal(signal.SIGTERM) is before
+    doc = json.loads((out / "sweep.json").read_text())
+    assert sorted(doc["trials"]) == NAMES and [e["status"] for e in doc["trials"].values()] == ["interrupted"] * 2
 
 
 def test_a_shipped_sweep_loads_by_name():
