@@ -60,17 +60,9 @@ COLUMNS = ["variant", "head", "objective", "seed", "share_top_left", "share_bott
 
 def _panel_of(path: Path, recipe: str) -> Optional[Variant]:
     """The panel a recipe file declares, or None. A malformed block is an error naming the file and field."""
-    import yaml
+    from .config import ConfigError, read_recipe_yaml
 
-    from .config import MAX_RECIPE_BYTES, ConfigError
-
-    size = path.stat().st_size
-    if size > MAX_RECIPE_BYTES:
-        raise ConfigError(f"{path}: {size} bytes is over the recipe limit of {MAX_RECIPE_BYTES}")
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    doc = read_recipe_yaml(path)
     block = doc.get("ablation") if isinstance(doc, dict) else None
     if block is None:
         return None

@@ -400,14 +400,20 @@ MAX_BASE_DEPTH = 8
 NON_SETTING_BLOCKS = ("ablation",)
 
 
-def _read_recipe(path: Path) -> Dict[str, Any]:
+def read_recipe_yaml(path: Path) -> Any:
+    """A recipe file's YAML document (``{}`` when empty), read within :data:`MAX_RECIPE_BYTES` with the safe
+    loader: recipes come from strangers (plugins, --recipe-dir). Every reader of recipe files goes through it."""
     size = path.stat().st_size
     if size > MAX_RECIPE_BYTES:
         raise ConfigError(f"{path}: {size} bytes is over the recipe limit of {MAX_RECIPE_BYTES}")
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+
+
+def _read_recipe(path: Path) -> Dict[str, Any]:
+    doc = read_recipe_yaml(path)
     if not isinstance(doc, dict) or ("default" not in doc and "base" not in doc):
         raise ConfigError(f"{path}: a recipe needs a top-level 'default' mapping (and optional per-task mappings), "
                           f"or 'base: <recipe>' to extend a shipped one")

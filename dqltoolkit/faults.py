@@ -41,6 +41,23 @@ def signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
+def _install(signals: Iterable[int], handler: Callable) -> Dict[int, object]:
+    """Install ``handler`` for each of ``signals`` and return the handlers it replaced. Only in the main thread
+    (Python runs handlers there only); a signal the process ignores (``nohup``, a background job) stays
+    ignored; an embedded interpreter that refuses handlers keeps its own."""
+    previous: Dict[int, object] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return previous
+    for s in signals:
+        if signal.getsignal(s) is signal.SIG_IGN:
+            continue
+        try:
+            previous[s] = signal.signal(s, handler)
+        except (ValueError, OSError):
+            pass
+    return previous
+
+
 class DeferredSignals:
     """Context manager: while active (in the main thread only; elsewhere it does nothing, as Python
     delivers signals to the main thread), SIGINT and SIGTERM are recorded instead of acted on; ``check``
@@ -62,14 +79,7 @@ class DeferredSignals:
         os.write(2, f"\n{signal_name(signum)}: stopping after this gradient step (send it again to stop at once)\n".encode())
 
     def __enter__(self) -> "DeferredSignals":
-        if threading.current_thread() is threading.main_thread():
-            for s in self.signals:
-                if signal.getsignal(s) is signal.SIG_IGN:  # (nohup, a background job): ignored it stays
-                    continue
-                try:
-                    self._previous[s] = signal.signal(s, self._handle)
-                except (ValueError, OSError):  # an embedded interpreter that does not allow it
-                    pass
+        self._previous.update(_install(self.signals, self._handle))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -122,14 +132,7 @@ class BeforeTermination:
                 os.kill(os.getpid(), signum)
 
     def __enter__(self) -> "BeforeTermination":
-        if threading.current_thread() is threading.main_thread():
-            for s in self.signals:
-                if signal.getsignal(s) is signal.SIG_IGN:
-                    continue
-                try:
-                    self._previous[s] = signal.signal(s, self._handle)
-                except (ValueError, OSError):
-                    pass
+        self._previous.update(_install(self.signals, self._handle))
         return self
 
     def __exit__(self, *exc) -> None:
