@@ -28,16 +28,12 @@ bandit: setup
 	$(BIN)/dqltoolkit train --agent diffusion-ql --env bandit2d-v0 --out runs/bandit
 
 # The default suite (< 10 min on 2 cores); slow and benchmark tests are excluded by pyproject's addopts.
-# The signal tests run last, in one fresh process: in a pytest-xdist worker that has run the rest of the
-# suite, SIGINT stopped reaching Python (a known, not yet explained interaction; see the session note).
 test: setup
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
-	$(BIN)/python -m pytest -p no:xdist -m "signals and not slow and not benchmark" $(PYTEST_ARGS)
 
 # Everything, the long learning runs included.
 test-all: setup
-	$(BIN)/python -m pytest -n 2 -m "not signals" $(PYTEST_ARGS)
-	$(BIN)/python -m pytest -p no:xdist -m "signals" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 -m "" $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/dqltoolkit bench

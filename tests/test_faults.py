@@ -19,8 +19,6 @@ from dqltoolkit.checkpoint import read_checkpoint
 from dqltoolkit.faults import TrainingInterrupted
 from dqltoolkit.training import TrainingDiverged, train
 
-pytestmark = pytest.mark.signals  # run apart, in a fresh process (Makefile: test)
-
 TINY = dict(T=3, hidden=16, critic_hidden=16, time_dim=8, batch_size=32, n_candidates=4, log_every=5)
 CLI_TINY = [a for k, v in TINY.items() for a in ("-p", f"{k}={v}")]
 ROOT = Path(dqltoolkit.__file__).resolve().parent.parent

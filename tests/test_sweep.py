@@ -221,7 +221,6 @@ def test_a_random_search_that_draws_a_point_twice_is_refused(tmp_path):
 
 
 @needs_ray
-@pytest.mark.signals
 @pytest.mark.parametrize("ray_handler", [False, True], ids=["ours", "ray.init's"])
 def test_sigterm_while_ray_starts_interrupts_the_sweep(tmp_path, monkeypatch, ray_handler):
     """A SIGTERM before Tune takes over (here: while Ray starts; ray.init first puts its own handler in place,

@@ -27,8 +27,6 @@ from click.testing import CliRunner
 import dqltoolkit
 from dqltoolkit.cli import main
 
-pytestmark = pytest.mark.signals  # run apart, in a fresh process (Makefile: test)
-
 try:
     import wandb
 except ImportError:  # the extra is not installed: only the test of its error message runs
