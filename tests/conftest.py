@@ -64,6 +64,11 @@ def signal_dispositions_are_restored(request):
     $DQLTOOLKIT_SIGNAL_LOG (when set) with the test's name, so the culprit can be found."""
     import signal
 
+    # a shell starts background jobs (`make test &`, nohup) with SIGINT ignored, and Python then installs no
+    # handler: the stop-signal tests need it acted on, as in a terminal (children inherit the default again)
+    inherited = signal.getsignal(signal.SIGINT)
+    if inherited is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     before = {name: signal.getsignal(getattr(signal, name)) for name in _STOP_SIGNALS}
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
     ignored = _os_ignored()
@@ -79,10 +84,12 @@ def signal_dispositions_are_restored(request):
         for name, (old, _) in changed.items():
             if old is not None:
                 signal.signal(getattr(signal, name), old)
-        log = os.environ.get("DQLTOOLKIT_SIGNAL_LOG")
+        log = os.environ.get("DQLTOOLKIT_SIGNAL_LOG")  # (where a test left a disposition behind)
         if log:
             with open(log, "a") as f:
                 f.write(f"{request.node.nodeid}: {changed} mask {mask} -> {now_mask}\n")
+    if inherited is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _os_ignored() -> set:
