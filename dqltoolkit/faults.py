@@ -58,7 +58,27 @@ def _install(signals: Iterable[int], handler: Callable) -> Dict[int, object]:
     return previous
 
 
-class DeferredSignals:
+class _SignalGuard:
+    """Installs ``self._handle`` for ``self.signals`` on entry (see :func:`_install`), restores the previous
+    handlers on exit: what both guards below share."""
+
+    signals: tuple
+    _previous: Dict[int, object]
+
+    def _handle(self, signum: int, frame) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        self._previous.update(_install(self.signals, self._handle))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous.clear()
+
+
+class DeferredSignals(_SignalGuard):
     """Context manager: while active (in the main thread only; elsewhere it does nothing, as Python
     delivers signals to the main thread), SIGINT and SIGTERM are recorded instead of acted on; ``check``
     raises :class:`TrainingInterrupted` for the first one. A second signal before the check means the
@@ -78,14 +98,6 @@ class DeferredSignals:
         # os.write, not print: a handler may run while sys.stderr is half-way through a write
         os.write(2, f"\n{signal_name(signum)}: stopping after this gradient step (send it again to stop at once)\n".encode())
 
-    def __enter__(self) -> "DeferredSignals":
-        self._previous.update(_install(self.signals, self._handle))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-        self._previous.clear()
 
     def check(self, step: int) -> None:
         if self.pending is not None:
@@ -108,7 +120,7 @@ def agent_nonfinite(agent) -> Optional[str]:
     return nonfinite_tensor(agent_state(agent))
 
 
-class BeforeTermination:
+class BeforeTermination(_SignalGuard):
     """Context manager: while active (main thread only), SIGTERM first runs ``action(signum)``, then does what
     it would have done without this guard (end the process, or call the handler that was in place). For work
     that must be closed before the process goes: a W&B run's writer buffers what it was sent, so a run killed
@@ -131,14 +143,6 @@ class BeforeTermination:
                 signal.signal(signum, signal.SIG_DFL)
                 os.kill(os.getpid(), signum)
 
-    def __enter__(self) -> "BeforeTermination":
-        self._previous.update(_install(self.signals, self._handle))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-        self._previous.clear()
 
 
 class RunLockError(RuntimeError):
