@@ -329,7 +329,7 @@ def report(paths: Tuple[Path, ...], out: Optional[Path], reps: int, seed: int, s
     from .report import ReportError, build_report
 
     if out is None:
-        out = paths[0] / "report" if len(paths) == 1 else Path("report")
+        out = (paths[0].parent if paths[0].is_file() else paths[0]) / "report" if len(paths) == 1 else Path("report")
     try:
         res = build_report(paths, out, reps=reps, seed=seed, strict=strict, say=lambda m: click.echo(f"warning: {m}", err=True))
     except ReportError as exc:

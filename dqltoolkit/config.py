@@ -53,6 +53,8 @@ class CoreSettings:
     log_every: int = setting(1000, "gradient steps between logged metrics (one host sync each)", min=1)
     eval_freq: int = setting(0, "gradient steps between evaluations; 0: only at the end", min=0)
     eval_episodes: int = setting(10, "episodes per evaluation", min=1)
+    eval_acting: str = setting("deterministic", "how evaluations act: deterministic (SB3's convention) or stochastic (the paper's: "
+                               "one candidate drawn with probability softmax(Q))", choices=("deterministic", "stochastic"))
 
 
 @dataclass

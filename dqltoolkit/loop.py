@@ -23,6 +23,9 @@ class TrainingDiverged(RuntimeError):
 
 
 DIVERGENCE_LIMIT = 1e8
+#: diagnostics also logged per seed when a run trains several (offline model selection ranks each seed's
+#: own checkpoints by its BC loss: dqltoolkit/selection.py)
+PER_SEED_METRICS = ("bc_loss",)
 
 
 def _convert_callback(callback):
@@ -47,6 +50,9 @@ def log_metrics(agent, step: int) -> Dict[str, float]:
             raise TrainingDiverged(f"training diverged at step {step}: {k} = {v.tolist()} (members {agent.seeds})")
         out[f"train/{k}"] = float(v.mean())
         agent.logger.record(f"train/{k}", float(v.mean()))
+        if k in PER_SEED_METRICS and v.size > 1:
+            for s, x in zip(agent.seeds, v.reshape(-1)):
+                agent.logger.record(f"train/{k}_seed{s}", float(x))
     agent.logger.record("time/step", step)
     return out
 

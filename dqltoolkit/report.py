@@ -49,7 +49,7 @@ CSV_COLUMNS = ("run", "algorithm", "agent", "task", "seed", "step", "kind", "met
 #: the optimality gap's threshold on the normalised scale (100 = the expert reference)
 GAP_GAMMA = 100.0
 #: how the aggregate table names its two scores (markdown: the asterisk escaped)
-SCORE_ROWS = {"final": "final", "best": "best\\*"}
+SCORE_ROWS = {"final": "final", "best": "best\\*", "offline": "offline"}
 
 
 class ReportError(ValueError):
@@ -78,6 +78,8 @@ class Run:
     budget: Optional[int] = None
     #: the keys its sweep varied (from sweep.json): always part of the algorithm's name
     swept: Tuple[str, ...] = ()
+    #: where its ``final`` score comes from: the end-of-run evaluation of a run folder, or a record's last three
+    final_rule: str = "end"
 
 
 @dataclass
@@ -259,8 +261,72 @@ def load_run(path: Path) -> Run:
     cfg = doc["config"]
     agent = doc.get("agent") or doc.get("init") or f"{cfg.get('head', '?')}+{cfg.get('objective', '?')}"
     agent = Path(str(agent)).stem if str(agent).endswith((".yaml", ".yml", ".zip")) else str(agent)
-    return Run(path=path, agent=agent, task=str(doc["env"]), config=cfg, seeds=seeds, total_steps=total, rows=sorted(periodic) + final,
+    offline = [] if stopped else _offline_rows(path, seeds, periodic, str(doc["env"]))  # (a stopped run picks among fewer)
+    return Run(path=path, agent=agent, task=str(doc["env"]), config=cfg, seeds=seeds, total_steps=total, rows=sorted(periodic) + final + offline,
                stopped_by=stopped.get("by", ""), budget=stopped.get("budget"))
+
+
+def _recipe_section(task: str) -> str:
+    try:
+        from .tasks import get_task
+
+        return get_task(task).recipe_section or task
+    except (ValueError, KeyError):
+        return task
+
+
+def _offline_rows(path: Path, seeds: List[int], periodic: List[Tuple[int, int, str, str, float]], task: str) -> List[Tuple[int, int, str, str, float]]:
+    """The BC-loss rule's pick per seed (dqltoolkit/selection.py) from the run's periodic evaluations and its
+    logged BC loss; none for a run that logged no per-seed BC loss."""
+    from .report_records import curves_of_run
+
+    if not periodic:
+        return []
+    try:
+        bc = curves_of_run(path, seeds)
+    except (OSError, ValueError, csv.Error):
+        return []
+    return _picks(seeds, periodic, {s: bc[s]["bc_loss"] for s in seeds}, task)
+
+
+def _picks(seeds: Sequence[int], periodic, bc_loss: Dict[int, List[List[float]]], task: str) -> List[Tuple[int, int, str, str, float]]:
+    from .selection import bc_pick, top_k_for
+
+    rows = []
+    for metric in METRICS.values():
+        for s in seeds:
+            curve = sorted((st, v) for (seed, st, kind, m, v) in periodic if seed == s and m == metric and kind == "periodic")
+            if not curve or not bc_loss.get(s):
+                continue
+            try:
+                i = bc_pick(curve, bc_loss[s], top_k_for(_recipe_section(task)))
+            except ValueError:
+                continue
+            rows.append((s, curve[i][0], "offline", metric, curve[i][1]))
+    return rows
+
+
+def runs_from_records(path: Path) -> List[Run]:
+    """One :class:`Run` per record of a results record file (dqltoolkit/report_records.py): its evaluations as
+    periodic rows, ``final`` the mean of the last three (the protocol's rule), ``offline`` the BC-loss rule's pick."""
+    from .report_records import RecordError, read_records
+    from .selection import final_score
+
+    try:
+        records = read_records(path)
+    except RecordError as exc:
+        raise ReportError(str(exc)) from None
+    runs = []
+    for rec in records:
+        s, metric = rec["seed"], ("return" if rec.get("metric") == "return" else "normalized_score")
+        periodic = [(s, st, "periodic", metric, v) for st, v in rec["evaluations"]]
+        last = rec["evaluations"][-1][0]
+        final = [(s, last, "final", metric, final_score(rec["evaluations"]))]
+        offline = _picks([s], periodic, {s: rec["bc_loss"]}, rec["task"])
+        where = path.parent / rec["task"] / rec["agent"] / f"seed{s}"
+        runs.append(Run(path=where, agent=rec["agent"], task=rec["task"], config=dict(rec.get("config") or {}), seeds=[s],
+                        total_steps=int(rec.get("steps_done", last)), rows=periodic + final + offline, final_rule="last3"))
+    return runs
 
 
 def _books(run_dirs: List[Path], sweeps: List[Path]) -> Tuple[Dict[Path, BookTrial], List[BookTrial], List[Tuple[Path, str]]]:
@@ -283,6 +349,14 @@ def gather(paths: Sequence[Path | str], strict: bool = False, notes: Optional[Li
     """Every reportable run under ``paths`` and the (folder, reason) of each one skipped: broken folders and
     sweep trials whose status in ``sweep.json`` is not :data:`REPORTED` (with that status). A ``sweep.json``
     that cannot be read leaves no run out (its trials are judged by their folders): it goes to ``notes``."""
+    records = [Path(p) for p in paths if Path(p).is_file() and Path(p).suffix == ".json"]
+    paths = [p for p in paths if Path(p) not in records]
+    if records and not paths:
+        runs = [r for f in records for r in runs_from_records(f)]
+        if not runs:
+            raise ReportError(f"no records in {', '.join(map(str, records))}")
+        _name(runs)
+        return runs, []
     run_dirs = find_run_dirs(paths)
     _, sweeps = _walk([Path(p) for p in paths])
     by_dir, orphans, unread = _books(run_dirs, sweeps)
@@ -309,6 +383,7 @@ def gather(paths: Sequence[Path | str], strict: bool = False, notes: Optional[Li
         if trial is not None:
             run.swept = tuple(sorted(trial.params))
         runs.append(run)
+    runs += [r for f in records for r in runs_from_records(f)]
     for t in orphans:
         skip(t.run_dir, t.skip_reason() + ("; no run folder" if t.status not in REPORTED else "; its run folder is missing"))
     if not runs:
@@ -389,6 +464,7 @@ class SeedScores:
     best: np.ndarray
     runs: List[str]
     stopped: int = 0
+    offline: np.ndarray = field(default_factory=lambda: np.zeros(0))  # the BC-loss rule's picks (runs that logged a BC loss)
 
 
 def seed_scores(runs: Sequence[Run]) -> Dict[str, Dict[str, SeedScores]]:
@@ -396,9 +472,9 @@ def seed_scores(runs: Sequence[Run]) -> Dict[str, Dict[str, SeedScores]]:
     out: Dict[str, Dict[str, SeedScores]] = {}
     for task in sorted({r.task for r in runs}):
         metric = task_metric(runs, task)
-        by_alg: Dict[str, Tuple[List[float], List[float], List[str], List[float]]] = {}
+        by_alg: Dict[str, Tuple[List[float], List[float], List[str], List[float], List[float]]] = {}
         for r in sorted((r for r in runs if r.task == task), key=lambda r: bool(r.stopped_by)):  # finished runs first
-            final, best, labels, stopped = by_alg.setdefault(r.algorithm, ([], [], [], []))
+            final, best, labels, stopped, offline = by_alg.setdefault(r.algorithm, ([], [], [], [], []))
             for s in r.seeds:
                 values = [(kind, v) for (seed, _, kind, m, v) in r.rows if seed == s and m == metric]
                 if r.stopped_by:
@@ -407,10 +483,11 @@ def seed_scores(runs: Sequence[Run]) -> Dict[str, Dict[str, SeedScores]]:
                     stopped.append(max(v for _, v in values))
                 else:
                     final.append(next(v for kind, v in values if kind == "final"))
-                    best.append(max(v for _, v in values))
+                    best.append(max(v for kind, v in values if kind != "offline"))
+                    offline.extend(v for kind, v in values if kind == "offline")
                 labels.append(f"{r.label}#seed{s}")
-        out[task] = {a: SeedScores(np.array(f), np.array(b + st), lab, len(st))
-                     for a, (f, b, lab, st) in sorted(by_alg.items(), key=lambda kv: algorithm_order(kv[0]))}
+        out[task] = {a: SeedScores(np.array(f), np.array(b + st), lab, len(st), np.array(off))
+                     for a, (f, b, lab, st, off) in sorted(by_alg.items(), key=lambda kv: algorithm_order(kv[0]))}
     return out
 
 
@@ -451,13 +528,19 @@ def task_tables(scores: Dict[str, Dict[str, SeedScores]], runs: Sequence[Run], r
     lines: List[str] = []
     for task, algs in scores.items():
         metric = task_metric(runs, task)
-        lines += [f"### {task}", "", f"Score: {METRIC_TITLES[metric]}, at the end of training (final) and the best of each seed's "
-                  "evaluations (best\\*).", "",
-                  "| algorithm | seeds | final: mean [95% CI] | final: IQM [95% CI] | best\\*: mean [95% CI] | best\\*: IQM [95% CI] |",
-                  "|---|---:|---|---|---|---|"]
+        mine = [r for r in runs if r.task == task]
+        when = "the mean of the last three evaluations" if all(r.final_rule == "last3" for r in mine) else "at the end of training"
+        offline = any(len(sc.offline) for sc in algs.values())
+        lines += [f"### {task}", "", f"Score: {METRIC_TITLES[metric]}, {when} (final), the best of each seed's evaluations (best\\*)"
+                  + (", and the evaluation the offline BC-loss rule picks without any return (offline)" if offline else "") + ".", "",
+                  "| algorithm | seeds | final: mean [95% CI] | final: IQM [95% CI] | best\\*: mean [95% CI] | best\\*: IQM [95% CI] |"
+                  + (" offline: mean [95% CI] | offline: IQM [95% CI] |" if offline else ""),
+                  "|---|---:|---|---|---|---|" + ("---|---|" if offline else "")]
         for alg, sc in algs.items():
             cells = (_cells([sc.final], (stats.aggregate_mean, stats.iqm), reps, seed)
                      + _cells([sc.best], (stats.aggregate_mean, stats.iqm), reps, seed, STOPPED_MARK if sc.stopped else ""))
+            if offline:
+                cells += _cells([sc.offline], (stats.aggregate_mean, stats.iqm), reps, seed)
             lines.append(f"| {alg} | {_seeds_text(sc)} | " + " | ".join(cells) + " |")
         if any(sc.stopped for sc in algs.values()):
             lines += ["", STOPPED_FOOTNOTE]
@@ -501,8 +584,10 @@ def aggregate_table(scores: Dict[str, Dict[str, SeedScores]], tasks: Sequence[st
     for alg in algorithms:
         have = [t for t in tasks if alg in scores[t]]
         stopped = sum(scores[t][alg].stopped for t in have)
-        for which in ("final", "best"):
+        for which in ("final", "best", "offline"):
             per_task = [getattr(scores[t][alg], which) for t in have]
+            if which == "offline" and not any(len(x) for x in per_task):
+                continue
             mark = STOPPED_MARK if which == "best" and stopped else ""
             cells = _cells(per_task, (stats.iqm, stats.aggregate_mean, stats.aggregate_median), reps, seed, mark)
             cells += _cells(per_task, (lambda s: stats.optimality_gap(s, GAP_GAMMA),), reps, seed, mark) if gap else ["n/a"]
@@ -570,8 +655,8 @@ def _stopped_notes(runs: Sequence[Run]) -> List[str]:
         if not r.stopped_by:
             continue
         metric = task_metric(runs, r.task)
-        last_step = max(st for (_, st, kind, m, _) in r.rows if m == metric)
-        last = [v for (_, st, kind, m, v) in r.rows if m == metric and st == last_step]
+        last_step = max(st for (_, st, kind, m, _) in r.rows if m == metric and kind != "offline")
+        last = [v for (_, st, kind, m, v) in r.rows if m == metric and st == last_step and kind != "offline"]
         budget = f" of its {r.budget}" if r.budget else ""
         notes.append(f"stopped early by {r.stopped_by.upper() if r.stopped_by == 'asha' else r.stopped_by}: {r.algorithm} on {r.task} "
                      f"({r.label}) at step {r.total_steps}{budget}; last evaluation (step {last_step}): {metric.replace('_', ' ')} "

@@ -36,7 +36,7 @@ RESUME_SAFE_KEYS = frozenset({
     "mmd_samples", "mmd_threshold", "mmd_q", "gamma", "tau", "max_q_backup", "n_backup_samples", "backup_order", "target_noise",
     "target_noise_clip", "critic_reduce", "critic_lambda", "critic_lcb_k", "n_candidates", "sample_steps", "target_sample_steps",
     "sampler", "target_sampler", "q_sampler", "q_sample_steps", "default_sampler",
-    "matmul_precision", "cuda_graphs", "log_every", "eval_freq", "eval_episodes",
+    "matmul_precision", "cuda_graphs", "log_every", "eval_freq", "eval_episodes", "eval_acting",
 })
 RESUME_NETWORK_KEYS = frozenset({"head", "critic", "objective", "T", "beta_schedule", "hidden", "n_layers", "time_dim", "activation",
                                  "squash", "critic_hidden", "critic_layers", "n_critics"})

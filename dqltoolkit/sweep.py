@@ -359,7 +359,7 @@ def _fit(spec: SweepSpec, out: Path, book: SweepBook, todo: List[Trial], say: Ca
         raise SweepError(f"{spec.path}: field 'resources_per_trial' asks for {spec.cpu:g} CPU and {spec.gpu:g} GPU per trial, "
                          f"but the Ray cluster has {_resources_text(have)}")
     constants = {"out": str(out), "seeds": spec.seeds, "budgets": spec.budgets, "overrides": fixed_overrides(spec),
-                 "cpu": spec.cpu, "gpu": spec.gpu}
+                 "cpu": spec.cpu, "gpu": spec.gpu, "save_every": spec.checkpoint_every()}
     search_alg, num_samples = None, 1
     if spec.search == "optuna":
         import optuna

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
@@ -48,6 +48,8 @@ FIELDS = {
     "resources_per_trial": "{cpu: 1, gpu: 0}: Ray resources of one trial (cpu sets torch's threads, gpu the device)",
     "max_concurrent_trials": "at most this many trials at once (default: as the resources allow)",
     "max_failures": "times Ray retries a trial whose process or node died [0]",
+    "save_every": "each trial saves model_latest.zip every N gradient steps, and a resumed sweep continues an unfinished trial "
+                  "from it (default: the smallest eval_freq in force)",
 }
 SCHEDULER_FIELDS = ("type", "grace_period", "reduction_factor")
 RESOURCE_FIELDS = ("cpu", "gpu")
@@ -92,6 +94,7 @@ class SweepSpec:
     gpu: float
     max_concurrent_trials: Optional[int]
     max_failures: int
+    save_every: Optional[int] = None
     raw: Dict[str, Any] = field(default_factory=dict)
     budgets: Dict[str, int] = field(default_factory=dict)  # "agent|task" -> the steps a trial of it trains
     eval_freqs: Dict[str, int] = field(default_factory=dict)  # "agent|task" -> the eval_freq in force (the sweep's or the recipe's)
@@ -106,6 +109,10 @@ class SweepSpec:
         if self.scheduler is None:
             return None
         return self.scheduler["grace_period"] or min(self.eval_freqs.values())
+
+    def checkpoint_every(self) -> int:
+        """Steps between a trial's periodic saves: the file's ``save_every``, else the smallest eval_freq in force."""
+        return self.save_every or min(self.eval_freqs.values())
 
     def grid_trials(self) -> List[Trial]:
         """Every agent x task x grid combination, in file order (the trials of ``search: grid``; for
@@ -274,7 +281,7 @@ def load_sweep(path: Path | str) -> SweepSpec:
     name = raw.get("name", path.stem)
     if not isinstance(name, str) or not name:
         raise SweepError(f"{_where(path, 'name')}: expected a non-empty string, got {name!r}")
-    opt = {k: (_int(path, k, raw[k], 1) if raw.get(k) is not None else None) for k in ("steps", "eval_freq", "eval_episodes", "max_concurrent_trials")}
+    opt = {k: (_int(path, k, raw[k], 1) if raw.get(k) is not None else None) for k in ("steps", "eval_freq", "eval_episodes", "max_concurrent_trials", "save_every")}
     params = {k: _typed(path, "params", k, v) for k, v in _mapping(path, "params", raw.get("params")).items()}
     for k in ("steps", "eval_freq", "eval_episodes"):
         if k in params:
@@ -301,7 +308,7 @@ def load_sweep(path: Path | str) -> SweepSpec:
                      eval_freq=opt["eval_freq"], eval_episodes=opt["eval_episodes"], params=params, grid=grid, space=space, search=search,
                      num_samples=num_samples, search_seed=_int(path, "search_seed", raw.get("search_seed", 0), 0), metric="",
                      scheduler=_scheduler(path, raw.get("scheduler")), cpu=cpu, gpu=gpu, max_concurrent_trials=opt["max_concurrent_trials"],
-                     max_failures=_int(path, "max_failures", raw.get("max_failures", 0), 0), raw=raw)
+                     max_failures=_int(path, "max_failures", raw.get("max_failures", 0), 0), save_every=opt["save_every"], raw=raw)
     _check_against_recipes(spec, raw.get("metric"))
     spec.grid_trials()  # (refuses a grid that repeats a point)
     return spec
@@ -409,6 +416,29 @@ def complete_results(run_dir: Path, budget: int, seeds: List[int]) -> Optional[D
     if doc.get("stopped_early") is True:
         return doc if _is_int(doc.get("total_steps")) else None
     return doc if _is_int(doc.get("total_steps")) and doc["total_steps"] == int(budget) else None
+
+
+def unfinished_checkpoint(run_dir: Path, seeds: List[int]) -> Optional[Path]:
+    """The trial's newest resumable checkpoint in its run folder (``model_interrupted.zip`` or the periodic
+    ``model_latest.zip``, whichever holds more steps) when it trained these seeds; None when there is none
+    or none that reads as this run's (a damaged file costs its steps, never the resumed sweep)."""
+    from .checkpoint import read_checkpoint
+
+    best: Optional[Tuple[int, Path]] = None
+    for name in ("model_interrupted.zip", "model_latest.zip"):
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        try:
+            doc, _ = read_checkpoint(path)
+        except (OSError, ValueError):
+            continue
+        if [int(s) for s in doc.get("seeds", [])] != [int(s) for s in seeds]:
+            continue
+        steps = int(doc.get("num_timesteps", 0))
+        if steps > 0 and (best is None or steps > best[0]):
+            best = (steps, path)
+    return None if best is None else best[1]
 
 
 def _exact(trial: Trial) -> str:

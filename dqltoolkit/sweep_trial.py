@@ -21,7 +21,7 @@ from ray import tune
 from ray.tune import Callback
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
-from .sweep_spec import Trial, complete_results, trial_name
+from .sweep_spec import Trial, complete_results, trial_name, unfinished_checkpoint
 
 #: what a trial reports besides the metric: the evaluation as results.json holds it (a JSON string, so
 #: that Tune's result flattening leaves its per-seed lists alone)
@@ -50,7 +50,7 @@ class SweepTrial(tune.Trainable):
         self.run_dir = trial_run_dir(config)
         self.kwargs = dict(agent=point["agent"], env=point["task"], out=self.run_dir, steps=self.budget, seeds=sweep["seeds"],
                            device="cuda" if sweep["gpu"] > 0 else "cpu", overrides={**sweep["overrides"], **point["params"]},
-                           progress=False, verbose=False, replace_unfinished=True)
+                           progress=False, verbose=False, replace_unfinished=True, save_every=int(sweep.get("save_every") or 0) or None)
         torch.set_num_threads(max(1, int(sweep["cpu"])))  # the trial's Ray CPUs are its torch threads
         import ray
 
@@ -80,6 +80,9 @@ class SweepTrial(tune.Trainable):
             done = complete_results(self.run_dir, self.budget, self.kwargs["seeds"])
             if done is not None:  # the same point again (an Optuna repeat): its folder holds the finished run, kept as it is
                 return self._final(done)
+            ckpt = unfinished_checkpoint(self.run_dir, self.kwargs["seeds"])
+            if ckpt is not None:  # a trial stopped mid-way (sweep killed, node lost): on from its last save, not from step 0
+                self.kwargs.update(resume=ckpt, steps=None, seeds=None)
             self._thread = threading.Thread(target=self._train, name="dqltoolkit-trial", daemon=True)
             self._thread.start()
         else:
@@ -100,11 +103,12 @@ class SweepTrial(tune.Trainable):
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         """Tune's checkpoint of a trial is a pointer to its run folder (JSON): the weights are the run's
-        model*.zip, in this toolkit's checkpoint format, and an unfinished trial restarts from its start."""
+        model*.zip, in this toolkit's checkpoint format; an unfinished trial continues from the run's own
+        ``model_latest.zip`` (written every ``save_every`` steps), found in its folder by :meth:`step`."""
         Path(checkpoint_dir, "trial.json").write_text(json.dumps({"run_dir": str(self.run_dir)}))
 
     def load_checkpoint(self, checkpoint: Any) -> None:
-        """Nothing to restore: a restarted trial trains again from step 0 into its run folder."""
+        """Nothing to restore here: :meth:`step` resumes from the run folder's newest checkpoint."""
 
     def cleanup(self) -> None:
         """Leave a parked training thread parked: the process ends with the actor. The driver writes a

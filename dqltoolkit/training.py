@@ -76,7 +76,8 @@ class PeriodicEvaluation(_base_callback()):
         from .evaluation import evaluate_members
 
         model = self.model
-        per = evaluate_members(model, self.task.make_env, episodes=self.episodes, seeds=[s + 100 for s in model.seeds])
+        per = evaluate_members(model, self.task.make_env, episodes=self.episodes, seeds=[s + 100 for s in model.seeds],
+                               deterministic=model.config.eval_acting == "deterministic")
         for r in per:
             score = self.task.normalized_score(r["mean_return"])
             if score is not None:
@@ -398,6 +399,63 @@ def _model_for_run(agent, task, steps, seeds, device, overrides, download, resum
     return model, plan, keep, recipe_file, sections, table
 
 
+def carried_metrics(out: Path, resume: Path, step: int) -> Optional[tuple]:
+    """``(header, rows)`` of ``out/metrics.csv`` up to ``step`` when a run resumes from a checkpoint in its own
+    folder, else None.
+
+    Why: a long run goes on in chunks (``--resume out/model_latest.zip --out out``); each chunk would start
+    ``metrics.csv`` anew and the curve before the checkpoint would be lost. Rows after ``step`` belong to
+    steps the resumed run does again, so they are dropped: the file then reads as one uninterrupted run's."""
+    import csv
+
+    file = out / "metrics.csv"
+    if not file.is_file() or resume.resolve().parent != out.resolve():
+        return None
+    with open(file, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if not header or "time/step" not in header:
+            return None
+        col = header.index("time/step")
+        rows = []
+        for row in reader:
+            try:
+                if len(row) == len(header) and float(row[col]) <= step:
+                    rows.append(row)
+            except ValueError:
+                continue
+    return header, rows
+
+
+def _write_carried(fmt, carried: tuple) -> None:
+    """Seed SB3's CSV writer with the kept rows: it then appends, and widens the header as new keys come."""
+    import csv
+
+    header, rows = carried
+    csv.writer(fmt.file, lineterminator="\n").writerows([header, *rows])
+    fmt.file.flush()
+    fmt.keys = list(header)
+
+
+def evaluations_from_rows(header: List[str], rows: List[List[str]], seeds: Sequence[int]) -> List[Dict[str, Any]]:
+    """The periodic evaluations among kept ``metrics.csv`` rows, as :class:`PeriodicEvaluation` records them."""
+    out = []
+    col = {name: i for i, name in enumerate(header)}
+    for row in rows:
+        entry: Dict[str, Any] = {}
+        for key in ("mean_return", "normalized_score"):
+            i = col.get(f"eval/{key}")
+            if i is None or row[i] == "":
+                continue
+            entry[key] = float(row[i])
+            per = [row[col[c]] for c in (f"eval/{key}_seed{s}" for s in seeds) if c in col]
+            if len(seeds) > 1 and len(per) == len(seeds) and all(per):
+                entry[f"{key}_per_seed"] = [float(x) for x in per]
+        if entry:
+            out.append({"step": int(float(row[col["time/step"]])), **entry})
+    return out
+
+
 def _evaluate_run(model, task, table, ckpts: List[Path], out: Path, device: str, written: List[Path]) -> Dict[str, Any]:
     """The end-of-run evaluation of every seed's checkpoint (and the bandit's sample report); appends the
     files it writes to ``written``."""
@@ -409,7 +467,7 @@ def _evaluate_run(model, task, table, ckpts: List[Path], out: Path, device: str,
         single = model if model.members == 1 else Agent.load(path, device=device)
         single.set_random_seed(100 + model.seeds[m])
         episodes = task.eval_episodes if task.one_step else model.config.eval_episodes
-        r = evaluate(single, task.make_env, episodes=episodes, seed=model.seeds[m] + 100)
+        r = evaluate(single, task.make_env, episodes=episodes, seed=model.seeds[m] + 100, deterministic=model.config.eval_acting == "deterministic")
         score = task.normalized_score(r["mean_return"])
         if score is not None:
             r["normalized_score"] = score
@@ -439,6 +497,7 @@ def _train_locked(*, agent, env, out: Path, steps, seeds, device, overrides, pro
                                                                      where_read)
     config = model.config
     first, more = (plan.done, plan.more) if plan is not None else (0, config.steps)
+    carried = carried_metrics(out, Path(resume), first) if resume is not None else None
     prepare_run_folder(out, keep=keep, say=say, replace_unfinished=replace_unfinished)
     model.set_dataset(table, refit_obs_stats=resume is None and init is None)
     say(f"{'resuming' if resume is not None else 'training'} {len(model.seeds)} seed(s) {model.seeds} on {task.id}: steps {first} -> "
@@ -457,6 +516,9 @@ def _train_locked(*, agent, env, out: Path, steps, seeds, device, overrides, pro
     (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     written.append(out / "config.yaml")
     formats = [CSVOutputFormat(str(out / "metrics.csv"))]
+    if carried is not None:
+        _write_carried(formats[0], carried)
+        say(f"{out / 'metrics.csv'}: the {len(carried[1])} rows up to step {first} kept (the run continues in its own folder)")
     written.append(out / "metrics.csv")
     wanted = list(loggers) if loggers is not None else (["stdout"] if verbose and not progress else [])
     tags = [task.id] + ([agent] if isinstance(agent, str) and ":" not in agent and "/" not in agent else [])
@@ -469,6 +531,8 @@ def _train_locked(*, agent, env, out: Path, steps, seeds, device, overrides, pro
     if config.eval_freq > 0 and task.eval_env is not None:
         evaluation = PeriodicEvaluation(task, config.eval_freq, config.eval_episodes if not task.one_step else task.eval_episodes,
                                         on_result=on_evaluation)
+        if carried is not None:
+            evaluation.history = evaluations_from_rows(*carried, model.seeds)
         callbacks.append(evaluation)
     latest = PeriodicCheckpoint(out / "model_latest.zip", save_every) if save_every else None
     if latest is not None:

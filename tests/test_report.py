@@ -200,13 +200,15 @@ def test_report_writes_the_csv_tables_and_figures_of_real_runs(runs, tmp_path):
 
     rows = _csv(out / "evaluations.csv")
     assert list(rows[0]) == ["run", "algorithm", "agent", "task", "seed", "step", "kind", "metric", "value"]
-    # per seed: periodic returns at steps 2 and 4, then the final return and best-mode share at step 4
+    # per seed: periodic returns at steps 2 and 4, the final return and best-mode share at step 4, and the evaluation the
+    # offline BC-loss rule picks (dqltoolkit/selection.py: the runs log each seed's BC loss)
     keyed = {(r["run"], r["seed"], r["step"], r["kind"], r["metric"]): r for r in rows}
-    assert len(rows) == len(keyed) == 5 * 4
+    assert len(rows) == len(keyed) == 5 * 5
+    assert sum(r["kind"] == "offline" for r in rows) == 5
     assert {r["algorithm"] for r in rows} == {"diffusion-ql eta=0.1", "diffusion-ql eta=10"}
     assert {(r["run"], r["algorithm"]) for r in rows} == {("eta0.1", "diffusion-ql eta=0.1"), ("eta10", "diffusion-ql eta=10"),
                                                          ("eta10-seed2", "diffusion-ql eta=10")}
-    assert sorted(k for k in keyed if k[0] == "eta10-seed2") == [("eta10-seed2", "2", "2", "periodic", "return"),
+    assert sorted(k for k in keyed if k[0] == "eta10-seed2" and k[3] != "offline") == [("eta10-seed2", "2", "2", "periodic", "return"),
                                                                  ("eta10-seed2", "2", "4", "final", "best_mode_share"),
                                                                  ("eta10-seed2", "2", "4", "final", "return"),
                                                                  ("eta10-seed2", "2", "4", "periodic", "return")]

@@ -100,7 +100,10 @@ def test_the_cli_reports_a_bad_sweep_file_without_starting_ray(tmp_path):
 
 def test_the_shipped_sweep_files_are_valid():
     names = sorted(p.name for p in (ROOT / "sweeps").glob("*.yaml"))
-    assert names == ["bandit-eta.yaml", "d4rl-locomotion.yaml", "hopper-td3bc-eta.yaml", "paper-eta-gradnorm.yaml"]
+    assert names == ["bandit-eta.yaml", "d4rl-locomotion.yaml", "hopper-td3bc-eta.yaml", "paper-eta-gradnorm.yaml", "results-hopper.yaml"]
+    results = load_sweep(ROOT / "sweeps" / "results-hopper.yaml")
+    assert [(t.agent, t.task) for t in results.grid_trials()][:2] == [("diffusion-ql", "hopper-medium-v2"), ("diffusion-ql", "hopper-medium-replay-v2")]
+    assert results.seeds == [0, 1, 2] and results.budget("td3bc", "hopper-medium-v2") == 200_000 and results.checkpoint_every() == 10_000
     bandit = load_sweep(ROOT / "sweeps" / "bandit-eta.yaml")
     assert len(bandit.grid_trials()) == len(bandit.grid["eta"]) and bandit.seeds == [0, 1, 2, 3, 4]
     d4rl = load_sweep(ROOT / "sweeps" / "d4rl-locomotion.yaml")
@@ -388,6 +391,34 @@ def test_an_interrupted_sweep_resumes_and_skips_finished_trials(tmp_path):
     assert refused.exit_code == 1 and "holds a sweep already" in refused.output
     changed = CliRunner().invoke(main, ["sweep", str(write_sweep(tmp_path / "three.yaml", steps=60)), "--out", str(out), "--resume"])
     assert changed.exit_code == 1 and "differs from the sweep that" in changed.output
+
+
+@pytest.mark.ray
+@needs_ray
+def test_a_trial_killed_mid_way_continues_from_its_save_on_resume(tmp_path):
+    """SIGKILL of the whole sweep (driver, Ray and the trial's worker) once the trial has saved: --resume goes on
+    from model_latest.zip, not from step 0, and ends where the uninterrupted trial ends."""
+    sweep = write_sweep(tmp_path / "one.yaml", grid={"eta": [1.0]}, steps=4000, eval_freq=500)
+    out = tmp_path / "out"
+    run = out / "trials" / "diffusion-ql_bandit2d-v0_eta=1"
+    proc = subprocess.Popen([sys.executable, "-m", "dqltoolkit.cli", "sweep", str(sweep), "--out", str(out), "--num-cpus", "1"],
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 150
+        while not (run / "model_latest.zip").exists():
+            assert time.time() < deadline and proc.poll() is None, "the trial saved nothing in time"
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        subprocess.run(["pkill", "-9", "-f", str(out)], check=False)  # (Ray's workers of this sweep, wherever they were parented)
+    assert not (run / "results.json").exists(), "the trial finished before the kill: give it more steps"
+    res = run_cli(["sweep", str(sweep), "--out", str(out), "--resume", "--num-cpus", "1"])
+    assert res.returncode == 0, res.stdout + res.stderr
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["resumed_at_step"] >= 500, config  # from the save, not from step 0
+    assert [s for s, _ in evaluations(run)] == list(range(500, 4001, 500))  # the curve before the kill is kept
+    assert json.loads((run / "results.json").read_text())["total_steps"] == 4000
 
 
 @pytest.fixture(scope="module")

@@ -263,7 +263,9 @@ def _policy_episodes(cfg: BuildConfig, policy_stem: Path, seed: int) -> List[Dic
 
 
 def build(cfg: BuildConfig, say: Callable[[str], None] = print, progress: bool = True, overwrite: bool = False) -> Dict[str, Dict[str, float]]:
-    """Run (or resume) the build; returns {level: {"dataset_id", "episodes", "transitions", "mean_return"}}."""
+    """Run (or resume) the build; returns {level: {"dataset_id", "episodes", "transitions", "requested_transitions",
+    "mean_return", "normalized_score", "sha256"}} (``sha256``: :func:`.digest.table_sha256` of the data as training reads it).
+    A level built before with another ``transitions`` is collected again."""
     from .minari_source import is_local
     from .minari_writer import rollout_episodes, write_minari
 
@@ -317,15 +319,23 @@ def build(cfg: BuildConfig, say: Callable[[str], None] = print, progress: bool =
     for level in cfg.levels:
         did = cfg.dataset_id(level)
         if is_local(did) and not overwrite and level in prog.built:
-            say(f"{did}: already built ({prog.built[level]['transitions']} transitions), skipping")
-            continue
+            asked = prog.built[level].get("requested_transitions")
+            if level == "medium-replay" or asked == cfg.transitions:  # (the replay buffer's size is the training's, not asked for)
+                say(f"{did}: already built ({prog.built[level]['transitions']} transitions), skipping")
+                continue
+            say(f"{did}: built with --transitions {asked}, now {cfg.transitions}: collected again")
         eps = episodes(level)
         rets = [float(np.sum(e["rewards"])) for e in eps]
         desc = f"{level} data for {env_id}, built by dqltoolkit ({cfg.algo}, budget {cfg.budget}, seed {cfg.seed})"
         write_minari(did, eps, env_id, ref_min=ref_min, ref_max=ref_max, algorithm_name=f"dqltoolkit-{cfg.algo}", description=desc,
                      data_format=cfg.data_format, overwrite=True)
+        from .digest import table_sha256
+        from .minari_source import load_minari
+
         prog.built[level] = {"dataset_id": did, "episodes": len(eps), "transitions": int(sum(len(e["actions"]) for e in eps)),
-                             "mean_return": float(np.mean(rets)), "normalized_score": 100 * (float(np.mean(rets)) - ref_min) / (ref_max - ref_min)}
+                             "requested_transitions": cfg.transitions if level != "medium-replay" else None,
+                             "mean_return": float(np.mean(rets)), "normalized_score": 100 * (float(np.mean(rets)) - ref_min) / (ref_max - ref_min),
+                             "sha256": table_sha256(load_minari(did))}
         _save_progress(d, prog)
         say(f"{did}: {len(eps)} episodes, {prog.built[level]['transitions']} transitions, behaviour return {np.mean(rets):.1f} "
             f"(normalised {prog.built[level]['normalized_score']:.1f})")

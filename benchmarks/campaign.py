@@ -1,0 +1,224 @@
+"""The results campaign on a small machine: a sweep file's trials run one after another in resumable
+chunks, then gathered into the results record (docs/results/runs.json) that docs/results.md is computed from.
+
+    python benchmarks/campaign.py run sweeps/results-hopper.yaml --out ~/dqltoolkit-campaign --minutes 60
+    python benchmarks/campaign.py status sweeps/results-hopper.yaml --out ~/dqltoolkit-campaign
+    python benchmarks/campaign.py collect sweeps/results-hopper.yaml --out ~/dqltoolkit-campaign --records docs/results/runs.json
+    dqltoolkit report docs/results/runs.json --out docs/results
+
+Why not `dqltoolkit sweep` here: on 2 cores one trial at a time is the whole machine, and a campaign of
+hours must stop at a chosen moment (a session's end) and go on later from exactly there. `run` trains the
+trials in file order (each one `dqltoolkit train` of all its seeds, saving model_latest.zip every
+`save_every` steps); at the deadline it sends SIGTERM, which saves model_interrupted.zip after the
+current step; the next `run` resumes each unfinished trial from its newest checkpoint, in its own folder,
+whose metrics.csv keeps every row before it. A SIGKILL loses at most `save_every` steps. The same sweep
+file runs on a cluster with `dqltoolkit sweep` (same trial folders, same resume rule).
+
+Each trial folder gets `campaign.json`: every chunk's CPU (lscpu's model name), wall time and steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+
+def cpu_name() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _seeds_text(seeds: List[int]) -> str:
+    return f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 1 else ",".join(map(str, seeds))
+
+
+def fresh_command(spec, trial, run_dir: Path) -> List[str]:
+    """The `dqltoolkit train` command that trains the trial from step 0 (what a record names as `command`)."""
+    from dqltoolkit.sweep_spec import fixed_overrides
+
+    params = {**fixed_overrides(spec), **trial.params}
+    cmd = ["dqltoolkit", "train", "--agent", trial.agent, "--env", trial.task, "--seeds", _seeds_text(spec.seeds),
+           "--steps", str(spec.budget(trial.agent, trial.task))]
+    for k, v in params.items():
+        cmd += ["-p", f"{k}={v}"]
+    return cmd + ["--save-every", str(spec.checkpoint_every()), "--out", str(run_dir)]
+
+
+def _steps_in(run_dir: Path) -> int:
+    from dqltoolkit.checkpoint import read_checkpoint
+
+    best = 0
+    for name in ("model_interrupted.zip", "model_latest.zip"):
+        try:
+            best = max(best, int(read_checkpoint(run_dir / name)[0].get("num_timesteps", 0)))
+        except (OSError, ValueError):
+            continue
+    return best
+
+
+def _book(run_dir: Path) -> Dict[str, Any]:
+    try:
+        return json.loads((run_dir / "campaign.json").read_text())
+    except (OSError, ValueError):
+        return {"chunks": []}
+
+
+def _write_book(run_dir: Path, book: Dict[str, Any]) -> None:
+    tmp = run_dir / "campaign.json.tmp"
+    tmp.write_text(json.dumps(book, indent=1))
+    tmp.replace(run_dir / "campaign.json")
+
+
+def trial_state(spec, trial, out: Path) -> tuple[str, Optional[Path]]:
+    """("done" | "resume" | "new", checkpoint)."""
+    from dqltoolkit.sweep_spec import complete_results, unfinished_checkpoint
+
+    run_dir = out / "trials" / trial.name
+    if complete_results(run_dir, spec.budget(trial.agent, trial.task), spec.seeds) is not None:
+        return "done", None
+    ckpt = unfinished_checkpoint(run_dir, spec.seeds)
+    return ("resume", ckpt) if ckpt is not None else ("new", None)
+
+
+def run(spec, out: Path, minutes: float, threads: int, only: Optional[str]) -> int:
+    """Train trials in order until the deadline; returns 0 when every trial is done, 3 when time ran out."""
+    from dqltoolkit.sweep_spec import complete_results
+
+    deadline = time.monotonic() + minutes * 60
+    stop = {"now": False}
+
+    def on_signal(signum, _frame):  # a stop of the campaign itself: pass it on to the trial, then end
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for trial in spec.grid_trials():
+        if only and only not in (trial.agent, trial.task, trial.name):
+            continue
+        state, ckpt = trial_state(spec, trial, out)
+        if state == "done":
+            continue
+        if stop["now"] or time.monotonic() >= deadline:
+            return 3
+        run_dir = out / "trials" / trial.name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        book = _book(run_dir)
+        book["command"] = " ".join(fresh_command(spec, trial, run_dir))
+        if state == "new":
+            cmd = fresh_command(spec, trial, run_dir)
+        else:
+            cmd = ["dqltoolkit", "train", "--env", trial.task, "--resume", str(ckpt), "--save-every", str(spec.checkpoint_every()),
+                   "--out", str(run_dir)]
+        cmd[0] = str(Path(sys.executable).with_name("dqltoolkit"))
+        cmd += ["--threads", str(threads), "--no-progress", "--logger", "log"]
+        start_step = _steps_in(run_dir) if state == "resume" else 0
+        print(f"[campaign] {trial.name}: {state} at step {start_step} ({time.strftime('%H:%M:%S')})", flush=True)
+        t0, started = time.monotonic(), time.strftime("%Y-%m-%dT%H:%M:%S")
+        with open(run_dir / "campaign.log", "a") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+            while proc.poll() is None:
+                if stop["now"] or time.monotonic() >= deadline:
+                    proc.send_signal(signal.SIGTERM)  # saves model_interrupted.zip after the current step
+                    try:
+                        proc.wait(timeout=600)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                    break
+                time.sleep(2)
+        code = proc.wait()
+        done = complete_results(run_dir, spec.budget(trial.agent, trial.task), spec.seeds) is not None
+        end_step = spec.budget(trial.agent, trial.task) if done else _steps_in(run_dir)
+        book["chunks"].append({"cpu": cpu_name(), "threads": threads, "started": started, "wall_s": round(time.monotonic() - t0, 1),
+                               "from_step": start_step, "to_step": end_step, "exit": code})
+        _write_book(run_dir, book)
+        print(f"[campaign] {trial.name}: steps {start_step} -> {end_step}, exit {code}, {time.monotonic() - t0:.0f} s", flush=True)
+        if code not in (0, 143, -signal.SIGTERM) and not done:
+            print(f"[campaign] {trial.name} failed: see {run_dir / 'campaign.log'}", flush=True)
+            return 1
+        if not done:
+            return 3
+    return 0
+
+
+def status(spec, out: Path) -> None:
+    for trial in spec.grid_trials():
+        state, ckpt = trial_state(spec, trial, out)
+        run_dir = out / "trials" / trial.name
+        wall = sum(c["wall_s"] for c in _book(run_dir)["chunks"])
+        at = spec.budget(trial.agent, trial.task) if state == "done" else (_steps_in(run_dir) if ckpt else 0)
+        print(f"{trial.name:60s} {state:7s} {at:>8d} / {spec.budget(trial.agent, trial.task)} steps, {wall / 3600:.2f} h")
+
+
+def collect(spec, out: Path, records: Path) -> None:
+    """Every trial's seeds as records, the dataset's size and digest from the data training reads."""
+    from dqltoolkit.data.digest import table_sha256
+    from dqltoolkit.report_records import curves_of_run, record_for, write_records
+    from dqltoolkit.tasks import get_task
+
+    datasets: Dict[str, Dict[str, Any]] = {}
+    rows = []
+    for trial in spec.grid_trials():
+        run_dir = out / "trials" / trial.name
+        if not (run_dir / "metrics.csv").is_file():
+            continue
+        if trial.task not in datasets:
+            table = get_task(trial.task).load_dataset()
+            datasets[trial.task] = {"transitions": len(table["rewards"]), "sha256": table_sha256(table)}
+        book = _book(run_dir)
+        cpus = sorted({c["cpu"] for c in book["chunks"]}) or [cpu_name()]
+        try:
+            import yaml
+
+            config = yaml.safe_load((run_dir / "config.yaml").read_text()).get("config")
+        except (OSError, ValueError, AttributeError):
+            config = None
+        curves = curves_of_run(run_dir, spec.seeds)
+        for s in spec.seeds:
+            if not curves[s]["evaluations"]:
+                continue
+            rows.append(record_for(run_dir, s, curves[s], agent=trial.agent, task=trial.task,
+                                   command=book.get("command") or " ".join(fresh_command(spec, trial, run_dir)),
+                                   cpu=" + ".join(cpus), dataset=datasets[trial.task], config=config,
+                                   wall_s=sum(c["wall_s"] for c in book["chunks"]) or None))
+    write_records(rows, records)
+    print(f"wrote {records}: {len(rows)} records")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("action", choices=("run", "status", "collect"))
+    p.add_argument("sweep", type=Path, help="the campaign's sweep file (sweeps/results-hopper.yaml)")
+    p.add_argument("--out", type=Path, default=Path(os.environ.get("DQLTOOLKIT_CAMPAIGN", Path.home() / "dqltoolkit-campaign")))
+    p.add_argument("--minutes", type=float, default=60.0, help="run: stop (resumably) after this long")
+    p.add_argument("--threads", type=int, default=2, help="run: torch threads of each trial (the machine's cores: one job at a time)")
+    p.add_argument("--only", default=None, help="run: only trials of this agent, task or trial name")
+    p.add_argument("--records", type=Path, default=Path("docs/results/runs.json"), help="collect: the record file to write")
+    a = p.parse_args()
+    from dqltoolkit.sweep_spec import load_sweep
+
+    spec = load_sweep(a.sweep)
+    out = a.out.expanduser() / spec.name
+    if a.action == "run":
+        sys.exit(run(spec, out, a.minutes, a.threads, a.only))
+    if a.action == "status":
+        status(spec, out)
+    else:
+        collect(spec, out, a.records)
+
+
+if __name__ == "__main__":
+    main()

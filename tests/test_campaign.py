@@ -1,0 +1,107 @@
+"""Long runs in chunks: a run killed at any moment goes on from its last periodic save in its own folder
+(metrics.csv keeps the rows before it, the result equals the uninterrupted run's), and the campaign runner
+(benchmarks/campaign.py) continues a killed trial from there, then writes the results record."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"T": 3, "hidden": 16, "critic_hidden": 16, "time_dim": 8, "batch_size": 32, "n_candidates": 4, "log_every": 50, "eval_freq": 100}
+KILL_AT = """
+import os, signal, sys, json
+from dqltoolkit.training import train
+out, kill_step = sys.argv[1], int(sys.argv[2])
+def hook(entry):  # SIGKILL right after an evaluation: the periodic save of that step is not written yet
+    if entry["step"] == kill_step:
+        os.kill(os.getpid(), signal.SIGKILL)
+train("diffusion-ql", "bandit2d-v0", out, steps=300, seeds=[0, 1], overrides=json.loads(sys.argv[3]), progress=False, verbose=False,
+      save_every=100, on_evaluation=hook)
+"""
+
+
+def _env() -> dict:
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+
+
+def _steps(run_dir: Path) -> list:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return [int(float(r["time/step"])) for r in csv.DictReader(f)]
+
+
+def test_a_run_killed_mid_way_resumes_in_its_folder_from_its_last_save(tmp_path):
+    script = tmp_path / "kill_at.py"
+    script.write_text(KILL_AT)
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    assert subprocess.run([sys.executable, str(script), str(ref), "0", json.dumps(TINY)], env=_env()).returncode == 0
+    killed = subprocess.run([sys.executable, str(script), str(cut), "200", json.dumps(TINY)], env=_env())
+    assert killed.returncode == -signal.SIGKILL
+    assert not (cut / "results.json").exists() and (cut / "model_latest.zip").is_file()
+    assert 200 in _steps(cut)  # rows past the save (step 100) were written before the kill
+    res = subprocess.run([sys.executable, "-m", "dqltoolkit.cli", "train", "--env", "bandit2d-v0", "--resume", str(cut / "model_latest.zip"),
+                          "--out", str(cut), "--save-every", "100", "--no-progress", "--threads", "1"], env=_env(), capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "steps 100 -> 300" in res.stderr and "rows up to step 100 kept" in res.stderr
+    assert _steps(cut) == _steps(ref)  # one file, as if the run had never stopped: nothing twice, nothing missing
+    a, b = (json.loads((d / "results.json").read_text()) for d in (ref, cut))
+    assert [e["step"] for e in b["evaluations"]] == [100, 200, 300]
+    assert b["evaluations"] == a["evaluations"] and b["first_step"] == 100 and b["total_steps"] == 300
+    with open(cut / "metrics.csv", newline="") as f:
+        assert any(r.get("train/bc_loss_seed1") for r in csv.DictReader(f)), "each seed's BC loss is logged for offline selection"
+
+
+def _campaign(args, **kw):
+    return subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "campaign.py"), *args], env=_env(), **kw)
+
+
+def test_the_campaign_runner_continues_a_killed_trial_from_its_save(tmp_path):
+    sweep = tmp_path / "tiny-campaign.yaml"
+    sweep.write_text(yaml.safe_dump({"name": "tiny", "agents": ["diffusion-ql"], "tasks": ["bandit2d-v0"], "seeds": "0-1", "steps": 3000,
+                                     "eval_freq": 500, "save_every": 500, "params": {k: v for k, v in TINY.items() if k != "eval_freq"}}))
+    out = tmp_path / "campaign"
+    trial = out / "tiny" / "trials" / "diffusion-ql_bandit2d-v0"
+    proc = _campaign(["run", str(sweep), "--out", str(out), "--threads", "1"], start_new_session=True,
+                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 120
+        while not (trial / "model_latest.zip").exists():  # SIGKILL the runner and its trial once a save exists
+            assert time.time() < deadline and proc.poll() is None, proc.communicate()[0]
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert not (trial / "results.json").exists(), "the trial finished before the kill: give it more steps"
+    status = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "campaign.py"), "status", str(sweep), "--out", str(out)],
+                            env=_env(), capture_output=True, text=True)
+    assert "resume" in status.stdout, status.stdout + status.stderr
+    again = _campaign(["run", str(sweep), "--out", str(out), "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    text = again.communicate(timeout=300)[0]
+    assert again.returncode == 0, text
+    book = json.loads((trial / "campaign.json").read_text())
+    chunk = book["chunks"][-1]
+    assert chunk["from_step"] >= 500 and chunk["to_step"] == 3000 and chunk["exit"] == 0, book  # not from step 0
+    assert book["command"].startswith("dqltoolkit train --agent diffusion-ql --env bandit2d-v0 --seeds 0-1 --steps 3000")
+    results = json.loads((trial / "results.json").read_text())
+    assert [e["step"] for e in results["evaluations"]] == list(range(500, 3001, 500))
+    records = tmp_path / "runs.json"
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "campaign.py"), "collect", str(sweep), "--out", str(out),
+                          "--records", str(records)], env=_env(), capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    recs = json.loads(records.read_text())
+    assert [r["seed"] for r in recs] == [0, 1]
+    for r in recs:
+        assert {"agent", "task", "seed", "dataset_transitions", "dataset_sha256", "command", "cpu", "evaluations", "bc_loss"} <= set(r)
+        assert r["dataset_transitions"] == 10_000 and len(r["dataset_sha256"]) == 64 and r["metric"] == "return"
+        assert [s for s, _ in r["evaluations"]] == list(range(500, 3001, 500)) and len(r["bc_loss"]) == 60
+    report = subprocess.run([sys.executable, "-m", "dqltoolkit.cli", "report", str(records), "--reps", "100"], env=_env(),
+                            capture_output=True, text=True)
+    assert report.returncode == 0 and "offline: mean" in report.stdout, report.stdout + report.stderr

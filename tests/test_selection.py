@@ -1,0 +1,100 @@
+"""The selection rules a results table names (dqltoolkit/selection.py), on synthetic curves whose answer is
+known, and the results record they are computed from (dqltoolkit/report_records.py, `dqltoolkit report runs.json`)."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from dqltoolkit.cli import main
+from dqltoolkit.report_records import RecordError, read_records, write_records
+from dqltoolkit.selection import OFFICIAL_TOP_K, bc_pick, best_score, block_means, final_score, official_bc_pick, regret, select, top_k_for
+
+# evaluations every 10k steps; BC loss logged every 1k steps
+EVALS = [(10_000, 20.0), (20_000, 55.0), (30_000, 80.0), (40_000, 62.0), (50_000, 60.0), (60_000, 58.0)]
+# block means by evaluation: 1.0, 0.5, 0.3, 0.2, 0.4, 0.45 -> ranks: eval 3 (0.2), eval 2 (0.3), eval 4 (0.4), ...
+BLOCK = [1.0, 0.5, 0.3, 0.2, 0.4, 0.45]
+BC = [(k * 1000, BLOCK[(k - 1) // 10] + (0.01 if k % 2 else -0.01)) for k in range(1, 61)]
+
+
+def test_block_means_average_the_logged_loss_between_evaluations():
+    assert np.allclose(block_means(BC, [s for s, _ in EVALS]), BLOCK)
+    # a block with nothing logged is NaN, not a borrowed value
+    assert np.isnan(block_means([(5_000, 1.0)], [10_000, 20_000])[1])
+
+
+def test_final_best_and_the_bc_rule_on_a_known_curve():
+    assert final_score(EVALS) == pytest.approx((62.0 + 60.0 + 58.0) / 3)
+    assert final_score(EVALS, last=1) == 58.0
+    assert best_score(EVALS) == 80.0
+    assert bc_pick(EVALS, BC, top_k=0) == 3  # the lowest block mean (0.2): step 40k
+    assert bc_pick(EVALS, BC, top_k=1) == 2  # the second lowest (0.3): step 30k
+    assert bc_pick(EVALS, BC, top_k=2) == 4
+    assert bc_pick(EVALS, BC, top_k=99) == 0  # clipped to the last rank (the highest loss)
+    picked = select(EVALS, BC, top_k=1)
+    assert picked == {"final": pytest.approx(60.0), "best": 80.0, "bc": 80.0, "bc_step": 30_000}
+    assert regret(EVALS, picked["bc_step"]) == 0.0 and regret(EVALS, 40_000) == 18.0
+
+
+def test_the_official_line_picks_the_rank_of_an_index_not_the_index_of_a_rank():
+    # argsort(BLOCK) = [3, 2, 4, 5, 1, 0]; "argsort == top_k" with top_k = 2 is true at position 1: evaluation 1
+    assert official_bc_pick(BLOCK, 2) == 1 and bc_pick(EVALS, BC, 2) == 4
+    assert EVALS[official_bc_pick(BLOCK, 2)][1] == 55.0 != EVALS[bc_pick(EVALS, BC, 2)][1]
+
+
+def test_the_official_top_k_table_and_bad_curves():
+    assert top_k_for("hopper-medium-v2") == 2 == OFFICIAL_TOP_K["hopper-medium-replay-v2"]
+    assert top_k_for("bandit2d-v0") == 1
+    with pytest.raises(ValueError, match="steps must increase"):
+        final_score([(10, 1.0), (10, 2.0)])
+    with pytest.raises(ValueError, match="no logged value falls in any evaluation's block"):
+        bc_pick(EVALS, [(70_000, 1.0)], 0)
+
+
+def _record(agent, seed, scores, bc, task="hopper-medium-v2"):
+    return {"agent": agent, "task": task, "seed": seed, "dataset_transitions": 1000, "dataset_sha256": "ab" * 32,
+            "command": f"dqltoolkit train --agent {agent}", "cpu": "test CPU",
+            "evaluations": [[10_000 * (i + 1), v] for i, v in enumerate(scores)],
+            "bc_loss": [[10_000 * (i + 1), v] for i, v in enumerate(bc)]}
+
+
+def test_report_reads_a_record_file_with_every_rule(tmp_path):
+    recs = [_record("alpha", s, [10 + s, 50 + s, 40 + s, 30 + s], [0.9, 0.1, 0.5, 0.7]) for s in range(3)]
+    recs += [_record("beta", s, [20 + s, 20 + s, 20 + s, 90 + s], [0.1, 0.2, 0.3, 0.4]) for s in range(3)]
+    path = write_records(recs, tmp_path / "runs.json")
+    assert [r["agent"] for r in read_records(path)] == ["alpha"] * 3 + ["beta"] * 3
+    res = CliRunner().invoke(main, ["report", str(path), "--reps", "200"])
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "the mean of the last three evaluations (final)" in md and "offline: mean" in md
+    rows = {}
+    for line in md.splitlines():  # the per-task table comes first (the aggregate table repeats the names)
+        if line.startswith(("| alpha", "| beta")):
+            rows.setdefault(line.split("|")[1].strip(), [c.strip() for c in line.split("|")[2:-1]])
+    # alpha: final = mean(50, 40, 30) + s = 41 (mean over seeds), best = 51, offline (top_k 2 on hopper-medium): 3rd lowest
+    # BC loss, 0.7 -> the 4th evaluation, 31
+    assert rows["alpha"][0] == "3" and rows["alpha"][1].startswith("41.00") and rows["alpha"][3].startswith("51.00")
+    assert rows["alpha"][5].startswith("31.00")
+    # beta: its loss falls all along; rank 2 is the third evaluation (21), its best is the last (91)
+    assert rows["beta"][3].startswith("91.00") and rows["beta"][5].startswith("21.00")
+    assert (tmp_path / "report" / "learning_curves.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (lambda r: r.pop("dataset_sha256"), "missing key(s) ['dataset_sha256']"),
+    (lambda r: r.update(seed="0"), "field 'seed' must be an integer"),
+    (lambda r: r.update(evaluations=[[20, 1.0], [10, 2.0]]), "field 'evaluations'[1]: steps must increase"),
+    (lambda r: r.update(bc_loss=[[10, float("nan")]]), "field 'bc_loss'[0]"),
+    (lambda r: r.update(evaluations=[]), "field 'evaluations' is empty"),
+])
+def test_a_bad_record_names_the_file_the_record_and_the_field(tmp_path, damage, expected):
+    rec = _record("alpha", 0, [1.0, 2.0], [0.5, 0.4])
+    damage(rec)
+    path = tmp_path / "runs.json"
+    path.write_text(json.dumps([rec]))
+    with pytest.raises(RecordError) as info:
+        read_records(path)
+    assert str(path) in str(info.value) and "record 0" in str(info.value) and expected in str(info.value)
+    res = CliRunner().invoke(main, ["report", str(path)])
+    assert res.exit_code == 1 and expected in res.output
