@@ -20,6 +20,7 @@ from .acting import ActingPolicy
 from .backends import select_backend
 from .config import AgentConfig
 from .learner import Learner
+from .limits import check_agent
 from .loop import ensure_dataset, run_learning
 
 
@@ -77,6 +78,7 @@ class Agent:
         self.task = task
         self.obs_dim = int(observation_space.shape[0])
         self.action_dim = int(action_space.shape[0])
+        check_agent(config.to_dict(), self.obs_dim, self.action_dim, self.members, self.device)  # (before anything is allocated)
         learner = Learner(config, self.obs_dim, self.action_dim, seeds, self.device, backend=select_backend)
         low = torch.as_tensor(action_space.low, dtype=torch.float32, device=self.device)
         high = torch.as_tensor(action_space.high, dtype=torch.float32, device=self.device)

@@ -37,15 +37,12 @@ MAX_SEEDS = 1024  # members of one checkpoint
 MAX_SPACE_DIM = 1 << 16  # observation / action dimensions
 MAX_RNG_BYTES = 1 << 16  # one generator's state (CPU: 5056 bytes, CUDA: 16)
 MAX_TIMESTEPS = 1 << 53
-# Integer settings that size what the agent allocates: (smallest, largest) accepted from a checkpoint.
-# Widths are also checked against the tensors; the others size activations, schedules and loops.
+# Integer settings that size loops and schedules, (smallest, largest) accepted from a checkpoint. The sizes of
+# what the agent allocates (widths, layers, T, batch, candidates, ...) are the settings' own declared maxima,
+# checked when the config is parsed; widths are also checked against the tensors.
 CONFIG_LIMITS: Dict[str, Tuple[int, int]] = {
-    "T": (1, 10_000), "hidden": (1, 16_384), "n_layers": (1, 64), "time_dim": (1, 16_384),
-    "critic_hidden": (1, 16_384), "critic_layers": (1, 64), "n_critics": (1, 1_000),
-    "n_backup_samples": (1, 10_000), "mmd_samples": (1, 10_000), "batch_size": (1, 1_000_000),
-    "n_candidates": (1, 10_000), "sample_steps": (0, 10_000), "target_sample_steps": (0, 10_000),
-    "q_grad_steps": (0, 10_000), "q_sample_steps": (0, 10_000), "policy_delay": (1, 1_000_000), "ema_every": (1, 1 << 40),
-    "log_every": (1, 1 << 40), "steps": (0, 1 << 53), "eval_freq": (0, 1 << 53), "eval_episodes": (0, 1_000_000),
+    "policy_delay": (1, 1_000_000), "ema_every": (1, 1 << 40),
+    "log_every": (1, 1 << 40), "steps": (0, 1 << 53), "eval_freq": (0, 1 << 53),
     "ema_start": (0, 1 << 53), "q_start": (0, 1 << 53), "eta_warmup": (0, 1 << 53),
 }
 _READ_CHUNK = 1 << 20

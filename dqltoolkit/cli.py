@@ -156,9 +156,17 @@ def train(ctx: click.Context, agent: Optional[str], env: str, out: Optional[Path
 
 
 def _positive_episodes(ctx: click.Context, param: click.Parameter, value: Optional[int]) -> Optional[int]:
-    """Refuse --episodes below 1 here: 0 used to fall back to the task's default (1,000 on the bandit) silently."""
+    """Refuse --episodes below 1 here: 0 used to fall back to the task's default (1,000 on the bandit) silently;
+    and above the limit of one vector env, before the checkpoint is even fetched."""
     if value is not None and value < 1:
         raise click.BadParameter(f"{value} episodes: give at least 1 (leave --episodes out for the task's default)")
+    if value is not None:
+        from .evaluation import check_episodes
+
+        try:
+            check_episodes(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
     return value
 
 
@@ -252,6 +260,13 @@ def export(checkpoint: str, fmt: str, steps: Optional[int], sampler: Optional[st
            out: Optional[Path]) -> None:
     """Export a checkpoint's acting policy (seed 0) as one ONNX or TorchScript graph: raw observations (and the
     random numbers, as inputs) -> actions in the env's units. See docs/export.md."""
+    from .limits import LimitError, check_limit
+
+    try:  # (before the checkpoint is fetched or the exporter imported)
+        check_limit("--candidates", candidates or 0, 10_000, "the limit of the recipe key n_candidates")
+        check_limit("--steps", steps or 0, 10_000, "the limit of the recipe key sample_steps")
+    except LimitError as exc:
+        _fail(exc)
     from .agent import Agent
     from .checkpoint import CheckpointError
     from .export import ExportError, check_export, export_policy

@@ -33,7 +33,7 @@ class CoreSettings:
 
     lr: float = setting(3e-4, "actor learning rate (per dataset in the paper)", min=0)
     critic_lr: float = setting(3e-4, "critic learning rate", min=0)
-    batch_size: int = setting(256, "transitions per gradient step", min=1)
+    batch_size: int = setting(256, "transitions per gradient step", min=1, max=1 << 24)
     grad_norm: float = setting(1.0, "max gradient norm per network and seed; 0 disables clipping", min=0)
     lr_decay: bool = setting(False, "cosine decay of both learning rates to 0 over `steps`")
     policy_delay: int = setting(1, "actor (and target) updates every this many critic updates (TD3: 2)", min=1)
@@ -41,9 +41,9 @@ class CoreSettings:
     ema_start: int = setting(1000, "steps before the EMA starts averaging (it copies the actor before)", min=0)
     ema_every: int = setting(5, "actor updates between EMA updates", min=1)
     reference_quirks: bool = setting(False, "reproduce the reference code's EMA start (no copy before ema_start)")
-    n_candidates: int = setting(50, "actions sampled per state when acting; one is chosen by the critic", min=1)
-    sample_steps: int = setting(0, "reverse steps when acting, for heads with a chain (0: all; fewer: respaced, faster)", min=0)
-    target_sample_steps: int = setting(0, "reverse steps for the critic's next actions (0: all; EDP uses fewer)", min=0)
+    n_candidates: int = setting(50, "actions sampled per state when acting; one is chosen by the critic", min=1, max=10_000)
+    sample_steps: int = setting(0, "reverse steps when acting, for heads with a chain (0: all; fewer: respaced, faster)", min=0, max=10_000)
+    target_sample_steps: int = setting(0, "reverse steps for the critic's next actions (0: all; EDP uses fewer)", min=0, max=10_000)
     sampler: str = setting("", "solver when acting, for heads with a chain: ddpm, ddim, dpm-solver++ or a registered one "
                            "('': the head's default_sampler)")
     target_sampler: str = setting("", "solver for the critic's next actions ('': the head's default_sampler)")
@@ -52,7 +52,7 @@ class CoreSettings:
     steps: int = setting(1_000_000, "gradient steps of a run", min=0)
     log_every: int = setting(1000, "gradient steps between logged metrics (one host sync each)", min=1)
     eval_freq: int = setting(0, "gradient steps between evaluations; 0: only at the end", min=0)
-    eval_episodes: int = setting(10, "episodes per evaluation", min=1)
+    eval_episodes: int = setting(10, "episodes per evaluation", min=1, max=10_000)
     eval_acting: str = setting("deterministic", "how evaluations act: deterministic (SB3's convention) or stochastic (the paper's: "
                                "one candidate drawn with probability softmax(Q))", choices=("deterministic", "stochastic"))
 

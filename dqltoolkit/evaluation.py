@@ -13,6 +13,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from .limits import MAX_EVAL_ENVS, check_limit
+
 
 def _first_episode_returns(make_env: Callable[[], gym.Env], seeds: Sequence[int], policy: Callable[[np.ndarray], np.ndarray],
                            max_steps: int, on_done: Optional[Callable[[int], None]] = None) -> np.ndarray:
@@ -50,7 +52,8 @@ def check_episodes(episodes: int) -> int:
     """``episodes`` as an int >= 1; why: 0 episodes has no mean, and a silent default would hide the typo."""
     if isinstance(episodes, bool) or int(episodes) != episodes or episodes < 1:
         raise ValueError(f"episodes must be a whole number >= 1, got {episodes!r}")
-    return int(episodes)
+    return check_limit("episodes", int(episodes), MAX_EVAL_ENVS, "every episode is an env of one vector env, all at once",
+                       "evaluate in several runs with other --seed values")
 
 
 def describe(result: Dict[str, object], label: str) -> str:
@@ -105,6 +108,7 @@ def evaluate_members(
     """
     episodes = check_episodes(episodes)
     M = agent.members
+    check_limit("episodes x seeds", episodes * M, MAX_EVAL_ENVS, "envs of one vector env, all at once", "evaluate fewer episodes")
     seeds = list(seeds) if seeds is not None else [s + 100 for s in agent.seeds]
     if len(seeds) != M:
         raise ValueError(f"evaluate_members: {len(seeds)} seeds for an agent with {M} members")

@@ -47,6 +47,8 @@ OPSET = 18
 UNIFORM_CLAMP = (1e-20, 1.0 - 1e-7)
 
 
+MAX_CANDIDATES, MAX_CHAIN_STEPS = 10_000, 10_000  # (the recipe keys n_candidates and sample_steps have the same)
+
 class ExportError(ValueError):
     """An agent, an option or a file that cannot be exported as asked."""
 
@@ -142,6 +144,9 @@ class ActingGraph(nn.Module):
             raise ExportError(f"steps: expected 0 (the full chain) or a positive number of sampling steps, got {steps}")
         if candidates is not None and candidates < 1:
             raise ExportError(f"candidates: expected at least 1, got {candidates}")
+        if (candidates or 0) > MAX_CANDIDATES or (steps or 0) > MAX_CHAIN_STEPS:
+            raise ExportError(f"candidates={candidates}, steps={steps}: the limits are {MAX_CANDIDATES} candidates and {MAX_CHAIN_STEPS} "
+                              "steps (those of the recipe keys n_candidates and sample_steps)")
         if L.critic is None and candidates not in (None, 1):
             raise ExportError(f"candidates: objective {cfg.objective!r} trains no critic, so the policy acts with one sample "
                               f"(got {candidates})")

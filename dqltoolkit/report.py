@@ -692,6 +692,12 @@ def build_report(paths: Sequence[Path | str], out: Path | str, reps: int = stats
     say = say or (lambda m: None)
     if isinstance(reps, bool) or int(reps) < 1:
         raise ReportError(f"reps must be at least 1 bootstrap resample, got {reps}")
+    from .limits import MAX_REPS, LimitError, check_limit
+
+    try:
+        check_limit("--reps", int(reps), MAX_REPS, "bootstrap resamples; 2,000 give intervals to a tenth of a point")
+    except LimitError as exc:
+        raise ReportError(str(exc)) from None
     book_notes: List[str] = []
     runs, skipped = gather(paths, strict=strict, notes=book_notes)
     for why in book_notes:

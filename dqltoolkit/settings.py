@@ -22,6 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 
+def _bound(x: float) -> str:
+    return f"{int(x):,}" if float(x).is_integer() and abs(x) >= 10_000 else f"{x:g}"
+
+
 def setting(default: Any, help: str = "", *, min: Optional[float] = None, max: Optional[float] = None,
             choices: Optional[Sequence[Any]] = None) -> Any:
     """A declared setting: its default, a one-line description (shown by ``dqltoolkit list keys``), and
@@ -119,9 +123,9 @@ def coerce(spec: SettingSpec, value: Any, source: str) -> Any:
     except (TypeError, ValueError, OverflowError):
         raise SettingError(f"{source}: {key}={value!r} is not a valid {getattr(tp, '__name__', tp)}") from None
     if spec.min is not None and isinstance(out, (int, float)) and not isinstance(out, bool) and out < spec.min:
-        raise SettingError(f"{source}: {key}={out!r} is below its minimum {spec.min:g}")
+        raise SettingError(f"{source}: {key}={out!r} is below its minimum {_bound(spec.min)}")
     if spec.max is not None and isinstance(out, (int, float)) and not isinstance(out, bool) and out > spec.max:
-        raise SettingError(f"{source}: {key}={out!r} is above its maximum {spec.max:g}")
+        raise SettingError(f"{source}: {key}={out!r} is above its maximum {_bound(spec.max)}" + (" (a stated limit: no published setting comes near it)" if spec.type is int else ""))
     if spec.choices is not None and out not in spec.choices:
         raise SettingError(f"{source}: {key}={out!r} is not one of {', '.join(map(repr, spec.choices))}")
     return out

@@ -48,6 +48,7 @@ FIELDS = {
     "resources_per_trial": "{cpu: 1, gpu: 0}: Ray resources of one trial (cpu sets torch's threads, gpu the device)",
     "max_concurrent_trials": "at most this many trials at once (default: as the resources allow)",
     "max_failures": "times Ray retries a trial whose process or node died [0]",
+    "max_trials": "the most trials the file may expand to [10000]: raise it on purpose for a larger sweep",
     "save_every": "each trial saves model_latest.zip every N gradient steps, and a resumed sweep continues an unfinished trial "
                   "from it (default: the smallest eval_freq in force)",
 }
@@ -304,7 +305,9 @@ def load_sweep(path: Path | str) -> SweepSpec:
     if search == "optuna" and (grid or len(agents) > 1 or len(tasks) > 1):
         raise SweepError(f"{_where(path, 'search')}: optuna tunes one agent on one task over a space (no grid): write one sweep per pair")
     cpu, gpu = _resources(path, raw.get("resources_per_trial"))
-    spec = SweepSpec(path=path, name=name, agents=agents, tasks=tasks, seeds=_seeds(path, raw.get("seeds", [0])), steps=opt["steps"],
+    seeds = _seeds(path, raw.get("seeds", [0]))
+    _check_trial_count(path, agents, tasks, grid, num_samples if search != "grid" else 1, raw.get("max_trials"), len(seeds))
+    spec = SweepSpec(path=path, name=name, agents=agents, tasks=tasks, seeds=seeds, steps=opt["steps"],
                      eval_freq=opt["eval_freq"], eval_episodes=opt["eval_episodes"], params=params, grid=grid, space=space, search=search,
                      num_samples=num_samples, search_seed=_int(path, "search_seed", raw.get("search_seed", 0), 0), metric="",
                      scheduler=_scheduler(path, raw.get("scheduler")), cpu=cpu, gpu=gpu, max_concurrent_trials=opt["max_concurrent_trials"],
@@ -312,6 +315,24 @@ def load_sweep(path: Path | str) -> SweepSpec:
     _check_against_recipes(spec, raw.get("metric"))
     spec.grid_trials()  # (refuses a grid that repeats a point)
     return spec
+
+
+def _check_trial_count(path: Path, agents: List[str], tasks: List[str], grid: Mapping[str, List[Any]], samples: int, max_trials: Any,
+                       seeds: int = 1) -> None:
+    """Refuse a sweep that expands past ``max_trials`` from its sizes alone, before any trial is built."""
+    from .limits import MAX_TRIALS
+
+    limit = MAX_TRIALS if max_trials is None else _int(path, "max_trials", max_trials, 1)
+    count = len(agents) * len(tasks) * samples
+    for values in grid.values():
+        count *= len(values)
+    if count > limit:
+        sizes = " x ".join([f"{len(agents)} agent(s)", f"{len(tasks)} task(s)"] + [f"{len(v)} {k}" for k, v in grid.items()]
+                           + ([f"{samples} samples"] if samples > 1 else []))
+        each = f" of {seeds} seeds each" if seeds > 1 else ""
+        raise SweepError(f"{_where(path, 'grid')}: the sweep expands to {count:,} trials{each} ({sizes}), over the limit of {limit:,}: "
+                         f"use search: random (or optuna) with a space and num_samples to try a chosen number of points, or set "
+                         f"max_trials: {count} to run them all on purpose")
 
 
 def _space_probes(space: Mapping[str, Mapping[str, Any]]) -> Dict[str, List[Any]]:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import yaml
 
+from .limits import MAX_SEEDS, check_limit
 from .loop import DIVERGENCE_CHECK_EVERY, DIVERGENCE_LIMIT, TrainingDiverged, log_metrics, run_learning  # noqa: F401  (re-exported)
 from .tasks import spaces_from_table, task_spaces  # noqa: F401  (re-exported)
 
@@ -149,9 +150,12 @@ def parse_seeds(spec: str | int | Sequence[int]) -> List[int]:
         part = part.strip()
         if "-" in part[1:]:
             a, b = part.split("-", 1) if not part.startswith("-") else ("-" + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1])
+            check_limit("seeds", len(seeds) + max(0, int(b) - int(a) + 1), MAX_SEEDS, f"{spec!r}: networks per process",
+                        "train fewer seeds per run")  # (before the list is built)
             seeds.extend(range(int(a), int(b) + 1))
         elif part:
             seeds.append(int(part))
+    check_limit("seeds", len(seeds), MAX_SEEDS, f"{spec!r}: networks per process", "train fewer seeds per run")
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds {spec!r}: expected distinct integers like '0-4' or '1,3,5'")
     return seeds

@@ -26,13 +26,13 @@ from .base import Critic, NextActions
 class QSettings(Critic.Settings):
     """What every Q-network critic reads: its networks, its reduction and its TD target."""
 
-    critic_hidden: int = setting(256, "Q-network width", min=1)
-    critic_layers: int = setting(3, "Q-network hidden layers", min=1)
+    critic_hidden: int = setting(256, "Q-network width", min=1, max=16384)
+    critic_layers: int = setting(3, "Q-network hidden layers", min=1, max=64)
     critic_reduce: str = setting("min", "reduction for targets and acting: min | minmax (lambda min + (1 - lambda) max: BCQ) "
                                  "| lcb (ensemble-q: mean - k std)")
     critic_lambda: float = setting(0.75, "minmax: weight of the min", min=0)
     max_q_backup: bool = setting(False, "TD target from the best of n_backup_samples next actions")
-    n_backup_samples: int = setting(10, "next actions sampled per state for max_q_backup", min=1)
+    n_backup_samples: int = setting(10, "next actions sampled per state for max_q_backup", min=1, max=10_000)
     backup_order: str = setting("max-first", "max_q_backup: max over samples per network, then reduce (Diffusion-QL) "
                                 "| reduce-first (BCQ)", choices=("max-first", "reduce-first"))
     target_noise: float = setting(0.0, "TD3's target policy smoothing: std of noise on next actions (0: off)", min=0)
@@ -47,7 +47,7 @@ class EnsembleQCritic(Critic):
 
     @dataclass
     class Settings(QSettings):
-        n_critics: int = setting(10, "Q-networks per seed", min=2)
+        n_critics: int = setting(10, "Q-networks per seed", min=2, max=1000)
         critic_lcb_k: float = setting(1.0, "lcb: k in mean - k std", min=0)
 
     capabilities = frozenset({KERNELS})

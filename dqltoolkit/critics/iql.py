@@ -55,10 +55,10 @@ class IQLCritic(EnsembleQCritic):
 
     @dataclass
     class Settings(Critic.Settings):
-        critic_hidden: int = setting(256, "width of the Q- and V-networks", min=1)
-        critic_layers: int = setting(2, "hidden layers of the Q- and V-networks (IQL: 2)", min=1)
+        critic_hidden: int = setting(256, "width of the Q- and V-networks", min=1, max=16384)
+        critic_layers: int = setting(2, "hidden layers of the Q- and V-networks (IQL: 2)", min=1, max=64)
         critic_activation: str = setting("relu", "activation of the Q- and V-networks (IQL: relu)", choices=tuple(ACTIVATIONS))
-        n_critics: int = setting(2, "Q-networks per seed (min over them for V's target and for acting)", min=2)
+        n_critics: int = setting(2, "Q-networks per seed (min over them for V's target and for acting)", min=2, max=1000)
         expectile: float = setting(0.7, "expectile tau of V's regression, in (0, 1) (IQL locomotion 0.7, antmaze 0.9)", min=0)
         act_weights: str = setting("q", "what acting ranks candidates by: q (min target Q) | expectile (IDQL's "
                                    "implicit-policy weights |tau - 1(Q < V)|, as log-weights)", choices=ACT_WEIGHTS)

@@ -262,6 +262,20 @@ def _policy_episodes(cfg: BuildConfig, policy_stem: Path, seed: int) -> List[Dic
     return rollout_episodes(env_id, lambda o: model.predict(o, deterministic=False)[0], cfg.transitions, seed=seed, max_episode_steps=cfg.max_episode_steps)
 
 
+def check_build_sizes(cfg: BuildConfig) -> None:
+    """Refuse sizes that cannot be built (or would take days) before any training: transitions per level are
+    held in memory as episodes, then as a table, then written."""
+    from ..limits import MAX_BUILD_BUDGET, MAX_BUILD_TRANSITIONS, check_limit, check_memory
+
+    for name, value in (("--transitions", cfg.transitions), ("--budget", cfg.budget), ("--chunk", cfg.chunk)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"dataset build: {name} must be a positive whole number, got {value!r}")
+    check_limit("--transitions", cfg.transitions, MAX_BUILD_TRANSITIONS, "per level; D4RL's levels hold 1M")
+    check_limit("--budget", cfg.budget, MAX_BUILD_BUDGET, "behaviour-policy env steps; about 2 hours per million on 2 CPU cores")
+    per_transition = 8 * (2 * 17 + 6 + 3) * 3  # float64 episodes, observations twice (the widest built env), 3 copies while writing
+    check_memory(f"dataset build: --transitions {cfg.transitions}", cfg.transitions * per_transition, "cpu", "collect fewer transitions")
+
+
 def build(cfg: BuildConfig, say: Callable[[str], None] = print, progress: bool = True, overwrite: bool = False) -> Dict[str, Dict[str, float]]:
     """Run (or resume) the build; returns {level: {"dataset_id", "episodes", "transitions", "requested_transitions",
     "mean_return", "normalized_score", "sha256"}} (``sha256``: :func:`.digest.table_sha256` of the data as training reads it).
@@ -271,6 +285,7 @@ def build(cfg: BuildConfig, say: Callable[[str], None] = print, progress: bool =
 
     if cfg.env not in ENVS:
         raise ValueError(f"dataset build: unknown env {cfg.env!r}; choose from {sorted(ENVS)}")
+    check_build_sizes(cfg)
     bad = [lv for lv in cfg.levels if lv not in LEVELS]
     if bad:
         raise ValueError(f"dataset build: unknown level(s) {bad}; choose from {list(LEVELS)}")

@@ -93,9 +93,9 @@ class ConsistencyHead(PolicyHead):
                                     choices=("uniform", "ict"))
         cm_noise: str = setting("lognormal", "how training draws the level n: lognormal (iCT), or uniform",
                                 choices=("uniform", "lognormal"))
-        hidden: int = setting(256, "network width", min=1)
-        n_layers: int = setting(3, "network hidden layers", min=1)
-        time_dim: int = setting(16, "width of the noise-level embedding", min=2)
+        hidden: int = setting(256, "network width", min=1, max=16384)
+        n_layers: int = setting(3, "network hidden layers", min=1, max=64)
+        time_dim: int = setting(16, "width of the noise-level embedding", min=2, max=16_384)
         activation: str = setting("mish", "network activation", choices=tuple(ACTIVATIONS))
 
     differentiable_samples = True

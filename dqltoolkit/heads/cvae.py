@@ -24,8 +24,8 @@ from .base import PolicyHead
 class CVAEHead(PolicyHead):
     @dataclass
     class Settings(PolicyHead.Settings):
-        hidden: int = setting(750, "encoder and decoder width", min=1)
-        latent_dim: int = setting(0, "latent size (0: twice the action size)", min=0)
+        hidden: int = setting(750, "encoder and decoder width", min=1, max=16384)
+        latent_dim: int = setting(0, "latent size (0: twice the action size)", min=0, max=4096)
         activation: str = setting("relu", "activation", choices=tuple(ACTIVATIONS))
         latent_clip: float = setting(0.5, "latent samples are clipped to +-latent_clip when sampling", min=0)
 

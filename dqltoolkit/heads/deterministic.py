@@ -18,8 +18,8 @@ from .base import PolicyHead
 class DeterministicHead(PolicyHead):
     @dataclass
     class Settings(PolicyHead.Settings):
-        hidden: int = setting(256, "network width", min=1)
-        n_layers: int = setting(3, "hidden layers", min=1)
+        hidden: int = setting(256, "network width", min=1, max=16384)
+        n_layers: int = setting(3, "hidden layers", min=1, max=64)
         activation: str = setting("mish", "activation", choices=tuple(ACTIVATIONS))
 
     differentiable_samples = True

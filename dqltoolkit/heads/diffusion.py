@@ -43,11 +43,11 @@ class DiffusionHead(PolicyHead):
 
     @dataclass
     class Settings(PolicyHead.Settings):
-        T: int = setting(5, "diffusion steps (paper: 5 for D4RL, 50 for the bandit)", min=1)
+        T: int = setting(5, "diffusion steps (paper: 5 for D4RL, 50 for the bandit)", min=1, max=10_000)
         beta_schedule: str = setting("vp", "noise schedule: vp, linear, cosine (or a registered one)")
-        hidden: int = setting(256, "denoiser width", min=1)
-        n_layers: int = setting(3, "denoiser hidden layers", min=1)
-        time_dim: int = setting(16, "width of the time embedding", min=2)
+        hidden: int = setting(256, "denoiser width", min=1, max=16384)
+        n_layers: int = setting(3, "denoiser hidden layers", min=1, max=64)
+        time_dim: int = setting(16, "width of the time embedding", min=2, max=16_384)
         activation: str = setting("mish", "denoiser activation", choices=tuple(ACTIVATIONS))
         default_sampler: str = setting("ddpm", "the head's sampler wherever sampler, target_sampler or q_sampler is unset: "
                                        "ddpm, ddim, dpm-solver++ (or a registered one)")

@@ -27,8 +27,8 @@ _LOG_2PI = math.log(2 * math.pi)
 class GaussianHead(PolicyHead):
     @dataclass
     class Settings(PolicyHead.Settings):
-        hidden: int = setting(256, "network width", min=1)
-        n_layers: int = setting(3, "hidden layers", min=1)
+        hidden: int = setting(256, "network width", min=1, max=16384)
+        n_layers: int = setting(3, "hidden layers", min=1, max=64)
         activation: str = setting("mish", "activation", choices=tuple(ACTIVATIONS))
         squash: str = setting("tanh", "keep samples in bounds by tanh (with its Jacobian) or clip", choices=("tanh", "clip"))
         log_std_min: float = setting(-20.0, "lower clamp of the log standard deviation")

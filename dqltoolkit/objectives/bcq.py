@@ -42,7 +42,7 @@ class BCQObjective(Objective):
     @dataclass
     class Settings(Objective.Settings):
         perturbation: float = setting(0.05, "max perturbation phi, in units of max_action", min=0)
-        hidden: int = setting(750, "perturbation network width (shared with the head's `hidden` when given flat)", min=1)
+        hidden: int = setting(750, "perturbation network width (shared with the head's `hidden` when given flat)", min=1, max=16384)
 
     name = "bcq"
     uses_critic = True

@@ -59,12 +59,12 @@ class MMDObjective(Objective):
         eta: float = setting(0.0, "weight of the -Q term (0: behaviour cloning by MMD)", min=0)
         mmd_kernel: str = setting("laplacian", "kernel", choices=("laplacian", "gaussian"))
         mmd_sigma: float = setting(20.0, "kernel bandwidth", min=0)
-        mmd_samples: int = setting(10, "policy and behaviour samples per state", min=1)
+        mmd_samples: int = setting(10, "policy and behaviour samples per state", min=1, max=10_000)
         mmd_threshold: float = setting(0.05, "Lagrange constraint MMD <= threshold (eta > 0)")
         mmd_q: str = setting("normalised", "the -Q term: Diffusion-QL's normalised one | min (BEAR's -min_j Q_j)",
                              choices=("normalised", "min"))
         q_start: int = setting(0, "support matching alone for this many steps before the Q term (BEAR: 40k)", min=0)
-        hidden: int = setting(256, "behaviour CVAE width (shared with the head's `hidden` when given flat)", min=1)
+        hidden: int = setting(256, "behaviour CVAE width (shared with the head's `hidden` when given flat)", min=1, max=16384)
 
     name = "mmd"
     needs_differentiable_samples = True

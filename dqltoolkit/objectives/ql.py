@@ -45,9 +45,9 @@ class QLObjective(Objective):
         eta: float = setting(1.0, "weight of the normalised -Q term", min=0)
         q_grad: str = setting("exact", "exact (through the reverse chain) | approx (EDP's one-step estimate; heads without "
                               "a chain use their samples)", choices=("exact", "approx"))
-        q_grad_steps: int = setting(0, "exact: back-propagate through the last k reverse steps only (0: all, the paper)", min=0)
+        q_grad_steps: int = setting(0, "exact: back-propagate through the last k reverse steps only (0: all, the paper)", min=0, max=10_000)
         q_sampler: str = setting("", "exact: the solver of the sampled actions ('': the head's default_sampler)")
-        q_sample_steps: int = setting(0, "exact: reverse steps of the sampled actions (0: all T; fewer: respaced)", min=0)
+        q_sample_steps: int = setting(0, "exact: reverse steps of the sampled actions (0: all T; fewer: respaced)", min=0, max=10_000)
         q_start: int = setting(0, "behaviour-cloning-only steps before the Q term starts (0: the paper)", min=0)
         eta_warmup: int = setting(0, "steps over which eta then ramps up from 0 (0: constant, the paper)", min=0)
 
