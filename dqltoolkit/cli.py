@@ -79,6 +79,8 @@ def main() -> None:
               help="Fine-tune: a new run from a checkpoint's weights (path or zoo:<id>) with its recipe, -p overrides, fresh optimisers.")
 @click.option("--save-every", type=int, default=None, metavar="N",
               help="Every N steps write model_latest.zip (all seeds, resumable; atomic, only when finite): a killed run loses at most N steps.")
+@click.option("--keep-checkpoints", type=int, default=None, metavar="K",
+              help="With --save-every: also keep the last K periodic checkpoints as model_step<N>.zip (for `dqltoolkit select`).")
 @click.option("--no-progress", is_flag=True, help="Print log lines instead of a progress bar.")
 @click.option("--logger", "loggers", default=None, metavar="FORMATS",
               help="SB3 logger formats, comma-separated: stdout, csv, log (log.txt), json (progress.json), tensorboard (event "
@@ -89,7 +91,8 @@ def main() -> None:
 @click.pass_context
 def train(ctx: click.Context, agent: Optional[str], env: str, out: Optional[Path], steps: Optional[int], seed: int, seeds: Optional[str],
           device: str, head: Optional[str], params: Tuple[str, ...], eval_freq: Optional[int], download: bool, resume: Optional[Path],
-          init: Optional[str], save_every: Optional[int], no_progress: bool, loggers: Optional[str], threads: str) -> None:
+          init: Optional[str], save_every: Optional[int], keep_checkpoints: Optional[int], no_progress: bool, loggers: Optional[str],
+          threads: str) -> None:
     """Train an agent offline on a task's dataset, then evaluate it and save model.zip.
 
     SIGINT (Ctrl-C) and SIGTERM stop the run after the current gradient step and save model_interrupted.zip,
@@ -107,9 +110,11 @@ def train(ctx: click.Context, agent: Optional[str], env: str, out: Optional[Path
     agent = None if resume is not None else agent or (init if init is not None else "diffusion-ql")
     seeds_given = seeds is not None or ctx.get_parameter_source("seed") is not click.core.ParameterSource.DEFAULT
     try:
-        for name, value in (("--steps", steps), ("--save-every", save_every)):
+        for name, value in (("--steps", steps), ("--save-every", save_every), ("--keep-checkpoints", keep_checkpoints)):
             if value is not None and value < 1:
-                raise ValueError(f"{name} must be a positive number of gradient steps, got {value}")
+                raise ValueError(f"{name} must be a positive number, got {value}")
+        if keep_checkpoints is not None and save_every is None:
+            raise ValueError("--keep-checkpoints keeps periodic checkpoints: give --save-every N too")
         overrides = parse_overrides(params)
         if head is not None:
             overrides["head"] = head
@@ -123,7 +128,7 @@ def train(ctx: click.Context, agent: Optional[str], env: str, out: Optional[Path
         with _threads(threads, say):
             res = run_train(agent, env, out, steps=steps, seeds=seed_list if resume is None or seeds_given else None,
                             device=device, overrides=overrides, progress=not no_progress, download=download, resume=resume,
-                            init=init, save_every=save_every, say=say,
+                            init=init, save_every=save_every, keep_checkpoints=keep_checkpoints, say=say,
                             loggers=[x.strip() for x in loggers.split(",") if x.strip()] if loggers is not None else None)
     except (ConfigError, UnknownNameError, ValueError, FileNotFoundError, TrainingDiverged, RunLockError) as exc:
         _fail(exc)
@@ -352,6 +357,30 @@ def report(paths: Tuple[Path, ...], out: Optional[Path], reps: int, seed: int, s
     click.echo(res.markdown)
     for f in res.files:
         click.echo(f"wrote {f}")
+
+
+@main.command("select")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--rules", default="bc,fqe", show_default=True, help="Offline rules: bc (the BC-loss rule), fqe (fitted Q evaluation).")
+@click.option("--fqe-steps", type=click.IntRange(1, 1_000_000), default=2000, show_default=True, help="FQE fitting steps per checkpoint and seed.")
+@click.option("--top-k", type=click.IntRange(min=0), default=None, help="BC-loss rule's rank (default: the official code's per dataset).")
+@click.option("--json", "as_json", is_flag=True, help="Print selection.json instead of the tables.")
+@_threads_option
+def select(run_dir: Path, rules: str, fqe_steps: int, top_k: Optional[int], as_json: bool, threads: str) -> None:
+    """Rank a run's saved checkpoints (train --save-every N --keep-checkpoints K) without the simulator: the BC-loss
+    rule and fitted Q evaluation, with each pick's regret where the run has online evaluations at those steps.
+    Writes RUN_DIR/selection.json."""
+    import json as _json
+
+    from .fqe import FQEConfig
+    from .select_job import SelectError, select_run, selection_table
+
+    try:
+        with _threads(threads, lambda m: click.echo(m, err=True)):
+            res = select_run(run_dir, [r.strip() for r in rules.split(",") if r.strip()], FQEConfig(steps=fqe_steps), top_k)
+    except (SelectError, ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    click.echo(_json.dumps(res, indent=1) if as_json else "\n".join(selection_table(res)))
 
 
 @main.command()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 # what `train` writes in a run folder (glob patterns); a reused folder loses these and nothing else
-RUN_OUTPUTS = ("model.zip", "model_seed*.zip", "model_interrupted.zip", "model_latest.zip", "model_diverged.zip", "config.yaml",
+RUN_OUTPUTS = ("model.zip", "model_seed*.zip", "model_step*.zip", "model_interrupted.zip", "model_latest.zip", "model_diverged.zip", "config.yaml",
                "metrics.csv", "progress.csv", "progress.json", "log.txt", "events.out.tfevents.*", "results.json", "learning_curves.png", "bandit*.png",
                "policy_samples*.npy", ".model*.zip.*.tmp")
 UNFINISHED = ("model_interrupted.zip", "model_latest.zip")

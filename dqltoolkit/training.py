@@ -107,9 +107,9 @@ class PeriodicCheckpoint(_base_callback()):
     always holds the last good state and a killed run loses at most ``every`` steps. Non-finite weights
     raise :class:`TrainingDiverged` instead of replacing the good file."""
 
-    def __init__(self, path: Path, every: int) -> None:
+    def __init__(self, path: Path, every: int, keep: int = 0) -> None:
         super().__init__()
-        self.path, self.every = Path(path), int(every)
+        self.path, self.every, self.keep = Path(path), int(every), int(keep)
         self.saved_step: Optional[int] = None
 
     def save_now(self) -> None:
@@ -124,11 +124,29 @@ class PeriodicCheckpoint(_base_callback()):
             raise TrainingDiverged(f"training diverged by step {step}: {bad} holds NaN/Inf (found before saving {self.path.name})")
         save_agent(self.model, self.path)
         self.saved_step = step
+        if self.keep:  # the last `keep` saves as model_step<N>.zip, for offline selection (dqltoolkit select)
+            import shutil
+
+            kept = self.path.with_name(f"model_step{step}.zip")
+            shutil.copyfile(self.path, kept.with_name(kept.name + ".tmp"))
+            kept.with_name(kept.name + ".tmp").replace(kept)
+            for old in kept_checkpoints(self.path.parent)[:-self.keep]:
+                old.unlink()
 
     def _on_step(self) -> bool:
         if self.num_timesteps % self.every == 0:
             self.save_now()
         return True
+
+
+def kept_checkpoints(run_dir: Path) -> List[Path]:
+    """A run folder's ``model_step<N>.zip`` files (``--keep-checkpoints``), by step."""
+    found = []
+    for p in Path(run_dir).glob("model_step*.zip"):
+        digits = p.stem[len("model_step"):]
+        if digits.isdigit():
+            found.append((int(digits), p))
+    return [p for _, p in sorted(found)]
 
 
 @dataclass
@@ -249,6 +267,7 @@ def train(
     resume: Optional[Path | str] = None,
     init: Optional[Path | str] = None,
     save_every: Optional[int] = None,
+    keep_checkpoints: Optional[int] = None,
     say: Optional[Callable[[str], None]] = None,
     loggers: Optional[Sequence[str]] = None,
     replace_unfinished: bool = False,
@@ -265,7 +284,8 @@ def train(
 
     Faults: ``out`` is locked for the run (a second run into it fails at once). SIGINT/SIGTERM stop the
     run between two steps and save ``model_interrupted.zip`` (then :class:`~dqltoolkit.faults.TrainingInterrupted`
-    is raised, with ``checkpoint`` set); ``save_every`` writes ``model_latest.zip`` every N steps. Nothing
+    is raised, with ``checkpoint`` set); ``save_every`` writes ``model_latest.zip`` every N steps
+    (``keep_checkpoints``: the last K of them are also kept as ``model_step<N>.zip``). Nothing
     with NaN/Inf weights is ever saved: on divergence the error names the last finite checkpoint.
     ``say``: where progress notes go (the CLI prints them to stderr). ``loggers``: SB3 logger formats besides
     ``metrics.csv`` (always written: the figures and the record of the run read it), from :data:`LOGGERS`;
@@ -293,7 +313,7 @@ def train(
         try:
             result = _train_locked(agent=agent, env=env, out=out, steps=steps, seeds=seeds, device=device, overrides=dict(overrides or {}),
                                    progress=progress, evaluate_at_end=evaluate_at_end, verbose=verbose, download=download, resume=resume,
-                                   init=init, save_every=save_every, say=say or (lambda m: None), loggers=loggers,
+                                   init=init, save_every=save_every, keep_last=keep_checkpoints or 0, say=say or (lambda m: None), loggers=loggers,
                                    replace_unfinished=replace_unfinished, where_read=overrides_where_read, trackers=trackers,
                                    on_evaluation=on_evaluation)
         except BaseException as exc:
@@ -485,7 +505,7 @@ def _evaluate_run(model, task, table, ckpts: List[Path], out: Path, device: str,
 
 
 def _train_locked(*, agent, env, out: Path, steps, seeds, device, overrides, progress, evaluate_at_end, verbose, download, resume, init,
-                  save_every, say, loggers, replace_unfinished, where_read=False, trackers: Optional[List[Any]] = None,
+                  save_every, say, loggers, replace_unfinished, where_read=False, keep_last: int = 0, trackers: Optional[List[Any]] = None,
                   on_evaluation=None) -> TrainResult:
     """:func:`train` with the run folder's lock held; run trackers it starts (``--logger wandb``) are appended
     to ``trackers`` for :func:`train` to finish."""
@@ -538,7 +558,7 @@ def _train_locked(*, agent, env, out: Path, steps, seeds, device, overrides, pro
         if carried is not None:
             evaluation.history = evaluations_from_rows(*carried, model.seeds)
         callbacks.append(evaluation)
-    latest = PeriodicCheckpoint(out / "model_latest.zip", save_every) if save_every else None
+    latest = PeriodicCheckpoint(out / "model_latest.zip", save_every, keep_last) if save_every else None
     if latest is not None:
         callbacks.append(latest)  # last: it saves the state after the step's evaluation, as the uninterrupted run has it
     good = (keep[0], first) if resume is not None else (None, None)  # the last finite checkpoint of this run

@@ -1,0 +1,106 @@
+"""The ``select`` job: rank a run's saved checkpoints without the simulator, by the rules of
+dqltoolkit/selection.py (the BC-loss rule) and fitted Q evaluation (dqltoolkit/fqe.py), and say how far each
+pick is from the best where the run also has online evaluations at those steps (regret).
+
+Why: the paper picks its best checkpoint by evaluating in the simulator; a user of offline RL has no
+simulator. A run keeps its checkpoints with ``train --save-every N --keep-checkpoints K``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import yaml
+
+from .fqe import FQEConfig, estimates_by_checkpoint
+from .report_records import curves_of_run
+from .selection import bc_pick, block_means, top_k_for
+from .training import kept_checkpoints
+
+RULES = ("bc", "fqe")
+
+
+class SelectError(ValueError):
+    """A run folder that cannot be ranked; the message names the folder and what is missing."""
+
+
+def checkpoints_of_run(run_dir: Path) -> Dict[int, Path]:
+    """``{step: path}`` of a run's kept checkpoints (``model_step<N>.zip``) and its ``model_latest.zip``."""
+    from .checkpoint import read_checkpoint
+
+    found = {int(p.stem[len("model_step"):]): p for p in kept_checkpoints(run_dir)}
+    latest = Path(run_dir) / "model_latest.zip"
+    if latest.is_file():
+        step = int(read_checkpoint(latest)[0].get("num_timesteps", 0))
+        found.setdefault(step, latest)
+    return dict(sorted(found.items()))
+
+
+def select_run(run_dir: Path | str, rules: Sequence[str] = RULES, fqe: FQEConfig = FQEConfig(), top_k: Optional[int] = None,
+               device: str = "cpu") -> Dict[str, Any]:
+    """Rank the run's checkpoints per seed by each rule; writes ``RUN/selection.json`` and returns it."""
+    run_dir = Path(run_dir)
+    bad = [r for r in rules if r not in RULES]
+    if bad:
+        raise SelectError(f"unknown rule(s) {bad}; choose from {', '.join(RULES)}")
+    try:
+        doc = yaml.safe_load((run_dir / "config.yaml").read_text())
+        seeds, task = [int(s) for s in doc["seeds"]], str(doc["env"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SelectError(f"{run_dir / 'config.yaml'}: not a run's config ({exc})") from None
+    ckpts = checkpoints_of_run(run_dir)
+    if len(ckpts) < 2:
+        raise SelectError(f"{run_dir}: {len(ckpts)} checkpoint(s) to choose from; train with --save-every N --keep-checkpoints K")
+    steps = list(ckpts)
+    curves = curves_of_run(run_dir, seeds) if (run_dir / "metrics.csv").is_file() else {s: {"evaluations": [], "bc_loss": []} for s in seeds}
+    j = {}
+    if "fqe" in rules:
+        from .tasks import get_task
+
+        table = get_task(task).load_dataset()
+        j = estimates_by_checkpoint({s: str(p) for s, p in ckpts.items()}, table, fqe, device)
+    k = top_k_for(task) if top_k is None else int(top_k)
+    out: Dict[str, Any] = {"run": str(run_dir), "task": task, "checkpoints": {str(s): str(p.name) for s, p in ckpts.items()},
+                           "top_k": k, "seeds": []}
+    for m, seed in enumerate(seeds):
+        online = dict((int(st), v) for st, v in curves[seed]["evaluations"])
+        rows = [{"step": st, "online": online.get(st)} for st in steps]
+        picks: Dict[str, int] = {}
+        if "bc" in rules and curves[seed]["bc_loss"]:
+            means = block_means(curves[seed]["bc_loss"], steps)
+            for row, v in zip(rows, means):
+                row["bc_loss"] = None if math.isnan(v) else float(v)
+            picks["bc"] = steps[bc_pick([(st, 0.0) for st in steps], curves[seed]["bc_loss"], k)]
+        if "fqe" in rules:
+            for row in rows:
+                row["fqe"] = j[row["step"]][m]
+            picks["fqe"] = max(rows, key=lambda r: r["fqe"])["step"]
+        entry: Dict[str, Any] = {"seed": seed, "rows": rows, "picks": picks}
+        if all(r["online"] is not None for r in rows):
+            best = max(r["online"] for r in rows)
+            entry["best_online"] = best
+            entry["regret"] = {rule: best - online[st] for rule, st in picks.items()}
+        out["seeds"].append(entry)
+    tmp = run_dir / "selection.json.tmp"
+    tmp.write_text(json.dumps(out, indent=1))
+    tmp.replace(run_dir / "selection.json")
+    return out
+
+
+def selection_table(result: Dict[str, Any]) -> List[str]:
+    """Markdown lines: per seed, each checkpoint's BC loss, FQE value and online score, and each rule's pick."""
+    lines = []
+    for e in result["seeds"]:
+        lines += [f"seed {e['seed']}:", "", "| step | BC loss (block mean) | FQE value | online score |", "|---:|---:|---:|---:|"]
+        for r in e["rows"]:
+            cells = [f"{r['bc_loss']:.4f}" if r.get("bc_loss") is not None else "—", f"{r['fqe']:.3f}" if "fqe" in r else "—",
+                     f"{r['online']:.2f}" if r["online"] is not None else "—"]
+            marks = [rule for rule, st in e["picks"].items() if st == r["step"]]
+            lines.append(f"| {r['step']}{' (' + ', '.join(marks) + ')' if marks else ''} | " + " | ".join(cells) + " |")
+        regret = e.get("regret")
+        lines += ["", "picks: " + ", ".join(f"{rule} -> step {st}" + (f" (regret {regret[rule]:.2f})" if regret else "")
+                                            for rule, st in e["picks"].items()), ""]
+    return lines

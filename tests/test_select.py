@@ -1,0 +1,91 @@
+"""Choosing a checkpoint without the simulator: FQE (dqltoolkit/fqe.py) and `dqltoolkit select` over a run's kept
+checkpoints (train --save-every N --keep-checkpoints K)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dqltoolkit.agent import Agent
+from dqltoolkit.envs.bandit2d import MODE_CENTRES, mode_of
+from dqltoolkit.evaluation import evaluate
+from dqltoolkit.fqe import FQEConfig, estimate
+from dqltoolkit.tasks import get_task
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["-p", "T=3", "-p", "hidden=16", "-p", "critic_hidden=16", "-p", "time_dim=8", "-p", "batch_size=32", "-p", "n_candidates=4",
+        "-p", "log_every=50", "-p", "eval_freq=100"]
+
+
+def _one_mode(table, mode):
+    keep = mode_of(table["actions"]) == mode
+    return {k: v[keep] for k, v in table.items()}
+
+
+def test_fqe_ranks_a_good_and_a_bad_checkpoint_of_the_bandit():
+    """Two behaviour-cloned policies that act inside the data: one on the best mode (reward 5), one on the worst (0).
+    FQE, fitted on the whole dataset, must value them in the order the simulator does."""
+    torch.manual_seed(0)
+    task = get_task("bandit2d-v0")
+    table = task.load_dataset()
+    agents = {}
+    for name, mode in (("good", 3), ("bad", 1)):
+        a = Agent.from_task("gaussian-bc", "bandit2d-v0", seeds=[0], hidden=64, log_every=100)
+        a.set_dataset(_one_mode(table, mode))
+        a.learn(300)
+        acted = a.act(torch.zeros(1, 1, 2), deterministic=True)[0, 0].numpy()
+        assert np.linalg.norm(acted - MODE_CENTRES[mode]) < 0.2, (name, acted)  # it acts inside the data's support
+        agents[name] = a
+    online = {n: evaluate(a, task.make_env, episodes=200, seed=100)["mean_return"] for n, a in agents.items()}
+    fqe = {n: estimate(a, table, gamma=0.0, cfg=FQEConfig(steps=600, subset=5000))[0] for n, a in agents.items()}
+    assert online["good"] > 4.5 and online["bad"] < 0.5
+    assert fqe["good"] > fqe["bad"] + 2.5, fqe
+    assert abs(fqe["good"] - 5.0) < 1.0 and abs(fqe["bad"]) < 1.0, fqe  # a reward model where the data is
+
+
+def _env():
+    import os
+
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+
+
+def test_select_ranks_a_runs_kept_checkpoints_and_reports_regret(tmp_path):
+    out = tmp_path / "run"
+    res = subprocess.run([sys.executable, "-m", "dqltoolkit.cli", "train", "--env", "bandit2d-v0", "--seeds", "0-1", "--steps", "300", *TINY,
+                          "--save-every", "100", "--keep-checkpoints", "2", "--out", str(out), "--no-progress", "--threads", "1"],
+                         env=_env(), capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in out.glob("model_step*.zip")) == ["model_step200.zip", "model_step300.zip"]  # the last K only
+    sel = subprocess.run([sys.executable, "-m", "dqltoolkit.cli", "select", str(out), "--fqe-steps", "200", "--threads", "1"],
+                         env=_env(), capture_output=True, text=True)
+    assert sel.returncode == 0, sel.stderr
+    assert "| step | BC loss (block mean) | FQE value | online score |" in sel.stdout and "picks: bc -> step" in sel.stdout
+    doc = json.loads((out / "selection.json").read_text())
+    assert doc["top_k"] == 1 and sorted(doc["checkpoints"]) == ["200", "300"]
+    results = json.loads((out / "results.json").read_text())
+    for m, e in enumerate(doc["seeds"]):
+        assert [r["step"] for r in e["rows"]] == [200, 300] and set(e["picks"]) == {"bc", "fqe"}
+        online = {ev["step"]: ev["mean_return_per_seed"][m] for ev in results["evaluations"]}
+        assert [r["online"] for r in e["rows"]] == [pytest.approx(online[200]), pytest.approx(online[300])]
+        best = max(online[200], online[300])
+        assert e["regret"] == {rule: pytest.approx(best - online[st]) for rule, st in e["picks"].items()}
+        # the BC-loss rule with top_k 1 and two checkpoints picks the one with the higher block mean
+        losses = {r["step"]: r["bc_loss"] for r in e["rows"]}
+        assert e["picks"]["bc"] == max(losses, key=losses.get)
+
+
+def test_select_says_what_a_run_without_kept_checkpoints_needs(tmp_path):
+    from click.testing import CliRunner
+
+    from dqltoolkit.cli import main
+
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.yaml").write_text("seeds: [0]\nenv: bandit2d-v0\n")
+    res = CliRunner().invoke(main, ["select", str(tmp_path / "r")])
+    assert res.exit_code == 1 and "0 checkpoint(s) to choose from; train with --save-every N --keep-checkpoints K" in res.output
+    res = CliRunner().invoke(main, ["select", str(tmp_path / "r"), "--rules", "oracle"])
+    assert res.exit_code == 1 and "unknown rule(s) ['oracle']" in res.output
