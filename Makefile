@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_SPEC)
-	$(BIN)/python -m pip install -q -e '.[dev,mujoco,tensorboard,wandb,hub,export,ray]'
+	$(BIN)/python -m pip install -q -e '.[dev,mujoco,tensorboard,wandb,hub,export,ray,video]'
 	touch $(STAMP)
 
 # The main job: train Diffusion-QL on the 2-D bandit and show the result (runs/bandit/bandit.png).

@@ -359,6 +359,40 @@ def report(paths: Tuple[Path, ...], out: Optional[Path], reps: int, seed: int, s
         click.echo(f"wrote {f}")
 
 
+@main.command()
+@click.argument("checkpoint", type=str)
+@click.option("--env", default=None, help="Task whose env to record (default: the checkpoint's own task).")
+@click.option("--episodes", type=click.IntRange(1, 1000), default=3, show_default=True, help="Episodes, one after another in one file.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("video.mp4"), show_default=True,
+              help="An .mp4 (pip install 'dqltoolkit[video]') or a .gif.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Episode i resets the env with seed + i.")
+@click.option("--stochastic", is_flag=True, help="Act as the stochastic policy does (default: deterministic, as evaluate).")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Cut each episode after this many steps.")
+@click.option("--fps", type=click.FloatRange(min=0.1, max=240), default=None, help="Frames per second (default: the env's render_fps).")
+def record(checkpoint: str, env: Optional[str], episodes: int, out: Path, seed: int, stochastic: bool, max_steps: Optional[int],
+           fps: Optional[float]) -> None:
+    """Record CHECKPOINT (a path, zoo:<id> or hf:ORG/NAME) acting in its task's env as a video: rendered frames
+    (render_mode="rgb_array"), off-screen on a machine without a display (MuJoCo through EGL)."""
+    from .record import RecordError, env_fps, headless_gl, record_frames, write_video
+
+    headless_gl()
+    from .agent import Agent
+    from .checkpoint import CheckpointError
+    from .tasks import get_task
+
+    try:
+        if out.suffix not in (".mp4", ".gif"):
+            raise RecordError(f"{out}: the file name must end in .mp4 or .gif")
+        model = Agent.load(checkpoint, device="cpu")
+        task = get_task(env or model.task or "")
+        say = lambda i, ret: click.echo(f"episode {i}: return {ret:.2f}", err=True)  # noqa: E731
+        frames = record_frames(model, task.make_env, episodes, seed=seed, deterministic=not stochastic, max_steps=max_steps, on_episode=say)
+        path = write_video(frames, out, fps or env_fps(task.make_env))
+    except (CheckpointError, UnknownNameError, RecordError, ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+    click.echo(f"wrote {path}: {len(frames)} frames, {episodes} episode(s) of {task.id}")
+
+
 @main.command("select")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--rules", default="bc,fqe", show_default=True, help="Offline rules: bc (the BC-loss rule), fqe (fitted Q evaluation).")
@@ -565,20 +599,22 @@ def hub() -> None:
 @click.option("--private", is_flag=True, help="Create the repo private (a repo that exists keeps its visibility).")
 @click.option("--agent", default=None, help="Recipe name for the card and the repo name [the run's config.yaml].")
 @click.option("--message", default=None, help="Commit message.")
+@click.option("--video", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A recording (`dqltoolkit record`, .mp4 or .gif) to upload as replay.mp4/.gif and show in the card.")
 @click.option("--dry-run", is_flag=True, help="Print the model card and the files; upload nothing.")
 def hub_push(source: str, repo: Optional[str], revision: Optional[str], private: bool, agent: Optional[str], message: Optional[str],
-             dry_run: bool) -> None:
+             video: Optional[Path], dry_run: bool) -> None:
     """Upload a run folder's checkpoint (or a checkpoint file, or zoo:<id>) with its recipe, metrics and a model card."""
     from .checkpoint import CheckpointError
     from .hub import HubError, prepare_push, push
 
     try:
         if dry_run:
-            bundle = prepare_push(source, repo, agent, revision)
+            bundle = prepare_push(source, repo, agent, revision, video=video)
             click.echo(bundle.card)
             click.echo(f"would upload to {bundle.repo_id}: {', '.join(sorted(bundle.files))}", err=True)
             return
-        res = push(source, repo, revision=revision, private=private, agent=agent, message=message)
+        res = push(source, repo, revision=revision, private=private, agent=agent, message=message, video=video)
     except (HubError, ZooError, CheckpointError, FileNotFoundError) as exc:
         _fail(exc)
     click.echo(f"pushed {', '.join(res.files)} to {res.repo_id}@{res.revision} (commit {res.commit[:12]})")

@@ -389,7 +389,7 @@ def _gather(source: Union[str, Path], agent: Optional[str]) -> _Source:
 
 
 def prepare_push(source: Union[str, Path], repo_id: Optional[str] = None, agent: Optional[str] = None,
-                 revision: Optional[str] = None) -> PushBundle:
+                 revision: Optional[str] = None, video: Optional[Path] = None) -> PushBundle:
     """The files a push uploads: the checkpoint (as it is, named ``{agent}-{task}.zip``), config.yaml (the
     run's, or the checkpoint's recipe when there is no run folder), results.json and metrics.csv when the
     run has them, and the model card. ``repo_id`` defaults to ``{agent}-{task}``; a ``revision`` other than
@@ -410,30 +410,37 @@ def prepare_push(source: Union[str, Path], repo_id: Optional[str] = None, agent:
     for extra in ("results.json", "metrics.csv"):
         if extra in src.run_files:
             files[extra] = src.run_files[extra]
+    replay = None
+    if video is not None:
+        video = Path(video)
+        if video.suffix not in (".mp4", ".gif"):
+            raise HubError(f"--video {video}: expected an .mp4 or .gif (dqltoolkit record writes them)")
+        replay = f"replay{video.suffix}"
+        files[replay] = video
     ref = repo_id + (f"@{revision}" if revision and revision != "main" else "")
     card = model_card(repo_id=ref, model=name, agent=src.agent, task=src.task, doc=src.doc, checkpoint_name=f"{name}.zip",
                       sha256=digest, size=src.checkpoint.stat().st_size, evaluation=src.evaluation, trained=src.trained,
-                      run_config=src.run_config, description=src.description, files=sorted(files))
+                      run_config=src.run_config, description=src.description, files=sorted(files), replay=replay)
     files[CARD_NAME] = card.encode("utf-8")
     return PushBundle(repo_id=repo_id, model_name=name, checkpoint=src.checkpoint, sha256=digest, files=files)
 
 
 def push(source: Union[str, Path], repo: Optional[str] = None, revision: Optional[str] = None, private: bool = False,
-         agent: Optional[str] = None, message: Optional[str] = None) -> PushResult:
+         agent: Optional[str] = None, message: Optional[str] = None, video: Optional[Path] = None) -> PushResult:
     """``dqltoolkit hub push``: create the repo if needed (``private`` applies to a new repo), create the
     branch ``revision`` if needed, upload the bundle in one commit. ``repo`` without an owner (or no ``repo``:
     ``{agent}-{task}``) lands in the token's own namespace, as the Hub does for ``create_repo``."""
     hf = _hf()
     if repo is not None:
         _check_repo_id(repo, "--repo")
-    draft = prepare_push(source, repo, agent, revision)  # everything is checked before the network is touched
+    draft = prepare_push(source, repo, agent, revision, video)  # everything is checked before the network is touched
     if hub_settings()["offline"]:
         raise HubError(f"cannot push {draft.repo_id}: HF_HUB_OFFLINE=1 is set")
     api = _api()
     try:
         repo_id = api.create_repo(draft.repo_id, private=private, exist_ok=True).repo_id
         # the card names the full id, owner included
-        bundle = draft if repo_id == draft.repo_id else prepare_push(source, repo_id, agent, revision)
+        bundle = draft if repo_id == draft.repo_id else prepare_push(source, repo_id, agent, revision, video)
         if revision:
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         ops = [hf.CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(v) if isinstance(v, Path) else v) for p, v in bundle.files.items()]

@@ -115,7 +115,7 @@ def _overrides(agent: str, task: str, doc: Mapping[str, Any]) -> str:
 
 def model_card(*, repo_id: str, model: str, agent: str, task: str, doc: Mapping[str, Any], checkpoint_name: str, sha256: str, size: int,
                evaluation: Mapping[str, Any], trained: Mapping[str, Any], run_config: Mapping[str, Any], description: str,
-               files: List[str]) -> str:
+               files: List[str], replay: Optional[str] = None) -> str:
     """The whole README.md: metadata block, then what it is, its evaluation, how it was trained, how to load it.
     ``repo_id`` is what users load, ``ORG/NAME`` or ``ORG/NAME@revision``."""
     repo_id = repo_id if "/" in repo_id else f"OWNER/{repo_id}"  # a dry run's card: the Hub fills in the owner at push time
@@ -135,6 +135,9 @@ def model_card(*, repo_id: str, model: str, agent: str, task: str, doc: Mapping[
              + (f": {data['description']}" if data["description"] else "") + f". Dataset: `{data['id']}`.", ""]
     if description:
         lines += [description, ""]
+    if replay:  # (the Hub renders a repo-relative image or video in the card)
+        lines += [f"![the policy acting: {replay}]({replay})" if replay.endswith(".gif") else
+                  f'<video src="{replay}" controls autoplay loop muted width="480"></video>', ""]
     lines += ["## Evaluation", ""]
     if evaluation:
         lines += ["| metric | value |", "|---|---:|"]
@@ -167,7 +170,8 @@ def model_card(*, repo_id: str, model: str, agent: str, task: str, doc: Mapping[
               "## Files", "", "| file | what |", "|---|---|"]
     what = {checkpoint_name: "the checkpoint (dqltoolkit.json + tensors.safetensors in a zip)", "config.yaml": "the resolved recipe",
             "results.json": "the run's final evaluation and timings", "metrics.csv": "training and evaluation metrics over steps",
-            "README.md": "this card"}
+            "README.md": "this card", "replay.mp4": "a recording of the policy acting (dqltoolkit record)",
+            "replay.gif": "a recording of the policy acting (dqltoolkit record)"}
     lines += [f"| `{f}` | {what.get(f, '')} |" for f in files + ["README.md"]]
     lines += ["", f"SHA-256 of `{checkpoint_name}` ({size} bytes): `{sha256}`", ""]
     return "\n".join(lines)

@@ -17,7 +17,7 @@ LAYERS = {
     2: ["config", "data", "tasks"],
     3: ["learner", "backends", "acting"],
     4: ["loop", "faults", "agent", "checkpoint", "checkpoint_checks", "zoo", "hub", "hub_card", "sources"],
-    5: ["training", "runs", "wandb_logger", "evaluation", "ablation", "bench", "plots", "export", "stats", "selection", "fqe", "select_job", "report", "report_plots", "report_records", "report_sweep",
+    5: ["training", "runs", "wandb_logger", "evaluation", "ablation", "bench", "plots", "export", "stats", "selection", "fqe", "select_job", "record", "report", "report_plots", "report_records", "report_sweep",
         "sweep", "sweep_spec", "sweep_trial"],
     6: ["cli", "__init__", "__main__"],
 }
