@@ -281,10 +281,6 @@ class Learner:
         norm = self.apply_gradients(grads, self.actor_params, self.actor_opt, norm)
         return {k: v.detach() for k, v in {**parts, "actor_loss": loss, "actor_grad_norm": norm}.items()}
 
-    def td_target(self, batch: Dict[str, Tensor]) -> Tensor:
-        """The critic's TD target for ``batch`` as the step computes it (through the backend), ``[M, B]``."""
-        return self.backend.td_target(self, batch)
-
     def next_actions(self, next_obs: Tensor) -> Tensor:
         """The target policy's actions for the critic's TD target: the EMA policy, ``target_sample_steps`` steps
         of ``target_sampler`` (passed only when set: heads and objectives that predate samplers work)."""

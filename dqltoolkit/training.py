@@ -179,13 +179,6 @@ def parse_seeds(spec: str | int | Sequence[int]) -> List[int]:
     return seeds
 
 
-def agent_for_task(agent: str, env: str, seeds: Sequence[int] = (0,), device: str = "auto", download: bool = False, **overrides: Any):
-    """``Agent.from_task``: an agent from a recipe for a task, dataset loaded, env set (kept for callers of this name)."""
-    from .agent import Agent
-
-    return Agent.from_task(agent, env, seeds=seeds, device=device, download=download, **overrides)
-
-
 LOGGERS = ("stdout", "csv", "log", "json", "tensorboard", "wandb")  # SB3's output formats and W&B's; csv is metrics.csv, always written
 
 

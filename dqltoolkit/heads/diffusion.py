@@ -21,7 +21,7 @@ from ..nn import ACTIVATIONS, EnsembleMLP, layer_baddbmm, layer_bmm, member_rand
 from ..registry import HEADS
 from ..settings import setting
 from .base import PolicyHead
-from .samplers import DDPM, SAMPLERS, Plan, check_sampler, get_sampler, head_plan, kernel_ready, kernels_run
+from .samplers import SAMPLERS, Plan, check_sampler, get_sampler, head_plan, kernel_ready, kernels_run
 from .schedules import SCHEDULES
 
 #: a reverse-chain kernel: (noise, state part, time part, action weights, weights, biases, chain, bound) -> actions
@@ -223,8 +223,3 @@ class DiffusionHead(PolicyHead):
 
         return solver.run(c, noise, x0, no_grad_until).clamp(-lim, lim)
 
-
-def _chain_coefficients(abar: np.ndarray, t_index: np.ndarray) -> dict:
-    """DDPM's plan for cumulative alphas ``abar`` at network times ``t_index`` (kept for callers of the
-    name; the samplers live in heads/samplers.py)."""
-    return DDPM().plan(abar, t_index)
