@@ -444,6 +444,16 @@ def carried_metrics(out: Path, resume: Path, step: int) -> Optional[tuple]:
     return header, rows
 
 
+def _earlier_agent(out: Path) -> Optional[str]:
+    """The agent the run folder's config.yaml names (a run resumed in its own folder keeps it)."""
+    try:
+        doc = yaml.safe_load((out / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    agent = doc.get("agent") if isinstance(doc, dict) else None
+    return agent if isinstance(agent, str) else None
+
+
 def _write_carried(fmt, carried: tuple) -> None:
     """Seed SB3's CSV writer with the kept rows: it then appends, and widens the header as new keys come."""
     import csv
@@ -515,6 +525,7 @@ def _train_locked(*, agent, env, out: Path, steps, seeds, device, overrides, pro
     config = model.config
     first, more = (plan.done, plan.more) if plan is not None else (0, config.steps)
     carried = carried_metrics(out, Path(resume), first) if resume is not None else None
+    earlier = _earlier_agent(out) if carried is not None else None  # (an in-place resume keeps the run's name)
     prepare_run_folder(out, keep=keep, say=say, replace_unfinished=replace_unfinished)
     model.set_dataset(table, refit_obs_stats=resume is None and init is None)
     say(f"{'resuming' if resume is not None else 'training'} {len(model.seeds)} seed(s) {model.seeds} on {task.id}: steps {first} -> "
@@ -525,7 +536,7 @@ def _train_locked(*, agent, env, out: Path, steps, seeds, device, overrides, pro
     if task.eval_env is None and getattr(task, "eval_note", ""):
         say(f"no evaluation: {task.eval_note}")
     written: List[Path] = []
-    source = ({"resume": str(resume), "resumed_at_step": first} if resume is not None else
+    source = ({"resume": str(resume), "resumed_at_step": first, **({"agent": earlier} if earlier else {})} if resume is not None else
               {"agent": agent, "recipe_file": str(recipe_file), "recipe_sections": sections})
     resolved = {**source, **({"init": str(init)} if init is not None else {}), **({"applied_on_resume": plan.applied} if plan else {}),
                 "env": task.id, "seeds": list(model.seeds), "device": str(model.device), "backend": model.backend.describe(),

@@ -50,6 +50,8 @@ def test_a_run_killed_mid_way_resumes_in_its_folder_from_its_last_save(tmp_path)
     assert res.returncode == 0, res.stderr
     assert "steps 100 -> 300" in res.stderr and "rows up to step 100 kept" in res.stderr
     assert _steps(cut) == _steps(ref)  # one file, as if the run had never stopped: nothing twice, nothing missing
+    config = yaml.safe_load((cut / "config.yaml").read_text())
+    assert config["agent"] == "diffusion-ql" and config["resumed_at_step"] == 100  # the run keeps its name for reports
     a, b = (json.loads((d / "results.json").read_text()) for d in (ref, cut))
     assert [e["step"] for e in b["evaluations"]] == [100, 200, 300]
     assert b["evaluations"] == a["evaluations"] and b["first_step"] == 100 and b["total_steps"] == 300
