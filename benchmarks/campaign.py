@@ -163,6 +163,17 @@ def status(spec, out: Path) -> None:
         print(f"{trial.name:60s} {state:7s} {at:>8d} / {spec.budget(trial.agent, trial.task)} steps, {wall / 3600:.2f} h")
 
 
+def behaviour_score(table, task) -> Optional[float]:
+    """The data's own level: the mean return of its episodes (ends at terminals and timeouts), normalised."""
+    import numpy as np
+
+    ends = np.flatnonzero((np.asarray(table["terminals"]) > 0) | (np.asarray(table["timeouts"]) > 0))
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    returns = [float(np.sum(table["rewards"][s : e + 1])) for s, e in zip(starts, ends)]
+    score = task.normalized_score(float(np.mean(returns))) if returns else None
+    return None if score is None else round(score, 2)
+
+
 def collect(spec, out: Path, records: Path) -> None:
     """Every trial's seeds as records, the dataset's size and digest from the data training reads."""
     from dqltoolkit.data.digest import table_sha256
@@ -176,8 +187,10 @@ def collect(spec, out: Path, records: Path) -> None:
         if not (run_dir / "metrics.csv").is_file():
             continue
         if trial.task not in datasets:
-            table = get_task(trial.task).load_dataset()
-            datasets[trial.task] = {"transitions": len(table["rewards"]), "sha256": table_sha256(table)}
+            task = get_task(trial.task)
+            table = task.load_dataset()
+            datasets[trial.task] = {"transitions": len(table["rewards"]), "sha256": table_sha256(table),
+                                    "score": behaviour_score(table, task)}
         book = _book(run_dir)
         cpus = sorted({c["cpu"] for c in book["chunks"]}) or [cpu_name()]
         try:

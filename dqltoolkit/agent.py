@@ -120,13 +120,25 @@ class Agent:
 
         Without a dataset, a loaded agent whose checkpoint names its task loads that task's dataset
         (its own observation statistics kept). ``tb_log_name`` is accepted for SB3 compatibility and
-        names nothing here (see ``dqltoolkit train --logger``)."""
+        names nothing here (see ``dqltoolkit train --logger``). With the recipe key ``online`` (``-p online=true``,
+        ``dqltoolkit finetune``), each gradient step is preceded by one step of the agent's env per seed, whose
+        transitions join the offline data (dqltoolkit/online.py)."""
         if int(total_timesteps) < 0:
             raise ValueError(f"learn: total_timesteps must be >= 0, got {total_timesteps}")
         ensure_dataset(self)
         if reset_num_timesteps:
             self.num_timesteps = 0
-        run_learning(self, int(total_timesteps), callback=callback, log_interval=log_interval, progress_bar=progress_bar)
+        collector = None
+        if self.config.online:
+            from .online import Collector
+
+            collector = Collector(self)
+        try:
+            run_learning(self, int(total_timesteps), callback=callback, log_interval=log_interval, progress_bar=progress_bar,
+                         collector=collector)
+        finally:
+            if collector is not None:
+                collector.close()
         return self
 
     # --- acting -------------------------------------------------------------------------------------

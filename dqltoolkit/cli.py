@@ -108,7 +108,7 @@ def train(ctx: click.Context, agent: Optional[str], env: str, out: Optional[Path
     if resume is not None and agent is not None:
         _fail(ValueError("--agent does not apply with --resume: the checkpoint's recipe is continued (see -p for what may change)"))
     agent = None if resume is not None else agent or (init if init is not None else "diffusion-ql")
-    seeds_given = seeds is not None or ctx.get_parameter_source("seed") is not click.core.ParameterSource.DEFAULT
+    seeds_given = seeds is not None or ctx.get_parameter_source("seed") not in (None, click.core.ParameterSource.DEFAULT)
     try:
         for name, value in (("--steps", steps), ("--save-every", save_every), ("--keep-checkpoints", keep_checkpoints)):
             if value is not None and value < 1:
@@ -391,6 +391,35 @@ def record(checkpoint: str, env: Optional[str], episodes: int, out: Path, seed: 
     except (CheckpointError, UnknownNameError, RecordError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
     click.echo(f"wrote {path}: {len(frames)} frames, {episodes} episode(s) of {task.id}")
+
+
+@main.command()
+@click.argument("checkpoint", type=str)
+@click.option("--env", "env", required=True, help="The task whose env the agent acts in (and whose dataset it keeps learning from).")
+@click.option("--timesteps", type=click.IntRange(min=1), required=True, help="Env steps per seed (one gradient step after each).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Run folder [a new runs/<name>-finetune-<env>].")
+@click.option("-p", "params", multiple=True, metavar="KEY=VALUE",
+              help="Settings that keep the networks (lr, eta, online_offline_ratio, explore_noise, ...; see `train --resume`).")
+@click.option("--eval-freq", type=int, default=None, help="Evaluate every N steps (default: the recipe's eval_freq).")
+@click.option("--save-every", type=int, default=None, metavar="N", help="Write model_latest.zip every N steps.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto.")
+@click.option("--no-progress", is_flag=True, help="Print log lines instead of a progress bar.")
+@_threads_option
+@click.pass_context
+def finetune(ctx: click.Context, checkpoint: str, env: str, timesteps: int, out: Optional[Path], params: Tuple[str, ...], eval_freq: Optional[int],
+             save_every: Optional[int], device: str, no_progress: bool, threads: str) -> None:
+    """Fine-tune CHECKPOINT (a path, zoo:<id> or hf:ORG/NAME) online: each seed acts in its own copy of the task's env
+    with its own exploration, new transitions join the offline data (-p online_offline_ratio=0.5: RLPD's mix), and
+    training goes on from the checkpoint exactly (weights, optimisers, targets, EMA, step count). A run like any
+    other: SIGTERM keeps it, --save-every and `train --resume` continue it. See dqltoolkit/online.py."""
+    from .runs import new_run_dir
+
+    if out is None:
+        stem = Path(checkpoint.split(":", 1)[-1]).stem.replace("/", "-")
+        out = new_run_dir(Path("runs") / f"{stem}-finetune-{env}")
+    ctx.invoke(train, agent=None, env=env, out=out, steps=timesteps, seed=0, seeds=None, device=device, head=None,
+               params=tuple(params) + ("online=true",), eval_freq=eval_freq, download=False, resume=Path(checkpoint), init=None,
+               save_every=save_every, keep_checkpoints=None, no_progress=no_progress, loggers=None, threads=threads)
 
 
 @main.command("select")

@@ -53,6 +53,13 @@ class CoreSettings:
     log_every: int = setting(1000, "gradient steps between logged metrics (one host sync each)", min=1)
     eval_freq: int = setting(0, "gradient steps between evaluations; 0: only at the end", min=0)
     eval_episodes: int = setting(10, "episodes per evaluation", min=1, max=10_000)
+    online: bool = setting(False, "learn() collects from the agent's env, one env step per seed before each gradient step "
+                           "(fine-tuning; see dqltoolkit/online.py)")
+    online_offline_ratio: float = setting(0.5, "online: share of each batch drawn from the offline data (RLPD: 0.5; 0 drops it)",
+                                          min=0, max=1)
+    online_buffer_size: int = setting(1_000_000, "online: transitions kept per seed (the oldest are overwritten)", min=1, max=10_000_000)
+    explore_noise: float = setting(0.0, "online: Gaussian noise added to acted actions, in half action ranges (deterministic heads)",
+                                   min=0)
     eval_acting: str = setting("deterministic", "how evaluations act: deterministic (SB3's convention) or stochastic (the paper's: "
                                "one candidate drawn with probability softmax(Q))", choices=("deterministic", "stochastic"))
 

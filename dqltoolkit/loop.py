@@ -70,13 +70,15 @@ def _nonfinite_flag(info: Mapping[str, torch.Tensor], acc: Optional[torch.Tensor
 
 
 def run_learning(agent, total_steps: int, callback=None, log_interval: Optional[int] = None, progress_bar: bool = False,
-                 stop_signals: bool = True) -> None:
+                 stop_signals: bool = True, collector=None) -> None:
     """``total_steps`` gradient steps with SB3-style callbacks; losses are synced only every ``log_every``.
 
     Divergence (a NaN/Inf diagnostic) is noticed within ``DIVERGENCE_CHECK_EVERY`` steps from an on-device
     flag, and at every log step. With ``stop_signals`` (main thread only), SIGINT and SIGTERM stop the run
     between two steps, after that step's callbacks, by raising :class:`~dqltoolkit.faults.TrainingInterrupted`
-    (a ``KeyboardInterrupt``): the agent then holds exactly ``num_timesteps`` whole steps.
+    (a ``KeyboardInterrupt``): the agent then holds exactly ``num_timesteps`` whole steps. ``collector``
+    (online fine-tuning, dqltoolkit/online.py): its ``step()`` runs before each gradient step, and the log rows
+    carry its env steps and episode returns.
     """
     from .faults import DeferredSignals
 
@@ -99,6 +101,8 @@ def run_learning(agent, total_steps: int, callback=None, log_interval: Optional[
     try:
         with guard:
             for i in range(total_steps):
+                if collector is not None:
+                    collector.step()
                 info = agent.train_step()
                 done = i + 1
                 flag = _nonfinite_flag(info, flag)
@@ -114,6 +118,11 @@ def run_learning(agent, total_steps: int, callback=None, log_interval: Optional[
                     m = log_metrics(agent, step)
                     elapsed = time.perf_counter() - t0
                     agent.logger.record("time/steps_per_s", (done - last) / max(elapsed, 1e-9))
+                    if collector is not None:
+                        agent.logger.record("time/env_steps", collector.env_steps)
+                        ret = collector.pop_episode_returns()
+                        if ret is not None:
+                            agent.logger.record("rollout/ep_rew_mean", ret)
                     t0, last = time.perf_counter(), done
                     agent.logger.dump(step)
                     if bar is not None:

@@ -9,7 +9,7 @@ like run folders, with the protocol's ``final`` (the mean of the last three eval
 Keys (:data:`REQUIRED`): ``agent``, ``task``, ``seed``, ``dataset_transitions``, ``dataset_sha256``,
 ``command`` (the CLI that reproduces the run), ``cpu``, ``evaluations`` (``[[step, normalised score]]``)
 and ``bc_loss`` (``[[step, value]]``, the logged training BC loss); optional ``config`` (the resolved
-recipe), ``steps`` (the run's budget), ``steps_done``, ``wall_s`` and ``metric`` (``return`` when the task has
+recipe), ``steps`` (the run's budget), ``steps_done``, ``dataset_score`` (the data's own mean return, normalised), ``wall_s`` and ``metric`` (``return`` when the task has
 no normalised score: the evaluations are then returns).
 """
 
@@ -119,6 +119,8 @@ def record_for(run_dir: Path, seed: int, curves: Dict[str, List[List[float]]], *
     rec = {"agent": agent, "task": task, "seed": int(seed), "dataset_transitions": int(dataset["transitions"]),
            "dataset_sha256": dataset["sha256"], "command": command, "cpu": cpu, "evaluations": curves["evaluations"],
            "bc_loss": curves["bc_loss"], "steps_done": int(done)}
+    if dataset.get("score") is not None:
+        rec["dataset_score"] = dataset["score"]
     if curves.get("metric", "normalized_score") != "normalized_score":
         rec["metric"] = curves["metric"]
     if config is not None:

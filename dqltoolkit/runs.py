@@ -37,6 +37,7 @@ RESUME_SAFE_KEYS = frozenset({
     "target_noise_clip", "critic_reduce", "critic_lambda", "critic_lcb_k", "n_candidates", "sample_steps", "target_sample_steps",
     "sampler", "target_sampler", "q_sampler", "q_sample_steps", "default_sampler",
     "matmul_precision", "cuda_graphs", "log_every", "eval_freq", "eval_episodes", "eval_acting",
+    "online", "online_offline_ratio", "online_buffer_size", "explore_noise",
 })
 RESUME_NETWORK_KEYS = frozenset({"head", "critic", "objective", "T", "beta_schedule", "hidden", "n_layers", "time_dim", "activation",
                                  "squash", "critic_hidden", "critic_layers", "n_critics"})

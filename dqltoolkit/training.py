@@ -413,6 +413,13 @@ def _model_for_run(agent, task, steps, seeds, device, overrides, download, resum
             init_from_checkpoint(model, recipe_file)
     if probe_env is not None:
         model.set_env(probe_env)
+    if model.config.online:  # one env per seed: each member collects its own experience
+        if task.eval_env is None:
+            raise ValueError(f"online fine-tuning needs an env, and task {task.id!r} has none" + (f": {task.eval_note}" if task.eval_note else ""))
+        from stable_baselines3.common.monitor import Monitor
+        from stable_baselines3.common.vec_env import DummyVecEnv
+
+        model.set_env(DummyVecEnv([lambda: Monitor(task.make_env())] * model.members))
     return model, plan, keep, recipe_file, sections, table
 
 

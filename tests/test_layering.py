@@ -16,7 +16,7 @@ LAYERS = {
     1: ["heads", "critics", "objectives", "envs"],
     2: ["config", "data", "tasks"],
     3: ["learner", "backends", "acting"],
-    4: ["loop", "faults", "agent", "checkpoint", "checkpoint_checks", "zoo", "hub", "hub_card", "sources"],
+    4: ["loop", "online", "faults", "agent", "checkpoint", "checkpoint_checks", "zoo", "hub", "hub_card", "sources"],
     5: ["training", "runs", "wandb_logger", "evaluation", "ablation", "bench", "plots", "export", "stats", "selection", "fqe", "select_job", "record", "report", "report_plots", "report_records", "report_sweep",
         "sweep", "sweep_spec", "sweep_trial"],
     6: ["cli", "__init__", "__main__"],

@@ -1,0 +1,148 @@
+"""Online fine-tuning: after offline training, the agent collects from its env while it learns, in the same
+learning loop (dqltoolkit/loop.py: progress, logging, divergence, SIGINT/SIGTERM, callbacks).
+
+Why one loop with a collection hook rather than a second algorithm: the gradient step, the checkpoint, the
+callbacks and the fault handling are the offline run's; only where batches come from changes. Each
+gradient step is preceded by one env step per seed (member ``m`` acts in env ``m`` of the agent's VecEnv),
+the new transitions go into a per-seed online buffer beside the offline data, and each batch mixes the two:
+``online_offline_ratio`` of its rows from the offline data (RLPD's symmetric sampling: 0.5, the default;
+0 drops the offline data once the online buffer has a transition).
+
+Exploration is the policy's own stochastic acting (``predict(deterministic=False)``): a diffusion head
+samples its chain from fresh noise and draws one of ``n_candidates`` by softmax(Q); a Gaussian head samples
+its distribution; a deterministic head (TD3+BC) acts the same every time, so recipes add Gaussian noise of
+``explore_noise`` (in units of the action range's half-width; TD3's 0.1 in td3bc.yaml).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .nn import member_randint
+
+POINTWISE_REWARDS = ("no", "iql_antmaze", "cql_antmaze", "antmaze")  # transforms that need no dataset statistics
+
+
+class OnlineBuffer:
+    """Per-seed ring buffers ``[members, capacity, ...]`` on the training device, in the learner's units
+    (actions in [-1, 1], observations normalised as the offline data are, rewards transformed)."""
+
+    def __init__(self, members: int, capacity: int, obs_dim: int, action_dim: int, device: torch.device) -> None:
+        def zeros(*shape: int) -> Tensor:
+            return torch.zeros(members, capacity, *shape, device=device)
+
+        self.capacity, self.size, self.pos = int(capacity), 0, 0
+        self.obs, self.next_obs, self.actions = zeros(obs_dim), zeros(obs_dim), zeros(action_dim)
+        self.rewards, self.terminals = zeros(), zeros()
+
+    def add(self, obs: Tensor, actions: Tensor, rewards: Tensor, next_obs: Tensor, terminals: Tensor) -> None:
+        """One transition per seed (``[members, ...]``)."""
+        i = self.pos
+        self.obs[:, i], self.actions[:, i], self.rewards[:, i] = obs, actions, rewards
+        self.next_obs[:, i], self.terminals[:, i] = next_obs, terminals
+        self.pos = (self.pos + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, batch_size: int, generators: Sequence[torch.Generator]) -> Dict[str, Tensor]:
+        idx = member_randint(generators, self.size, (batch_size,), self.obs.device)
+
+        def take(t: Tensor) -> Tensor:
+            return t.gather(1, idx.view(*idx.shape, *([1] * (t.dim() - 2))).expand(-1, -1, *t.shape[2:]))
+
+        return {"obs": take(self.obs), "actions": take(self.actions), "rewards": take(self.rewards), "next_obs": take(self.next_obs),
+                "terminals": take(self.terminals)}
+
+
+class MixedBuffer:
+    """Batches of ``ratio`` offline rows and the rest online rows (all offline until the first transition)."""
+
+    def __init__(self, offline, online: OnlineBuffer, ratio: float) -> None:
+        self.offline, self.online, self.ratio = offline, online, float(ratio)
+
+    def __len__(self) -> int:
+        return (len(self.offline) if self.offline is not None else 0) + self.online.size
+
+    def sample(self, batch_size: int, generators: Sequence[torch.Generator]) -> Dict[str, Tensor]:
+        if self.online.size == 0:
+            return self.offline.sample(batch_size, generators)
+        k = int(round(batch_size * self.ratio)) if self.offline is not None else 0
+        if k == 0:
+            return self.online.sample(batch_size, generators)
+        a, b = self.offline.sample(k, generators), self.online.sample(batch_size - k, generators)
+        return {key: torch.cat([a[key], b[key]], dim=1) for key in a}
+
+
+class Collector:
+    """The hook that runs before each gradient step: one env step per seed, stored, and the buffer mixed in."""
+
+    def __init__(self, agent) -> None:
+        cfg = agent.config
+        env = agent.get_env()
+        if env is None:
+            raise RuntimeError("online learning needs an env: model.set_env(env) (one env per seed: a VecEnv of n_envs = seeds)")
+        if env.num_envs != agent.members:
+            raise ValueError(f"online learning: the env has {env.num_envs} env(s) and the agent {agent.members} seed(s); each seed acts in "
+                             "its own env (make_vec_env(..., n_envs=seeds))")
+        if cfg.reward_tune not in POINTWISE_REWARDS:
+            raise ValueError(f"online learning: reward_tune={cfg.reward_tune!r} depends on the dataset's statistics; online fine-tuning "
+                             f"supports {', '.join(POINTWISE_REWARDS)}")
+        self.agent, self.env, self.L = agent, env, agent.learner
+        self.online = OnlineBuffer(agent.members, cfg.online_buffer_size, agent.obs_dim, agent.action_dim, agent.device)
+        self.offline = self.L.buffer
+        self.L.buffer = MixedBuffer(self.offline, self.online, cfg.online_offline_ratio)
+        self.L.backend.reset()
+        self.obs = np.asarray(env.reset(), np.float32)
+        self.rng = np.random.default_rng(agent.seeds[0] + 7919)
+        self.returns = np.zeros(agent.members)
+        self.finished: list = []
+        self.env_steps = 0
+
+    def close(self) -> None:
+        """Give the learner its offline buffer back (the online data stay with this collector)."""
+        self.L.buffer = self.offline
+        self.L.backend.reset()
+
+    def _units(self, obs: np.ndarray) -> Tensor:
+        x = torch.as_tensor(obs, dtype=torch.float32, device=self.agent.device)
+        return (x - self.L.obs_mean) / self.L.obs_std if self.agent.config.normalize_obs else x
+
+    @torch.no_grad()
+    def step(self) -> None:
+        agent, L, cfg = self.agent, self.L, self.agent.config
+        x = torch.as_tensor(self.obs, device=agent.device).unsqueeze(1)  # [M, 1, obs]: member m acts in env m
+        action = agent.act(x, deterministic=False)[:, 0].cpu().numpy()
+        if cfg.explore_noise > 0:
+            half = (agent.action_space.high - agent.action_space.low) / 2
+            action = action + self.rng.normal(0.0, cfg.explore_noise, action.shape) * half
+        action = np.clip(action, agent.action_space.low, agent.action_space.high).astype(np.float32)
+        next_obs, rewards, dones, infos = self.env.step(action)
+        real_next = np.array(next_obs, np.float32, copy=True)
+        terminal = np.zeros(agent.members, np.float32)
+        for i, done in enumerate(dones):
+            if done:
+                real_next[i] = infos[i].get("terminal_observation", real_next[i])
+                terminal[i] = 0.0 if infos[i].get("TimeLimit.truncated", False) else 1.0
+        from .data.transforms import apply_reward_transform
+
+        r = apply_reward_transform(cfg.reward_tune, {"rewards": np.asarray(rewards, np.float32), "terminals": terminal})["rewards"]
+        a = (torch.as_tensor(action, device=agent.device) - L.action_center) / L.action_scale
+        self.online.add(self._units(self.obs), a.clamp(-1, 1), torch.as_tensor(r, dtype=torch.float32, device=agent.device),
+                        self._units(real_next), torch.as_tensor(terminal, device=agent.device))
+        self.returns += np.asarray(rewards, float)
+        for i, done in enumerate(dones):
+            if done:
+                self.finished.append(float(self.returns[i]))
+                self.returns[i] = 0.0
+        self.obs = np.asarray(next_obs, np.float32)
+        self.env_steps += agent.members
+
+    def pop_episode_returns(self) -> Optional[float]:
+        """Mean return of the episodes finished since the last call (None if none): ``rollout/ep_rew_mean``."""
+        if not self.finished:
+            return None
+        out, self.finished = float(np.mean(self.finished)), []
+        return out
