@@ -46,6 +46,10 @@ def _seeds_text(seeds: List[int]) -> str:
     return f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 1 else ",".join(map(str, seeds))
 
 
+#: periodic checkpoints each trial keeps (model_step<N>.zip) for offline selection (`dqltoolkit select`: FQE)
+KEEP = 20
+
+
 def fresh_command(spec, trial, run_dir: Path) -> List[str]:
     """The `dqltoolkit train` command that trains the trial from step 0 (what a record names as `command`)."""
     from dqltoolkit.sweep_spec import fixed_overrides
@@ -55,7 +59,7 @@ def fresh_command(spec, trial, run_dir: Path) -> List[str]:
            "--steps", str(spec.budget(trial.agent, trial.task))]
     for k, v in params.items():
         cmd += ["-p", f"{k}={v}"]
-    return cmd + ["--save-every", str(spec.checkpoint_every()), "--out", str(run_dir)]
+    return cmd + ["--save-every", str(spec.checkpoint_every()), "--keep-checkpoints", str(KEEP), "--out", str(run_dir)]
 
 
 def _steps_in(run_dir: Path) -> int:
@@ -122,7 +126,7 @@ def run(spec, out: Path, minutes: float, threads: int, only: Optional[str]) -> i
             cmd = fresh_command(spec, trial, run_dir)
         else:
             cmd = ["dqltoolkit", "train", "--env", trial.task, "--resume", str(ckpt), "--save-every", str(spec.checkpoint_every()),
-                   "--out", str(run_dir)]
+                   "--keep-checkpoints", str(KEEP), "--out", str(run_dir)]
         cmd[0] = str(Path(sys.executable).with_name("dqltoolkit"))
         cmd += ["--threads", str(threads), "--no-progress", "--logger", "log"]
         start_step = _steps_in(run_dir) if state == "resume" else 0
@@ -167,7 +171,8 @@ def behaviour_score(table, task) -> Optional[float]:
     """The data's own level: the mean return of its episodes (ends at terminals and timeouts), normalised."""
     import numpy as np
 
-    ends = np.flatnonzero((np.asarray(table["terminals"]) > 0) | (np.asarray(table["timeouts"]) > 0))
+    timeouts = np.asarray(table.get("timeouts", np.zeros(len(table["terminals"]))))
+    ends = np.flatnonzero((np.asarray(table["terminals"]) > 0) | (timeouts > 0))
     starts = np.concatenate([[0], ends[:-1] + 1])
     returns = [float(np.sum(table["rewards"][s : e + 1])) for s, e in zip(starts, ends)]
     score = task.normalized_score(float(np.mean(returns))) if returns else None

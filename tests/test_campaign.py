@@ -94,6 +94,9 @@ def test_the_campaign_runner_continues_a_killed_trial_from_its_save(tmp_path):
     assert book["command"].startswith("dqltoolkit train --agent diffusion-ql --env bandit2d-v0 --seeds 0-1 --steps 3000")
     results = json.loads((trial / "results.json").read_text())
     assert [e["step"] for e in results["evaluations"]] == list(range(500, 3001, 500))
+    # kept checkpoints from before the kill survive the resume (for `dqltoolkit select`)
+    assert [p.name for p in sorted(trial.glob("model_step*.zip"), key=lambda p: int(p.stem[10:]))] == \
+        [f"model_step{s}.zip" for s in range(500, 3001, 500)]
     records = tmp_path / "runs.json"
     res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "campaign.py"), "collect", str(sweep), "--out", str(out),
                           "--records", str(records)], env=_env(), capture_output=True, text=True)
