@@ -26,8 +26,9 @@ fi
 has() { [[ " $STAGES " == *" $1 "* ]]; }
 
 if has tests; then
-    echo "== CUDA tests"
-    timeout "${TEST_TIMEOUT:-240}" python3 -m pytest -q -p no:cacheprovider -x tests/test_cuda_graphs.py tests/test_reverse_chain.py tests/test_samplers.py 2>&1 \
+    echo "== CUDA tests (finetune, select: online collection and FQE on the GPU, unverified until a session runs them)"
+    timeout "${TEST_TIMEOUT:-240}" python3 -m pytest -q -p no:cacheprovider -x tests/test_cuda_graphs.py tests/test_reverse_chain.py tests/test_samplers.py \
+        tests/test_finetune.py tests/test_select.py 2>&1 \
         | tee "$OUT/cuda_tests.log" | tail -15
 fi
 if has memory; then

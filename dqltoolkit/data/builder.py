@@ -259,7 +259,8 @@ def _policy_episodes(cfg: BuildConfig, policy_stem: Path, seed: int) -> List[Dic
 
     env_id = ENVS[cfg.env][0]
     model = _load_model(cfg, policy_stem, gym.make(env_id))
-    return rollout_episodes(env_id, lambda o: model.predict(o, deterministic=False)[0], cfg.transitions, seed=seed, max_episode_steps=cfg.max_episode_steps)
+    return rollout_episodes(env_id, lambda o: model.predict(o, deterministic=False)[0], cfg.transitions, seed=seed,
+                            max_episode_steps=cfg.max_episode_steps, progress=cfg.transitions >= 100_000)
 
 
 def check_build_sizes(cfg: BuildConfig) -> None:

@@ -66,12 +66,19 @@ def write_minari(dataset_id: str, episodes: Sequence[Dict[str, np.ndarray]], env
         raise
 
 
-def rollout_episodes(env_id: str, policy, n_steps: int, seed: int = 0, max_episode_steps: Optional[int] = None) -> List[Dict[str, np.ndarray]]:
-    """Run ``policy(obs) -> action`` for at least ``n_steps`` environment steps, whole episodes only."""
+def rollout_episodes(env_id: str, policy, n_steps: int, seed: int = 0, max_episode_steps: Optional[int] = None,
+                     progress: bool = False) -> List[Dict[str, np.ndarray]]:
+    """Run ``policy(obs) -> action`` for at least ``n_steps`` environment steps, whole episodes only
+    (``progress``: a bar of the steps collected; a million takes minutes)."""
     import gymnasium as gym
 
     env = gym.make(env_id, **({"max_episode_steps": max_episode_steps} if max_episode_steps else {}))
     episodes, total, ep_i = [], 0, 0
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_steps, unit="transition", desc=f"collecting {env_id}", dynamic_ncols=True, mininterval=1.0)
     while total < n_steps:
         obs, _ = env.reset(seed=seed + ep_i)
         O, A, R, TE, TR = [obs], [], [], [], []  # noqa: E741  (observations, actions, rewards, ends)
@@ -85,5 +92,9 @@ def rollout_episodes(env_id: str, policy, n_steps: int, seed: int = 0, max_episo
                          "truncations": np.array(TR), "seed": seed + ep_i})
         total += len(A)
         ep_i += 1
+        if bar is not None:
+            bar.update(min(len(A), n_steps - bar.n))
     env.close()
+    if bar is not None:
+        bar.close()
     return episodes
