@@ -35,7 +35,7 @@ def sweep_file(tmp_path, **fields):
 
 CASES = [
     (["train", "--env", "bandit2d-v0", "-p", "batch_size=1000000000"], "batch_size=1000000000 is above its maximum 16,777,216"),
-    (["train", "--env", "bandit2d-v0", "-p", "batch_size=10000000"], "one training step with batch_size=10000000 (1 seed(s)) needs at least"),
+    (["train", "--env", "bandit2d-v0", "-p", "batch_size=16000000"], "one training step with batch_size=16000000 (1 seed(s)) needs at least"),
     (["train", "--env", "bandit2d-v0", "--seeds", "0-99999999"], "seeds=100000000 is over the limit of 1024"),
     (["train", "--env", "bandit2d-v0", "-p", "hidden=16000", "-p", "n_layers=64"], "hidden=16000, n_layers=64"),
     (["train", "--env", "bandit2d-v0", "-p", "T=100000000"], "T=100000000 is above its maximum 10,000"),
@@ -63,7 +63,7 @@ def test_a_size_over_its_limit_is_refused_at_once(args, expected, tmp_path, monk
     assert time.perf_counter() - t0 < 30
 
 
-@pytest.mark.parametrize("args", [["train", "--env", "bandit2d-v0", "-p", "batch_size=10000000"], ["train", "--env", "bandit2d-v0", "-p", "hidden=16000", "-p", "n_layers=64"]])
+@pytest.mark.parametrize("args", [["train", "--env", "bandit2d-v0", "-p", "batch_size=16000000"], ["train", "--env", "bandit2d-v0", "-p", "hidden=16000", "-p", "n_layers=64"]])
 def test_refusals_take_seconds_and_little_memory(args, tmp_path):
     code, line, seconds, mb = run_measured(args + ["--out", str(tmp_path / "o")])
     assert code == 1 and "needs at least" in line and seconds < 30 and mb < 1500, (line, seconds, mb)

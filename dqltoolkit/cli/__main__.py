@@ -1,0 +1,5 @@
+"""`python -m dqltoolkit.cli`."""
+
+from . import main
+
+main()

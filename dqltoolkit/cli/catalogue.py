@@ -1,0 +1,50 @@
+"""`list`: what the registries and catalogues hold."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from . import main
+
+
+@main.command(name="list")
+@click.argument("what", type=click.Choice(["agents", "heads", "critics", "objectives", "samplers", "envs", "zoo", "keys", "all"]),
+                default="all")
+def list_(what: str) -> None:
+    """Show registered agents (recipes), heads, critics, objectives, samplers, envs (tasks), zoo entries and recipe
+    keys: WHAT picks one section (default all)."""
+    from .. import agent as _agent  # noqa: F401  (registers built-in parts)
+    from ..config import recipe_names
+    from ..heads.samplers import SAMPLERS
+    from ..registry import CRITICS, HEADS, OBJECTIVES
+    from ..tasks import task_ids
+    from ..zoo import load_index
+
+    sections = {
+        "agents": recipe_names,
+        "heads": HEADS.names,
+        "critics": CRITICS.names,
+        "objectives": OBJECTIVES.names,
+        "samplers": SAMPLERS.names,
+        "envs": task_ids,
+        "zoo": lambda: sorted(load_index()),
+    }
+    for name, fn in sections.items():
+        if what in (name, "all"):
+            click.echo(f"{name}: {', '.join(fn())}")
+    if what == "keys":
+        from ..config import describe_keys
+
+        owner = None
+        for spec in describe_keys():
+            if spec.owner != owner:
+                owner = spec.owner
+                click.echo(f"\n[{owner}]" + (" (every agent)" if owner in ("core", "runtime") else ""))
+            bounds = f", one of {', '.join(map(str, spec.choices))}" if spec.choices else (f", >= {spec.min:g}" if spec.min is not None else "")
+            click.echo(f"  {spec.name:20s} {spec.type.__name__:5s} {spec.default!s:12s} {spec.help}{bounds}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])
