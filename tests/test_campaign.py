@@ -63,6 +63,7 @@ def _campaign(args, **kw):
     return subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "campaign.py"), *args], env=_env(), **kw)
 
 
+@pytest.mark.slow  # (about 35 s: two runner starts and a collect; the in-place resume above is the default suite's check)
 def test_the_campaign_runner_continues_a_killed_trial_from_its_save(tmp_path):
     sweep = tmp_path / "tiny-campaign.yaml"
     sweep.write_text(yaml.safe_dump({"name": "tiny", "agents": ["diffusion-ql"], "tasks": ["bandit2d-v0"], "seeds": "0-1", "steps": 3000,

@@ -54,7 +54,7 @@ def _target_and_its_target_values(cfg, spaces, batch_size, samples=1):
     agent.set_dataset(random_table())
     batch = agent.buffer.sample(batch_size, agent.train_generators)
     states = [g.get_state() for g in agent.train_generators]
-    y = agent.learner.td_target(batch)
+    y = agent.learner.backend.td_target(agent.learner, batch)
     for g, s in zip(agent.train_generators, states):
         g.set_state(s)
     with torch.no_grad():

@@ -394,6 +394,7 @@ def test_an_interrupted_sweep_resumes_and_skips_finished_trials(tmp_path):
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 @needs_ray
 def test_a_trial_killed_mid_way_continues_from_its_save_on_resume(tmp_path):
     """SIGKILL of the whole sweep (driver, Ray and the trial's worker) once the trial has saved: --resume goes on

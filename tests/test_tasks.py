@@ -68,12 +68,12 @@ def test_the_recipe_section_carries_the_papers_per_dataset_settings():
 
 
 def test_training_from_a_d4rl_file_or_a_minari_id_uses_the_tasks_settings(minari_home, tmp_path):
-    from dqltoolkit.training import agent_for_task
+    from dqltoolkit.agent import Agent
 
     write_minari("dqltoolkit/hopper/medium-v0", _episodes(), "Hopper-v5", ref_min=-20.272305, ref_max=3234.3)
     for name in ("minari:mujoco/hopper/medium-v0", f"d4rl:{_d4rl_file(tmp_path / 'hopper_medium-v2.hdf5')}"):
-        assert agent_for_task("diffusion-ql", name, device="cpu", hidden=16, critic_hidden=16).config.grad_norm == 9.0
-    own = agent_for_task("diffusion-ql", f"d4rl:{_d4rl_file(tmp_path / 'mine.hdf5')}", device="cpu", hidden=16, critic_hidden=16)
+        assert Agent.from_task("diffusion-ql", name, device="cpu", hidden=16, critic_hidden=16).config.grad_norm == 9.0
+    own = Agent.from_task("diffusion-ql", f"d4rl:{_d4rl_file(tmp_path / 'mine.hdf5')}", device="cpu", hidden=16, critic_hidden=16)
     assert own.config.grad_norm == 1.0 and get_task(f"d4rl:{tmp_path / 'mine.hdf5'}").recipe_section is None
 
 
@@ -123,10 +123,10 @@ def test_metadata_cannot_make_gymnasium_import_code(minari_home, tmp_path, monke
     with pytest.raises(ValueError) as e:
         task.make_env()
     assert "has no evaluation env: " in str(e.value) and why in str(e.value)
-    from dqltoolkit.training import agent_for_task
+    from dqltoolkit.agent import Agent
 
     with pytest.warns(TaskWarning, match="evaluation is skipped"):
-        model = agent_for_task("diffusion-ql", "minari:someone/hopper/evil-v0", device="cpu", hidden=16, critic_hidden=16)
+        model = Agent.from_task("diffusion-ql", "minari:someone/hopper/evil-v0", device="cpu", hidden=16, critic_hidden=16)
     assert model.observation_space.shape == (11,)  # the data's own spaces: training works without the env
     assert not marker.exists() and "evil_dqltest_mod" not in sys.modules
 
