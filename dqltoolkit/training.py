@@ -533,8 +533,12 @@ def _train_locked(*, agent, env, out: Path, steps, seeds, device, overrides, pro
     first, more = (plan.done, plan.more) if plan is not None else (0, config.steps)
     carried = carried_metrics(out, Path(resume), first) if resume is not None else None
     earlier = _earlier_agent(out) if carried is not None else None  # (an in-place resume keeps the run's name)
-    if carried is not None:  # ... and its kept checkpoints up to the step it continues from
+    if carried is not None:  # ... its kept checkpoints up to the step it continues from, and its other resumable file
+        # (model_latest.zip beside the model_interrupted.zip it resumes: overwritten at the next save, never refused)
+        from .runs import UNFINISHED
+
         keep = keep + [p for p in kept_checkpoints(out) if int(p.stem[len("model_step"):]) <= first]
+        keep += [out / name for name in UNFINISHED if (out / name).is_file()]
     prepare_run_folder(out, keep=keep, say=say, replace_unfinished=replace_unfinished)
     model.set_dataset(table, refit_obs_stats=resume is None and init is None)
     say(f"{'resuming' if resume is not None else 'training'} {len(model.seeds)} seed(s) {model.seeds} on {task.id}: steps {first} -> "

@@ -46,7 +46,9 @@ def test_a_run_killed_mid_way_resumes_in_its_folder_from_its_last_save(tmp_path)
     assert killed.returncode == -signal.SIGKILL
     assert not (cut / "results.json").exists() and (cut / "model_latest.zip").is_file()
     assert 200 in _steps(cut)  # rows past the save (step 100) were written before the kill
-    res = subprocess.run([sys.executable, "-m", "dqltoolkit.cli", "train", "--env", "bandit2d-v0", "--resume", str(cut / "model_latest.zip"),
+    # a SIGTERM'd chunk leaves model_interrupted.zip beside an older model_latest.zip: resuming from it in place is allowed
+    (cut / "model_interrupted.zip").write_bytes((cut / "model_latest.zip").read_bytes())
+    res = subprocess.run([sys.executable, "-m", "dqltoolkit.cli", "train", "--env", "bandit2d-v0", "--resume", str(cut / "model_interrupted.zip"),
                           "--out", str(cut), "--save-every", "100", "--no-progress", "--threads", "1"], env=_env(), capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "steps 100 -> 300" in res.stderr and "rows up to step 100 kept" in res.stderr
