@@ -1,9 +1,10 @@
-"""Optional native kernels, compiled on first use with the system C compiler and loaded with ctypes.
+"""The fused CPU operators (csrc/fused.cpp with csrc/mish.c), compiled on first use against the installed
+torch and loaded as ``torch.ops.dqltoolkit``.
 
-No torch headers are involved, so a build takes well under a second; the shared object is cached per
-source, compiler flags and CPU model in the private cache folder ``$DQLTOOLKIT_CACHE`` (default
-``~/.cache/dqltoolkit``, see :mod:`dqltoolkit._cache`). If no compiler is found or the build fails,
-:func:`native_lib` returns None and callers use PyTorch ops. Set ``DQLTOOLKIT_NATIVE=0`` to disable.
+The shared object is cached per source, compiler flags, torch version and CPU model in the private
+cache folder ``$DQLTOOLKIT_CACHE`` (default ``~/.cache/dqltoolkit``, see :mod:`dqltoolkit._cache`). If
+no compiler is found or the build fails, :func:`fused_ops` returns None and the eager PyTorch path
+runs. Set ``DQLTOOLKIT_FUSED=0`` (or ``DQLTOOLKIT_NATIVE=0``) to disable.
 
 What is loaded is what was built: each build is compiled under a fresh temporary name in the private
 folder, its SHA-256 recorded beside it (``<name>.so.sha256.json``), and a library is loaded only from a
@@ -14,7 +15,6 @@ rebuilt. Builds hold a lock in the folder, so parallel processes build once.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import os
 import platform
@@ -25,7 +25,7 @@ import warnings
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator
 
 from ._cache import CacheError, open_verified, private_dir, record_digest, sidecar
 
@@ -104,41 +104,6 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
-@lru_cache(maxsize=1)
-def native_lib() -> Optional[ctypes.CDLL]:
-    if os.environ.get("DQLTOOLKIT_NATIVE", "1") == "0" or platform.system() != "Linux":
-        return None
-    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
-    if cc is None or not _SRC.is_file():
-        return None
-    key = hashlib.sha256(_SRC.read_bytes() + " ".join(_FLAGS + ["omp"]).encode() + _cpu_model().encode() + platform.machine().encode()).hexdigest()[:16]
-    try:
-        lib = _verified_library(f"dql_native_{key}.so", lambda out: _build(cc, out), ctypes.CDLL)
-    except CacheError as exc:
-        warnings.warn(f"dqltoolkit: native kernels not loaded: {exc}", RuntimeWarning, stacklevel=2)
-        return None
-    except (OSError, BuildFailed):
-        return None
-    lib.dql_mish_fwd.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
-    lib.dql_mish_bwd.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
-    p, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.dql_mish_bias_fwd.argtypes = [p, p, p, i64, i64, i64, ctypes.c_int]
-    lib.dql_mish_bias_bwd.argtypes = [p, p, p, p, i64, i64, i64, ctypes.c_int]
-    return lib
-
-
-def _build(cc: str, out: Path) -> str:
-    """Compile with OpenMP (bound to torch's libgomp.so.1, see mish.c), else without, into ``out``."""
-    why = ""
-    for extra in (["-fopenmp"], []):
-        try:
-            subprocess.run([cc, *_FLAGS, *extra, str(_SRC), "-o", str(out), "-lm"], check=True, capture_output=True, timeout=120)
-            return ""
-        except (OSError, subprocess.SubprocessError) as exc:
-            why = str(exc)[:300]
-    return why or "build failed"
-
-
 _FUSED_SRC = Path(__file__).parent / "csrc" / "fused.cpp"
 
 
@@ -146,12 +111,12 @@ _FUSED_SRC = Path(__file__).parent / "csrc" / "fused.cpp"
 def fused_ops():
     """The operators of csrc/fused.cpp as ``torch.ops.dqltoolkit``, built on first use; None if unavailable.
 
-    Unlike the Mish library this one includes ATen headers, so it is compiled against the installed torch
-    (about 10 s, once per torch version, source and CPU; cached like the Mish library). Any failure
+    It includes ATen headers, so it is compiled against the installed torch (about 10 s, once per torch
+    version, source and CPU). Any failure
     (no C++ compiler, no headers, an ABI mismatch) leaves the eager PyTorch path in use.
     Set ``DQLTOOLKIT_FUSED=0`` (or ``DQLTOOLKIT_NATIVE=0``) to disable.
     """
-    if os.environ.get("DQLTOOLKIT_FUSED", "1") == "0" or native_lib() is None:
+    if "0" in (os.environ.get("DQLTOOLKIT_FUSED", "1"), os.environ.get("DQLTOOLKIT_NATIVE", "1")) or platform.system() != "Linux":
         return None
     import torch
 

@@ -26,7 +26,6 @@ from torch import Tensor
 from .learner import Learner
 from .nn import member_generators, member_rand
 from .objectives.base import sampler_option
-from .precision import matmul_precision
 
 #: candidate rows evaluated at once; ``predict`` on a large batch works through it in chunks of this many
 CANDIDATE_ROWS_PER_CHUNK = 16384
@@ -52,7 +51,7 @@ class ActingPolicy:
         L = self.learner
         n = max(L.config.n_candidates if L.critic is not None else 1, 1)
         rows = max(CANDIDATE_ROWS_PER_CHUNK // n, 1)
-        with matmul_precision(L.config.matmul_precision, L.device):
+        with L.precision_scope:
             if obs.shape[1] <= rows:
                 return self._act_once(obs, deterministic, head)
             return torch.cat([self._act_once(chunk, deterministic, head) for chunk in obs.split(rows, dim=1)], dim=1)

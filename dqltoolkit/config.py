@@ -144,6 +144,9 @@ class AgentConfig:
             for k, v in table.items():
                 flat.setdefault(k, v)
         object.__setattr__(self, "_flat", flat)
+        # keys as plain instance attributes: reading cfg.lr in a step is a dict lookup, not a __getattr__ call
+        # (a key that a method of the class also names keeps the method; __getattr__ below serves it)
+        vars(self).update({k: v for k, v in flat.items() if not hasattr(type(self), k)})
 
     # --- routing ---------------------------------------------------------------------------------
     def _set(self, key: str, value: Any, source: str, core: dict, runtime: dict, parts: Dict[str, dict]) -> None:

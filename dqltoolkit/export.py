@@ -67,7 +67,7 @@ class _NoDraws(Sequence):
 
 
 def _mish_exported(x: Tensor) -> Tensor:
-    """mish(x) = x tanh(softplus(x)) as x n / (n + 2), n = e (e + 2), e = exp(x) (the native kernel's form, with
+    """mish(x) = x tanh(softplus(x)) as x n / (n + 2), n = e (e + 2), e = exp(x) (the fused operators' form, with
     its clamp). Why not ``F.mish``: it exports as ONNX Mish, which onnxruntime expands into Softplus, whose CPU
     kernel is scalar: 30 of 41 ms of a Hopper-size act; exp, mul and div are vectorised."""
     e = torch.exp(x.clamp(max=20.0))
@@ -76,7 +76,7 @@ def _mish_exported(x: Tensor) -> Tensor:
 
 
 def _traceable(module: nn.Module, members: int) -> nn.Module:
-    """A copy of ``module`` holding member 0 only, with torch's Mish in place of the native kernel.
+    """A copy of ``module`` holding member 0 only, with a traceable Mish in place of the backend's kernels.
 
     Member-batched layers (:class:`EnsembleLinear`) keep their first ``members_of_layer / members``
     members (a critic's ``n_q`` networks of seed 0); modules that record the member count get 1."""
@@ -90,11 +90,12 @@ def _traceable(module: nn.Module, members: int) -> nn.Module:
             sub.bias = nn.Parameter(sub.bias.detach()[:per].clone(), requires_grad=False)
             sub.members = per
         elif isinstance(sub, EnsembleMLP) and sub.act is mish:
-            sub.act = _mish_exported  # the same function as the native kernel, to float rounding; traceable
+            sub.act = _mish_exported  # the same function as F.mish and the fused kernel, to float rounding; traceable
         if not isinstance(sub, EnsembleLinear) and getattr(sub, "members", None) == members:
             sub.members = 1
-        if "chain_kernel" in vars(sub):  # a backend's kernel (fused CPU, GPU): the eager loop traces
-            sub.chain_kernel = None
+        for hook in ("chain_kernel", "kernel"):  # a backend's kernels (fused CPU, GPU): the torch layers trace
+            if hook in vars(sub):
+                setattr(sub, hook, None)
     if members > 1:
         inside = {id(p) for m in out.modules() if isinstance(m, EnsembleLinear) for p in m.parameters(recurse=False)}
         loose = [n for n, p in out.named_parameters() if id(p) not in inside]

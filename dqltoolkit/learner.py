@@ -133,6 +133,7 @@ class Learner:
         self.num_timesteps = 0
         self.buffer: Optional[TransitionBuffer] = None
         self._build_parts()
+        self.precision_scope = matmul_precision(config.matmul_precision, device)  # (entered by every step and acting call)
         self.backend = backend(self) if backend is not None else EagerBackend()
         graphs = self.backend.captures_steps
         adam = dict(capturable=graphs, lr_as_tensor=graphs and config.lr_decay)
@@ -239,7 +240,7 @@ class Learner:
                 # sound default: the EMA tracks the actor until averaging starts. The reference code
                 # leaves it at the initial weights, so its first critic targets come from an untrained policy.
                 ema = "average" if self.num_timesteps >= cfg.ema_start else (None if cfg.reference_quirks else "copy")
-        with matmul_precision(cfg.matmul_precision, self.device):
+        with self.precision_scope:
             critic_info, actor_info = self.backend.run_step(self, batch, actor, ema)
         if actor:
             self._last_actor_info = actor_info

@@ -9,7 +9,7 @@ twin critics and multi-seed training cheap. Inputs are ``[members, batch, featur
 from __future__ import annotations
 
 import math
-from typing import List, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,98 +18,9 @@ from torch import Tensor, nn
 from . import precision
 
 
-def _mish_torch(x: Tensor) -> Tensor:
-    e = torch.exp(x.clamp(max=20.0))
-    n = e * (e + 2.0)
-    return x * n / (n + 2.0)
-
-
-def _mish_grad_torch(x: Tensor) -> Tensor:
-    e = torch.exp(x.clamp(max=20.0))
-    n = e * (e + 2.0)
-    t = n / (n + 2.0)
-    return t + x * (1.0 - t * t) * (e / (1.0 + e))
-
-
-class _FastMish(torch.autograd.Function):
-    """mish(x) = x * tanh(softplus(x)), one pass over memory each way on CPU.
-
-    With e = exp(x): tanh(softplus(x)) = n / (n + 2) where n = e (e + 2), so one ``exp`` suffices. On the
-    CPU the native kernel (dqltoolkit/csrc/mish.c) does forward and backward in one vectorised pass
-    each, on torch's OpenMP threads; Mish is about a third of the reference implementation's step time,
-    and ``F.mish`` is several times slower here. Same function to float rounding (the exponential is a
-    polynomial accurate to ~2 ulp).
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x)
-        lib = _native_for(x)
-        if lib is None:
-            return _mish_torch(x)
-        y = torch.empty_like(x)
-        lib.dql_mish_fwd(x.data_ptr(), y.data_ptr(), x.numel(), torch.get_num_threads())
-        return y
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
-        (x,) = ctx.saved_tensors
-        grad = grad.contiguous()
-        lib = _native_for(x)
-        if lib is None:
-            return grad * _mish_grad_torch(x)
-        out = torch.empty_like(x)
-        lib.dql_mish_bwd(x.data_ptr(), grad.data_ptr(), out.data_ptr(), x.numel(), torch.get_num_threads())
-        return out
-
-
-class _FastMishBias(torch.autograd.Function):
-    """mish(h + b) for h ``[M, B, N]`` and a bias b ``[M, 1, N]``, without materialising h + b.
-
-    ``baddbmm`` copies the broadcast bias into its output before the matmul; a plain ``bmm`` followed by
-    this fused kernel skips that copy and the separate activation pass.
-    """
-
-    @staticmethod
-    def forward(ctx, h: Tensor, b: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(h, b)
-        lib = _native_for(h)
-        y = torch.empty_like(h)
-        M, B, N = h.shape
-        lib.dql_mish_bias_fwd(h.data_ptr(), b.data_ptr(), y.data_ptr(), M, B, N, torch.get_num_threads())
-        return y
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
-        h, b = ctx.saved_tensors
-        grad = grad.contiguous()
-        lib = _native_for(h)
-        out = torch.empty_like(h)
-        M, B, N = h.shape
-        lib.dql_mish_bias_bwd(h.data_ptr(), b.data_ptr(), grad.data_ptr(), out.data_ptr(), M, B, N, torch.get_num_threads())
-        return out, (out.sum(dim=1, keepdim=True) if ctx.needs_input_grad[1] else None)
-
-
-def mish_bias(h: Tensor, b: Tensor) -> Tensor:
-    """mish(h + b), fused on the CPU where the native kernel applies."""
-    if h.device.type == "cpu" and b.is_contiguous() and b.dtype == torch.float32 and _native_for(h) is not None:
-        return _FastMishBias.apply(h, b)
-    return mish(h + b)
-
-
-def _native_for(x: Tensor):
-    if x.device.type != "cpu" or x.dtype != torch.float32 or not x.is_contiguous():
-        return None
-    from ._native import native_lib
-
-    return native_lib()
-
-
 def mish(x: Tensor) -> Tensor:
-    """Mish activation: the native CPU kernel where it applies, ``F.mish`` (one fused kernel) on GPU."""
-    if x.device.type != "cpu":
-        return F.mish(x)
-    return _FastMish.apply(x)
+    """Mish, x tanh(softplus(x)) (Diffusion-QL's activation), as torch computes it."""
+    return F.mish(x)
 
 
 ACTIVATIONS = {"mish": mish, "relu": F.relu, "tanh": torch.tanh, "silu": F.silu}
@@ -178,7 +89,14 @@ class EnsembleLinear(nn.Module):
 
 
 class EnsembleMLP(nn.Module):
-    """Linear -> act -> ... -> Linear, member-batched. Input ``[M, B, in]`` -> ``[M, B, out]``."""
+    """Linear -> act -> ... -> Linear, member-batched. Input ``[M, B, in]`` -> ``[M, B, out]``.
+
+    ``kernel``: how a backend computes the layers after the first (``kernel(net, h, bias, detach_params)``,
+    the same function as :meth:`tail`), installed once by the backend chosen for an agent
+    (dqltoolkit/backends/); None here, where everything is torch.
+    """
+
+    kernel: Optional[Callable[["EnsembleMLP", Tensor, Tensor, bool], Tensor]] = None
 
     def __init__(self, members: int, in_dim: int, out_dim: int, hidden: Sequence[int], activation: str = "mish") -> None:
         super().__init__()
@@ -190,44 +108,23 @@ class EnsembleMLP(nn.Module):
         for layer in self.layers:
             layer.reset_parameters(generators)
 
-    def _activate(self, x: Tensor, layer: "EnsembleLinear") -> Tensor:
-        """act(x @ W + b); for Mish the bias add is fused into the activation kernel."""
-        if self.act is mish:
-            return mish_bias(layer_bmm(x, layer.weight), layer.bias)
-        return self.act(layer(x))
-
-    def forward_from_activation(self, a: Tensor) -> Tensor:
-        """Continue after the first layer's activation ``a`` (lets callers compute the first layer in parts)."""
-        layers = list(self.layers)
-        for layer in layers[1:-1]:
-            a = self._activate(a, layer)
-        return layers[-1](a)
+    def tail(self, h: Tensor, bias: Tensor, detach_params: bool = False) -> Tensor:
+        """``act(h + bias)`` (the first layer's pre-activation ``h`` and bias ``[M, 1 or B, hidden]``), then
+        the other layers; ``detach_params``: their weights as constants, see :meth:`forward`."""
+        a = self.act(h + bias)
+        rest = list(self.layers)[1:]
+        for i, layer in enumerate(rest):
+            w, b = (layer.weight.detach(), layer.bias.detach()) if detach_params else (layer.weight, layer.bias)
+            a = layer_baddbmm(b, a, w)
+            if i < len(rest) - 1:
+                a = self.act(a)
+        return a
 
     def forward_from_preactivation(self, h: Tensor, bias: Tensor, detach_params: bool = False) -> Tensor:
-        """Continue from the first layer's pre-activation: ``act(h + bias)``, then the other layers.
-
-        ``bias`` is ``[M, 1, hidden]`` or ``[M, B, hidden]``. On the CPU a Mish network runs as one fused
-        operator each way (dqltoolkit/fused.py); elsewhere layer by layer. ``detach_params``: use the
-        weights as constants (gradients still reach the input), see :meth:`forward`.
-        """
-        from . import fused
-
-        rest = list(self.layers)[1:]  # (slicing a ModuleList builds a new module each call)
-        if self.act is mish and rest:
-            ops = fused.applicable(h, bias)
-            if ops is not None:
-                ws, bs = [m.weight for m in rest], [m.bias for m in rest]
-                if detach_params:
-                    ws, bs = [w.detach() for w in ws], [b.detach() for b in bs]
-                return fused.mlp_tail(ops, h, bias, ws, bs)
-        if detach_params:
-            a = self.act(h + bias)
-            for layer in rest[:-1]:
-                a = self.act(layer_baddbmm(layer.bias.detach(), a, layer.weight.detach()))
-            return layer_baddbmm(rest[-1].bias.detach(), a, rest[-1].weight.detach()) if rest else a
-        if self.act is mish and rest and bias.shape[1] == 1 and bias.is_contiguous():
-            return self.forward_from_activation(mish_bias(h, bias))
-        return self.forward_from_activation(self.act(h + bias))
+        """:meth:`tail`, by the backend's kernel where one is installed (callers compute the first layer in parts)."""
+        if self.kernel is not None:
+            return self.kernel(self, h, bias, detach_params)
+        return self.tail(h, bias, detach_params)
 
     def forward(self, x: Tensor, detach_params: bool = False) -> Tensor:
         """``detach_params=True`` treats the weights as constants: the gradient reaches ``x`` only. The

@@ -148,12 +148,29 @@ def _warn_float32_once(why: str) -> None:
                   PrecisionWarning, stacklevel=4)
 
 
-_FLOAT32 = nullcontext()  # reusable: the default precision enters no generator-based scope on every step
+_FLOAT32 = nullcontext()  # reusable: the default precision enters nothing of ours on every step
 
 
 def matmul_precision(precision: str, device: torch.device) -> ContextManager[None]:
-    """Products inside the block run at ``precision`` on ``device``; the previous settings come back after."""
-    return _FLOAT32 if precision == "highest" else _reduced_precision(precision, device)
+    """A reusable scope: products inside it run at ``precision`` on ``device``; the previous settings come
+    back after. Made once per agent (the learner keeps it), entered around every step and acting call."""
+    return _FLOAT32 if precision == "highest" else _ReducedPrecision(precision, device)
+
+
+class _ReducedPrecision:
+    """The scope of a reduced precision (re-entrant: each entry keeps what it found, and restores it)."""
+
+    def __init__(self, precision: str, device: torch.device) -> None:
+        self.precision, self.device = precision, device
+        self._exits: list = []
+
+    def __enter__(self) -> None:
+        scope = _reduced_precision(self.precision, self.device)
+        scope.__enter__()
+        self._exits.append(scope)
+
+    def __exit__(self, *exc: Any) -> Optional[bool]:
+        return self._exits.pop().__exit__(*exc)
 
 
 @contextmanager

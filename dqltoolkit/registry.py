@@ -46,6 +46,8 @@ class Registry(Generic[T]):
         self.group = entry_point_group
         self._entries: Dict[str, T] = {}
         self._discovered = entry_point_group is None
+        #: changes whenever an entry does: caches of what a registered object made key on it
+        self.generation = 0
 
     def register(self, name: str, obj: T | None = None, *, overwrite: bool = False):
         """Register ``obj`` under ``name``; usable as a decorator when ``obj`` is omitted."""
@@ -54,6 +56,7 @@ class Registry(Generic[T]):
             if name in self._entries and not overwrite and self._entries[name] is not o:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
             self._entries[name] = o
+            self.generation += 1
             return o
 
         return add if obj is None else add(obj)
@@ -64,6 +67,7 @@ class Registry(Generic[T]):
         if name not in self._entries:
             raise UnknownNameError(f"unknown {self.kind} {name!r}: nothing to unregister")
         del self._entries[name]
+        self.generation += 1
 
     def _discover(self) -> None:
         if self._discovered:
@@ -73,6 +77,7 @@ class Registry(Generic[T]):
             if ep.name not in self._entries:
                 try:
                     self._entries[ep.name] = ep.load()
+                    self.generation += 1
                 except Exception as exc:  # a broken plugin must not break the toolkit
                     import warnings
 

@@ -16,13 +16,13 @@ HAS_CC = bool(os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc"))
 needs_cc = pytest.mark.skipif(not HAS_CC, reason="needs a C compiler")
 
 
-def _refused_native_lib(match):
-    """native_lib() gives up on an unsafe cache, saying why where it would have built (a compiler is there)."""
+def _refused_library(match):
+    """fused_ops() gives up on an unsafe cache, saying why where it would have built (a compiler is there)."""
     if not HAS_CC:  # no compiler: nothing is built or loaded anyway, and nothing to say
-        assert _native.native_lib() is None
+        assert _native.fused_ops() is None
         return
     with pytest.warns(RuntimeWarning, match=match):
-        assert _native.native_lib() is None
+        assert _native.fused_ops() is None
 
 
 @pytest.fixture
@@ -34,11 +34,11 @@ def cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def fresh_native():
-    """native_lib() is cached per process: each test loads from its own cache folder, and the rest of the
+    """fused_ops() is cached per process: each test loads from its own cache folder, and the rest of the
     suite from the usual one again afterwards."""
-    _native.native_lib.cache_clear()
+    _native.fused_ops.cache_clear()
     yield
-    _native.native_lib.cache_clear()
+    _native.fused_ops.cache_clear()
 
 
 def test_cache_folders_are_created_private_and_tightened(cache):
@@ -56,7 +56,7 @@ def test_a_cache_others_can_write_is_refused_and_nothing_is_loaded_from_it(cache
     os.chmod(cache, mode)
     with pytest.raises(CacheError, match=f"the cache folder {cache} is writable by {who} \\(mode {mode:03o}\\).*chmod 700"):
         private_dir()
-    _refused_native_lib(f"native kernels not loaded: the cache folder {cache} is writable by {who}")
+    _refused_library(f"fused CPU operators are not loaded: the cache folder {cache} is writable by {who}")
     assert os.listdir(cache) == []
 
 
@@ -66,7 +66,7 @@ def test_a_cache_owned_by_another_user_is_refused(cache, fresh_native):
     os.chown(cache, 65534, -1)
     with pytest.raises(CacheError, match=f"the cache folder {cache} belongs to uid 65534, not to you \\(uid 0\\)"):
         private_dir()
-    _refused_native_lib("native kernels not loaded: the cache folder .* belongs to uid 65534")
+    _refused_library("fused CPU operators are not loaded: the cache folder .* belongs to uid 65534")
 
 
 def test_a_dataset_build_refuses_an_unsafe_cache_with_a_clear_message(cache):
@@ -81,16 +81,22 @@ def test_a_dataset_build_refuses_an_unsafe_cache_with_a_clear_message(cache):
 EVIL_C = """
 #include <stdio.h>
 __attribute__((constructor)) static void planted(void) { FILE *f = fopen("%s", "w"); if (f) { fputs("ran", f); fclose(f); } }
-void dql_mish_fwd(void) {}
+int dql_answer(void) { return 13; }
 """
+GOOD_C = "int dql_answer(void) { return 42; }\n"
+
+
+def _compile(src_text, tmp_path, out):
+    src = tmp_path / f"{out.stem}.c"
+    src.write_text(src_text)
+    proc = subprocess.run([shutil.which("gcc") or shutil.which("cc"), "-shared", "-fPIC", str(src), "-o", str(out)], capture_output=True)
+    return proc.stderr.decode()[-300:] if proc.returncode else ""
 
 
 def _evil_library(tmp_path):
     marker = tmp_path / "planted-code-ran.txt"
-    src = tmp_path / "evil.c"
-    src.write_text(EVIL_C % marker)
     out = tmp_path / "evil.so"
-    subprocess.run([shutil.which("gcc") or shutil.which("cc"), "-shared", "-fPIC", str(src), "-o", str(out)], check=True)
+    assert _compile(EVIL_C % marker, tmp_path, out) == ""
     return out, marker
 
 
@@ -101,28 +107,33 @@ def _plant(evil, so):
     os.replace(tmp, so)
 
 
+def _load_answer(tmp_path):
+    """A library through the cache's verified loader (the fused operators' path, with a tiny C source)."""
+    import ctypes
+
+    lib = _native._verified_library("dql_test_answer.so", lambda out: _compile(GOOD_C, tmp_path, out), ctypes.CDLL)
+    return lib.dql_answer()
+
+
 @needs_cc
-def test_native_library_is_recorded_and_a_replaced_one_is_never_loaded(cache, tmp_path, fresh_native):
-    lib = _native.native_lib()
-    assert lib is not None
-    (so,) = cache.glob("dql_native_*.so")
-    record = json.loads(sidecar(so).read_text())
+def test_a_built_library_is_recorded_and_a_replaced_one_is_never_loaded(cache, tmp_path):
     import hashlib
 
+    assert _load_answer(tmp_path) == 42
+    (so,) = cache.glob("dql_test_answer*.so")
+    record = json.loads(sidecar(so).read_text())
     assert record["sha256"] == hashlib.sha256(so.read_bytes()).hexdigest() and record["file"] == so.name
-    assert not list(cache.glob(".dql_native_*"))  # the fresh build name is gone
+    assert not list(cache.glob(".dql_test_answer*"))  # the fresh build name is gone
 
     evil, marker = _evil_library(tmp_path)
     _plant(evil, so)  # someone replaced the library under its predictable name
-    _native.native_lib.cache_clear()
     with pytest.warns(RuntimeWarning, match=f"{so} does not match the SHA-256 recorded when it was built"):
-        assert _native.native_lib() is not None
+        assert _load_answer(tmp_path) == 42
     assert not marker.exists()
     assert so.read_bytes() != evil.read_bytes()  # rebuilt
     assert json.loads(sidecar(so).read_text())["sha256"] == hashlib.sha256(so.read_bytes()).hexdigest()
 
     _plant(evil, so)  # a library without a recorded digest (an older version's cache) is rebuilt, not loaded
     sidecar(so).unlink()
-    _native.native_lib.cache_clear()
-    assert _native.native_lib() is not None and not marker.exists()
+    assert _load_answer(tmp_path) == 42 and not marker.exists()
     assert so.read_bytes() != evil.read_bytes() and sidecar(so).is_file()

@@ -8,6 +8,7 @@ import torch
 
 from dqltoolkit import fused
 from dqltoolkit._native import fused_ops
+from dqltoolkit.backends.fused_cpu import critic_regression, install_mlp_kernels
 from dqltoolkit.critics.double_q import DoubleQCritic
 from dqltoolkit.heads.diffusion import DiffusionHead
 from dqltoolkit.nn import EnsembleMLP, member_generators
@@ -27,6 +28,13 @@ def eager(monkeypatch):
         monkeypatch.setenv("DQLTOOLKIT_FUSED", "0")  # agents built from now on choose the eager backend
 
     return use_eager
+
+
+def _fused(module):
+    """``module``'s Mish networks on the fused MLP kernel, as the fused CPU backend installs it (the
+    ``eager`` fixture then sends them back to their torch layers)."""
+    assert install_mlp_kernels(fused_ops(), [module]) > 0
+    return module
 
 
 def _grads(module, out, seed=1):
@@ -53,7 +61,7 @@ def test_fused_library_builds_where_a_compiler_exists():
 @needs_fused
 @pytest.mark.parametrize("members,steps", [(1, None), (3, None), (2, 2)])
 def test_reverse_chain_matches_eager_values_and_gradients(members, steps, eager):
-    head = DiffusionHead(11, 3, members=members, T=5)
+    head = _fused(DiffusionHead(11, 3, members=members, T=5))
     head.reset_parameters(member_generators(list(range(members))))
     obs = torch.randn(members, 64, 11, generator=torch.Generator().manual_seed(0))
     K = len(head.chain(steps or 0)["t"])
@@ -76,7 +84,7 @@ def test_reverse_chain_matches_eager_values_and_gradients(members, steps, eager)
 @needs_fused
 @pytest.mark.parametrize("per_row_bias", [False, True])
 def test_mlp_matches_eager_for_broadcast_and_per_row_bias(per_row_bias, eager):
-    net = EnsembleMLP(2, 14, 1, [32, 32, 32])
+    net = _fused(EnsembleMLP(2, 14, 1, [32, 32, 32]))
     net.reset_parameters(member_generators([0, 1]))
     gen = torch.Generator().manual_seed(0)
     h = torch.randn(2, 40, 32, generator=gen, requires_grad=True)
@@ -101,7 +109,7 @@ def test_mlp_matches_eager_for_broadcast_and_per_row_bias(per_row_bias, eager):
 
 @needs_fused
 def test_policy_values_give_action_gradients_but_no_critic_weight_gradients(eager):
-    critic = DoubleQCritic(11, 3, members=1, critic_hidden=32)
+    critic = _fused(DoubleQCritic(11, 3, members=1, critic_hidden=32))
     critic.reset_parameters(member_generators([0]))
     obs = torch.randn(1, 50, 11, generator=torch.Generator().manual_seed(0))
     actions = torch.rand(1, 50, 3, generator=torch.Generator().manual_seed(1), requires_grad=True)
@@ -130,7 +138,7 @@ def test_critic_regression_gradients_match_autograd():
     critic.reset_parameters(member_generators([0, 1]))
     gen = torch.Generator().manual_seed(0)
     obs, actions, y = torch.randn(2, 40, 11, generator=gen), torch.rand(2, 40, 3, generator=gen), torch.randn(2, 40, generator=gen)
-    loss, norm, grads = fused.critic_regression(fused_ops(), critic.q, obs, actions, y)
+    loss, norm, grads = critic_regression(fused_ops(), critic.q, obs, actions, y)
     q = critic(obs, actions)
     ref_loss = (q - y.unsqueeze(1)).pow(2).mean(dim=2).sum(dim=1)
     ref_grads = torch.autograd.grad(ref_loss.sum(), critic.online_parameters())
@@ -143,7 +151,7 @@ def test_critic_regression_gradients_match_autograd():
     ref_norm = torch.stack([g.reshape(2, -1).pow(2).sum(1) for g in ref_grads]).sum(0).sqrt()
     torch.testing.assert_close(norm, ref_norm, rtol=1e-5, atol=1e-6)
     max_norm = float(ref_norm.min()) / 2  # both seeds get clipped
-    _, norm_c, clipped = fused.critic_regression(fused_ops(), critic.q, obs, actions, y, max_norm)
+    _, norm_c, clipped = critic_regression(fused_ops(), critic.q, obs, actions, y, max_norm)
     torch.testing.assert_close(norm_c, ref_norm, rtol=1e-5, atol=1e-6)
     clipped_norm = torch.stack([g.reshape(2, -1).pow(2).sum(1) for g in clipped]).sum(0).sqrt()
     torch.testing.assert_close(clipped_norm, torch.full((2,), max_norm), rtol=1e-4, atol=1e-6)
@@ -212,7 +220,6 @@ def test_a_failed_build_warns_with_the_compiler_error_and_falls_back(monkeypatch
     monkeypatch.setenv("CXX", str(compiler))
     monkeypatch.setenv("DQLTOOLKIT_CACHE", str(tmp_path / "cache"))
     _native.fused_ops.cache_clear()
-    _native.native_lib.cache_clear()
     try:
         with pytest.warns(RuntimeWarning, match=r"could not compile fused\.cpp \(fused\.cpp:1:1: error: this compiler is broken\)"):
             assert _native.fused_ops() is None
@@ -220,6 +227,5 @@ def test_a_failed_build_warns_with_the_compiler_error_and_falls_back(monkeypatch
     finally:
         monkeypatch.undo()
         _native.fused_ops.cache_clear()
-        _native.native_lib.cache_clear()
     if shutil.which("g++") or shutil.which("c++"):
         assert _native.fused_ops() is not None  # the real compiler is used again afterwards

@@ -60,13 +60,13 @@ def split_actor_grads(objective: Any, head: Any, critic: Any, obs: Tensor, actio
     def bc_backward(bc: Tensor, shared: bool) -> None:
         g_bc.extend(torch.autograd.grad(bc.sum(), params, retain_graph=shared, allow_unused=True))
 
-    bc, new_actions = objective._bc_and_actions(head, obs, actions, generators, after_bc=bc_backward)
-    ql = objective._q_loss(critic, obs, new_actions, generators)
+    bc, new_actions = objective.bc_and_actions(head, obs, actions, generators, after_bc=bc_backward)
+    ql = objective.q_loss(critic, obs, new_actions, generators)
     eta = objective.current_eta()
     g_q = torch.autograd.grad((eta * ql).sum(), params, allow_unused=True)
     grads = [a if b is None else (b if a is None else a + b) for a, b in zip(g_bc, g_q)]
     grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
-    return bc + eta * ql, {"bc_loss": bc, "ql_loss": ql}, grads
+    return (*objective.combine(bc, ql), grads)
 
 
 def _chain_kernel(noise, sp, tp, w_action, weights, biases, c, lim):

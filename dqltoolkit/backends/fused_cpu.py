@@ -13,15 +13,16 @@ the eager kernel of dqltoolkit/learner.py. The decision is made once, here, when
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Sequence
 
+import torch
 from torch import Tensor
 
 from .. import fused
 from ..capabilities import KERNELS, declared, overrides
-from ..heads.samplers import fused_plan, head_plan, kernel_ready, packed_multistep
+from ..heads.samplers import fused_plan, kernel_ready, packed_multistep
 from ..learner import EagerBackend, Grads, Learner
-from ..nn import member_rand, member_randint, member_randn, mish
+from ..nn import EnsembleMLP, member_rand, member_randint, member_randn, mish
 from ..objectives.base import Objective
 
 
@@ -51,6 +52,74 @@ def fused_chain(ops: Any):
     return kernel
 
 
+# --- the step operators: whole pieces of a step, forward and hand-written backward in one call each ---
+
+def critic_regression(ops: Any, net, obs: Tensor, actions: Tensor, y: Tensor, max_norm: float = 0.0):
+    """Per-member loss ``sum_twins mean_b (Q(s, a) - y)^2``, per-seed gradient norms and the gradients for
+    every parameter of the member-batched twin network ``net`` (in ``net.parameters()`` order, clipped
+    per seed to ``max_norm`` when it is > 0), in one operator and without an autograd graph."""
+    layers = list(net.layers)
+    first, rest = layers[0], layers[1:]
+    out = ops.critic_grads(obs, actions, y, first.weight, first.bias, [m.weight for m in rest], [m.bias for m in rest], float(max_norm))
+    n = len(rest)
+    grads = [out[2], out[3]]
+    for i in range(n):
+        grads += [out[4 + i], out[4 + n + i]]
+    return out[0], out[1], grads
+
+
+def ql_actor(ops: Any, head, head_params: Sequence[Tensor], critic_params: Sequence[Tensor], obs: Tensor, actions: Tensor, t: Tensor,
+             bc_noise: Tensor, chain_noise: Optional[Tensor], coin: Tensor, eta: float, approx: bool, max_norm: float = 0.0,
+             plan: Optional[dict] = None):
+    """Diffusion-QL's actor step for a diffusion ``head`` (its parameters in ``head.parameters()`` order)
+    and a twin critic network's parameters (constants), in one operator: ``(L_bc [M], L_q [M], per-seed
+    gradient norms [M], gradients of L_bc + eta L_q w.r.t. head_params)``, the gradients clipped per seed
+    to ``max_norm`` when it is > 0. The random numbers are the caller's, drawn in the eager path's order.
+    (The operator records no graph, so the parameters need not be detached.) ``plan``: the Q term's chain
+    (a one-step plan of ``head.chain``; None: the head's full default chain, the paper's)."""
+    # with approx the operator runs no chain and reads no coefficients: any one-step plan fills the slot
+    c = plan if plan is not None else head.chain(0, "ddpm" if approx else None)
+    out = ops.ql_actor_grads(obs, actions, t, bc_noise, chain_noise if chain_noise is not None else bc_noise, coin,
+                             head.time_embedding, head.sqrt_abar, head.sqrt_1m_abar, head_params, critic_params, c["packed"], c["t"],
+                             float(head.max_action), float(eta), bool(approx), float(max_norm))
+    return out[0], out[1], out[2], list(out[3:])
+
+
+def target_q(ops: Any, head, critic_net, next_obs: Tensor, noise: Tensor, steps: int = 0, sampler: Optional[str] = None) -> Tensor:
+    """Values ``[M, k, B]`` of the target critic ``critic_net`` at (s', a'), a' from the diffusion
+    ``head``'s chain (``steps`` reverse steps, 0: all; ``sampler``'s plan, which must be one-step, None: the
+    head's default) started from ``noise``; one operator, no graph."""
+    c = head.chain(steps, sampler)
+    return ops.target_q(next_obs, noise, head.time_embedding, list(head.parameters()), list(critic_net.parameters()), c["packed"], c["t"],
+                        float(head.max_action))
+
+
+def fused_mlp(ops: Any):
+    """``EnsembleMLP.tail`` as the fused operator (one autograd node each way), for a Mish network on CPU
+    float32 tensors; anything else (a swapped activation, another device or dtype) runs the torch layers."""
+
+    def kernel(net: EnsembleMLP, h: Tensor, bias: Tensor, detach_params: bool) -> Tensor:
+        if net.act is not mish or fused.applicable(h, bias) is None:
+            return net.tail(h, bias, detach_params)
+        rest = list(net.layers)[1:]
+        ws, bs = [m.weight for m in rest], [m.bias for m in rest]
+        if detach_params:
+            ws, bs = [w.detach() for w in ws], [b.detach() for b in bs]
+        return fused.mlp_tail(ops, h, bias, ws, bs)
+
+    return kernel
+
+
+def install_mlp_kernels(ops: Any, modules: Any) -> int:
+    """The fused MLP kernel on every plain Mish network inside ``modules`` (its math is nn.EnsembleMLP's,
+    whichever part holds it); how many got it."""
+    nets = [net for module in modules if module is not None for net in module.modules()
+            if type(net) is EnsembleMLP and _mish_mlp(net)]
+    for net in nets:
+        net.kernel = fused_mlp(ops)
+    return len(nets)
+
+
 class FusedCPUBackend(EagerBackend):
     name = "fused-cpu"
 
@@ -60,6 +129,7 @@ class FusedCPUBackend(EagerBackend):
         self.chain = KERNELS in declared(head) and _mish_mlp(head.net)
         if self.chain:  # the head samples through the operator; a head that does not declare it keeps its own loop
             learner.head.chain_kernel = learner.ema_head.chain_kernel = fused_chain(ops)
+        install_mlp_kernels(ops, learner.state_modules().values())  # (not in describe(): not a piece of the step)
         cfg = learner.config
         # the step operators compute one-step plans (ddpm, ddim: heads/samplers.py); with a multistep solver the
         # step's piece runs eagerly, its chain through the forward operator where no graph is needed
@@ -80,19 +150,17 @@ class FusedCPUBackend(EagerBackend):
         critic = learner.critic
         if not self.target or critic.gamma == 0:
             return super().td_target(learner, batch)
-        import torch
-
         with torch.no_grad():
             rows = critic.backup_rows(batch["next_obs"])
             steps = learner.config.target_sample_steps or None
             noise = learner.ema_head.draw_noise(rows.shape[1], learner.train_generators, rows.device, steps)
-            q = fused.target_q(self.ops, learner.ema_head, critic.target, rows, noise, steps or 0, learner.config.target_sampler or None)
+            q = target_q(self.ops, learner.ema_head, critic.target, rows, noise, steps or 0, learner.config.target_sampler or None)
             return critic.backup(batch, q)
 
     def critic_grads(self, learner: Learner, batch: Dict[str, Tensor], target: Tensor) -> Grads:
         if not self.critic:
             return super().critic_grads(learner, batch, target)
-        loss, norm, grads = fused.critic_regression(self.ops, learner.critic.q, batch["obs"], batch["actions"], target,
+        loss, norm, grads = critic_regression(self.ops, learner.critic.q, batch["obs"], batch["actions"], target,
                                                     learner.config.grad_norm)
         return loss, {}, grads, norm
 
@@ -107,10 +175,10 @@ class FusedCPUBackend(EagerBackend):
         bc_noise = member_randn(gens, (B, A), obs.device)
         approx = objective.q_grad == "approx"
         # the Q term's chain (q_sample_steps 0: the full chain); approx runs none, whatever solver is configured
-        plan = None if approx else head_plan(head, objective.q_sample_steps, objective.q_sampler)
+        plan = None if approx else head.chain(objective.q_sample_steps, objective.q_sampler)
         chain_noise = None if plan is None else member_randn(gens, (len(plan["t"]), B, A), obs.device)
         coin = member_rand(gens, (), obs.device)
         eta = objective.current_eta()
-        bc, ql, norm, grads = fused.ql_actor(self.ops, head, learner.actor_params, learner.critic_params, obs, actions, t, bc_noise,
+        bc, ql, norm, grads = ql_actor(self.ops, head, learner.actor_params, learner.critic_params, obs, actions, t, bc_noise,
                                              chain_noise, coin, eta, approx, learner.config.grad_norm, plan=plan)
-        return bc + eta * ql, {"bc_loss": bc, "ql_loss": ql}, grads, norm
+        return (*objective.combine(bc, ql), grads, norm)

@@ -185,18 +185,14 @@ def counted_step_gflop(config, table, steps: int = 4) -> float:
 
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .. import fused
-
-    applicable, before = fused.applicable, os.environ.get("DQLTOOLKIT_FUSED")
-    fused.applicable = lambda *tensors: None
-    os.environ["DQLTOOLKIT_FUSED"] = "0"  # the agent is built on the eager backend
+    before = os.environ.get("DQLTOOLKIT_FUSED")
+    os.environ["DQLTOOLKIT_FUSED"] = "0"  # the agent is built on the eager backend: torch ops only
     try:
         agent = _agent([0], torch.device("cpu"), table, config=config)
         with FlopCounterMode(display=False) as counter:
             for _ in range(steps):
                 agent.train_step()
     finally:
-        fused.applicable = applicable
         if before is None:
             os.environ.pop("DQLTOOLKIT_FUSED", None)
         else:

@@ -11,8 +11,8 @@
  *
  * Parallel over ``nthreads`` with OpenMP. The library is linked against libgomp.so.1, the soname of the
  * runtime PyTorch already loaded, so the dynamic linker binds it to that same runtime and its warm thread
- * pool: there is no second OpenMP runtime competing for the cores. Built on first use by
- * dqltoolkit/_native.py (without -fopenmp where that fails: the pragmas are then ignored). */
+ * pool: there is no second OpenMP runtime competing for the cores. Compiled into the fused operators'
+ * library by dqltoolkit/_native.py. */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -50,17 +50,7 @@ static inline float mish_grad(float v) {
   return m * q + 4.0f * v * e * (e + 1.0f) * q * q;
 }
 
-void dql_mish_fwd(const float* restrict x, float* restrict y, int64_t n, int nthreads) {
-#pragma omp parallel for simd schedule(static) num_threads(nthreads) if (n >= PARALLEL_MIN && nthreads > 1)
-  for (int64_t i = 0; i < n; i++) y[i] = mish_f(x[i]);
-}
-
-void dql_mish_bwd(const float* restrict x, const float* restrict g, float* restrict out, int64_t n, int nthreads) {
-#pragma omp parallel for simd schedule(static) num_threads(nthreads) if (n >= PARALLEL_MIN && nthreads > 1)
-  for (int64_t i = 0; i < n; i++) out[i] = g[i] * mish_grad(x[i]);
-}
-
-/* Strided forms, shared by the ctypes entry points below and by the fused operators in fused.cpp.
+/* Strided forms, used by the fused operators in fused.cpp.
  * h, y: [groups, rows, cols] with rows contiguous (row stride = cols) and group strides h_gs, y_gs;
  * b: bias with group stride b_gs and row stride b_rs (0: one bias row broadcast over the rows).
  *
@@ -113,16 +103,4 @@ void dql_mish_bias_bwd_s(const float* restrict h, int64_t h_gs, const float* res
 #pragma omp simd
     for (int64_t c = 0; c < cols; c++) oo[c] = gg[c] * mish_grad(hh[c] + bb[c]);
   }
-}
-
-/* h: [groups, rows, cols], b: [groups, cols]; y = mish(h + b) */
-void dql_mish_bias_fwd(const float* restrict h, const float* restrict b, float* restrict y, int64_t groups, int64_t rows, int64_t cols,
-                       int nthreads) {
-  dql_mish_bias_fwd_s(h, rows * cols, b, cols, 0, y, rows * cols, groups, rows, cols, nthreads);
-}
-
-/* out = g * mish'(h + b) */
-void dql_mish_bias_bwd(const float* restrict h, const float* restrict b, const float* restrict g, float* restrict out, int64_t groups,
-                       int64_t rows, int64_t cols, int nthreads) {
-  dql_mish_bias_bwd_s(h, rows * cols, b, cols, 0, g, rows * cols, out, rows * cols, groups, rows, cols, nthreads);
 }

@@ -21,7 +21,7 @@ from ..nn import ACTIVATIONS, EnsembleMLP, layer_baddbmm, layer_bmm, member_rand
 from ..registry import HEADS
 from ..settings import setting
 from .base import PolicyHead
-from .samplers import SAMPLERS, Plan, check_sampler, get_sampler, head_plan, kernel_ready, kernels_run
+from .samplers import SAMPLERS, Plan, check_sampler, get_sampler, kernel_ready, kernels_run
 from .schedules import SCHEDULES
 
 #: a reverse-chain kernel: (noise, state part, time part, action weights, weights, biases, chain, bound) -> actions
@@ -102,7 +102,7 @@ class DiffusionHead(PolicyHead):
         """
         name = sampler or self.default_sampler
         k = self.T if steps <= 0 or steps >= self.T else int(steps)
-        key = (name, id(SAMPLERS.get(name)), k)  # (a name registered again later gets its own plans)
+        key = (name, SAMPLERS.generation, k)  # (a name registered again later gets its own plans)
         if key not in self._chains:
             idx = np.unique(np.round(np.linspace(0, self.T - 1, k)).astype(int))
             self._chains[key] = get_sampler(name).plan(self.alphas_cumprod[idx], idx)
@@ -198,7 +198,7 @@ class DiffusionHead(PolicyHead):
         ``noise`` ``[M, K, B, action_dim]`` for a K-step chain: index 0 is x_T, index k >= 1 the noise
         added after the k-th reverse step (none is added after the last step; deterministic samplers add none).
         """
-        c = head_plan(self, steps or 0, sampler)
+        c = self.chain(steps or 0, sampler)
         K = len(c["t"])
         M, B, _ = obs.shape
         if noise is None:

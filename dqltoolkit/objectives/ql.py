@@ -82,7 +82,7 @@ class QLObjective(Objective):
         finally:
             self.step = saved
 
-    def _bc_and_actions(self, head, obs, actions, generators, after_bc=None) -> Tuple[Tensor, Tensor]:
+    def bc_and_actions(self, head, obs, actions, generators, after_bc=None) -> Tuple[Tensor, Tensor]:
         """The BC loss and the actions whose Q the term maximises. ``after_bc(bc, shared)`` runs in between,
         before the chain is sampled; ``shared``: the actions come out of bc's own graph (EDP's estimate)."""
         if self.q_grad == "approx" and hasattr(head, "behaviour_loss_and_estimate"):
@@ -108,11 +108,15 @@ class QLObjective(Objective):
             kw["sampler"] = self.q_sampler
         return kw
 
-    def _q_loss(self, critic, obs: Tensor, new_actions: Tensor, generators) -> Tensor:
+    def q_loss(self, critic, obs: Tensor, new_actions: Tensor, generators) -> Tensor:
         q = q_of(critic, obs, new_actions)
         return normalised_q_loss(q, member_rand(generators, (), obs.device))
 
     def actor_loss(self, head, critic, obs, actions, generators, aux=None) -> Tuple[Tensor, Dict[str, Tensor]]:
-        bc, new_actions = self._bc_and_actions(head, obs, actions, generators)
-        ql = self._q_loss(critic, obs, new_actions, generators)
+        bc, new_actions = self.bc_and_actions(head, obs, actions, generators)
+        return self.combine(bc, self.q_loss(critic, obs, new_actions, generators))
+
+    def combine(self, bc: Tensor, ql: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """L = L_bc + eta L_q and its parts: the one place the two terms meet (the backends' faster forms,
+        which compute the terms another way, combine them here too)."""
         return bc + self.current_eta() * ql, {"bc_loss": bc, "ql_loss": ql}
