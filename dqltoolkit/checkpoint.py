@@ -82,6 +82,10 @@ def agent_state(agent, member: Optional[int] = None, include_optimizer: bool = T
         out[f"rng.act.{j}"] = agent.act_generators[m].get_state()
     out["obs_mean"] = agent.obs_mean
     out["obs_std"] = agent.obs_std
+    online = agent.learner.online_buffer
+    if include_optimizer and online is not None and online.size:  # a training checkpoint keeps a fine-tune's experience
+        for field, t in online.chronological().items():
+            out[f"online.{field}"] = _member_slice(t, M, member)
     return {k: v.detach().to("cpu").contiguous() for k, v in out.items()}
 
 
@@ -133,6 +137,8 @@ def save_agent(agent, path: Union[str, Path], member: Optional[int] = None, incl
         "num_timesteps": agent.num_timesteps,
         "task": agent.task,
         "has_optimizer": include_optimizer,
+        **({"online_added": int(agent.learner.online_buffer.added)}
+           if include_optimizer and agent.learner.online_buffer is not None and agent.learner.online_buffer.size else {}),
         "versions": _versions(),
         "extra": extra or {},
     }
@@ -227,6 +233,11 @@ def restore_agent(agent, path: Union[str, Path], doc: Dict[str, Any], tensors: D
                 gens[m].set_state(tensors[f"rng.{kind}.{m}"])
         agent.obs_mean = tensors["obs_mean"].to(dev)
         agent.obs_std = tensors["obs_std"].to(dev)
+        if "online.obs" in tensors:
+            from .online import ONLINE_FIELDS, OnlineBuffer
+
+            held = {f: tensors[f"online.{f}"] for f in ONLINE_FIELDS}  # (sized to what it holds: a fine-tune widens it)
+            agent.learner.online_buffer = OnlineBuffer.from_chronological(held, held["obs"].shape[1], int(doc.get("online_added", 0)), dev)
     except CheckpointError:
         raise
     except (RuntimeError, KeyError, ValueError, TypeError) as exc:

@@ -351,6 +351,7 @@ def check_header(header: Header, doc: Mapping[str, Any], path: Path) -> None:
     for key in ("obs_mean", "obs_std"):
         if header.get(key) != ("F32", (obs_dim,)):
             raise _fail_key(path, key, f"is {header.get(key, 'missing')}; expected F32 of shape ({obs_dim},) (the observation space)")
+    _check_online(header, doc, path, seeds, obs_dim)
     nets, optims = expected_layout(doc, path)
     for key, want in nets.items():
         if key not in header:
@@ -360,7 +361,7 @@ def check_header(header: Header, doc: Mapping[str, Any], path: Path) -> None:
                                        f"describes has {want[0]} of shape {list(want[1])}")
     has_opt = doc.get("has_optimizer", False)
     for key, (dtype, shape) in header.items():
-        if key in nets or key.startswith("rng.") or key in ("obs_mean", "obs_std"):
+        if key in nets or key.startswith(("rng.", "online.")) or key in ("obs_mean", "obs_std"):
             continue
         parts = key.split(".")
         if not (has_opt and len(parts) == 4 and parts[0] == "optim" and parts[1] in optims):
@@ -384,6 +385,32 @@ def check_header(header: Header, doc: Mapping[str, Any], path: Path) -> None:
                 if have and len(have) != 3:
                     missing = sorted({"step", *_MOMENTS} - set(have))
                     raise _fail_key(path, f"optim.{name}.{i}.{missing[0]}", "is missing; the parameter's other Adam state is there")
+
+
+_ONLINE = ("obs", "actions", "rewards", "next_obs", "terminals")  # (dqltoolkit/online.py's ONLINE_FIELDS)
+MAX_ONLINE = 10_000_000  # transitions per seed (the online_buffer_size limit)
+
+
+def _check_online(header: Header, doc: Mapping[str, Any], path: Path, seeds: int, obs_dim: int) -> None:
+    """A fine-tune's experience: all five tables or none, in a training checkpoint, one length, shaped
+    by the spaces, at most :data:`MAX_ONLINE` transitions per seed."""
+    keys = sorted(k for k in header if k.startswith("online."))
+    if not keys:
+        return
+    if sorted(keys) != sorted(f"online.{f}" for f in _ONLINE) or not doc.get("has_optimizer", False):
+        raise CheckpointError(f"{path}: {TENSORS_NAME} holds {', '.join(keys[:6])}; online experience is the five tables "
+                              f"{', '.join('online.' + f for f in _ONLINE)}, in a training checkpoint (has_optimizer true)")
+    action_dim = doc["action_space"]["shape"][0]
+    n = header["online.obs"][1][1] if len(header["online.obs"][1]) == 3 else -1
+    for f, tail in (("obs", (obs_dim,)), ("next_obs", (obs_dim,)), ("actions", (action_dim,)), ("rewards", ()), ("terminals", ())):
+        key = f"online.{f}"
+        dtype, shape = header[key]
+        if dtype != "F32" or tuple(shape) != (seeds, n, *tail) or not 1 <= n <= MAX_ONLINE:
+            raise _fail_key(path, key, f"is {dtype} of shape {list(shape)}; expected F32 [seeds={seeds}, n, {', '.join(map(str, tail)) or '-'}] "
+                                       f"with one n for all five tables, 1 <= n <= {MAX_ONLINE:,}")
+    added = doc.get("online_added", n)
+    if not _int(added, n, MAX_TIMESTEPS):
+        raise CheckpointError(f"{path}: {DOC_NAME} field 'online_added' is {str(added)[:40]}; expected an integer >= {n} (the transitions held)")
 
 
 def check_values(tensors: Mapping[str, torch.Tensor], path: Path, allow_nonfinite: bool = False) -> None:

@@ -132,6 +132,7 @@ class Learner:
         self.members, self.device = len(self.seeds), device
         self.num_timesteps = 0
         self.buffer: Optional[TransitionBuffer] = None
+        self.online_buffer: Optional[Any] = None  # online fine-tuning's experience (dqltoolkit/online.py), checkpointed
         self._build_parts()
         self.precision_scope = matmul_precision(config.matmul_precision, device)  # (entered by every step and acting call)
         self.backend = backend(self) if backend is not None else EagerBackend()

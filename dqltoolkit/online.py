@@ -27,17 +27,45 @@ from .nn import member_randint
 POINTWISE_REWARDS = ("no", "iql_antmaze", "cql_antmaze", "antmaze")  # transforms that need no dataset statistics
 
 
+#: the online buffer's tensors, as a checkpoint holds them (``online.<field>``, oldest transition first)
+ONLINE_FIELDS = ("obs", "actions", "rewards", "next_obs", "terminals")
+
+
 class OnlineBuffer:
     """Per-seed ring buffers ``[members, capacity, ...]`` on the training device, in the learner's units
-    (actions in [-1, 1], observations normalised as the offline data are, rewards transformed)."""
+    (actions in [-1, 1], observations normalised as the offline data are, rewards transformed).
+
+    The agent keeps it between ``learn`` calls, and a training checkpoint keeps what it holds: a fine-tune
+    resumed after SIGTERM or SIGKILL continues with the experience it had collected (its envs start new
+    episodes: an env's own state is not in any checkpoint)."""
 
     def __init__(self, members: int, capacity: int, obs_dim: int, action_dim: int, device: torch.device) -> None:
         def zeros(*shape: int) -> Tensor:
             return torch.zeros(members, capacity, *shape, device=device)
 
-        self.capacity, self.size, self.pos = int(capacity), 0, 0
+        self.capacity, self.size, self.pos, self.added = int(capacity), 0, 0, 0
         self.obs, self.next_obs, self.actions = zeros(obs_dim), zeros(obs_dim), zeros(action_dim)
         self.rewards, self.terminals = zeros(), zeros()
+
+    def fits(self, members: int, capacity: int, obs_dim: int, action_dim: int) -> bool:
+        return (self.obs.shape[0], self.capacity, self.obs.shape[2], self.actions.shape[2]) == (members, capacity, obs_dim, action_dim)
+
+    def chronological(self) -> Dict[str, Tensor]:
+        """What the buffer holds, oldest first: ``{field: [members, size, ...]}`` (for checkpoints)."""
+        order = torch.arange(self.pos, self.pos + self.size, device=self.obs.device) % self.capacity if self.size == self.capacity \
+            else torch.arange(self.size, device=self.obs.device)
+        return {f: getattr(self, f).index_select(1, order) for f in ONLINE_FIELDS}
+
+    @classmethod
+    def from_chronological(cls, tensors: Dict[str, Tensor], capacity: int, added: int, device: torch.device) -> "OnlineBuffer":
+        """A buffer of ``capacity`` holding the newest of ``tensors`` (:meth:`chronological`'s layout)."""
+        members, n, obs_dim = tensors["obs"].shape
+        buf = cls(members, capacity, obs_dim, tensors["actions"].shape[2], device)
+        keep = min(n, buf.capacity)
+        for f in ONLINE_FIELDS:
+            getattr(buf, f)[:, :keep] = tensors[f][:, n - keep:].to(device)
+        buf.size, buf.pos, buf.added = keep, keep % buf.capacity, max(int(added), keep)
+        return buf
 
     def add(self, obs: Tensor, actions: Tensor, rewards: Tensor, next_obs: Tensor, terminals: Tensor) -> None:
         """One transition per seed (``[members, ...]``)."""
@@ -46,6 +74,7 @@ class OnlineBuffer:
         self.next_obs[:, i], self.terminals[:, i] = next_obs, terminals
         self.pos = (self.pos + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
+        self.added += 1
 
     def sample(self, batch_size: int, generators: Sequence[torch.Generator]) -> Dict[str, Tensor]:
         idx = member_randint(generators, self.size, (batch_size,), self.obs.device)
@@ -91,7 +120,14 @@ class Collector:
             raise ValueError(f"online learning: reward_tune={cfg.reward_tune!r} depends on the dataset's statistics; online fine-tuning "
                              f"supports {', '.join(POINTWISE_REWARDS)}")
         self.agent, self.env, self.L = agent, env, agent.learner
-        self.online = OnlineBuffer(agent.members, cfg.online_buffer_size, agent.obs_dim, agent.action_dim, agent.device)
+        kept = self.L.online_buffer  # (from an earlier learn call, or restored from a checkpoint)
+        if kept is not None and kept.fits(agent.members, cfg.online_buffer_size, agent.obs_dim, agent.action_dim):
+            self.online = kept
+        elif kept is not None:
+            self.online = OnlineBuffer.from_chronological(kept.chronological(), cfg.online_buffer_size, kept.added, agent.device)
+        else:
+            self.online = OnlineBuffer(agent.members, cfg.online_buffer_size, agent.obs_dim, agent.action_dim, agent.device)
+        self.L.online_buffer = self.online
         self.offline = self.L.buffer
         self.L.buffer = MixedBuffer(self.offline, self.online, cfg.online_offline_ratio)
         self.L.backend.reset()
@@ -99,7 +135,7 @@ class Collector:
         self.rng = np.random.default_rng(agent.seeds[0] + 7919)
         self.returns = np.zeros(agent.members)
         self.finished: list = []
-        self.env_steps = 0
+        self.env_steps = self.online.added * agent.members  # (a resumed fine-tune counts on)
 
     def close(self) -> None:
         """Give the learner its offline buffer back (the online data stay with this collector)."""

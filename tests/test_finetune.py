@@ -5,6 +5,7 @@ import csv
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 from stable_baselines3.common.callbacks import EvalCallback
@@ -87,3 +88,30 @@ def test_online_learning_says_what_it_needs():
     n.set_env(Monitor(task.make_env()))
     with pytest.raises(ValueError, match="reward_tune='normalize' depends on the dataset's statistics"):
         n.learn(1)
+
+
+def test_a_checkpoint_keeps_the_fine_tunes_experience_and_a_resumed_fine_tune_continues_with_it(tmp_path):
+    """SIGTERM or SIGKILL during a fine-tune: the newest training checkpoint holds the online buffer, oldest
+    transition first, and learning from it goes on with that experience (envs start new episodes)."""
+    task = get_task("bandit2d-v0")
+    m = Agent.from_task("diffusion-ql", "bandit2d-v0", seeds=[0, 1], T=3, hidden=16, critic_hidden=16, online=True, online_buffer_size=32)
+    m.set_env(DummyVecEnv([lambda: Monitor(task.make_env())] * 2))
+    m.learn(50)  # 50 transitions per seed into a ring of 32: the oldest 18 overwritten
+    buf = m.learner.online_buffer
+    assert (buf.size, buf.added) == (32, 50)
+    held = buf.chronological()
+    # oldest first: the ring's first 18 slots hold transitions 32..49, the rest 18..31
+    torch.testing.assert_close(held["obs"], torch.cat([buf.obs[:, 18:], buf.obs[:, :18]], dim=1))
+    path = m.save(tmp_path / "ft.zip")
+    assert Agent.load(m.save(tmp_path / "policy.zip", include_optimizer=False), device="cpu").learner.online_buffer is None  # (a policy file)
+
+    back = Agent.load(path, device="cpu")
+    kept = back.learner.online_buffer
+    assert (kept.size, kept.added) == (32, 50)
+    for field, t in held.items():
+        torch.testing.assert_close(kept.chronological()[field], t)
+    back.set_env(DummyVecEnv([lambda: Monitor(task.make_env())] * 2))
+    back.learn(10)
+    again = back.learner.online_buffer
+    assert (again.size, again.added, again.capacity) == (32, 60, 32)
+    torch.testing.assert_close(again.chronological()["obs"][:, :22], held["obs"][:, 10:])  # the newest 22 it had, then 10 new

@@ -395,3 +395,33 @@ def test_random_byte_corruptions_end_in_checkpoint_error_or_load_unchanged(good,
         assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want), f"corruption {i} changed the tensors silently"
         outcomes["unchanged"] += 1
     assert outcomes["CheckpointError"] >= 270, outcomes
+
+
+def _online(n=5, obs=2, act=2, seeds=1):
+    return {"online.obs": torch.zeros(seeds, n, obs), "online.next_obs": torch.zeros(seeds, n, obs),
+            "online.actions": torch.zeros(seeds, n, act), "online.rewards": torch.zeros(seeds, n), "online.terminals": torch.zeros(seeds, n)}
+
+
+@pytest.mark.parametrize("tables, doc_change, message", [
+    ({"online.obs": torch.zeros(1, 5, 2)}, None, "holds online.obs; online experience is the five tables online.obs"),
+    ({**_online(), "online.obs": torch.zeros(1, 5, 3)}, None,
+     "tensor 'online.obs' in tensors.safetensors is F32 of shape \\[1, 5, 3\\]; expected F32 \\[seeds=1, n, 2\\]"),
+    ({**_online(), "online.rewards": torch.zeros(1, 4)}, None, "tensor 'online.rewards' .* with one n for all five tables"),
+    ({**_online(), "online.terminals": torch.zeros(1, 5, dtype=torch.float64)}, None, "tensor 'online.terminals' in tensors.safetensors is F64"),
+    (_online(), lambda d: d.update(online_added=3), "field 'online_added' is 3; expected an integer >= 5"),
+    (_online(), lambda d: d.update(has_optimizer=False), "in a training checkpoint \\(has_optimizer true\\)"),
+])
+def test_online_experience_of_the_wrong_form(good, tmp_path, tables, doc_change, message):
+    """A fine-tune's experience (dqltoolkit/online.py) is checked like every other tensor, before it is restored."""
+    p = variant(good, tmp_path, "online.zip", doc_fn=doc_change, tensors_fn=lambda t: t.update(tables))
+    with pytest.raises(CheckpointError, match=f"online.zip: .*{message}"):
+        load_agent(p, device="cpu")
+
+
+def test_online_experience_in_the_right_form_is_restored(good, tmp_path):
+    tables = _online(n=5)
+    tables["online.rewards"] = torch.arange(5.0).reshape(1, 5)
+    p = variant(good, tmp_path, "online.zip", doc_fn=lambda d: d.update(online_added=9), tensors_fn=lambda t: t.update(tables))
+    buf = load_agent(p, device="cpu").learner.online_buffer
+    assert (buf.size, buf.added) == (5, 9)
+    torch.testing.assert_close(buf.chronological()["rewards"], tables["online.rewards"])
