@@ -32,6 +32,26 @@ CANDIDATE_ROWS_PER_CHUNK = 16384
 #: the seed of the fixed noise behind deterministic acting (offset by the member's seed)
 DETERMINISTIC_SEED = 2**31 - 1
 
+#: where the uniform numbers of the softmax(Q) draw are clamped (log(-log u) stays finite)
+UNIFORM_CLAMP = (1e-20, 1.0 - 1e-7)
+
+
+def selection_scores(q: Tensor, cand: Tensor, rule: str, u: Optional[Tensor] = None) -> Tensor:
+    """The score whose argmax over the candidates is the action taken: ``q`` ``[..., N]``, ``cand`` ``[..., N, A]``.
+
+    ``greedy``: Q itself. ``draw``: Q plus Gumbel noise from the uniform numbers ``u`` ``[..., N]``, so the
+    argmax is a draw with probability softmax(Q) (Diffusion-QL's rule). ``medoid`` (deterministic acting):
+    minus each candidate's softmax(Q)-weighted distance to the others. The one definition of the choice,
+    for acting and for the exported graph (dqltoolkit/export.py)."""
+    if rule == "greedy":
+        return q
+    if rule == "medoid":
+        dist = (cand.unsqueeze(-2) - cand.unsqueeze(-3)).pow(2).sum(-1).sqrt()
+        return -(dist * torch.softmax(q, -1).unsqueeze(-2)).sum(-1)
+    if rule != "draw" or u is None:
+        raise ValueError(f"selection rule {rule!r}: expected greedy, medoid, or draw with uniform numbers")
+    return q - torch.log(-torch.log(u.clamp(*UNIFORM_CLAMP)))
+
 
 class ActingPolicy:
     """Acting with a learner's networks (the online head, or another one such as the EMA head)."""
@@ -81,14 +101,9 @@ class ActingPolicy:
             cand = L.objective.policy_sample(head, aux, rep, gens, noise=noise, steps=steps, **kw)
             q = L.critic.action_values(rep, cand).view(M, B, N)
             cand = cand.view(M, B, N, -1)
-            if L.objective.greedy_acting:
-                k = q.argmax(dim=-1)
-            elif deterministic:  # the softmax(Q)-weighted medoid: the candidate nearest the mass of the stochastic choice
-                spread = (torch.cdist(cand.flatten(0, 1), cand.flatten(0, 1)).view(M, B, N, N) * torch.softmax(q, -1).unsqueeze(-2)).sum(-1)
-                k = spread.argmin(dim=-1)
-            else:
-                u = member_rand(gens, (B, N), obs.device).clamp_(1e-20, 1.0 - 1e-7)
-                k = (q - torch.log(-torch.log(u))).argmax(dim=-1)
+            rule = "greedy" if L.objective.greedy_acting else "medoid" if deterministic else "draw"
+            u = member_rand(gens, (B, N), obs.device) if rule == "draw" else None
+            k = selection_scores(q, cand, rule, u).argmax(dim=-1)
             a = torch.gather(cand, 2, k[..., None, None].expand(M, B, 1, L.action_dim)).squeeze(2)
         return a * L.action_scale + L.action_center
 

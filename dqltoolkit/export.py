@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .acting import selection_scores
 from .capabilities import overrides
 from .nn import EnsembleLinear, EnsembleMLP, member_rand, mish
 from .objectives.base import Objective, sampler_option
@@ -43,10 +44,6 @@ FORMATS = ("onnx", "torchscript")
 METADATA_KEY = "dqltoolkit"
 #: ONNX opset of exported graphs (onnxruntime >= 1.16 runs it)
 OPSET = 18
-#: the clamp acting applies to its uniform numbers before the Gumbel transform (dqltoolkit/acting.py)
-UNIFORM_CLAMP = (1e-20, 1.0 - 1e-7)
-
-
 MAX_CANDIDATES, MAX_CHAIN_STEPS = 10_000, 10_000  # (the recipe keys n_candidates and sample_steps have the same)
 
 class ExportError(ValueError):
@@ -271,13 +268,8 @@ class ActingGraph(nn.Module):
                                             **sampler_option(self.sampler))
         q = self.critic.action_values(rep, cand).reshape(B, N)
         cand = cand.reshape(B, N, self.action_dim)
-        if self.greedy:
-            return cand, q
-        if self.deterministic:  # the softmax(Q)-weighted medoid (dqltoolkit/acting.py)
-            dist = (cand.unsqueeze(2) - cand.unsqueeze(1)).pow(2).sum(-1).sqrt()
-            return cand, -(dist * torch.softmax(q, -1).unsqueeze(-2)).sum(-1)
-        u = random[-1].clamp(*UNIFORM_CLAMP)
-        return cand, q - torch.log(-torch.log(u))
+        rule = "greedy" if self.greedy else "medoid" if self.deterministic else "draw"
+        return cand, selection_scores(q, cand, rule, random[-1] if rule == "draw" else None)
 
     def _tiled_fixed_noise(self, batch: Any) -> Optional[Tensor]:
         """Deterministic acting's noise for ``batch`` observations: the fixed noise of the N candidates, once per observation."""
