@@ -65,7 +65,7 @@ def main() -> None:
     seeds = [int(s) for s in a.seeds.split(",")]
     out = {"cpu": platform.processor() or "", "torch": torch.__version__, "threads": a.threads, "seeds": seeds, "steps": a.steps}
     try:
-        out["cpu"] = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+        out["cpu"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     out["eager"] = _rate(_learner(False, seeds), a.steps, a.warmup)

@@ -145,7 +145,7 @@ def _warn_float32_once(why: str) -> None:
         return
     _warned.add(why)
     warnings.warn(f"dqltoolkit: matmul_precision='medium' keeps float32 products on this CPU ({cpu_name()}): {why}",
-                  PrecisionWarning, stacklevel=4)
+                  PrecisionWarning, stacklevel=5)
 
 
 _FLOAT32 = nullcontext()  # reusable: the default precision enters nothing of ours on every step

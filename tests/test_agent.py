@@ -163,9 +163,9 @@ def test_fewer_step_samplers_apply_where_configured(spaces):
     seen = []
     real = type(agent.head).chain
 
-    def spy(self, steps=0):
+    def spy(self, steps=0, sampler=None):
         seen.append((self is agent.ema_head, steps))
-        return real(self, steps)
+        return real(self, steps, sampler)
 
     type(agent.head).chain = spy
     try:
