@@ -25,7 +25,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import yaml
@@ -306,9 +306,32 @@ def _picks(seeds: Sequence[int], periodic, bc_loss: Dict[int, List[List[float]]]
     return rows
 
 
-def runs_from_records(path: Path) -> List[Run]:
+def cut_records(records: List[Dict[str, Any]], at_step: Union[int, str], notes: List[str]) -> List[Dict[str, Any]]:
+    """Every record as it stood at one budget: its evaluations and BC losses up to step ``at_step`` (an int),
+    or, with ``"common"``, up to the last step that every record of its task has evaluated. A record that has
+    not evaluated that step is left out (said in ``notes``): it would be compared at a smaller budget."""
+    last = {}
+    for rec in records:
+        last[rec["task"]] = min(last.get(rec["task"], rec["evaluations"][-1][0]), rec["evaluations"][-1][0])
+    cut = []
+    for rec in records:
+        n = last[rec["task"]] if at_step == "common" else int(at_step)
+        if not any(step == n for step, _ in rec["evaluations"]):
+            notes.append(f"{rec['task']} {rec['agent']} seed {rec['seed']}: no evaluation at step {n:,} "
+                         f"(last {rec['evaluations'][-1][0]:,}): left out of the tables cut at {n:,}")
+            continue
+        cut.append({**rec, "evaluations": [e for e in rec["evaluations"] if e[0] <= n], "bc_loss": [b for b in rec["bc_loss"] if b[0] <= n],
+                    "steps_done": n})
+    for task, n in sorted(last.items()):
+        if at_step == "common":
+            notes.append(f"{task}: every run cut at step {n:,}, the last step all its runs have evaluated")
+    return cut
+
+
+def runs_from_records(path: Path, at_step: Union[int, str, None] = None, notes: Optional[List[str]] = None) -> List[Run]:
     """One :class:`Run` per record of a results record file (dqltoolkit/report_records.py): its evaluations as
-    periodic rows, ``final`` the mean of the last three (the protocol's rule), ``offline`` the BC-loss rule's pick."""
+    periodic rows, ``final`` the mean of the last three (the protocol's rule), ``offline`` the BC-loss rule's pick.
+    ``at_step``: the records as they stood at that step, or ``"common"`` (see :func:`cut_records`)."""
     from .report_records import RecordError, read_records
     from .selection import final_score
 
@@ -316,6 +339,8 @@ def runs_from_records(path: Path) -> List[Run]:
         records = read_records(path)
     except RecordError as exc:
         raise ReportError(str(exc)) from None
+    if at_step is not None:
+        records = cut_records(records, at_step, notes if notes is not None else [])
     runs = []
     for rec in records:
         s, metric = rec["seed"], ("return" if rec.get("metric") == "return" else "normalized_score")
@@ -345,14 +370,18 @@ def _books(run_dirs: List[Path], sweeps: List[Path]) -> Tuple[Dict[Path, BookTri
     return by_dir, orphans, unread
 
 
-def gather(paths: Sequence[Path | str], strict: bool = False, notes: Optional[List[str]] = None) -> Tuple[List[Run], List[Tuple[Path, str]]]:
+def gather(paths: Sequence[Path | str], strict: bool = False, notes: Optional[List[str]] = None,
+           at_step: Union[int, str, None] = None) -> Tuple[List[Run], List[Tuple[Path, str]]]:
     """Every reportable run under ``paths`` and the (folder, reason) of each one skipped: broken folders and
     sweep trials whose status in ``sweep.json`` is not :data:`REPORTED` (with that status). A ``sweep.json``
-    that cannot be read leaves no run out (its trials are judged by their folders): it goes to ``notes``."""
+    that cannot be read leaves no run out (its trials are judged by their folders): it goes to ``notes``.
+    ``at_step`` (records only): every record as it stood at that step (:func:`cut_records`)."""
     records = [Path(p) for p in paths if Path(p).is_file() and Path(p).suffix == ".json"]
     paths = [p for p in paths if Path(p) not in records]
+    if at_step is not None and paths:
+        raise ReportError("--at-step cuts results records (runs.json) only; a run folder's final score is its end-of-run evaluation")
     if records and not paths:
-        runs = [r for f in records for r in runs_from_records(f)]
+        runs = [r for f in records for r in runs_from_records(f, at_step, notes)]
         if not runs:
             raise ReportError(f"no records in {', '.join(map(str, records))}")
         _name(runs)
@@ -561,6 +590,34 @@ def task_tables(scores: Dict[str, Dict[str, SeedScores]], runs: Sequence[Run], r
     return lines
 
 
+def curve_tables(runs: Sequence[Run], most: int = 24) -> List[str]:
+    """Markdown lines: per task, the mean over seeds of each algorithm's periodic evaluations at each step
+    (the learning curves as numbers, for comparing algorithms at equal steps); at most ``most`` columns,
+    the latest steps kept."""
+    lines: List[str] = []
+    for task in sorted({r.task for r in runs}):
+        metric = task_metric(runs, task)
+        per: Dict[str, Dict[int, List[float]]] = {}
+        for r in runs:
+            if r.task == task:
+                for (_, step, kind, m, v) in r.rows:
+                    if kind == "periodic" and m == metric:
+                        per.setdefault(r.algorithm, {}).setdefault(step, []).append(v)
+        steps = sorted({st for curve in per.values() for st in curve})[-most:]
+        if not steps:
+            continue
+        head = [f"{st // 1000}k" if st % 1000 == 0 else str(st) for st in steps]
+        lines += [f"### {task}: evaluations by step", "", "Mean over the seeds evaluated at that step (their number in brackets where fewer "
+                  "than the algorithm's runs).", "", "| algorithm | " + " | ".join(head) + " |", "|---|" + "---:|" * len(steps)]
+        for alg in sorted(per, key=algorithm_order):
+            full = max(len(v) for v in per[alg].values())
+            cells = [("" if st not in per[alg] else _fmt(float(np.mean(per[alg][st])))
+                      + ("" if len(per[alg][st]) == full else f" ({len(per[alg][st])})")) for st in steps]
+            lines.append(f"| {alg} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
 def aggregate_scope(scores: Dict[str, Dict[str, SeedScores]], runs: Sequence[Run]) -> Tuple[List[str], str, List[str]]:
     """The tasks the aggregate table and the performance profile pool (scores must share a scale), their
     metric, and notes on what was left out."""
@@ -684,9 +741,13 @@ def _steps_text(r: Run) -> str:
 
 
 def build_report(paths: Sequence[Path | str], out: Path | str, reps: int = stats.DEFAULT_REPS, seed: int = 0, strict: bool = False,
-                 say: Optional[Callable[[str], None]] = None) -> ReportResult:
+                 say: Optional[Callable[[str], None]] = None, at_step: Union[int, str, None] = None) -> ReportResult:
     """Gather the runs under ``paths`` and write ``evaluations.csv``, ``report.md``, ``performance_profile.png``
-    and ``learning_curves.png`` into ``out``. ``reps`` bootstrap resamples from generator seed ``seed``."""
+    and ``learning_curves.png`` into ``out``. ``reps`` bootstrap resamples from generator seed ``seed``.
+    ``at_step``: results records as they stood at that step, or ``"common"``: at the last step every run of
+    a task has evaluated, so that algorithms are compared at equal budgets (:func:`cut_records`)."""
+    if at_step is not None and at_step != "common" and (isinstance(at_step, bool) or not isinstance(at_step, int) or at_step < 1):
+        raise ReportError(f"at_step must be a step >= 1 or 'common', got {at_step!r}")
     from .report_plots import plot_performance_profile, plot_report_curves
 
     say = say or (lambda m: None)
@@ -699,7 +760,7 @@ def build_report(paths: Sequence[Path | str], out: Path | str, reps: int = stats
     except LimitError as exc:
         raise ReportError(str(exc)) from None
     book_notes: List[str] = []
-    runs, skipped = gather(paths, strict=strict, notes=book_notes)
+    runs, skipped = gather(paths, strict=strict, notes=book_notes, at_step=at_step)
     for why in book_notes:
         say(why)
     for d, why in skipped:
@@ -713,9 +774,14 @@ def build_report(paths: Sequence[Path | str], out: Path | str, reps: int = stats
              f"{len(runs)} run folder(s), {sum(len(r.seeds) for r in runs)} seed run(s), {len(scores)} task(s). Intervals: 95% percentile "
              f"intervals of a stratified bootstrap over seeds ({reps} resamples, generator seed {seed}). IQM: mean of the middle 50% of runs.",
              "", "**best\\*** is each seed's highest evaluation during training: choosing the checkpoint by its evaluation score is "
-             "online selection, so best\\* is optimistic (biased upward) and not comparable with offline results; report **final**.", "",
-             "## Per task", ""]
+             "online selection, so best\\* is optimistic (biased upward) and not comparable with offline results; report **final**.", ""]
+    if at_step is not None:
+        budget = "the last step every run of its task has evaluated" if at_step == "common" else f"step {at_step:,}"
+        lines += [f"**Equal budgets**: every run as it stood at {budget} (`--at-step {at_step}`): final is the mean of its last three "
+                  "evaluations up to there, offline the BC-loss rule over them.", ""] + [f"- {n}" for n in book_notes] + [""]
+    lines += ["## Per task", ""]
     lines += task_tables(scores, runs, reps, seed)
+    lines += curve_tables(runs)
     lines += ["## Aggregate over tasks", ""]
     if tasks:
         what = METRIC_TITLES[metric].split(" (")[0]

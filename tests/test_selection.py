@@ -98,3 +98,41 @@ def test_a_bad_record_names_the_file_the_record_and_the_field(tmp_path, damage, 
     assert str(path) in str(info.value) and "record 0" in str(info.value) and expected in str(info.value)
     res = CliRunner().invoke(main, ["report", str(path)])
     assert res.exit_code == 1 and expected in res.output
+
+
+def _table_rows(md, names):
+    rows = {}
+    for line in md.splitlines():  # the first table naming an algorithm: the per-task one
+        if line.startswith(tuple(f"| {n} " for n in names)):
+            rows.setdefault(line.split("|")[1].strip(), [c.strip() for c in line.split("|")[2:-1]])
+    return rows
+
+
+def test_records_are_compared_at_equal_budgets_with_at_step(tmp_path):
+    """Runs that stopped at different steps (a campaign in chunks): --at-step common cuts every run of a task at
+    the last step all of them evaluated, so final and offline compare equal budgets; --at-step N at N."""
+    recs = [_record("alpha", s, [10, 20, 30, 40, 50, 60], [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]) for s in range(2)]
+    recs += [_record("beta", s, [5, 15, 25, 35], [0.9, 0.8, 0.7, 0.6]) for s in range(2)]
+    path = write_records(recs, tmp_path / "runs.json")
+    res = CliRunner().invoke(main, ["report", str(path), "--reps", "50", "--at-step", "common", "--out", str(tmp_path / "common")])
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "common" / "report.md").read_text()
+    assert "**Equal budgets**" in md and "hopper-medium-v2: every run cut at step 40,000" in md
+    rows = _table_rows(md, ["alpha", "beta"])
+    assert rows["alpha"][1].startswith("30.00") and rows["beta"][1].startswith("25.00")  # final: the last three up to 40k
+    # the curves as numbers: both algorithms at every step, up to the cut
+    assert "| alpha | 10.00 | 20.00 | 30.00 | 40.00 |" in md and "| beta | 5.000 | 15.00 | 25.00 | 35.00 |" in md
+
+    res = CliRunner().invoke(main, ["report", str(path), "--reps", "50", "--at-step", "50000", "--out", str(tmp_path / "n")])
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "n" / "report.md").read_text()
+    assert "beta seed 0: no evaluation at step 50,000 (last 40,000): left out" in md
+    assert _table_rows(md, ["alpha", "beta"]).keys() == {"alpha"}
+    assert _table_rows(md, ["alpha"])["alpha"][1].startswith("40.00")
+
+    res = CliRunner().invoke(main, ["report", str(path), "--at-step", "soon"])
+    assert res.exit_code == 1 and "--at-step: expected a step >= 1 or 'common', got 'soon'" in res.output
+    run_dir = tmp_path / "somerun"
+    run_dir.mkdir()
+    res = CliRunner().invoke(main, ["report", str(run_dir), "--at-step", "common"])
+    assert res.exit_code == 1 and "--at-step cuts results records (runs.json) only" in res.output

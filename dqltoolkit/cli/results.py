@@ -56,7 +56,10 @@ def ablate(env: str, out: Path, heads: Optional[str], objectives: Optional[str],
               help="Bootstrap resamples behind each 95% interval (percentile method).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap's random generator (same seed, same intervals).")
 @click.option("--strict", is_flag=True, help="Fail on a broken or unfinished run folder instead of skipping it (skips are listed in report.md).")
-def report(paths: Tuple[Path, ...], out: Optional[Path], reps: int, seed: int, strict: bool) -> None:
+@click.option("--at-step", "at_step", default=None, metavar="N|common",
+              help="Results records only: every run as it stood at step N, or 'common': at the last step all runs of a task have "
+                   "evaluated (equal budgets for every algorithm).")
+def report(paths: Tuple[Path, ...], out: Optional[Path], reps: int, seed: int, strict: bool, at_step: Optional[str]) -> None:
     """Report run folders of `dqltoolkit train` (or a sweep folder holding them): a tidy CSV of every
     evaluation, per-task tables of final and best scores with mean, IQM and bootstrap intervals, an
     aggregate table, a performance profile and learning curves. See docs/report.md."""
@@ -65,7 +68,12 @@ def report(paths: Tuple[Path, ...], out: Optional[Path], reps: int, seed: int, s
     if out is None:
         out = (paths[0].parent if paths[0].is_file() else paths[0]) / "report" if len(paths) == 1 else Path("report")
     try:
-        res = build_report(paths, out, reps=reps, seed=seed, strict=strict, say=lambda m: click.echo(f"warning: {m}", err=True))
+        if at_step is not None and at_step != "common":
+            if not at_step.isdigit() or int(at_step) < 1:
+                raise ReportError(f"--at-step: expected a step >= 1 or 'common', got {at_step[:40]!r}")
+            at_step = int(at_step)  # type: ignore[assignment]
+        res = build_report(paths, out, reps=reps, seed=seed, strict=strict, say=lambda m: click.echo(f"warning: {m}", err=True),
+                           at_step=at_step)
     except ReportError as exc:
         _fail(exc)
     click.echo(res.markdown)
