@@ -5,7 +5,12 @@ The learning loop itself (callbacks, logging, divergence, signals) is dqltoolkit
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
+import shutil
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,14 +20,23 @@ import numpy as np
 import torch
 import yaml
 
+from .agent import Agent
+from .checkpoint import config_of, init_from_checkpoint, read_checkpoint, save_agent
+from .config import resolve_recipe
+from .envs.bandit2d import BEST_MODE, MODE_NAMES, mode_shares
+from .evaluation import evaluate, evaluate_members
+from .faults import BeforeTermination, RunLock, TrainingInterrupted, agent_nonfinite, signal_name
 from .limits import MAX_SEEDS, check_limit
 from .loop import DIVERGENCE_CHECK_EVERY, DIVERGENCE_LIMIT, TrainingDiverged, log_metrics, run_learning  # noqa: F401  (re-exported)
-from .tasks import spaces_from_table, task_spaces  # noqa: F401  (re-exported)
+from .nn import member_generators
+from .objectives.base import sampler_option
+from .runs import UNFINISHED, load_with_config, plan_resume, prepare_run_folder
+from .sources import resolve_checkpoint
+from .tasks import get_task, spaces_from_table, task_spaces  # noqa: F401  (re-exported)
 
 
 def bandit_report(agent, dataset_actions: np.ndarray, out: Path, n: int = 1000, seed: int = 0, suffix: str = "") -> Dict[str, Any]:
     """1,000 raw policy samples: mode shares and the paper-style scatter (``bandit{suffix}.png``)."""
-    from .envs.bandit2d import BEST_MODE, MODE_NAMES, mode_shares
     from .plots import plot_bandit
 
     actions = sample_policy_actions(agent, n, seed)
@@ -37,8 +51,6 @@ def bandit_report(agent, dataset_actions: np.ndarray, out: Path, n: int = 1000, 
 def sample_policy_actions(agent, n: int = 1000, seed: int = 0, member: int = 0, observation: Optional[np.ndarray] = None) -> np.ndarray:
     """``n`` samples of the trained policy (no candidate selection by Q) at one observation (default zeros),
     drawn as it acts: with the configured acting ``sample_steps`` and ``sampler``."""
-    from .nn import member_generators
-    from .objectives.base import sampler_option
 
     obs = torch.zeros(agent.members, n, agent.obs_dim, device=agent.device)
     if observation is not None:
@@ -74,7 +86,6 @@ class PeriodicEvaluation(_base_callback()):
     def _on_step(self) -> bool:
         if self.num_timesteps % self.freq:
             return True
-        from .evaluation import evaluate_members
 
         model = self.model
         per = evaluate_members(model, self.task.make_env, episodes=self.episodes, seeds=[s + 100 for s in model.seeds],
@@ -113,8 +124,6 @@ class PeriodicCheckpoint(_base_callback()):
         self.saved_step: Optional[int] = None
 
     def save_now(self) -> None:
-        from .checkpoint import save_agent
-        from .faults import agent_nonfinite
 
         step = self.model.num_timesteps
         if self.saved_step == step:
@@ -125,7 +134,6 @@ class PeriodicCheckpoint(_base_callback()):
         save_agent(self.model, self.path)
         self.saved_step = step
         if self.keep:  # the last `keep` saves as model_step<N>.zip, for offline selection (dqltoolkit select)
-            import shutil
 
             kept = self.path.with_name(f"model_step{step}.zip")
             shutil.copyfile(self.path, kept.with_name(kept.name + ".tmp"))
@@ -188,7 +196,6 @@ def output_formats(names: Sequence[str], out: Optional[Path], config: Optional[M
     ``out`` None only checks the names. ``tensorboard`` needs the optional ``tensorboard`` package, ``wandb``
     the ``wandb`` package (dqltoolkit/wandb_logger.py: a W&B run, offline unless WANDB_MODE says otherwise,
     whose config is ``config``)."""
-    import sys
 
     from stable_baselines3.common.logger import HumanOutputFormat, make_output_format
 
@@ -233,8 +240,6 @@ def _check_count(name: str, value: Optional[int]) -> None:
 
 def _failure_message(model, out: Path, good: Optional[Path], good_step: Optional[int], name: str) -> tuple[Optional[Path], str]:
     """Save ``model`` as ``out/name`` if its tensors are finite; say which file holds the last good state."""
-    from .checkpoint import save_agent
-    from .faults import agent_nonfinite
 
     bad = agent_nonfinite(model)
     if bad is None:
@@ -290,7 +295,6 @@ def train(
     ``on_evaluation(entry)``: called with each periodic evaluation once it is in ``metrics.csv`` (a sweep trial
     reports it to Ray Tune there).
     """
-    from .faults import BeforeTermination, RunLock
 
     output_formats(loggers or [], None)  # (checks the names before anything runs)
     _check_count("steps", steps)
@@ -328,13 +332,10 @@ def _finish_trackers(trackers: Sequence[Any], exc: Optional[BaseException], resu
     """Finish every tracker: with the run's results, or marked as stopped by a signal (exit code 128 + N, the
     interrupt checkpoint noted) or failed (1, the error noted). A tracker that fails to finish must not hide
     the run's own error."""
-    from .faults import TrainingInterrupted, signal_name
 
     if exc is None:
         # a SIGTERM while a tracker flushes would end the process mid-finish (the guard's own finish is then a
         # no-op): hold it until the trackers are done, then it arrives as usual
-        import signal
-        import threading
 
         hold = threading.current_thread() is threading.main_thread() and bool(trackers)
         if hold:
@@ -368,11 +369,6 @@ def _model_for_run(agent, task, steps, seeds, device, overrides, download, resum
     """The agent a run trains (new, fine-tuned or resumed), the resume plan (or None), the files the run
     folder keeps, the recipe file and the dataset. The dataset is loaded before anything is built, so
     a missing one fails first."""
-    from .agent import Agent
-    from .checkpoint import config_of, read_checkpoint
-    from .config import resolve_recipe
-    from .runs import load_with_config, plan_resume
-    from .sources import resolve_checkpoint
 
     keep: List[Path] = []
     plan, recipe_file, sections = None, None, []
@@ -408,7 +404,6 @@ def _model_for_run(agent, task, steps, seeds, device, overrides, download, resum
     else:
         model = Agent(config, obs_space, act_space, seeds=list(seeds) if seeds is not None else [0], device=device, task=task.id)
         if init is not None:
-            from .checkpoint import init_from_checkpoint
 
             init_from_checkpoint(model, recipe_file)
     if probe_env is not None:
@@ -430,7 +425,6 @@ def carried_metrics(out: Path, resume: Path, step: int) -> Optional[tuple]:
     Why: a long run goes on in chunks (``--resume out/model_latest.zip --out out``); each chunk would start
     ``metrics.csv`` anew and the curve before the checkpoint would be lost. Rows after ``step`` belong to
     steps the resumed run does again, so they are dropped: the file then reads as one uninterrupted run's."""
-    import csv
 
     file = out / "metrics.csv"
     if not file.is_file() or resume.resolve().parent != out.resolve():
@@ -463,7 +457,6 @@ def _earlier_agent(out: Path) -> Optional[str]:
 
 def _write_carried(fmt, carried: tuple) -> None:
     """Seed SB3's CSV writer with the kept rows: it then appends, and widens the header as new keys come."""
-    import csv
 
     header, rows = carried
     csv.writer(fmt.file, lineterminator="\n").writerows([header, *rows])
@@ -493,8 +486,6 @@ def evaluations_from_rows(header: List[str], rows: List[List[str]], seeds: Seque
 def _evaluate_run(model, task, table, ckpts: List[Path], out: Path, device: str, written: List[Path]) -> Dict[str, Any]:
     """The end-of-run evaluation of every seed's checkpoint (and the bandit's sample report); appends the
     files it writes to ``written``."""
-    from .agent import Agent
-    from .evaluation import evaluate
 
     per_seed = []
     for m, path in enumerate(ckpts):
@@ -521,10 +512,6 @@ def _train_locked(*, agent, env, out: Path, steps, seeds, device, overrides, pro
     to ``trackers`` for :func:`train` to finish."""
     from stable_baselines3.common.logger import CSVOutputFormat, Logger
 
-    from .checkpoint import save_agent
-    from .faults import TrainingInterrupted
-    from .runs import prepare_run_folder
-    from .tasks import get_task
 
     task = get_task(env)
     model, plan, keep, recipe_file, sections, table = _model_for_run(agent, task, steps, seeds, device, overrides, download, resume, init, say,
@@ -535,7 +522,6 @@ def _train_locked(*, agent, env, out: Path, steps, seeds, device, overrides, pro
     earlier = _earlier_agent(out) if carried is not None else None  # (an in-place resume keeps the run's name)
     if carried is not None:  # ... its kept checkpoints up to the step it continues from, and its other resumable file
         # (model_latest.zip beside the model_interrupted.zip it resumes: overwritten at the next save, never refused)
-        from .runs import UNFINISHED
 
         keep = keep + [p for p in kept_checkpoints(out) if int(p.stem[len("model_step"):]) <= first]
         keep += [out / name for name in UNFINISHED if (out / name).is_file()]
