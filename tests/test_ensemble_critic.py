@@ -15,9 +15,6 @@ from .conftest import random_table, tiny_config
 @pytest.fixture
 def eager(monkeypatch):
     """The eager path for every part (the fused CPU operators take the twins' min)."""
-    from dqltoolkit import fused
-
-    monkeypatch.setattr(fused, "applicable", lambda *tensors: None)
     monkeypatch.setenv("DQLTOOLKIT_FUSED", "0")  # agents built now choose the eager backend
 
 

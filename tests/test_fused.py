@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from dqltoolkit import fused
+from dqltoolkit.backends import fused_cpu
 from dqltoolkit._native import fused_ops
 from dqltoolkit.backends.fused_cpu import critic_regression, install_mlp_kernels
 from dqltoolkit.critics.double_q import DoubleQCritic
@@ -24,7 +24,7 @@ def eager(monkeypatch):
     """Run the block under test on the eager path."""
 
     def use_eager():
-        monkeypatch.setattr(fused, "applicable", lambda *tensors: None)
+        monkeypatch.setattr(fused_cpu, "applicable", lambda *tensors: None)
         monkeypatch.setenv("DQLTOOLKIT_FUSED", "0")  # agents built from now on choose the eager backend
 
     return use_eager

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "dqltoolkit"
 
 #: layer of each module or package (a package's layer holds for everything in it unless listed itself)
 LAYERS = {
-    0: ["_version", "registry", "settings", "capabilities", "nn", "fused", "_native", "_cache", "precision", "cuda_graphs", "threads", "limits"],
+    0: ["_version", "registry", "settings", "capabilities", "nn", "_native", "_cache", "precision", "cuda_graphs", "threads", "limits"],
     1: ["heads", "critics", "objectives", "envs"],
     2: ["config", "data", "tasks"],
     3: ["learner", "backends", "acting"],

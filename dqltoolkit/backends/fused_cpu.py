@@ -9,6 +9,12 @@ order as the eager path, so results agree with it to float rounding (tests/test_
 Each piece is used only where the parts' exact classes declare the ``kernels`` capability and their
 structure is what the operator implements (Mish networks, a two-layer time MLP); everything else runs
 the eager kernel of dqltoolkit/learner.py. The decision is made once, here, when the learner is built.
+
+This file is the operators' whole Python side, in three parts: autograd wrappers (a reverse chain, a Mish
+MLP after its first layer, one node each way), the step operators (whole pieces of a step, forward and
+hand-written backward in one call) and the backend that installs and calls them. Its contract: each
+computes what the eager path computes over the parts' methods, to float rounding (tests/test_fused.py);
+the C++ (csrc/fused.cpp, csrc/mish.c) is built and loaded by dqltoolkit/_native.py.
 """
 
 from __future__ import annotations
@@ -18,13 +24,92 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from torch import Tensor
 
-from .. import fused
+from .._native import fused_ops
 from ..capabilities import KERNELS, declared, overrides
 from ..heads.samplers import fused_plan, kernel_ready, packed_multistep
 from ..learner import EagerBackend, Grads, Learner
 from ..nn import EnsembleMLP, member_rand, member_randint, member_randn, mish
 from ..objectives.base import Objective
 
+
+# --- autograd wrappers: a reverse chain, or a Mish MLP after its first layer, as one node each way ---
+
+def applicable(*tensors: Tensor) -> Any:
+    """The fused operators if they can run on these tensors (CPU, float32, library built), else None."""
+    for t in tensors:
+        if t.is_cuda or t.dtype != torch.float32 or t.device.type != "cpu":
+            return None
+    return fused_ops()
+
+
+class _ReverseChain(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, ops, coef, tidx, lim, noise, sp, tp, w1a, *params):  # type: ignore[override]
+        L = len(params) // 2
+        x, saved = ops.chain_fwd(noise, sp, tp, w1a, params[:L], params[L:], coef, tidx, lim, True)
+        ctx.meta = (ops, coef, tidx, lim, L)
+        ctx.tensors = (tp, w1a, params, saved)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        ops, coef, tidx, lim, L = ctx.meta
+        tp, w1a, params, saved = ctx.tensors
+        del ctx.tensors  # the step buffers are freed as soon as the gradients exist
+        grads = ops.chain_bwd(grad, tp, w1a, params[:L], params[L:], saved, coef, tidx, lim)
+        return (None, None, None, None, None, *grads)
+
+
+def reverse_chain(ops, noise: Tensor, state_part: Tensor, time_part: Tensor, w_action: Tensor, weights: Sequence[Tensor],
+                  biases: Sequence[Tensor], coef: List[float], tidx: List[int], lim: float) -> Tensor:
+    """The clamped end of the reverse chain (see ``chain_fwd`` in fused.cpp for the argument layout);
+    differentiable w.r.t. everything but the noise when grad mode is on."""
+    params = [*weights, *biases]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (state_part, time_part, w_action, *params)):
+        return _ReverseChain.apply(ops, coef, tidx, lim, noise, state_part, time_part, w_action, *params)
+    return ops.chain_fwd(noise, state_part, time_part, w_action, weights, biases, coef, tidx, lim, False)[0]
+
+
+def multistep_chain(ops, noise: Tensor, state_part: Tensor, time_part: Tensor, w_action: Tensor, weights: Sequence[Tensor],
+                    biases: Sequence[Tensor], coef: List[float], tidx: List[int], lim: float) -> Tensor:
+    """The clamped end of a multistep plan's chain (six numbers per position: ``chain_fwd_multistep`` in
+    fused.cpp), forward only: acting and the critic's targets need no graph; training samples of a
+    multistep solver run the head's eager loop."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (state_part, time_part, w_action, *weights, *biases)):
+        raise RuntimeError("multistep_chain has no backward: run the head's eager loop where gradients are needed")
+    return ops.chain_fwd_multistep(noise, state_part, time_part, w_action, weights, biases, coef, tidx, lim)
+
+
+class _MLPTail(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, ops, h1, bias1, *params):  # type: ignore[override]
+        L = len(params) // 2
+        out, saved = ops.mlp_fwd(h1, bias1, params[:L], params[L:], True)
+        ctx.meta = (ops, L)
+        ctx.tensors = (bias1, params, saved)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        ops, L = ctx.meta
+        bias1, params, saved = ctx.tensors
+        del ctx.tensors
+        need = ctx.needs_input_grad
+        grads = ops.mlp_bwd(grad, bias1, params[:L], params[L:], saved, any(need[3:]))
+        # the operator returns undefined tensors for weights it skipped; autograd wants None there
+        return (None, grads[0] if need[1] else None, grads[1] if need[2] else None,
+                *(g if n else None for g, n in zip(grads[2:], need[3:])))
+
+
+def mlp_tail(ops, h1: Tensor, bias1: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor]) -> Tensor:
+    """``mish(h1 + bias1)`` through the remaining Mish layers and the output layer, as one operator."""
+    params = [*weights, *biases]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (h1, bias1, *params)):
+        return _MLPTail.apply(ops, h1, bias1, *params)
+    return ops.mlp_fwd(h1, bias1, weights, biases, False)[0]
+
+
+# --- what the backend installs and when ---
 
 def _mish_mlp(net: Any, min_layers: int = 2) -> bool:
     return getattr(net, "act", None) is mish and len(getattr(net, "layers", ())) >= min_layers
@@ -46,8 +131,8 @@ def fused_chain(ops: Any):
     def kernel(noise: Tensor, sp: Tensor, tp: Tensor, w_action: Tensor, weights: List[Tensor], biases: List[Tensor],
                c: Dict[str, Any], lim: float) -> Tensor:
         if not kernel_ready(c):
-            return fused.multistep_chain(ops, noise, sp, tp, w_action, weights, biases, packed_multistep(c), c["t"], lim)
-        return fused.reverse_chain(ops, noise, sp, tp, w_action, weights, biases, c["packed"], c["t"], lim)
+            return multistep_chain(ops, noise, sp, tp, w_action, weights, biases, packed_multistep(c), c["t"], lim)
+        return reverse_chain(ops, noise, sp, tp, w_action, weights, biases, c["packed"], c["t"], lim)
 
     return kernel
 
@@ -99,13 +184,13 @@ def fused_mlp(ops: Any):
     float32 tensors; anything else (a swapped activation, another device or dtype) runs the torch layers."""
 
     def kernel(net: EnsembleMLP, h: Tensor, bias: Tensor, detach_params: bool) -> Tensor:
-        if net.act is not mish or fused.applicable(h, bias) is None:
+        if net.act is not mish or applicable(h, bias) is None:
             return net.tail(h, bias, detach_params)
         rest = list(net.layers)[1:]
         ws, bs = [m.weight for m in rest], [m.bias for m in rest]
         if detach_params:
             ws, bs = [w.detach() for w in ws], [b.detach() for b in bs]
-        return fused.mlp_tail(ops, h, bias, ws, bs)
+        return mlp_tail(ops, h, bias, ws, bs)
 
     return kernel
 

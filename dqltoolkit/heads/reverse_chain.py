@@ -6,7 +6,7 @@ runs one small kernel per elementwise op and two matmuls plus two accumulations 
 this node's backward runs, per step, one masked multiply for the clamp, one matmul and one Mish
 derivative per layer, and then each layer's weight and bias gradients as one matmul and one sum over
 all the chain's steps at once. That is about a third of autograd's kernels for the chain, which is the
-largest part of a Diffusion-QL step. The CPU has its own fused operator (``dqltoolkit/fused.py``).
+largest part of a Diffusion-QL step. The CPU has its own fused operator (``dqltoolkit/backends/fused_cpu.py``).
 
 Layout (as in :meth:`DiffusionHead.sample`): ``noise`` ``[M, K, B, A]`` (index 0 is x_T), ``state_part``
 ``[M, B, H]`` (state columns of the first layer plus its bias), ``time_part`` ``[M, T, H]`` (time

@@ -11,7 +11,7 @@ floats per chain position ``j`` (position ``K - 1`` runs first, from x_T; positi
 - ``coef0`` (multistep solvers only): a term ``coef0 x0_previous`` on the x0 of the step before.
 
 Why this form: DDPM's posterior step and DDIM's step (eta 0) are both ``coef1 x0 + coef2 x + std z``, which
-is exactly what the chain kernels (the fused CPU operator, dqltoolkit/fused.py, and the GPU autograd node,
+is exactly what the chain kernels (the fused CPU operator, dqltoolkit/backends/fused_cpu.py, and the GPU autograd node,
 heads/reverse_chain.py) compute, so a plan without ``coef0`` carries ``packed`` (the kernels' five numbers
 per position) and runs there, with or without a graph. A multistep plan (DPM-Solver++ 2M) has no
 ``packed``: where gradients are needed (the Q term) the head runs it with :func:`run_plan`, eagerly, with
