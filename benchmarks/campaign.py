@@ -42,6 +42,24 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def code_version() -> str:
+    """The toolkit's code a chunk ran: the git commit of the checkout (``+changes`` where tracked files differ
+    from it), else the installed version; a record lists every version its chunks ran, so a table built
+    across commits says so."""
+    import dqltoolkit
+
+    root = Path(dqltoolkit.__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+        if head.returncode == 0 and head.stdout.strip():
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                   text=True, timeout=10).stdout.strip()
+            return head.stdout.strip() + ("+changes" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return f"dqltoolkit {getattr(dqltoolkit, '__version__', 'unknown')}"
+
+
 def _seeds_text(seeds: List[int]) -> str:
     return f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 1 else ",".join(map(str, seeds))
 
@@ -131,7 +149,7 @@ def run(spec, out: Path, minutes: float, threads: int, only: Optional[str]) -> i
         cmd += ["--threads", str(threads), "--no-progress", "--logger", "log"]
         start_step = _steps_in(run_dir) if state == "resume" else 0
         print(f"[campaign] {trial.name}: {state} at step {start_step} ({time.strftime('%H:%M:%S')})", flush=True)
-        t0, started = time.monotonic(), time.strftime("%Y-%m-%dT%H:%M:%S")
+        t0, started, code_at_start = time.monotonic(), time.strftime("%Y-%m-%dT%H:%M:%S"), code_version()
         with open(run_dir / "campaign.log", "a") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
             while proc.poll() is None:
@@ -147,7 +165,7 @@ def run(spec, out: Path, minutes: float, threads: int, only: Optional[str]) -> i
         done = complete_results(run_dir, spec.budget(trial.agent, trial.task), spec.seeds) is not None
         end_step = spec.budget(trial.agent, trial.task) if done else _steps_in(run_dir)
         book["chunks"].append({"cpu": cpu_name(), "threads": threads, "started": started, "wall_s": round(time.monotonic() - t0, 1),
-                               "from_step": start_step, "to_step": end_step, "exit": code})
+                               "from_step": start_step, "to_step": end_step, "exit": code, "code": code_at_start})
         _write_book(run_dir, book)
         print(f"[campaign] {trial.name}: steps {start_step} -> {end_step}, exit {code}, {time.monotonic() - t0:.0f} s", flush=True)
         if code not in (0, 143, -signal.SIGTERM) and not done:
@@ -198,6 +216,7 @@ def collect(spec, out: Path, records: Path) -> None:
                                     "score": behaviour_score(table, task)}
         book = _book(run_dir)
         cpus = sorted({c["cpu"] for c in book["chunks"]}) or [cpu_name()]
+        codes = list(dict.fromkeys(c.get("code", "unrecorded") for c in book["chunks"] if c["to_step"] > c["from_step"]))
         try:
             import yaml
 
@@ -211,7 +230,7 @@ def collect(spec, out: Path, records: Path) -> None:
             rows.append(record_for(run_dir, s, curves[s], agent=trial.agent, task=trial.task,
                                    command=book.get("command") or " ".join(fresh_command(spec, trial, run_dir)),
                                    cpu=" + ".join(cpus), dataset=datasets[trial.task], config=config,
-                                   wall_s=sum(c["wall_s"] for c in book["chunks"]) or None))
+                                   wall_s=sum(c["wall_s"] for c in book["chunks"]) or None, code=" + ".join(codes) or None))
     write_records(rows, records)
     print(f"wrote {records}: {len(rows)} records")
 

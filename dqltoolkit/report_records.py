@@ -9,7 +9,8 @@ like run folders, with the protocol's ``final`` (the mean of the last three eval
 Keys (:data:`REQUIRED`): ``agent``, ``task``, ``seed``, ``dataset_transitions``, ``dataset_sha256``,
 ``command`` (the CLI that reproduces the run), ``cpu``, ``evaluations`` (``[[step, normalised score]]``)
 and ``bc_loss`` (``[[step, value]]``, the logged training BC loss); optional ``config`` (the resolved
-recipe), ``steps`` (the run's budget), ``steps_done``, ``dataset_score`` (the data's own mean return, normalised), ``wall_s`` and ``metric`` (``return`` when the task has
+recipe), ``steps`` (the run's budget), ``steps_done``, ``dataset_score`` (the data's own mean return, normalised), ``wall_s``, ``code`` (the git commits
+its chunks ran) and ``metric`` (``return`` when the task has
 no normalised score: the evaluations are then returns).
 """
 
@@ -113,8 +114,9 @@ def curves_of_run(run_dir: Path, seeds: Sequence[int]) -> Dict[int, Dict[str, Li
 
 
 def record_for(run_dir: Path, seed: int, curves: Dict[str, List[List[float]]], *, agent: str, task: str, command: str, cpu: str,
-               dataset: Dict[str, Any], config: Optional[Dict[str, Any]] = None, wall_s: Optional[float] = None) -> Dict[str, Any]:
-    """One record from a run folder's curves for ``seed``."""
+               dataset: Dict[str, Any], config: Optional[Dict[str, Any]] = None, wall_s: Optional[float] = None,
+               code: Optional[str] = None) -> Dict[str, Any]:
+    """One record from a run folder's curves for ``seed``; ``code``: the toolkit versions (git commits) its chunks ran."""
     done = curves["evaluations"][-1][0] if curves["evaluations"] else 0
     rec = {"agent": agent, "task": task, "seed": int(seed), "dataset_transitions": int(dataset["transitions"]),
            "dataset_sha256": dataset["sha256"], "command": command, "cpu": cpu, "evaluations": curves["evaluations"],
@@ -128,4 +130,6 @@ def record_for(run_dir: Path, seed: int, curves: Dict[str, List[List[float]]], *
         rec["steps"] = int(config.get("steps", done))
     if wall_s is not None:
         rec["wall_s"] = round(float(wall_s), 1)
+    if code:
+        rec["code"] = code
     return rec

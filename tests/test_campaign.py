@@ -4,6 +4,7 @@
 
 import csv
 import json
+import re
 import os
 import signal
 import subprocess
@@ -95,6 +96,7 @@ def test_the_campaign_runner_continues_a_killed_trial_from_its_save(tmp_path):
     book = json.loads((trial / "campaign.json").read_text())
     chunk = book["chunks"][-1]
     assert chunk["from_step"] >= 500 and chunk["to_step"] == 3000 and chunk["exit"] == 0, book  # not from step 0
+    assert re.fullmatch(r"[0-9a-f]{7,}(\+changes)?|dqltoolkit .+", chunk["code"]), chunk  # the code each chunk ran
     assert book["command"].startswith("dqltoolkit train --agent diffusion-ql --env bandit2d-v0 --seeds 0-1 --steps 3000")
     results = json.loads((trial / "results.json").read_text())
     assert [e["step"] for e in results["evaluations"]] == list(range(500, 3001, 500))
@@ -111,6 +113,7 @@ def test_the_campaign_runner_continues_a_killed_trial_from_its_save(tmp_path):
         assert {"agent", "task", "seed", "dataset_transitions", "dataset_sha256", "command", "cpu", "evaluations", "bc_loss"} <= set(r)
         assert r["dataset_transitions"] == 10_000 and len(r["dataset_sha256"]) == 64 and r["metric"] == "return"
         assert [s for s, _ in r["evaluations"]] == list(range(500, 3001, 500)) and len(r["bc_loss"]) == 60
+        assert chunk["code"] in r["code"].split(" + ")
     report = subprocess.run([sys.executable, "-m", "dqltoolkit.cli", "report", str(records), "--reps", "100"], env=_env(),
                             capture_output=True, text=True)
     assert report.returncode == 0 and "offline: mean" in report.stdout, report.stdout + report.stderr
