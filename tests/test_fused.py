@@ -6,8 +6,8 @@ import shutil
 import pytest
 import torch
 
-from dqltoolkit.backends import fused_cpu
 from dqltoolkit._native import fused_ops
+from dqltoolkit.backends import fused_cpu
 from dqltoolkit.backends.fused_cpu import critic_regression, install_mlp_kernels
 from dqltoolkit.critics.double_q import DoubleQCritic
 from dqltoolkit.heads.diffusion import DiffusionHead

@@ -31,7 +31,6 @@ from ..learner import EagerBackend, Grads, Learner
 from ..nn import EnsembleMLP, member_rand, member_randint, member_randn, mish
 from ..objectives.base import Objective
 
-
 # --- autograd wrappers: a reverse chain, or a Mish MLP after its first layer, as one node each way ---
 
 def applicable(*tensors: Tensor) -> Any:
