@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 import gymnasium as gym
-import numpy as np
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
@@ -39,13 +38,6 @@ class CheckpointWriteError(OSError, CheckpointError):
 
 def box_to_json(space: gym.spaces.Box) -> Dict[str, Any]:
     return {"type": "Box", "low": space.low.tolist(), "high": space.high.tolist(), "shape": list(space.shape), "dtype": str(space.dtype)}
-
-
-def box_from_json(d: Dict[str, Any]) -> gym.spaces.Box:
-    if d.get("type") != "Box":
-        raise ValueError(f"unsupported space type {d.get('type')!r}")
-    dtype = np.dtype(d["dtype"])
-    return gym.spaces.Box(np.asarray(d["low"], dtype=dtype), np.asarray(d["high"], dtype=dtype), shape=tuple(d["shape"]), dtype=dtype)
 
 
 def _versions() -> Dict[str, str]:

@@ -282,13 +282,6 @@ class AgentConfig:
                     out.setdefault(k, v)
         return out
 
-    def to_nested(self) -> Dict[str, Any]:
-        """``{"head": {"name": ..., **settings}, ..., "core": {...}, "runtime": {...}}``: what config.yaml shows."""
-        out: Dict[str, Any] = {role: {"name": self._names[role], **self._parts[role]} for role in ROLES}
-        out["core"] = dict(self._core)
-        out["runtime"] = dict(self._runtime)
-        return out
-
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str = "config", legacy: bool = False) -> "AgentConfig":
         """From :meth:`to_dict`'s form. ``legacy``: a document written before settings belonged to parts
@@ -490,11 +483,6 @@ def load_recipe(agent: str, task: Optional[str] = None) -> Tuple[AgentConfig, Pa
     """Resolve a recipe for a task: defaults, then the task's overrides. Returns (config, recipe file)."""
     r = resolve_recipe(agent, task)
     return r.config, r.path
-
-
-def config_keys() -> Dict[str, Tuple[str, Any]]:
-    """key -> (type name, default), for `dqltoolkit list keys` (the default composition's keys)."""
-    return {k: (s.type.__name__, s.default) for k, s in AgentConfig().specs().items()}
 
 
 def describe_keys() -> List[SettingSpec]:

@@ -18,7 +18,7 @@ A fair table applies every rule to every algorithm and names it:
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -111,8 +111,3 @@ def regret(evaluations: Curve, picked_step: int) -> float:
     """How far a pick is from the best evaluation (score points)."""
     steps, values = _checked(evaluations, "evaluations")
     return float(values.max() - values[list(steps).index(int(picked_step))])
-
-
-def rules_for_runs(runs: List[Dict], last: int = 3) -> List[Dict[str, Optional[float]]]:
-    """:func:`select` for each record of docs/results/runs.json (keys ``task``, ``evaluations``, ``bc_loss``)."""
-    return [select(r["evaluations"], r.get("bc_loss"), top_k_for(r["task"]), last) for r in runs]

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import yaml
 
@@ -493,11 +493,6 @@ def distinct_names(path: Path, trials: List[Trial], field_name: str, remedy: str
     return trials
 
 
-def describe_fields() -> List[str]:
-    """One line per field, for the command's help and docs/sweeps.md."""
-    return [f"{k}: {v}" for k, v in FIELDS.items()]
-
-
 def same_spec(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
@@ -510,7 +505,3 @@ def fixed_overrides(spec: SweepSpec) -> Dict[str, Any]:
     if spec.eval_episodes is not None:
         out["eval_episodes"] = spec.eval_episodes
     return out
-
-
-def seeds_of(values: Sequence[int]) -> List[int]:
-    return [int(s) for s in values]
