@@ -20,12 +20,15 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import warnings
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterator
+
+import torch
 
 from ._cache import CacheError, open_verified, private_dir, record_digest, sidecar
 
@@ -118,8 +121,6 @@ def fused_ops():
     """
     if "0" in (os.environ.get("DQLTOOLKIT_FUSED", "1"), os.environ.get("DQLTOOLKIT_NATIVE", "1")) or platform.system() != "Linux":
         return None
-    import torch
-
     cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
     if cxx is None or cc is None or not _FUSED_SRC.is_file():
@@ -134,8 +135,6 @@ def fused_ops():
     name = f"dql_fused_{key}.so"
 
     def build(out: Path) -> str:
-        import sys
-
         print(f"dqltoolkit: compiling the fused CPU operators for torch {torch.__version__} (once, about 10 s) ...",
               file=sys.stderr, flush=True)
         return _build_fused(cc, cxx, cxx_flags, link, out)
@@ -156,8 +155,6 @@ def fused_ops():
 
 
 def _warn_slow_path(why: str) -> None:
-    import warnings
-
     warnings.warn(f"dqltoolkit: {why}; CPU training falls back to the eager PyTorch path, about 1.4x slower per Diffusion-QL step. "
                   "Set DQLTOOLKIT_FUSED=0 to silence this.", RuntimeWarning, stacklevel=3)
 

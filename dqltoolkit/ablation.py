@@ -23,6 +23,14 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
+import torch
+
+from .agent import Agent
+from .config import ConfigError, catalogue_dir, read_recipe_yaml
+from .envs.bandit2d import mode_shares
+from .plots import plot_bandit_grid
+from .tasks import get_task
+from .training import sample_policy_actions, train
 
 
 @dataclass(frozen=True)
@@ -60,8 +68,6 @@ COLUMNS = ["variant", "head", "objective", "seed", "share_top_left", "share_bott
 
 def _panel_of(path: Path, recipe: str) -> Optional[Variant]:
     """The panel a recipe file declares, or None. A malformed block is an error naming the file and field."""
-    from .config import ConfigError, read_recipe_yaml
-
     doc = read_recipe_yaml(path)
     block = doc.get("ablation") if isinstance(doc, dict) else None
     if block is None:
@@ -86,8 +92,6 @@ def declared_panels(recipe_dirs: Iterable[Path | str] = ()) -> List[Variant]:
     """Extra panels: every recipe in the shipped catalogue, then in each of ``recipe_dirs``, that carries an
     ``ablation:`` block, in file-name order. Shipped recipes are named by name, others by path. Two panels
     with one title, or one with a paper panel's title, are an error naming both recipes."""
-    from .config import ConfigError, catalogue_dir
-
     shipped = catalogue_dir("agents")
     found: List[Variant] = []
     for folder in [shipped, *map(Path, recipe_dirs)]:
@@ -181,8 +185,6 @@ class Modes:
         return cls(tuple(e.mode_names), np.asarray(e.mode_centres, np.float32), np.asarray(e.mode_means, np.float32), float(e.mode_radius))
 
     def shares(self, actions: np.ndarray) -> Dict[str, float]:
-        from .envs.bandit2d import mode_shares
-
         return mode_shares(actions, self.names, self.centres, self.radius)
 
     @property
@@ -192,21 +194,13 @@ class Modes:
 
 def _run_one(variant: Variant, env: str, seed: int, out: str, steps: Optional[int], overrides: Dict[str, object]) -> Dict[str, object]:
     """One training run in a worker process (one thread: the pool runs one process per core)."""
-    import torch
-
     torch.set_num_threads(1)
-    from .training import sample_policy_actions, train
-
     run_dir = Path(out) / f"{variant.slug}_seed{seed}"
     res = train(variant.recipe, env, run_dir, steps=steps, seeds=[seed], device="cpu", overrides=overrides, progress=False, verbose=False,
                 replace_unfinished=True,  # a rerun after Ctrl-C redoes its short runs
                 overrides_where_read=True)  # -p T=3 reaches the diffusion variants, not the Gaussian ones
     ev = res.results["evaluation"][0]
-    from .agent import Agent
-
     agent = Agent.load(res.checkpoints[0], device="cpu")
-    from .tasks import get_task
-
     observation, _ = get_task(env).make_env().reset(seed=seed)  # a constant observation: any reset gives it
     if variant.samples == "acted":  # the policy is the selection among candidates: score what it does
         agent.set_random_seed(seed)
@@ -247,9 +241,6 @@ def run_ablation(env: str = "bandit2d-v0", out: Path | str = "runs/ablation", he
                  recipe_dirs: Iterable[Path | str] = ()) -> Dict[str, object]:
     """Train every selected variant for every seed; write ablation.csv and ablation.png into ``out``
     (``panels``, ``extra``, ``recipe_dirs``: which panels, see :func:`select`)."""
-    from .plots import plot_bandit_grid
-    from .tasks import get_task
-
     task = get_task(env)
     probe = task.make_env()
     if probe.action_space.shape != (2,):

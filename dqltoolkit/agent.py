@@ -16,12 +16,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import checkpoint_checks as checks
 from .acting import ActingPolicy
 from .backends import select_backend
-from .config import AgentConfig
+from .checkpoint import config_of, read_checkpoint, restore_agent, save_agent
+from .config import AgentConfig, coerce_mapping, resolve_recipe
 from .learner import Learner
 from .limits import check_agent
 from .loop import ensure_dataset, run_learning
+from .sources import resolve_checkpoint
+from .tasks import get_task, task_spaces
 
 
 def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:
@@ -194,8 +198,6 @@ class Agent:
         self._logger = logger
 
     def save(self, path: Union[str, Path], include_optimizer: bool = True) -> Path:
-        from .checkpoint import save_agent
-
         return save_agent(self, path, include_optimizer=include_optimizer)
 
     @classmethod
@@ -205,9 +207,6 @@ class Agent:
         dataset loaded and its env set, ready for ``learn``, ``predict``, SB3's ``evaluate_policy(model,
         model.get_env())`` and callbacks. ``overrides`` are recipe keys (``eta=2.0``), checked and typed like
         ``-p``. What ``dqltoolkit train`` does, without the run folder, for code that drives the agent itself."""
-        from .config import coerce_mapping, resolve_recipe
-        from .tasks import get_task, task_spaces
-
         task = get_task(env)
         config = resolve_recipe(agent, getattr(task, "recipe_section", None) or task.id).config
         if overrides:
@@ -246,10 +245,6 @@ def load_agent(path: Union[str, Path], device: Union[str, torch.device] = "auto"
     ``hf:ORG/NAME``: the verified local copy (downloaded first if needed). Everything is checked before
     the agent is built (:func:`dqltoolkit.checkpoint.read_checkpoint`); a checkpoint with NaN or Inf
     weights is refused unless ``allow_nonfinite``."""
-    from . import checkpoint_checks as checks
-    from .checkpoint import config_of, read_checkpoint, restore_agent
-    from .sources import resolve_checkpoint
-
     path = resolve_checkpoint(path)
     doc, tensors = read_checkpoint(path, allow_nonfinite=allow_nonfinite)
     agent = agent_class(config_of(doc, path), checks.space_of(doc, "observation_space", path), checks.space_of(doc, "action_space", path),

@@ -24,7 +24,9 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from . import checkpoint_checks as checks
+from ._version import __version__
 from .checkpoint_checks import DOC_NAME, MAX_DOC_BYTES, TENSORS_NAME, CheckpointError, _modules, _optimizers
+from .config import AgentConfig
 
 FORMAT = "dqltoolkit-agent"
 FORMAT_VERSION = 2  # 2: settings belong to parts (config keys a part does not read are no longer written)
@@ -41,8 +43,6 @@ def box_to_json(space: gym.spaces.Box) -> Dict[str, Any]:
 
 
 def _versions() -> Dict[str, str]:
-    from ._version import __version__
-
     return {"dqltoolkit": __version__, "torch": torch.__version__, "gymnasium": gym.__version__, "python": platform.python_version()}
 
 
@@ -248,8 +248,6 @@ def init_from_checkpoint(agent, path: Union[str, Path]) -> Dict[str, Any]:
     Why not resume: a resumed run continues the old run's schedule (step count, lr decay, optimiser
     moments), while fine-tuning starts a new run, with its own settings, from pretrained weights.
     """
-    from .config import AgentConfig
-
     doc, tensors = read_checkpoint(path)
     for key, space in (("observation_space", agent.observation_space), ("action_space", agent.action_space)):
         theirs = checks.space_of(doc, key, path)

@@ -25,6 +25,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from .config import AgentConfig, ConfigError
+from .learner import Learner
+from .registry import CRITICS, HEADS, OBJECTIVES, UnknownNameError
+
 DOC_NAME = "dqltoolkit.json"
 TENSORS_NAME = "tensors.safetensors"
 
@@ -222,13 +226,9 @@ def _legacy(doc: Mapping[str, Any]) -> bool:
 def check_config(raw: Any, path: Path, legacy: bool = False):
     """The checkpoint's settings as an :class:`AgentConfig`, each sizing value within :data:`CONFIG_LIMITS`
     (``legacy``: a format-1 document, whose keys no part reads are dropped)."""
-    from .config import AgentConfig, ConfigError
-
     where = f"{path}: {DOC_NAME} field 'config'"
     if not isinstance(raw, dict):
         raise CheckpointError(f"{where} must be a mapping of settings, got {type(raw).__name__}")
-    from .registry import CRITICS, HEADS, OBJECTIVES, UnknownNameError
-
     for role, registry, default in (("head", HEADS, "diffusion"), ("critic", CRITICS, "double-q"), ("objective", OBJECTIVES, "ql")):
         name = raw.get(role, default)
         if not isinstance(name, str) or name not in registry:
@@ -299,9 +299,6 @@ def _fail_key(path: Path, key: str, problem: str) -> CheckpointError:
 def _meta_agent(config, doc: Mapping[str, Any], path: Path):
     """The learner the document describes, built on the ``meta`` device: every network and optimiser shape,
     no memory, no kernels (a meta learner gets CPU generators: they only seed initialisations meta skips)."""
-    from .learner import Learner
-    from .registry import CRITICS, HEADS, OBJECTIVES, UnknownNameError
-
     for field_name, registry in (("head", HEADS), ("critic", CRITICS), ("objective", OBJECTIVES)):
         name = getattr(config, field_name)
         if name not in registry:

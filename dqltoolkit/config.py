@@ -24,7 +24,7 @@ from . import critics as _critics  # noqa: F401  (registers the built-in parts, 
 from . import heads as _heads  # noqa: F401
 from . import objectives as _objectives  # noqa: F401
 from .registry import CRITICS, HEADS, OBJECTIVES, Registry, UnknownNameError, did_you_mean
-from .settings import ConfigError, SettingError, SettingSpec, coerce, setting, specs_of
+from .settings import ConfigError, SettingError, SettingSpec, coerce, part_settings, setting, specs_of
 
 
 @dataclass
@@ -82,8 +82,6 @@ RUNTIME_SPECS = specs_of(RuntimeOptions, "runtime")
 
 def part_specs(role: str, name: str) -> Dict[str, SettingSpec]:
     """The keys part ``name`` of ``role`` declares (its class's ``Settings``)."""
-    from .settings import part_settings
-
     return part_settings(_REGISTRIES[role].get(name), f"{role} {name!r}")
 
 

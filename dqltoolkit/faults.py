@@ -17,6 +17,8 @@ from typing import Callable, Dict, Iterable, Optional
 
 import torch
 
+from .checkpoint import agent_state
+
 STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None)) if s is not None)
 
 
@@ -115,8 +117,6 @@ def nonfinite_tensor(tensors: Dict[str, torch.Tensor]) -> Optional[str]:
 
 def agent_nonfinite(agent) -> Optional[str]:
     """The first non-finite network or optimiser tensor of an agent (what a checkpoint would hold), else None."""
-    from .checkpoint import agent_state
-
     return nonfinite_tensor(agent_state(agent))
 
 

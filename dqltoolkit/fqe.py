@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .agent import Agent
+
 
 @dataclass
 class FQEConfig:
@@ -100,6 +102,4 @@ def _fit(s, a, r, d, s2, a2, s0, a0, mean, std, scale, gamma, cfg: FQEConfig, me
 def estimates_by_checkpoint(paths: Mapping[int, str], table: Mapping[str, np.ndarray], cfg: FQEConfig = FQEConfig(),
                             device: str = "cpu") -> Dict[int, List[float]]:
     """``{step: [J per seed]}`` for checkpoints ``{step: path}`` of one run."""
-    from .agent import Agent
-
     return {step: estimate(Agent.load(path, device=device), table, cfg=cfg) for step, path in sorted(paths.items())}

@@ -29,6 +29,11 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import yaml
 
+from ._version import __version__
+from .checkpoint import read_checkpoint
+from .hub_card import model_card
+from .zoo import ZOO_PREFIX, fetch, get_entry, sha256_of
+
 HF_PREFIX = "hf:"
 CARD_NAME = "README.md"
 LIBRARY_NAME = "dqltoolkit"
@@ -100,8 +105,6 @@ def _hf():
 
 
 def _api():
-    from ._version import __version__
-
     return _hf().HfApi(endpoint=hub_settings()["endpoint"], library_name=LIBRARY_NAME, library_version=__version__)
 
 
@@ -128,8 +131,6 @@ def _where() -> str:
 
 def _download(ref: HubRef, filename: str, revision: Optional[str] = None, force: bool = False) -> Path:
     """One file of a repo through the client's cache; the client's errors become HubErrors that say what to do."""
-    from ._version import __version__
-
     hf = _hf()
     from huggingface_hub.utils import (  # (huggingface_hub.errors has them too, but only since 1.0)
         EntryNotFoundError,
@@ -202,8 +203,6 @@ def download_verified(spec: Union[str, HubRef], filename: str, sha256: str, size
                       force: bool = False, recorded_by: str = "the model card") -> Path:
     """A repo file from the Hub cache (downloaded first if needed, or again with ``force``) whose SHA-256 (and
     size) match; a mismatch is retried once with a fresh download (a damaged cache copy), then raised."""
-    from .zoo import sha256_of
-
     ref = parse_ref(spec) if isinstance(spec, str) else spec
     for attempt in range(2):
         path = _download(ref, filename, revision=revision, force=force or attempt == 1)
@@ -347,9 +346,6 @@ def _evaluation_for(results: Mapping[str, Any], seeds: List[int]) -> Dict[str, A
 
 
 def _gather(source: Union[str, Path], agent: Optional[str]) -> _Source:
-    from .checkpoint import read_checkpoint
-    from .zoo import ZOO_PREFIX, fetch, get_entry
-
     text = str(source)
     trained: Dict[str, Any] = {}
     evaluation: Dict[str, Any] = {}
@@ -394,9 +390,6 @@ def prepare_push(source: Union[str, Path], repo_id: Optional[str] = None, agent:
     run's, or the checkpoint's recipe when there is no run folder), results.json and metrics.csv when the
     run has them, and the model card. ``repo_id`` defaults to ``{agent}-{task}``; a ``revision`` other than
     main goes into the card's load instructions."""
-    from .hub_card import model_card
-    from .zoo import sha256_of
-
     src = _gather(source, agent)
     name = model_name(src.agent, src.task)
     repo_id = _check_repo_id(repo_id or name, "--repo")

@@ -25,7 +25,9 @@ import torch
 from torch import Tensor, nn
 
 from .config import AgentConfig, ConfigError
-from .data.buffer import TransitionBuffer
+from .data.buffer import TransitionBuffer, validate_table
+from .data.transforms import apply_reward_transform
+from .heads.samplers import SAMPLERS
 from .nn import clip_grad_norm_members, foreach_pieces, member_generators
 from .objectives.base import sampler_option
 from .precision import check_precision, matmul_precision
@@ -65,8 +67,6 @@ def _part_kwargs(cls: type, values: Mapping[str, Any], what: str) -> Dict[str, A
 
 def _check_samplers(cfg: AgentConfig, head: Any, what: str) -> None:
     """Each configured sampler is registered, and the head's ``sample`` takes one (a clear error, not a TypeError mid-run)."""
-    from .heads.samplers import SAMPLERS
-
     asked = {k: getattr(cfg, k) for k in ("sampler", "target_sampler", "q_sampler") if getattr(cfg, k, "")}
     for key, name in asked.items():
         if name not in SAMPLERS:
@@ -201,9 +201,6 @@ class Learner:
         """Put a transition table on the training device (actions rescaled to [-1, 1], obs normalised if
         ``normalize_obs``); statistics become part of the agent and of its checkpoints. A resumed or
         fine-tuned agent keeps the statistics its networks were trained with (``refit_obs_stats=False``)."""
-        from .data.buffer import validate_table
-        from .data.transforms import apply_reward_transform
-
         t = validate_table(apply_reward_transform(self.config.reward_tune, table))
         if t["observations"].shape[1] != self.obs_dim or t["actions"].shape[1] != self.action_dim:
             raise ValueError(

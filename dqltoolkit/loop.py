@@ -13,6 +13,9 @@ from typing import Dict, Mapping, Optional
 import numpy as np
 import torch
 
+from .faults import DeferredSignals
+from .tasks import get_task
+
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN/Inf or exploded; raised within ``DIVERGENCE_CHECK_EVERY`` steps (or at the next log
@@ -80,8 +83,6 @@ def run_learning(agent, total_steps: int, callback=None, log_interval: Optional[
     (online fine-tuning, dqltoolkit/online.py): its ``step()`` runs before each gradient step, and the log rows
     carry its env steps and episode returns.
     """
-    from .faults import DeferredSignals
-
     if total_steps < 0:
         raise ValueError(f"learn: total_timesteps must be >= 0, got {total_steps}")
     log_every = int(log_interval or agent.config.log_every)
@@ -148,6 +149,4 @@ def ensure_dataset(agent) -> None:
     if agent.task is None:
         raise RuntimeError("no dataset: call agent.set_dataset(table) first, or build the agent with "
                            "Agent.from_task(recipe, task) (a checkpoint that names its task loads it by itself)")
-    from .tasks import get_task
-
     agent.set_dataset(get_task(agent.task).load_dataset(), refit_obs_stats=False)

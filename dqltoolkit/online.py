@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .data.transforms import apply_reward_transform
 from .nn import member_randint
 
 POINTWISE_REWARDS = ("no", "iql_antmaze", "cql_antmaze", "antmaze")  # transforms that need no dataset statistics
@@ -162,8 +163,6 @@ class Collector:
             if done:
                 real_next[i] = infos[i].get("terminal_observation", real_next[i])
                 terminal[i] = 0.0 if infos[i].get("TimeLimit.truncated", False) else 1.0
-        from .data.transforms import apply_reward_transform
-
         r = apply_reward_transform(cfg.reward_tune, {"rewards": np.asarray(rewards, np.float32), "terminals": terminal})["rewards"]
         a = (torch.as_tensor(action, device=agent.device) - L.action_center) / L.action_scale
         self.online.add(self._units(self.obs), a.clamp(-1, 1), torch.as_tensor(r, dtype=torch.float32, device=agent.device),

@@ -15,6 +15,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .envs.bandit2d import MODE_CENTRES, MODE_MEANS, MODE_RADIUS
+
 DATA_COLOUR, POLICY_COLOUR = "tab:grey", "tab:red"
 MAX_DATA_POINTS = 2000  # a scatter of more points hides the policy's samples and bloats the file
 
@@ -42,8 +44,6 @@ def _scatter_panel(ax, actions: np.ndarray, title: str, color: str, data: Option
     """One bandit panel: optional dataset actions in grey under ``actions``, the reward modes as dashed
     circles with their mean reward written inside the action square (not over the frame), on a light
     box above the dots so that a crowded mode keeps its label readable."""
-    from .envs.bandit2d import MODE_CENTRES, MODE_MEANS, MODE_RADIUS
-
     if data is not None:
         ax.scatter(data[:, 0], data[:, 1], s=2, c="lightgrey", alpha=0.5, rasterized=True, label="dataset actions")
     ax.scatter(actions[:, 0], actions[:, 1], s=3, c=color, alpha=0.6, rasterized=True, label=label)
@@ -114,8 +114,6 @@ def bandit_grid_figure(panels: Sequence[Tuple[str, np.ndarray]], dataset_actions
         _scatter_panel(ax, acts, title, POLICY_COLOUR, data=data, label="policy samples", mark_best=False)
     for ax in flat[n:]:
         ax.axis("off")
-    from .envs.bandit2d import MODE_MEANS
-
     handles = _bandit_legend_handles(policy=True)
     if spare:
         flat[n].legend(handles=handles, loc="center", fontsize=8, frameon=False, title=f"best mode: r={MODE_MEANS.max():g}",

@@ -29,6 +29,8 @@ from typing import Any, ContextManager, Iterator, Optional
 
 import torch
 
+from ._native import fused_ops
+
 PRECISIONS = ("highest", "high", "medium")
 
 _layer_ops = None  # the fused library while a CPU "medium" block is active: eager layers route their products to it
@@ -179,8 +181,6 @@ def _reduced_precision(precision: str, device: torch.device) -> Iterator[None]:
         with _cuda_tf32():
             yield
         return
-    from ._native import fused_ops
-
     ops = None
     if precision == "medium" and device.type == "cpu":
         probe = bf16_probe()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import pkgutil
+import warnings
 from importlib import metadata
 from typing import Callable, Dict, Generic, Iterable, Iterator, List, TypeVar
 
@@ -79,8 +80,6 @@ class Registry(Generic[T]):
                     self._entries[ep.name] = ep.load()
                     self.generation += 1
                 except Exception as exc:  # a broken plugin must not break the toolkit
-                    import warnings
-
                     warnings.warn(f"could not load {self.kind} plugin {ep.name!r} ({ep.value}): {exc}", stacklevel=3)
 
     def get(self, name: str) -> T:

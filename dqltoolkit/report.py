@@ -31,7 +31,11 @@ import numpy as np
 import yaml
 
 from . import stats
+from .limits import MAX_REPS, LimitError, check_limit
+from .report_plots import plot_performance_profile, plot_report_curves
+from .report_records import RecordError, curves_of_run, read_records
 from .report_sweep import BOOK, REPORTED, TUNE_DIR, BookTrial, book_of, read_book
+from .selection import bc_pick, final_score, top_k_for
 
 #: what a run folder holds; a folder with either of :data:`RUN_MARKERS` is one (``train`` writes ``config.yaml``
 #: and ``metrics.csv`` as it starts, ``results.json`` when it ends), so a folder holding only a ``config.yaml``
@@ -278,8 +282,6 @@ def _recipe_section(task: str) -> str:
 def _offline_rows(path: Path, seeds: List[int], periodic: List[Tuple[int, int, str, str, float]], task: str) -> List[Tuple[int, int, str, str, float]]:
     """The BC-loss rule's pick per seed (dqltoolkit/selection.py) from the run's periodic evaluations and its
     logged BC loss; none for a run that logged no per-seed BC loss."""
-    from .report_records import curves_of_run
-
     if not periodic:
         return []
     try:
@@ -290,8 +292,6 @@ def _offline_rows(path: Path, seeds: List[int], periodic: List[Tuple[int, int, s
 
 
 def _picks(seeds: Sequence[int], periodic, bc_loss: Dict[int, List[List[float]]], task: str) -> List[Tuple[int, int, str, str, float]]:
-    from .selection import bc_pick, top_k_for
-
     rows = []
     for metric in METRICS.values():
         for s in seeds:
@@ -332,9 +332,6 @@ def runs_from_records(path: Path, at_step: Union[int, str, None] = None, notes: 
     """One :class:`Run` per record of a results record file (dqltoolkit/report_records.py): its evaluations as
     periodic rows, ``final`` the mean of the last three (the protocol's rule), ``offline`` the BC-loss rule's pick.
     ``at_step``: the records as they stood at that step, or ``"common"`` (see :func:`cut_records`)."""
-    from .report_records import RecordError, read_records
-    from .selection import final_score
-
     try:
         records = read_records(path)
     except RecordError as exc:
@@ -748,13 +745,9 @@ def build_report(paths: Sequence[Path | str], out: Path | str, reps: int = stats
     a task has evaluated, so that algorithms are compared at equal budgets (:func:`cut_records`)."""
     if at_step is not None and at_step != "common" and (isinstance(at_step, bool) or not isinstance(at_step, int) or at_step < 1):
         raise ReportError(f"at_step must be a step >= 1 or 'common', got {at_step!r}")
-    from .report_plots import plot_performance_profile, plot_report_curves
-
     say = say or (lambda m: None)
     if isinstance(reps, bool) or int(reps) < 1:
         raise ReportError(f"reps must be at least 1 bootstrap resample, got {reps}")
-    from .limits import MAX_REPS, LimitError, check_limit
-
     try:
         check_limit("--reps", int(reps), MAX_REPS, "bootstrap resamples; 2,000 give intervals to a tenth of a point")
     except LimitError as exc:

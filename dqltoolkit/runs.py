@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
+from .agent import load_agent
+from .checkpoint import DOC_NAME, TENSORS_NAME, config_of, read_checkpoint
+
 # what `train` writes in a run folder (glob patterns); a reused folder loses these and nothing else
 RUN_OUTPUTS = ("model.zip", "model_seed*.zip", "model_step*.zip", "model_interrupted.zip", "model_latest.zip", "model_diverged.zip", "config.yaml",
                "metrics.csv", "progress.csv", "progress.json", "log.txt", "events.out.tfevents.*", "results.json", "learning_curves.png", "bandit*.png",
@@ -110,8 +113,6 @@ def plan_resume(doc: Mapping[str, Any], source: str, overrides: Mapping[str, Any
     of the step count and the run's total, so a run resumed within its total continues the very same
     cosine; one extended past it gets the new end as its total (the cosine is stretched from here, never
     stuck at lr 0)."""
-    from .checkpoint import config_of
-
     cfg = config_of(doc, source).to_dict()
     done = int(doc.get("num_timesteps", 0))
     applied, refused = {}, []
@@ -153,9 +154,6 @@ def load_with_config(path: Path, config: Mapping[str, Any], device: str):
     """Load a checkpoint as if its document held ``config`` (the same tensors): every part, the objective
     and the lr schedule included, is built from the resumed run's settings. A copy of the zip with the new
     document goes through the ordinary loader, so it gets the same checks as any other checkpoint."""
-    from .agent import load_agent
-    from .checkpoint import DOC_NAME, TENSORS_NAME, read_checkpoint
-
     doc, _ = read_checkpoint(path)  # (validates the file before it is copied)
     if doc["config"] == dict(config):
         return load_agent(path, device=device)

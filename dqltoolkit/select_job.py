@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
+from .checkpoint import read_checkpoint
 from .fqe import FQEConfig, estimates_by_checkpoint
 from .report_records import curves_of_run
 from .selection import bc_pick, block_means, top_k_for
@@ -29,8 +30,6 @@ class SelectError(ValueError):
 
 def checkpoints_of_run(run_dir: Path) -> Dict[int, Path]:
     """``{step: path}`` of a run's kept checkpoints (``model_step<N>.zip``) and its ``model_latest.zip``."""
-    from .checkpoint import read_checkpoint
-
     found = {int(p.stem[len("model_step"):]): p for p in kept_checkpoints(run_dir)}
     latest = Path(run_dir) / "model_latest.zip"
     if latest.is_file():

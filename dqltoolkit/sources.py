@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Union
 
+from .hub import HubError, fetch_pinned
 from .zoo import ZOO_PREFIX, ZooEntry, ZooError, fetch, get_entry
 
 
@@ -21,8 +22,6 @@ def fetch_entry(entry: Union[str, ZooEntry], index: Optional[str] = None, force:
     entry = get_entry(entry, index) if isinstance(entry, str) else entry
     if entry.kind != "hf":
         return fetch(entry, index, force=force, progress=progress)
-    from .hub import HubError, fetch_pinned
-
     try:
         return fetch_pinned(entry.location, entry.sha256, entry.size, filename=entry.filename or None, force=force)
     except HubError as exc:

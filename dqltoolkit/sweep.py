@@ -16,13 +16,16 @@ requires of a multi-node storage path, and dqltoolkit must be installed on every
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from .sweep_spec import SweepError, SweepSpec, Trial, complete_results, distinct_names, fixed_overrides, same_spec, trial_name
+from .faults import RunLock, RunLockError
+from .sweep_spec import SweepError, SweepSpec, Trial, _typed, complete_results, distinct_names, fixed_overrides, same_spec, trial_name
+from .threads import usable_cores
 
 DONE = ("finished", "stopped_early")
 QUIET_ENV = {
@@ -155,8 +158,6 @@ def _python(v: Any) -> Any:
 def planned_trials(spec: SweepSpec) -> List[Trial]:
     """The trials of a grid or random sweep, the same list on every run of the sweep file: the grid in
     file order; for random, ``num_samples`` draws of Tune's samplers per grid point, from ``search_seed``."""
-    from .sweep_spec import _typed
-
     grid = spec.grid_trials()
     if spec.search == "grid":
         return grid
@@ -197,11 +198,8 @@ def _check_out(out: Path, spec: SweepSpec, resume: bool) -> Optional[Dict[str, A
 
 def _start_ray(address: Optional[str], cpus: Optional[int], say: Callable[[str], None]) -> bool:
     """Join a cluster (``address`` or RAY_ADDRESS) or start Ray in this process; True if we started it."""
-    import logging
-
     import ray
 
-    from .threads import usable_cores
 
     if ray.is_initialized():
         say("using the Ray this process already joined")
@@ -235,8 +233,6 @@ def run_sweep(spec: SweepSpec, out: Path | str, address: Optional[str] = None, r
     SIGTERM stop the sweep (KeyboardInterrupt where Tune has not taken over yet, e.g. while Ray starts):
     running trials are ended and marked ``interrupted``, and ``--resume`` runs them again. ``out`` is
     locked (``out/.lock``) for the whole call: a second sweep into it is refused, not interleaved."""
-    from .faults import RunLock, RunLockError
-
     out = Path(out).resolve()
     if not out.exists():
         _check_out(out, spec, resume)  # (--resume of nothing: refused before the folder is made)

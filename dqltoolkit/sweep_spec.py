@@ -22,8 +22,12 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import yaml
 
+from .checkpoint import read_checkpoint
 from .config import ConfigError, coerce_mapping, resolve_recipe
+from .limits import MAX_TRIALS
 from .registry import UnknownNameError
+from .tasks import get_task
+from .training import parse_seeds
 
 MAX_SWEEP_BYTES = 1_000_000
 SEARCHES = ("grid", "random", "optuna")
@@ -155,8 +159,6 @@ def _names(path: Path, name: str, v: Any) -> List[str]:
 
 
 def _seeds(path: Path, v: Any) -> List[int]:
-    from .training import parse_seeds
-
     if isinstance(v, bool) or not isinstance(v, (int, str, list)) or (isinstance(v, list) and not all(isinstance(s, int) and not isinstance(s, bool) for s in v)):
         raise SweepError(f"{_where(path, 'seeds')}: expected '0-4', '1,3,5', an integer or a list of integers, got {v!r}")
     try:
@@ -320,8 +322,6 @@ def load_sweep(path: Path | str) -> SweepSpec:
 def _check_trial_count(path: Path, agents: List[str], tasks: List[str], grid: Mapping[str, List[Any]], samples: int, max_trials: Any,
                        seeds: int = 1) -> None:
     """Refuse a sweep that expands past ``max_trials`` from its sizes alone, before any trial is built."""
-    from .limits import MAX_TRIALS
-
     limit = MAX_TRIALS if max_trials is None else _int(path, "max_trials", max_trials, 1)
     count = len(agents) * len(tasks) * samples
     for values in grid.values():
@@ -343,8 +343,6 @@ def _space_probes(space: Mapping[str, Mapping[str, Any]]) -> Dict[str, List[Any]
 def _check_against_recipes(spec: SweepSpec, metric: Any) -> None:
     """Each agent's recipe for each task with the sweep's params and every grid value and space bound, as
     ``train -p`` would build it; the tasks' evaluation and scores; the metric, the budgets and ASHA's grace."""
-    from .tasks import get_task
-
     path = spec.path
     scored = True
     for task_id in spec.tasks:
@@ -443,8 +441,6 @@ def unfinished_checkpoint(run_dir: Path, seeds: List[int]) -> Optional[Path]:
     """The trial's newest resumable checkpoint in its run folder (``model_interrupted.zip`` or the periodic
     ``model_latest.zip``, whichever holds more steps) when it trained these seeds; None when there is none
     or none that reads as this run's (a damaged file costs its steps, never the resumed sweep)."""
-    from .checkpoint import read_checkpoint
-
     best: Optional[Tuple[int, Path]] = None
     for name in ("model_interrupted.zip", "model_latest.zip"):
         path = run_dir / name

@@ -17,11 +17,13 @@ import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import torch
 from ray import tune
 from ray.tune import Callback
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
 from .sweep_spec import Trial, complete_results, trial_name, unfinished_checkpoint
+from .training import train
 
 #: what a trial reports besides the metric: the evaluation as results.json holds it (a JSON string, so
 #: that Tune's result flattening leaves its per-seed lists alone)
@@ -43,8 +45,6 @@ class SweepTrial(tune.Trainable):
     """One trial: ``dqltoolkit.train`` of one agent on one task with its values, every seed at once."""
 
     def setup(self, config: Dict[str, Any]) -> None:
-        import torch
-
         sweep, point = config["sweep"], config["point"]
         self.budget = int(sweep["budgets"][f"{point['agent']}|{point['task']}"])
         self.run_dir = trial_run_dir(config)
@@ -67,8 +67,6 @@ class SweepTrial(tune.Trainable):
         self._go.clear()
 
     def _train(self) -> None:
-        from .training import train
-
         try:
             res = train(**self.kwargs, on_evaluation=self._on_evaluation)
             self._results.put(("done", res.results))

@@ -12,6 +12,9 @@ import numpy as np
 import yaml
 
 from .config import catalogue_dir
+from .data.d4rl_hdf5 import load_d4rl_hdf5
+from .data.minari_source import is_local, minari_to_table, open_minari
+from .envs.bandit2d import make_bandit_dataset
 from .registry import Registry, UnknownNameError, did_you_mean
 
 #: dataset source name -> callable(**kwargs) returning a transition table
@@ -20,24 +23,18 @@ DATASET_SOURCES: Registry = Registry("dataset source")
 
 @DATASET_SOURCES.register("bandit2d")
 def _bandit_source(n: int = 10_000, seed: int = 0) -> Dict[str, np.ndarray]:
-    from .envs.bandit2d import make_bandit_dataset
-
     return make_bandit_dataset(n=n, seed=seed)
 
 
 @DATASET_SOURCES.register("minari")
 def _minari_source(dataset_id: str, local_id: Optional[str] = None, download: bool = False, build: Optional[str] = None) -> Dict[str, np.ndarray]:
     """A Minari dataset: the official id if it is local, else the locally built copy, else download if asked."""
-    from .data.minari_source import minari_to_table, open_minari
-
     ids = [dataset_id] + ([local_id] if local_id else [])
     return minari_to_table(open_minari(ids, download=download, build_hint=build))
 
 
 @DATASET_SOURCES.register("d4rl_hdf5")
 def _d4rl_source(path: str, download: bool = False) -> Dict[str, np.ndarray]:
-    from .data.d4rl_hdf5 import load_d4rl_hdf5
-
     return load_d4rl_hdf5(os.path.expanduser(path))
 
 
@@ -187,8 +184,6 @@ def _minari_task(dataset_id: str) -> Task:
                     description=known.description, buildable=known.buildable, recipe_section=known.recipe_section)
     dataset = {"source": "minari", "dataset_id": dataset_id}
     task = Task(id=f"minari:{dataset_id}", dataset=dataset, eval_note=f"Minari dataset {dataset_id!r} is not in the local Minari folder")
-    from .data.minari_source import is_local
-
     if is_local(dataset_id):
         from .data.minari_source import dataset_eval_env
 

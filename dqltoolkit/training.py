@@ -30,6 +30,7 @@ from .limits import MAX_SEEDS, check_limit
 from .loop import DIVERGENCE_CHECK_EVERY, DIVERGENCE_LIMIT, TrainingDiverged, log_metrics, run_learning  # noqa: F401  (re-exported)
 from .nn import member_generators
 from .objectives.base import sampler_option
+from .plots import plot_bandit, plot_learning_curves
 from .runs import UNFINISHED, load_with_config, plan_resume, prepare_run_folder
 from .sources import resolve_checkpoint
 from .tasks import get_task, spaces_from_table, task_spaces  # noqa: F401  (re-exported)
@@ -37,8 +38,6 @@ from .tasks import get_task, spaces_from_table, task_spaces  # noqa: F401  (re-e
 
 def bandit_report(agent, dataset_actions: np.ndarray, out: Path, n: int = 1000, seed: int = 0, suffix: str = "") -> Dict[str, Any]:
     """1,000 raw policy samples: mode shares and the paper-style scatter (``bandit{suffix}.png``)."""
-    from .plots import plot_bandit
-
     actions = sample_policy_actions(agent, n, seed)
     shares = mode_shares(actions)
     title = f"{agent.config.head}+{agent.config.objective}: {n} samples\n{shares[MODE_NAMES[BEST_MODE]]:.0%} on the best mode"
@@ -605,8 +604,6 @@ def _train_locked(*, agent, env, out: Path, steps, seeds, device, overrides, pro
         results.update(_evaluate_run(model, task, table, ckpts, out, device, written))
     if evaluation is not None and evaluation.history:
         results["evaluations"] = evaluation.history
-    from .plots import plot_learning_curves
-
     figure = plot_learning_curves(out / "metrics.csv", out / "learning_curves.png")
     if figure is not None:
         written.append(Path(figure))

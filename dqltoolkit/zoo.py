@@ -43,6 +43,11 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 import yaml
 
+from ._version import __version__
+from .checkpoint import read_checkpoint
+from .config import catalogue_dir
+from .registry import did_you_mean
+
 ZOO_PREFIX = "zoo:"
 INDEX_ENV = "DQLTOOLKIT_ZOO_INDEX"
 DEADLINE_ENV = "DQLTOOLKIT_ZOO_DEADLINE"
@@ -143,8 +148,6 @@ class ZooEntry:
 
 def default_index() -> str:
     """Where the catalogue is read from: ``$DQLTOOLKIT_ZOO_INDEX``, else the shipped ``zoo/index.yaml``."""
-    from .config import catalogue_dir
-
     return os.environ.get(INDEX_ENV) or str(catalogue_dir("zoo") / "index.yaml")
 
 
@@ -153,8 +156,6 @@ def _is_url(location: str) -> bool:
 
 
 def _open_url(url: str, timeout: float = TIMEOUT_S):
-    from ._version import __version__
-
     request = urllib.request.Request(url, headers={"User-Agent": f"dqltoolkit/{__version__}"})
     return urllib.request.build_opener(_HttpRedirects).open(request, timeout=timeout)
 
@@ -317,8 +318,6 @@ def load_index(index: Optional[str] = None) -> Dict[str, ZooEntry]:
 
 
 def get_entry(entry_id: str, index: Optional[str] = None) -> ZooEntry:
-    from .registry import did_you_mean
-
     check_id(entry_id)
     entries = load_index(index)
     if entry_id not in entries:
@@ -450,8 +449,6 @@ def make_entry(checkpoint: Union[str, Path], entry_id: str, url: Optional[str] =
     its task, steps, seeds and versions from the file itself, the recipe name from ``agent`` or the run's
     ``config.yaml`` beside it, metrics from the run's ``results.json`` when given. ``hf``: the Hub repo
     (``ORG/NAME[@revision]``) the checkpoint was pushed to, instead of ``url`` or ``file``."""
-    from .checkpoint import read_checkpoint
-
     check_id(entry_id)
     if sum(x is not None for x in (url, file, hf)) != 1:
         raise ZooError("zoo entry: give exactly one of url (where it will be downloaded from) or file (shipped next to the index) "

@@ -15,6 +15,8 @@ from typing import Any, Callable, Dict, Tuple
 
 import numpy as np
 
+from ..config import load_recipe
+
 #: (label, sampler, steps) of the acting rows: the 50-step chain first, as the yardstick
 ACTING = (("ddpm, 50 steps", "ddpm", 0), ("dpm-solver++, 10 steps", "dpm-solver++", 10),
           ("dpm-solver++, 15 steps", "dpm-solver++", 15), ("ddim, 10 steps", "ddim", 10))
@@ -23,8 +25,6 @@ ACTING = (("ddpm, 50 steps", "ddpm", 0), ("dpm-solver++, 10 steps", "dpm-solver+
 def training_rows(make_agent: Callable[..., Any], count_gflop: Callable[[Any], float], steps: int
                   ) -> Dict[str, Tuple[Callable[[], None], int, float, str]]:
     """``recipe edp`` (its default section at Hopper sizes) and the same step with DDPM's 50-step next actions."""
-    from ..config import load_recipe
-
     edp = load_recipe("edp")[0]
     ddpm = edp.replace(target_sampler="ddpm", target_sample_steps=0)
     return {
@@ -38,8 +38,6 @@ def training_rows(make_agent: Callable[..., Any], count_gflop: Callable[[Any], f
 def acting_rows(make_agent: Callable[..., Any], obs_dim: int, calls: int) -> Dict[str, Tuple[Callable[[], None], int]]:
     """``predict`` rows for 1 and 10 observations, one agent per entry of :data:`ACTING` (the same seed, so the
     same T = 50 networks; one agent each because a backend may capture acting per batch shape)."""
-    from ..config import load_recipe
-
     base = load_recipe("edp")[0]
     rows: Dict[str, Tuple[Callable[[], None], int]] = {}
     for label, sampler, k in ACTING:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +28,12 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
+
+from ..agent import Agent, resolve_device
+from ..config import AgentConfig, load_recipe, recipe_names
+from ..heads.schedules import SCHEDULES
+from ..precision import cpu_has_bf16_matmuls
+from .reference import ReferenceDiffusionQL
 
 HOPPER = dict(obs_dim=11, action_dim=3, batch_size=256, T=5, hidden=256, time_dim=16, n_layers=3)
 
@@ -128,8 +135,6 @@ def hopper_table(n: int, obs_dim: int, action_dim: int, seed: int = 0, terminal_
 
 def hopper_config(**overrides):
     """The benchmark's Diffusion-QL settings at Hopper sizes (PAPER.md widths, T 5, batch 256)."""
-    from ..config import AgentConfig
-
     s = HOPPER
     return AgentConfig(T=s["T"], hidden=s["hidden"], time_dim=s["time_dim"], n_layers=s["n_layers"], batch_size=s["batch_size"],
                        log_every=10**9, **overrides)
@@ -139,7 +144,6 @@ def _agent(seeds, device, table, config=None, **overrides):
     """An agent at Hopper sizes: the benchmark's Diffusion-QL settings, or ``config`` (a recipe's) as is."""
     import gymnasium as gym
 
-    from ..agent import Agent
 
     s = HOPPER
     cfg = hopper_config(**overrides) if config is None else config.replace(log_every=10**9, **overrides)
@@ -153,8 +157,6 @@ def _agent(seeds, device, table, config=None, **overrides):
 def _export_rows(agent, obs_dim: int, calls: int, say) -> Dict[str, Tuple[Callable[[], None], int]]:
     """``onnxruntime, N env(s)`` rows for 1 and 10 observations, beside the ``predict`` rows; none (with a
     note) where the export extra is not installed."""
-    import tempfile
-
     try:
         from ..export import draw_inputs, export_policy, load_runner, read_metadata
     except ImportError as exc:  # pragma: no cover - the export extra is missing
@@ -181,8 +183,6 @@ def counted_step_gflop(config, table, steps: int = 4) -> float:
     operators are opaque to the counter; both paths do the same matrix work, and FLOPs do not depend on
     the device.
     """
-    import os
-
     from torch.utils.flop_counter import FlopCounterMode
 
     before = os.environ.get("DQLTOOLKIT_FUSED")
@@ -204,8 +204,6 @@ def _recipe_rows(dev: torch.device, table, steps: int, reduced: Optional[Tuple[s
                  ) -> Dict[str, Tuple[Callable[[], None], int, float, str]]:
     """One row per shipped recipe (agents/*.yaml, default section), at Hopper's observation and action
     sizes; with ``reduced`` (``(precision, label)``) a second row per recipe at that matmul precision."""
-    from ..config import load_recipe, recipe_names
-
     plan = {}
     for name in recipe_names():
         cfg = load_recipe(name)[0].fit(q_start=0)  # the steady-state step: past any warm-up without the Q term (bear's)
@@ -289,8 +287,6 @@ def calls_for_budget(cost: Dict[str, float], budget_s: float, repeats: int, min_
 def _recipe_acting_rows(dev: torch.device, table, obs_dim: int, calls: int) -> Dict[str, Tuple[Callable[[], None], int]]:
     """``predict`` for one observation with every shipped recipe: what a new head, sampler or selection rule
     costs at deployment is as much part of its price as its training step."""
-    from ..config import load_recipe, recipe_names
-
     obs = np.random.default_rng(0).standard_normal((1, obs_dim)).astype(np.float32)
     rows: Dict[str, Tuple[Callable[[], None], int]] = {}
     for name in recipe_names():
@@ -314,11 +310,6 @@ def run_benchmark(device: str = "auto", steps: Optional[int] = None, repeats: in
     timed rounds fill ``seconds`` (default :data:`DEFAULT_SECONDS`). ``busy`` is None, or why the
     matmul rate could not be measured (``matmul_gflops`` is then None).
     """
-    from ..agent import resolve_device
-    from ..heads.schedules import SCHEDULES
-    from ..precision import cpu_has_bf16_matmuls
-    from .reference import ReferenceDiffusionQL
-
     if steps is not None and steps < 1:
         raise ValueError(f"steps per timed block must be >= 1, got {steps}")
     if repeats < 1:

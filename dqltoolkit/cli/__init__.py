@@ -6,6 +6,9 @@ from __future__ import annotations
 import contextlib
 
 import click
+import torch
+
+from ..threads import set_threads
 
 
 def _fail(exc: Exception) -> None:
@@ -23,9 +26,6 @@ def _threads_option(fn):
 @contextlib.contextmanager
 def _threads(spec: str, say=None):
     """Use ``spec`` threads for the command, the caller's count after it (tests run commands in-process)."""
-    import torch
-
-    from ..threads import set_threads
 
     before = torch.get_num_threads()
     try:

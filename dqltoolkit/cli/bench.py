@@ -7,6 +7,7 @@ from typing import Optional
 
 import click
 
+from ..bench.throughput import format_table, run_benchmark, to_json_rows
 from . import _fail, _threads, _threads_option, main
 
 
@@ -29,8 +30,6 @@ from . import _fail, _threads, _threads_option, main
 @_threads_option
 def bench(device: str, rows: str, steps: Optional[int], seconds: Optional[float], repeats: int, as_json: bool, threads: str) -> None:
     """Gradient steps/s at Hopper sizes: reference vs exact vs 5 seeds vs approx, and the evaluation path."""
-    from ..bench.throughput import format_table, run_benchmark, to_json_rows
-
     known = {"reference", "exact", "exact_x5", "approx", "eval", "reduced", "recipes", "ensemble", "export", "samplers"}
     wanted = [r.strip() for r in rows.split(",") if r.strip()]
     bad = [r for r in wanted if r not in known]

@@ -6,6 +6,11 @@ import sys
 
 import click
 
+from ..config import recipe_names
+from ..heads.samplers import SAMPLERS
+from ..registry import CRITICS, HEADS, OBJECTIVES
+from ..tasks import task_ids
+from ..zoo import load_index
 from . import main
 
 
@@ -15,13 +20,6 @@ from . import main
 def list_(what: str) -> None:
     """Show registered agents (recipes), heads, critics, objectives, samplers, envs (tasks), zoo entries and recipe
     keys: WHAT picks one section (default all)."""
-    from .. import agent as _agent  # noqa: F401  (registers built-in parts)
-    from ..config import recipe_names
-    from ..heads.samplers import SAMPLERS
-    from ..registry import CRITICS, HEADS, OBJECTIVES
-    from ..tasks import task_ids
-    from ..zoo import load_index
-
     sections = {
         "agents": recipe_names,
         "heads": HEADS.names,

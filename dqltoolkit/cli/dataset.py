@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from typing import Optional, Tuple
 
 import click
 
+from ..data import builder
+from ..data.builder import BuildConfig, build_dir
+from ..data.d4rl_hdf5 import DatasetError
+from ..data.minari_source import is_local, minari_root, open_minari
 from ..registry import UnknownNameError
+from ..tasks import get_task, tasks_using_dataset
 from . import _fail, main
 
 
@@ -22,8 +28,6 @@ _BUILD_ENVS = ("hopper", "halfcheetah", "walker2d")
 def _build_target(target: str) -> Tuple[str, Optional[list]]:
     """``(env, levels or None)`` for `dataset build TARGET`: an env name, or a dataset name whose catalogue
     entry says how it is built (its ``build`` command)."""
-    from ..tasks import get_task
-
     if target in _BUILD_ENVS:
         return target, None
     try:
@@ -57,8 +61,6 @@ def dataset_build(target: str, levels: str, algo: str, budget: int, transitions:
     """Train behaviour policies on Gymnasium MuJoCo and write D4RL-style Minari datasets (resumable).
     ENV_OR_NAME: hopper, halfcheetah or walker2d (with --levels), or one dataset's name (hopper-medium-v2,
     mujoco/hopper/medium-v0, minari:dqltoolkit/hopper/medium-v0)."""
-    from ..data.builder import BuildConfig, build, build_dir
-
     try:
         env, named_levels = _build_target(target)
         wanted = [x.strip() for x in levels.split(",") if x.strip()]
@@ -69,7 +71,7 @@ def dataset_build(target: str, levels: str, algo: str, budget: int, transitions:
         cfg = BuildConfig(env=env, levels=named_levels or wanted, algo=algo, budget=budget, transitions=transitions,
                           chunk=chunk, gradient_steps=gradient_steps, seed=seed, data_format=data_format)
         click.echo(f"building {env} {cfg.levels} (work folder {build_dir(cfg)})", err=True)
-        res = build(cfg, say=lambda m: click.echo(m, err=True), overwrite=overwrite)
+        res = builder.build(cfg, say=lambda m: click.echo(m, err=True), overwrite=overwrite)
     except ValueError as exc:
         _fail(exc)
     click.echo("| level | dataset id | episodes | transitions | behaviour return | normalised |\n|---|---|---:|---:|---:|---:|")
@@ -79,10 +81,6 @@ def dataset_build(target: str, levels: str, algo: str, budget: int, transitions:
 
 def _data_status(name: str) -> str:
     """One line: where a name's data is (which local Minari dataset, which file), or how to get it."""
-    import os
-
-    from ..data.minari_source import is_local
-    from ..tasks import get_task
 
     task = get_task(name)
     spec = task.dataset
@@ -107,9 +105,6 @@ def _data_status(name: str) -> str:
 def dataset_list(names: Tuple[str, ...]) -> None:
     """Local Minari datasets (MINARI_DATASETS_PATH) and the tasks that use them; with NAMEs, where each
     one's data is or the command that builds it."""
-    from ..data.d4rl_hdf5 import DatasetError
-    from ..data.minari_source import minari_root
-
     try:
         if names:
             for name in names:
@@ -123,8 +118,6 @@ def dataset_list(names: Tuple[str, ...]) -> None:
         _fail(exc)
     if not local:
         click.echo(f"no datasets in {root}")
-    from ..tasks import tasks_using_dataset
-
     for did, meta in sorted(local.items()):
         users = tasks_using_dataset(did)
         click.echo(f"{did}: {meta.get('total_episodes')} episodes, {meta.get('total_steps')} steps"
@@ -135,11 +128,6 @@ def dataset_list(names: Tuple[str, ...]) -> None:
 @click.argument("name")
 def dataset_info(name: str) -> None:
     """What a dataset NAME resolves to (task, recipe section, evaluation env) and its data's metadata."""
-    import os
-
-    from ..data.d4rl_hdf5 import DatasetError
-    from ..data.minari_source import open_minari
-    from ..tasks import get_task
 
     try:
         task = get_task(name)

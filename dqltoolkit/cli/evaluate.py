@@ -9,7 +9,15 @@ from typing import Optional
 
 import click
 
+from ..agent import Agent
+from ..checkpoint import CheckpointError
+from ..evaluation import describe
+from ..evaluation import evaluate as run_eval
+from ..export import ExportError, check_export, export_policy, read_metadata
+from ..limits import LimitError, check_limit
+from ..record import RecordError, env_fps, headless_gl, record_frames, write_video
 from ..registry import UnknownNameError
+from ..tasks import get_task
 from . import _fail, _threads, _threads_option, main
 
 
@@ -47,12 +55,6 @@ def _evaluate_options(fn):
 
 def _evaluate_checkpoint(checkpoint: str, env: Optional[str], episodes: Optional[int], seed: int, deterministic: bool, device: str,
                          as_json: bool) -> dict:
-    from ..agent import Agent
-    from ..checkpoint import CheckpointError
-    from ..evaluation import describe
-    from ..evaluation import evaluate as run_eval
-    from ..tasks import get_task
-
     try:
         model = Agent.load(checkpoint, device=device)
         task_id = env or model.task
@@ -118,17 +120,11 @@ def export(checkpoint: str, fmt: str, steps: Optional[int], sampler: Optional[st
            out: Optional[Path]) -> None:
     """Export a checkpoint's acting policy (seed 0) as one ONNX or TorchScript graph: raw observations (and the
     random numbers, as inputs) -> actions in the env's units. See docs/export.md."""
-    from ..limits import LimitError, check_limit
-
     try:  # (before the checkpoint is fetched or the exporter imported)
         check_limit("--candidates", candidates or 0, 10_000, "the limit of the recipe key n_candidates")
         check_limit("--steps", steps or 0, 10_000, "the limit of the recipe key sample_steps")
     except LimitError as exc:
         _fail(exc)
-    from ..agent import Agent
-    from ..checkpoint import CheckpointError
-    from ..export import ExportError, check_export, export_policy
-
     suffix = ".onnx" if fmt == "onnx" else ".pt"
     if out is None:
         out = Path(checkpoint).with_suffix(suffix) if ":" not in checkpoint else Path(checkpoint.split(":", 1)[1].replace("/", "-")).with_suffix(suffix)
@@ -138,8 +134,6 @@ def export(checkpoint: str, fmt: str, steps: Optional[int], sampler: Optional[st
         check = check_export(model, path)
     except (CheckpointError, ExportError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
-    from ..export import read_metadata
-
     meta = read_metadata(path)
     inputs = ", ".join(f"{i['name']} {i['shape']}" for i in meta["inputs"])
     click.echo(f"wrote {path} ({fmt}): {inputs} -> action ['batch', {meta['action_dim']}]; {meta['candidates']} candidate(s), "
@@ -167,13 +161,7 @@ def record(checkpoint: str, env: Optional[str], episodes: int, out: Path, seed: 
            fps: Optional[float]) -> None:
     """Record CHECKPOINT (a path, zoo:<id> or hf:ORG/NAME) acting in its task's env as a video: rendered frames
     (render_mode="rgb_array"), off-screen on a machine without a display (MuJoCo through EGL)."""
-    from ..record import RecordError, env_fps, headless_gl, record_frames, write_video
-
     headless_gl()
-    from ..agent import Agent
-    from ..checkpoint import CheckpointError
-    from ..tasks import get_task
-
     try:
         if out.suffix not in (".mp4", ".gif"):
             raise RecordError(f"{out}: the file name must end in .mp4 or .gif")

@@ -7,6 +7,8 @@ from typing import Optional
 
 import click
 
+from ..checkpoint import CheckpointError
+from ..hub import HubError, prepare_push, push, resolve_hf
 from ..zoo import ZooError
 from . import _fail, main
 
@@ -32,9 +34,6 @@ def hub() -> None:
 def hub_push(source: str, repo: Optional[str], revision: Optional[str], private: bool, agent: Optional[str], message: Optional[str],
              video: Optional[Path], dry_run: bool) -> None:
     """Upload a run folder's checkpoint (or a checkpoint file, or zoo:<id>) with its recipe, metrics and a model card."""
-    from ..checkpoint import CheckpointError
-    from ..hub import HubError, prepare_push, push
-
     try:
         if dry_run:
             bundle = prepare_push(source, repo, agent, revision, video=video)
@@ -53,8 +52,6 @@ def hub_push(source: str, repo: Optional[str], revision: Optional[str], private:
 @click.option("--force", is_flag=True, help="Download again even if the Hub cache has it.")
 def hub_download(ref: str, force: bool) -> None:
     """Fetch a repo's checkpoint into the Hub cache, verify its SHA-256 against the card, print its path."""
-    from ..hub import HubError, resolve_hf
-
     try:
         click.echo(str(resolve_hf(ref, force=force)))
     except HubError as exc:

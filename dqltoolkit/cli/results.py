@@ -7,8 +7,13 @@ from typing import Optional, Tuple
 
 import click
 
-from ..config import ConfigError
+from ..ablation import run_ablation
+from ..config import ConfigError, parse_overrides
+from ..fqe import FQEConfig
 from ..registry import UnknownNameError
+from ..report import ReportError, build_report
+from ..select_job import SelectError, select_run, selection_table
+from ..training import parse_seeds
 from . import _fail, _threads, _threads_option, main
 
 
@@ -30,10 +35,6 @@ def ablate(env: str, out: Path, heads: Optional[str], objectives: Optional[str],
            recipe_dirs: Tuple[Path, ...], seeds: str, steps: Optional[int], params: Tuple[str, ...], workers: Optional[int]) -> None:
     """Train the paper's eight bandit panels (BC and QL x MLE, CVAE, MMD, diffusion) and compare them; --extra or
     --panels adds the panels that recipes declare."""
-    from ..ablation import run_ablation
-    from ..config import parse_overrides
-    from ..training import parse_seeds
-
     def split(v):
         return [x.strip() for x in v.split(",") if x.strip()] if v else None
 
@@ -63,8 +64,6 @@ def report(paths: Tuple[Path, ...], out: Optional[Path], reps: int, seed: int, s
     """Report run folders of `dqltoolkit train` (or a sweep folder holding them): a tidy CSV of every
     evaluation, per-task tables of final and best scores with mean, IQM and bootstrap intervals, an
     aggregate table, a performance profile and learning curves. See docs/report.md."""
-    from ..report import ReportError, build_report
-
     if out is None:
         out = (paths[0].parent if paths[0].is_file() else paths[0]) / "report" if len(paths) == 1 else Path("report")
     try:
@@ -96,8 +95,6 @@ def select(run_dir: Path, rules: str, fqe_steps: int, top_k: Optional[int], as_j
     Writes RUN_DIR/selection.json."""
     import json as _json
 
-    from ..fqe import FQEConfig
-    from ..select_job import SelectError, select_run, selection_table
 
     try:
         with _threads(threads, lambda m: click.echo(m, err=True)):

@@ -10,6 +10,8 @@ import click
 
 from ..config import ConfigError
 from ..registry import UnknownNameError
+from ..sweep import run_sweep, summary_lines
+from ..sweep_spec import SweepError, load_sweep
 from . import _fail, main
 
 
@@ -29,9 +31,6 @@ def sweep(sweep_file: Path, out: Path, address: Optional[str], resume: bool, num
     See docs/sweeps.md and the files in sweeps/.
 
     SIGINT (Ctrl-C) and SIGTERM stop the sweep; --resume continues it (exit status 130)."""
-    from ..sweep import run_sweep, summary_lines
-    from ..sweep_spec import SweepError, load_sweep
-
     say = lambda m: click.echo(m, err=True)  # noqa: E731
     try:
         spec = load_sweep(sweep_file)

@@ -8,8 +8,13 @@ from typing import Optional, Tuple
 
 import click
 
-from ..config import ConfigError
+from ..config import ConfigError, parse_overrides
+from ..evaluation import describe
+from ..faults import RunLockError, TrainingInterrupted, signal_name
 from ..registry import UnknownNameError
+from ..runs import new_run_dir
+from ..training import TrainingDiverged, parse_seeds
+from ..training import train as run_train
 from . import _fail, _threads, _threads_option, main
 
 
@@ -57,12 +62,6 @@ def train(ctx: click.Context, agent: Optional[str], env: str, out: Optional[Path
 
     SIGINT (Ctrl-C) and SIGTERM stop the run after the current gradient step and save model_interrupted.zip,
     from which --resume continues exactly as if the run had never stopped (exit status 130 or 143)."""
-    from ..config import parse_overrides
-    from ..faults import RunLockError, TrainingInterrupted, signal_name
-    from ..runs import new_run_dir
-    from ..training import TrainingDiverged, parse_seeds
-    from ..training import train as run_train
-
     if init is not None and agent is not None:
         _fail(ValueError("--agent does not apply with --init: the checkpoint's recipe is used (change its settings with -p key=value)"))
     if resume is not None and agent is not None:
@@ -105,8 +104,6 @@ def train(ctx: click.Context, agent: Optional[str], env: str, out: Optional[Path
     r = res.results
     span = f" (steps {r['first_step']} -> {r['total_steps']} of the run)" if r["first_step"] else ""
     click.echo(f"trained {r['steps']} steps{span} of seeds {r['seeds']} in {r['train_seconds']:.1f}s ({r['steps_per_s']:.1f} steps/s)")
-    from ..evaluation import describe
-
     for e in r.get("evaluation", []):
         line = describe(e, f"seed {e['seed']}")
         if "mode_shares" in e:
@@ -143,8 +140,6 @@ def finetune(ctx: click.Context, checkpoint: str, env: str, timesteps: int, out:
     with its own exploration, new transitions join the offline data (-p online_offline_ratio=0.5: RLPD's mix), and
     training goes on from the checkpoint exactly (weights, optimisers, targets, EMA, step count). A run like any
     other: SIGTERM keeps it, --save-every and `train --resume` continue it. See dqltoolkit/online.py."""
-    from ..runs import new_run_dir
-
     if out is None:
         stem = Path(checkpoint.split(":", 1)[-1]).stem.replace("/", "-")
         out = new_run_dir(Path("runs") / f"{stem}-finetune-{env}")

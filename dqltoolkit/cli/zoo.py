@@ -7,8 +7,11 @@ from pathlib import Path
 from typing import Optional
 
 import click
+import yaml
 
-from ..zoo import ZooError
+from ..checkpoint import CheckpointError
+from ..sources import fetch_entry
+from ..zoo import ZooError, cached_path, default_index, get_entry, load_index, make_entry
 from . import _fail, _threads, _threads_option, main
 from .evaluate import _evaluate_checkpoint, _evaluate_options
 
@@ -38,8 +41,6 @@ def _metrics_text(metrics: dict) -> str:
 def zoo_list(ctx: click.Context, as_json: bool) -> None:
     """The catalogue's entries: agent, task, metrics, size, where each lives (shipped file, URL or Hub repo)
     and whether the file is here already."""
-    from ..zoo import cached_path, default_index, load_index
-
     index = ctx.obj["index"]
     try:
         entries = load_index(index)
@@ -65,9 +66,6 @@ def zoo_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def zoo_info(ctx: click.Context, entry_id: str) -> None:
     """Everything the catalogue records about ENTRY_ID (how it was trained, its metrics, where it lives)."""
-    import yaml
-
-    from ..zoo import cached_path, get_entry
 
     try:
         e = get_entry(entry_id, ctx.obj["index"])
@@ -85,8 +83,6 @@ def zoo_info(ctx: click.Context, entry_id: str) -> None:
 @click.pass_context
 def zoo_download(ctx: click.Context, entry_id: str, force: bool) -> None:
     """Fetch ENTRY_ID into the cache (the Hub's for an entry on the Hub), verify its size and SHA-256, print its local path."""
-    from ..sources import fetch_entry
-
     try:
         click.echo(str(fetch_entry(entry_id, ctx.obj["index"], force=force)))
     except ZooError as exc:
@@ -102,8 +98,6 @@ def zoo_evaluate(ctx: click.Context, entry_id: str, env: Optional[str], episodes
                  as_json: bool, threads: str) -> None:
     """Download (if needed) and evaluate ENTRY_ID on its task, or on --env; compare with `zoo info`'s metrics
     (deterministic acting by default, --stochastic for the other mode)."""
-    from ..sources import fetch_entry
-
     try:
         path = fetch_entry(entry_id, ctx.obj["index"])
     except ZooError as exc:
@@ -127,10 +121,6 @@ def zoo_evaluate(ctx: click.Context, entry_id: str, env: Optional[str], episodes
 def zoo_entry(checkpoint: Path, entry_id: str, url: Optional[str], file_name: Optional[str], hf_repo: Optional[str], agent: Optional[str],
               results: Optional[Path], description: str, train_command: Optional[str]) -> None:
     """Print the index entry (YAML) that publishes CHECKPOINT: digest, size, task, steps, versions, metrics."""
-    import yaml
-
-    from ..checkpoint import CheckpointError
-    from ..zoo import make_entry
 
     try:
         entry = make_entry(checkpoint, entry_id, url=url, file=file_name, hf=hf_repo, agent=agent, description=description,

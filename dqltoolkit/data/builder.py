@@ -30,6 +30,13 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .._cache import cache_root, private_dir
+from ..limits import MAX_BUILD_BUDGET, MAX_BUILD_TRANSITIONS, check_limit, check_memory
+from .digest import table_sha256
+from .minari_source import is_local, load_minari, minari_root
+from .minari_writer import rollout_episodes, write_minari
+from .sb3_stages import has_model, load_model, load_replay, save_model, save_replay
+
 ENVS = {
     "hopper": ("Hopper-v5", -20.272305, 3234.3),
     "halfcheetah": ("HalfCheetah-v5", -280.178953, 12135.0),
@@ -73,8 +80,6 @@ class Progress:
 
 def build_dir(cfg: BuildConfig) -> Path:
     """The build's work folder in the cache (not created: :func:`build` makes it private)."""
-    from .._cache import cache_root
-
     return cache_root() / "build" / f"{cfg.env}-{cfg.algo}-seed{cfg.seed}"
 
 
@@ -153,8 +158,6 @@ def _make_model(cfg: BuildConfig, env):
 
 def _load_model(cfg: BuildConfig, stem: Path, env):
     """A stage saved by :func:`sb3_stages.save_model`, rebuilt into a fresh model of this build's settings."""
-    from .sb3_stages import load_model
-
     return load_model(stem, cfg.algo, lambda: _make_model(cfg, env))
 
 
@@ -196,7 +199,6 @@ def _needs_expert(cfg: BuildConfig) -> bool:
 def _train(cfg: BuildConfig, d: Path, prog: Progress, say: Callable[[str], None], bar) -> None:
     import gymnasium as gym
 
-    from .sb3_stages import has_model, load_replay, save_model, save_replay
 
     env_id, _, ref_max = ENVS[cfg.env]
     env = gym.make(env_id, max_episode_steps=cfg.max_episode_steps)
@@ -255,7 +257,6 @@ def _load_replay_arrays(path: Path) -> List[Dict[str, np.ndarray]]:
 def _policy_episodes(cfg: BuildConfig, policy_stem: Path, seed: int) -> List[Dict[str, np.ndarray]]:
     import gymnasium as gym
 
-    from .minari_writer import rollout_episodes
 
     env_id = ENVS[cfg.env][0]
     model = _load_model(cfg, policy_stem, gym.make(env_id))
@@ -266,8 +267,6 @@ def _policy_episodes(cfg: BuildConfig, policy_stem: Path, seed: int) -> List[Dic
 def check_build_sizes(cfg: BuildConfig) -> None:
     """Refuse sizes that cannot be built (or would take days) before any training: transitions per level are
     held in memory as episodes, then as a table, then written."""
-    from ..limits import MAX_BUILD_BUDGET, MAX_BUILD_TRANSITIONS, check_limit, check_memory
-
     for name, value in (("--transitions", cfg.transitions), ("--budget", cfg.budget), ("--chunk", cfg.chunk)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"dataset build: {name} must be a positive whole number, got {value!r}")
@@ -281,9 +280,6 @@ def build(cfg: BuildConfig, say: Callable[[str], None] = print, progress: bool =
     """Run (or resume) the build; returns {level: {"dataset_id", "episodes", "transitions", "requested_transitions",
     "mean_return", "normalized_score", "sha256"}} (``sha256``: :func:`.digest.table_sha256` of the data as training reads it).
     A level built before with another ``transitions`` is collected again."""
-    from .minari_source import is_local
-    from .minari_writer import rollout_episodes, write_minari
-
     if cfg.env not in ENVS:
         raise ValueError(f"dataset build: unknown env {cfg.env!r}; choose from {sorted(ENVS)}")
     check_build_sizes(cfg)
@@ -291,9 +287,6 @@ def build(cfg: BuildConfig, say: Callable[[str], None] = print, progress: bool =
     if bad:
         raise ValueError(f"dataset build: unknown level(s) {bad}; choose from {list(LEVELS)}")
     env_id, ref_min, ref_max = ENVS[cfg.env]
-    from .._cache import private_dir
-    from .minari_source import minari_root
-
     minari_root(write=True)  # an unwritable Minari folder fails now, not after an hour of SAC
     d = build_dir(cfg)
     private_dir("build", d.name)
@@ -345,9 +338,6 @@ def build(cfg: BuildConfig, say: Callable[[str], None] = print, progress: bool =
         desc = f"{level} data for {env_id}, built by dqltoolkit ({cfg.algo}, budget {cfg.budget}, seed {cfg.seed})"
         write_minari(did, eps, env_id, ref_min=ref_min, ref_max=ref_max, algorithm_name=f"dqltoolkit-{cfg.algo}", description=desc,
                      data_format=cfg.data_format, overwrite=True)
-        from .digest import table_sha256
-        from .minari_source import load_minari
-
         prog.built[level] = {"dataset_id": did, "episodes": len(eps), "transitions": int(sum(len(e["actions"]) for e in eps)),
                              "requested_transitions": cfg.transitions if level != "medium-replay" else None,
                              "mean_return": float(np.mean(rets)), "normalized_score": 100 * (float(np.mean(rets)) - ref_min) / (ref_max - ref_min),

@@ -19,6 +19,10 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .._version import __version__
+from .d4rl_hdf5 import DatasetError
+from .minari_source import minari_root
+
 
 def write_minari(dataset_id: str, episodes: Sequence[Dict[str, np.ndarray]], env_id: str, ref_min: Optional[float] = None,
                  ref_max: Optional[float] = None, algorithm_name: str = "dqltoolkit", description: str = "",
@@ -28,9 +32,6 @@ def write_minari(dataset_id: str, episodes: Sequence[Dict[str, np.ndarray]], env
     from minari.data_collector.episode_buffer import EpisodeBuffer
     from minari.storage.datasets_root_dir import get_dataset_path
 
-    from .._version import __version__
-    from .d4rl_hdf5 import DatasetError
-    from .minari_source import minari_root
 
     minari_root(write=True)  # a clear error naming the folder, before any work
     path = get_dataset_path(dataset_id)

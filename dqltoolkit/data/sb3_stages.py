@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Tuple
 
 import numpy as np
+import torch
 
 FORMAT = "dqltoolkit-sb3-stage/1"
 
@@ -32,8 +33,6 @@ class StageError(ValueError):
 
 def _flatten(obj: Any, tensors: Dict[str, Any], where: str) -> Any:
     """JSON skeleton of nested dicts/lists/scalars with tensors moved into ``tensors`` (keys keep their types)."""
-    import torch
-
     if isinstance(obj, torch.Tensor):
         key = f"t{len(tensors)}"
         tensors[key] = obj.detach().cpu().contiguous()
@@ -101,7 +100,6 @@ def has_model(stem: Path) -> bool:
 
 def load_model(stem: Path, algo: str, make: Callable[[], Any]):
     """A fresh model from ``make()`` with the stage's state loaded into it (strictly: every tensor must fit)."""
-    import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
     from stable_baselines3.common.save_util import recursive_getattr
@@ -152,8 +150,6 @@ def load_model(stem: Path, algo: str, make: Callable[[], Any]):
 
 def _check_optimizer(opt, state: Any, where: str) -> None:
     """An optimiser's moments must have their parameters' shapes (else a resumed step fails, or worse)."""
-    import torch
-
     if not isinstance(state, dict) or not isinstance(state.get("state"), dict) or not isinstance(state.get("param_groups"), list):
         raise StageError(f"{where}: not an optimiser state")
     params = [p for group in opt.param_groups for p in group["params"]]

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ..heads.base import PolicyHead
 from ..registry import CRITICS, HEADS, OBJECTIVES
-from ..settings import setting
+from ..settings import ConfigError, setting
 from .base import Objective, head_sample
 from .per_sample import per_sample_behaviour_loss, supports
 
@@ -64,8 +64,6 @@ class AWRObjective(Objective):
 
     def build(self, obs_dim, action_dim, members, config) -> Dict[str, nn.Module]:
         """No networks; checks that the critic has a state value and the head a per-sample loss."""
-        from ..settings import ConfigError
-
         critic_cls, head_cls = CRITICS.get(config.critic), HEADS.get(config.head)
         if not callable(getattr(critic_cls, "state_values", None)):
             raise ConfigError(f"objective 'awr' weights by Q(s, a) - V(s) and needs a critic with state values "
