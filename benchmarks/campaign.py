@@ -4,6 +4,7 @@ chunks, then gathered into the results record (docs/results/runs.json) that docs
     python benchmarks/campaign.py run sweeps/results-hopper.yaml --out ~/dqltoolkit-campaign --minutes 60
     python benchmarks/campaign.py status sweeps/results-hopper.yaml --out ~/dqltoolkit-campaign
     python benchmarks/campaign.py collect sweeps/results-hopper.yaml --out ~/dqltoolkit-campaign --records docs/results/runs.json
+    python benchmarks/campaign.py finetune sweeps/results-hopper.yaml --out ~/dqltoolkit-campaign --from-step 200000 --timesteps 50000
     dqltoolkit report docs/results/runs.json --out docs/results
 
 Why not `dqltoolkit sweep` here: on 2 cores one trial at a time is the whole machine, and a campaign of
@@ -116,63 +117,117 @@ def trial_state(spec, trial, out: Path) -> tuple[str, Optional[Path]]:
     return ("resume", ckpt) if ckpt is not None else ("new", None)
 
 
-def run(spec, out: Path, minutes: float, threads: int, only: Optional[str]) -> int:
-    """Train trials in order until the deadline; returns 0 when every trial is done, 3 when time ran out."""
-    from dqltoolkit.sweep_spec import complete_results
+def _stopper(minutes: float) -> Dict[str, Any]:
+    """The campaign's deadline, and a flag its own SIGTERM or SIGINT sets (passed on to the running trial)."""
+    stop: Dict[str, Any] = {"now": False, "deadline": time.monotonic() + minutes * 60}
 
-    deadline = time.monotonic() + minutes * 60
-    stop = {"now": False}
-
-    def on_signal(signum, _frame):  # a stop of the campaign itself: pass it on to the trial, then end
+    def on_signal(signum, _frame):
         stop["now"] = True
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    return stop
+
+
+def _over(stop: Dict[str, Any]) -> bool:
+    return stop["now"] or time.monotonic() >= stop["deadline"]
+
+
+def _chunk(name: str, state: str, cmd: List[str], run_dir: Path, book: Dict[str, Any], threads: int, stop: Dict[str, Any],
+           budget: int, seeds: List[int]) -> int:
+    """Run ``cmd`` (a ``dqltoolkit`` command line) in ``run_dir`` until it ends or the deadline (SIGTERM: it saves
+    model_interrupted.zip); append the chunk to ``book``. 0: the run is complete, 3: it goes on later, 1: it failed."""
+    from dqltoolkit.sweep_spec import complete_results
+
+    cmd = [str(Path(sys.executable).with_name("dqltoolkit")), *cmd[1:], "--threads", str(threads), "--no-progress"]
+    start_step = _steps_in(run_dir) if state == "resume" else 0
+    print(f"[campaign] {name}: {state} at step {start_step} ({time.strftime('%H:%M:%S')})", flush=True)
+    t0, started, code_at_start = time.monotonic(), time.strftime("%Y-%m-%dT%H:%M:%S"), code_version()
+    with open(run_dir / "campaign.log", "a") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        while proc.poll() is None:
+            if _over(stop):
+                proc.send_signal(signal.SIGTERM)  # saves model_interrupted.zip after the current step
+                try:
+                    proc.wait(timeout=600)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                break
+            time.sleep(2)
+    code = proc.wait()
+    done = complete_results(run_dir, budget, seeds) is not None
+    end_step = budget if done else _steps_in(run_dir)
+    book["chunks"].append({"cpu": cpu_name(), "threads": threads, "started": started, "wall_s": round(time.monotonic() - t0, 1),
+                           "from_step": start_step, "to_step": end_step, "exit": code, "code": code_at_start})
+    _write_book(run_dir, book)
+    print(f"[campaign] {name}: steps {start_step} -> {end_step}, exit {code}, {time.monotonic() - t0:.0f} s", flush=True)
+    if code not in (0, 143, -signal.SIGTERM) and not done:
+        print(f"[campaign] {name} failed: see {run_dir / 'campaign.log'}", flush=True)
+        return 1
+    return 0 if done else 3
+
+
+def _resume_command(task: str, ckpt: Path, save_every: int, run_dir: Path) -> List[str]:
+    return ["dqltoolkit", "train", "--env", task, "--resume", str(ckpt), "--save-every", str(save_every),
+            "--keep-checkpoints", str(KEEP), "--out", str(run_dir), "--logger", "log"]
+
+
+def run(spec, out: Path, minutes: float, threads: int, only: Optional[str]) -> int:
+    """Train trials in order until the deadline; returns 0 when every trial is done, 3 when time ran out."""
+    stop = _stopper(minutes)
     for trial in spec.grid_trials():
         if only and only not in (trial.agent, trial.task, trial.name):
             continue
         state, ckpt = trial_state(spec, trial, out)
         if state == "done":
             continue
-        if stop["now"] or time.monotonic() >= deadline:
+        if _over(stop):
             return 3
         run_dir = out / "trials" / trial.name
         run_dir.mkdir(parents=True, exist_ok=True)
         book = _book(run_dir)
         book["command"] = " ".join(fresh_command(spec, trial, run_dir))
         if state == "new":
-            cmd = fresh_command(spec, trial, run_dir)
+            cmd = fresh_command(spec, trial, run_dir) + ["--logger", "log"]
         else:
-            cmd = ["dqltoolkit", "train", "--env", trial.task, "--resume", str(ckpt), "--save-every", str(spec.checkpoint_every()),
-                   "--keep-checkpoints", str(KEEP), "--out", str(run_dir)]
-        cmd[0] = str(Path(sys.executable).with_name("dqltoolkit"))
-        cmd += ["--threads", str(threads), "--no-progress", "--logger", "log"]
-        start_step = _steps_in(run_dir) if state == "resume" else 0
-        print(f"[campaign] {trial.name}: {state} at step {start_step} ({time.strftime('%H:%M:%S')})", flush=True)
-        t0, started, code_at_start = time.monotonic(), time.strftime("%Y-%m-%dT%H:%M:%S"), code_version()
-        with open(run_dir / "campaign.log", "a") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-            while proc.poll() is None:
-                if stop["now"] or time.monotonic() >= deadline:
-                    proc.send_signal(signal.SIGTERM)  # saves model_interrupted.zip after the current step
-                    try:
-                        proc.wait(timeout=600)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                    break
-                time.sleep(2)
-        code = proc.wait()
-        done = complete_results(run_dir, spec.budget(trial.agent, trial.task), spec.seeds) is not None
-        end_step = spec.budget(trial.agent, trial.task) if done else _steps_in(run_dir)
-        book["chunks"].append({"cpu": cpu_name(), "threads": threads, "started": started, "wall_s": round(time.monotonic() - t0, 1),
-                               "from_step": start_step, "to_step": end_step, "exit": code, "code": code_at_start})
-        _write_book(run_dir, book)
-        print(f"[campaign] {trial.name}: steps {start_step} -> {end_step}, exit {code}, {time.monotonic() - t0:.0f} s", flush=True)
-        if code not in (0, 143, -signal.SIGTERM) and not done:
-            print(f"[campaign] {trial.name} failed: see {run_dir / 'campaign.log'}", flush=True)
-            return 1
-        if not done:
+            cmd = _resume_command(trial.task, ckpt, spec.checkpoint_every(), run_dir)
+        result = _chunk(trial.name, state, cmd, run_dir, book, threads, stop, spec.budget(trial.agent, trial.task), spec.seeds)
+        if result:
+            return result
+    return 0
+
+
+def finetune(spec, out: Path, minutes: float, threads: int, only: Optional[str], from_step: int, timesteps: int,
+             eval_freq: int) -> int:
+    """Online fine-tuning after the offline trials (issue 26's figure): each trial's checkpoint at ``from_step``
+    continues online for ``timesteps`` env steps per seed (one gradient step after each) in
+    ``OUT/finetune/<trial>_from<k>k``, in resumable chunks like ``run``; trials not trained that far wait."""
+    stop = _stopper(minutes)
+    for trial in spec.grid_trials():
+        if only and only not in (trial.agent, trial.task, trial.name):
+            continue
+        source = out / "trials" / trial.name / f"model_step{from_step}.zip"
+        if not source.is_file():
+            print(f"[campaign] {trial.name}: no model_step{from_step}.zip yet (train it first): skipped", flush=True)
+            continue
+        from dqltoolkit.sweep_spec import complete_results, unfinished_checkpoint
+
+        run_dir = out / "finetune" / f"{trial.name}_from{from_step // 1000}k"
+        budget = from_step + timesteps
+        if complete_results(run_dir, budget, spec.seeds) is not None:
+            continue
+        if _over(stop):
             return 3
+        run_dir.mkdir(parents=True, exist_ok=True)
+        book = _book(run_dir)
+        fresh = ["dqltoolkit", "finetune", str(source), "--env", trial.task, "--timesteps", str(timesteps), "--eval-freq", str(eval_freq),
+                 "--save-every", str(eval_freq), "--out", str(run_dir)]
+        book["command"] = " ".join(fresh)
+        ckpt = unfinished_checkpoint(run_dir, spec.seeds)
+        state, cmd = ("resume", _resume_command(trial.task, ckpt, eval_freq, run_dir)) if ckpt is not None else ("new", fresh)
+        result = _chunk(f"{trial.name} (fine-tune)", state, cmd, run_dir, book, threads, stop, budget, spec.seeds)
+        if result:
+            return result
     return 0
 
 
@@ -237,13 +292,16 @@ def collect(spec, out: Path, records: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("action", choices=("run", "status", "collect"))
+    p.add_argument("action", choices=("run", "finetune", "status", "collect"))
     p.add_argument("sweep", type=Path, help="the campaign's sweep file (sweeps/results-hopper.yaml)")
     p.add_argument("--out", type=Path, default=Path(os.environ.get("DQLTOOLKIT_CAMPAIGN", Path.home() / "dqltoolkit-campaign")))
     p.add_argument("--minutes", type=float, default=60.0, help="run: stop (resumably) after this long")
     p.add_argument("--threads", type=int, default=2, help="run: torch threads of each trial (the machine's cores: one job at a time)")
     p.add_argument("--only", default=None, help="run: only trials of this agent, task or trial name")
     p.add_argument("--records", type=Path, default=Path("docs/results/runs.json"), help="collect: the record file to write")
+    p.add_argument("--from-step", type=int, default=200_000, help="finetune: the offline checkpoint each fine-tune starts from")
+    p.add_argument("--timesteps", type=int, default=50_000, help="finetune: env steps per seed online")
+    p.add_argument("--eval-freq", type=int, default=5_000, help="finetune: steps between evaluations (and saves)")
     a = p.parse_args()
     from dqltoolkit.sweep_spec import load_sweep
 
@@ -251,6 +309,8 @@ def main() -> None:
     out = a.out.expanduser() / spec.name
     if a.action == "run":
         sys.exit(run(spec, out, a.minutes, a.threads, a.only))
+    if a.action == "finetune":
+        sys.exit(finetune(spec, out, a.minutes, a.threads, a.only, a.from_step, a.timesteps, a.eval_freq))
     if a.action == "status":
         status(spec, out)
     else:

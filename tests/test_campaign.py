@@ -117,3 +117,17 @@ def test_the_campaign_runner_continues_a_killed_trial_from_its_save(tmp_path):
     report = subprocess.run([sys.executable, "-m", "dqltoolkit.cli", "report", str(records), "--reps", "100"], env=_env(),
                             capture_output=True, text=True)
     assert report.returncode == 0 and "offline: mean" in report.stdout, report.stdout + report.stderr
+
+    # online fine-tuning from the offline trial's checkpoint at step 3000 (issue 26's hopper figure, in chunks)
+    ft = _campaign(["finetune", str(sweep), "--out", str(out), "--threads", "1", "--from-step", "3000", "--timesteps", "200",
+                    "--eval-freq", "100"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    text = ft.communicate(timeout=300)[0]
+    assert ft.returncode == 0, text
+    run = out / "tiny" / "finetune" / "diffusion-ql_bandit2d-v0_from3k"
+    results = json.loads((run / "results.json").read_text())
+    assert [e["step"] for e in results["evaluations"]] == [3100, 3200]
+    with open(run / "metrics.csv", newline="") as f:
+        env_steps = [int(float(r["time/env_steps"])) for r in csv.DictReader(f) if r.get("time/env_steps")]
+    assert env_steps and env_steps[-1] == 400  # 200 env steps per seed, two seeds
+    book = json.loads((run / "campaign.json").read_text())
+    assert book["command"].startswith("dqltoolkit finetune ") and book["chunks"][-1]["to_step"] == 3200
