@@ -1,7 +1,8 @@
 """Agent configuration: the core keys, the settings of the chosen parts, runtime options, and recipes.
 
 A configuration names a composition (``head``, ``critic``, ``objective``) and holds
-- the core keys every agent reads (optimisation, EMA, acting, data, run length: :class:`CoreSettings`),
+- the core keys every agent reads (optimisation, EMA, acting, data, run length: :class:`CoreSettings`; the
+  samplers' keys, :class:`~dqltoolkit.heads.samplers.SamplingSettings`; online fine-tuning's, :class:`OnlineSettings`),
 - each chosen part's own keys, declared by the part (``Settings`` on its class, see settings.py),
 - runtime options that change how fast a step runs, never what it computes (:class:`RuntimeOptions`).
 
@@ -23,6 +24,7 @@ import yaml
 from . import critics as _critics  # noqa: F401  (registers the built-in parts, whose settings configs read)
 from . import heads as _heads  # noqa: F401
 from . import objectives as _objectives  # noqa: F401
+from .heads.samplers import SamplingSettings
 from .registry import CRITICS, HEADS, OBJECTIVES, Registry, UnknownNameError, did_you_mean
 from .settings import ConfigError, SettingError, SettingSpec, coerce, part_settings, setting, specs_of
 
@@ -42,17 +44,20 @@ class CoreSettings:
     ema_every: int = setting(5, "actor updates between EMA updates", min=1)
     reference_quirks: bool = setting(False, "reproduce the reference code's EMA start (no copy before ema_start)")
     n_candidates: int = setting(50, "actions sampled per state when acting; one is chosen by the critic", min=1, max=10_000)
-    sample_steps: int = setting(0, "reverse steps when acting, for heads with a chain (0: all; fewer: respaced, faster)", min=0, max=10_000)
-    target_sample_steps: int = setting(0, "reverse steps for the critic's next actions (0: all; EDP uses fewer)", min=0, max=10_000)
-    sampler: str = setting("", "solver when acting, for heads with a chain: ddpm, ddim, dpm-solver++ or a registered one "
-                           "('': the head's default_sampler)")
-    target_sampler: str = setting("", "solver for the critic's next actions ('': the head's default_sampler)")
     reward_tune: str = setting("no", "reward transform of the dataset (no, normalize, iql_antmaze, cql_antmaze, ...)")
     normalize_obs: bool = setting(False, "standardise observations with the dataset's mean and std")
     steps: int = setting(1_000_000, "gradient steps of a run", min=0)
     log_every: int = setting(1000, "gradient steps between logged metrics (one host sync each)", min=1)
     eval_freq: int = setting(0, "gradient steps between evaluations; 0: only at the end", min=0)
     eval_episodes: int = setting(10, "episodes per evaluation", min=1, max=10_000)
+    eval_acting: str = setting("deterministic", "how evaluations act: deterministic (SB3's convention) or stochastic (the paper's: "
+                               "one candidate drawn with probability softmax(Q))", choices=("deterministic", "stochastic"))
+
+
+@dataclass
+class OnlineSettings:
+    """Online fine-tuning (dqltoolkit/online.py reads them): every agent takes them; off unless ``online``."""
+
     online: bool = setting(False, "learn() collects from the agent's env, one env step per seed before each gradient step "
                            "(fine-tuning; see dqltoolkit/online.py)")
     online_offline_ratio: float = setting(0.5, "online: share of each batch drawn from the offline data (RLPD: 0.5; 0 drops it)",
@@ -60,8 +65,6 @@ class CoreSettings:
     online_buffer_size: int = setting(1_000_000, "online: transitions kept per seed (the oldest are overwritten)", min=1, max=10_000_000)
     explore_noise: float = setting(0.0, "online: Gaussian noise added to acted actions, in half action ranges (deterministic heads)",
                                    min=0)
-    eval_acting: str = setting("deterministic", "how evaluations act: deterministic (SB3's convention) or stochastic (the paper's: "
-                               "one candidate drawn with probability softmax(Q))", choices=("deterministic", "stochastic"))
 
 
 @dataclass
@@ -76,7 +79,8 @@ class RuntimeOptions:
 ROLES: Tuple[str, ...] = ("head", "critic", "objective")
 _REGISTRIES: Dict[str, Registry] = {"head": HEADS, "critic": CRITICS, "objective": OBJECTIVES}
 _DEFAULT_PARTS = {"head": "diffusion", "critic": "double-q", "objective": "ql"}
-CORE_SPECS = specs_of(CoreSettings, "core")
+#: the keys every agent reads, by who declares them: the core, the samplers' (heads/samplers.py), online fine-tuning's
+CORE_SPECS = {**specs_of(CoreSettings, "core"), **specs_of(SamplingSettings, "sampling"), **specs_of(OnlineSettings, "online")}
 RUNTIME_SPECS = specs_of(RuntimeOptions, "runtime")
 
 

@@ -39,7 +39,9 @@ def list_(what: str) -> None:
         for spec in describe_keys():
             if spec.owner != owner:
                 owner = spec.owner
-                click.echo(f"\n[{owner}]" + (" (every agent)" if owner in ("core", "runtime") else ""))
+                note = {"core": " (every agent)", "runtime": " (every agent)", "sampling": " (every agent; heads with a reverse chain)",
+                        "online": " (every agent; fine-tuning)"}.get(owner, "")
+                click.echo(f"\n[{owner}]{note}")
             bounds = f", one of {', '.join(map(str, spec.choices))}" if spec.choices else (f", >= {spec.min:g}" if spec.min is not None else "")
             click.echo(f"  {spec.name:20s} {spec.type.__name__:5s} {spec.default!s:12s} {spec.help}{bounds}")
 

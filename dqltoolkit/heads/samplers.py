@@ -24,6 +24,7 @@ through the entry-point group ``dqltoolkit.samplers``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
@@ -31,6 +32,7 @@ import torch
 from torch import Tensor
 
 from ..registry import Registry
+from ..settings import setting
 
 #: a plan: per chain position, the coefficients of a reverse step (see the module docstring)
 Plan = Dict[str, Any]
@@ -38,6 +40,19 @@ Plan = Dict[str, Any]
 X0Fn = Callable[[Tensor, int], Tensor]
 
 SAMPLERS: Registry[Callable[[], "Sampler"]] = Registry("sampler", "dqltoolkit.samplers")
+
+
+@dataclass
+class SamplingSettings:
+    """Which solver, and how many reverse steps, where a chain is sampled for acting and for the critic's
+    next actions: keys every agent takes (routed like the core's), read for heads with a chain. (The Q
+    term's chain is the objective's: ``q_sampler``, ``q_sample_steps`` of the ql objective.)"""
+
+    sample_steps: int = setting(0, "reverse steps when acting, for heads with a chain (0: all; fewer: respaced, faster)", min=0, max=10_000)
+    target_sample_steps: int = setting(0, "reverse steps for the critic's next actions (0: all; EDP uses fewer)", min=0, max=10_000)
+    sampler: str = setting("", "solver when acting, for heads with a chain: ddpm, ddim, dpm-solver++ or a registered one "
+                           "('': the head's default_sampler)")
+    target_sampler: str = setting("", "solver for the critic's next actions ('': the head's default_sampler)")
 
 
 class Sampler:
