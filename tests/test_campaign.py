@@ -131,3 +131,9 @@ def test_the_campaign_runner_continues_a_killed_trial_from_its_save(tmp_path):
     assert env_steps and env_steps[-1] == 400  # 200 env steps per seed, two seeds
     book = json.loads((run / "campaign.json").read_text())
     assert book["command"].startswith("dqltoolkit finetune ") and book["chunks"][-1]["to_step"] == 3200
+    fig = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "finetune_figure.py"), str(out / "tiny"), "--from-step", "3000",
+                          "--dip-window", "100", "--out", str(tmp_path / "ftfig")], env=_env(), capture_output=True, text=True)
+    assert fig.returncode == 0, fig.stdout + fig.stderr
+    table = (tmp_path / "ftfig" / "finetune_table.md").read_text().splitlines()
+    assert table[2].startswith("| diffusion-ql_bandit2d-v0 | 2 | ") and table[2].endswith("| 200 |")
+    assert (tmp_path / "ftfig" / "finetune.png").stat().st_size > 10_000
