@@ -3,14 +3,14 @@
 # 1M-transition run, a kernel profile of the graphed step, the throughput benchmark on the GPU, a full
 # Diffusion-QL run on the bandit on the GPU (the README's main job) and, optionally, every recipe's step
 # (graphed, float32 and TF32) and a quality run. Logs go to $OUT (default ./gpu_out). STAGES picks stages
-# (default: tests bench bandit); QUALITY holds the quality run's arguments (benchmarks/d4rl_quality.py),
+# (default: tests bench kernels bandit); QUALITY holds the quality run's arguments (benchmarks/d4rl_quality.py),
 # its dataset read from MINARI_DATASETS_PATH.
 #
 # The GPU image carries torch but not gymnasium, minari or SB3: put their wheels (Python 3.12) in .whl/
 # and they are installed into /tmp/site first; see docs/performance.md for the exact download command.
 set -u
 OUT=${OUT:-gpu_out}
-STAGES=${STAGES:-tests bench bandit}
+STAGES=${STAGES:-tests bench kernels bandit}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 export PYTHONPATH=$PWD
@@ -56,6 +56,10 @@ open(f"{sys.argv[1]}/bench.jsonl", "w").write("\n".join(json.dumps(r) for r in t
 print(text)
 PY
     tail -3 "$OUT/bench.err"
+fi
+if has kernels; then
+    echo "== do the GPU's hand-written chain kernels earn their keep? (issue 28: with, without, torch.compile)"
+    timeout "${KERNELS_TIMEOUT:-300}" python3 benchmarks/kernels_ab.py --device cuda --steps 300 --out "$OUT/kernels_ab.json" 2>&1 | tail -6
 fi
 if has bandit; then
     echo "== Diffusion-QL on bandit2d-v0, the README's main job, on the GPU"
