@@ -33,6 +33,7 @@ from ..objectives.base import Objective
 
 # --- autograd wrappers: a reverse chain, or a Mish MLP after its first layer, as one node each way ---
 
+
 def applicable(*tensors: Tensor) -> Any:
     """The fused operators if they can run on these tensors (CPU, float32, library built), else None."""
     for t in tensors:
@@ -108,7 +109,8 @@ def mlp_tail(ops, h1: Tensor, bias1: Tensor, weights: Sequence[Tensor], biases: 
     return ops.mlp_fwd(h1, bias1, weights, biases, False)[0]
 
 
-# --- what the backend installs and when ---
+# --- what the backend installs, and where it applies ---
+
 
 def _mish_mlp(net: Any, min_layers: int = 2) -> bool:
     return getattr(net, "act", None) is mish and len(getattr(net, "layers", ())) >= min_layers
@@ -136,7 +138,34 @@ def fused_chain(ops: Any):
     return kernel
 
 
+def fused_mlp(ops: Any):
+    """``EnsembleMLP.tail`` as the fused operator (one autograd node each way), for a Mish network on CPU
+    float32 tensors; anything else (a swapped activation, another device or dtype) runs the torch layers."""
+
+    def kernel(net: EnsembleMLP, h: Tensor, bias: Tensor, detach_params: bool) -> Tensor:
+        if net.act is not mish or applicable(h, bias) is None:
+            return net.tail(h, bias, detach_params)
+        rest = list(net.layers)[1:]
+        ws, bs = [m.weight for m in rest], [m.bias for m in rest]
+        if detach_params:
+            ws, bs = [w.detach() for w in ws], [b.detach() for b in bs]
+        return mlp_tail(ops, h, bias, ws, bs)
+
+    return kernel
+
+
+def install_mlp_kernels(ops: Any, modules: Any) -> int:
+    """The fused MLP kernel on every plain Mish network inside ``modules`` (its math is nn.EnsembleMLP's,
+    whichever part holds it); how many got it."""
+    nets = [net for module in modules if module is not None for net in module.modules()
+            if type(net) is EnsembleMLP and _mish_mlp(net)]
+    for net in nets:
+        net.kernel = fused_mlp(ops)
+    return len(nets)
+
+
 # --- the step operators: whole pieces of a step, forward and hand-written backward in one call each ---
+
 
 def critic_regression(ops: Any, net, obs: Tensor, actions: Tensor, y: Tensor, max_norm: float = 0.0):
     """Per-member loss ``sum_twins mean_b (Q(s, a) - y)^2``, per-seed gradient norms and the gradients for
@@ -176,32 +205,6 @@ def target_q(ops: Any, head, critic_net, next_obs: Tensor, noise: Tensor, steps:
     c = head.chain(steps, sampler)
     return ops.target_q(next_obs, noise, head.time_embedding, list(head.parameters()), list(critic_net.parameters()), c["packed"], c["t"],
                         float(head.max_action))
-
-
-def fused_mlp(ops: Any):
-    """``EnsembleMLP.tail`` as the fused operator (one autograd node each way), for a Mish network on CPU
-    float32 tensors; anything else (a swapped activation, another device or dtype) runs the torch layers."""
-
-    def kernel(net: EnsembleMLP, h: Tensor, bias: Tensor, detach_params: bool) -> Tensor:
-        if net.act is not mish or applicable(h, bias) is None:
-            return net.tail(h, bias, detach_params)
-        rest = list(net.layers)[1:]
-        ws, bs = [m.weight for m in rest], [m.bias for m in rest]
-        if detach_params:
-            ws, bs = [w.detach() for w in ws], [b.detach() for b in bs]
-        return mlp_tail(ops, h, bias, ws, bs)
-
-    return kernel
-
-
-def install_mlp_kernels(ops: Any, modules: Any) -> int:
-    """The fused MLP kernel on every plain Mish network inside ``modules`` (its math is nn.EnsembleMLP's,
-    whichever part holds it); how many got it."""
-    nets = [net for module in modules if module is not None for net in module.modules()
-            if type(net) is EnsembleMLP and _mish_mlp(net)]
-    for net in nets:
-        net.kernel = fused_mlp(ops)
-    return len(nets)
 
 
 class FusedCPUBackend(EagerBackend):
