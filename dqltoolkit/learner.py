@@ -101,6 +101,13 @@ class EagerBackend:
         """``fn(obs)``: acting for a batch of observations (``key``: its shape and options)."""
         return fn(obs)
 
+    def updates(self, learner: "Learner", critic_update: Optional[Callable[[], Dict[str, Tensor]]],
+                actor_update: Optional[Callable[[Any], Dict[str, Tensor]]]) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
+        """The critic's update, then the actor's (given what it reads as the critic); either may be None.
+        A backend may overlap them (the CUDA backend runs the critic's on a second stream)."""
+        critic_info = critic_update() if critic_update is not None else {}
+        return critic_info, (actor_update(learner.critic) if actor_update is not None else {})
+
     def reset(self) -> None:
         """Forget anything that holds the dataset's or the statistics' tensors (a new dataset comes)."""
 
@@ -256,10 +263,10 @@ class Learner:
         (``"copy"``, ``"average"`` or None) and the target critic."""
         if batch is None:
             batch = self.buffer.sample(self.config.batch_size, self.train_generators)
-        critic_info = self.update_critic(batch) if self.critic is not None else {}
-        actor_info: Dict[str, Tensor] = {}
+        critic_info, actor_info = self.backend.updates(
+            self, (lambda: self.update_critic(batch)) if self.critic is not None else None,
+            (lambda critic: self.update_actor(batch, critic)) if actor else None)
         if actor:
-            actor_info = self.update_actor(batch)
             if ema is not None:
                 self.update_ema(ema)
             if self.critic is not None:

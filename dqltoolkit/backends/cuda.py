@@ -95,35 +95,24 @@ class CudaBackend(EagerBackend):
 
     def run_step(self, learner: Learner, batch: Optional[Dict[str, Tensor]], actor: bool,
                  ema: Optional[str]) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
-        body = lambda: self._streamed_step(learner, batch, actor, ema)  # noqa: E731
+        body = lambda: learner.step_body(batch, actor, ema)  # noqa: E731
         if batch is None and self.step_graphs is not None:
             key = (actor, ema, learner.objective.schedule_key(learner.num_timesteps))
             return self.step_graphs.run(key, body)
         return body()
 
-    def _streamed_step(self, learner: Learner, batch, actor: bool, ema: Optional[str]):
-        """:meth:`Learner.step_body` with the critic's update on a side stream (the same work, overlapped)."""
-        if batch is None:
-            batch = learner.buffer.sample(learner.config.batch_size, learner.train_generators)
-        side = self.stream if actor else None
-        if learner.critic is None:
-            critic_info = {}
-        elif side is not None:
-            side.wait_stream(torch.cuda.current_stream(learner.device))
-            with torch.cuda.stream(side):
-                critic_info = learner.update_critic(batch)
-        else:
-            critic_info = learner.update_critic(batch)
-        actor_info: Dict[str, Tensor] = {}
-        if actor:
-            seen = learner.critic if side is None or learner.critic is None else CriticAfter(learner.critic, side)
-            actor_info = learner.update_actor(batch, seen)
-            if side is not None:
-                torch.cuda.current_stream(learner.device).wait_stream(side)
-            if ema is not None:
-                learner.update_ema(ema)
-            if learner.critic is not None:
-                learner.critic.polyak()
+    def updates(self, learner: Learner, critic_update, actor_update) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
+        """The eager order with the critic's update on a side stream, overlapped with the actor's work up to
+        where the actor reads the critic (:class:`CriticAfter` waits there); the main stream waits for the
+        side stream before the EMA and target updates that follow."""
+        if self.stream is None or critic_update is None or actor_update is None:
+            return super().updates(learner, critic_update, actor_update)
+        main = torch.cuda.current_stream(learner.device)
+        self.stream.wait_stream(main)
+        with torch.cuda.stream(self.stream):
+            critic_info = critic_update()
+        actor_info = actor_update(CriticAfter(learner.critic, self.stream))
+        main.wait_stream(self.stream)
         return critic_info, actor_info
 
     def actor_grads(self, learner: Learner, batch: Dict[str, Tensor], critic: Any) -> Grads:
