@@ -235,9 +235,14 @@ def status(spec, out: Path) -> None:
     for trial in spec.grid_trials():
         state, ckpt = trial_state(spec, trial, out)
         run_dir = out / "trials" / trial.name
-        wall = sum(c["wall_s"] for c in _book(run_dir)["chunks"])
-        at = spec.budget(trial.agent, trial.task) if state == "done" else (_steps_in(run_dir) if ckpt else 0)
-        print(f"{trial.name:60s} {state:7s} {at:>8d} / {spec.budget(trial.agent, trial.task)} steps, {wall / 3600:.2f} h")
+        chunks = _book(run_dir)["chunks"]
+        wall = sum(c["wall_s"] for c in chunks)
+        budget = spec.budget(trial.agent, trial.task)
+        at = budget if state == "done" else (_steps_in(run_dir) if ckpt else 0)
+        done_steps = sum(max(0, c["to_step"] - c["from_step"]) for c in chunks)
+        eta = f", about {(budget - at) / (done_steps / wall) / 3600:.1f} h to go at {done_steps / wall:.1f} steps/s" \
+            if state != "done" and wall > 0 and done_steps > 0 else ""
+        print(f"{trial.name:60s} {state:7s} {at:>8d} / {budget} steps, {wall / 3600:.2f} h{eta}")
 
 
 def behaviour_score(table, task) -> Optional[float]:
