@@ -62,17 +62,18 @@ def main() -> None:
     sums: dict = {}
     for e in events:
         sums[category(e.key)] = sums.get(category(e.key), 0.0) + e.self_cpu_time_total
-    # self times add up across threads; the wall clock is per step
+    # ops are recorded on the calling thread (intra-op threads are inside the op's time): self times add up to
+    # at most the wall clock, and what they leave is Python, dispatch and the profiler's own cost
     recorded = sum(sums.values())
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "CPU")
     print(f"{cpu}, {a.threads} threads, backend {learner.backend.describe()}: {wall_us / a.steps / 1000:.2f} ms a step "
           f"({a.steps} steps under the profiler)\n")
-    print("| category | self time per step (ms, summed over threads) | share of recorded |")
+    print("| category | self time per step (ms) | share of the step's wall time |")
     print("|---|---:|---:|")
     for k, v in sorted(sums.items(), key=lambda kv: -kv[1]):
-        print(f"| {k} | {v / a.steps / 1000:.2f} | {100 * v / recorded:.0f}% |")
-    print(f"\nWall {wall_us / a.steps / 1000:.2f} ms a step; recorded self time {recorded / a.steps / 1000:.2f} ms summed over "
-          f"{a.threads} threads (what the ops do not cover is Python, dispatch and waiting)\n")
+        print(f"| {k} | {v / a.steps / 1000:.2f} | {100 * v / wall_us:.0f}% |")
+    print(f"| not in any op (Python, dispatch, the profiler) | {(wall_us - recorded) / a.steps / 1000:.2f} | "
+          f"{100 * (wall_us - recorded) / wall_us:.0f}% |\n")
     print("| op | calls per step | self ms per step | category |")
     print("|---|---:|---:|---|")
     for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[: a.top]:

@@ -27,10 +27,11 @@ def test_the_selection_rules_by_hand():
 
     from dqltoolkit.acting import selection_scores
 
-    q = torch.tensor([[1.0, 3.0, 2.0, 0.0]])
-    cand = torch.tensor([[[0.0], [1.0], [0.9], [-1.0]]])
+    q = torch.tensor([[2.0, 2.2, 2.0, 2.0]])
+    cand = torch.tensor([[[0.0], [1.0], [0.1], [0.05]]])
     assert selection_scores(q, cand, "greedy").argmax(-1).item() == 1
-    # medoid: the softmax(Q)-weighted distance to the others; candidate 2 (0.9) sits between the mass at 1.0 and 0.0
+    # medoid: the softmax(Q)-weighted distance to the others; the best-valued candidate (1.0) is an outlier, 0.1 sits
+    # in the middle of the mass
     w = torch.softmax(q, -1)[0]
     spread = [sum(float(w[j]) * abs(float(cand[0, i, 0] - cand[0, j, 0])) for j in range(4)) for i in range(4)]
     torch.testing.assert_close(selection_scores(q, cand, "medoid")[0], -torch.tensor(spread))
