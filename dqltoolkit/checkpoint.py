@@ -27,6 +27,7 @@ from . import checkpoint_checks as checks
 from ._version import __version__
 from .checkpoint_checks import DOC_NAME, MAX_DOC_BYTES, TENSORS_NAME, CheckpointError, _modules, _optimizers
 from .config import AgentConfig
+from .online import ONLINE_FIELDS, OnlineBuffer
 
 FORMAT = "dqltoolkit-agent"
 FORMAT_VERSION = 2  # 2: settings belong to parts (config keys a part does not read are no longer written)
@@ -53,6 +54,12 @@ def _member_slice(t: torch.Tensor, members: int, m: Optional[int]) -> torch.Tens
     return t[m * k : (m + 1) * k]
 
 
+def _online_kept(agent, include_optimizer: bool) -> Optional[OnlineBuffer]:
+    """The fine-tune experience a checkpoint keeps: a training checkpoint's, when there is any."""
+    online = agent.learner.online_buffer
+    return online if include_optimizer and online is not None and online.size else None
+
+
 def agent_state(agent, member: Optional[int] = None, include_optimizer: bool = True) -> Dict[str, torch.Tensor]:
     """All tensors of an agent, optionally of one member only (for per-seed checkpoints)."""
     M = agent.members
@@ -74,8 +81,8 @@ def agent_state(agent, member: Optional[int] = None, include_optimizer: bool = T
         out[f"rng.act.{j}"] = agent.act_generators[m].get_state()
     out["obs_mean"] = agent.obs_mean
     out["obs_std"] = agent.obs_std
-    online = agent.learner.online_buffer
-    if include_optimizer and online is not None and online.size:  # a training checkpoint keeps a fine-tune's experience
+    online = _online_kept(agent, include_optimizer)
+    if online is not None:
         for field, t in online.chronological().items():
             out[f"online.{field}"] = _member_slice(t, M, member)
     return {k: v.detach().to("cpu").contiguous() for k, v in out.items()}
@@ -129,8 +136,7 @@ def save_agent(agent, path: Union[str, Path], member: Optional[int] = None, incl
         "num_timesteps": agent.num_timesteps,
         "task": agent.task,
         "has_optimizer": include_optimizer,
-        **({"online_added": int(agent.learner.online_buffer.added)}
-           if include_optimizer and agent.learner.online_buffer is not None and agent.learner.online_buffer.size else {}),
+        **({"online_added": int(online.added)} if (online := _online_kept(agent, include_optimizer)) is not None else {}),
         "versions": _versions(),
         "extra": extra or {},
     }
@@ -226,8 +232,6 @@ def restore_agent(agent, path: Union[str, Path], doc: Dict[str, Any], tensors: D
         agent.obs_mean = tensors["obs_mean"].to(dev)
         agent.obs_std = tensors["obs_std"].to(dev)
         if "online.obs" in tensors:
-            from .online import ONLINE_FIELDS, OnlineBuffer
-
             held = {f: tensors[f"online.{f}"] for f in ONLINE_FIELDS}  # (sized to what it holds: a fine-tune widens it)
             agent.learner.online_buffer = OnlineBuffer.from_chronological(held, held["obs"].shape[1], int(doc.get("online_added", 0)), dev)
     except CheckpointError:

@@ -25,8 +25,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from .config import AgentConfig, ConfigError
+from .config import CORE_SPECS, AgentConfig, ConfigError
 from .learner import Learner
+from .online import ONLINE_FIELDS
 from .registry import CRITICS, HEADS, OBJECTIVES, UnknownNameError
 
 DOC_NAME = "dqltoolkit.json"
@@ -384,8 +385,7 @@ def check_header(header: Header, doc: Mapping[str, Any], path: Path) -> None:
                     raise _fail_key(path, f"optim.{name}.{i}.{missing[0]}", "is missing; the parameter's other Adam state is there")
 
 
-_ONLINE = ("obs", "actions", "rewards", "next_obs", "terminals")  # (dqltoolkit/online.py's ONLINE_FIELDS)
-MAX_ONLINE = 10_000_000  # transitions per seed (the online_buffer_size limit)
+MAX_ONLINE = int(CORE_SPECS["online_buffer_size"].max)  # transitions per seed: the largest buffer a run may have
 
 
 def _check_online(header: Header, doc: Mapping[str, Any], path: Path, seeds: int, obs_dim: int) -> None:
@@ -394,9 +394,9 @@ def _check_online(header: Header, doc: Mapping[str, Any], path: Path, seeds: int
     keys = sorted(k for k in header if k.startswith("online."))
     if not keys:
         return
-    if sorted(keys) != sorted(f"online.{f}" for f in _ONLINE) or not doc.get("has_optimizer", False):
+    if sorted(keys) != sorted(f"online.{f}" for f in ONLINE_FIELDS) or not doc.get("has_optimizer", False):
         raise CheckpointError(f"{path}: {TENSORS_NAME} holds {', '.join(keys[:6])}; online experience is the five tables "
-                              f"{', '.join('online.' + f for f in _ONLINE)}, in a training checkpoint (has_optimizer true)")
+                              f"{', '.join('online.' + f for f in ONLINE_FIELDS)}, in a training checkpoint (has_optimizer true)")
     action_dim = doc["action_space"]["shape"][0]
     n = header["online.obs"][1][1] if len(header["online.obs"][1]) == 3 else -1
     for f, tail in (("obs", (obs_dim,)), ("next_obs", (obs_dim,)), ("actions", (action_dim,)), ("rewards", ()), ("terminals", ())):

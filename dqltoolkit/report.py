@@ -771,7 +771,7 @@ def build_report(paths: Sequence[Path | str], out: Path | str, reps: int = stats
     if at_step is not None:
         budget = "the last step every run of its task has evaluated" if at_step == "common" else f"step {at_step:,}"
         lines += [f"**Equal budgets**: every run as it stood at {budget} (`--at-step {at_step}`): final is the mean of its last three "
-                  "evaluations up to there, offline the BC-loss rule over them.", ""] + [f"- {n}" for n in book_notes] + [""]
+                  "evaluations up to there, offline the BC-loss rule over them (the step of each task, and any run left out: Notes).", ""]
     lines += ["## Per task", ""]
     lines += task_tables(scores, runs, reps, seed)
     lines += curve_tables(runs)
