@@ -155,7 +155,7 @@ def fused_ops():
 
 
 def _warn_slow_path(why: str) -> None:
-    warnings.warn(f"dqltoolkit: {why}; CPU training falls back to the eager PyTorch path, about 1.4x slower per Diffusion-QL step. "
+    warnings.warn(f"dqltoolkit: {why}; CPU training falls back to the eager PyTorch path, about 1.9x slower per Diffusion-QL step. "
                   "Set DQLTOOLKIT_FUSED=0 to silence this.", RuntimeWarning, stacklevel=3)
 
 
