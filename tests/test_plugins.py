@@ -222,6 +222,25 @@ def test_ql_subclass_loss_equals_the_parent_loss_plus_its_term():
     torch.testing.assert_close(override[0], parent[0] + 2.0 * parent[1]["bc_loss"])
 
 
+class _WeightedCombine(QLObjective):
+    """Overrides only ``combine``, the one place L_bc and L_q meet (the backends' faster forms call it too)."""
+
+    def combine(self, bc, ql):
+        return 0.5 * bc + self.current_eta() * ql, {"bc_loss": bc, "ql_loss": ql}
+
+
+def test_ql_subclass_overriding_combine_gets_its_combination_on_the_default_path():
+    OBJECTIVES.register("ql-half-bc", _WeightedCombine)
+    try:
+        agent = make(objective="ql-half-bc")
+        assert agent.backend.describe() == expected_backend(["chain", "td-target", "critic"])  # its actor runs eagerly, as written
+        for _ in range(5):
+            info = agent.train_step()
+            torch.testing.assert_close(info["actor_loss"], 0.5 * info["bc_loss"] + agent.config.eta * info["ql_loss"], rtol=1e-5, atol=1e-5)
+    finally:
+        OBJECTIVES.unregister("ql-half-bc")
+
+
 def test_ql_subclass_through_the_cli(tmp_path):
     cli_train(tmp_path / "r", "-p", "objective=ql-bc-boost", "-p", "bc_boost=0.5", steps=10)
     cfg = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
