@@ -2,14 +2,11 @@
 torch and loaded as ``torch.ops.dqltoolkit``.
 
 The shared object is cached per source, compiler flags, torch version and CPU model in the private
-cache folder ``$DQLTOOLKIT_CACHE`` (default ``~/.cache/dqltoolkit``, see :mod:`dqltoolkit._cache`). If
-no compiler is found or the build fails, :func:`fused_ops` returns None and the eager PyTorch path
-runs. Set ``DQLTOOLKIT_FUSED=0`` (or ``DQLTOOLKIT_NATIVE=0``) to disable.
+cache folder (:mod:`dqltoolkit._cache`). Without a compiler, or when the build fails, :func:`fused_ops`
+returns None and the eager PyTorch path runs. ``DQLTOOLKIT_FUSED=0`` (or ``DQLTOOLKIT_NATIVE=0``) disables it.
 
-What is loaded is what was built: each build is compiled under a fresh temporary name in the private
-folder, its SHA-256 recorded beside it (``<name>.so.sha256.json``), and a library is loaded only from a
-file whose content matches that digest (read and loaded through one open file, so the bytes checked
-are the bytes loaded). A file without a digest (an older version's cache) or with a wrong one is
+What is loaded is what was built: each build's SHA-256 is recorded beside it (``<name>.so.sha256.json``),
+and a library is loaded only through an open file whose content matches that digest; any other file is
 rebuilt. Builds hold a lock in the folder, so parallel processes build once.
 """
 
@@ -40,11 +37,6 @@ if platform.machine() in ("x86_64", "AMD64"):
     _FLAGS.append("-mprefer-vector-width=512")
 
 
-def cache_dir() -> Path:
-    """The private cache folder (created 0700, refused if someone else could write it: CacheError)."""
-    return private_dir()
-
-
 @contextmanager
 def _build_lock(folder: Path) -> Iterator[None]:
     """One build at a time per cache folder (parallel test workers, two training runs)."""
@@ -69,7 +61,7 @@ def _verified_library(name: str, build: Callable[[Path], str], load: Callable[[s
     on success, else why not; ``load(path)`` opens a library. Returns what ``load`` returned, or raises
     CacheError (unsafe folder), BuildFailed (the message says why) or what ``load`` raised.
     """
-    folder = cache_dir()
+    folder = private_dir()  # created 0700, refused if someone else could write it (CacheError)
     so = folder / name
     with _build_lock(folder):
         f = open_verified(so)
@@ -115,9 +107,8 @@ def fused_ops():
     """The operators of csrc/fused.cpp as ``torch.ops.dqltoolkit``, built on first use; None if unavailable.
 
     It includes ATen headers, so it is compiled against the installed torch (about 10 s, once per torch
-    version, source and CPU). Any failure
-    (no C++ compiler, no headers, an ABI mismatch) leaves the eager PyTorch path in use.
-    Set ``DQLTOOLKIT_FUSED=0`` (or ``DQLTOOLKIT_NATIVE=0``) to disable.
+    version, source and CPU). Any failure (no C++ compiler, no headers, an ABI mismatch) leaves the
+    eager PyTorch path in use.
     """
     if "0" in (os.environ.get("DQLTOOLKIT_FUSED", "1"), os.environ.get("DQLTOOLKIT_NATIVE", "1")) or platform.system() != "Linux":
         return None

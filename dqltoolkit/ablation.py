@@ -1,21 +1,20 @@
 """The policy-class ablation: the paper's bandit figure as one job.
 
 Eight variants, BC and QL, each with a Gaussian (MLE), CVAE, MMD-regularised and diffusion policy, are
-trained on the same data by the same loop, one process per run so that both cores work, and their
-1,000 policy samples are scored by mode. Each variant is just a recipe in ``agents/``.
+trained on the same data by the same loop, one process per run, and their 1,000 policy samples are
+scored by mode. Each variant is just a recipe in ``agents/``.
 
-More panels are more recipes, not edits here: a recipe that carries a top-level block
-``ablation: {panel: "Consistency-QL", head: consistency, objective: ql}`` is an extra panel, found in the
-shipped catalogue and in any recipe folder the caller names (``recipe_dirs``, ``dqltoolkit ablate
---recipe-dir``). ``head`` and ``objective`` are the labels ``--heads`` and ``--objectives`` select by. The
-paper's eight stay the default figure; extra panels join it with ``extra=True`` (``--extra``) or by name
-(``panels``, ``--panels``).
+More panels are more recipes, not edits here: a recipe with a top-level block ``ablation: {panel:
+"Consistency-QL", head: consistency, objective: ql}``, shipped or in a folder the caller names
+(``--recipe-dir``), is an extra panel; ``head`` and ``objective`` are what ``--heads`` and ``--objectives``
+select by. Extra panels join the paper's eight with ``--extra`` or by name (``--panels``).
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import multiprocessing as mp
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -119,20 +118,10 @@ def all_panels(recipe_dirs: Iterable[Path | str] = ()) -> List[Variant]:
     return [*VARIANTS, *declared_panels(recipe_dirs)]
 
 
-def head_choices(recipe_dirs: Iterable[Path | str] = ()) -> List[str]:
-    return sorted({v.head for v in all_panels(recipe_dirs)})
-
-
-def objective_choices(recipe_dirs: Iterable[Path | str] = ()) -> List[str]:
-    return sorted({v.objective for v in all_panels(recipe_dirs)})
-
-
 def __getattr__(name: str) -> Any:
     """``HEAD_CHOICES`` and ``OBJECTIVE_CHOICES``: the labels over every panel, read from the catalogue when asked."""
-    if name == "HEAD_CHOICES":
-        return head_choices()
-    if name == "OBJECTIVE_CHOICES":
-        return objective_choices()
+    if name in ("HEAD_CHOICES", "OBJECTIVE_CHOICES"):
+        return sorted({getattr(v, name.split("_")[0].lower()) for v in all_panels()})
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -141,8 +130,8 @@ def select(heads: Optional[Sequence[str]] = None, objectives: Optional[Sequence[
     """The panels to run: the paper's eight (with ``extra``, also every declared panel; with ``panels``,
     exactly those, by title), then kept where the head and objective labels match ``heads`` and ``objectives``."""
     every = all_panels(recipe_dirs)
-    known_heads, known_objectives = sorted({v.head for v in every}), sorted({v.objective for v in every})
-    for given, known, what in ((heads, known_heads, "head"), (objectives, known_objectives, "objective")):
+    for given, what in ((heads, "head"), (objectives, "objective")):
+        known = sorted({getattr(v, what) for v in every})
         bad = [g for g in (given or []) if g not in known]
         if bad:
             raise ValueError(f"unknown ablation {what}(s) {bad}; choose from {known}")
@@ -212,13 +201,9 @@ def _run_one(variant: Variant, env: str, seed: int, out: str, steps: Optional[in
 
 def _row(variant: Variant, seed: int, samples: np.ndarray, mean_reward: float, modes: Modes) -> Dict[str, object]:
     sh = modes.shares(samples)
-    row: Dict[str, object] = {"variant": variant.name, "head": variant.head, "objective": variant.objective, "seed": seed}
-    for name in modes.names:
-        row[f"share_{name}"] = sh[name]
-    row["off_data_share"] = sh["off_data"]
-    row["best_mode_share"] = sh[modes.best]
-    row["mean_reward"] = mean_reward
-    return row
+    return {"variant": variant.name, "head": variant.head, "objective": variant.objective, "seed": seed,
+            **{f"share_{name}": sh[name] for name in modes.names}, "off_data_share": sh["off_data"], "best_mode_share": sh[modes.best],
+            "mean_reward": mean_reward}
 
 
 def columns(modes: Modes) -> List[str]:
@@ -254,14 +239,10 @@ def run_ablation(env: str = "bandit2d-v0", out: Path | str = "runs/ablation", he
     jobs = [(v, s) for v in variants for s in seeds]
     workers = workers or min(len(jobs), os.cpu_count() or 1)
     results = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(jobs), unit="run", desc="ablation", dynamic_ncols=True)
-    import multiprocessing as mp
-
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+    with (tqdm(total=len(jobs), unit="run", desc="ablation", dynamic_ncols=True, disable=not progress) as bar,
+          ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool):
         pending = {pool.submit(_run_one, v, env, s, str(out), steps, dict(overrides or {})) for v, s in jobs}
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -269,13 +250,10 @@ def run_ablation(env: str = "bandit2d-v0", out: Path | str = "runs/ablation", he
                 r = fut.result()
                 results.append(r)
                 msg = f"{r['variant'].name} seed {r['seed']}: mean reward {r['mean_reward']:.2f} ({r['seconds']:.0f}s)"
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix_str(msg)
+                bar.update(1)
+                bar.set_postfix_str(msg)
                 if on_done:
                     on_done(msg)
-    if bar is not None:
-        bar.close()
     order = {(v.name, s): i for i, (v, s) in enumerate(jobs)}
     results.sort(key=lambda r: order[(r["variant"].name, r["seed"])])
     rows = [_row(r["variant"], r["seed"], r["samples"], float(r["mean_reward"]), modes) for r in results]

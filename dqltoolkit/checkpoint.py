@@ -26,7 +26,6 @@ from safetensors.torch import save as st_save
 from . import checkpoint_checks as checks
 from ._version import __version__
 from .checkpoint_checks import DOC_NAME, MAX_DOC_BYTES, TENSORS_NAME, CheckpointError, _modules, _optimizers
-from .config import AgentConfig
 from .online import ONLINE_FIELDS, OnlineBuffer
 
 FORMAT = "dqltoolkit-agent"
@@ -41,10 +40,6 @@ class CheckpointWriteError(OSError, CheckpointError):
 
 def box_to_json(space: gym.spaces.Box) -> Dict[str, Any]:
     return {"type": "Box", "low": space.low.tolist(), "high": space.high.tolist(), "shape": list(space.shape), "dtype": str(space.dtype)}
-
-
-def _versions() -> Dict[str, str]:
-    return {"dqltoolkit": __version__, "torch": torch.__version__, "gymnasium": gym.__version__, "python": platform.python_version()}
 
 
 def _member_slice(t: torch.Tensor, members: int, m: Optional[int]) -> torch.Tensor:
@@ -65,8 +60,6 @@ def agent_state(agent, member: Optional[int] = None, include_optimizer: bool = T
     M = agent.members
     out: Dict[str, torch.Tensor] = {}
     for prefix, module in _modules(agent):
-        if module is None:
-            continue
         for k, v in module.state_dict().items():
             out[prefix + k] = _member_slice(v, M, member)
     if include_optimizer:
@@ -95,10 +88,8 @@ def _umask() -> int:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` all or nothing: a temp file beside it, fsync, then ``os.replace``.
-
-    On any failure (a full disk, no permission, an interrupt) the temp file is removed and whatever was
-    at ``path`` before is untouched; an ``OSError`` becomes a :class:`CheckpointWriteError` naming the path."""
+    """Write ``data`` to ``path`` all or nothing (a temp file beside it, fsync, ``os.replace``): on any failure the
+    temp file is removed, whatever was at ``path`` is untouched, and an ``OSError`` becomes a :class:`CheckpointWriteError`."""
     tmp: Optional[str] = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,7 +115,7 @@ def save_agent(agent, path: Union[str, Path], member: Optional[int] = None, incl
     """Write an agent (or one member of a multi-seed agent) to ``path`` (``.zip`` is added if missing)."""
     path = Path(path)
     if path.suffix != ".zip":
-        path = path.with_suffix(path.suffix + ".zip") if path.suffix else path.with_suffix(".zip")
+        path = path.with_suffix(path.suffix + ".zip")
     seeds = agent.seeds if member is None else [agent.seeds[member]]
     doc = {
         "format": FORMAT,
@@ -137,7 +128,7 @@ def save_agent(agent, path: Union[str, Path], member: Optional[int] = None, incl
         "task": agent.task,
         "has_optimizer": include_optimizer,
         **({"online_added": int(online.added)} if (online := _online_kept(agent, include_optimizer)) is not None else {}),
-        "versions": _versions(),
+        "versions": {"dqltoolkit": __version__, "torch": torch.__version__, "gymnasium": gym.__version__, "python": platform.python_version()},
         "extra": extra or {},
     }
     tensors = st_save(agent_state(agent, member, include_optimizer))
@@ -150,13 +141,9 @@ def save_agent(agent, path: Union[str, Path], member: Optional[int] = None, incl
 
 
 def read_checkpoint(path: Union[str, Path], allow_nonfinite: bool = False) -> tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
-    """Read and validate a checkpoint's document and tensors without building an agent.
-
-    Bounded and checked throughout (see :mod:`dqltoolkit.checkpoint_checks`): the document is at most
-    ``MAX_DOC_BYTES``; its fields and settings are checked; the tensors' header is compared with the agent
-    the settings describe before the data is inflated, exactly as much as the header declares and at most
-    :func:`~dqltoolkit.checkpoint_checks.tensor_limit` bytes; non-finite weights are refused unless
-    ``allow_nonfinite``. Anything wrong is a :class:`CheckpointError` naming the file and the field."""
+    """Read and validate a checkpoint's document and tensors without building an agent, bounded and checked
+    throughout (:mod:`dqltoolkit.checkpoint_checks`); non-finite weights are refused unless ``allow_nonfinite``.
+    Anything wrong is a :class:`CheckpointError` naming the file and the field."""
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory, not a checkpoint file (a run folder holds model.zip)")
@@ -202,7 +189,12 @@ def read_checkpoint(path: Union[str, Path], allow_nonfinite: bool = False) -> tu
 def config_of(doc: Dict[str, Any], path: Union[str, Path]):
     """The configuration a checkpoint's document holds (format 1: every key flat, unread ones dropped),
     each sizing value within the checkpoint limits."""
-    return checks.check_config(doc["config"], Path(str(path)), legacy=int(doc.get("format_version", 1)) < 2)
+    return checks.check_config(doc["config"], Path(str(path)), legacy=checks._legacy(doc))
+
+
+def _load_networks(agent, tensors: Dict[str, torch.Tensor], widen=lambda t: t) -> None:
+    for prefix, module in _modules(agent):
+        module.load_state_dict({k[len(prefix):]: widen(v) for k, v in tensors.items() if k.startswith(prefix)}, strict=True)
 
 
 def restore_agent(agent, path: Union[str, Path], doc: Dict[str, Any], tensors: Dict[str, torch.Tensor]):
@@ -210,11 +202,7 @@ def restore_agent(agent, path: Union[str, Path], doc: Dict[str, Any], tensors: D
     must fit), then its step count and lr schedule. ``Agent.load`` builds the agent and calls this."""
     dev = agent.device
     try:
-        for prefix, module in _modules(agent):
-            if module is None:
-                continue
-            sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-            module.load_state_dict(sd, strict=True)
+        _load_networks(agent, tensors)
         if doc.get("has_optimizer"):
             for name, opt in _optimizers(agent).items():
                 sd = opt.state_dict()
@@ -244,14 +232,10 @@ def restore_agent(agent, path: Union[str, Path], doc: Dict[str, Any], tensors: D
 
 
 def init_from_checkpoint(agent, path: Union[str, Path]) -> Dict[str, Any]:
-    """Copy a checkpoint's networks (policy, EMA, auxiliary nets, critic and its target) and observation
-    statistics into ``agent``, leaving its optimiser, step count, RNG and config alone: the start of a
-    fine-tuning run, not a resumed one. A one-seed checkpoint initialises every member of a multi-seed
-    agent; otherwise the seed counts must match. Returns the checkpoint's document.
-
-    Why not resume: a resumed run continues the old run's schedule (step count, lr decay, optimiser
-    moments), while fine-tuning starts a new run, with its own settings, from pretrained weights.
-    """
+    """Copy a checkpoint's networks and observation statistics into ``agent``, leaving its optimiser, step
+    count, RNG and config alone: fine-tuning starts a new run, with its own settings, from pretrained weights
+    (resuming would continue the old schedule). A one-seed checkpoint initialises every member of a
+    multi-seed agent; otherwise the seed counts must match. Returns the checkpoint's document."""
     doc, tensors = read_checkpoint(path)
     for key, space in (("observation_space", agent.observation_space), ("action_space", agent.action_space)):
         theirs = checks.space_of(doc, key, path)
@@ -265,13 +249,9 @@ def init_from_checkpoint(agent, path: Union[str, Path]) -> Dict[str, Any]:
         return torch.cat([t] * agent.members) if members == 1 and agent.members > 1 and t.dim() > 0 else t
 
     try:
-        for prefix, module in _modules(agent):
-            if module is None:
-                continue
-            module.load_state_dict({k[len(prefix):]: widen(v) for k, v in tensors.items() if k.startswith(prefix)}, strict=True)
+        _load_networks(agent, tensors, widen)
     except RuntimeError as exc:
-        ours = agent.config.to_dict()
-        theirs = AgentConfig.from_dict(doc["config"], source=f"{path} config", legacy=int(doc.get("format_version", 1)) < 2).to_dict()
+        ours, theirs = agent.config.to_dict(), config_of(doc, path).to_dict()
         differ = {k: (theirs[k], ours[k]) for k in ours if theirs.get(k) != ours[k]}
         raise CheckpointError(f"{path}: its networks do not fit the agent being trained; settings that differ (checkpoint, now): "
                               f"{differ}. Details: {str(exc).splitlines()[0]}") from None

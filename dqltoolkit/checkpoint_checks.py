@@ -1,14 +1,11 @@
 """Checks that make a checkpoint safe to build from, run before anything is allocated or stepped.
 
-Why: every value in a checkpoint comes from whoever wrote the file. A width or step count taken on
-trust makes the agent allocate gigabytes; a zip member may inflate a thousandfold; an optimiser moment
-of the wrong shape makes the fused Adam kernel write out of bounds (a segfault, not an exception). So
-reading is bounded (each zip member's declared size, then chunked reads), the document is checked
-field by field against explicit limits, and the safetensors header (names, dtypes, shapes: read without
-the tensor data) is compared with the agent the config describes, built on the ``meta`` device (shapes,
-no memory). Only then is the tensor data inflated, exactly as much as the header declares, and finally
-its values are checked (finite weights, non-negative second moments). Every failure is a
-:class:`CheckpointError` naming the file and the field, tensor or limit.
+Why: every value in a checkpoint comes from whoever wrote the file. A width taken on trust makes the agent
+allocate gigabytes; a zip member may inflate a thousandfold; an optimiser moment of the wrong shape makes
+the fused Adam kernel write out of bounds (a segfault, not an exception). So reads are bounded, the document
+is checked field by field against explicit limits, and the safetensors header is compared with the agent
+the config describes, built on the ``meta`` device (shapes, no memory), before the tensor data is inflated;
+finally the values are checked. Every failure is a :class:`CheckpointError` naming the file and the field.
 """
 
 from __future__ import annotations
@@ -136,11 +133,9 @@ class BoundedReader:
         self._guard(self._f.close)
 
     def read_all(self) -> bytes:
+        """Everything to the end, never past the limit."""
         data = bytearray()
-        while True:
-            chunk = self._guard(lambda: self._f.read(_READ_CHUNK))
-            if not chunk:
-                break
+        for chunk in iter(lambda: self._guard(lambda: self._f.read(_READ_CHUNK)), b""):
             data += chunk
             if len(data) > self.limit:
                 raise CheckpointError(f"{self.path}: {self.name} holds more than the limit of {_mib(self.limit)} ({self.limit_text})")
@@ -164,7 +159,8 @@ def _int(value: Any, lo: int, hi: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
 
 
-def _space(doc: Mapping[str, Any], key: str, path: Path) -> gym.spaces.Box:
+def space_of(doc: Mapping[str, Any], key: str, path: Path) -> gym.spaces.Box:
+    """The Box space ``doc[key]`` describes, checked."""
     where = f"{path}: {DOC_NAME} field {key!r}"
     d = doc[key]
     if not isinstance(d, dict) or d.get("type") != "Box":
@@ -215,7 +211,7 @@ def check_document(doc: Any, path: Path, format_name: str, format_version: int) 
     if not isinstance(doc.get("extra", {}), dict):
         raise CheckpointError(f"{path}: {DOC_NAME} field 'extra' must be a mapping")
     for key in ("observation_space", "action_space"):
-        _space(doc, key, path)
+        space_of(doc, key, path)
     check_config(doc["config"], path, legacy=_legacy(doc))
 
 
@@ -224,17 +220,22 @@ def _legacy(doc: Mapping[str, Any]) -> bool:
     return int(doc.get("format_version", 1)) < 2
 
 
+def _check_parts(names: Mapping[str, Any], path: Path) -> None:
+    """Each part the settings name (head, critic, objective; absent: the default) is one this installation has."""
+    for role, registry, default in (("head", HEADS, "diffusion"), ("critic", CRITICS, "double-q"), ("objective", OBJECTIVES, "ql")):
+        name = names.get(role, default)
+        if not isinstance(name, str) or name not in registry:
+            raise CheckpointError(f"{path}: {DOC_NAME} field 'config.{role}' names an unknown {role} {str(name)[:60]!r}; "
+                                  f"known {role}s: {', '.join(registry.names())}")
+
+
 def check_config(raw: Any, path: Path, legacy: bool = False):
     """The checkpoint's settings as an :class:`AgentConfig`, each sizing value within :data:`CONFIG_LIMITS`
     (``legacy``: a format-1 document, whose keys no part reads are dropped)."""
     where = f"{path}: {DOC_NAME} field 'config'"
     if not isinstance(raw, dict):
         raise CheckpointError(f"{where} must be a mapping of settings, got {type(raw).__name__}")
-    for role, registry, default in (("head", HEADS, "diffusion"), ("critic", CRITICS, "double-q"), ("objective", OBJECTIVES, "ql")):
-        name = raw.get(role, default)
-        if not isinstance(name, str) or name not in registry:
-            raise CheckpointError(f"{path}: {DOC_NAME} field 'config.{role}' names an unknown {role} {str(name)[:60]!r}; "
-                                  f"known {role}s: {', '.join(registry.names())}")
+    _check_parts(raw, path)
     try:
         config = AgentConfig.from_dict(raw, source=f"{path} config", legacy=legacy)
     except UnknownNameError as exc:
@@ -300,13 +301,9 @@ def _fail_key(path: Path, key: str, problem: str) -> CheckpointError:
 def _meta_agent(config, doc: Mapping[str, Any], path: Path):
     """The learner the document describes, built on the ``meta`` device: every network and optimiser shape,
     no memory, no kernels (a meta learner gets CPU generators: they only seed initialisations meta skips)."""
-    for field_name, registry in (("head", HEADS), ("critic", CRITICS), ("objective", OBJECTIVES)):
-        name = getattr(config, field_name)
-        if name not in registry:
-            raise CheckpointError(f"{path}: {DOC_NAME} field 'config.{field_name}' names an unknown {field_name} {name!r}; "
-                                  f"known {field_name}s: {', '.join(registry.names())}")
+    _check_parts({role: getattr(config, role) for role in ("head", "critic", "objective")}, path)
     try:
-        obs_space, act_space = _space(doc, "observation_space", path), _space(doc, "action_space", path)
+        obs_space, act_space = space_of(doc, "observation_space", path), space_of(doc, "action_space", path)
         with torch.device("meta"):
             return Learner(config, int(obs_space.shape[0]), int(act_space.shape[0]), doc["seeds"], torch.device("meta"))
     except UnknownNameError as exc:
@@ -324,9 +321,8 @@ def expected_layout(doc: Mapping[str, Any], path: Path) -> Tuple[Dict[str, Tuple
     agent = _meta_agent(check_config(doc["config"], path, legacy=_legacy(doc)), doc, path)
     nets = {}
     for prefix, module in _modules(agent):
-        if module is not None:
-            for k, v in module.state_dict().items():
-                nets[prefix + k] = (_ST_NAME.get(v.dtype, str(v.dtype)), tuple(v.shape))
+        for k, v in module.state_dict().items():
+            nets[prefix + k] = (_ST_NAME.get(v.dtype, str(v.dtype)), tuple(v.shape))
     optims = {name: [(_ST_NAME.get(p.dtype, str(p.dtype)), tuple(p.shape)) for g in opt.param_groups for p in g["params"]]
               for name, opt in _optimizers(agent).items()}
     return nets, optims
@@ -339,7 +335,7 @@ def check_header(header: Header, doc: Mapping[str, Any], path: Path) -> None:
     for kind in ("train", "act"):
         found = sorted(k for k in header if k.startswith(f"rng.{kind}."))
         wanted = [f"rng.{kind}.{j}" for j in range(seeds)]
-        if sorted(found) != sorted(wanted):
+        if found != sorted(wanted):
             raise CheckpointError(f"{path}: {DOC_NAME} field 'seeds' lists {seeds} seeds, but {TENSORS_NAME} holds "
                                   f"{len(found)} rng.{kind}.* states ({', '.join(found[:4]) or 'none'}{'...' if len(found) > 4 else ''})")
         for key in wanted:
@@ -394,7 +390,7 @@ def _check_online(header: Header, doc: Mapping[str, Any], path: Path, seeds: int
     keys = sorted(k for k in header if k.startswith("online."))
     if not keys:
         return
-    if sorted(keys) != sorted(f"online.{f}" for f in ONLINE_FIELDS) or not doc.get("has_optimizer", False):
+    if keys != sorted(f"online.{f}" for f in ONLINE_FIELDS) or not doc.get("has_optimizer", False):
         raise CheckpointError(f"{path}: {TENSORS_NAME} holds {', '.join(keys[:6])}; online experience is the five tables "
                               f"{', '.join('online.' + f for f in ONLINE_FIELDS)}, in a training checkpoint (has_optimizer true)")
     action_dim = doc["action_space"]["shape"][0]
@@ -433,13 +429,9 @@ def check_generator_state(state: torch.Tensor, generator: torch.Generator, key: 
                                    "(saved on another kind of device?)")
 
 
-def space_of(doc: Mapping[str, Any], key: str, path: Path) -> gym.spaces.Box:
-    return _space(doc, key, path)
-
-
 def _modules(agent):
     """(prefix, module) of every network an agent holds: the learner's one declared list, on save and load."""
-    return tuple(getattr(agent, "learner", agent).state_modules().items())
+    return tuple((prefix, m) for prefix, m in getattr(agent, "learner", agent).state_modules().items() if m is not None)
 
 
 def _optimizers(agent) -> Dict[str, torch.optim.Optimizer]:

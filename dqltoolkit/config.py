@@ -1,23 +1,21 @@
 """Agent configuration: the core keys, the settings of the chosen parts, runtime options, and recipes.
 
-A configuration names a composition (``head``, ``critic``, ``objective``) and holds
-- the core keys every agent reads (optimisation, EMA, acting, data, run length: :class:`CoreSettings`; the
-  samplers' keys, :class:`~dqltoolkit.heads.samplers.SamplingSettings`; online fine-tuning's, :class:`OnlineSettings`),
-- each chosen part's own keys, declared by the part (``Settings`` on its class, see settings.py),
-- runtime options that change how fast a step runs, never what it computes (:class:`RuntimeOptions`).
+A configuration names a composition (``head``, ``critic``, ``objective``) and holds the core keys every agent
+reads (:class:`CoreSettings`, the samplers' :class:`~dqltoolkit.heads.samplers.SamplingSettings`, online
+fine-tuning's :class:`OnlineSettings`), each chosen part's own keys (``Settings`` on its class, see settings.py),
+and runtime options that change how fast a step runs, never what it computes (:class:`RuntimeOptions`).
 
-A key can be given flat (``T=10``, routed to every chosen part that declares ``T``) or typed by its
-owner (``head.T=10``). A key that neither the core nor a chosen part reads is an error naming the part
-that would read it. Recipes are YAML files in the rl-baselines3-zoo convention: a ``default`` mapping
-plus one mapping per task id; ``base: <recipe>`` extends another recipe (its defaults and task
-sections apply first).
+A key can be given flat (``T=10``, routed to every chosen part that declares ``T``) or typed by its owner
+(``head.T=10``); a key nothing chosen reads is an error naming the part that would read it. Recipes are YAML
+files in the rl-baselines3-zoo convention: a ``default`` mapping plus one mapping per task id; ``base: <recipe>``
+extends another recipe (its sections apply first).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 import yaml
 
@@ -89,28 +87,28 @@ def part_specs(role: str, name: str) -> Dict[str, SettingSpec]:
     return part_settings(_REGISTRIES[role].get(name), f"{role} {name!r}")
 
 
-def _declarers(key: str) -> List[str]:
-    """Every registered part that declares ``key`` (for error messages)."""
-    out = []
+def _registered_specs() -> Iterator[Tuple[str, str, Dict[str, SettingSpec]]]:
+    """``(role, name, keys)`` of every registered part; a broken plugin is skipped, so that it cannot hide the real error."""
     for role in ROLES:
         for name in _REGISTRIES[role].names():
             try:
-                if key in part_specs(role, name):
-                    out.append(f"{role} {name!r}")
-            except Exception:  # noqa: BLE001 - a broken plugin must not hide the real error
+                specs = part_specs(role, name)
+            except Exception:  # noqa: BLE001
                 continue
-    return out
+            yield role, name, specs
+
+
+def _declarers(key: str) -> List[str]:
+    """Every registered part that declares ``key`` (for error messages)."""
+    return [f"{role} {name!r}" for role, name, specs in _registered_specs() if key in specs]
 
 
 def _all_known_keys() -> List[str]:
-    keys = set(CORE_SPECS) | set(RUNTIME_SPECS) | set(ROLES)
-    for role in ROLES:
-        for name in _REGISTRIES[role].names():
-            try:
-                keys |= set(part_specs(role, name))
-            except Exception:  # noqa: BLE001
-                continue
-    return sorted(keys)
+    return sorted(set(ROLES).union(CORE_SPECS, RUNTIME_SPECS, *(specs for *_, specs in _registered_specs())))
+
+
+def _unknown_key(where: str, key: str, bare: str) -> str:
+    return f"{where}: unknown key {key!r}.{did_you_mean(bare, _all_known_keys())} See `dqltoolkit list keys`."
 
 
 class AgentConfig:
@@ -131,50 +129,36 @@ class AgentConfig:
                 specs[role] = part_specs(role, name)
             except UnknownNameError as exc:
                 raise UnknownNameError(f"cannot build head {head!r} with critic {critic!r} and objective {objective!r}: {exc}") from None
-        object.__setattr__(self, "_names", names)
-        object.__setattr__(self, "_specs", specs)
-        core = {k: s.default for k, s in CORE_SPECS.items()}
-        runtime = {k: s.default for k, s in RUNTIME_SPECS.items()}
-        parts = {role: {k: s.default for k, s in specs[role].items()} for role in ROLES}
+        # (vars(): __setattr__ refuses every assignment)
+        vars(self).update(_names=names, _specs=specs, _core={k: s.default for k, s in CORE_SPECS.items()},
+                          _runtime={k: s.default for k, s in RUNTIME_SPECS.items()},
+                          _parts={role: {k: s.default for k, s in specs[role].items()} for role in ROLES})
         for key, value in values.items():
-            self._set(key, value, _source, core, runtime, parts)
-        object.__setattr__(self, "_core", core)
-        object.__setattr__(self, "_runtime", runtime)
-        object.__setattr__(self, "_parts", parts)
-        flat: Dict[str, Any] = {}
-        for table in (core, runtime, *(parts[r] for r in ROLES)):  # the learner reads keys every step: one lookup each
-            for k, v in table.items():
-                flat.setdefault(k, v)
-        object.__setattr__(self, "_flat", flat)
+            self._set(key, value, _source)
+        # the learner reads keys every step: one lookup each (where two tables share a key, the first wins)
+        tables = (*(self._parts[r] for r in reversed(ROLES)), self._runtime, self._core)
+        flat = vars(self)["_flat"] = {k: v for table in tables for k, v in table.items()}
         # keys as plain instance attributes: reading cfg.lr in a step is a dict lookup, not a __getattr__ call
         # (a key that a method of the class also names keeps the method; __getattr__ below serves it)
         vars(self).update({k: v for k, v in flat.items() if not hasattr(type(self), k)})
 
     # --- routing ---------------------------------------------------------------------------------
-    def _set(self, key: str, value: Any, source: str, core: dict, runtime: dict, parts: Dict[str, dict]) -> None:
-        where = source
+    def _set(self, key: str, value: Any, source: str) -> None:
         try:
             if "." in key:  # typed by its owner: head.T, critic.gamma, objective.eta
                 role, sub = key.split(".", 1)
                 if role not in ROLES:
-                    raise ConfigError(f"{where}: unknown key {key!r}: a typed key starts with one of {', '.join(ROLES)}")
+                    raise ConfigError(f"{source}: unknown key {key!r}: a typed key starts with one of {', '.join(ROLES)}")
                 if sub not in self._specs[role]:
-                    raise ConfigError(self._unused_message(where, sub, only_role=role))
-                parts[role][sub] = coerce(self._specs[role][sub], value, where)
+                    raise ConfigError(self._unused_message(source, sub, only_role=role))
+                self._parts[role][sub] = coerce(self._specs[role][sub], value, source)
                 return
-            hit = False
-            if key in CORE_SPECS:
-                core[key] = coerce(CORE_SPECS[key], value, where)
-                hit = True
-            if key in RUNTIME_SPECS:
-                runtime[key] = coerce(RUNTIME_SPECS[key], value, where)
-                hit = True
-            for role in ROLES:
-                if key in self._specs[role]:
-                    parts[role][key] = coerce(self._specs[role][key], value, where)
-                    hit = True
-            if not hit:
-                raise ConfigError(self._unused_message(where, key))
+            tables = [(self._core, CORE_SPECS), (self._runtime, RUNTIME_SPECS), *((self._parts[r], self._specs[r]) for r in ROLES)]
+            readers = [(values, specs) for values, specs in tables if key in specs]
+            if not readers:
+                raise ConfigError(self._unused_message(source, key))
+            for values, specs in readers:
+                values[key] = coerce(specs[key], value, source)
         except SettingError as exc:
             raise ConfigError(str(exc)) from None
 
@@ -184,7 +168,7 @@ class AgentConfig:
         if owners:
             return (f"{where}: key {key!r} is not read by this agent's parts ({parts}); it belongs to {', '.join(owners)}. "
                     f"See `dqltoolkit list keys`.")
-        return f"{where}: unknown key {key!r}.{did_you_mean(key, _all_known_keys())} See `dqltoolkit list keys`."
+        return _unknown_key(where, key, key)
 
     # --- access ----------------------------------------------------------------------------------
     @property
@@ -202,11 +186,9 @@ class AgentConfig:
     def __getattr__(self, key: str) -> Any:
         if key.startswith("_"):
             raise AttributeError(key)
-        try:
-            return self._flat[key]
-        except KeyError:
-            pass
-        raise AttributeError(f"AgentConfig has no key {key!r} (its parts: {self._names})")
+        if key not in self._flat:
+            raise AttributeError(f"AgentConfig has no key {key!r} (its parts: {self._names})")
+        return self._flat[key]
 
     def __setattr__(self, key: str, value: Any) -> None:
         raise AttributeError("AgentConfig is immutable: use config.replace(key=value)")
@@ -214,20 +196,6 @@ class AgentConfig:
     def part_settings(self, role: str) -> Dict[str, Any]:
         """The values of ``role``'s declared settings: the keyword arguments its constructor receives."""
         return dict(self._parts[role])
-
-    def core(self) -> Dict[str, Any]:
-        return dict(self._core)
-
-    def runtime(self) -> Dict[str, Any]:
-        return dict(self._runtime)
-
-    def specs(self) -> Dict[str, SettingSpec]:
-        """Every key this configuration reads, flat (a key two parts share appears once, the first)."""
-        out: Dict[str, SettingSpec] = {}
-        for table in (CORE_SPECS, RUNTIME_SPECS, *(self._specs[r] for r in ROLES)):
-            for k, s in table.items():
-                out.setdefault(k, s)
-        return out
 
     # --- copies and serialisation ------------------------------------------------------------------
     def replace(self, **changes: Any) -> "AgentConfig":
@@ -259,7 +227,7 @@ class AgentConfig:
         """A copy with each of ``values`` set where the core or a chosen part reads it, the others ignored
         (listed in :attr:`dropped`): for sweeps and tests that apply one table of sizes to many compositions."""
         probe = self.replace(**{k: values[k] for k in ROLES if k in values})
-        reads = set(probe.specs()) | {f"{r}.{k}" for r in ROLES for k in probe._specs[r]}
+        reads = set(probe._flat) | {f"{r}.{k}" for r in ROLES for k in probe._specs[r]}
         kept = {k: v for k, v in values.items() if k not in ROLES and k in reads}
         cfg = probe.replace(**kept)
         object.__setattr__(cfg, "dropped", sorted(k for k in values if k not in ROLES and k not in reads))
@@ -275,9 +243,7 @@ class AgentConfig:
         seen: Dict[str, Any] = {}
         for role in ROLES:
             for k, v in self._parts[role].items():
-                if k in out and k not in seen:  # a part key shadowing a core key: keep it typed
-                    out[f"{role}.{k}"] = v
-                elif k in seen and seen[k] != v:
+                if (k in out and k not in seen) or (k in seen and seen[k] != v):  # shadowing a core key, or another part's value
                     out[f"{role}.{k}"] = v
                 else:
                     seen.setdefault(k, v)
@@ -295,7 +261,7 @@ class AgentConfig:
         if legacy:
             probe = AgentConfig(**names, _source=source)
             reads = set(CORE_SPECS) | set(RUNTIME_SPECS) | {k for r in ROLES for k in probe._specs[r]}
-            d = {k: v for k, v in d.items() if (k.split(".", 1)[1] if "." in k else k) in reads and not (k == "activation" and v == "")}
+            d = {k: v for k, v in d.items() if k.split(".", 1)[-1] in reads and not (k == "activation" and v == "")}
         return cls(**names, _source=source, **d)
 
     def __eq__(self, other: object) -> bool:
@@ -307,20 +273,19 @@ class AgentConfig:
 
 # --- -p overrides ---------------------------------------------------------------------------------
 
-def _spec_anywhere(key: str) -> Optional[SettingSpec]:
-    """The spec of ``key`` if every declarer agrees on its type (for typing ``-p`` before the parts are known)."""
-    bare = key.split(".", 1)[1] if "." in key else key
-    found = [t[bare] for t in (CORE_SPECS, RUNTIME_SPECS) if bare in t]
-    for role in ROLES:
-        for name in _REGISTRIES[role].names():
-            try:
-                s = part_specs(role, name)
-            except Exception:  # noqa: BLE001
-                continue
-            if bare in s:
-                found.append(s[bare])
-    types = {s.type for s in found}
-    return found[0] if len(types) == 1 else None
+def _typed_anywhere(key: str, value: Any, where: str) -> Any:
+    """``value`` typed as every declarer of ``key`` types it (as given where they disagree on the type), before the
+    parts are known; a key no registered part declares is refused."""
+    if key in ROLES:
+        return value
+    bare = key.split(".", 1)[-1]
+    found = [t[bare] for t in (CORE_SPECS, RUNTIME_SPECS, *(specs for *_, specs in _registered_specs())) if bare in t]
+    if not found and bare not in ROLES:
+        raise ConfigError(_unknown_key(where, key, bare))
+    try:
+        return coerce(found[0], value, where) if len({s.type for s in found}) == 1 else value
+    except SettingError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def parse_overrides(pairs: Iterable[str], source: str = "-p") -> Dict[str, Any]:
@@ -331,17 +296,7 @@ def parse_overrides(pairs: Iterable[str], source: str = "-p") -> Dict[str, Any]:
         if "=" not in pair:
             raise ConfigError(f"{source} {pair!r}: expected key=value")
         k, v = (s.strip() for s in pair.split("=", 1))
-        if k in ROLES:
-            out[k] = v
-            continue
-        spec = _spec_anywhere(k)
-        bare = k.split(".", 1)[1] if "." in k else k
-        if spec is None and bare not in _all_known_keys():
-            raise ConfigError(f"{source} {pair!r}: unknown key {k!r}.{did_you_mean(bare, _all_known_keys())} See `dqltoolkit list keys`.")
-        try:
-            out[k] = coerce(spec, v, f"{source} {pair!r}") if spec is not None else v
-        except SettingError as exc:
-            raise ConfigError(str(exc)) from None
+        out[k] = _typed_anywhere(k, v, f"{source} {pair!r}")
     return out
 
 
@@ -349,21 +304,7 @@ def coerce_mapping(d: Mapping[str, Any], source: str) -> Dict[str, Any]:
     """Check a mapping's keys exist somewhere and type them where the type is unambiguous."""
     if not isinstance(d, Mapping):
         raise ConfigError(f"{source}: expected a mapping of key: value, got {type(d).__name__}")
-    out = {}
-    for k, v in d.items():
-        k = str(k)
-        if k in ROLES:
-            out[k] = v
-            continue
-        bare = k.split(".", 1)[1] if "." in k else k
-        if bare not in _all_known_keys():
-            raise ConfigError(f"{source}: unknown key {k!r}.{did_you_mean(bare, _all_known_keys())} See `dqltoolkit list keys`.")
-        spec = _spec_anywhere(k)
-        try:
-            out[k] = coerce(spec, v, source) if spec is not None else v
-        except SettingError as exc:
-            raise ConfigError(str(exc)) from None
-    return out
+    return {str(k): _typed_anywhere(str(k), v, source) for k, v in d.items()}
 
 
 # --- recipes -------------------------------------------------------------------------------------
@@ -466,19 +407,15 @@ class Recipe:
 def resolve_recipe(agent: str, task: Optional[str] = None) -> Recipe:
     """Defaults, then the task's section (a base recipe's first), each checked against the parts."""
     layers = _recipe_layers(agent, task)
-    names = dict(_DEFAULT_PARTS)
+    merged: Dict[str, Any] = dict(_DEFAULT_PARTS)
     for _, values in layers:
-        for role in ROLES:
-            if role in values:
-                names[role] = values[role]
-    merged: Dict[str, Any] = {}
-    for _, values in layers:
-        merged.update({k: v for k, v in values.items() if k not in ROLES})
+        merged.update(values)
+    names = {role: merged.pop(role) for role in ROLES}
     # build once per layer so that an error names the file and section that brought the key
     for label, values in layers:
         AgentConfig(**names, _source=label, **{k: v for k, v in values.items() if k not in ROLES})
-    config = AgentConfig(**names, _source=f"{recipe_path(agent)}", **merged)
-    return Recipe(config, recipe_path(agent), [label for label, _ in layers])
+    path = recipe_path(agent)
+    return Recipe(AgentConfig(**names, _source=str(path), **merged), path, [label for label, _ in layers])
 
 
 def load_recipe(agent: str, task: Optional[str] = None) -> Tuple[AgentConfig, Path]:
@@ -489,11 +426,4 @@ def load_recipe(agent: str, task: Optional[str] = None) -> Tuple[AgentConfig, Pa
 
 def describe_keys() -> List[SettingSpec]:
     """Every key of the core, the runtime options and every registered part, with who reads it."""
-    out = list(CORE_SPECS.values()) + list(RUNTIME_SPECS.values())
-    for role in ROLES:
-        for name in _REGISTRIES[role].names():
-            try:
-                out += list(part_specs(role, name).values())
-            except Exception:  # noqa: BLE001
-                continue
-    return out
+    return [*CORE_SPECS.values(), *RUNTIME_SPECS.values(), *(s for *_, specs in _registered_specs() for s in specs.values())]

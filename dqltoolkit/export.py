@@ -1,23 +1,16 @@
 """Export the acting policy for deployment: one graph from raw observations to Box actions (ONNX, TorchScript).
 
-The graph is :meth:`dqltoolkit.acting.ActingPolicy._act` for member 0: observation normalisation, the head's
-(respaced) sampling with the acting sampler (heads/samplers.py), candidate scoring by the critic's :meth:`action_values`, the choice among candidates,
-and the rescaling (and clipping) to the action space's bounds. It is built from the parts' own interfaces
-(``objective.policy_sample``, ``critic.action_values``), so every shipped head exports, and so would a new
-one whose :meth:`sample` is made of traceable torch ops.
+The graph is :meth:`dqltoolkit.acting.ActingPolicy._act` for member 0 (normalisation, the head's sampling
+with the acting sampler, candidate scoring by ``critic.action_values``, the choice, rescaling to the Box),
+built from the parts' own interfaces, so every head whose ``sample`` is made of traceable torch ops exports.
 
 Why randomness enters as inputs: an exported graph that drew its own numbers could not be checked against
-the eager policy, and ONNX runtimes draw differently from torch. The caller passes the head's noise (shaped
-as ``head.draw_noise(rows)[0]`` for ``rows = batch x candidates``) and the uniform numbers of the softmax(Q)
-draw (``[batch, candidates]``, the Gumbel trick ``argmax(q - log(-log u))``); with the numbers ``predict``
-would have drawn, the exported actions equal ``predict``'s to float rounding (:func:`predict_draws`). A
-graph exported with ``deterministic=True`` holds deterministic acting's fixed noise as constants and takes
-observations only. What each input is, and how to draw it with numpy alone, is written into the file
-(:data:`METADATA_KEY`, JSON), which docs/examples/deploy_onnx.py reads.
-
-The fused CPU operators and the native Mish kernel are not traceable; the exported copy of the networks
-runs the eager reverse loop (``chain_kernel = None``) and torch's own Mish, which agree with them to float
-rounding (tests/test_export.py).
+the eager policy, and ONNX runtimes draw differently from torch. The caller passes the head's noise and the
+uniform numbers of the softmax(Q) draw (the Gumbel trick); with the numbers ``predict`` would have drawn
+(:func:`predict_draws`) the exported actions equal ``predict``'s to float rounding. ``deterministic=True``
+holds deterministic acting's fixed noise as constants. How to draw each input with numpy alone is written
+into the file (:data:`METADATA_KEY`, JSON; docs/examples/deploy_onnx.py reads it). The fused CPU operators
+and the native Mish kernel are not traceable: the exported copy runs the eager loop and torch ops instead.
 """
 
 from __future__ import annotations
@@ -74,9 +67,7 @@ def _mish_exported(x: Tensor) -> Tensor:
 
 def _traceable(module: nn.Module, members: int) -> nn.Module:
     """A copy of ``module`` holding member 0 only, with a traceable Mish in place of the backend's kernels.
-
-    Member-batched layers (:class:`EnsembleLinear`) keep their first ``members_of_layer / members``
-    members (a critic's ``n_q`` networks of seed 0); modules that record the member count get 1."""
+    Member-batched layers keep their first ``members_of_layer / members`` members (a critic's ``n_q`` networks of seed 0)."""
     out = copy.deepcopy(module).requires_grad_(False)
     for sub in out.modules():
         if isinstance(sub, EnsembleLinear):
@@ -123,21 +114,17 @@ def noise_layout(head: Any, steps: Optional[int]) -> Optional[Dict[str, Any]]:
 class ActingGraph(nn.Module):
     """The acting policy of an agent's member 0 as a module of traceable ops.
 
-    ``forward(obs [B, obs_dim], noise, uniform) -> actions [B, action_dim]``. ``noise``: the head's noise
-    for the ``B x candidates`` rows (:func:`noise_layout`), absent for heads without noise; ``uniform``:
-    ``[B, candidates]`` in [0, 1), present only for a softmax(Q) draw (a critic, several candidates, a
-    non-greedy objective, not deterministic). ``deterministic=True``: the fixed noise of deterministic
-    acting is held inside, the softmax(Q)-weighted medoid is chosen, and only ``obs`` is an input.
-    """
+    ``forward(obs [B, obs_dim], noise, uniform) -> actions [B, action_dim]``. ``noise``: the head's noise for the
+    ``B x candidates`` rows (:func:`noise_layout`), absent for heads without noise; ``uniform``: ``[B, candidates]``
+    in [0, 1), present only for a softmax(Q) draw. ``deterministic=True``: the fixed noise of deterministic acting
+    is held inside, the softmax(Q)-weighted medoid is chosen, and only ``obs`` is an input."""
 
     def __init__(self, agent: Any, steps: Optional[int] = None, candidates: Optional[int] = None, deterministic: bool = False,
                  sampler: Optional[str] = None) -> None:
         """``steps``, ``candidates``: None takes the agent's ``sample_steps``, ``n_candidates``; ``sampler``: the
         solver of the head's chain (None: the agent's acting ``sampler``; '': the head's default)."""
         super().__init__()
-        L = agent.learner
-        M = L.members
-        cfg = L.config
+        L, cfg = agent.learner, agent.learner.config
         if steps is not None and steps < 0:
             raise ExportError(f"steps: expected 0 (the full chain) or a positive number of sampling steps, got {steps}")
         if candidates is not None and candidates < 1:
@@ -161,19 +148,15 @@ class ActingGraph(nn.Module):
         self.deterministic = bool(deterministic)
         self.objective = L.objective
         self.greedy = bool(L.objective.greedy_acting)
-        self.head = _traceable(L.head, M)
-        self.aux = _traceable(L.aux, M) if overrides(L.objective, Objective, "policy_sample") else nn.ModuleDict()
-        self.critic = _traceable(L.critic, M) if L.critic is not None and self.candidates > 1 else None
+        self.head = _traceable(L.head, L.members)
+        self.aux = _traceable(L.aux, L.members) if overrides(L.objective, Objective, "policy_sample") else nn.ModuleDict()
+        self.critic = _traceable(L.critic, L.members) if L.critic is not None and self.candidates > 1 else None
         self.obs_dim, self.action_dim = L.obs_dim, L.action_dim
         self.noise = noise_layout(self.head, self.steps)
         self._gens = _NoDraws(f"head {cfg.head!r} with objective {cfg.objective!r}")
         for name, value in (("obs_mean", L.obs_mean), ("obs_std", L.obs_std), ("action_scale", L.action_scale),
-                            ("action_center", L.action_center)):
-            self.register_buffer(name, value.detach().to("cpu", torch.float32).clone())
-        low = torch.as_tensor(agent.action_space.low, dtype=torch.float32)
-        high = torch.as_tensor(agent.action_space.high, dtype=torch.float32)
-        self.register_buffer("low", low)
-        self.register_buffer("high", high)
+                            ("action_center", L.action_center), ("low", agent.action_space.low), ("high", agent.action_space.high)):
+            self.register_buffer(name, torch.as_tensor(value).detach().to("cpu", torch.float32).clone())
         fixed = None
         if self.deterministic and self.noise is not None:
             _, base = agent.policy.fixed_draws(L.head, self.candidates, self.steps)
@@ -212,15 +195,11 @@ class ActingGraph(nn.Module):
         if self.takes_uniform:
             inputs.append({"name": "uniform", "shape": ["batch", n], "dtype": "float32", "distribution": "uniform",
                            "doc": "uniform [0, 1) numbers of the softmax(Q) draw among candidates (Gumbel trick)"})
-        if self.deterministic:
-            selection = "softmax(Q)-weighted medoid of fixed-noise candidates" if n > 1 and not self.greedy else None
-        else:
-            selection = "softmax(Q) draw" if n > 1 and not self.greedy else None
-        if n > 1 and self.greedy:
-            selection = "argmax Q"
+        selection = ("single sample" if n <= 1 else "argmax Q" if self.greedy
+                     else "softmax(Q)-weighted medoid of fixed-noise candidates" if self.deterministic else "softmax(Q) draw")
         return {
             "format": "dqltoolkit-acting", "version": 1, "obs_dim": self.obs_dim, "action_dim": self.action_dim,
-            "candidates": n, "steps": self.steps or 0, "sampler": self.sampler or "", "deterministic": self.deterministic, "selection": selection or "single sample",
+            "candidates": n, "steps": self.steps or 0, "sampler": self.sampler or "", "deterministic": self.deterministic, "selection": selection,
             "inputs": inputs, "outputs": [{"name": "action", "shape": ["batch", self.action_dim], "dtype": "float32"}],
             "action_low": self.low.tolist(), "action_high": self.high.tolist(),
         }
@@ -236,20 +215,21 @@ class ActingGraph(nn.Module):
             cand, score = self._scored(obs, random)
             k = score.argmax(dim=-1)
             a = torch.gather(cand, 1, k[:, None, None].expand(-1, 1, self.action_dim)).squeeze(1)
-        a = a * self.action_scale + self.action_center
-        return torch.minimum(torch.maximum(a, self.low), self.high)
+        return self._to_box(a)
 
     def candidates_and_scores(self, obs: Tensor, *random: Tensor) -> Tuple[Tensor, Tensor]:
-        """The candidates ``[B, N, action_dim]`` (in Box units, clipped) and the score ``[B, N]`` whose argmax
-        the graph takes: Q (greedy objectives), Q plus Gumbel noise (the softmax(Q) draw), or minus the
-        softmax(Q)-weighted spread (deterministic). For checks: two implementations that round differently
-        may pick different candidates only where scores tie to rounding."""
+        """The candidates ``[B, N, action_dim]`` (Box units, clipped) and the scores ``[B, N]`` whose argmax the graph
+        takes (Q, Q plus Gumbel noise, or minus the softmax(Q)-weighted spread). For checks: two implementations
+        that round differently may pick different candidates only where scores tie to rounding."""
         cand, score = self._scored(obs, random)
-        cand = cand * self.action_scale + self.action_center
-        return torch.minimum(torch.maximum(cand, self.low), self.high), score
+        return self._to_box(cand), score
 
     def _normalise(self, obs: Tensor) -> Tensor:
         return ((obs - self.obs_mean) / self.obs_std).unsqueeze(0)
+
+    def _to_box(self, a: Tensor) -> Tensor:
+        """Actions in the heads' [-1, 1] units -> Box units, clipped to the bounds."""
+        return torch.minimum(torch.maximum(a * self.action_scale + self.action_center, self.low), self.high)
 
     def _noise(self, x: Tensor, random: Sequence[Tensor]) -> Optional[Tensor]:
         """The head's noise for the candidates of the observations ``x`` ``[1, B, obs_dim]``."""
@@ -302,9 +282,8 @@ def predict_draws(agent: Any, graph: ActingGraph, batch: int) -> Dict[str, Tenso
     g = torch.Generator(device=L.device)
     g.set_state(L.act_generators[0].get_state())
     out: Dict[str, Tensor] = {}
-    rows = batch * graph.candidates
     if graph.takes_noise:
-        out["noise"] = L.head.draw_noise(rows, [g], L.device, graph.steps)[0].cpu()
+        out["noise"] = L.head.draw_noise(batch * graph.candidates, [g], L.device, graph.steps)[0].cpu()
     if graph.takes_uniform:
         out["uniform"] = member_rand([g], (batch, graph.candidates), L.device)[0].cpu()
     return out

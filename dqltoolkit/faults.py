@@ -61,11 +61,12 @@ def _install(signals: Iterable[int], handler: Callable) -> Dict[int, object]:
 
 
 class _SignalGuard:
-    """Installs ``self._handle`` for ``self.signals`` on entry (see :func:`_install`), restores the previous
+    """Installs ``self._handle`` for ``signals`` on entry (see :func:`_install`), restores the previous
     handlers on exit: what both guards below share."""
 
-    signals: tuple
-    _previous: Dict[int, object]
+    def __init__(self, signals: Iterable[int]) -> None:
+        self.signals = tuple(signals)
+        self._previous: Dict[int, object] = {}
 
     def _handle(self, signum: int, frame) -> None:
         raise NotImplementedError
@@ -81,17 +82,14 @@ class _SignalGuard:
 
 
 class DeferredSignals(_SignalGuard):
-    """Context manager: while active (in the main thread only; elsewhere it does nothing, as Python
-    delivers signals to the main thread), SIGINT and SIGTERM are recorded instead of acted on; ``check``
-    raises :class:`TrainingInterrupted` for the first one. A second signal before the check means the
-    user does not want to wait: it raises ``KeyboardInterrupt`` at once, as without this guard. A signal
-    the process ignores (``nohup``, background jobs) stays ignored. The previous handlers are restored
-    on exit."""
+    """Context manager: while active (main thread only, see :func:`_install`), SIGINT and SIGTERM are
+    recorded instead of acted on; ``check`` raises :class:`TrainingInterrupted` for the first one. A
+    second signal before the check means the user does not want to wait: it raises ``KeyboardInterrupt``
+    at once, as without this guard."""
 
     def __init__(self, signals: Iterable[int] = STOP_SIGNALS) -> None:
-        self.signals = tuple(signals)
+        super().__init__(signals)
         self.pending: Optional[int] = None
-        self._previous: Dict[int, object] = {}
 
     def _handle(self, signum: int, frame) -> None:  # noqa: ARG002 (the signal module's signature)
         if self.pending is not None:
@@ -100,24 +98,16 @@ class DeferredSignals(_SignalGuard):
         # os.write, not print: a handler may run while sys.stderr is half-way through a write
         os.write(2, f"\n{signal_name(signum)}: stopping after this gradient step (send it again to stop at once)\n".encode())
 
-
     def check(self, step: int) -> None:
         if self.pending is not None:
             signum, self.pending = self.pending, None
             raise TrainingInterrupted(signum, step)
 
 
-def nonfinite_tensor(tensors: Dict[str, torch.Tensor]) -> Optional[str]:
-    """The name of the first floating-point tensor holding NaN or Inf, else None (one host sync each)."""
-    for name, t in tensors.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            return name
-    return None
-
-
 def agent_nonfinite(agent) -> Optional[str]:
-    """The first non-finite network or optimiser tensor of an agent (what a checkpoint would hold), else None."""
-    return nonfinite_tensor(agent_state(agent))
+    """The name of an agent's first network or optimiser tensor (what a checkpoint would hold) that holds
+    NaN or Inf, else None (one host sync per tensor)."""
+    return next((name for name, t in agent_state(agent).items() if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
 
 
 class BeforeTermination(_SignalGuard):
@@ -128,9 +118,8 @@ class BeforeTermination(_SignalGuard):
     loop's own handler takes precedence while the loop runs; an ignored signal stays ignored."""
 
     def __init__(self, action: Callable[[int], None], signals: Iterable[int] = (signal.SIGTERM,)) -> None:
+        super().__init__(signals)
         self.action = action
-        self.signals = tuple(signals)
-        self._previous: Dict[int, object] = {}
 
     def _handle(self, signum: int, frame) -> None:
         previous = self._previous.get(signum, signal.SIG_DFL)
@@ -142,7 +131,6 @@ class BeforeTermination(_SignalGuard):
             else:  # SIG_DFL: end the process by this signal, as without the guard
                 signal.signal(signum, signal.SIG_DFL)
                 os.kill(os.getpid(), signum)
-
 
 
 class RunLockError(RuntimeError):

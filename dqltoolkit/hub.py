@@ -1,21 +1,15 @@
 """Checkpoints on the Hugging Face Hub: ``dqltoolkit hub push`` and ``hf:ORG/NAME[@revision]``.
 
-Why the Hub: it is where researchers already share models (huggingface_sb3's ``push_to_hub`` /
-``load_from_hub`` for SB3). Unlike those, nothing here unpickles: the file on the Hub is the toolkit's own
-checkpoint (JSON + safetensors in a zip), loaded by ``checkpoint.py``, and it is used only after its SHA-256
-matches the one the model card records. A file swapped on the Hub after the card was written, or damaged
-on the way, fails loudly (:class:`HubError`, naming repo, file and both digests) instead of loading.
+Why the Hub: it is where researchers already share models (huggingface_sb3 for SB3). Unlike that, nothing
+here unpickles: the file on the Hub is the toolkit's own checkpoint (``checkpoint.py``), used only after its
+SHA-256 matches the one the model card records, so a file swapped or damaged after the card was written
+fails loudly (:class:`HubError`, naming repo, file and both digests).
 
-A pushed repo holds (huggingface_sb3's naming: repo and checkpoint ``{agent}-{task}``):
-``{agent}-{task}.zip`` (the checkpoint, as it is), ``config.yaml`` (the resolved recipe), ``results.json``
-and ``metrics.csv`` (when the run wrote them) and ``README.md``, the model card: YAML metadata
-(``library_name: dqltoolkit``, tags, a ``model-index`` with the evaluation, and a ``dqltoolkit`` section
-naming the checkpoint file with its SHA-256 and size), how it was trained and how to load it.
-
-Downloads go through ``huggingface_hub.hf_hub_download`` and its cache. ``HF_ENDPOINT``, ``HF_HUB_CACHE`` /
-``HF_HOME``, ``HF_HUB_OFFLINE`` and ``HF_TOKEN`` are read when a call is made, not when ``huggingface_hub``
-was imported, so a notebook or test that sets them later gets what it set. ``huggingface_hub`` is an optional
-extra (``pip install 'dqltoolkit[hub]'``); nothing imports it until a Hub feature is used.
+A pushed repo holds (huggingface_sb3's naming) ``{agent}-{task}.zip``, ``config.yaml`` (the resolved recipe),
+``results.json`` and ``metrics.csv`` when the run wrote them, and the model card ``README.md`` (``hub_card.py``).
+Downloads go through ``huggingface_hub.hf_hub_download`` and its cache; the ``HF_*`` settings are read at each
+call, not at import, so a notebook or test that sets them later gets what it set. ``huggingface_hub`` is an
+optional extra (``pip install 'dqltoolkit[hub]'``), imported only when a Hub feature is used.
 """
 
 from __future__ import annotations
@@ -32,13 +26,11 @@ import yaml
 from ._version import __version__
 from .checkpoint import read_checkpoint
 from .hub_card import model_card
-from .zoo import ZOO_PREFIX, fetch, get_entry, sha256_of
+from .zoo import _SHA256, HF_PREFIX, ZOO_PREFIX, fetch, get_entry, sha256_of
 
-HF_PREFIX = "hf:"
 CARD_NAME = "README.md"
 LIBRARY_NAME = "dqltoolkit"
 _NAME_PART = re.compile(r"^[A-Za-z0-9_.-]{1,96}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _INSTALL = "pip install 'dqltoolkit[hub]'"
 
@@ -132,13 +124,7 @@ def _where() -> str:
 def _download(ref: HubRef, filename: str, revision: Optional[str] = None, force: bool = False) -> Path:
     """One file of a repo through the client's cache; the client's errors become HubErrors that say what to do."""
     hf = _hf()
-    from huggingface_hub.utils import (  # (huggingface_hub.errors has them too, but only since 1.0)
-        EntryNotFoundError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+    from huggingface_hub import utils as errors  # (huggingface_hub.errors has them too, but only since 1.0)
 
     s = hub_settings()
     revision = revision or ref.revision
@@ -147,20 +133,20 @@ def _download(ref: HubRef, filename: str, revision: Optional[str] = None, force:
         return Path(hf.hf_hub_download(ref.repo_id, filename, revision=revision, cache_dir=s["cache_dir"], endpoint=s["endpoint"],
                                        local_files_only=s["offline"], force_download=force and not s["offline"],
                                        library_name=LIBRARY_NAME, library_version=__version__))
-    except LocalEntryNotFoundError:
+    except errors.LocalEntryNotFoundError:
         cache = s["cache_dir"] or "the Hugging Face cache"
         if s["offline"]:
             raise HubError(f"{where}: not in the Hub cache ({cache}) and HF_HUB_OFFLINE=1 forbids downloading it; "
                            f"fetch it once online (`dqltoolkit hub download {ref}`), then work offline") from None
         raise HubError(f"{where}: could not reach {_where()} and the file is not in the Hub cache ({cache})") from None
-    except RevisionNotFoundError:
+    except errors.RevisionNotFoundError:
         raise HubError(f"{where}: the repo {ref.repo_id} on {_where()} has no revision {revision!r}") from None
-    except RepositoryNotFoundError:
+    except errors.RepositoryNotFoundError:
         raise HubError(f"{where}: no repo {ref.repo_id} on {_where()} (or it is private and HF_TOKEN gives no access)") from None
-    except EntryNotFoundError:
+    except errors.EntryNotFoundError:
         hint = "; was it pushed with `dqltoolkit hub push`?" if filename == CARD_NAME else ""
         raise HubError(f"{where}: the repo {ref.repo_id} has no file {filename!r} at revision {revision or 'main'}{hint}") from None
-    except (HfHubHTTPError, OSError) as exc:
+    except (errors.HfHubHTTPError, OSError) as exc:
         raise HubError(f"{where}: {_where()} answered: {str(exc).splitlines()[0]}") from None
 
 
@@ -225,8 +211,7 @@ def _card_checkpoint(ref: HubRef, force: bool = False) -> Tuple[str, str, Option
     card_path = _download(ref, CARD_NAME, force=force)
     commit = card_path.parent.name if _COMMIT.match(card_path.parent.name) else ref.revision
     where = f"{ref} ({CARD_NAME})"
-    name, digest, size = _card_record(card_metadata(card_path.read_text(encoding="utf-8"), where), where)
-    return name, digest, size, commit
+    return (*_card_record(card_metadata(card_path.read_text(encoding="utf-8"), where), where), commit)
 
 
 def resolve_hf(spec: Union[str, Path], force: bool = False) -> Path:
@@ -240,10 +225,9 @@ def resolve_hf(spec: Union[str, Path], force: bool = False) -> Path:
 
 def fetch_pinned(spec: Union[str, Path], sha256: str, size: Optional[int] = None, filename: Optional[str] = None,
                  force: bool = False) -> Path:
-    """A repo's checkpoint verified against a digest recorded outside the repo: a zoo index entry that points
-    at the Hub (``hf: ORG/NAME[@rev]`` with the entry's ``sha256`` and ``size``). The card names the file
-    unless ``filename`` does (then the repo needs no dqltoolkit card); the index's digest decides, so an
-    index pins a repo's content even if its owner pushes again. ``force`` downloads again."""
+    """A repo's checkpoint verified against a digest recorded outside it (a zoo entry's ``sha256`` and ``size``),
+    so an index pins a repo's content even if its owner pushes again. The card names the file unless
+    ``filename`` does (then the repo needs no dqltoolkit card). ``force`` downloads again."""
     ref = parse_ref(spec)
     if filename:
         name, commit = filename, ref.revision
@@ -386,10 +370,9 @@ def _gather(source: Union[str, Path], agent: Optional[str]) -> _Source:
 
 def prepare_push(source: Union[str, Path], repo_id: Optional[str] = None, agent: Optional[str] = None,
                  revision: Optional[str] = None, video: Optional[Path] = None) -> PushBundle:
-    """The files a push uploads: the checkpoint (as it is, named ``{agent}-{task}.zip``), config.yaml (the
-    run's, or the checkpoint's recipe when there is no run folder), results.json and metrics.csv when the
-    run has them, and the model card. ``repo_id`` defaults to ``{agent}-{task}``; a ``revision`` other than
-    main goes into the card's load instructions."""
+    """The files a push uploads: the checkpoint as ``{agent}-{task}.zip``, config.yaml (the run's, else the
+    checkpoint's recipe), results.json and metrics.csv when the run has them, and the model card. ``repo_id``
+    defaults to ``{agent}-{task}``; a ``revision`` other than main goes into the card's load instructions."""
     src = _gather(source, agent)
     name = model_name(src.agent, src.task)
     repo_id = _check_repo_id(repo_id or name, "--repo")

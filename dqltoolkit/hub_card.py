@@ -10,7 +10,7 @@ checkpoint file with its SHA-256 and size: ``hf:`` loads nothing whose digest di
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import yaml
 
@@ -36,29 +36,21 @@ def _dataset(task_id: str) -> Dict[str, Any]:
         return {"id": task_id, "description": "", "eval_env": None, "args": {}}
     spec = dict(task.dataset)
     source = spec.pop("source")
-    if source == "minari":
-        dataset_id = spec["dataset_id"]
-    elif source == "d4rl_hdf5":
-        dataset_id = spec["path"].rsplit("/", 1)[-1]
-    else:
-        dataset_id = source
+    dataset_id = spec["dataset_id"] if source == "minari" else spec["path"].rsplit("/", 1)[-1] if source == "d4rl_hdf5" else source
     args = {k: v for k, v in spec.items() if k not in ("dataset_id", "path", "build")}
     return {"id": dataset_id, "description": task.description, "eval_env": task.eval_env, "args": args}
 
 
 def _metrics(evaluation: Mapping[str, Any], args: Dict[str, Any]) -> List[Dict[str, Any]]:
-    out: List[Dict[str, Any]] = []
+    rows: List[Tuple[str, str, Any]] = []  # (type, name, value)
     if "mean_return" in evaluation:
         mean, std = float(evaluation["mean_return"]), float(evaluation.get("std_return", 0.0))
-        out.append({"type": "mean_reward", "name": "mean_reward", "value": f"{mean:.2f} +/- {std:.2f}", "verified": False, "args": args})
-        out.append({"type": "mean_return", "name": "Mean return", "value": round(mean, 4), "verified": False, "args": args})
+        rows += [("mean_reward", "mean_reward", f"{mean:.2f} +/- {std:.2f}"), ("mean_return", "Mean return", round(mean, 4))]
     if "normalized_score" in evaluation:
-        out.append({"type": "normalized_score", "name": "Normalised score (D4RL: 100 = expert, 0 = random)",
-                    "value": round(float(evaluation["normalized_score"]), 2), "verified": False, "args": args})
+        rows.append(("normalized_score", "Normalised score (D4RL: 100 = expert, 0 = random)", round(float(evaluation["normalized_score"]), 2)))
     if "best_mode_share" in evaluation:
-        out.append({"type": "best_mode_share", "name": "Share of policy samples on the best reward mode",
-                    "value": round(float(evaluation["best_mode_share"]), 4), "verified": False, "args": args})
-    return out
+        rows.append(("best_mode_share", "Share of policy samples on the best reward mode", round(float(evaluation["best_mode_share"]), 4)))
+    return [{"type": t, "name": name, "value": value, "verified": False, "args": args} for t, name, value in rows]
 
 
 def card_metadata_for(*, model: str, agent: str, task: str, doc: Mapping[str, Any], checkpoint_name: str, sha256: str, size: int,
@@ -77,9 +69,7 @@ def card_metadata_for(*, model: str, agent: str, task: str, doc: Mapping[str, An
     args = {"episodes": int(evaluation.get("episodes", 0)), "seeds": seeds, "steps": steps}
     metrics = _metrics(evaluation, args)
     if metrics:
-        dataset = {"type": data["id"], "name": task}
-        if data["args"]:
-            dataset["args"] = dict(data["args"])
+        dataset = {"type": data["id"], "name": task, **({"args": dict(data["args"])} if data["args"] else {})}
         meta["model-index"] = [{"name": model, "results": [{
             "task": {"type": "reinforcement-learning", "name": "Offline reinforcement learning"},
             "dataset": dataset, "metrics": metrics}]}]

@@ -28,6 +28,7 @@ METRIC_LABELS = {
     "eval/mean_return": "mean episode return",
     "eval/normalized_score": "normalised score (D4RL)",
 }
+CURVE_KEYS = ("train/actor_loss", "train/critic_loss", "train/bc_loss", "eval/normalized_score", "eval/mean_return")
 
 
 def _plt():
@@ -37,6 +38,12 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(fig, path: Path, dpi: int) -> Path:
+    fig.savefig(path, dpi=dpi)
+    _plt().close(fig)
+    return Path(path)
 
 
 def _scatter_panel(ax, actions: np.ndarray, title: str, color: str, data: Optional[np.ndarray] = None, label: Optional[str] = None,
@@ -53,23 +60,18 @@ def _scatter_panel(ax, actions: np.ndarray, title: str, color: str, data: Option
         inward = -1.0 if y > 0 else 1.0  # the label sits on the centre's side of its circle
         ax.text(x, y + inward * (MODE_RADIUS + 0.05), f"r={r:g}" + (" (best)" if m == best and mark_best else ""), ha="center",
                 va="top" if y > 0 else "bottom", fontsize=7, zorder=5, bbox=dict(fc="white", ec="none", alpha=0.75, pad=0.6))
-    ax.set_xlim(-1.1, 1.1)
-    ax.set_ylim(-1.1, 1.1)
-    ax.set_xticks([-1, -0.5, 0, 0.5, 1])
-    ax.set_yticks([-1, -0.5, 0, 0.5, 1])
-    ax.set_aspect("equal")
+    ticks = [-1, -0.5, 0, 0.5, 1]
+    ax.set(xlim=(-1.1, 1.1), ylim=(-1.1, 1.1), xticks=ticks, yticks=ticks, aspect="equal")
     ax.set_title(title, fontsize=9)
     ax.tick_params(labelsize=7)
 
 
-def _bandit_legend_handles(policy: bool) -> list:
+def _bandit_legend_handles() -> list:
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], ls="", marker="o", ms=4, color=DATA_COLOUR if not policy else "lightgrey", label="dataset actions")]
-    if policy:
-        handles.append(Line2D([], [], ls="", marker="o", ms=4, color=POLICY_COLOUR, label="policy samples"))
-    handles.append(Line2D([], [], ls="--", lw=0.8, color="black", label="reward mode (r = its mean reward)"))
-    return handles
+    return [Line2D([], [], ls="", marker="o", ms=4, color="lightgrey", label="dataset actions"),
+            Line2D([], [], ls="", marker="o", ms=4, color=POLICY_COLOUR, label="policy samples"),
+            Line2D([], [], ls="--", lw=0.8, color="black", label="reward mode (r = its mean reward)")]
 
 
 def bandit_figure(policy_actions: np.ndarray, dataset_actions: np.ndarray, title: str = "policy samples"):
@@ -84,18 +86,14 @@ def bandit_figure(policy_actions: np.ndarray, dataset_actions: np.ndarray, title
     for ax in axes:
         ax.set_xlabel("action[0]", fontsize=8)
     axes[0].set_ylabel("action[1]", fontsize=8)
-    fig.legend(handles=_bandit_legend_handles(policy=True), loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.legend(handles=_bandit_legend_handles(), loc="lower center", ncol=3, fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
 
 
 def plot_bandit(policy_actions: np.ndarray, dataset_actions: np.ndarray, path: Path, title: str = "policy samples") -> Path:
     """Save :func:`bandit_figure` to ``path``."""
-    fig = bandit_figure(policy_actions, dataset_actions, title)
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    _plt().close(fig)
-    return path
+    return _save(bandit_figure(policy_actions, dataset_actions, title), path, dpi=120)
 
 
 def bandit_grid_figure(panels: Sequence[Tuple[str, np.ndarray]], dataset_actions: np.ndarray, ncols: int = 5):
@@ -114,7 +112,7 @@ def bandit_grid_figure(panels: Sequence[Tuple[str, np.ndarray]], dataset_actions
         _scatter_panel(ax, acts, title, POLICY_COLOUR, data=data, label="policy samples", mark_best=False)
     for ax in flat[n:]:
         ax.axis("off")
-    handles = _bandit_legend_handles(policy=True)
+    handles = _bandit_legend_handles()
     if spare:
         flat[n].legend(handles=handles, loc="center", fontsize=8, frameon=False, title=f"best mode: r={MODE_MEANS.max():g}",
                        title_fontsize=8)
@@ -132,16 +130,13 @@ def bandit_grid_figure(panels: Sequence[Tuple[str, np.ndarray]], dataset_actions
 
 def plot_bandit_grid(panels: Sequence[Tuple[str, np.ndarray]], dataset_actions: np.ndarray, path: Path, ncols: int = 5) -> Path:
     """Save :func:`bandit_grid_figure` to ``path``."""
-    fig = bandit_grid_figure(panels, dataset_actions, ncols)
-    fig.savefig(path, dpi=110)
-    _plt().close(fig)
-    return Path(path)
+    return _save(bandit_grid_figure(panels, dataset_actions, ncols), path, dpi=110)
 
 
 def _series(rows: List[Dict[str, str]], key: str) -> Tuple[List[float], List[float]]:
     """(steps, values) of the rows where ``key`` has a value (evaluation rows are sparse)."""
     pts = [(float(r["time/step"]), float(r[key])) for r in rows if r.get(key) not in ("", None) and r.get("time/step") not in ("", None)]
-    return ([p[0] for p in pts], [p[1] for p in pts]) if pts else ([], [])
+    return [p[0] for p in pts], [p[1] for p in pts]
 
 
 def _interval(steps: Sequence[float]) -> Optional[int]:
@@ -149,8 +144,7 @@ def _interval(steps: Sequence[float]) -> Optional[int]:
     return int(np.median(np.diff(sorted(set(steps))))) if len(set(steps)) > 1 else None
 
 
-def learning_curves_figure(csv_path: Path, keys: Sequence[str] = ("train/actor_loss", "train/critic_loss", "train/bc_loss",
-                                                                  "eval/normalized_score", "eval/mean_return")):
+def learning_curves_figure(csv_path: Path, keys: Sequence[str] = CURVE_KEYS):
     """Loss and evaluation curves from an SB3-format metrics CSV, or None when it holds no metric.
 
     One panel per key that is present (a task with a normalised score shows that instead of the raw
@@ -175,8 +169,8 @@ def learning_curves_figure(csv_path: Path, keys: Sequence[str] = ("train/actor_l
     seeds: List[str] = []
     for ax, k in zip(axes[0], keys):
         xs, ys = _series(rows, k)
-        (eval_steps if k.startswith("eval/") else loss_steps).extend(xs)
         is_eval = k.startswith("eval/")
+        (eval_steps if is_eval else loss_steps).extend(xs)
         marker = "o" if is_eval or len(xs) <= 30 else None
         per_seed = sorted((c for c in rows[0] if re.fullmatch(re.escape(k) + r"_seed-?\d+", c)), key=lambda c: int(c.rsplit("seed", 1)[1]))
         ax.plot(xs, ys, marker=marker, ms=4, color="tab:blue", lw=1.6, label="mean over seeds" if per_seed else None)
@@ -213,12 +207,7 @@ def learning_curves_figure(csv_path: Path, keys: Sequence[str] = ("train/actor_l
     return fig
 
 
-def plot_learning_curves(csv_path: Path, path: Path, keys: Sequence[str] = ("train/actor_loss", "train/critic_loss", "train/bc_loss",
-                                                                         "eval/normalized_score", "eval/mean_return")) -> Optional[Path]:
+def plot_learning_curves(csv_path: Path, path: Path, keys: Sequence[str] = CURVE_KEYS) -> Optional[Path]:
     """Save :func:`learning_curves_figure` to ``path``; None (nothing written) when the CSV holds no metric."""
     fig = learning_curves_figure(csv_path, keys)
-    if fig is None:
-        return None
-    fig.savefig(path, dpi=110)
-    _plt().close(fig)
-    return Path(path)
+    return None if fig is None else _save(fig, path, dpi=110)

@@ -1,12 +1,10 @@
 """Run folders and resumed runs: a fresh default folder per run, what happens to a reused one, and how a
 checkpoint is continued (which ``-p`` settings may change, and how many steps the run now has).
 
-Why a fresh folder: two runs in one folder leave one run's config beside the other's model. SB3's logger
-numbers its folders; so does :func:`new_run_dir`. An explicit ``--out`` that holds an earlier, finished
-run is emptied of that run's outputs (the files listed in :data:`RUN_OUTPUTS`, nothing else) so that
-nothing stale is reported or read as this run's; one that holds an unfinished run (an interrupt or
-periodic checkpoint and no ``results.json``) is refused, since its checkpoint is the only copy of work
-that a new run would otherwise delete.
+Why a fresh folder: two runs in one folder leave one run's config beside the other's model. An explicit
+``--out`` holding an earlier, finished run loses that run's outputs (:data:`RUN_OUTPUTS`, nothing else),
+so nothing stale is read as this run's; one holding an unfinished run (an interrupt or periodic
+checkpoint, no ``results.json``) is refused: its checkpoint is the only copy of that work.
 """
 
 from __future__ import annotations
@@ -53,14 +51,10 @@ def new_run_dir(base: Path) -> Path:
     base.parent.mkdir(parents=True, exist_ok=True)
     pattern = re.compile(re.escape(base.name) + r"_(\d+)$")
     while True:
-        if not base.exists():
-            try:
-                base.mkdir()
-                return base
-            except FileExistsError:
-                continue
-        taken = [int(m.group(1)) for p in base.parent.iterdir() if (m := pattern.match(p.name))]
-        candidate = base.parent / f"{base.name}_{max(taken, default=1) + 1}"
+        candidate = base
+        if base.exists():
+            taken = [int(m.group(1)) for p in base.parent.iterdir() if (m := pattern.match(p.name))]
+            candidate = base.parent / f"{base.name}_{max(taken, default=1) + 1}"
         try:
             candidate.mkdir()
             return candidate
@@ -70,8 +64,7 @@ def new_run_dir(base: Path) -> Path:
 
 def earlier_outputs(out: Path) -> List[Path]:
     """The files of an earlier run in ``out`` (see :data:`RUN_OUTPUTS`)."""
-    found = {p for pattern in RUN_OUTPUTS for p in Path(out).glob(pattern) if p.is_file()}
-    return sorted(found)
+    return sorted({p for pattern in RUN_OUTPUTS for p in Path(out).glob(pattern) if p.is_file()})
 
 
 def prepare_run_folder(out: Path, keep: Sequence[Path] = (), say: Callable[[str], None] = lambda m: None,
@@ -130,12 +123,9 @@ def plan_resume(doc: Mapping[str, Any], source: str, overrides: Mapping[str, Any
         raise ValueError(f"--resume {source}: refused: {'; '.join(refused)}. Settings a resumed run may change: "
                          f"{', '.join(sorted(RESUME_SAFE_KEYS))}; start a new run with --init {source} to change the others")
     total = int(cfg["steps"])
-    if steps is None:
-        more = total - done
-        if more <= 0:
-            raise ValueError(f"--resume {source}: the checkpoint has done all {total} steps of its run; pass --steps N to train N more")
-    else:
-        more = int(steps)
+    more = total - done if steps is None else int(steps)
+    if steps is None and more <= 0:
+        raise ValueError(f"--resume {source}: the checkpoint has done all {total} steps of its run; pass --steps N to train N more")
     notes = [f"-p {k}={v!r} applied (the checkpoint had {cfg[k]!r})" for k, v in applied.items()]
     cfg.update(applied)
     if done + more > total:

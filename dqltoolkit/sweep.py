@@ -1,16 +1,14 @@
 """The ``sweep`` job: a sweep file -> Ray Tune trials, each a standard run folder, and ``sweep.json``.
 
 Why Ray Tune and not our own pool: past one machine a sweep needs scheduling, placement, node failure
-handling and search algorithms, which Tune has. Our part is small: each trial is ``dqltoolkit.train``
-(every seed in one process, through the member dimension; dqltoolkit/sweep_trial.py), its periodic
-evaluations go to Tune's scheduler (ASHA) and searcher (Optuna), and the book of the sweep (``sweep.json``)
-is ours, so that ``--resume`` needs nothing of Tune's internal state: a trial whose run folder holds a
-complete ``results.json`` is done, every other trial runs again from its start.
+handling and search algorithms, which Tune has. Each trial is ``dqltoolkit.train`` (every seed in one process;
+dqltoolkit/sweep_trial.py) whose periodic evaluations go to Tune's scheduler (ASHA) and searcher (Optuna). The
+book of the sweep (``sweep.json``) is ours, so that ``--resume`` needs none of Tune's state: a trial whose run
+folder holds a complete ``results.json`` is done, every other one runs again.
 
-Layout of ``OUT``: ``sweep.json``; ``trials/<trial>/`` (config.yaml, metrics.csv, results.json, model*.zip,
-as ``dqltoolkit train`` writes them); ``tune/attempt-<n>/`` (Tune's own records of each run of the sweep).
-On a cluster ``OUT`` must be a folder every node sees at the same path (NFS or similar), as Ray itself
-requires of a multi-node storage path, and dqltoolkit must be installed on every node.
+``OUT`` holds ``sweep.json``, ``trials/<trial>/`` (run folders as ``dqltoolkit train`` writes them) and
+``tune/attempt-<n>/`` (Tune's records). On a cluster ``OUT`` must be at the same path on every node (NFS or
+similar), as Ray requires of a multi-node storage path, and dqltoolkit installed on every node.
 """
 
 from __future__ import annotations
@@ -200,7 +198,6 @@ def _start_ray(address: Optional[str], cpus: Optional[int], say: Callable[[str],
     """Join a cluster (``address`` or RAY_ADDRESS) or start Ray in this process; True if we started it."""
     import ray
 
-
     if ray.is_initialized():
         say("using the Ray this process already joined")
         return False
@@ -209,11 +206,10 @@ def _start_ray(address: Optional[str], cpus: Optional[int], say: Callable[[str],
     t0 = time.perf_counter()
     if address:
         ray.init(address=address, **common)
-        say(f"joined the Ray cluster at {address} in {time.perf_counter() - t0:.1f}s: {_resources_text(ray.cluster_resources())}")
-    else:
-        # on the loopback interface: a Ray started for one command serves nobody else
+    else:  # on the loopback interface: a Ray started for one command serves nobody else
         ray.init(num_cpus=cpus or usable_cores(), include_dashboard=False, _node_ip_address="127.0.0.1", **common)
-        say(f"started Ray in this process in {time.perf_counter() - t0:.1f}s: {_resources_text(ray.cluster_resources())}")
+    what = f"joined the Ray cluster at {address}" if address else "started Ray in this process"
+    say(f"{what} in {time.perf_counter() - t0:.1f}s: {_resources_text(ray.cluster_resources())}")
     return True
 
 

@@ -109,8 +109,7 @@ class SweepSpec:
 
     def grace_period(self) -> Optional[int]:
         """ASHA's grace period in steps (None without ASHA): the sweep file's, else the first step at which any
-        trial reports, the smallest eval_freq in force over its agent x task pairs (the recipes' where the
-        sweep leaves eval_freq to them). One number, as ASHA has one; the checks of load_sweep use it too."""
+        trial reports (the smallest eval_freq in force). One number, as ASHA has one; load_sweep checks it too."""
         if self.scheduler is None:
             return None
         return self.scheduler["grace_period"] or min(self.eval_freqs.values())
@@ -135,8 +134,12 @@ def _where(path: Path, name: str) -> str:
     return f"{path}: field {name!r}"
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _int(path: Path, name: str, v: Any, minimum: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
+    if not _is_int(v):
         raise SweepError(f"{_where(path, name)}: expected an integer, got {type(v).__name__} {v!r}")
     if v < minimum:
         raise SweepError(f"{_where(path, name)}: must be at least {minimum}, got {v}")
@@ -159,7 +162,7 @@ def _names(path: Path, name: str, v: Any) -> List[str]:
 
 
 def _seeds(path: Path, v: Any) -> List[int]:
-    if isinstance(v, bool) or not isinstance(v, (int, str, list)) or (isinstance(v, list) and not all(isinstance(s, int) and not isinstance(s, bool) for s in v)):
+    if isinstance(v, bool) or not isinstance(v, (int, str, list)) or (isinstance(v, list) and not all(_is_int(s) for s in v)):
         raise SweepError(f"{_where(path, 'seeds')}: expected '0-4', '1,3,5', an integer or a list of integers, got {v!r}")
     try:
         return parse_seeds(v)
@@ -219,6 +222,12 @@ def _space(path: Path, raw: Any) -> Dict[str, Dict[str, Any]]:
     return out
 
 
+def _only(path: Path, name: str, raw: Mapping[str, Any], allowed: Tuple[str, ...]) -> None:
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        raise SweepError(f"{_where(path, name)}: unknown field(s) {unknown}; allowed: {', '.join(allowed)}")
+
+
 def _scheduler(path: Path, raw: Any) -> Optional[Dict[str, Any]]:
     if raw is None:
         return None
@@ -226,9 +235,7 @@ def _scheduler(path: Path, raw: Any) -> Optional[Dict[str, Any]]:
         raw = {"type": raw}
     if not isinstance(raw, Mapping):
         raise SweepError(f"{_where(path, 'scheduler')}: expected null, 'asha' or a mapping, got {raw!r}")
-    unknown = sorted(set(raw) - set(SCHEDULER_FIELDS))
-    if unknown:
-        raise SweepError(f"{_where(path, 'scheduler')}: unknown field(s) {unknown}; allowed: {', '.join(SCHEDULER_FIELDS)}")
+    _only(path, "scheduler", raw, SCHEDULER_FIELDS)
     if raw.get("type") != "asha":
         raise SweepError(f"{_where(path, 'scheduler.type')}: the one scheduler is 'asha', got {raw.get('type')!r}")
     out: Dict[str, Any] = {"type": "asha", "grace_period": None, "reduction_factor": 2.0}
@@ -243,9 +250,7 @@ def _scheduler(path: Path, raw: Any) -> Optional[Dict[str, Any]]:
 
 def _resources(path: Path, raw: Any) -> tuple[float, float]:
     res = _mapping(path, "resources_per_trial", raw)
-    unknown = sorted(set(res) - set(RESOURCE_FIELDS))
-    if unknown:
-        raise SweepError(f"{_where(path, 'resources_per_trial')}: unknown field(s) {unknown}; allowed: {', '.join(RESOURCE_FIELDS)}")
+    _only(path, "resources_per_trial", res, RESOURCE_FIELDS)
     cpu = _number(path, "resources_per_trial.cpu", res.get("cpu", 1))
     gpu = _number(path, "resources_per_trial.gpu", res.get("gpu", 0))
     if cpu < 1 or cpu != int(cpu):
@@ -284,7 +289,8 @@ def load_sweep(path: Path | str) -> SweepSpec:
     name = raw.get("name", path.stem)
     if not isinstance(name, str) or not name:
         raise SweepError(f"{_where(path, 'name')}: expected a non-empty string, got {name!r}")
-    opt = {k: (_int(path, k, raw[k], 1) if raw.get(k) is not None else None) for k in ("steps", "eval_freq", "eval_episodes", "max_concurrent_trials", "save_every")}
+    counts = ("steps", "eval_freq", "eval_episodes", "max_concurrent_trials", "save_every")
+    opt = {k: (_int(path, k, raw[k], 1) if raw.get(k) is not None else None) for k in counts}
     params = {k: _typed(path, "params", k, v) for k, v in _mapping(path, "params", raw.get("params")).items()}
     for k in ("steps", "eval_freq", "eval_episodes"):
         if k in params:
@@ -323,9 +329,7 @@ def _check_trial_count(path: Path, agents: List[str], tasks: List[str], grid: Ma
                        seeds: int = 1) -> None:
     """Refuse a sweep that expands past ``max_trials`` from its sizes alone, before any trial is built."""
     limit = MAX_TRIALS if max_trials is None else _int(path, "max_trials", max_trials, 1)
-    count = len(agents) * len(tasks) * samples
-    for values in grid.values():
-        count *= len(values)
+    count = len(agents) * len(tasks) * samples * math.prod(len(values) for values in grid.values())
     if count > limit:
         sizes = " x ".join([f"{len(agents)} agent(s)", f"{len(tasks)} task(s)"] + [f"{len(v)} {k}" for k, v in grid.items()]
                            + ([f"{samples} samples"] if samples > 1 else []))
@@ -396,27 +400,22 @@ def _check_against_recipes(spec: SweepSpec, metric: Any) -> None:
                              f"(agent {agent} on {task_id}): ASHA could never stop a trial early")
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
 def trial_name(trial: Trial, hashed: bool) -> str:
     """A folder name made from the trial's values, the same on every run of the sweep (``--resume`` finds
     a finished trial by it). Sampled values get a short hash of their exact values (two samples that print
     alike stay apart)."""
     stem = Path(trial.agent).stem if trial.agent.endswith((".yaml", ".yml")) else trial.agent
-    parts = [stem, trial.task] + [f"{k}={_fmt(v)}" for k, v in trial.params.items()]
+    parts = [stem, trial.task] + [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items()]
     name = re.sub(r"[^A-Za-z0-9._=+,-]+", "-", "_".join(parts)).strip("-.")
-    exact = json.dumps(trial.point(), sort_keys=True, default=str)
-    if hashed or len(name) > 120:
-        name = f"{name[:110]}_{hashlib.sha1(exact.encode()).hexdigest()[:8]}"
-    return name
+    return _hashed(name, _canonical(trial.point())) if hashed or len(name) > 120 else name
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def _canonical(doc: Any) -> str:
+    return json.dumps(doc, sort_keys=True, default=str)  # (floats as repr: exact)
+
+
+def _hashed(name: str, exact: str) -> str:
+    return f"{name[:110]}_{hashlib.sha1(exact.encode()).hexdigest()[:8]}"
 
 
 def complete_results(run_dir: Path, budget: int, seeds: List[int]) -> Optional[Dict[str, Any]]:
@@ -432,41 +431,30 @@ def complete_results(run_dir: Path, budget: int, seeds: List[int]) -> Optional[D
     found = doc.get("seeds")
     if not isinstance(found, list) or not all(_is_int(s) for s in found) or found != [int(s) for s in seeds]:
         return None
-    if doc.get("stopped_early") is True:
-        return doc if _is_int(doc.get("total_steps")) else None
-    return doc if _is_int(doc.get("total_steps")) and doc["total_steps"] == int(budget) else None
+    if not _is_int(doc.get("total_steps")):
+        return None
+    return doc if doc.get("stopped_early") is True or doc["total_steps"] == int(budget) else None
 
 
 def unfinished_checkpoint(run_dir: Path, seeds: List[int]) -> Optional[Path]:
     """The trial's newest resumable checkpoint in its run folder (``model_interrupted.zip`` or the periodic
     ``model_latest.zip``, whichever holds more steps) when it trained these seeds; None when there is none
     or none that reads as this run's (a damaged file costs its steps, never the resumed sweep)."""
-    best: Optional[Tuple[int, Path]] = None
-    for name in ("model_interrupted.zip", "model_latest.zip"):
-        path = run_dir / name
-        if not path.is_file():
-            continue
+    found: List[Tuple[int, Path]] = []
+    for path in (run_dir / "model_interrupted.zip", run_dir / "model_latest.zip"):
         try:
-            doc, _ = read_checkpoint(path)
+            doc = read_checkpoint(path)[0] if path.is_file() else None
         except (OSError, ValueError):
             continue
-        if [int(s) for s in doc.get("seeds", [])] != [int(s) for s in seeds]:
-            continue
-        steps = int(doc.get("num_timesteps", 0))
-        if steps > 0 and (best is None or steps > best[0]):
-            best = (steps, path)
-    return None if best is None else best[1]
-
-
-def _exact(trial: Trial) -> str:
-    return json.dumps(trial.point(), sort_keys=True, default=str)  # (floats as repr: exact)
+        if doc is not None and [int(s) for s in doc.get("seeds", [])] == [int(s) for s in seeds] and int(doc.get("num_timesteps", 0)) > 0:
+            found.append((int(doc["num_timesteps"]), path))
+    return max(found, key=lambda f: f[0])[1] if found else None
 
 
 def distinct_names(path: Path, trials: List[Trial], field_name: str, remedy: str) -> List[Trial]:
-    """Give trials whose folder names coincide (values that print alike, ``lr=0.0003`` for 3e-4 and
-    3.0002e-4; recipe files ``a/x.yaml`` and ``b/x.yaml``) a short hash of their exact point each, so that two
-    trials never share a run folder; refuse two trials of the very same point (the sweep would train it
-    twice into one folder), naming the sweep file, ``field_name`` and ``remedy``."""
+    """Give trials whose folder names coincide (values that print alike; recipe files ``a/x.yaml`` and ``b/x.yaml``)
+    a short hash of their exact point each, so that two trials never share a run folder; refuse two trials of the
+    very same point, naming the sweep file, ``field_name`` and ``remedy``."""
     groups: Dict[str, List[Trial]] = {}
     for t in trials:
         groups.setdefault(t.name, []).append(t)
@@ -475,13 +463,13 @@ def distinct_names(path: Path, trials: List[Trial], field_name: str, remedy: str
             continue
         seen: Dict[str, Trial] = {}
         for t in group:
-            key = _exact(t)
+            key = _canonical(t.point())
             if key in seen:
                 raise SweepError(f"{_where(path, field_name)}: two trials are the same point ({t.agent} on {t.task} with {t.params}), "
                                  f"so they would train into one folder trials/{name}: {remedy}")
             seen[key] = t
         for key, t in seen.items():
-            t.name = f"{name[:110]}_{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+            t.name = _hashed(name, key)
     names = [t.name for t in trials]
     if len(set(names)) != len(names):  # (a hashed name meeting a plain one: never seen, but never two trials in one folder)
         repeated = sorted({n for n in names if names.count(n) > 1})
@@ -490,14 +478,10 @@ def distinct_names(path: Path, trials: List[Trial], field_name: str, remedy: str
 
 
 def same_spec(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+    return _canonical(a) == _canonical(b)
 
 
 def fixed_overrides(spec: SweepSpec) -> Dict[str, Any]:
     """What every trial passes as ``-p`` besides its own values: the sweep's params, eval settings."""
-    out = dict(spec.params)
-    if spec.eval_freq is not None:
-        out["eval_freq"] = spec.eval_freq
-    if spec.eval_episodes is not None:
-        out["eval_episodes"] = spec.eval_episodes
-    return out
+    evaluation = {"eval_freq": spec.eval_freq, "eval_episodes": spec.eval_episodes}
+    return {**spec.params, **{k: v for k, v in evaluation.items() if v is not None}}

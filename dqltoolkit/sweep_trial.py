@@ -37,17 +37,13 @@ def point_name(point: Dict[str, Any]) -> str:
     return trial_name(Trial(point["agent"], point["task"], dict(point["params"])), hashed=True)
 
 
-def trial_run_dir(config: Dict[str, Any]) -> Path:
-    return Path(config["sweep"]["out"]) / "trials" / point_name(config["point"])
-
-
 class SweepTrial(tune.Trainable):
     """One trial: ``dqltoolkit.train`` of one agent on one task with its values, every seed at once."""
 
     def setup(self, config: Dict[str, Any]) -> None:
         sweep, point = config["sweep"], config["point"]
         self.budget = int(sweep["budgets"][f"{point['agent']}|{point['task']}"])
-        self.run_dir = trial_run_dir(config)
+        self.run_dir = Path(sweep["out"]) / "trials" / point_name(point)
         self.kwargs = dict(agent=point["agent"], env=point["task"], out=self.run_dir, steps=self.budget, seeds=sweep["seeds"],
                            device="cuda" if sweep["gpu"] > 0 else "cpu", overrides={**sweep["overrides"], **point["params"]},
                            progress=False, verbose=False, replace_unfinished=True, save_every=int(sweep.get("save_every") or 0) or None)
@@ -89,7 +85,8 @@ class SweepTrial(tune.Trainable):
         if kind == "error":
             raise payload
         if kind == "evaluation":
-            return {**_metrics(payload), ENTRY: json.dumps(payload), "node": self.node}
+            metrics = {k: float(payload[k]) for k in ("mean_return", "normalized_score") if k in payload}
+            return {"step": int(payload["step"]), **metrics, ENTRY: json.dumps(payload), "node": self.node}
         return self._final(payload)
 
     def _final(self, payload: Dict[str, Any]) -> Dict[str, Any]:
@@ -111,10 +108,6 @@ class SweepTrial(tune.Trainable):
     def cleanup(self) -> None:
         """Leave a parked training thread parked: the process ends with the actor. The driver writes a
         stopped trial's results.json from what it reported (its evaluations so far)."""
-
-
-def _metrics(entry: Dict[str, Any]) -> Dict[str, Any]:
-    return {"step": int(entry["step"]), **{k: float(entry[k]) for k in ("mean_return", "normalized_score") if k in entry}}
 
 
 class RecordingASHA(AsyncHyperBandScheduler):

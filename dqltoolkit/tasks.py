@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
 import gymnasium as gym
@@ -13,7 +15,7 @@ import yaml
 
 from .config import catalogue_dir
 from .data.d4rl_hdf5 import load_d4rl_hdf5
-from .data.minari_source import is_local, minari_to_table, open_minari
+from .data.minari_source import dataset_eval_env, is_local, minari_to_table, open_minari
 from .envs.bandit2d import make_bandit_dataset
 from .registry import Registry, UnknownNameError, did_you_mean
 
@@ -99,16 +101,12 @@ def task_ids() -> list[str]:
 
 
 def get_task(task_id: str) -> Task:
-    """The task behind any name of its data, the same in every command (``train --env``, ``evaluate``,
-    ``dataset info/list/build``):
+    """The task behind any name of its data, the same in every command: a catalogue id (``hopper-medium-v2``,
+    ``mujoco/hopper/medium-v0``), ``minari:<dataset id>`` or a bare Minari id the catalogue knows or that
+    is local, ``d4rl:<path to hdf5>`` or a path ending in ``.hdf5``.
 
-    - a catalogue id (``hopper-medium-v2``, ``mujoco/hopper/medium-v0``: ``dqltoolkit list envs``);
-    - ``minari:<dataset id>``, or a bare Minari id the catalogue knows or that is local (``dqltoolkit/hopper/medium-v0``);
-    - ``d4rl:<path to hdf5>``, or a path ending in ``.hdf5``.
-
-    Every form that names data the catalogue knows gets that task's recipe section
-    (:attr:`Task.recipe_section`), evaluation env and reference scores, so that per-dataset settings
-    (the paper's grad_norm, AntMaze's eta and reward transform) do not depend on how the data was named.
+    Every form that names data the catalogue knows gets that task's recipe section, evaluation env and
+    reference scores, so that per-dataset settings do not depend on how the data was named.
     """
     if task_id.startswith("minari:"):
         return _minari_task(task_id[len("minari:"):])
@@ -119,11 +117,8 @@ def get_task(task_id: str) -> Task:
         return _catalogue_task(task_id)
     if task_id.endswith((".hdf5", ".h5")):
         return _d4rl_task(task_id)
-    if "/" in task_id:
-        from .data.minari_source import is_local
-
-        if _catalogue_id_for_dataset(task_id) is not None or is_local(task_id):
-            return _minari_task(task_id)
+    if "/" in task_id and (_catalogue_id_for_dataset(task_id) is not None or is_local(task_id)):
+        return _minari_task(task_id)
     raise UnknownNameError(f"unknown env {task_id!r}.{did_you_mean(task_id, list(cat))} Known envs: {', '.join(sorted(cat))}; "
                            "also minari:<Minari dataset id> (or a local Minari id) and d4rl:<path to an hdf5 file>")
 
@@ -161,8 +156,6 @@ def tasks_using_dataset(dataset_id: str) -> list[str]:
 def _catalogue_id_for_file(path: str) -> Optional[str]:
     """The catalogue task a D4RL file is named after: ``hopper-medium-v2.hdf5`` or D4RL's own download name
     ``hopper_medium-v2.hdf5`` (underscores for dashes)."""
-    from pathlib import Path
-
     stem = Path(path).stem
     cat = _catalogue()
     for name in (stem, stem.replace("_", "-")):
@@ -179,18 +172,12 @@ def _minari_task(dataset_id: str) -> Task:
         known = _catalogue_task(tid)
         dataset = dict(known.dataset) if known.dataset.get("dataset_id") == dataset_id else \
             {"source": "minari", "dataset_id": dataset_id, **({"build": known.dataset["build"]} if "build" in known.dataset else {})}
-        return Task(id=f"minari:{dataset_id}", dataset=dataset, eval_env=known.eval_env, eval_env_kwargs=known.eval_env_kwargs,
-                    ref_min=known.ref_min, ref_max=known.ref_max, eval_episodes=known.eval_episodes, one_step=known.one_step,
-                    description=known.description, buildable=known.buildable, recipe_section=known.recipe_section)
+        return replace(known, id=f"minari:{dataset_id}", dataset=dataset)
     dataset = {"source": "minari", "dataset_id": dataset_id}
     task = Task(id=f"minari:{dataset_id}", dataset=dataset, eval_note=f"Minari dataset {dataset_id!r} is not in the local Minari folder")
     if is_local(dataset_id):
-        from .data.minari_source import dataset_eval_env
-
         task.eval_env, task.eval_env_kwargs, task.ref_min, task.ref_max, task.eval_note = dataset_eval_env(dataset_id)
         if task.eval_env is None:
-            import warnings
-
             warnings.warn(f"minari:{dataset_id}: evaluation is skipped: {task.eval_note}", TaskWarning, stacklevel=3)
     return task
 
@@ -214,8 +201,6 @@ def _d4rl_task(path: str) -> Task:
 def spaces_from_table(table: Mapping[str, np.ndarray]):
     """Spaces for a dataset without an evaluation env: unbounded observations, actions in [-1, 1] when the
     data lie there (D4RL's convention), else the data's own range."""
-    import gymnasium as gym
-
     obs, act = np.asarray(table["observations"]), np.asarray(table["actions"])
     obs_space = gym.spaces.Box(-np.inf, np.inf, (obs.shape[1],), np.float32)
     if np.abs(act).max() <= 1.0:

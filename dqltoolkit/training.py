@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import torch
 import yaml
+from stable_baselines3.common.callbacks import BaseCallback
 
 from .agent import Agent
 from .checkpoint import config_of, init_from_checkpoint, read_checkpoint, save_agent
@@ -50,7 +51,6 @@ def bandit_report(agent, dataset_actions: np.ndarray, out: Path, n: int = 1000, 
 def sample_policy_actions(agent, n: int = 1000, seed: int = 0, member: int = 0, observation: Optional[np.ndarray] = None) -> np.ndarray:
     """``n`` samples of the trained policy (no candidate selection by Q) at one observation (default zeros),
     drawn as it acts: with the configured acting ``sample_steps`` and ``sampler``."""
-
     obs = torch.zeros(agent.members, n, agent.obs_dim, device=agent.device)
     if observation is not None:
         obs = obs + torch.as_tensor(np.asarray(observation, np.float32).reshape(1, 1, -1), device=agent.device)
@@ -63,18 +63,10 @@ def sample_policy_actions(agent, n: int = 1000, seed: int = 0, member: int = 0, 
     return a[member].cpu().numpy()
 
 
-def _base_callback():
-    from stable_baselines3.common.callbacks import BaseCallback
-
-    return BaseCallback
-
-
-class PeriodicEvaluation(_base_callback()):
-    """Every ``freq`` gradient steps: evaluate every member (seed) in one vector env and log
-    eval/mean_return and eval/normalized_score (means over seeds; with several seeds also per seed,
-    ``eval/normalized_score_seed{s}``). An SB3 callback, so it sits in the loop with the user's callbacks.
-    ``on_result(entry)``: called with each evaluation, after it is logged (a sweep trial reports it to Ray
-    Tune's scheduler there)."""
+class PeriodicEvaluation(BaseCallback):
+    """Every ``freq`` gradient steps: evaluate every member (seed) in one vector env and log eval/mean_return and
+    eval/normalized_score (means over seeds; with several seeds also ``eval/<key>_seed{s}``), then call
+    ``on_result(entry)``. An SB3 callback, so it sits in the loop with the user's callbacks."""
 
     def __init__(self, task, freq: int, episodes: int, on_result: Optional[Callable[[Dict[str, Any]], None]] = None) -> None:
         super().__init__()
@@ -85,7 +77,6 @@ class PeriodicEvaluation(_base_callback()):
     def _on_step(self) -> bool:
         if self.num_timesteps % self.freq:
             return True
-
         model = self.model
         per = evaluate_members(model, self.task.make_env, episodes=self.episodes, seeds=[s + 100 for s in model.seeds],
                                deterministic=model.config.eval_acting == "deterministic")
@@ -111,11 +102,10 @@ class PeriodicEvaluation(_base_callback()):
         return True
 
 
-class PeriodicCheckpoint(_base_callback()):
-    """Every ``every`` gradient steps: check that the agent's tensors are finite, then write the whole
-    agent (every seed, optimiser and RNG state: resumable exactly) to ``path`` atomically, so the file
-    always holds the last good state and a killed run loses at most ``every`` steps. Non-finite weights
-    raise :class:`TrainingDiverged` instead of replacing the good file."""
+class PeriodicCheckpoint(BaseCallback):
+    """Every ``every`` gradient steps: write the whole agent (resumable exactly) to ``path`` atomically, so a killed
+    run loses at most ``every`` steps; non-finite weights raise :class:`TrainingDiverged` instead of replacing the
+    last good file."""
 
     def __init__(self, path: Path, every: int, keep: int = 0) -> None:
         super().__init__()
@@ -123,7 +113,6 @@ class PeriodicCheckpoint(_base_callback()):
         self.saved_step: Optional[int] = None
 
     def save_now(self) -> None:
-
         step = self.model.num_timesteps
         if self.saved_step == step:
             return
@@ -133,7 +122,6 @@ class PeriodicCheckpoint(_base_callback()):
         save_agent(self.model, self.path)
         self.saved_step = step
         if self.keep:  # the last `keep` saves as model_step<N>.zip, for offline selection (dqltoolkit select)
-
             kept = self.path.with_name(f"model_step{step}.zip")
             shutil.copyfile(self.path, kept.with_name(kept.name + ".tmp"))
             kept.with_name(kept.name + ".tmp").replace(kept)
@@ -148,12 +136,8 @@ class PeriodicCheckpoint(_base_callback()):
 
 def kept_checkpoints(run_dir: Path) -> List[Path]:
     """A run folder's ``model_step<N>.zip`` files (``--keep-checkpoints``), by step."""
-    found = []
-    for p in Path(run_dir).glob("model_step*.zip"):
-        digits = p.stem[len("model_step"):]
-        if digits.isdigit():
-            found.append((int(digits), p))
-    return [p for _, p in sorted(found)]
+    found = [(p.stem[len("model_step"):], p) for p in Path(run_dir).glob("model_step*.zip")]
+    return [p for _, p in sorted((int(digits), p) for digits, p in found if digits.isdigit())]
 
 
 @dataclass
@@ -174,7 +158,7 @@ def parse_seeds(spec: str | int | Sequence[int]) -> List[int]:
     for part in spec.split(","):
         part = part.strip()
         if "-" in part[1:]:
-            a, b = part.split("-", 1) if not part.startswith("-") else ("-" + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1])
+            a, b = part[:part.index("-", 1)], part[part.index("-", 1) + 1:]
             check_limit("seeds", len(seeds) + max(0, int(b) - int(a) + 1), MAX_SEEDS, f"{spec!r}: networks per process",
                         "train fewer seeds per run")  # (before the list is built)
             seeds.extend(range(int(a), int(b) + 1))
@@ -191,11 +175,8 @@ LOGGERS = ("stdout", "csv", "log", "json", "tensorboard", "wandb")  # SB3's outp
 
 def output_formats(names: Sequence[str], out: Optional[Path], config: Optional[Mapping[str, Any]] = None,
                    say: Callable[[str], None] = lambda m: None, tags: Sequence[str] = ()) -> List[Any]:
-    """SB3 logger formats for ``--logger`` names (``csv`` adds nothing: metrics.csv is always there);
-    ``out`` None only checks the names. ``tensorboard`` needs the optional ``tensorboard`` package, ``wandb``
-    the ``wandb`` package (dqltoolkit/wandb_logger.py: a W&B run, offline unless WANDB_MODE says otherwise,
-    whose config is ``config``)."""
-
+    """SB3 logger formats for ``--logger`` names (``csv`` adds nothing: metrics.csv is always there); ``out`` None
+    only checks the names and that their optional packages are installed. ``wandb``: see dqltoolkit/wandb_logger.py."""
     from stable_baselines3.common.logger import HumanOutputFormat, make_output_format
 
     unknown = [n for n in names if n not in LOGGERS]
@@ -239,7 +220,6 @@ def _check_count(name: str, value: Optional[int]) -> None:
 
 def _failure_message(model, out: Path, good: Optional[Path], good_step: Optional[int], name: str) -> tuple[Optional[Path], str]:
     """Save ``model`` as ``out/name`` if its tensors are finite; say which file holds the last good state."""
-
     bad = agent_nonfinite(model)
     if bad is None:
         path = save_agent(model, out / name)
@@ -273,28 +253,24 @@ def train(
 ) -> TrainResult:
     """The `dqltoolkit train` job: recipe + task -> trained agent, checkpoints, metrics, figures.
 
-    ``resume``: continue from a checkpoint (its recipe, seeds, weights, optimiser, EMA, RNG and observation
-    statistics) for ``steps`` more gradient steps, or up to its run's ``steps``; ``overrides`` may change
-    only the settings in :data:`dqltoolkit.runs.RESUME_SAFE_KEYS` (others are refused). ``init``: start a
-    new run (fine-tuning) from a checkpoint's networks and observation statistics, with its recipe plus
-    ``overrides``: fresh optimisers, step count and schedule. Both accept ``zoo:<id>``.
+    ``resume``: continue a checkpoint (its recipe, seeds, weights, optimiser, EMA, RNG and observation statistics)
+    for ``steps`` more gradient steps, or up to its run's ``steps``; ``overrides`` may then change only
+    :data:`dqltoolkit.runs.RESUME_SAFE_KEYS`. ``init``: a new run (fine-tuning) from a checkpoint's networks and
+    observation statistics, with its recipe plus ``overrides``. Both accept ``zoo:<id>``.
 
-    Faults: ``out`` is locked for the run (a second run into it fails at once). SIGINT/SIGTERM stop the
-    run between two steps and save ``model_interrupted.zip`` (then :class:`~dqltoolkit.faults.TrainingInterrupted`
-    is raised, with ``checkpoint`` set); ``save_every`` writes ``model_latest.zip`` every N steps
-    (``keep_checkpoints``: the last K of them are also kept as ``model_step<N>.zip``). Nothing
-    with NaN/Inf weights is ever saved: on divergence the error names the last finite checkpoint.
-    ``say``: where progress notes go (the CLI prints them to stderr). ``loggers``: SB3 logger formats besides
-    ``metrics.csv`` (always written: the figures and the record of the run read it), from :data:`LOGGERS`;
-    default: ``stdout`` when ``verbose`` and not ``progress``; a ``wandb`` run is finished however the run ends
-    (see dqltoolkit/wandb_logger.py). ``replace_unfinished``: a folder holding an
-    interrupted run is emptied instead of refused (for callers that redo cheap runs, like the ablation).
-    ``overrides_where_read``: apply each override where the recipe's parts read it and skip it elsewhere
-    (one table of settings for runs of different compositions, like the ablation's), instead of refusing it.
-    ``on_evaluation(entry)``: called with each periodic evaluation once it is in ``metrics.csv`` (a sweep trial
-    reports it to Ray Tune there).
+    Faults: ``out`` is locked for the run. SIGINT/SIGTERM stop the run between two steps, save ``model_interrupted.zip``
+    and raise :class:`~dqltoolkit.faults.TrainingInterrupted`; ``save_every`` writes ``model_latest.zip`` every N steps
+    (``keep_checkpoints``: the last K also as ``model_step<N>.zip``). Nothing with NaN/Inf weights is ever saved: on
+    divergence the error names the last finite checkpoint.
+
+    ``say``: where progress notes go. ``loggers``: SB3 logger formats besides ``metrics.csv`` (always written), from
+    :data:`LOGGERS`; default ``stdout`` when ``verbose`` and not ``progress``; a ``wandb`` run is finished however the
+    run ends. ``replace_unfinished``: empty a folder holding an interrupted run instead of refusing it (for callers
+    that redo cheap runs).
+    ``overrides_where_read``: apply each override only where the recipe's parts read it (one table of settings for
+    several compositions, like the ablation's). ``on_evaluation(entry)``: called with each periodic evaluation once
+    it is in ``metrics.csv`` (a sweep trial reports it to Ray Tune there).
     """
-
     output_formats(loggers or [], None)  # (checks the names before anything runs)
     _check_count("steps", steps)
     _check_count("save_every", save_every)
@@ -331,11 +307,9 @@ def _finish_trackers(trackers: Sequence[Any], exc: Optional[BaseException], resu
     """Finish every tracker: with the run's results, or marked as stopped by a signal (exit code 128 + N, the
     interrupt checkpoint noted) or failed (1, the error noted). A tracker that fails to finish must not hide
     the run's own error."""
-
     if exc is None:
         # a SIGTERM while a tracker flushes would end the process mid-finish (the guard's own finish is then a
         # no-op): hold it until the trackers are done, then it arrives as usual
-
         hold = threading.current_thread() is threading.main_thread() and bool(trackers)
         if hold:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
@@ -368,7 +342,6 @@ def _model_for_run(agent, task, steps, seeds, device, overrides, download, resum
     """The agent a run trains (new, fine-tuned or resumed), the resume plan (or None), the files the run
     folder keeps, the recipe file and the dataset. The dataset is loaded before anything is built, so
     a missing one fails first."""
-
     keep: List[Path] = []
     plan, recipe_file, sections = None, None, []
     if resume is not None:
@@ -403,7 +376,6 @@ def _model_for_run(agent, task, steps, seeds, device, overrides, download, resum
     else:
         model = Agent(config, obs_space, act_space, seeds=list(seeds) if seeds is not None else [0], device=device, task=task.id)
         if init is not None:
-
             init_from_checkpoint(model, recipe_file)
     if probe_env is not None:
         model.set_env(probe_env)
@@ -419,12 +391,8 @@ def _model_for_run(agent, task, steps, seeds, device, overrides, download, resum
 
 def carried_metrics(out: Path, resume: Path, step: int) -> Optional[tuple]:
     """``(header, rows)`` of ``out/metrics.csv`` up to ``step`` when a run resumes from a checkpoint in its own
-    folder, else None.
-
-    Why: a long run goes on in chunks (``--resume out/model_latest.zip --out out``); each chunk would start
-    ``metrics.csv`` anew and the curve before the checkpoint would be lost. Rows after ``step`` belong to
-    steps the resumed run does again, so they are dropped: the file then reads as one uninterrupted run's."""
-
+    folder, else None: a run continued in chunks keeps one curve. Rows after ``step`` are dropped (the resumed
+    run does those steps again), so the file reads as one uninterrupted run's."""
     file = out / "metrics.csv"
     if not file.is_file() or resume.resolve().parent != out.resolve():
         return None
@@ -454,15 +422,6 @@ def _earlier_agent(out: Path) -> Optional[str]:
     return agent if isinstance(agent, str) else None
 
 
-def _write_carried(fmt, carried: tuple) -> None:
-    """Seed SB3's CSV writer with the kept rows: it then appends, and widens the header as new keys come."""
-
-    header, rows = carried
-    csv.writer(fmt.file, lineterminator="\n").writerows([header, *rows])
-    fmt.file.flush()
-    fmt.keys = list(header)
-
-
 def evaluations_from_rows(header: List[str], rows: List[List[str]], seeds: Sequence[int]) -> List[Dict[str, Any]]:
     """The periodic evaluations among kept ``metrics.csv`` rows, as :class:`PeriodicEvaluation` records them."""
     out = []
@@ -485,7 +444,6 @@ def evaluations_from_rows(header: List[str], rows: List[List[str]], seeds: Seque
 def _evaluate_run(model, task, table, ckpts: List[Path], out: Path, device: str, written: List[Path]) -> Dict[str, Any]:
     """The end-of-run evaluation of every seed's checkpoint (and the bandit's sample report); appends the
     files it writes to ``written``."""
-
     per_seed = []
     for m, path in enumerate(ckpts):
         single = model if model.members == 1 else Agent.load(path, device=device)
@@ -511,7 +469,6 @@ def _train_locked(*, agent, env, out: Path, steps, seeds, device, overrides, pro
     to ``trackers`` for :func:`train` to finish."""
     from stable_baselines3.common.logger import CSVOutputFormat, Logger
 
-
     task = get_task(env)
     model, plan, keep, recipe_file, sections, table = _model_for_run(agent, task, steps, seeds, device, overrides, download, resume, init, say,
                                                                      where_read)
@@ -521,7 +478,6 @@ def _train_locked(*, agent, env, out: Path, steps, seeds, device, overrides, pro
     earlier = _earlier_agent(out) if carried is not None else None  # (an in-place resume keeps the run's name)
     if carried is not None:  # ... its kept checkpoints up to the step it continues from, and its other resumable file
         # (model_latest.zip beside the model_interrupted.zip it resumes: overwritten at the next save, never refused)
-
         keep = keep + [p for p in kept_checkpoints(out) if int(p.stem[len("model_step"):]) <= first]
         keep += [out / name for name in UNFINISHED if (out / name).is_file()]
     prepare_run_folder(out, keep=keep, say=say, replace_unfinished=replace_unfinished)
@@ -542,8 +498,10 @@ def _train_locked(*, agent, env, out: Path, steps, seeds, device, overrides, pro
     (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     written.append(out / "config.yaml")
     formats = [CSVOutputFormat(str(out / "metrics.csv"))]
-    if carried is not None:
-        _write_carried(formats[0], carried)
+    if carried is not None:  # SB3's CSV writer, seeded with the kept rows, appends and widens the header as new keys come
+        csv.writer(formats[0].file, lineterminator="\n").writerows([carried[0], *carried[1]])
+        formats[0].file.flush()
+        formats[0].keys = list(carried[0])
         say(f"{out / 'metrics.csv'}: the {len(carried[1])} rows up to step {first} kept (the run continues in its own folder)")
     written.append(out / "metrics.csv")
     wanted = list(loggers) if loggers is not None else (["stdout"] if verbose and not progress else [])
@@ -569,21 +527,19 @@ def _train_locked(*, agent, env, out: Path, steps, seeds, device, overrides, pro
         model.learn(more, progress_bar=progress, callback=callbacks or None)
         if latest is not None:
             latest.save_now()
-    except KeyboardInterrupt as exc:
+    except (KeyboardInterrupt, TrainingDiverged) as exc:
         if latest is not None and latest.saved_step is not None:
             good = (latest.path, latest.saved_step)
+        if isinstance(exc, TrainingDiverged):
+            path, where = _failure_message(model, out, *good, name="model_diverged.zip")
+            err = TrainingDiverged(f"{exc}; {where}")
+            err.checkpoint = path if path is not None else good[0]
+            raise err from None
         signum = exc.signum if isinstance(exc, TrainingInterrupted) else 2
         path, where = _failure_message(model, out, *good, name="model_interrupted.zip")
         stop = TrainingInterrupted(signum, model.num_timesteps)
         stop.checkpoint, stop.exact, stop.message = path, isinstance(exc, TrainingInterrupted), where
         raise stop from None
-    except TrainingDiverged as exc:
-        if latest is not None and latest.saved_step is not None:
-            good = (latest.path, latest.saved_step)
-        path, where = _failure_message(model, out, *good, name="model_diverged.zip")
-        err = TrainingDiverged(f"{exc}; {where}")
-        err.checkpoint = path if path is not None else good[0]
-        raise err from None
     finally:
         model.logger.close()
     train_s = time.perf_counter() - t0
@@ -593,12 +549,10 @@ def _train_locked(*, agent, env, out: Path, steps, seeds, device, overrides, pro
                                "seeds": list(model.seeds), "steps_per_s": done / max(train_s, 1e-9), "backend": model.backend.describe()}
     if latest is not None:
         written.append(latest.path)
-    ckpts: List[Path] = []
     if model.members == 1:
-        ckpts.append(save_agent(model, out / "model.zip"))
+        ckpts = [save_agent(model, out / "model.zip")]
     else:
-        for m, s in enumerate(model.seeds):
-            ckpts.append(save_agent(model, out / f"model_seed{s}.zip", member=m))
+        ckpts = [save_agent(model, out / f"model_seed{s}.zip", member=m) for m, s in enumerate(model.seeds)]
     written.extend(ckpts)
     if evaluate_at_end and task.eval_env is not None:
         results.update(_evaluate_run(model, task, table, ckpts, out, device, written))

@@ -1,22 +1,16 @@
 """``train --logger wandb``: the run's metrics, evaluations and resolved config as a Weights & Biases run.
 
 Why offline by default: logging should never need an account or a network, and a run must not stall or
-fail because a server is away. Unless the user set ``WANDB_MODE`` (``online``, ``offline``, ``disabled``),
-the run is written offline, as after ``wandb offline``: a folder ``<out>/wandb/offline-run-*`` (or under
-``$WANDB_DIR``) that ``wandb sync`` uploads later, if ever. wandb reads some settings once per process: so that it sends
-none of its own usage telemetry either, this default also sets wandb's process-wide mode to offline
-(``wandb.setup``), as ``WANDB_MODE=offline`` would.
+fail because a server is away. Unless the user set ``WANDB_MODE``, the run is written offline into
+``<out>/wandb/offline-run-*`` (or under ``$WANDB_DIR``) for ``wandb sync`` to upload later, if ever, and
+wandb's process-wide mode is set offline too, so that it sends none of its own usage telemetry.
 
-It is an SB3 logger output format (a ``KVWriter``), so it sees exactly what the other formats see: the
-training diagnostics every ``log_every`` steps and the periodic evaluations, each with its gradient step
-as W&B's step. Its run outlives the SB3 logger (closed when the learn loop ends) so that the final
-evaluation reaches the run's summary; the train job finishes it (:meth:`WandbOutputFormat.finish`) at
-the end, after an error, and after SIGINT/SIGTERM (the loop stops between steps, saves
-``model_interrupted.zip``, and the run is finished with exit code 128 + the signal and that checkpoint
-in its summary); a SIGTERM after the loop (during the final evaluation) finishes the run before the
-process ends as SIGTERM ends it (``faults.BeforeTermination``): wandb's writer buffers what it was sent,
-and a run whose process just died would keep none of it. Only SIGKILL leaves the W&B run unfinished
-(``metrics.csv`` and ``model_latest.zip`` with ``--save-every`` are what survive that).
+It is an SB3 logger output format (a ``KVWriter``): it sees what the other formats see, each row at its
+gradient step. Its run outlives the SB3 logger so that the final evaluation reaches the run's summary;
+the train job finishes it (:meth:`WandbOutputFormat.finish`) at the end, after an error, and after
+SIGINT/SIGTERM (exit code 128 + the signal, the interrupt checkpoint in its summary), also when SIGTERM
+comes after the learn loop (``faults.BeforeTermination``): wandb's writer buffers what it was sent, and
+a run whose process just died would keep none of it. Only SIGKILL leaves the W&B run unfinished.
 
 ``wandb`` is an optional extra (``pip install 'dqltoolkit[wandb]'``) and takes about half a second to
 import: nothing imports it until a run asks for this format.
@@ -30,6 +24,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
+from stable_baselines3.common.logger import KVWriter
+
 INSTALL = "pip install 'dqltoolkit[wandb]'"
 PROJECT = "dqltoolkit"  # the W&B project unless WANDB_PROJECT names one
 
@@ -41,11 +37,6 @@ def require_wandb():
     except ImportError:
         raise ValueError(f"--logger wandb needs the wandb package: {INSTALL}") from None
     return wandb
-
-
-def wandb_mode() -> str:
-    """``$WANDB_MODE`` when the user set it, else ``offline`` (no account, no network)."""
-    return os.environ.get("WANDB_MODE", "").strip() or "offline"
 
 
 def _number(value: Any) -> Optional[float]:
@@ -62,13 +53,7 @@ def _number(value: Any) -> Optional[float]:
     return None
 
 
-def _base():
-    from stable_baselines3.common.logger import KVWriter
-
-    return KVWriter
-
-
-class WandbOutputFormat(_base()):
+class WandbOutputFormat(KVWriter):
     """An SB3 output format that writes to a W&B run it starts (see the module's docstring).
 
     ``config``: the run's resolved config (what ``config.yaml`` holds). ``name``, ``tags``, ``job_type``:
@@ -77,8 +62,9 @@ class WandbOutputFormat(_base()):
     def __init__(self, out: Path, config: Mapping[str, Any], name: Optional[str] = None, tags: Sequence[str] = (),
                  job_type: str = "train", say: Callable[[str], None] = lambda m: None) -> None:
         wandb = require_wandb()
-        mode = wandb_mode()
-        if not os.environ.get("WANDB_MODE", "").strip():
+        mode = os.environ.get("WANDB_MODE", "").strip()  # the user's, else offline (no account, no network)
+        if not mode:
+            mode = "offline"
             # wandb's process-wide settings (read from the environment at its first use) decide whether it sends its
             # own usage telemetry: a run made offline only by init(mode=...) would still post it to W&B's servers
             wandb.setup(settings=wandb.Settings(mode="offline"))
@@ -104,14 +90,8 @@ class WandbOutputFormat(_base()):
     def write(self, key_values: Dict[str, Any], key_excluded: Dict[str, Any], step: int = 0) -> None:
         """One SB3 dump: the numeric values (not excluded for ``wandb``) at gradient step ``step``; values
         dumped at the same step (the diagnostics and that step's evaluation) land in one row."""
-        row = {}
-        for key, value in key_values.items():
-            excluded = key_excluded.get(key)
-            if excluded is not None and "wandb" in excluded:
-                continue
-            number = _number(value)
-            if number is not None:
-                row[key] = number
+        row = {key: number for key, value in key_values.items()
+               if "wandb" not in (key_excluded.get(key) or ()) and (number := _number(value)) is not None}
         if row and not self.finished:
             self.run.log(row, step=int(step))
 

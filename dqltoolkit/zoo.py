@@ -1,29 +1,21 @@
 """The model zoo: pretrained checkpoints named in a catalogue, downloaded once, verified, cached.
 
-Why digests: a checkpoint is used only after its SHA-256 and size match what the catalogue recorded
-when it was published, so a truncated download, a file changed on the server or a wrong URL fails
-loudly instead of quietly loading another model. Loading itself never unpickles (``checkpoint.py``),
-so even a checkpoint from an index a user points us at cannot run code.
+Why digests: a checkpoint is used only after its SHA-256 and size match what the catalogue recorded, so a
+truncated download, a file changed on the server or a wrong URL fails loudly instead of quietly loading
+another model; loading never unpickles (``checkpoint.py``), so an index from anyone cannot run code.
 
-The shipped catalogue is ``zoo/index.yaml`` (inside the wheel under ``dqltoolkit/_catalogue/zoo``).
-``DQLTOOLKIT_ZOO_INDEX`` (or ``dqltoolkit zoo --index``) names another one: a path, or an http(s) or
-file URL, e.g. a lab's own server. Each entry holds exactly one of ``file`` (a checkpoint next to the
-index), ``url`` (a relative URL resolves against the index's own location) or ``hf`` (``ORG/NAME[@revision]``,
-a Hugging Face Hub repo, optionally with the ``filename`` in it; else its model card names the file).
-This module reads and checks all three but fetches only files and URLs: an ``hf`` entry is fetched by
-``dqltoolkit.sources`` through ``dqltoolkit.hub`` (the zoo never imports the Hub client), and its
-checkpoint is checked against the entry's ``sha256`` and ``size`` like any other. Anywhere a checkpoint
-path is accepted, ``zoo:<id>`` names an entry instead.
+The catalogue is ``zoo/index.yaml`` (shipped in the wheel), or a path or URL in ``DQLTOOLKIT_ZOO_INDEX`` /
+``dqltoolkit zoo --index``. Each entry holds exactly one of ``file`` (next to the index), ``url`` (relative to
+the index) or ``hf`` (``ORG/NAME[@revision]`` on the Hugging Face Hub, fetched by ``dqltoolkit.sources``
+through ``dqltoolkit.hub``: the zoo never imports the Hub client). ``zoo:<id>`` names an entry anywhere a
+checkpoint path goes.
 
-An index may come from anyone, so everything read from it is bounded and checked: entry ids match
-:data:`ID_PATTERN` (an id becomes a file name in the cache, so no separators and no ``..``), a
-``file`` stays inside the index's folder, an index is at most :data:`MAX_INDEX_BYTES` and is parsed by a
-YAML loader that refuses anchors and aliases (an 867-byte alias bomb expands to gigabytes), an http(s)
-index may name only http(s) URLs (a ``file://`` URL in it would make us hash local files and print
-their digest), and each transfer has an overall deadline (:data:`DEADLINE_S`, ``$DQLTOOLKIT_ZOO_DEADLINE``)
-besides the per-read timeout, so a server that trickles bytes cannot keep a download alive forever.
-Downloads go to uniquely named ``.part`` files in the cache; one left by a killed process is removed
-by the next download once it is older than :data:`STALE_PART_S`.
+Everything read from an index is bounded and checked: ids match :data:`ID_PATTERN` (an id becomes a cache
+file name), a ``file`` stays inside the index's folder, an index is at most :data:`MAX_INDEX_BYTES` and its
+YAML may not use anchors and aliases (an 867-byte alias bomb expands to gigabytes), an http(s) index names
+only http(s) URLs (a ``file://`` URL would make us hash local files and print their digest), and a transfer
+has an overall deadline (:data:`DEADLINE_S`) besides the per-read timeout, against servers that trickle
+bytes. Downloads go to unique ``.part`` files; a killed one's is removed once older than :data:`STALE_PART_S`.
 """
 
 from __future__ import annotations
@@ -43,6 +35,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 import yaml
 
+from . import _cache
 from ._version import __version__
 from .checkpoint import read_checkpoint
 from .config import catalogue_dir
@@ -87,8 +80,8 @@ def deadline_s() -> float:
     try:
         value = float(raw)
     except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
+        value = 0.0
+    if not 0 < value < float("inf"):  # (NaN fails too)
         raise ZooError(f"{DEADLINE_ENV}={raw!r}: expected a positive number of seconds")
     return value
 
@@ -164,46 +157,39 @@ class _Deadline(Exception):
     """A transfer that ran past its overall deadline (turned into a ZooError naming the URL by the caller)."""
 
 
-def _chunks(response, url: str, limit: int, deadline: float, started: float):
-    """The body of ``response`` in chunks as they arrive (``read1``: never waiting for a full chunk), at most
-    ``limit + 1`` bytes in all, raising :class:`_Deadline` once ``deadline`` seconds have passed since ``started``."""
-    read = getattr(response, "read1", response.read)
-    total = 0
-    while total <= limit:
-        if time.monotonic() - started > deadline:
-            raise _Deadline()
-        try:
-            chunk = read(min(_CHUNK, limit + 1 - total))
-        except (TimeoutError, OSError) as exc:
-            if time.monotonic() - started > deadline or isinstance(exc, TimeoutError):
-                raise _Deadline() from None
-            raise
-        if not chunk:
-            return
-        total += len(chunk)
-        yield chunk
-
-
 def _transfer(url: str, limit: int, what: str, deadline: Optional[float] = None, limit_text: str = ""):
-    """Open ``url`` and yield its body in chunks (at most ``limit + 1`` bytes), within the overall deadline;
-    a body announced (Content-Length) as longer than ``limit`` fails at once."""
-    limit_text = limit_text or f"more than the limit of {limit} bytes"
+    """Open ``url`` and yield its body in chunks as they arrive (``read1``: never waiting for a full chunk), at most
+    ``limit + 1`` bytes, within the overall deadline; a body announced (Content-Length) as longer than ``limit`` fails at once."""
     deadline = deadline_s() if deadline is None else deadline
     started = time.monotonic()
+
+    def late() -> bool:
+        return time.monotonic() - started > deadline
+
     try:
         with _open_url(url, timeout=min(TIMEOUT_S, deadline)) as response:
             length = response.headers.get("Content-Length") if hasattr(response, "headers") else None
             if length is not None and length.isdigit() and int(length) > limit:
-                raise ZooError(f"{what}: {url} announces {int(length)} bytes, {limit_text}")
-            yield from _chunks(response, url, limit, deadline, started)
-    except _Deadline:
+                raise ZooError(f"{what}: {url} announces {int(length)} bytes, {limit_text or f'more than the limit of {limit} bytes'}")
+            read, total = getattr(response, "read1", response.read), 0
+            while total <= limit:
+                if late():
+                    raise _Deadline()
+                try:
+                    chunk = read(min(_CHUNK, limit + 1 - total))
+                except (TimeoutError, OSError) as exc:
+                    if late() or isinstance(exc, TimeoutError):
+                        raise _Deadline() from None
+                    raise
+                if not chunk:
+                    return
+                total += len(chunk)
+                yield chunk
+    except (_Deadline, TimeoutError) as exc:
+        if isinstance(exc, TimeoutError) and not late():
+            raise
         raise ZooError(f"{what}: {url} did not finish within the deadline of {deadline:g} s "
                        f"(set {DEADLINE_ENV} to allow more); nothing was kept") from None
-    except TimeoutError:
-        if time.monotonic() - started > deadline:
-            raise ZooError(f"{what}: {url} did not finish within the deadline of {deadline:g} s "
-                           f"(set {DEADLINE_ENV} to allow more); nothing was kept") from None
-        raise
 
 
 def _unreachable(url: str, exc: BaseException) -> str:
@@ -211,10 +197,6 @@ def _unreachable(url: str, exc: BaseException) -> str:
         return f"{url} answered HTTP {exc.code} ({exc.reason})"
     reason = getattr(exc, "reason", None) or exc
     return f"could not reach {url}: {reason}"
-
-
-def _too_big(location: str) -> ZooError:
-    return ZooError(f"zoo index {location} is larger than the limit of {MAX_INDEX_BYTES} bytes (MAX_INDEX_BYTES)")
 
 
 def _read_index(location: str) -> str:
@@ -231,7 +213,7 @@ def _read_index(location: str) -> str:
         with open(path, "rb") as f:
             data = f.read(MAX_INDEX_BYTES + 1)
     if len(data) > MAX_INDEX_BYTES:
-        raise _too_big(location)
+        raise ZooError(f"zoo index {location} is larger than the limit of {MAX_INDEX_BYTES} bytes (MAX_INDEX_BYTES)")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -269,13 +251,12 @@ def _entry(raw: Any, position: int, index: str) -> ZooEntry:
             raise ZooError(f"{where}: field 'filename' names a file in a Hub repo and goes with 'hf' only")
         if not name or name.startswith("/") or ".." in name.split("/") or "\\" in name or "://" in name or len(name) > 500:
             raise ZooError(f"{where}: field 'filename' must be a relative path inside the Hub repo, got {name[:80]!r}")
+    fields = {k: v for k, v in raw.items() if k not in _LOCATIONS}  # (the rest are ZooEntry's fields)
     if "hf" in raw:
-        repo = raw["hf"][len(HF_PREFIX):] if raw["hf"].startswith(HF_PREFIX) else raw["hf"]
+        repo = raw["hf"].removeprefix(HF_PREFIX)
         if not _HF_REPO.match(repo) or ".." in repo:
             raise ZooError(f"{where}: field 'hf' must be a Hub repo, ORG/NAME or ORG/NAME@REVISION, got {raw['hf'][:80]!r}")
-        return ZooEntry(id=raw["id"], agent=raw["agent"], task=raw["task"], sha256=raw["sha256"], size=raw["size"],
-                        location=HF_PREFIX + repo, description=raw.get("description", ""), metrics=raw.get("metrics", {}),
-                        trained=raw.get("trained", {}), filename=raw.get("filename", ""))
+        return ZooEntry(location=HF_PREFIX + repo, **fields)
     if "file" in raw:
         name = Path(raw["file"])
         if not raw["file"] or name.is_absolute() or ".." in name.parts or "\\" in raw["file"] or "://" in raw["file"]:
@@ -293,8 +274,7 @@ def _entry(raw: Any, position: int, index: str) -> ZooEntry:
         if scheme not in allowed:
             raise ZooError(f"{where}: field {'url' if 'url' in raw else 'file'!r} resolves to {location}; "
                            f"an entry of {'an http(s)' if remote else 'this'} index may only name {' or '.join(allowed)} URLs")
-    return ZooEntry(id=raw["id"], agent=raw["agent"], task=raw["task"], sha256=raw["sha256"], size=raw["size"], location=location,
-                    description=raw.get("description", ""), metrics=raw.get("metrics", {}), trained=raw.get("trained", {}))
+    return ZooEntry(location=location, **fields)
 
 
 def load_index(index: Optional[str] = None) -> Dict[str, ZooEntry]:
@@ -327,8 +307,7 @@ def get_entry(entry_id: str, index: Optional[str] = None) -> ZooEntry:
 
 
 def cache_root() -> Path:
-    root = Path(os.environ.get("DQLTOOLKIT_CACHE", Path.home() / ".cache" / "dqltoolkit"))
-    return root / "zoo"
+    return _cache.cache_root() / "zoo"
 
 
 def cached_path(entry: ZooEntry) -> Path:
@@ -406,10 +385,9 @@ def _download(entry: ZooEntry, dest: Path, progress: bool, deadline: Optional[fl
 
 def fetch(entry: Union[str, ZooEntry], index: Optional[str] = None, force: bool = False, progress: bool = True,
           deadline: Optional[float] = None) -> Path:
-    """The local path of a zoo checkpoint, verified against the index: a shipped file in place, a
-    downloaded one from the cache (downloaded first if missing, or again with ``force``). ``deadline``:
-    seconds the download may take in all (default :func:`deadline_s`). An entry on the Hub is fetched by
-    :func:`dqltoolkit.sources.fetch_entry`, which handles every kind."""
+    """The local path of a zoo checkpoint, verified against the index: a shipped file in place, a downloaded one
+    from the cache (downloaded if missing, or again with ``force``, within ``deadline`` seconds: :func:`deadline_s`).
+    Entries on the Hub: :func:`dqltoolkit.sources.fetch_entry`, which handles every kind."""
     entry = get_entry(entry, index) if isinstance(entry, str) else entry
     if entry.kind == "hf":
         raise ZooError(f"zoo entry {entry.id!r} lives on the Hugging Face Hub ({entry.location}): "
@@ -453,7 +431,7 @@ def make_entry(checkpoint: Union[str, Path], entry_id: str, url: Optional[str] =
     if sum(x is not None for x in (url, file, hf)) != 1:
         raise ZooError("zoo entry: give exactly one of url (where it will be downloaded from) or file (shipped next to the index) "
                        "or hf (the Hub repo it was pushed to)")
-    if hf is not None and not _HF_REPO.match(hf[len(HF_PREFIX):] if hf.startswith(HF_PREFIX) else hf):
+    if hf is not None and not _HF_REPO.match(hf.removeprefix(HF_PREFIX)):
         raise ZooError(f"zoo entry: hf must be a Hub repo, ORG/NAME or ORG/NAME@REVISION, got {hf!r}")
     path = Path(checkpoint)
     doc, _ = read_checkpoint(path)
@@ -466,7 +444,7 @@ def make_entry(checkpoint: Union[str, Path], entry_id: str, url: Optional[str] =
         raise ZooError(f"{path}: no recipe name given and no run config.yaml beside it naming one; pass agent (--agent)")
     entry: Dict[str, Any] = {"id": entry_id, "agent": str(agent), "task": doc["task"], "sha256": sha256_of(path), "size": path.stat().st_size}
     if hf is not None:
-        entry["hf"] = hf[len(HF_PREFIX):] if hf.startswith(HF_PREFIX) else hf
+        entry["hf"] = hf.removeprefix(HF_PREFIX)
     else:
         entry["url" if url is not None else "file"] = url if url is not None else file
     if description:

@@ -1,19 +1,15 @@
 """Gradient steps per second at Hopper sizes: the reference step, the toolkit's exact step, five seeds
 in one process, the EDP-style approximate step, and the evaluation path.
 
-Every row runs in the same process on the same machine, timed round-robin so that clock drift hits
-all rows alike, and the ratios are measured, not quoted. Each
-row also reports achieved GFLOP/s from a count of the step's matrix work, next to the machine's measured
-matmul rate, so the distance to the hardware limit is visible. The matmul rate is one more entry in the
-same round-robin (median block, like the rows): a rate measured apart from the rows, at another moment
-of a shared machine's load, once made rows read 3,600-7,000% of it. Where other processes took a
-noticeable share of the CPU during the run, or the matmul's blocks disagree, the table says that the
-machine was too busy to measure the rate instead of printing percentages.
+All rows run in one process, timed round-robin so that clock drift hits them alike. Each also reports
+achieved GFLOP/s from a count of the step's matrix work, next to the machine's matmul rate, which is one
+more round-robin entry: a rate measured apart from the rows, under another moment's load, once made rows
+read 3,600-7,000% of it. Where other processes took a noticeable share of the CPU, or the matmul's blocks
+disagree, the table says the machine was too busy instead of printing percentages.
 
-By default the timed rounds fill a time budget (``seconds``): each entry's blocks get an equal share of
-it, sized from the warm-up's per-call cost, so that a run takes about as long on a busy machine as on an
-idle one (about two minutes in all on a 2-core CPU), instead of a fixed step count that took 9 minutes
-on a loaded machine.
+By default the timed rounds fill a time budget (``seconds``), each entry's blocks sized from its warm-up
+cost, so that a run takes about as long on a busy machine as on an idle one (about two minutes on a
+2-core CPU), where a fixed step count once took 9 minutes on a loaded machine.
 """
 
 from __future__ import annotations
@@ -54,6 +50,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _timed(fn: Callable[[], None], calls: int, device: torch.device) -> float:
+    """Seconds per call over ``calls`` calls of ``fn``, the device synchronised before and after."""
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - t0) / calls
+
+
 def matmul_call(device: torch.device, n: int = 256, batch: int = 256) -> Tuple[Callable[[], None], float]:
     """One float32 [batch, n] @ [n, n] product into a preallocated output, and its GFLOP: the calibration
     entry, timed among the rows in the same round-robin blocks, so both see the same machine."""
@@ -67,8 +73,8 @@ class CpuLoad:
     """CPU time that other processes used while a benchmark ran, as a share of all cores (Linux /proc/stat).
 
     Why: on a shared machine the rows and the matmul calibration slow down by different factors (a
-    multi-threaded matmul suffers most from a competing process), so their ratio means little then;
-    the report says so instead of printing it. ``share`` is None where /proc/stat is unavailable.
+    multi-threaded matmul suffers most), so their ratio means little then. ``share`` is None where
+    /proc/stat is unavailable.
     """
 
     def __init__(self) -> None:
@@ -144,11 +150,9 @@ def _agent(seeds, device, table, config=None, **overrides):
     """An agent at Hopper sizes: the benchmark's Diffusion-QL settings, or ``config`` (a recipe's) as is."""
     import gymnasium as gym
 
-
-    s = HOPPER
     cfg = hopper_config(**overrides) if config is None else config.replace(log_every=10**9, **overrides)
-    obs_space = gym.spaces.Box(-np.inf, np.inf, (s["obs_dim"],), np.float32)
-    act_space = gym.spaces.Box(-1.0, 1.0, (s["action_dim"],), np.float32)
+    obs_space = gym.spaces.Box(-np.inf, np.inf, (HOPPER["obs_dim"],), np.float32)
+    act_space = gym.spaces.Box(-1.0, 1.0, (HOPPER["action_dim"],), np.float32)
     agent = Agent(cfg, obs_space, act_space, seeds=seeds, device=device)
     agent.set_dataset(table)
     return agent
@@ -180,23 +184,17 @@ def counted_step_gflop(config, table, steps: int = 4) -> float:
 
     Why counted rather than written down: the recipes differ in heads, objectives and sample counts, and
     a formula per recipe would drift from the code. The count runs on the eager path because the fused
-    operators are opaque to the counter; both paths do the same matrix work, and FLOPs do not depend on
-    the device.
+    operators are opaque to the counter; both paths do the same matrix work on any device.
     """
+    from unittest import mock
+
     from torch.utils.flop_counter import FlopCounterMode
 
-    before = os.environ.get("DQLTOOLKIT_FUSED")
-    os.environ["DQLTOOLKIT_FUSED"] = "0"  # the agent is built on the eager backend: torch ops only
-    try:
+    with mock.patch.dict(os.environ, {"DQLTOOLKIT_FUSED": "0"}):  # the agent is built on the eager backend: torch ops only
         agent = _agent([0], torch.device("cpu"), table, config=config)
         with FlopCounterMode(display=False) as counter:
             for _ in range(steps):
                 agent.train_step()
-    finally:
-        if before is None:
-            os.environ.pop("DQLTOOLKIT_FUSED", None)
-        else:
-            os.environ["DQLTOOLKIT_FUSED"] = before
     return counter.get_total_flops() / steps / 1e9
 
 
@@ -252,14 +250,7 @@ def time_blocks(fns: Dict[str, Tuple[Callable[[], None], int]], device: torch.de
     cost: Dict[str, float] = {}
     for name, (fn, _) in fns.items():
         say(f"warming up {name}")
-        n = max(warmup, 2) if budget_s is not None else warmup
-        times = []
-        for _ in range(n):
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            times.append(time.perf_counter() - t0)
+        times = [_timed(fn, 1, device) for _ in range(max(warmup, 2) if budget_s is not None else warmup)]
         cost[name] = statistics.median(times[1:] or times) if times else 0.0
     calls = {name: c for name, (_, c) in fns.items()}
     if budget_s is not None:
@@ -268,12 +259,7 @@ def time_blocks(fns: Dict[str, Tuple[Callable[[], None], int]], device: torch.de
     for r in range(repeats):
         say(f"timing round {r + 1}/{repeats}")
         for name, (fn, _) in fns.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            for _ in range(calls[name]):
-                fn()
-            _sync(device)
-            per[name].append((time.perf_counter() - t0) / calls[name])
+            per[name].append(_timed(fn, calls[name], device))
     return per
 
 
@@ -319,9 +305,12 @@ def run_benchmark(device: str = "auto", steps: Optional[int] = None, repeats: in
     if seconds is not None and steps is not None:
         raise ValueError("give either steps (calls per timed block) or seconds (a time budget that sizes the blocks), not both")
     dev = resolve_device(device)
+    gpu = dev.type == "cuda"
     budget = None if steps is not None else float(seconds or DEFAULT_SECONDS)
-    steps = steps or (300 if dev.type == "cuda" else 30)  # (budget mode sizes blocks itself; this only sizes set-up)
-    warmup = max(warmup, 30) if dev.type == "cuda" else warmup  # past the first CUDA graph captures
+    steps = steps or (300 if gpu else 30)  # (budget mode sizes blocks itself; this only sizes set-up)
+    warmup = max(warmup, 30) if gpu else warmup  # past the first CUDA graph captures
+    x5_steps = steps if gpu else max(steps // 5, 4)  # on a GPU five members cost about one step's launches
+    eval_calls = max(steps, 20)
     wanted = set(rows or DEFAULT_ROWS)
     say = progress or (lambda _: None)
     load = CpuLoad()
@@ -339,7 +328,6 @@ def run_benchmark(device: str = "auto", steps: Optional[int] = None, repeats: in
         data = _table_tensors(table, dev)
         ref = ReferenceDiffusionQL(s["obs_dim"], s["action_dim"], SCHEDULES.get("vp")(s["T"]), data, hidden=s["hidden"], t_dim=s["time_dim"], device=dev)
         plan["reference"] = (ref.train_step, steps, flop, "paper-structured step, same math")
-    gpu = dev.type == "cuda"
     if "exact" in wanted:
         plan["exact"] = (_agent([0], dev, table).train_step, steps, flop, "dqltoolkit diffusion-ql step" + (", CUDA graphs" if gpu else ""))
         if gpu:  # what the graphs buy: the same step launched kernel by kernel
@@ -349,8 +337,7 @@ def run_benchmark(device: str = "auto", steps: Optional[int] = None, repeats: in
     low = "high" if gpu else "medium"
     low_name = "TF32 matmuls" if gpu else "bf16 products"
     if "exact_x5" in wanted:
-        # on a GPU the five members cost about one step's launches: as many steps per block as one seed
-        plan["exact x5 seeds"] = (_agent([0, 1, 2, 3, 4], dev, table).train_step, steps if gpu else max(steps // 5, 4), flop * 5, "")
+        plan["exact x5 seeds"] = (_agent([0, 1, 2, 3, 4], dev, table).train_step, x5_steps, flop * 5, "")
     if "approx" in wanted:
         plan["approx (EDP action approx.)"] = (_agent([0], dev, table, q_grad="approx").train_step, steps, step_gflop(**s, approx=True),
                                                "-p q_grad=approx")
@@ -367,32 +354,30 @@ def run_benchmark(device: str = "auto", steps: Optional[int] = None, repeats: in
     if reduced and "exact" in wanted:
         plan[f"exact, {low_name}"] = (_agent([0], dev, table, matmul_precision=low).train_step, steps, flop, f"-p matmul_precision={low}")
     if reduced and "exact_x5" in wanted:
-        plan[f"exact x5 seeds, {low_name}"] = (_agent([0, 1, 2, 3, 4], dev, table, matmul_precision=low).train_step,
-                                                steps if gpu else max(steps // 5, 4), flop * 5, f"-p matmul_precision={low}")
+        plan[f"exact x5 seeds, {low_name}"] = (_agent([0, 1, 2, 3, 4], dev, table, matmul_precision=low).train_step, x5_steps, flop * 5,
+                                                f"-p matmul_precision={low}")
     if "recipes" in wanted:
         say("counting each recipe's FLOPs")
         plan.update(_recipe_rows(dev, table, steps, (low, low_name) if reduced else None))
     eval_plan: Dict[str, Tuple[Callable[[], None], int]] = {}
     if "eval" in wanted:
-        actor = _agent([0], dev, table)
-        actors = [("", actor)] + ([(f", {low_name}", _agent([0], dev, table, matmul_precision=low))] if reduced else [])
+        actors = [("", _agent([0], dev, table))] + ([(f", {low_name}", _agent([0], dev, table, matmul_precision=low))] if reduced else [])
         for suffix, agent in actors:
             for n_envs in (1, 10):
                 obs = np.random.default_rng(0).standard_normal((n_envs, s["obs_dim"])).astype(np.float32)
                 eval_plan[f"predict, {n_envs} env(s) x {agent.config.n_candidates} candidates{suffix}"] = (lambda o=obs, a=agent: a.predict(o),
-                                                                                                          max(steps, 20))
+                                                                                                          eval_calls)
     if "recipes" in wanted:  # each recipe's acting latency (its own candidates, steps and sampler) for one observation
-        eval_plan.update(_recipe_acting_rows(dev, table, s["obs_dim"], max(steps, 20)))
+        eval_plan.update(_recipe_acting_rows(dev, table, s["obs_dim"], eval_calls))
     if "samplers" in wanted:  # predict with a T = 50 head: the 50-step chain beside DPM-Solver++ and DDIM
         from .samplers import acting_rows
 
-        eval_plan.update(acting_rows(lambda cfg: _agent([0], dev, table, config=cfg), s["obs_dim"], max(steps, 20)))
+        eval_plan.update(acting_rows(lambda cfg: _agent([0], dev, table, config=cfg), s["obs_dim"], eval_calls))
     if "export" in wanted:  # the same policy exported to ONNX, run by onnxruntime with numpy-drawn noise (dqltoolkit export)
-        eval_plan.update(_export_rows(_agent([0], dev, table), s["obs_dim"], max(steps, 20), say))
+        eval_plan.update(_export_rows(_agent([0], dev, table), s["obs_dim"], eval_calls, say))
     blocks = time_blocks({**{k: (v[0], v[1]) for k, v in plan.items()}, **eval_plan, MATMUL: (mm_fn, mm_calls)}, dev, repeats, warmup, say,
                          budget_s=budget)
     sec = {name: statistics.median(v) for name, v in blocks.items()}
-    peak: Optional[float] = mm_flop / sec[MATMUL]
     spread = max(blocks[MATMUL]) / min(blocks[MATMUL])
     others = load.stop()
     busy = None
@@ -400,8 +385,7 @@ def run_benchmark(device: str = "auto", steps: Optional[int] = None, repeats: in
         busy = f"other processes used {others:.0%} of the {os.cpu_count()} cores during the run"
     elif spread > BUSY_SPREAD:
         busy = f"the matmul's timed blocks differ {spread:.1f}x"
-    if busy is not None:
-        peak = None
+    peak = mm_flop / sec[MATMUL] if busy is None else None
     out: List[Row] = []
     for name, (_, _, gflop, note) in plan.items():
         t = sec[name]
@@ -412,13 +396,12 @@ def run_benchmark(device: str = "auto", steps: Optional[int] = None, repeats: in
             out.append(Row(f"{name} (aggregate)", 5.0 / t, 1e3 * t / 5, gflop / 5, gflop / t, note))
         else:
             out.append(Row(name, 1.0 / t, 1e3 * t, gflop, gflop / t, note))
-    ref_rate = next((r.steps_per_s for r in out if r.name == "reference"), None)
-    if ref_rate:
-        for r in out:
+    rates = {r.name: r.steps_per_s for r in out}
+    ref_rate, td3bc_ref = rates.get("reference"), rates.get("reference td3bc")
+    for r in out:
+        if ref_rate:
             r.vs_reference = r.steps_per_s / ref_rate
-    td3bc_ref = next((r.steps_per_s for r in out if r.name == "reference td3bc"), None)
-    for r in out:  # the baseline's own yardstick, next to the Diffusion-QL one in the vs-reference column
-        if td3bc_ref and r.name.startswith("recipe td3bc"):
+        if td3bc_ref and r.name.startswith("recipe td3bc"):  # the baseline's own yardstick, beside the vs-reference column
             r.note += f"; {r.steps_per_s / td3bc_ref:.2f}x the TD3+BC reference"
     eval_rows = [{"name": name, "ms_per_call": 1e3 * sec[name], "calls_per_s": 1.0 / sec[name]} for name in eval_plan]
     return {"device": str(dev), "torch": torch.__version__, "threads": torch.get_num_threads(), "matmul_gflops": peak, "matmul_size": mm,

@@ -26,7 +26,6 @@ def _threads_option(fn):
 @contextlib.contextmanager
 def _threads(spec: str, say=None):
     """Use ``spec`` threads for the command, the caller's count after it (tests run commands in-process)."""
-
     before = torch.get_num_threads()
     try:
         n, why = set_threads(spec)

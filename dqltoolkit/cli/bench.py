@@ -14,12 +14,11 @@ from . import _fail, _threads, _threads_option, main
 @main.command()
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
 @click.option("--rows", default="reference,exact,exact_x5,approx,eval,reduced", show_default=True,
-              help="Comma-separated subset of rows; 'recipes' (not in the default) times every shipped recipe's training step and its predict for one observation, 'ensemble' "
-                   "Diffusion-QL with ten critics (-p critic=ensemble-q), 'export' the evaluation policy exported to ONNX and run "
-                   "by onnxruntime (the export extra), 'samplers' predict with a T 50 head by ddpm, dpm-solver++ and ddim and the edp "
-                   "recipe's step; 'reduced' "
-                   "repeats the chosen exact, exact_x5, eval and recipes rows with reduced-precision products: TF32 on a GPU, "
-                   "bf16 on a CPU with bf16 units (-p matmul_precision).")
+              help="Comma-separated subset of rows; 'recipes' (not in the default) times every shipped recipe's training step and its "
+                   "predict for one observation, 'ensemble' Diffusion-QL with ten critics (-p critic=ensemble-q), 'export' the evaluation "
+                   "policy exported to ONNX and run by onnxruntime (the export extra), 'samplers' predict with a T 50 head by ddpm, "
+                   "dpm-solver++ and ddim and the edp recipe's step; 'reduced' repeats the chosen exact, exact_x5, eval and recipes rows "
+                   "with reduced-precision products: TF32 on a GPU, bf16 on a CPU with bf16 units (-p matmul_precision).")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Calls per timed block (eval rows at least 20, five-seed rows a fifth); default: blocks sized to fill --seconds.")
 @click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=None,

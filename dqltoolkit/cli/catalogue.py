@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from ..config import recipe_names
@@ -44,7 +42,3 @@ def list_(what: str) -> None:
                 click.echo(f"\n[{owner}]{note}")
             bounds = f", one of {', '.join(map(str, spec.choices))}" if spec.choices else (f", >= {spec.min:g}" if spec.min is not None else "")
             click.echo(f"  {spec.name:20s} {spec.type.__name__:5s} {spec.default!s:12s} {spec.help}{bounds}")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main(sys.argv[1:])

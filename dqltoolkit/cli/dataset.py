@@ -22,18 +22,15 @@ def dataset() -> None:
     mujoco/hopper/medium-v0), minari:<id> or a local Minari id (dqltoolkit/hopper/medium-v0), d4rl:<file.hdf5>."""
 
 
-_BUILD_ENVS = ("hopper", "halfcheetah", "walker2d")
-
-
 def _build_target(target: str) -> Tuple[str, Optional[list]]:
     """``(env, levels or None)`` for `dataset build TARGET`: an env name, or a dataset name whose catalogue
     entry says how it is built (its ``build`` command)."""
-    if target in _BUILD_ENVS:
+    if target in builder.ENVS:
         return target, None
     try:
         task = get_task(target)
     except UnknownNameError as exc:
-        raise ValueError(f"dataset build: {target!r} is neither an env ({', '.join(_BUILD_ENVS)}) nor a dataset name: {exc}") from None
+        raise ValueError(f"dataset build: {target!r} is neither an env ({', '.join(builder.ENVS)}) nor a dataset name: {exc}") from None
     command = task.dataset.get("build")
     if not command:
         raise ValueError(f"dataset build: {target!r} ({task.id}) cannot be built here"
@@ -81,7 +78,6 @@ def dataset_build(target: str, levels: str, algo: str, budget: int, transitions:
 
 def _data_status(name: str) -> str:
     """One line: where a name's data is (which local Minari dataset, which file), or how to get it."""
-
     task = get_task(name)
     spec = task.dataset
     section = f" [recipe section {task.recipe_section}]" if task.recipe_section else ""
@@ -128,7 +124,6 @@ def dataset_list(names: Tuple[str, ...]) -> None:
 @click.argument("name")
 def dataset_info(name: str) -> None:
     """What a dataset NAME resolves to (task, recipe section, evaluation env) and its data's metadata."""
-
     try:
         task = get_task(name)
         spec = task.dataset

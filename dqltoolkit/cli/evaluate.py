@@ -11,7 +11,7 @@ import click
 
 from ..agent import Agent
 from ..checkpoint import CheckpointError
-from ..evaluation import describe
+from ..evaluation import check_episodes, describe
 from ..evaluation import evaluate as run_eval
 from ..export import ExportError, check_export, export_policy, read_metadata
 from ..limits import LimitError, check_limit
@@ -26,13 +26,11 @@ def _positive_episodes(ctx: click.Context, param: click.Parameter, value: Option
     and above the limit of one vector env, before the checkpoint is even fetched."""
     if value is not None and value < 1:
         raise click.BadParameter(f"{value} episodes: give at least 1 (leave --episodes out for the task's default)")
-    if value is not None:
-        from ..evaluation import check_episodes
-
-        try:
+    try:
+        if value is not None:
             check_episodes(value)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc)) from None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
     return value
 
 
@@ -143,8 +141,6 @@ def export(checkpoint: str, fmt: str, steps: Optional[int], sampler: Optional[st
                + (f", {len(check['mismatches'])} MISMATCH(ES)" if check["mismatches"] else ""))
     if check["mismatches"]:
         sys.exit(1)
-
-
 
 
 @main.command()

@@ -77,10 +77,7 @@ def train(ctx: click.Context, agent: Optional[str], env: str, out: Optional[Path
         if keep_checkpoints is not None and save_every is None:
             raise ValueError("--keep-checkpoints keeps periodic checkpoints: give --save-every N too")
         overrides = parse_overrides(params)
-        if head is not None:
-            overrides["head"] = head
-        if eval_freq is not None:
-            overrides["eval_freq"] = eval_freq
+        overrides.update({k: v for k, v in (("head", head), ("eval_freq", eval_freq)) if v is not None})
         seed_list = parse_seeds(seeds) if seeds else [seed]
         if out is None:
             stem = f"{resume.parent.name or resume.stem}-resumed" if resume is not None else Path(agent.replace(":", "-")).stem
@@ -107,8 +104,7 @@ def train(ctx: click.Context, agent: Optional[str], env: str, out: Optional[Path
     for e in r.get("evaluation", []):
         line = describe(e, f"seed {e['seed']}")
         if "mode_shares" in e:
-            sh = e["mode_shares"]
-            line += "\n  policy samples on modes: " + ", ".join(f"{k} {v:.1%}" for k, v in sh.items())
+            line += "\n  policy samples on modes: " + ", ".join(f"{k} {v:.1%}" for k, v in e["mode_shares"].items())
         click.echo(line)
     if len(r.get("evaluation", [])) > 1:
         click.echo(f"over seeds: mean return {r['mean_return']:.3f} +- {r['std_return_over_seeds']:.3f}")
@@ -117,8 +113,6 @@ def train(ctx: click.Context, agent: Optional[str], env: str, out: Optional[Path
     for path in res.written:
         if path not in res.checkpoints and path.suffix != ".npy":
             click.echo(f"wrote {path}")
-
-
 
 
 @main.command()

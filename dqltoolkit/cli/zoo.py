@@ -27,12 +27,8 @@ def zoo(ctx: click.Context, index: Optional[str]) -> None:
 
 
 def _metrics_text(metrics: dict) -> str:
-    shown = []
-    for k, v in metrics.items():
-        if k == "episodes":
-            continue
-        shown.append(f"{k.replace('_', ' ')} {v:.1%}" if k.endswith("_share") else f"{k.replace('_', ' ')} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
-    return ", ".join(shown)
+    return ", ".join(f"{k.replace('_', ' ')} {v:.1%}" if k.endswith("_share") else f"{k.replace('_', ' ')} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                     for k, v in metrics.items() if k != "episodes")
 
 
 @zoo.command(name="list")
@@ -66,7 +62,6 @@ def zoo_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def zoo_info(ctx: click.Context, entry_id: str) -> None:
     """Everything the catalogue records about ENTRY_ID (how it was trained, its metrics, where it lives)."""
-
     try:
         e = get_entry(entry_id, ctx.obj["index"])
     except ZooError as exc:
@@ -121,7 +116,6 @@ def zoo_evaluate(ctx: click.Context, entry_id: str, env: Optional[str], episodes
 def zoo_entry(checkpoint: Path, entry_id: str, url: Optional[str], file_name: Optional[str], hf_repo: Optional[str], agent: Optional[str],
               results: Optional[Path], description: str, train_command: Optional[str]) -> None:
     """Print the index entry (YAML) that publishes CHECKPOINT: digest, size, task, steps, versions, metrics."""
-
     try:
         entry = make_entry(checkpoint, entry_id, url=url, file=file_name, hf=hf_repo, agent=agent, description=description,
                            results=json.loads(results.read_text()) if results else None,

@@ -9,14 +9,9 @@ Levels (D4RL's recipe):
 - expert: the policy at the end of the training budget;
 - medium-expert: medium and expert episodes together.
 
-Training runs in chunks; after each chunk the model, its replay buffer and a progress file are saved in
-the build folder, so an interrupted build resumes where it stopped (``dqltoolkit dataset build`` again).
-The build folder is private (see :mod:`dqltoolkit._cache`), and its stages hold no pickle: models as
-safetensors + JSON rebuilt into fresh SB3 models, replay buffers as arrays (:mod:`.sb3_stages`).
-``budget`` caps the training env steps: a smaller budget trades policy quality for time, and the build
-prints the returns it reached so that users know what they got. Running the build again with a larger
-budget continues training where it stopped when the medium target was not reached (or expert levels
-are asked for); the levels that came from the old policies are then collected again.
+Training runs in chunks, each saved in the private build folder (no pickle: :mod:`.sb3_stages`), so an
+interrupted build resumes where it stopped. ``budget`` caps the training env steps; a larger budget
+later continues training, and the levels that came from the old policies are collected again.
 """
 
 from __future__ import annotations
@@ -146,14 +141,12 @@ def _save_progress(d: Path, prog: Progress) -> None:
 
 def _make_model(cfg: BuildConfig, env):
     if cfg.algo == "sac":
-        from stable_baselines3 import SAC
-
-        return SAC("MlpPolicy", env, learning_starts=cfg.learning_starts, gradient_steps=cfg.gradient_steps, seed=cfg.seed, verbose=0, device="cpu")
-    if cfg.algo == "tqc":
-        from sb3_contrib import TQC
-
-        return TQC("MlpPolicy", env, learning_starts=cfg.learning_starts, gradient_steps=cfg.gradient_steps, seed=cfg.seed, verbose=0, device="cpu")
-    raise ValueError(f"dataset build: algo must be 'sac' or 'tqc', got {cfg.algo!r}")
+        from stable_baselines3 import SAC as algo
+    elif cfg.algo == "tqc":
+        from sb3_contrib import TQC as algo
+    else:
+        raise ValueError(f"dataset build: algo must be 'sac' or 'tqc', got {cfg.algo!r}")
+    return algo("MlpPolicy", env, learning_starts=cfg.learning_starts, gradient_steps=cfg.gradient_steps, seed=cfg.seed, verbose=0, device="cpu")
 
 
 def _load_model(cfg: BuildConfig, stem: Path, env):
@@ -173,10 +166,9 @@ def _eval_return(model, env_id: str, episodes: int, seed: int, deterministic: bo
     return float(mean)
 
 
-def replay_episodes(buffer, upto: Optional[int] = None) -> List[Dict[str, np.ndarray]]:
-    """Complete episodes of an SB3 replay buffer (single env), in order, up to position ``upto``."""
+def replay_episodes(buffer) -> List[Dict[str, np.ndarray]]:
+    """Complete episodes of an SB3 replay buffer (single env), in order."""
     n = buffer.buffer_size if buffer.full else buffer.pos
-    n = min(n, upto) if upto is not None else n
     obs, nobs = buffer.observations[:n, 0], buffer.next_observations[:n, 0]
     act, rew, done = buffer.actions[:n, 0], buffer.rewards[:n, 0], buffer.dones[:n, 0]
     timeouts = buffer.timeouts[:n, 0] if hasattr(buffer, "timeouts") else np.zeros(n)
@@ -197,8 +189,8 @@ def _needs_expert(cfg: BuildConfig) -> bool:
 
 
 def _train(cfg: BuildConfig, d: Path, prog: Progress, say: Callable[[str], None], bar) -> None:
+    """Train (or resume) the behaviour policy up to the budget, saving a stage per chunk; ``bar``: a tqdm bar."""
     import gymnasium as gym
-
 
     env_id, _, ref_max = ENVS[cfg.env]
     env = gym.make(env_id, max_episode_steps=cfg.max_episode_steps)
@@ -218,13 +210,11 @@ def _train(cfg: BuildConfig, d: Path, prog: Progress, say: Callable[[str], None]
         prog.steps += n
         ret = _eval_return(model, env_id, cfg.eval_episodes, cfg.seed + 1000 + prog.steps)
         prog.returns.append([prog.steps, ret])
-        if bar is not None:
-            bar.update(n)
-            bar.set_postfix_str(f"return {ret:.0f} (medium target {target:.0f})")
+        bar.update(n)
+        bar.set_postfix_str(f"return {ret:.0f} (medium target {target:.0f})")
         if prog.medium_step is None and ret >= target:
             prog.medium_step, prog.medium_return = prog.steps, ret
-            save_model(model, d / "policy_medium", cfg.algo)
-            _save_replay_arrays(model.replay_buffer, d / "replay_medium.npz")
+            _save_medium(model, d, cfg.algo)
             say(f"medium policy at {prog.steps} env steps: return {ret:.0f}")
         save_model(model, ckpt, cfg.algo)
         save_replay(model.replay_buffer, rb)
@@ -234,8 +224,7 @@ def _train(cfg: BuildConfig, d: Path, prog: Progress, say: Callable[[str], None]
     if prog.medium_step is None:  # the budget ran out first: the last policy stands in for medium
         prog.medium_step, prog.medium_return = prog.steps, prog.returns[-1][1] if prog.returns else float("nan")
         prog.medium_fallback = True
-        save_model(model, d / "policy_medium", cfg.algo)
-        _save_replay_arrays(model.replay_buffer, d / "replay_medium.npz")
+        _save_medium(model, d, cfg.algo)
         say(f"budget reached before the medium target ({target:.0f}); using the final policy (return {prog.medium_return:.0f}) as medium")
     if prog.steps >= cfg.budget:
         save_model(model, d / "policy_expert", cfg.algo)
@@ -243,20 +232,15 @@ def _train(cfg: BuildConfig, d: Path, prog: Progress, say: Callable[[str], None]
     _save_progress(d, prog)
 
 
-def _save_replay_arrays(buffer, path: Path) -> None:
-    eps = replay_episodes(buffer)
-    np.savez_compressed(path, **{f"{k}_{i}": v for i, e in enumerate(eps) for k, v in e.items()}, n=len(eps))
-
-
-def _load_replay_arrays(path: Path) -> List[Dict[str, np.ndarray]]:
-    z = np.load(path, allow_pickle=False)
-    keys = ("observations", "actions", "rewards", "terminations", "truncations")
-    return [{k: z[f"{k}_{i}"] for k in keys} for i in range(int(z["n"]))]
+def _save_medium(model, d: Path, algo: str) -> None:
+    """The medium policy, and the replay buffer up to it as episodes (medium-replay)."""
+    save_model(model, d / "policy_medium", algo)
+    eps = replay_episodes(model.replay_buffer)
+    np.savez_compressed(d / "replay_medium.npz", **{f"{k}_{i}": v for i, e in enumerate(eps) for k, v in e.items()}, n=len(eps))
 
 
 def _policy_episodes(cfg: BuildConfig, policy_stem: Path, seed: int) -> List[Dict[str, np.ndarray]]:
     import gymnasium as gym
-
 
     env_id = ENVS[cfg.env][0]
     model = _load_model(cfg, policy_stem, gym.make(env_id))
@@ -295,32 +279,26 @@ def build(cfg: BuildConfig, say: Callable[[str], None] = print, progress: bool =
     _extend_budget(cfg, prog, cfg.medium_fraction * ref_max, say)
     needs_training = any(lv != "random" for lv in cfg.levels)
     trained_enough = prog.done_training or (prog.medium_step is not None and not _needs_expert(cfg))
-    bar = None
     if needs_training and not trained_enough:
-        if progress:
-            from tqdm.auto import tqdm
+        from tqdm.auto import tqdm
 
-            bar = tqdm(total=cfg.budget, initial=prog.steps, unit="env step", desc=f"{cfg.algo} on {env_id}", dynamic_ncols=True)
-        try:
+        with tqdm(total=cfg.budget, initial=prog.steps, unit="env step", desc=f"{cfg.algo} on {env_id}", dynamic_ncols=True,
+                  disable=not progress) as bar:
             _train(cfg, d, prog, say, bar)
-        finally:
-            if bar is not None:
-                bar.close()
     cache: Dict[str, List[Dict[str, np.ndarray]]] = {}
 
     def episodes(level: str):
         if level not in cache:
             if level == "random":
                 rng = np.random.default_rng(cfg.seed)
-                low, high = -1.0, 1.0
-                cache[level] = rollout_episodes(env_id, lambda o: rng.uniform(low, high, ENV_ACTION_DIMS[cfg.env]).astype(np.float32),
+                cache[level] = rollout_episodes(env_id, lambda o: rng.uniform(-1.0, 1.0, ENV_ACTION_DIMS[cfg.env]).astype(np.float32),
                                                 cfg.transitions, seed=cfg.seed + 10_000, max_episode_steps=cfg.max_episode_steps)
-            elif level == "medium":
-                cache[level] = _policy_episodes(cfg, d / "policy_medium", cfg.seed + 20_000)
-            elif level == "expert":
-                cache[level] = _policy_episodes(cfg, d / "policy_expert", cfg.seed + 30_000)
+            elif level in ("medium", "expert"):
+                cache[level] = _policy_episodes(cfg, d / f"policy_{level}", cfg.seed + (20_000 if level == "medium" else 30_000))
             elif level == "medium-replay":
-                cache[level] = _load_replay_arrays(d / "replay_medium.npz")
+                z = np.load(d / "replay_medium.npz", allow_pickle=False)
+                keys = ("observations", "actions", "rewards", "terminations", "truncations")
+                cache[level] = [{k: z[f"{k}_{i}"] for k in keys} for i in range(int(z["n"]))]
             else:
                 cache[level] = episodes("medium") + episodes("expert")
         return cache[level]

@@ -10,34 +10,31 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .d4rl_hdf5 import DatasetError
+from .levels import build_time_estimate
 
 
 def minari_root(write: bool = False) -> str:
     """The local Minari folder (``MINARI_DATASETS_PATH``, else ``~/.minari/datasets``, as Minari reads it),
     created if missing. One that cannot be created (or, with ``write``, written) is a DatasetError naming
     it: Minari itself would raise a bare OSError from deep inside, on the first look-up."""
-    path = os.environ.get("MINARI_DATASETS_PATH")
-    path = path if path is not None else os.path.join(os.path.expanduser("~"), ".minari", "datasets")
+    path = os.environ.get("MINARI_DATASETS_PATH", os.path.join(os.path.expanduser("~"), ".minari", "datasets"))
+    problem = "cannot be created"
     try:
         os.makedirs(path, exist_ok=True)
-    except OSError as exc:
-        raise DatasetError(f"the Minari folder {path!r} (MINARI_DATASETS_PATH) cannot be created: {exc.strerror or exc}; "
-                           "set MINARI_DATASETS_PATH to a folder you can write") from None
-    if write:
-        import tempfile
-
-        try:
+        if write:
+            problem = "is not writable"
             fd, probe = tempfile.mkstemp(prefix=".dqltoolkit-write-probe-", dir=path)
             os.close(fd)
             os.unlink(probe)
-        except OSError as exc:
-            raise DatasetError(f"the Minari folder {path!r} (MINARI_DATASETS_PATH) is not writable: {exc.strerror or exc}; "
-                               "set MINARI_DATASETS_PATH to a folder you can write") from None
+    except OSError as exc:
+        raise DatasetError(f"the Minari folder {path!r} (MINARI_DATASETS_PATH) {problem}: {exc.strerror or exc}; "
+                           "set MINARI_DATASETS_PATH to a folder you can write") from None
     return path
 
 
@@ -57,19 +54,13 @@ def open_minari(dataset_ids: Sequence[str], download: bool = False, build_hint: 
             return minari.load_dataset(dataset_ids[0], download=True)
         except Exception as exc:
             raise DatasetError(f"could not download Minari dataset {dataset_ids[0]!r}: {exc}") from None
-    hint = ""
-    if build_hint:
-        from .levels import build_time_estimate
-
-        hint = f", or build it here with `{build_hint}` ({build_time_estimate(build_hint)})"
-    raise DatasetError(
-        f"Minari dataset {' / '.join(repr(d) for d in dataset_ids)} is not in the local Minari folder "
-        f"{minari_root()} (MINARI_DATASETS_PATH). Pass --download to fetch it (needs a network){hint}."
-    )
+    hint = f", or build it here with `{build_hint}` ({build_time_estimate(build_hint)})" if build_hint else ""
+    raise DatasetError(f"Minari dataset {' / '.join(repr(d) for d in dataset_ids)} is not in the local Minari folder "
+                       f"{minari_root()} (MINARI_DATASETS_PATH). Pass --download to fetch it (needs a network){hint}.")
 
 
 def minari_to_table(dataset) -> Dict[str, np.ndarray]:
-    obs, act, rew, nobs, term, trunc = [], [], [], [], [], []
+    eps = []
     for ep in dataset.iterate_episodes():
         o = np.asarray(ep.observations)
         if isinstance(ep.observations, dict) or o.ndim != 2:
@@ -77,22 +68,12 @@ def minari_to_table(dataset) -> Dict[str, np.ndarray]:
         L = len(ep.actions)
         if len(o) != L + 1:
             raise DatasetError(f"Minari dataset {dataset.spec.dataset_id!r}, episode {ep.id}: {len(o)} observations for {L} steps (expected L + 1)")
-        obs.append(o[:-1])
-        nobs.append(o[1:])
-        act.append(np.asarray(ep.actions).reshape(L, -1))
-        rew.append(np.asarray(ep.rewards).reshape(L))
-        term.append(np.asarray(ep.terminations).reshape(L))
-        trunc.append(np.asarray(ep.truncations).reshape(L))
-    if not obs:
+        eps.append({"observations": o[:-1], "actions": np.asarray(ep.actions).reshape(L, -1), "rewards": np.asarray(ep.rewards).reshape(L),
+                    "next_observations": o[1:], "terminals": np.asarray(ep.terminations).reshape(L),
+                    "timeouts": np.asarray(ep.truncations).reshape(L)})
+    if not eps:
         raise DatasetError(f"Minari dataset {dataset.spec.dataset_id!r} has no episodes")
-    return {
-        "observations": np.concatenate(obs).astype(np.float32),
-        "actions": np.concatenate(act).astype(np.float32),
-        "rewards": np.concatenate(rew).astype(np.float32),
-        "next_observations": np.concatenate(nobs).astype(np.float32),
-        "terminals": np.concatenate(term).astype(np.float32),
-        "timeouts": np.concatenate(trunc).astype(np.float32),
-    }
+    return {k: np.concatenate([e[k] for e in eps]).astype(np.float32) for k in eps[0]}
 
 
 def load_minari(dataset_id: str, download: bool = False) -> Dict[str, np.ndarray]:
@@ -100,10 +81,7 @@ def load_minari(dataset_id: str, download: bool = False) -> Dict[str, np.ndarray
     return minari_to_table(open_minari([dataset_id], download=download))
 
 
-EvalEnv = Tuple[Optional[str], Dict[str, Any], Optional[float], Optional[float], str]
-
-
-def dataset_eval_env(dataset_id: str) -> EvalEnv:
+def dataset_eval_env(dataset_id: str) -> Tuple[Optional[str], Dict[str, Any], Optional[float], Optional[float], str]:
     """``(env id or None, env kwargs, ref_min, ref_max, note)`` from a local dataset's own metadata.
 
     A dataset's metadata is input from whoever made the file, and gymnasium imports code on its behalf:

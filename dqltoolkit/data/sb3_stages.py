@@ -1,17 +1,11 @@
 """The dataset builder's SB3 models and replay buffers on disk without pickle.
 
-Why: SB3's own ``save``/``load`` and ``save_replay_buffer``/``load_replay_buffer`` store cloudpickle
-and pickle, and loading them runs whatever code the file names. The builder resumes from files in its
-work folder, so it writes a stage as
-
-- ``<stem>.safetensors``: every tensor of the model's state (policy weights, optimiser moments, the
-  entropy coefficient), and ``<stem>.json``: the structure around them (optimiser hyper-parameters,
-  step counters), as SB3's ``get_parameters``/``set_parameters`` see it;
-- replay buffers as ``.npz`` arrays read back with ``allow_pickle=False``.
-
-A stage is rebuilt into a fresh model of the same algorithm and settings (``make``), then its state is
-loaded: nothing in the files can choose what code runs. A file that does not fit (another algorithm,
-other shapes, a wrong format) is a :class:`StageError` naming the file and the field.
+Why: SB3's own ``save``/``load`` and ``save_replay_buffer``/``load_replay_buffer`` store (cloud)pickle,
+and loading them runs whatever code the file names. A stage is written as ``<stem>.safetensors`` (every
+tensor of the model's state) and ``<stem>.json`` (the structure around them: optimiser settings, step
+counters); replay buffers as ``.npz`` arrays read with ``allow_pickle=False``. A stage is loaded into a
+fresh model of the same algorithm and settings (``make``), so nothing in the files chooses what code
+runs; a file that does not fit is a :class:`StageError` naming the file and the field.
 """
 
 from __future__ import annotations
