@@ -119,7 +119,7 @@ class PeriodicCheckpoint(BaseCallback):
         bad = agent_nonfinite(self.model)
         if bad is not None:
             raise TrainingDiverged(f"training diverged by step {step}: {bad} holds NaN/Inf (found before saving {self.path.name})")
-        save_agent(self.model, self.path)
+        save_agent(self.model, self.path, extra=UNFINISHED_MARK)
         self.saved_step = step
         if self.keep:  # the last `keep` saves as model_step<N>.zip, for offline selection (dqltoolkit select)
             kept = self.path.with_name(f"model_step{step}.zip")
@@ -213,6 +213,11 @@ def output_formats(names: Sequence[str], out: Optional[Path], config: Optional[M
     return formats
 
 
+#: in the document of every save made before a run's end (periodic, interrupted, diverged): a run interrupted after
+#: its last gradient step (during the final evaluation, say) resumes to finish it, where a finished run's does not
+UNFINISHED_MARK = {"run_unfinished": True}
+
+
 def _check_count(name: str, value: Optional[int]) -> None:
     if value is not None and (isinstance(value, bool) or int(value) < 1):
         raise ValueError(f"{name} must be a positive number of gradient steps, got {value}")
@@ -222,7 +227,7 @@ def _failure_message(model, out: Path, good: Optional[Path], good_step: Optional
     """Save ``model`` as ``out/name`` if its tensors are finite; say which file holds the last good state."""
     bad = agent_nonfinite(model)
     if bad is None:
-        path = save_agent(model, out / name)
+        path = save_agent(model, out / name, extra=UNFINISHED_MARK)
         return path, f"what was trained (step {model.num_timesteps}) is in {path}"
     if good is not None:
         return None, f"its weights hold NaN/Inf ({bad}), so nothing was saved; the last finite checkpoint is {good} (step {good_step})"

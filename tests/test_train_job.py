@@ -177,3 +177,22 @@ def test_a_resumed_run_gets_its_own_default_folder(tmp_path, monkeypatch, six_st
     assert res.exit_code == 0, res.output
     assert dqltoolkit.load(tmp_path / "runs" / "six-resumed-bandit2d-v0" / "model.zip").num_timesteps == 8
     assert six_steps.is_file() and dqltoolkit.load(six_steps).num_timesteps == 6  # the source is never touched
+
+
+def test_a_run_saved_after_its_last_step_but_not_finished_resumes_to_its_end(tmp_path):
+    """A SIGTERM during the final evaluation leaves model_interrupted.zip at the run's last step and no results.json
+    (seen in the results campaign): resuming it must finish the run (0 more steps, the end-of-run evaluation, the
+    model and results.json), not refuse it as a finished run."""
+    run = tmp_path / "run"
+    train("diffusion-ql", "bandit2d-v0", run, steps=6, overrides=TINY, device="cpu", progress=False, verbose=False,
+          evaluate_at_end=False, save_every=6)
+    latest = run / "model_latest.zip"  # saved after step 6, before the end of the run
+    (run / "results.json").unlink()
+    res = cli("--resume", str(latest), "--out", str(run))
+    assert res.exit_code == 0, res.output
+    assert "steps 6 -> 6" in res.output
+    results = json.loads((run / "results.json").read_text())
+    assert results["steps"] == 0 and results["total_steps"] == 6 and "evaluation" in results
+    assert dqltoolkit.load(run / "model.zip").num_timesteps == 6
+    res = cli("--resume", str(run / "model.zip"), "--out", str(tmp_path / "again"))  # the finished run's model: refused
+    assert res.exit_code != 0 and "has done all 6 steps of its run; pass --steps N" in res.output
