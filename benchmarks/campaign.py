@@ -5,6 +5,7 @@ chunks, then gathered into the results record (docs/results/runs.json) that docs
     python benchmarks/campaign.py status sweeps/results-hopper.yaml --out ~/dqltoolkit-campaign
     python benchmarks/campaign.py collect sweeps/results-hopper.yaml --out ~/dqltoolkit-campaign --records docs/results/runs.json
     python benchmarks/campaign.py finetune sweeps/results-hopper.yaml --out ~/dqltoolkit-campaign --from-step 200000 --timesteps 50000
+    python benchmarks/campaign.py select sweeps/results-hopper.yaml --out ~/dqltoolkit-campaign --minutes 60
     dqltoolkit report docs/results/runs.json --out docs/results
 
 Why not `dqltoolkit sweep` here: on 2 cores one trial at a time is the whole machine, and a campaign of
@@ -231,6 +232,32 @@ def finetune(spec, out: Path, minutes: float, threads: int, only: Optional[str],
     return 0
 
 
+def select(spec, out: Path, minutes: float, threads: int, only: Optional[str]) -> int:
+    """Rank each finished trial's kept checkpoints offline (`dqltoolkit select`: the BC-loss rule and FQE) into
+    its selection.json, which `collect` carries into the records (the table's offline FQE column). FQE keeps
+    its estimates per checkpoint (fqe_cache.json), so a chunk cut at the deadline loses one checkpoint at most."""
+    deadline = time.monotonic() + minutes * 60
+    for trial in spec.grid_trials():
+        if only and only not in (trial.agent, trial.task, trial.name):
+            continue
+        run_dir = out / "trials" / trial.name
+        if trial_state(spec, trial, out)[0] != "done" or (run_dir / "selection.json").is_file():
+            continue
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return 3
+        print(f"[campaign] {trial.name}: ranking its checkpoints offline (FQE)", flush=True)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        try:
+            done = subprocess.run(["dqltoolkit", "select", str(run_dir), "--threads", str(threads)], env=env, timeout=left)
+        except subprocess.TimeoutExpired:  # the child is killed: the checkpoints it finished are in fqe_cache.json
+            print(f"[campaign] {trial.name}: deadline; run `select` again to go on", flush=True)
+            return 3
+        if done.returncode:
+            return done.returncode
+    return 0
+
+
 def status(spec, out: Path) -> None:
     for trial in spec.grid_trials():
         state, ckpt = trial_state(spec, trial, out)
@@ -260,7 +287,7 @@ def behaviour_score(table, task) -> Optional[float]:
 def collect(spec, out: Path, records: Path) -> None:
     """Every trial's seeds as records, the dataset's size and digest from the data training reads."""
     from dqltoolkit.data.digest import table_sha256
-    from dqltoolkit.report_records import curves_of_run, record_for, write_records
+    from dqltoolkit.report_records import curves_of_run, fqe_of_run, record_for, write_records
     from dqltoolkit.tasks import get_task
 
     datasets: Dict[str, Dict[str, Any]] = {}
@@ -284,20 +311,22 @@ def collect(spec, out: Path, records: Path) -> None:
         except (OSError, ValueError, AttributeError):
             config = None
         curves = curves_of_run(run_dir, spec.seeds)
+        fqe = fqe_of_run(run_dir)
         for s in spec.seeds:
             if not curves[s]["evaluations"]:
                 continue
             rows.append(record_for(run_dir, s, curves[s], agent=trial.agent, task=trial.task,
                                    command=book.get("command") or " ".join(fresh_command(spec, trial, run_dir)),
                                    cpu=" + ".join(cpus), dataset=datasets[trial.task], config=config,
-                                   wall_s=sum(c["wall_s"] for c in book["chunks"]) or None, code=" + ".join(codes) or None))
+                                   wall_s=sum(c["wall_s"] for c in book["chunks"]) or None, code=" + ".join(codes) or None,
+                                   fqe=fqe.get(s)))
     write_records(rows, records)
     print(f"wrote {records}: {len(rows)} records")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("action", choices=("run", "finetune", "status", "collect"))
+    p.add_argument("action", choices=("run", "finetune", "select", "status", "collect"))
     p.add_argument("sweep", type=Path, help="the campaign's sweep file (sweeps/results-hopper.yaml)")
     p.add_argument("--out", type=Path, default=Path(os.environ.get("DQLTOOLKIT_CAMPAIGN", Path.home() / "dqltoolkit-campaign")))
     p.add_argument("--minutes", type=float, default=60.0, help="run: stop (resumably) after this long")
@@ -316,6 +345,8 @@ def main() -> None:
         sys.exit(run(spec, out, a.minutes, a.threads, a.only))
     if a.action == "finetune":
         sys.exit(finetune(spec, out, a.minutes, a.threads, a.only, a.from_step, a.timesteps, a.eval_freq))
+    if a.action == "select":
+        sys.exit(select(spec, out, a.minutes, a.threads, a.only))
     if a.action == "status":
         status(spec, out)
     else:

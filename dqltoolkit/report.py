@@ -33,7 +33,7 @@ import yaml
 from . import stats
 from .limits import MAX_REPS, LimitError, check_limit
 from .report_plots import plot_performance_profile, plot_report_curves
-from .report_records import RecordError, curves_of_run, read_records
+from .report_records import RecordError, curves_of_run, fqe_of_run, read_records
 from .report_sweep import BOOK, REPORTED, TUNE_DIR, BookTrial, book_of, read_book
 from .selection import bc_pick, final_score, top_k_for
 
@@ -53,7 +53,9 @@ CSV_COLUMNS = ("run", "algorithm", "agent", "task", "seed", "step", "kind", "met
 #: the optimality gap's threshold on the normalised scale (100 = the expert reference)
 GAP_GAMMA = 100.0
 #: how the aggregate table names its two scores (markdown: the asterisk escaped)
-SCORE_ROWS = {"final": "final", "best": "best\\*", "offline": "offline"}
+SCORE_ROWS = {"final": "final", "best": "best\\*", "offline": "offline", "offline_fqe": "offline FQE"}
+#: the row kinds of the offline rules, which pick an evaluation without looking at any return
+OFFLINE_KINDS = ("offline", "offline_fqe")
 
 
 class ReportError(ValueError):
@@ -266,6 +268,7 @@ def load_run(path: Path) -> Run:
     agent = doc.get("agent") or doc.get("init") or f"{cfg.get('head', '?')}+{cfg.get('objective', '?')}"
     agent = Path(str(agent)).stem if str(agent).endswith((".yaml", ".yml", ".zip")) else str(agent)
     offline = [] if stopped else _offline_rows(path, seeds, periodic, str(doc["env"]))  # (a stopped run picks among fewer)
+    offline += [] if stopped else _fqe_picks(seeds, periodic, fqe_of_run(path))
     return Run(path=path, agent=agent, task=str(doc["env"]), config=cfg, seeds=seeds, total_steps=total, rows=sorted(periodic) + final + offline,
                stopped_by=stopped.get("by", ""), budget=stopped.get("budget"))
 
@@ -306,6 +309,20 @@ def _picks(seeds: Sequence[int], periodic, bc_loss: Dict[int, List[List[float]]]
     return rows
 
 
+def _fqe_picks(seeds: Sequence[int], periodic, fqe: Dict[int, List[List[float]]]) -> List[Tuple[int, int, str, str, float]]:
+    """FQE's pick per seed: the evaluation at the kept checkpoint with the highest FQE value (``dqltoolkit
+    select``), among the steps that have both."""
+    rows = []
+    for metric in METRICS.values():
+        for s in seeds:
+            curve = {st: v for (seed, st, kind, m, v) in periodic if seed == s and m == metric and kind == "periodic"}
+            valued = [(j, st) for st, j in fqe.get(s, []) if st in curve]
+            if valued:
+                step = max(valued)[1]
+                rows.append((s, step, "offline_fqe", metric, curve[step]))
+    return rows
+
+
 def cut_records(records: List[Dict[str, Any]], at_step: Union[int, str], notes: List[str]) -> List[Dict[str, Any]]:
     """Every record as it stood at one budget: its evaluations and BC losses up to step ``at_step`` (an int),
     or, with ``"common"``, up to the last step that every record of its task has evaluated. A record that has
@@ -321,7 +338,7 @@ def cut_records(records: List[Dict[str, Any]], at_step: Union[int, str], notes: 
                          f"(last {rec['evaluations'][-1][0]:,}): left out of the tables cut at {n:,}")
             continue
         cut.append({**rec, "evaluations": [e for e in rec["evaluations"] if e[0] <= n], "bc_loss": [b for b in rec["bc_loss"] if b[0] <= n],
-                    "steps_done": n})
+                    "fqe": [f for f in rec.get("fqe", []) if f[0] <= n], "steps_done": n})
     for task, n in sorted(last.items()):
         if at_step == "common":
             notes.append(f"{task}: every run cut at step {n:,}, the last step all its runs have evaluated")
@@ -344,7 +361,7 @@ def runs_from_records(path: Path, at_step: Union[int, str, None] = None, notes: 
         periodic = [(s, st, "periodic", metric, v) for st, v in rec["evaluations"]]
         last = rec["evaluations"][-1][0]
         final = [(s, last, "final", metric, final_score(rec["evaluations"]))]
-        offline = _picks([s], periodic, {s: rec["bc_loss"]}, rec["task"])
+        offline = _picks([s], periodic, {s: rec["bc_loss"]}, rec["task"]) + _fqe_picks([s], periodic, {s: rec.get("fqe", [])})
         where = path.parent / rec["task"] / rec["agent"] / f"seed{s}"
         runs.append(Run(path=where, agent=rec["agent"], task=rec["task"], config=dict(rec.get("config") or {}), seeds=[s],
                         total_steps=int(rec.get("steps_done", last)), rows=periodic + final + offline, final_rule="last3"))
@@ -491,6 +508,7 @@ class SeedScores:
     runs: List[str]
     stopped: int = 0
     offline: np.ndarray = field(default_factory=lambda: np.zeros(0))  # the BC-loss rule's picks (runs that logged a BC loss)
+    offline_fqe: np.ndarray = field(default_factory=lambda: np.zeros(0))  # FQE's picks (runs ranked by ``dqltoolkit select``)
 
 
 def seed_scores(runs: Sequence[Run]) -> Dict[str, Dict[str, SeedScores]]:
@@ -498,9 +516,9 @@ def seed_scores(runs: Sequence[Run]) -> Dict[str, Dict[str, SeedScores]]:
     out: Dict[str, Dict[str, SeedScores]] = {}
     for task in sorted({r.task for r in runs}):
         metric = task_metric(runs, task)
-        by_alg: Dict[str, Tuple[List[float], List[float], List[str], List[float], List[float]]] = {}
+        by_alg: Dict[str, Tuple[List[float], List[float], List[str], List[float], List[float], List[float]]] = {}
         for r in sorted((r for r in runs if r.task == task), key=lambda r: bool(r.stopped_by)):  # finished runs first
-            final, best, labels, stopped, offline = by_alg.setdefault(r.algorithm, ([], [], [], [], []))
+            final, best, labels, stopped, offline, fqe = by_alg.setdefault(r.algorithm, ([], [], [], [], [], []))
             for s in r.seeds:
                 values = [(kind, v) for (seed, _, kind, m, v) in r.rows if seed == s and m == metric]
                 if r.stopped_by:
@@ -509,11 +527,12 @@ def seed_scores(runs: Sequence[Run]) -> Dict[str, Dict[str, SeedScores]]:
                     stopped.append(max(v for _, v in values))
                 else:
                     final.append(next(v for kind, v in values if kind == "final"))
-                    best.append(max(v for kind, v in values if kind != "offline"))
+                    best.append(max(v for kind, v in values if kind not in OFFLINE_KINDS))
                     offline.extend(v for kind, v in values if kind == "offline")
+                    fqe.extend(v for kind, v in values if kind == "offline_fqe")
                 labels.append(f"{r.label}#seed{s}")
-        out[task] = {a: SeedScores(np.array(f), np.array(b + st), lab, len(st), np.array(off))
-                     for a, (f, b, lab, st, off) in sorted(by_alg.items(), key=lambda kv: algorithm_order(kv[0]))}
+        out[task] = {a: SeedScores(np.array(f), np.array(b + st), lab, len(st), np.array(off), np.array(fq))
+                     for a, (f, b, lab, st, off, fq) in sorted(by_alg.items(), key=lambda kv: algorithm_order(kv[0]))}
     return out
 
 
@@ -556,17 +575,19 @@ def task_tables(scores: Dict[str, Dict[str, SeedScores]], runs: Sequence[Run], r
         metric = task_metric(runs, task)
         mine = [r for r in runs if r.task == task]
         when = "the mean of the last three evaluations" if all(r.final_rule == "last3" for r in mine) else "at the end of training"
-        offline = any(len(sc.offline) for sc in algs.values())
+        rules = [k for k in OFFLINE_KINDS if any(len(getattr(sc, k)) for sc in algs.values())]
+        said = {"offline": "the evaluation the offline BC-loss rule picks without any return (offline)",
+                "offline_fqe": "the evaluation at the checkpoint fitted Q evaluation values most (offline FQE)"}
         lines += [f"### {task}", "", f"Score: {METRIC_TITLES[metric]}, {when} (final), the best of each seed's evaluations (best\\*)"
-                  + (", and the evaluation the offline BC-loss rule picks without any return (offline)" if offline else "") + ".", "",
+                  + "".join(f", {said[k]}" for k in rules) + ".", "",
                   "| algorithm | seeds | final: mean [95% CI] | final: IQM [95% CI] | best\\*: mean [95% CI] | best\\*: IQM [95% CI] |"
-                  + (" offline: mean [95% CI] | offline: IQM [95% CI] |" if offline else ""),
-                  "|---|---:|---|---|---|---|" + ("---|---|" if offline else "")]
+                  + "".join(f" {SCORE_ROWS[k]}: mean [95% CI] | {SCORE_ROWS[k]}: IQM [95% CI] |" for k in rules),
+                  "|---|---:|---|---|---|---|" + "---|---|" * len(rules)]
         for alg, sc in algs.items():
             cells = (_cells([sc.final], (stats.aggregate_mean, stats.iqm), reps, seed)
                      + _cells([sc.best], (stats.aggregate_mean, stats.iqm), reps, seed, STOPPED_MARK if sc.stopped else ""))
-            if offline:
-                cells += _cells([sc.offline], (stats.aggregate_mean, stats.iqm), reps, seed)
+            for k in rules:
+                cells += _cells([getattr(sc, k)], (stats.aggregate_mean, stats.iqm), reps, seed)
             lines.append(f"| {alg} | {_seeds_text(sc)} | " + " | ".join(cells) + " |")
         if any(sc.stopped for sc in algs.values()):
             lines += ["", STOPPED_FOOTNOTE]
@@ -638,9 +659,9 @@ def aggregate_table(scores: Dict[str, Dict[str, SeedScores]], tasks: Sequence[st
     for alg in algorithms:
         have = [t for t in tasks if alg in scores[t]]
         stopped = sum(scores[t][alg].stopped for t in have)
-        for which in ("final", "best", "offline"):
+        for which in ("final", "best") + OFFLINE_KINDS:
             per_task = [getattr(scores[t][alg], which) for t in have]
-            if which == "offline" and not any(len(x) for x in per_task):
+            if which in OFFLINE_KINDS and not any(len(x) for x in per_task):
                 continue
             mark = STOPPED_MARK if which == "best" and stopped else ""
             cells = _cells(per_task, (stats.iqm, stats.aggregate_mean, stats.aggregate_median), reps, seed, mark)
@@ -709,8 +730,8 @@ def _stopped_notes(runs: Sequence[Run]) -> List[str]:
         if not r.stopped_by:
             continue
         metric = task_metric(runs, r.task)
-        last_step = max(st for (_, st, kind, m, _) in r.rows if m == metric and kind != "offline")
-        last = [v for (_, st, kind, m, v) in r.rows if m == metric and st == last_step and kind != "offline"]
+        last_step = max(st for (_, st, kind, m, _) in r.rows if m == metric and kind not in OFFLINE_KINDS)
+        last = [v for (_, st, kind, m, v) in r.rows if m == metric and st == last_step and kind not in OFFLINE_KINDS]
         budget = f" of its {r.budget}" if r.budget else ""
         notes.append(f"stopped early by {r.stopped_by.upper() if r.stopped_by == 'asha' else r.stopped_by}: {r.algorithm} on {r.task} "
                      f"({r.label}) at step {r.total_steps}{budget}; last evaluation (step {last_step}): {metric.replace('_', ' ')} "
@@ -771,7 +792,8 @@ def build_report(paths: Sequence[Path | str], out: Path | str, reps: int = stats
     if at_step is not None:
         budget = "the last step every run of its task has evaluated" if at_step == "common" else f"step {at_step:,}"
         lines += [f"**Equal budgets**: every run as it stood at {budget} (`--at-step {at_step}`): final is the mean of its last three "
-                  "evaluations up to there, offline the BC-loss rule over them (the step of each task, and any run left out: Notes).", ""]
+                  "evaluations up to there, offline the BC-loss rule (and offline FQE its FQE values) over them (the step of each task, "
+                  "and any run left out: Notes).", ""]
     lines += ["## Per task", ""]
     lines += task_tables(scores, runs, reps, seed)
     lines += curve_tables(runs)

@@ -10,8 +10,9 @@ Keys (:data:`REQUIRED`): ``agent``, ``task``, ``seed``, ``dataset_transitions``,
 ``command`` (the CLI that reproduces the run), ``cpu``, ``evaluations`` (``[[step, normalised score]]``)
 and ``bc_loss`` (``[[step, value]]``, the logged training BC loss); optional ``config`` (the resolved
 recipe), ``steps`` (the run's budget), ``steps_done``, ``dataset_score`` (the data's own mean return, normalised), ``wall_s``, ``code`` (the git commits
-its chunks ran) and ``metric`` (``return`` when the task has
-no normalised score: the evaluations are then returns).
+its chunks ran), ``metric`` (``return`` when the task has no normalised score: the evaluations are then
+returns) and ``fqe`` (``[[step, value]]``: fitted Q evaluation's estimate of each kept checkpoint, from
+``dqltoolkit select``; the report's second offline rule picks the evaluation at its highest value).
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ def read_records(path: Path | str) -> List[Dict[str, Any]]:
                "bc_loss": _curve(rec["bc_loss"], f"{where}, field 'bc_loss'")}
         if not rec["evaluations"]:
             raise RecordError(f"{where}: field 'evaluations' is empty")
+        if "fqe" in rec:
+            rec["fqe"] = _curve(rec["fqe"], f"{where}, field 'fqe'")
         out.append(rec)
     return out
 
@@ -115,8 +118,9 @@ def curves_of_run(run_dir: Path, seeds: Sequence[int]) -> Dict[int, Dict[str, Li
 
 def record_for(run_dir: Path, seed: int, curves: Dict[str, List[List[float]]], *, agent: str, task: str, command: str, cpu: str,
                dataset: Dict[str, Any], config: Optional[Dict[str, Any]] = None, wall_s: Optional[float] = None,
-               code: Optional[str] = None) -> Dict[str, Any]:
-    """One record from a run folder's curves for ``seed``; ``code``: the toolkit versions (git commits) its chunks ran."""
+               code: Optional[str] = None, fqe: Optional[List[List[float]]] = None) -> Dict[str, Any]:
+    """One record from a run folder's curves for ``seed``; ``code``: the toolkit versions (git commits) its chunks ran;
+    ``fqe``: the seed's FQE estimate per kept checkpoint (see :func:`fqe_of_run`)."""
     done = curves["evaluations"][-1][0] if curves["evaluations"] else 0
     rec = {"agent": agent, "task": task, "seed": int(seed), "dataset_transitions": int(dataset["transitions"]),
            "dataset_sha256": dataset["sha256"], "command": command, "cpu": cpu, "evaluations": curves["evaluations"],
@@ -132,4 +136,17 @@ def record_for(run_dir: Path, seed: int, curves: Dict[str, List[List[float]]], *
         rec["wall_s"] = round(float(wall_s), 1)
     if code:
         rec["code"] = code
+    if fqe:
+        rec["fqe"] = fqe
     return rec
+
+
+def fqe_of_run(run_dir: Path) -> Dict[int, List[List[float]]]:
+    """Per seed, ``[[step, FQE value]]`` from the run's ``selection.json`` (written by ``dqltoolkit select``);
+    empty when the run was not ranked by FQE or the file cannot be read."""
+    try:
+        doc = json.loads((Path(run_dir) / "selection.json").read_text())
+        return {int(e["seed"]): [[int(r["step"]), float(r["fqe"])] for r in e["rows"] if r.get("fqe") is not None]
+                for e in doc["seeds"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}

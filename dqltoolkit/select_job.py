@@ -60,7 +60,7 @@ def select_run(run_dir: Path | str, rules: Sequence[str] = RULES, fqe: FQEConfig
         from .tasks import get_task
 
         table = get_task(task).load_dataset()
-        j = estimates_by_checkpoint({s: str(p) for s, p in ckpts.items()}, table, fqe, device)
+        j = estimates_by_checkpoint({s: str(p) for s, p in ckpts.items()}, table, fqe, device, cache=run_dir / "fqe_cache.json")
     k = top_k_for(task) if top_k is None else int(top_k)
     out: Dict[str, Any] = {"run": str(run_dir), "task": task, "checkpoints": {str(s): str(p.name) for s, p in ckpts.items()},
                            "top_k": k, "seeds": []}

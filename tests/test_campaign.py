@@ -103,6 +103,11 @@ def test_the_campaign_runner_continues_a_killed_trial_from_its_save(tmp_path):
     # kept checkpoints from before the kill survive the resume (for `dqltoolkit select`)
     assert [p.name for p in sorted(trial.glob("model_step*.zip"), key=lambda p: int(p.stem[10:]))] == \
         [f"model_step{s}.zip" for s in range(500, 3001, 500)]
+    # offline ranking of the kept checkpoints (FQE), carried into the records for the table's offline FQE column
+    sel = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "campaign.py"), "select", str(sweep), "--out", str(out), "--threads", "1"],
+                         env=_env(), capture_output=True, text=True, timeout=600)
+    assert sel.returncode == 0, sel.stdout + sel.stderr
+    assert len(json.loads((trial / "fqe_cache.json").read_text())) == 6  # one entry per kept checkpoint
     records = tmp_path / "runs.json"
     res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "campaign.py"), "collect", str(sweep), "--out", str(out),
                           "--records", str(records)], env=_env(), capture_output=True, text=True)
@@ -114,9 +119,10 @@ def test_the_campaign_runner_continues_a_killed_trial_from_its_save(tmp_path):
         assert r["dataset_transitions"] == 10_000 and len(r["dataset_sha256"]) == 64 and r["metric"] == "return"
         assert [s for s, _ in r["evaluations"]] == list(range(500, 3001, 500)) and len(r["bc_loss"]) == 60
         assert chunk["code"] in r["code"].split(" + ")
+        assert [s for s, _ in r["fqe"]] == list(range(500, 3001, 500))
     report = subprocess.run([sys.executable, "-m", "dqltoolkit.cli", "report", str(records), "--reps", "100"], env=_env(),
                             capture_output=True, text=True)
-    assert report.returncode == 0 and "offline: mean" in report.stdout, report.stdout + report.stderr
+    assert report.returncode == 0 and "offline: mean" in report.stdout and "offline FQE: mean" in report.stdout, report.stdout + report.stderr
 
     # online fine-tuning from the offline trial's checkpoint at step 3000 (issue 26's hopper figure, in chunks)
     ft = _campaign(["finetune", str(sweep), "--out", str(out), "--threads", "1", "--from-step", "3000", "--timesteps", "200",

@@ -136,3 +136,29 @@ def test_records_are_compared_at_equal_budgets_with_at_step(tmp_path):
     run_dir.mkdir()
     res = CliRunner().invoke(main, ["report", str(run_dir), "--at-step", "common"])
     assert res.exit_code == 1 and "--at-step cuts results records (runs.json) only" in res.output
+
+
+def test_the_fqe_column_picks_the_evaluation_at_the_highest_fqe_value(tmp_path):
+    """Records ranked by `dqltoolkit select` carry each checkpoint's FQE value (``fqe``); the table's offline FQE
+    column is the evaluation at the seed's highest value, cut with the records at --at-step."""
+    recs = [_record("alpha", s, [10 + s, 50 + s, 40 + s, 30 + s], [0.9, 0.1, 0.5, 0.7]) for s in range(2)]
+    for r in recs:  # FQE values highest at 30k: the evaluation 40 + s
+        r["fqe"] = [[10_000, 1.0], [20_000, 2.0], [30_000, 3.0], [40_000, 2.5]]
+    recs.append(_record("beta", 0, [20, 20, 20, 90], [0.1, 0.2, 0.3, 0.4]))  # no FQE: no FQE cell of its own
+    path = write_records(recs, tmp_path / "runs.json")
+    assert read_records(path)[0]["fqe"][2] == [30_000, 3.0]
+    res = CliRunner().invoke(main, ["report", str(path), "--reps", "50", "--out", str(tmp_path / "all")])
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "all" / "report.md").read_text()
+    assert "offline FQE: mean [95% CI]" in md and "fitted Q evaluation values most (offline FQE)" in md
+    rows = _table_rows(md, ["alpha", "beta"])
+    assert rows["alpha"][7].startswith("40.50") and rows["beta"][7] == "—"
+    # cut at 20k, before the FQE favourite: the pick is the 20k checkpoint (50 + s)
+    res = CliRunner().invoke(main, ["report", str(path), "--reps", "50", "--at-step", "20000", "--out", str(tmp_path / "cut")])
+    assert res.exit_code == 0, res.output
+    assert _table_rows((tmp_path / "cut" / "report.md").read_text(), ["alpha"])["alpha"][7].startswith("50.50")
+    bad = json.loads(path.read_text())
+    bad[0]["fqe"] = [[10_000, float("inf")]]
+    path.write_text(json.dumps(bad))
+    with pytest.raises(RecordError, match="field 'fqe'\\[0\\]"):
+        read_records(path)
