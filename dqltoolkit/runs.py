@@ -125,7 +125,10 @@ def plan_resume(doc: Mapping[str, Any], source: str, overrides: Mapping[str, Any
     total = int(cfg["steps"])
     more = total - done if steps is None else int(steps)
     if steps is None and more <= 0:
-        if not (doc.get("extra") or {}).get("run_unfinished"):
+        # saves since run_unfinished was added say so; an older one is known by its name in a folder without results.json
+        where = Path(source)
+        older = where.name in UNFINISHED and where.parent.is_dir() and not (where.parent / "results.json").exists()
+        if not ((doc.get("extra") or {}).get("run_unfinished") or older):
             raise ValueError(f"--resume {source}: the checkpoint has done all {total} steps of its run; pass --steps N to train N more")
         more = 0  # saved after its last step but before the run ended: the resume finishes it (evaluation, model, results)
     notes = [f"-p {k}={v!r} applied (the checkpoint had {cfg[k]!r})" for k, v in applied.items()]

@@ -194,5 +194,12 @@ def test_a_run_saved_after_its_last_step_but_not_finished_resumes_to_its_end(tmp
     results = json.loads((run / "results.json").read_text())
     assert results["steps"] == 0 and results["total_steps"] == 6 and "evaluation" in results
     assert dqltoolkit.load(run / "model.zip").num_timesteps == 6
+    # a save from before the mark existed is known by its name in a folder without results.json
+    from dqltoolkit.checkpoint import save_agent
+
+    save_agent(dqltoolkit.load(latest), run / "model_interrupted.zip")
+    (run / "results.json").unlink()
+    res = cli("--resume", str(run / "model_interrupted.zip"), "--out", str(run))
+    assert res.exit_code == 0 and (run / "results.json").is_file(), res.output
     res = cli("--resume", str(run / "model.zip"), "--out", str(tmp_path / "again"))  # the finished run's model: refused
     assert res.exit_code != 0 and "has done all 6 steps of its run; pass --steps N" in res.output
