@@ -232,7 +232,7 @@ def finetune(spec, out: Path, minutes: float, threads: int, only: Optional[str],
     return 0
 
 
-def select(spec, out: Path, minutes: float, threads: int, only: Optional[str]) -> int:
+def select(spec, out: Path, minutes: float, threads: int, only: Optional[str], fqe_steps: int) -> int:
     """Rank each finished trial's kept checkpoints offline (`dqltoolkit select`: the BC-loss rule and FQE) into
     its selection.json, which `collect` carries into the records (the table's offline FQE column). FQE keeps
     its estimates per checkpoint (fqe_cache.json), so a chunk cut at the deadline loses one checkpoint at most."""
@@ -249,7 +249,7 @@ def select(spec, out: Path, minutes: float, threads: int, only: Optional[str]) -
         print(f"[campaign] {trial.name}: ranking its checkpoints offline (FQE)", flush=True)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         try:
-            done = subprocess.run(["dqltoolkit", "select", str(run_dir), "--threads", str(threads)], env=env, timeout=left)
+            done = subprocess.run(["dqltoolkit", "select", str(run_dir), "--threads", str(threads), "--fqe-steps", str(fqe_steps)], env=env, timeout=left)
         except subprocess.TimeoutExpired:  # the child is killed: the checkpoints it finished are in fqe_cache.json
             print(f"[campaign] {trial.name}: deadline; run `select` again to go on", flush=True)
             return 3
@@ -335,6 +335,8 @@ def main() -> None:
     p.add_argument("--records", type=Path, default=Path("docs/results/runs.json"), help="collect: the record file to write")
     p.add_argument("--from-step", type=int, default=200_000, help="finetune: the offline checkpoint each fine-tune starts from")
     p.add_argument("--timesteps", type=int, default=50_000, help="finetune: env steps per seed online")
+    p.add_argument("--fqe-steps", type=int, default=20_000, help="select: FQE fitting steps per checkpoint (2,000 leave a hopper "
+                   "value far from converged: J near one step's reward)")
     p.add_argument("--eval-freq", type=int, default=5_000, help="finetune: steps between evaluations (and saves)")
     a = p.parse_args()
     from dqltoolkit.sweep_spec import load_sweep
@@ -346,7 +348,7 @@ def main() -> None:
     if a.action == "finetune":
         sys.exit(finetune(spec, out, a.minutes, a.threads, a.only, a.from_step, a.timesteps, a.eval_freq))
     if a.action == "select":
-        sys.exit(select(spec, out, a.minutes, a.threads, a.only))
+        sys.exit(select(spec, out, a.minutes, a.threads, a.only, a.fqe_steps))
     if a.action == "status":
         status(spec, out)
     else:

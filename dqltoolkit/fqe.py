@@ -19,9 +19,12 @@ from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 import torch
-from torch import nn
 
 from .agent import Agent
+from .nn import EnsembleMLP
+
+#: part of every cache key: estimates made by an earlier fitting procedure are not mixed with this one's
+FIT_VERSION = "members-batched-1"
 
 
 @dataclass
@@ -67,35 +70,38 @@ def estimate(agent, table: Mapping[str, np.ndarray], gamma: Optional[float] = No
     mean, std = obs.mean(0), obs.std(0) + 1e-6
     scale = np.maximum(np.abs(np.asarray(agent.action_space.low)), np.abs(np.asarray(agent.action_space.high))).astype(np.float32)
     next_a, start_a = _policy_actions(agent, nobs[idx]), _policy_actions(agent, obs[starts])
-    return [_fit(obs[idx], act[idx], rew, done, nobs[idx], next_a[m], obs[starts], start_a[m], mean, std, scale, gamma, cfg, m)
-            for m in range(agent.members)]
+    return _fit(obs[idx], act[idx], rew, done, next_a, nobs[idx], obs[starts], start_a, mean, std, scale, gamma, cfg)
 
 
-def _fit(s, a, r, d, s2, a2, s0, a0, mean, std, scale, gamma, cfg: FQEConfig, member: int) -> float:
-    torch.manual_seed(cfg.seed * 1000 + member)
+def _fit(s, a, r, d, a2, s2, s0, a0, mean, std, scale, gamma, cfg: FQEConfig) -> List[float]:
+    """One Q-function per member, fitted side by side as member-batched layers (``a2``, ``a0``: ``[members, n, A]``),
+    so the members' fits cost one small network's steps, not one each."""
+    members = a2.shape[0]
+    torch.manual_seed(cfg.seed)
 
-    def inputs(o, x):
-        return torch.as_tensor(np.concatenate([(o - mean) / std, x / scale], 1), dtype=torch.float32)
+    def inputs(o, x):  # normalised state and scaled action, [members, n, S + A]
+        o = np.broadcast_to((o - mean) / std, (members, *o.shape))
+        return torch.as_tensor(np.concatenate([o, np.broadcast_to(x / scale, (members, *x.shape[-2:]))], -1), dtype=torch.float32)
 
     x, x2, x0 = inputs(s, a), inputs(s2, a2), inputs(s0, a0)
     r_t, d_t = torch.as_tensor(r), torch.as_tensor(d)
-    q = nn.Sequential(nn.Linear(x.shape[1], cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, 1))
+    q = EnsembleMLP(members, x.shape[-1], 1, [cfg.hidden, cfg.hidden], activation="relu")
     target = copy.deepcopy(q).requires_grad_(False)
     opt = torch.optim.Adam(q.parameters(), lr=cfg.lr)
-    gen = torch.Generator().manual_seed(cfg.seed + member)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    params, target_params = list(q.parameters()), list(target.parameters())
     for _ in range(cfg.steps):
-        b = torch.randint(0, len(x), (cfg.batch_size,), generator=gen)
+        b = torch.randint(0, x.shape[1], (cfg.batch_size,), generator=gen)
         with torch.no_grad():
-            y = r_t[b] + gamma * (1 - d_t[b]) * target(x2[b]).squeeze(-1)
-        loss = ((q(x[b]).squeeze(-1) - y) ** 2).mean()
+            y = r_t[b] + gamma * (1 - d_t[b]) * target(x2[:, b]).squeeze(-1)
+        loss = ((q(x[:, b]).squeeze(-1) - y) ** 2).mean(1).sum()  # each member's own mean squared error
         opt.zero_grad()
         loss.backward()
         opt.step()
         with torch.no_grad():
-            for p, tp in zip(q.parameters(), target.parameters()):
-                tp.lerp_(p, cfg.tau)
+            torch._foreach_lerp_(target_params, params, cfg.tau)
     with torch.no_grad():
-        return float(q(x0).mean())
+        return [float(v) for v in q(x0).squeeze(-1).mean(1)]
 
 
 def estimates_by_checkpoint(paths: Mapping[int, str], table: Mapping[str, np.ndarray], cfg: FQEConfig = FQEConfig(),
@@ -104,7 +110,7 @@ def estimates_by_checkpoint(paths: Mapping[int, str], table: Mapping[str, np.nda
 
     ``cache``: a JSON file of the estimates made so far, written after each checkpoint, so that ranking a long
     run's twenty checkpoints (minutes each on a D4RL-sized table) resumes after a kill. An entry counts only for
-    the same checkpoint file (name, size, modification time) and the same FQE settings."""
+    the same checkpoint file (name, size, modification time), the same FQE settings and :data:`FIT_VERSION`."""
     done: Dict[str, List[float]] = {}
     if cache is not None and Path(cache).is_file():
         try:
@@ -115,7 +121,7 @@ def estimates_by_checkpoint(paths: Mapping[int, str], table: Mapping[str, np.nda
     out = {}
     for step, path in sorted(paths.items()):
         st = Path(path).stat()
-        key = f"{Path(path).name}|{st.st_size}|{st.st_mtime_ns}|{sorted(asdict(cfg).items())}"
+        key = f"{Path(path).name}|{st.st_size}|{st.st_mtime_ns}|{sorted(asdict(cfg).items())}|{FIT_VERSION}"
         if key not in done:
             done[key] = estimate(Agent.load(path, device=device), table, cfg=cfg)
             if cache is not None:

@@ -104,7 +104,8 @@ def test_the_campaign_runner_continues_a_killed_trial_from_its_save(tmp_path):
     assert [p.name for p in sorted(trial.glob("model_step*.zip"), key=lambda p: int(p.stem[10:]))] == \
         [f"model_step{s}.zip" for s in range(500, 3001, 500)]
     # offline ranking of the kept checkpoints (FQE), carried into the records for the table's offline FQE column
-    sel = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "campaign.py"), "select", str(sweep), "--out", str(out), "--threads", "1"],
+    sel = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "campaign.py"), "select", str(sweep), "--out", str(out), "--threads", "1",
+                          "--fqe-steps", "200"],
                          env=_env(), capture_output=True, text=True, timeout=600)
     assert sel.returncode == 0, sel.stdout + sel.stderr
     assert len(json.loads((trial / "fqe_cache.json").read_text())) == 6  # one entry per kept checkpoint
