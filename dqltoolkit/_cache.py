@@ -1,10 +1,8 @@
 """The toolkit's private cache folder (``$DQLTOOLKIT_CACHE``, default ``~/.cache/dqltoolkit``).
 
-Why private: the cache holds what the toolkit later runs or loads: compiled native kernels (dlopen'ed)
-and the dataset builder's stages. Whoever can write there could make this process run their code, so a
-cache folder must belong to the user and be writable by nobody else. New folders are created 0700; an
-existing one of ours that others can only read is tightened to 0700; one owned by another user, or
-writable by group or others, is refused with a :class:`CacheError` that says what to do.
+Why private: it holds what the toolkit later runs or loads (compiled native kernels, the dataset builder's
+stages), so it must belong to the user and be writable by nobody else. New folders are created 0700, ours that
+others can read are tightened to 0700, and one owned by another user or group/world-writable is refused (:class:`CacheError`).
 """
 
 from __future__ import annotations

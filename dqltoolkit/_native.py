@@ -1,13 +1,9 @@
 """The fused CPU operators (csrc/fused.cpp with csrc/mish.c), compiled on first use against the installed
-torch and loaded as ``torch.ops.dqltoolkit``.
+torch and loaded as ``torch.ops.dqltoolkit``; without a compiler, or when the build fails, the eager PyTorch
+path runs. ``DQLTOOLKIT_FUSED=0`` (or ``DQLTOOLKIT_NATIVE=0``) disables it.
 
-The shared object is cached per source, compiler flags, torch version and CPU model in the private
-cache folder (:mod:`dqltoolkit._cache`). Without a compiler, or when the build fails, :func:`fused_ops`
-returns None and the eager PyTorch path runs. ``DQLTOOLKIT_FUSED=0`` (or ``DQLTOOLKIT_NATIVE=0``) disables it.
-
-What is loaded is what was built: each build's SHA-256 is recorded beside it (``<name>.so.sha256.json``),
-and a library is loaded only through an open file whose content matches that digest; any other file is
-rebuilt. Builds hold a lock in the folder, so parallel processes build once.
+The shared object is cached in the private cache folder (:mod:`dqltoolkit._cache`) per source, flags, torch
+version and CPU, its SHA-256 recorded beside it: it is loaded only through an open file matching that digest.
 """
 
 from __future__ import annotations
@@ -20,16 +16,16 @@ import subprocess
 import sys
 import tempfile
 import warnings
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 
 from ._cache import CacheError, open_verified, private_dir, record_digest, sidecar
 
 _SRC = Path(__file__).parent / "csrc" / "mish.c"
+_FUSED_SRC = Path(__file__).parent / "csrc" / "fused.cpp"
 _FLAGS = ["-O3", "-ffast-math", "-march=native", "-shared", "-fPIC"]
 if platform.machine() in ("x86_64", "AMD64"):
     # gcc defaults to 256-bit vectors even where AVX-512 exists; the Mish loops are compute-bound and run
@@ -37,33 +33,19 @@ if platform.machine() in ("x86_64", "AMD64"):
     _FLAGS.append("-mprefer-vector-width=512")
 
 
-@contextmanager
-def _build_lock(folder: Path) -> Iterator[None]:
-    """One build at a time per cache folder (parallel test workers, two training runs)."""
-    import fcntl
-
-    with open(folder / ".build.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 class BuildFailed(RuntimeError):
     """The compiler failed; the message is its last line of complaint."""
 
 
 def _verified_library(name: str, build: Callable[[Path], str], load: Callable[[str], object]) -> object:
-    """Load ``name`` from the private cache, building it first where no verified copy exists.
+    """Load ``name`` from the private cache with ``load(path)``, first building it with ``build(path) -> "" or why not``
+    where no verified copy exists; raises CacheError (unsafe folder), BuildFailed or what ``load`` raised."""
+    import fcntl
 
-    ``build(path)`` writes the library to ``path`` (a fresh name in the private folder) and returns ""
-    on success, else why not; ``load(path)`` opens a library. Returns what ``load`` returned, or raises
-    CacheError (unsafe folder), BuildFailed (the message says why) or what ``load`` raised.
-    """
     folder = private_dir()  # created 0700, refused if someone else could write it (CacheError)
     so = folder / name
-    with _build_lock(folder):
+    with open(folder / ".build.lock", "a") as lock:  # one build at a time per folder; closing the file unlocks it
+        fcntl.flock(lock, fcntl.LOCK_EX)
         f = open_verified(so)
         if f is None:
             if so.exists() and sidecar(so).exists():
@@ -99,17 +81,10 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
-_FUSED_SRC = Path(__file__).parent / "csrc" / "fused.cpp"
-
-
 @lru_cache(maxsize=1)
 def fused_ops():
-    """The operators of csrc/fused.cpp as ``torch.ops.dqltoolkit``, built on first use; None if unavailable.
-
-    It includes ATen headers, so it is compiled against the installed torch (about 10 s, once per torch
-    version, source and CPU). Any failure (no C++ compiler, no headers, an ABI mismatch) leaves the
-    eager PyTorch path in use.
-    """
+    """``torch.ops.dqltoolkit``, compiled against the installed torch on first use (about 10 s, once per torch
+    version, source and CPU); None where anything fails (no C++ compiler, no headers, an ABI mismatch)."""
     if "0" in (os.environ.get("DQLTOOLKIT_FUSED", "1"), os.environ.get("DQLTOOLKIT_NATIVE", "1")) or platform.system() != "Linux":
         return None
     cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
@@ -137,23 +112,19 @@ def fused_ops():
     try:
         return _verified_library(name, build, load)
     except CacheError as exc:
-        _warn_slow_path(f"the fused CPU operators are not loaded: {exc}")
+        why = f"the fused CPU operators are not loaded: {exc}"
     except BuildFailed as exc:
-        _warn_slow_path(f"could not compile {_FUSED_SRC.name} ({exc})")
+        why = f"could not compile {_FUSED_SRC.name} ({exc})"
     except (OSError, RuntimeError) as exc:
-        _warn_slow_path(f"could not load {name} ({exc})")
+        why = f"could not load {name} ({exc})"
+    warnings.warn(f"dqltoolkit: {why}; CPU training falls back to the eager PyTorch path, about 1.9x slower per Diffusion-QL step. "
+                  "Set DQLTOOLKIT_FUSED=0 to silence this.", RuntimeWarning, stacklevel=2)
     return None
 
 
-def _warn_slow_path(why: str) -> None:
-    warnings.warn(f"dqltoolkit: {why}; CPU training falls back to the eager PyTorch path, about 1.9x slower per Diffusion-QL step. "
-                  "Set DQLTOOLKIT_FUSED=0 to silence this.", RuntimeWarning, stacklevel=3)
-
-
 def _build_fused(cc: str, cxx: str, cxx_flags: list, link: list, out: Path) -> str:
-    """mish.c with the Mish library's flags (fast math stays out of the ATen translation unit), then
-    fused.cpp, linked into one shared object against torch's libraries, written to ``out``. Returns ""
-    on success, else the last line of the compiler's complaint."""
+    """mish.c with its own flags (fast math stays out of the ATen unit), then fused.cpp, linked against torch
+    into ``out``; "" on success, else the last line of the compiler's complaint."""
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         mish_o = Path(tmp) / "mish.o"
         try:

@@ -1,13 +1,7 @@
-"""The policy-class ablation: the paper's bandit figure as one job.
-
-Eight variants, BC and QL, each with a Gaussian (MLE), CVAE, MMD-regularised and diffusion policy, are
-trained on the same data by the same loop, one process per run, and their 1,000 policy samples are
-scored by mode. Each variant is just a recipe in ``agents/``.
-
-More panels are more recipes, not edits here: a recipe with a top-level block ``ablation: {panel:
-"Consistency-QL", head: consistency, objective: ql}``, shipped or in a folder the caller names
-(``--recipe-dir``), is an extra panel; ``head`` and ``objective`` are what ``--heads`` and ``--objectives``
-select by. Extra panels join the paper's eight with ``--extra`` or by name (``--panels``).
+"""The policy-class ablation, the paper's bandit figure as one job: BC and QL with a Gaussian, CVAE, MMD and
+diffusion policy (each a recipe in ``agents/``), one process per run, their 1,000 policy samples scored by mode.
+A recipe with a top-level ``ablation: {panel: ..., head: ..., objective: ...}`` block (shipped or in a
+``--recipe-dir``) is an extra panel, joining with ``--extra`` or by name (``--panels``).
 """
 
 from __future__ import annotations
@@ -88,18 +82,15 @@ def _panel_of(path: Path, recipe: str) -> Optional[Variant]:
 
 
 def declared_panels(recipe_dirs: Iterable[Path | str] = ()) -> List[Variant]:
-    """Extra panels: every recipe in the shipped catalogue, then in each of ``recipe_dirs``, that carries an
-    ``ablation:`` block, in file-name order. Shipped recipes are named by name, others by path. Two panels
-    with one title, or one with a paper panel's title, are an error naming both recipes."""
+    """Extra panels: the recipes with an ``ablation:`` block, shipped (by name) then in ``recipe_dirs`` (by path), in
+    file-name order; two panels with one title (or run folder) are an error naming both recipes."""
     shipped = catalogue_dir("agents")
     found: List[Variant] = []
     for folder in [shipped, *map(Path, recipe_dirs)]:
         if not folder.is_dir():
             raise ConfigError(f"recipe folder {folder} does not exist or is not a folder")
-        for path in sorted(folder.glob("*.yaml")):
-            panel = _panel_of(path, path.stem if folder == shipped else str(path))
-            if panel is not None:
-                found.append(panel)
+        panels = (_panel_of(path, path.stem if folder == shipped else str(path)) for path in sorted(folder.glob("*.yaml")))
+        found.extend(p for p in panels if p is not None)
     seen = {v.name: v.recipe for v in VARIANTS}
     folders = {v.slug: v.recipe for v in VARIANTS}  # runs are stored in <slug>_seed<N>: one folder per panel
     for v in found:
@@ -108,8 +99,7 @@ def declared_panels(recipe_dirs: Iterable[Path | str] = ()) -> List[Variant]:
         if v.slug in folders:
             raise ConfigError(f"ablation panel {v.name!r} ({v.recipe}) would train into the run folders of {folders[v.slug]} "
                               f"('{v.slug}_seed<N>'): rename the recipe file")
-        seen[v.name] = v.recipe
-        folders[v.slug] = v.recipe
+        seen[v.name] = folders[v.slug] = v.recipe
     return found
 
 
@@ -127,8 +117,7 @@ def __getattr__(name: str) -> Any:
 
 def select(heads: Optional[Sequence[str]] = None, objectives: Optional[Sequence[str]] = None, panels: Optional[Sequence[str]] = None,
            extra: bool = False, recipe_dirs: Iterable[Path | str] = ()) -> List[Variant]:
-    """The panels to run: the paper's eight (with ``extra``, also every declared panel; with ``panels``,
-    exactly those, by title), then kept where the head and objective labels match ``heads`` and ``objectives``."""
+    """The paper's eight (``extra``: and every declared panel; ``panels``: exactly those titles), filtered by labels."""
     every = all_panels(recipe_dirs)
     for given, what in ((heads, "head"), (objectives, "objective")):
         known = sorted({getattr(v, what) for v in every})
@@ -147,18 +136,13 @@ def select(heads: Optional[Sequence[str]] = None, objectives: Optional[Sequence[
 
 
 def grid_columns(panels: int) -> int:
-    """Columns of the figure for ``panels`` panels plus the dataset's: the paper's eight keep their 2 x 5
-    layout; more panels fill rows of five."""
-    n = panels + 1
-    if panels <= 4:
-        return n
-    return int(math.ceil(n / 2)) if panels <= 9 else 5
+    """Figure columns for ``panels`` panels plus the dataset's: the paper's eight keep 2 x 5; more fill rows of five."""
+    return panels + 1 if panels <= 4 else int(math.ceil((panels + 1) / 2)) if panels <= 9 else 5
 
 
 @dataclass(frozen=True)
 class Modes:
-    """What the table scores samples against: the env's declared modes (``mode_names``,
-    ``mode_centres``, ``mode_means``, ``mode_radius`` on the unwrapped env)."""
+    """The env's declared modes (``mode_names``, ``mode_centres``, ``mode_means``, ``mode_radius``) samples are scored by."""
 
     names: tuple
     centres: np.ndarray
@@ -213,9 +197,7 @@ def columns(modes: Modes) -> List[str]:
 def markdown_table(rows: List[Dict[str, object]]) -> str:
     cols = list(rows[0]) if rows else COLUMNS
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        cells = [f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["| " + " | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -224,8 +206,7 @@ def run_ablation(env: str = "bandit2d-v0", out: Path | str = "runs/ablation", he
                  overrides: Optional[Dict[str, object]] = None, workers: Optional[int] = None, progress: bool = True,
                  on_done: Optional[Callable[[str], None]] = None, panels: Optional[Sequence[str]] = None, extra: bool = False,
                  recipe_dirs: Iterable[Path | str] = ()) -> Dict[str, object]:
-    """Train every selected variant for every seed; write ablation.csv and ablation.png into ``out``
-    (``panels``, ``extra``, ``recipe_dirs``: which panels, see :func:`select`)."""
+    """Train every selected variant (see :func:`select`) for every seed; write ablation.csv and ablation.png into ``out``."""
     task = get_task(env)
     probe = task.make_env()
     if probe.action_space.shape != (2,):

@@ -1,23 +1,17 @@
 """The acting policy: candidates from the head, chosen by the critic, in the env's units.
 
-With a critic, each state gets ``n_candidates`` sampled actions scored by the critic's reduced target
-values, and one is drawn with probability softmax(Q) (Diffusion-QL's rule; objectives with
-``greedy_acting`` take the best). Without a critic, one sample per state.
+With a critic, each state gets ``n_candidates`` sampled actions, and one is drawn with probability softmax(Q)
+(Diffusion-QL's rule; objectives with ``greedy_acting``, BCQ and BEAR, take the best). Without a critic, one sample.
 
-``deterministic=True`` means reproducible: the same observation always gets the same action, whatever
-else is in the batch. The candidates are drawn from fixed noise (the same for every observation), and
-the one taken is the softmax(Q)-weighted medoid: the candidate with the least softmax(Q)-weighted
-distance to the others, i.e. the centre of where the stochastic rule puts its mass. Why not the
-argmax-Q candidate: on the bandit it sits where the critic extrapolates beyond a mode's edge (SB3's
-``evaluate_policy`` gave 4.36 against 5.0 for stochastic acting). Why not one fixed softmax draw: its
-quality varies with the seed (one seed in ten picked a reward-0 candidate for every episode). The
-medoid is an actual sample, inside the dominant mode. Objectives with ``greedy_acting`` (BCQ, BEAR)
-take their best candidate either way.
+``deterministic=True`` means the same observation always gets the same action: candidates from fixed noise, and
+the softmax(Q)-weighted medoid taken, an actual sample inside the dominant mode. Why not argmax Q: on the bandit it
+sits where the critic extrapolates past a mode's edge (4.36 against 5.0); nor one fixed softmax draw: its quality
+varies with the seed (one seed in ten picked a reward-0 candidate for every episode).
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 import torch
@@ -37,12 +31,9 @@ UNIFORM_CLAMP = (1e-20, 1.0 - 1e-7)
 
 
 def selection_scores(q: Tensor, cand: Tensor, rule: str, u: Optional[Tensor] = None) -> Tensor:
-    """The score whose argmax over the candidates is the action taken: ``q`` ``[..., N]``, ``cand`` ``[..., N, A]``.
-
-    ``greedy``: Q itself. ``draw``: Q plus Gumbel noise from the uniform numbers ``u`` ``[..., N]``, so the
-    argmax is a draw with probability softmax(Q) (Diffusion-QL's rule). ``medoid`` (deterministic acting):
-    minus each candidate's softmax(Q)-weighted distance to the others. The one definition of the choice,
-    for acting and for the exported graph (dqltoolkit/export.py)."""
+    """The score whose argmax over the candidates (``q`` ``[..., N]``, ``cand`` ``[..., N, A]``) is the action taken, for
+    acting and the exported graph: ``greedy``: Q; ``draw``: Q plus Gumbel noise from uniforms ``u`` (a softmax(Q) draw);
+    ``medoid`` (deterministic acting): minus each candidate's softmax(Q)-weighted distance to the others."""
     if rule == "greedy":
         return q
     if rule == "medoid":
@@ -59,10 +50,6 @@ class ActingPolicy:
     def __init__(self, learner: Learner) -> None:
         self.learner = learner
         self._cache: dict = {}
-
-    @property
-    def generators(self) -> Sequence[torch.Generator]:
-        return self.learner.act_generators
 
     @torch.no_grad()
     def act(self, obs: Tensor, deterministic: bool = False, head: Any = None) -> Tensor:
@@ -89,7 +76,7 @@ class ActingPolicy:
         N = L.config.n_candidates if L.critic is not None else 1
         steps = L.config.sample_steps or None
         aux = L.aux if head is L.head else L.ema_aux
-        gens, noise = self.generators, None
+        gens, noise = L.act_generators, None
         if deterministic:
             gens, base = self.fixed_draws(head, N, steps)
             noise = None if base is None else base.repeat(*[B if i == head.noise_row_dim + 1 else 1 for i in range(base.dim())])
@@ -108,10 +95,8 @@ class ActingPolicy:
         return a * L.action_scale + L.action_center
 
     def fixed_draws(self, head: Any, n: int, steps: Optional[int]):
-        """Deterministic acting's draws, made once per (head, candidates, steps) and kept: generators seeded
-        from the members' seeds and the head's noise for ``n`` candidates (None where the head has no
-        :meth:`draw_noise`: it then draws from those fixed generators, restarted at every call). Kept
-        tensors also let a backend replay acting without drawing anything."""
+        """Deterministic acting's draws, made once per (head, candidates, steps) and kept (so a backend can replay them):
+        seeded generators and the head's noise for ``n`` candidates (None without ``noise_row_dim``: restarted generators)."""
         L = self.learner
         key = (id(head), n, steps)
         hit = self._cache.get(key)
@@ -134,15 +119,10 @@ class ActingPolicy:
             raise ValueError("predict: dict observations are not supported; dqltoolkit agents take a Box observation")
         obs = np.asarray(observation, dtype=np.float32)
         shape = tuple(observation_space.shape)
-        if obs.shape == shape:
-            single = True
-        elif obs.ndim == len(shape) + 1 and tuple(obs.shape[1:]) == shape:
-            single = False
-        else:
-            raise ValueError(
-                f"predict: observation has shape {obs.shape}; expected {shape} for one observation "
-                f"or (n_envs, {', '.join(map(str, shape))}) for a batch"
-            )
+        single = obs.shape == shape
+        if not single and not (obs.ndim == len(shape) + 1 and tuple(obs.shape[1:]) == shape):
+            raise ValueError(f"predict: observation has shape {obs.shape}; expected {shape} for one observation "
+                             f"or (n_envs, {', '.join(map(str, shape))}) for a batch")
         flat = obs.reshape(-1, L.obs_dim)
         if flat.shape[0] == 0:
             return np.zeros((0, *action_space.shape), dtype=action_space.dtype), single

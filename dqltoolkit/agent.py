@@ -1,9 +1,6 @@
-"""The agent as Stable-Baselines3 users meet it: a thin facade over a learner and an acting policy.
-
-``Agent`` builds a :class:`~dqltoolkit.learner.Learner` (the parts and their update, with the backend
-chosen once for this device) and an :class:`~dqltoolkit.acting.ActingPolicy`, and offers SB3's surface
-(``learn``, ``predict``, ``save``, ``load``, ``get_env``, ``logger``, ``num_timesteps``) so that
-``evaluate_policy``, ``EvalCallback`` and ``CheckpointCallback`` work on it unchanged.
+"""The agent as Stable-Baselines3 users meet it: a thin facade over a :class:`~dqltoolkit.learner.Learner` and an
+:class:`~dqltoolkit.acting.ActingPolicy` with SB3's surface (``learn``, ``predict``, ``save``, ``load``, ``get_env``,
+``logger``, ``num_timesteps``), so that ``evaluate_policy``, ``EvalCallback`` and ``CheckpointCallback`` work on it unchanged.
 """
 
 from __future__ import annotations
@@ -24,6 +21,7 @@ from .config import AgentConfig, coerce_mapping, resolve_recipe
 from .learner import Learner
 from .limits import check_agent
 from .loop import ensure_dataset, run_learning
+from .online import Collector
 from .sources import resolve_checkpoint
 from .tasks import get_task, task_spaces
 
@@ -55,16 +53,9 @@ class Agent:
     """Offline RL agent. Build from a config and spaces (or :meth:`from_task`), give it data with
     :meth:`set_dataset`, then :meth:`learn`; or :meth:`load` a checkpoint."""
 
-    def __init__(
-        self,
-        config: AgentConfig,
-        observation_space: gym.spaces.Box,
-        action_space: gym.spaces.Box,
-        seeds: Sequence[int] = (0,),
-        device: Union[str, torch.device] = "auto",
-        env: Optional[gym.Env] = None,
-        task: Optional[str] = None,
-    ) -> None:
+    def __init__(self, config: AgentConfig, observation_space: gym.spaces.Box, action_space: gym.spaces.Box,
+                 seeds: Sequence[int] = (0,), device: Union[str, torch.device] = "auto", env: Optional[gym.Env] = None,
+                 task: Optional[str] = None) -> None:
         _check_box(action_space, "action")
         _check_box(observation_space, "observation")
         if not np.all(np.isfinite(action_space.low)) or not np.all(np.isfinite(action_space.high)):
@@ -76,12 +67,8 @@ class Agent:
             raise ValueError("seeds: give at least one seed")
         self.config = config
         self.observation_space, self.action_space = observation_space, action_space
-        self.seeds = seeds
-        self.members = len(seeds)
-        self.device = resolve_device(device)
-        self.task = task
-        self.obs_dim = int(observation_space.shape[0])
-        self.action_dim = int(action_space.shape[0])
+        self.seeds, self.members, self.device, self.task = seeds, len(seeds), resolve_device(device), task
+        self.obs_dim, self.action_dim = int(observation_space.shape[0]), int(action_space.shape[0])
         check_agent(config.to_dict(), self.obs_dim, self.action_dim, self.members, self.device)  # (before anything is allocated)
         learner = Learner(config, self.obs_dim, self.action_dim, seeds, self.device, backend=select_backend)
         low = torch.as_tensor(action_space.low, dtype=torch.float32, device=self.device)
@@ -89,8 +76,7 @@ class Agent:
         learner.action_center, learner.action_scale = (high + low) / 2, (high - low) / 2
         object.__setattr__(self, "learner", learner)
         self.policy = ActingPolicy(learner)
-        self._env = None
-        self._logger = None
+        self._env = self._logger = None
         if env is not None:
             self.set_env(env)
 
@@ -122,21 +108,15 @@ class Agent:
               reset_num_timesteps: bool = False, tb_log_name: Optional[str] = None) -> "Agent":
         """Run ``total_timesteps`` gradient steps on the dataset (offline: a timestep is a gradient step).
 
-        Without a dataset, a loaded agent whose checkpoint names its task loads that task's dataset
-        (its own observation statistics kept). ``tb_log_name`` is accepted for SB3 compatibility and
-        names nothing here (see ``dqltoolkit train --logger``). With the recipe key ``online`` (``-p online=true``,
-        ``dqltoolkit finetune``), each gradient step is preceded by one step of the agent's env per seed, whose
-        transitions join the offline data (dqltoolkit/online.py)."""
+        Without a dataset, a loaded agent whose checkpoint names its task loads that task's dataset (its own
+        observation statistics kept). ``tb_log_name`` is SB3's and names nothing here. With the recipe key ``online``,
+        each gradient step is preceded by one env step per seed, whose transitions join the data (dqltoolkit/online.py)."""
         if int(total_timesteps) < 0:
             raise ValueError(f"learn: total_timesteps must be >= 0, got {total_timesteps}")
         ensure_dataset(self)
         if reset_num_timesteps:
             self.num_timesteps = 0
-        collector = None
-        if self.config.online:
-            from .online import Collector
-
-            collector = Collector(self)
+        collector = Collector(self) if self.config.online else None
         try:
             run_learning(self, int(total_timesteps), callback=callback, log_interval=log_interval, progress_bar=progress_bar,
                          collector=collector)
@@ -150,13 +130,9 @@ class Agent:
         """Actions for raw observations ``[M, B, obs_dim]`` -> ``[M, B, action_dim]`` in Box units (see dqltoolkit/acting.py)."""
         return self.policy.act(obs, deterministic, head)
 
-    def predict(
-        self,
-        observation: Union[np.ndarray, Dict[str, np.ndarray]],
-        state: Optional[Tuple[np.ndarray, ...]] = None,
-        episode_start: Optional[np.ndarray] = None,
-        deterministic: bool = False,
-    ) -> Tuple[np.ndarray, Optional[Tuple[np.ndarray, ...]]]:
+    def predict(self, observation: Union[np.ndarray, Dict[str, np.ndarray]], state: Optional[Tuple[np.ndarray, ...]] = None,
+                episode_start: Optional[np.ndarray] = None,
+                deterministic: bool = False) -> Tuple[np.ndarray, Optional[Tuple[np.ndarray, ...]]]:
         """SB3's predict: one observation -> one action, a batch -> a batch; returns ``(actions, state)``.
         ``deterministic=True``: the same observation always gets the same action (dqltoolkit/acting.py)."""
         actions, _ = self.policy.predict(observation, self.observation_space, self.action_space, deterministic)
@@ -203,10 +179,8 @@ class Agent:
     @classmethod
     def from_task(cls, agent: str, env: str, seeds: Sequence[int] = (0,), device: Union[str, torch.device] = "auto", download: bool = False,
                   **overrides: Any) -> "Agent":
-        """``Agent.from_task("diffusion-ql", "hopper-medium-v2", eta=2.0)``: a recipe for a task with its
-        dataset loaded and its env set, ready for ``learn``, ``predict``, SB3's ``evaluate_policy(model,
-        model.get_env())`` and callbacks. ``overrides`` are recipe keys (``eta=2.0``), checked and typed like
-        ``-p``. What ``dqltoolkit train`` does, without the run folder, for code that drives the agent itself."""
+        """``Agent.from_task("diffusion-ql", "hopper-medium-v2", eta=2.0)``: a recipe for a task with its dataset loaded
+        and its env set, ready for ``learn``, ``predict`` and SB3's tools; ``overrides`` are recipe keys, checked like ``-p``."""
         task = get_task(env)
         config = resolve_recipe(agent, getattr(task, "recipe_section", None) or task.id).config
         if overrides:
@@ -241,10 +215,8 @@ class Agent:
 
 def load_agent(path: Union[str, Path], device: Union[str, torch.device] = "auto", allow_nonfinite: bool = False,
                agent_class: type = Agent) -> Agent:
-    """Build the agent a checkpoint describes and load its tensors. ``path`` may be ``zoo:<id>`` or
-    ``hf:ORG/NAME``: the verified local copy (downloaded first if needed). Everything is checked before
-    the agent is built (:func:`dqltoolkit.checkpoint.read_checkpoint`); a checkpoint with NaN or Inf
-    weights is refused unless ``allow_nonfinite``."""
+    """Build the agent a checkpoint (a path, ``zoo:<id>``, ``hf:ORG/NAME``) describes, everything checked first
+    (:func:`dqltoolkit.checkpoint.read_checkpoint`), and load its tensors; NaN/Inf weights need ``allow_nonfinite``."""
     path = resolve_checkpoint(path)
     doc, tensors = read_checkpoint(path, allow_nonfinite=allow_nonfinite)
     agent = agent_class(config_of(doc, path), checks.space_of(doc, "observation_space", path), checks.space_of(doc, "action_space", path),

@@ -1,9 +1,8 @@
 """The checkpoint format: a zip of ``dqltoolkit.json`` (what to build) and ``tensors.safetensors``.
 
-Loading never unpickles anything, so a checkpoint from the zoo or a stranger cannot run code (an SB3
-zip, by contrast, holds cloudpickled objects). Writes are atomic: a temp file in the same folder,
-then ``os.replace``, so an interrupted save never leaves a half-written checkpoint under the real name.
-Checkpoints hold optimiser, EMA, target-network and RNG state, so a resumed run continues exactly.
+Loading never unpickles anything, so a checkpoint from the zoo or a stranger cannot run code (an SB3 zip holds
+cloudpickled objects). Writes are atomic (a temp file, then ``os.replace``); checkpoints hold optimiser, EMA,
+target-network and RNG state, so a resumed run continues exactly.
 """
 
 from __future__ import annotations
@@ -58,22 +57,17 @@ def _online_kept(agent, include_optimizer: bool) -> Optional[OnlineBuffer]:
 def agent_state(agent, member: Optional[int] = None, include_optimizer: bool = True) -> Dict[str, torch.Tensor]:
     """All tensors of an agent, optionally of one member only (for per-seed checkpoints)."""
     M = agent.members
-    out: Dict[str, torch.Tensor] = {}
-    for prefix, module in _modules(agent):
-        for k, v in module.state_dict().items():
-            out[prefix + k] = _member_slice(v, M, member)
+    out = {prefix + k: _member_slice(v, M, member) for prefix, module in _modules(agent) for k, v in module.state_dict().items()}
     if include_optimizer:
         for name, opt in _optimizers(agent).items():
             for i, st in opt.state_dict()["state"].items():
                 for k, v in st.items():
                     v = torch.as_tensor(v)
                     out[f"optim.{name}.{i}.{k}"] = _member_slice(v, M, member) if v.dim() > 0 else v
-    members = range(M) if member is None else [member]
-    for j, m in enumerate(members):
+    for j, m in enumerate(range(M) if member is None else [member]):
         out[f"rng.train.{j}"] = agent.train_generators[m].get_state()
         out[f"rng.act.{j}"] = agent.act_generators[m].get_state()
-    out["obs_mean"] = agent.obs_mean
-    out["obs_std"] = agent.obs_std
+    out.update(obs_mean=agent.obs_mean, obs_std=agent.obs_std)
     online = _online_kept(agent, include_optimizer)
     if online is not None:
         for field, t in online.chronological().items():
@@ -88,8 +82,7 @@ def _umask() -> int:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` all or nothing (a temp file beside it, fsync, ``os.replace``): on any failure the
-    temp file is removed, whatever was at ``path`` is untouched, and an ``OSError`` becomes a :class:`CheckpointWriteError`."""
+    """Write ``data`` to ``path`` all or nothing (temp file, fsync, ``os.replace``); OSErrors become CheckpointWriteErrors."""
     tmp: Optional[str] = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,20 +110,14 @@ def save_agent(agent, path: Union[str, Path], member: Optional[int] = None, incl
     if path.suffix != ".zip":
         path = path.with_suffix(path.suffix + ".zip")
     seeds = agent.seeds if member is None else [agent.seeds[member]]
-    doc = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "config": agent.config.to_dict(),
-        "observation_space": box_to_json(agent.observation_space),
-        "action_space": box_to_json(agent.action_space),
-        "seeds": seeds,
-        "num_timesteps": agent.num_timesteps,
-        "task": agent.task,
-        "has_optimizer": include_optimizer,
-        **({"online_added": int(online.added)} if (online := _online_kept(agent, include_optimizer)) is not None else {}),
-        "versions": {"dqltoolkit": __version__, "torch": torch.__version__, "gymnasium": gym.__version__, "python": platform.python_version()},
-        "extra": extra or {},
-    }
+    online = _online_kept(agent, include_optimizer)
+    doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": agent.config.to_dict(),
+           "observation_space": box_to_json(agent.observation_space), "action_space": box_to_json(agent.action_space),
+           "seeds": seeds, "num_timesteps": agent.num_timesteps, "task": agent.task, "has_optimizer": include_optimizer,
+           **({"online_added": int(online.added)} if online is not None else {}),
+           "versions": {"dqltoolkit": __version__, "torch": torch.__version__, "gymnasium": gym.__version__,
+                        "python": platform.python_version()},
+           "extra": extra or {}}
     tensors = st_save(agent_state(agent, member, include_optimizer))
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z:
@@ -141,9 +128,7 @@ def save_agent(agent, path: Union[str, Path], member: Optional[int] = None, incl
 
 
 def read_checkpoint(path: Union[str, Path], allow_nonfinite: bool = False) -> tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
-    """Read and validate a checkpoint's document and tensors without building an agent, bounded and checked
-    throughout (:mod:`dqltoolkit.checkpoint_checks`); non-finite weights are refused unless ``allow_nonfinite``.
-    Anything wrong is a :class:`CheckpointError` naming the file and the field."""
+    """A checkpoint's document and tensors, read without building an agent and checked throughout (``checkpoint_checks``)."""
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory, not a checkpoint file (a run folder holds model.zip)")
@@ -155,20 +140,19 @@ def read_checkpoint(path: Union[str, Path], allow_nonfinite: bool = False) -> tu
             names = set(z.namelist())
             if DOC_NAME not in names:
                 raise CheckpointError(f"{path} is not a dqltoolkit checkpoint: the zip has no {DOC_NAME} (found {sorted(names)[:5]})")
-            doc_limit = f"{DOC_NAME} holds settings and spaces only"
-            reader = checks.BoundedReader(z, checks.member(z, DOC_NAME, path, MAX_DOC_BYTES, doc_limit), path, MAX_DOC_BYTES, doc_limit)
+            reader = checks.BoundedReader(z, DOC_NAME, path, MAX_DOC_BYTES, f"{DOC_NAME} holds settings and spaces only")
             doc = checks.parse_json(reader.read_all(), path, DOC_NAME)
             checks.check_document(doc, path, FORMAT, FORMAT_VERSION)
             if TENSORS_NAME not in names:
                 raise CheckpointError(f"{path}: the zip has no {TENSORS_NAME}")
-            limit = checks.tensor_limit(file_size)
+            limit = min(checks.MAX_TENSOR_BYTES, max(checks.MIN_TENSOR_CAP, checks.INFLATION_LIMIT * file_size))
             limit_text = (f"{checks.INFLATION_LIMIT} x the file's {file_size} bytes, at least {checks.MIN_TENSOR_CAP >> 20} MiB "
                           f"and at most {checks.MAX_TENSOR_BYTES >> 30} GiB")
-            info = checks.member(z, TENSORS_NAME, path, limit, limit_text)
-            reader = checks.BoundedReader(z, info, path, limit, limit_text)
+            reader = checks.BoundedReader(z, TENSORS_NAME, path, limit, limit_text)
             head, header, data_len = checks.read_header(reader, path)
-            if info.file_size != len(head) + data_len:
-                raise CheckpointError(f"{path}: {TENSORS_NAME} has {info.file_size} bytes, its header declares {len(head) + data_len}")
+            if reader.info.file_size != len(head) + data_len:
+                raise CheckpointError(f"{path}: {TENSORS_NAME} has {reader.info.file_size} bytes, "
+                                      f"its header declares {len(head) + data_len}")
             checks.check_header(header, doc, path)
             raw = head + reader.read(data_len)
             reader.finish()
@@ -187,38 +171,34 @@ def read_checkpoint(path: Union[str, Path], allow_nonfinite: bool = False) -> tu
 
 
 def config_of(doc: Dict[str, Any], path: Union[str, Path]):
-    """The configuration a checkpoint's document holds (format 1: every key flat, unread ones dropped),
-    each sizing value within the checkpoint limits."""
+    """The configuration a checkpoint's document holds (format 1: every key flat), within the checkpoint limits."""
     return checks.check_config(doc["config"], Path(str(path)), legacy=checks._legacy(doc))
 
 
 def _load_networks(agent, tensors: Dict[str, torch.Tensor], widen=lambda t: t) -> None:
+    """The networks (each tensor through ``widen``) and the observation statistics: what resuming and fine-tuning share."""
     for prefix, module in _modules(agent):
         module.load_state_dict({k[len(prefix):]: widen(v) for k, v in tensors.items() if k.startswith(prefix)}, strict=True)
+    agent.obs_mean, agent.obs_std = tensors["obs_mean"].to(agent.device), tensors["obs_std"].to(agent.device)
 
 
 def restore_agent(agent, path: Union[str, Path], doc: Dict[str, Any], tensors: Dict[str, torch.Tensor]):
-    """Load a checkpoint's tensors into ``agent``, the agent its document describes (strictly: every tensor
-    must fit), then its step count and lr schedule. ``Agent.load`` builds the agent and calls this."""
+    """Load a checkpoint's tensors strictly into the agent its document describes (``Agent.load``), then its step count."""
     dev = agent.device
     try:
         _load_networks(agent, tensors)
         if doc.get("has_optimizer"):
             for name, opt in _optimizers(agent).items():
-                sd = opt.state_dict()
                 state: Dict[int, Dict[str, torch.Tensor]] = {}
                 for k, v in tensors.items():
                     if k.startswith(f"optim.{name}."):
                         _, _, i, key = k.split(".", 3)
                         state.setdefault(int(i), {})[key] = v.to(dev) if key != "step" else v
-                sd["state"] = state
-                opt.load_state_dict(sd)
+                opt.load_state_dict({**opt.state_dict(), "state": state})
         for m in range(agent.members):
             for kind, gens in (("train", agent.train_generators), ("act", agent.act_generators)):
                 checks.check_generator_state(tensors[f"rng.{kind}.{m}"], gens[m], f"rng.{kind}.{m}", path)
                 gens[m].set_state(tensors[f"rng.{kind}.{m}"])
-        agent.obs_mean = tensors["obs_mean"].to(dev)
-        agent.obs_std = tensors["obs_std"].to(dev)
         if "online.obs" in tensors:
             held = {f: tensors[f"online.{f}"] for f in ONLINE_FIELDS}  # (sized to what it holds: a fine-tune widens it)
             agent.learner.online_buffer = OnlineBuffer.from_chronological(held, held["obs"].shape[1], int(doc.get("online_added", 0)), dev)
@@ -232,10 +212,8 @@ def restore_agent(agent, path: Union[str, Path], doc: Dict[str, Any], tensors: D
 
 
 def init_from_checkpoint(agent, path: Union[str, Path]) -> Dict[str, Any]:
-    """Copy a checkpoint's networks and observation statistics into ``agent``, leaving its optimiser, step
-    count, RNG and config alone: fine-tuning starts a new run, with its own settings, from pretrained weights
-    (resuming would continue the old schedule). A one-seed checkpoint initialises every member of a
-    multi-seed agent; otherwise the seed counts must match. Returns the checkpoint's document."""
+    """Copy a checkpoint's networks and observation statistics into ``agent``, nothing else: fine-tuning starts a new
+    run from pretrained weights. One seed initialises every member, else the seed counts must match. Returns the doc."""
     doc, tensors = read_checkpoint(path)
     for key, space in (("observation_space", agent.observation_space), ("action_space", agent.action_space)):
         theirs = checks.space_of(doc, key, path)
@@ -255,6 +233,4 @@ def init_from_checkpoint(agent, path: Union[str, Path]) -> Dict[str, Any]:
         differ = {k: (theirs[k], ours[k]) for k in ours if theirs.get(k) != ours[k]}
         raise CheckpointError(f"{path}: its networks do not fit the agent being trained; settings that differ (checkpoint, now): "
                               f"{differ}. Details: {str(exc).splitlines()[0]}") from None
-    agent.obs_mean = tensors["obs_mean"].to(agent.device)
-    agent.obs_std = tensors["obs_std"].to(agent.device)
     return doc

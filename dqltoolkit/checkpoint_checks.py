@@ -1,11 +1,9 @@
 """Checks that make a checkpoint safe to build from, run before anything is allocated or stepped.
 
-Why: every value in a checkpoint comes from whoever wrote the file. A width taken on trust makes the agent
-allocate gigabytes; a zip member may inflate a thousandfold; an optimiser moment of the wrong shape makes
-the fused Adam kernel write out of bounds (a segfault, not an exception). So reads are bounded, the document
-is checked field by field against explicit limits, and the safetensors header is compared with the agent
-the config describes, built on the ``meta`` device (shapes, no memory), before the tensor data is inflated;
-finally the values are checked. Every failure is a :class:`CheckpointError` naming the file and the field.
+Why: every value in a checkpoint comes from whoever wrote the file: a width taken on trust allocates gigabytes, a
+zip member may inflate a thousandfold, a wrongly shaped optimiser moment makes the fused Adam kernel write out of
+bounds. So reads are bounded, the document is checked against explicit limits, and the safetensors header against
+the agent the config describes, built on the ``meta`` device, before the data is inflated; then the values.
 """
 
 from __future__ import annotations
@@ -69,35 +67,26 @@ def _mib(n: int) -> str:
     return f"{n} bytes ({n / (1 << 20):.0f} MiB)" if n >= 1 << 20 else f"{n} bytes"
 
 
-def tensor_limit(file_size: int) -> int:
-    """The most ``tensors.safetensors`` may inflate to for a zip of ``file_size`` bytes."""
-    return min(MAX_TENSOR_BYTES, max(MIN_TENSOR_CAP, INFLATION_LIMIT * file_size))
-
-
 # --- the zip -------------------------------------------------------------------------------------------
 
-def member(z: zipfile.ZipFile, name: str, path: Path, limit: int, limit_text: str) -> zipfile.ZipInfo:
-    """The one member called ``name``, if it is stored or deflated, unencrypted and declares at most ``limit`` bytes."""
-    infos = [i for i in z.infolist() if i.filename == name]
-    if len(infos) > 1:
-        raise CheckpointError(f"{path}: the zip holds {len(infos)} members called {name}; a checkpoint has one")
-    info = infos[0]
-    if info.flag_bits & 0x1:
-        raise CheckpointError(f"{path}: {name} is encrypted; checkpoints are not")
-    if info.compress_type not in _METHODS:
-        raise CheckpointError(f"{path}: {name} uses zip compression method {info.compress_type}; "
-                              f"only {' and '.join(_METHODS.values())} are supported")
-    if info.file_size > limit:
-        raise CheckpointError(f"{path}: {name} inflates to {_mib(info.file_size)}, more than the limit of {_mib(limit)} ({limit_text})")
-    return info
-
-
 class BoundedReader:
-    """Reads a zip member in chunks, never more than ``limit`` bytes in all, turning zip and zlib
-    failures into a :class:`CheckpointError` that names the member."""
+    """Reads the one zip member called ``name`` (stored or deflated, unencrypted, declaring at most ``limit`` bytes) in
+    chunks, never more than ``limit`` bytes in all, turning zip and zlib failures into a CheckpointError naming it."""
 
-    def __init__(self, z: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, limit: int, limit_text: str) -> None:
-        self.path, self.name, self.limit, self.limit_text = path, info.filename, limit, limit_text
+    def __init__(self, z: zipfile.ZipFile, name: str, path: Path, limit: int, limit_text: str) -> None:
+        infos = [i for i in z.infolist() if i.filename == name]
+        if len(infos) > 1:
+            raise CheckpointError(f"{path}: the zip holds {len(infos)} members called {name}; a checkpoint has one")
+        self.info = info = infos[0]
+        if info.flag_bits & 0x1:
+            raise CheckpointError(f"{path}: {name} is encrypted; checkpoints are not")
+        if info.compress_type not in _METHODS:
+            raise CheckpointError(f"{path}: {name} uses zip compression method {info.compress_type}; "
+                                  f"only {' and '.join(_METHODS.values())} are supported")
+        if info.file_size > limit:
+            raise CheckpointError(f"{path}: {name} inflates to {_mib(info.file_size)}, "
+                                  f"more than the limit of {_mib(limit)} ({limit_text})")
+        self.path, self.name, self.limit, self.limit_text = path, name, limit, limit_text
         self.done = 0
         self._f = self._guard(lambda: z.open(info))
 
@@ -230,19 +219,16 @@ def _check_parts(names: Mapping[str, Any], path: Path) -> None:
 
 
 def check_config(raw: Any, path: Path, legacy: bool = False):
-    """The checkpoint's settings as an :class:`AgentConfig`, each sizing value within :data:`CONFIG_LIMITS`
-    (``legacy``: a format-1 document, whose keys no part reads are dropped)."""
+    """The settings as an :class:`AgentConfig` within :data:`CONFIG_LIMITS` (``legacy``: format 1, unread keys dropped)."""
     where = f"{path}: {DOC_NAME} field 'config'"
     if not isinstance(raw, dict):
         raise CheckpointError(f"{where} must be a mapping of settings, got {type(raw).__name__}")
     _check_parts(raw, path)
     try:
         config = AgentConfig.from_dict(raw, source=f"{path} config", legacy=legacy)
-    except UnknownNameError as exc:
-        raise CheckpointError(f"{where}: {exc}") from None
     except ConfigError as exc:
         raise CheckpointError(str(exc)) from None
-    except (TypeError, ValueError) as exc:  # a value the config's own checks refuse
+    except (UnknownNameError, TypeError, ValueError) as exc:  # an unknown name, a value the config's own checks refuse
         raise CheckpointError(f"{where}: {exc}") from None
     values = config.to_dict()
     for key, (lo, hi) in CONFIG_LIMITS.items():
@@ -298,14 +284,14 @@ def _fail_key(path: Path, key: str, problem: str) -> CheckpointError:
     return CheckpointError(f"{path}: tensor {key!r} in {TENSORS_NAME} {problem}")
 
 
-def _meta_agent(config, doc: Mapping[str, Any], path: Path):
-    """The learner the document describes, built on the ``meta`` device: every network and optimiser shape,
-    no memory, no kernels (a meta learner gets CPU generators: they only seed initialisations meta skips)."""
+def expected_layout(doc: Mapping[str, Any], path: Path) -> Tuple[Dict[str, Tuple[str, Tuple[int, ...]]], Dict[str, List[Tuple[str, Tuple[int, ...]]]]]:
+    """What the document's agent holds (network tensors by key, each optimiser's parameters), built on the ``meta`` device."""
+    config = check_config(doc["config"], path, legacy=_legacy(doc))
     _check_parts({role: getattr(config, role) for role in ("head", "critic", "objective")}, path)
     try:
         obs_space, act_space = space_of(doc, "observation_space", path), space_of(doc, "action_space", path)
         with torch.device("meta"):
-            return Learner(config, int(obs_space.shape[0]), int(act_space.shape[0]), doc["seeds"], torch.device("meta"))
+            agent = Learner(config, int(obs_space.shape[0]), int(act_space.shape[0]), doc["seeds"], torch.device("meta"))
     except UnknownNameError as exc:
         raise CheckpointError(f"{path}: {DOC_NAME} field 'config': {exc}") from None
     except (ValueError, TypeError) as exc:
@@ -313,19 +299,9 @@ def _meta_agent(config, doc: Mapping[str, Any], path: Path):
     except Exception as exc:  # noqa: BLE001 (the checks must not be skipped: a checkpoint we cannot check is not loaded)
         raise CheckpointError(f"{path}: could not check its tensors against the agent its config describes "
                               f"({type(exc).__name__}: {exc})") from None
-
-
-def expected_layout(doc: Mapping[str, Any], path: Path) -> Tuple[Dict[str, Tuple[str, Tuple[int, ...]]], Dict[str, List[Tuple[str, Tuple[int, ...]]]]]:
-    """What the document's agent holds: network tensors by key, and each optimiser's parameters in order."""
-
-    agent = _meta_agent(check_config(doc["config"], path, legacy=_legacy(doc)), doc, path)
-    nets = {}
-    for prefix, module in _modules(agent):
-        for k, v in module.state_dict().items():
-            nets[prefix + k] = (_ST_NAME.get(v.dtype, str(v.dtype)), tuple(v.shape))
-    optims = {name: [(_ST_NAME.get(p.dtype, str(p.dtype)), tuple(p.shape)) for g in opt.param_groups for p in g["params"]]
-              for name, opt in _optimizers(agent).items()}
-    return nets, optims
+    spec = lambda t: (_ST_NAME.get(t.dtype, str(t.dtype)), tuple(t.shape))
+    nets = {prefix + k: spec(v) for prefix, module in _modules(agent) for k, v in module.state_dict().items()}
+    return nets, {name: [spec(p) for g in opt.param_groups for p in g["params"]] for name, opt in _optimizers(agent).items()}
 
 
 def check_header(header: Header, doc: Mapping[str, Any], path: Path) -> None:
@@ -385,8 +361,7 @@ MAX_ONLINE = int(CORE_SPECS["online_buffer_size"].max)  # transitions per seed: 
 
 
 def _check_online(header: Header, doc: Mapping[str, Any], path: Path, seeds: int, obs_dim: int) -> None:
-    """A fine-tune's experience: all five tables or none, in a training checkpoint, one length, shaped
-    by the spaces, at most :data:`MAX_ONLINE` transitions per seed."""
+    """A fine-tune's experience: all five tables or none, in a training checkpoint, shaped by the spaces, n <= MAX_ONLINE."""
     keys = sorted(k for k in header if k.startswith("online."))
     if not keys:
         return

@@ -1,15 +1,7 @@
-"""Agent configuration: the core keys, the settings of the chosen parts, runtime options, and recipes.
-
-A configuration names a composition (``head``, ``critic``, ``objective``) and holds the core keys every agent
-reads (:class:`CoreSettings`, the samplers' :class:`~dqltoolkit.heads.samplers.SamplingSettings`, online
-fine-tuning's :class:`OnlineSettings`), each chosen part's own keys (``Settings`` on its class, see settings.py),
-and runtime options that change how fast a step runs, never what it computes (:class:`RuntimeOptions`).
-
-A key can be given flat (``T=10``, routed to every chosen part that declares ``T``) or typed by its owner
-(``head.T=10``); a key nothing chosen reads is an error naming the part that would read it. Recipes are YAML
-files in the rl-baselines3-zoo convention: a ``default`` mapping plus one mapping per task id; ``base: <recipe>``
-extends another recipe (its sections apply first).
-"""
+"""Agent configuration: a composition (head, critic, objective), the core keys, the chosen parts' settings,
+runtime options, and YAML recipes (rl-baselines3-zoo style: ``default`` plus one mapping per task; ``base:``
+extends another recipe). A key is flat (``T=10``: every chosen part declaring it) or typed (``head.T=10``);
+a key nothing chosen reads is an error naming the part that would read it."""
 
 from __future__ import annotations
 
@@ -98,25 +90,18 @@ def _registered_specs() -> Iterator[Tuple[str, str, Dict[str, SettingSpec]]]:
             yield role, name, specs
 
 
-def _declarers(key: str) -> List[str]:
-    """Every registered part that declares ``key`` (for error messages)."""
-    return [f"{role} {name!r}" for role, name, specs in _registered_specs() if key in specs]
-
-
-def _all_known_keys() -> List[str]:
-    return sorted(set(ROLES).union(CORE_SPECS, RUNTIME_SPECS, *(specs for *_, specs in _registered_specs())))
-
-
 def _unknown_key(where: str, key: str, bare: str) -> str:
-    return f"{where}: unknown key {key!r}.{did_you_mean(bare, _all_known_keys())} See `dqltoolkit list keys`."
+    known = sorted(set(ROLES).union(CORE_SPECS, RUNTIME_SPECS, *(specs for *_, specs in _registered_specs())))
+    return f"{where}: unknown key {key!r}.{did_you_mean(bare, known)} See `dqltoolkit list keys`."
+
+
+def _part_name(role: str) -> property:
+    return property(lambda self: self._names[role], doc=f"The registered name of the {role}.")
 
 
 class AgentConfig:
-    """A composition and every value it reads. Attribute access is flat (``cfg.T``, ``cfg.lr``):
-    the core, the runtime options, then the head's, the critic's and the objective's settings.
-
-    ``AgentConfig(head="gaussian", eta=2.5, hidden=64)``; unknown or unused keys raise :class:`ConfigError`.
-    """
+    """A composition and every value it reads, flat (``cfg.T``, ``cfg.lr``): ``AgentConfig(head="gaussian", eta=2.5)``;
+    unknown or unused keys raise :class:`ConfigError`."""
 
     def __init__(self, head: str = _DEFAULT_PARTS["head"], critic: str = _DEFAULT_PARTS["critic"],
                  objective: str = _DEFAULT_PARTS["objective"], *, _source: str = "config", **values: Any) -> None:
@@ -163,7 +148,7 @@ class AgentConfig:
             raise ConfigError(str(exc)) from None
 
     def _unused_message(self, where: str, key: str, only_role: Optional[str] = None) -> str:
-        owners = _declarers(key)
+        owners = [f"{role} {name!r}" for role, name, specs in _registered_specs() if key in specs]
         parts = ", ".join(f"{r} {self._names[r]!r}" for r in ROLES if only_role in (None, r))
         if owners:
             return (f"{where}: key {key!r} is not read by this agent's parts ({parts}); it belongs to {', '.join(owners)}. "
@@ -171,17 +156,7 @@ class AgentConfig:
         return _unknown_key(where, key, key)
 
     # --- access ----------------------------------------------------------------------------------
-    @property
-    def head(self) -> str:
-        return self._names["head"]
-
-    @property
-    def critic(self) -> str:
-        return self._names["critic"]
-
-    @property
-    def objective(self) -> str:
-        return self._names["objective"]
+    head, critic, objective = (_part_name(role) for role in ROLES)  # the chosen parts' registered names
 
     def __getattr__(self, key: str) -> Any:
         if key.startswith("_"):
@@ -199,12 +174,9 @@ class AgentConfig:
 
     # --- copies and serialisation ------------------------------------------------------------------
     def replace(self, **changes: Any) -> "AgentConfig":
-        """A copy with ``changes`` (flat or typed keys). Changing a part keeps the values the new part also
-        declares and drops the old part's own keys (listed in :attr:`dropped`)."""
-        names = dict(self._names)
-        for role in ROLES:
-            if role in changes:
-                names[role] = changes.pop(role)
+        """A copy with ``changes`` (flat or typed keys); a changed part keeps the values the new part also declares
+        (the old part's other keys are listed in :attr:`dropped`)."""
+        names = {role: changes.pop(role, self._names[role]) for role in ROLES}
         values: Dict[str, Any] = {**self._core, **self._runtime}
         dropped: List[str] = []
         for role in ROLES:
@@ -224,8 +196,7 @@ class AgentConfig:
         return cfg
 
     def fit(self, **values: Any) -> "AgentConfig":
-        """A copy with each of ``values`` set where the core or a chosen part reads it, the others ignored
-        (listed in :attr:`dropped`): for sweeps and tests that apply one table of sizes to many compositions."""
+        """A copy with each of ``values`` set where the core or a chosen part reads it, the others listed in :attr:`dropped`."""
         probe = self.replace(**{k: values[k] for k in ROLES if k in values})
         reads = set(probe._flat) | {f"{r}.{k}" for r in ROLES for k in probe._specs[r]}
         kept = {k: v for k, v in values.items() if k not in ROLES and k in reads}
@@ -234,12 +205,8 @@ class AgentConfig:
         return cfg
 
     def to_dict(self) -> Dict[str, Any]:
-        """Flat ``{key: value}``: the composition, the core, the runtime options, then each part's keys
-        (typed ``role.key`` where two parts hold different values for one name). Round-trips through
-        :meth:`from_dict`."""
-        out: Dict[str, Any] = dict(self._names)
-        out.update(self._core)
-        out.update(self._runtime)
+        """Flat ``{key: value}``, a part's key typed ``role.key`` where it would clash; round-trips through :meth:`from_dict`."""
+        out: Dict[str, Any] = {**self._names, **self._core, **self._runtime}
         seen: Dict[str, Any] = {}
         for role in ROLES:
             for k, v in self._parts[role].items():
@@ -252,8 +219,7 @@ class AgentConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str = "config", legacy: bool = False) -> "AgentConfig":
-        """From :meth:`to_dict`'s form. ``legacy``: a document written before settings belonged to parts
-        (every key of every part, flat): keys the chosen parts do not read had no effect then and are dropped."""
+        """From :meth:`to_dict`'s form; ``legacy`` (every key of every part, flat): keys the parts do not read are dropped."""
         if not isinstance(d, Mapping):
             raise ConfigError(f"{source}: expected a mapping of key: value, got {type(d).__name__}")
         d = {str(k): v for k, v in d.items()}
@@ -274,8 +240,7 @@ class AgentConfig:
 # --- -p overrides ---------------------------------------------------------------------------------
 
 def _typed_anywhere(key: str, value: Any, where: str) -> Any:
-    """``value`` typed as every declarer of ``key`` types it (as given where they disagree on the type), before the
-    parts are known; a key no registered part declares is refused."""
+    """``value`` typed as every declarer of ``key`` types it (as given where they disagree); an unknown key is refused."""
     if key in ROLES:
         return value
     bare = key.split(".", 1)[-1]
@@ -289,8 +254,7 @@ def _typed_anywhere(key: str, value: Any, where: str) -> Any:
 
 
 def parse_overrides(pairs: Iterable[str], source: str = "-p") -> Dict[str, Any]:
-    """``["eta=2.5", "head.T=10"]`` -> typed values. A key no registered part declares is refused here;
-    whether the chosen parts read it is checked when the configuration is built."""
+    """``["eta=2.5", "head.T=10"]`` -> typed values; a key no registered part declares is refused."""
     out: Dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
@@ -314,11 +278,10 @@ def catalogue_dir(kind: str) -> Path:
     from importlib import resources
 
     packaged = Path(str(resources.files("dqltoolkit"))) / "_catalogue" / kind
-    if packaged.is_dir():
-        return packaged
     source_tree = Path(__file__).resolve().parent.parent / kind
-    if source_tree.is_dir():
-        return source_tree
+    for folder in (packaged, source_tree):
+        if folder.is_dir():
+            return folder
     raise FileNotFoundError(f"dqltoolkit catalogue {kind!r} not found (looked in {packaged} and {source_tree})")
 
 
@@ -349,8 +312,7 @@ NON_SETTING_BLOCKS = ("ablation",)
 
 
 def read_recipe_yaml(path: Path) -> Any:
-    """A recipe file's YAML document (``{}`` when empty), read within :data:`MAX_RECIPE_BYTES` with the safe
-    loader: recipes come from strangers (plugins, --recipe-dir). Every reader of recipe files goes through it."""
+    """A recipe file's YAML document (``{}`` when empty), size-capped and safe-loaded: recipes come from strangers."""
     size = path.stat().st_size
     if size > MAX_RECIPE_BYTES:
         raise ConfigError(f"{path}: {size} bytes is over the recipe limit of {MAX_RECIPE_BYTES}")
@@ -360,7 +322,11 @@ def read_recipe_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
 
 
-def _read_recipe(path: Path) -> Dict[str, Any]:
+def _recipe_layers(agent: str, task: Optional[str], depth: int = 0) -> List[Tuple[str, Dict[str, Any]]]:
+    """``[(label, mapping), ...]`` in the order they apply: a base recipe's sections, then this recipe's."""
+    if depth > MAX_BASE_DEPTH:
+        raise ConfigError(f"recipe {agent}: 'base' chain is deeper than {MAX_BASE_DEPTH} (a cycle?)")
+    path = recipe_path(agent)
     doc = read_recipe_yaml(path)
     if not isinstance(doc, dict) or ("default" not in doc and "base" not in doc):
         raise ConfigError(f"{path}: a recipe needs a top-level 'default' mapping (and optional per-task mappings), "
@@ -368,16 +334,6 @@ def _read_recipe(path: Path) -> Dict[str, Any]:
     for key, sub in doc.items():
         if key != "base" and sub is not None and not isinstance(sub, dict):
             raise ConfigError(f"{path} [{key}]: expected a mapping of key: value, got {type(sub).__name__}")
-    return doc
-
-
-def _recipe_layers(agent: str, task: Optional[str], depth: int = 0) -> List[Tuple[str, Dict[str, Any]]]:
-    """``[(label, mapping), ...]`` in the order they apply: a base recipe's default and task section,
-    then this recipe's default and task section."""
-    if depth > MAX_BASE_DEPTH:
-        raise ConfigError(f"recipe {agent}: 'base' chain is deeper than {MAX_BASE_DEPTH} (a cycle?)")
-    path = recipe_path(agent)
-    doc = _read_recipe(path)
     layers: List[Tuple[str, Dict[str, Any]]] = []
     base = doc.get("base")
     if base is not None:

@@ -66,19 +66,11 @@ def describe(result: Dict[str, object], label: str) -> str:
     return line
 
 
-def evaluate(
-    agent,
-    make_env: Callable[[], gym.Env],
-    episodes: int = 10,
-    seed: int = 0,
-    deterministic: bool = DEFAULT_DETERMINISTIC,
-    max_envs: int = 100,
-    max_steps: int = 100_000,
-    progress: bool = False,
-) -> Dict[str, object]:
-    """Mean/std return over ``episodes`` through ``agent.predict`` (any SB3-style model). Episodes run
-    ``max_envs`` at a time, episode i seeded ``seed + i``. ``progress``: a bar of finished episodes
-    (on a terminal only). The result records the acting mode under ``"acting"``."""
+def evaluate(agent, make_env: Callable[[], gym.Env], episodes: int = 10, seed: int = 0,
+             deterministic: bool = DEFAULT_DETERMINISTIC, max_envs: int = 100, max_steps: int = 100_000,
+             progress: bool = False) -> Dict[str, object]:
+    """Mean/std return over ``episodes`` through ``agent.predict`` (any SB3-style model), ``max_envs`` at a time, episode
+    i seeded ``seed + i``; ``progress``: a bar (on a terminal only). The result records the acting mode (``"acting"``)."""
     from tqdm import tqdm
 
     episodes = check_episodes(episodes)
@@ -94,18 +86,10 @@ def evaluate(
             "acting": acting_mode(deterministic)}
 
 
-def evaluate_members(
-    agent,
-    make_env: Callable[[], gym.Env],
-    episodes: int = 10,
-    seeds: Optional[List[int]] = None,
-    deterministic: bool = DEFAULT_DETERMINISTIC,
-    max_steps: int = 100_000,
-) -> List[Dict[str, object]]:
-    """Evaluate every member (seed) of a multi-seed agent at once: ``members x episodes`` envs in one
-    SyncVectorEnv and one batched ``act`` per step, where :func:`evaluate` through ``predict`` would
-    evaluate member 0 only. Member m's episodes are seeded ``seeds[m] + i``. Returns one dict per member.
-    """
+def evaluate_members(agent, make_env: Callable[[], gym.Env], episodes: int = 10, seeds: Optional[List[int]] = None,
+                     deterministic: bool = DEFAULT_DETERMINISTIC, max_steps: int = 100_000) -> List[Dict[str, object]]:
+    """Evaluate every member (seed) at once, ``members x episodes`` envs in one SyncVectorEnv and one batched ``act``
+    per step (:func:`evaluate` through ``predict`` evaluates member 0 only); member m's episodes are seeded ``seeds[m] + i``."""
     episodes = check_episodes(episodes)
     M = agent.members
     check_limit("episodes x seeds", episodes * M, MAX_EVAL_ENVS, "envs of one vector env, all at once", "evaluate fewer episodes")

@@ -1,16 +1,10 @@
 """Export the acting policy for deployment: one graph from raw observations to Box actions (ONNX, TorchScript).
 
-The graph is :meth:`dqltoolkit.acting.ActingPolicy._act` for member 0 (normalisation, the head's sampling
-with the acting sampler, candidate scoring by ``critic.action_values``, the choice, rescaling to the Box),
-built from the parts' own interfaces, so every head whose ``sample`` is made of traceable torch ops exports.
-
-Why randomness enters as inputs: an exported graph that drew its own numbers could not be checked against
-the eager policy, and ONNX runtimes draw differently from torch. The caller passes the head's noise and the
-uniform numbers of the softmax(Q) draw (the Gumbel trick); with the numbers ``predict`` would have drawn
-(:func:`predict_draws`) the exported actions equal ``predict``'s to float rounding. ``deterministic=True``
-holds deterministic acting's fixed noise as constants. How to draw each input with numpy alone is written
-into the file (:data:`METADATA_KEY`, JSON; docs/examples/deploy_onnx.py reads it). The fused CPU operators
-and the native Mish kernel are not traceable: the exported copy runs the eager loop and torch ops instead.
+The graph is :meth:`dqltoolkit.acting.ActingPolicy._act` for member 0, built from the parts' own interfaces, so
+every head whose ``sample`` is made of traceable torch ops exports. Why randomness enters as inputs: a graph that
+drew its own numbers could not be checked against the eager policy (ONNX runtimes draw differently from torch);
+fed the numbers ``predict`` would draw (:func:`predict_draws`), it acts as ``predict`` does to float rounding.
+How to draw each input with numpy alone is written into the file (:data:`METADATA_KEY`, JSON).
 """
 
 from __future__ import annotations
@@ -57,17 +51,15 @@ class _NoDraws(Sequence):
 
 
 def _mish_exported(x: Tensor) -> Tensor:
-    """mish(x) = x tanh(softplus(x)) as x n / (n + 2), n = e (e + 2), e = exp(x) (the fused operators' form, with
-    its clamp). Why not ``F.mish``: it exports as ONNX Mish, which onnxruntime expands into Softplus, whose CPU
-    kernel is scalar: 30 of 41 ms of a Hopper-size act; exp, mul and div are vectorised."""
+    """mish(x) as x n / (n + 2), n = e (e + 2), e = exp(x), clamped (the fused operators' form). Not ``F.mish``: ONNX
+    Mish runs as onnxruntime's scalar Softplus kernel, 30 of 41 ms of a Hopper-size act; exp, mul, div are vectorised."""
     e = torch.exp(x.clamp(max=20.0))
     n = e * (e + 2.0)
     return x * n / (n + 2.0)
 
 
 def _traceable(module: nn.Module, members: int) -> nn.Module:
-    """A copy of ``module`` holding member 0 only, with a traceable Mish in place of the backend's kernels.
-    Member-batched layers keep their first ``members_of_layer / members`` members (a critic's ``n_q`` networks of seed 0)."""
+    """A copy of ``module`` holding seed 0's share of each member-batched layer, with a traceable Mish and no kernels."""
     out = copy.deepcopy(module).requires_grad_(False)
     for sub in out.modules():
         if isinstance(sub, EnsembleLinear):
@@ -94,8 +86,7 @@ def _traceable(module: nn.Module, members: int) -> nn.Module:
 
 
 def noise_layout(head: Any, steps: Optional[int]) -> Optional[Dict[str, Any]]:
-    """How the head's noise input is shaped: ``{"shape": [...], "row_axis": i}`` with the row axis as ``-1``
-    in ``shape`` (its length is batch x candidates), from the head's own :meth:`draw_noise`; None: no noise."""
+    """The head's noise input shape, from its own :meth:`draw_noise` (the row axis, batch x candidates, as -1); None: none."""
     if head.noise_row_dim is None:
         return None
     g = torch.Generator().manual_seed(0)
@@ -112,17 +103,14 @@ def noise_layout(head: Any, steps: Optional[int]) -> Optional[Dict[str, Any]]:
 
 
 class ActingGraph(nn.Module):
-    """The acting policy of an agent's member 0 as a module of traceable ops.
-
-    ``forward(obs [B, obs_dim], noise, uniform) -> actions [B, action_dim]``. ``noise``: the head's noise for the
-    ``B x candidates`` rows (:func:`noise_layout`), absent for heads without noise; ``uniform``: ``[B, candidates]``
-    in [0, 1), present only for a softmax(Q) draw. ``deterministic=True``: the fixed noise of deterministic acting
-    is held inside, the softmax(Q)-weighted medoid is chosen, and only ``obs`` is an input."""
+    """The acting policy of an agent's member 0 as a module of traceable ops: ``forward(obs [B, obs_dim], noise,
+    uniform) -> actions [B, action_dim]``, ``noise`` the head's for the ``B x candidates`` rows (:func:`noise_layout`),
+    ``uniform`` ``[B, candidates]`` in [0, 1) for a softmax(Q) draw. ``deterministic``: the fixed noise held inside, the
+    softmax(Q)-weighted medoid chosen, only ``obs`` an input. ``steps``, ``candidates``, ``sampler`` (the chain's
+    solver): None takes the agent's ``sample_steps``, ``n_candidates``, acting ``sampler`` ('': the head's default)."""
 
     def __init__(self, agent: Any, steps: Optional[int] = None, candidates: Optional[int] = None, deterministic: bool = False,
                  sampler: Optional[str] = None) -> None:
-        """``steps``, ``candidates``: None takes the agent's ``sample_steps``, ``n_candidates``; ``sampler``: the
-        solver of the head's chain (None: the agent's acting ``sampler``; '': the head's default)."""
         super().__init__()
         L, cfg = agent.learner, agent.learner.config
         if steps is not None and steps < 0:
@@ -209,8 +197,7 @@ class ActingGraph(nn.Module):
         """Actions ``[B, action_dim]`` in Box units; ``random``: the inputs :attr:`input_names` lists after ``obs``."""
         if self.candidates <= 1:
             x = self._normalise(obs)
-            a = self.objective.policy_sample(self.head, self.aux, x, self._gens, noise=self._noise(x, random), steps=self.steps,
-                                            **sampler_option(self.sampler))[0]
+            a = self._sample(x, x, random)[0]
         else:
             cand, score = self._scored(obs, random)
             k = score.argmax(dim=-1)
@@ -219,8 +206,7 @@ class ActingGraph(nn.Module):
 
     def candidates_and_scores(self, obs: Tensor, *random: Tensor) -> Tuple[Tensor, Tensor]:
         """The candidates ``[B, N, action_dim]`` (Box units, clipped) and the scores ``[B, N]`` whose argmax the graph
-        takes (Q, Q plus Gumbel noise, or minus the softmax(Q)-weighted spread). For checks: two implementations
-        that round differently may pick different candidates only where scores tie to rounding."""
+        takes: implementations that round differently may pick different candidates only where these tie."""
         cand, score = self._scored(obs, random)
         return self._to_box(cand), score
 
@@ -231,11 +217,14 @@ class ActingGraph(nn.Module):
         """Actions in the heads' [-1, 1] units -> Box units, clipped to the bounds."""
         return torch.minimum(torch.maximum(a * self.action_scale + self.action_center, self.low), self.high)
 
-    def _noise(self, x: Tensor, random: Sequence[Tensor]) -> Optional[Tensor]:
-        """The head's noise for the candidates of the observations ``x`` ``[1, B, obs_dim]``."""
-        if self.deterministic:
-            return self._tiled_fixed_noise(x.shape[1])
-        return random[0].unsqueeze(0) if self.takes_noise else None
+    def _sample(self, rows: Tensor, x: Tensor, random: Sequence[Tensor]) -> Tensor:
+        """The head's samples for ``rows`` (the candidates of ``x`` ``[1, B, obs_dim]``): the noise input, or the fixed noise."""
+        noise = random[0].unsqueeze(0) if self.takes_noise else None
+        if self.deterministic and self.fixed_noise is not None:
+            axis = self.noise["row_axis"]
+            noise = self.fixed_noise.repeat(*[x.shape[1] if i == axis else 1 for i in range(self.fixed_noise.dim())]).unsqueeze(0)
+        return self.objective.policy_sample(self.head, self.aux, rows, self._gens, noise=noise, steps=self.steps,
+                                            **sampler_option(self.sampler))
 
     def _scored(self, obs: Tensor, random: Sequence[Tensor]) -> Tuple[Tensor, Tensor]:
         """Candidates ``[B, N, A]`` in the heads' [-1, 1] units and their scores ``[B, N]`` (see :meth:`candidates_and_scores`)."""
@@ -244,40 +233,27 @@ class ActingGraph(nn.Module):
         x = self._normalise(obs)
         B, N = x.shape[1], self.candidates
         rep = x.repeat_interleave(N, dim=1)
-        cand = self.objective.policy_sample(self.head, self.aux, rep, self._gens, noise=self._noise(x, random), steps=self.steps,
-                                            **sampler_option(self.sampler))
+        cand = self._sample(rep, x, random)
         q = self.critic.action_values(rep, cand).reshape(B, N)
         cand = cand.reshape(B, N, self.action_dim)
         rule = "greedy" if self.greedy else "medoid" if self.deterministic else "draw"
         return cand, selection_scores(q, cand, rule, random[-1] if rule == "draw" else None)
 
-    def _tiled_fixed_noise(self, batch: Any) -> Optional[Tensor]:
-        """Deterministic acting's noise for ``batch`` observations: the fixed noise of the N candidates, once per observation."""
-        if self.fixed_noise is None:
-            return None
-        axis = self.noise["row_axis"]
-        reps = [batch if i == axis else 1 for i in range(self.fixed_noise.dim())]
-        return self.fixed_noise.repeat(*reps).unsqueeze(0)
-
 
 def draw_inputs(meta: Dict[str, Any], obs: np.ndarray, rng: np.random.Generator) -> Dict[str, np.ndarray]:
-    """The inputs of an exported graph for observations ``obs`` ``[B, obs_dim]``, drawn with numpy from its
-    metadata (the same recipe as docs/examples/deploy_onnx.py)."""
+    """An exported graph's inputs for ``obs`` ``[B, obs_dim]``, drawn with numpy as its metadata says (deploy_onnx.py's way)."""
     B, n = obs.shape[0], int(meta["candidates"])
     out = {"obs": np.ascontiguousarray(obs, dtype=np.float32)}
     for spec in meta["inputs"][1:]:
         shape = [B * n if d == "batch*candidates" else B if d == "batch" else int(d) for d in spec["shape"]]
-        if spec["distribution"] == "standard_normal":
-            out[spec["name"]] = rng.standard_normal(shape).astype(np.float32)
-        else:
-            out[spec["name"]] = rng.random(shape, dtype=np.float32)
+        normal = spec["distribution"] == "standard_normal"
+        out[spec["name"]] = rng.standard_normal(shape).astype(np.float32) if normal else rng.random(shape, dtype=np.float32)
     return out
 
 
 def predict_draws(agent: Any, graph: ActingGraph, batch: int) -> Dict[str, Tensor]:
-    """The random numbers the next ``agent.predict`` on ``batch`` observations will draw for member 0, as the
-    graph's inputs (from a copy of the acting generator, which is left untouched). Feeding them to the
-    exported graph must give ``predict``'s actions: that is the parity check."""
+    """The numbers the next ``agent.predict`` on ``batch`` observations will draw for member 0, as the graph's inputs
+    (from a copy of the acting generator): fed them, the exported graph must act as ``predict`` (the parity check)."""
     L = agent.learner
     g = torch.Generator(device=L.device)
     g.set_state(L.act_generators[0].get_state())
@@ -360,8 +336,7 @@ def read_metadata(path: Union[str, Path]) -> Dict[str, Any]:
 
 # --- running and checking exported files ----------------------------------------------------------------------
 def load_runner(path: Union[str, Path], threads: int = 1) -> Any:
-    """A callable ``run(inputs: {name: np.ndarray}) -> actions np.ndarray`` for an exported file (onnxruntime
-    for ``.onnx``, ``torch.jit.load`` otherwise), on ``threads`` intra-op threads (ONNX)."""
+    """``run(inputs) -> actions`` for an exported file: onnxruntime (``threads`` intra-op) for ``.onnx``, else TorchScript."""
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"{path}: no such file")
@@ -388,9 +363,8 @@ def load_runner(path: Union[str, Path], threads: int = 1) -> Any:
 
 def compare_actions(graph: ActingGraph, inputs: Dict[str, Any], expected: np.ndarray, actual: np.ndarray,
                     atol: float = 1e-5) -> Dict[str, Any]:
-    """Compare two implementations' actions ``[B, A]`` for the same ``inputs``: ``max_diff`` over the rows
-    that picked the same candidate, ``ties`` (rows that picked different candidates whose scores agree to
-    ``atol``: a rounding difference decided a tie) and ``mismatches`` (anything else: a real disagreement)."""
+    """Two implementations' actions ``[B, A]`` for the same ``inputs``: ``max_diff`` over rows that picked the same
+    candidate, ``ties`` (other candidates whose scores agree to ``atol``) and ``mismatches`` (real disagreements)."""
     expected, actual = np.asarray(expected, np.float32).reshape(-1, graph.action_dim), np.asarray(actual, np.float32).reshape(-1, graph.action_dim)
     diff = np.abs(expected - actual).max(axis=1)
     off = np.flatnonzero(diff > atol)
@@ -411,8 +385,7 @@ def compare_actions(graph: ActingGraph, inputs: Dict[str, Any], expected: np.nda
 
 
 def check_export(agent: Any, path: Union[str, Path], graph: Optional[ActingGraph] = None, batch: int = 8, seed: int = 0) -> Dict[str, Any]:
-    """Run an exported file and the eager graph on the same ``batch`` random observations and draws: the
-    ``dqltoolkit export`` self-check (:func:`compare_actions`'s result)."""
+    """``dqltoolkit export``'s self-check: the file and the eager graph on the same ``batch`` random observations and draws."""
     meta = read_metadata(path)
     if graph is None:
         graph = ActingGraph(agent, steps=meta["steps"], candidates=meta["candidates"], deterministic=meta["deterministic"],
@@ -427,9 +400,7 @@ def check_export(agent: Any, path: Union[str, Path], graph: Optional[ActingGraph
 
 def act_latency(agent: Any, onnx_path: Union[str, Path], batch_sizes: Sequence[int] = (1, 10), repeats: int = 200,
                 warmup: int = 20, seed: int = 0) -> List[Dict[str, Any]]:
-    """Median time per call of ``agent.predict`` and of the ONNX export in onnxruntime (drawing its inputs with
-    numpy, as a deployment does), for each batch size: rows ``{"name", "ms_per_call", "calls_per_s"}`` in the
-    bench's evaluation-row format. onnxruntime gets as many threads as torch has."""
+    """Median time per call of ``agent.predict`` and of the ONNX export in onnxruntime per batch size (the bench's rows)."""
     meta = read_metadata(onnx_path)
     run = load_runner(onnx_path, threads=torch.get_num_threads())
     rng = np.random.default_rng(seed)

@@ -1,11 +1,7 @@
-"""What keeps a training run's work safe from faults: signals that stop a run only between two gradient
-steps, a lock on the run folder, and the finiteness check every saved checkpoint passes first.
-
-Why defer signals: a ``KeyboardInterrupt`` raised where Python happens to be (usually inside a step, after
-it drew its batch and noise from the members' generators) leaves a state that no uninterrupted run ever
-had, so a run resumed from it differs from one that was never stopped. A handler that only records the
-signal, checked after each whole step, makes every interrupt checkpoint a state of the uninterrupted run.
-"""
+"""What keeps a run's work safe from faults: stop signals acted on only between two gradient steps, a lock on
+the run folder, and the finiteness check before every save. Why defer signals: a ``KeyboardInterrupt`` raised
+inside a step (after it drew from the members' generators) leaves a state no uninterrupted run had, so a run
+resumed from it would differ; recording the signal and checking it after each step avoids that."""
 
 from __future__ import annotations
 
@@ -23,8 +19,7 @@ STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """A stop signal (SIGINT, SIGTERM) arrived; raised between two gradient steps, so the agent holds the
-    state of a whole number of steps (``step``) and a run resumed from it continues exactly. A subclass of
+    """A stop signal arrived; raised between two gradient steps (``step`` whole steps done: a resume is exact). A
     ``KeyboardInterrupt``, so code that catches Ctrl-C around ``learn`` keeps working."""
 
     checkpoint: Optional[Path] = None  # set by the train job: the interrupt checkpoint it saved (None: nothing saved)
@@ -43,36 +38,23 @@ def signal_name(signum: int) -> str:
         return f"signal {signum}"
 
 
-def _install(signals: Iterable[int], handler: Callable) -> Dict[int, object]:
-    """Install ``handler`` for each of ``signals`` and return the handlers it replaced. Only in the main thread
-    (Python runs handlers there only); a signal the process ignores (``nohup``, a background job) stays
-    ignored; an embedded interpreter that refuses handlers keeps its own."""
-    previous: Dict[int, object] = {}
-    if threading.current_thread() is not threading.main_thread():
-        return previous
-    for s in signals:
-        if signal.getsignal(s) is signal.SIG_IGN:
-            continue
-        try:
-            previous[s] = signal.signal(s, handler)
-        except (ValueError, OSError):
-            pass
-    return previous
-
-
 class _SignalGuard:
-    """Installs ``self._handle`` for ``signals`` on entry (see :func:`_install`), restores the previous
-    handlers on exit: what both guards below share."""
+    """Installs the subclass's ``_handle`` for ``signals`` on entry, restores the previous handlers on exit. Only in
+    the main thread (Python runs handlers there only); an ignored signal (``nohup``) stays ignored; an embedded
+    interpreter that refuses handlers keeps its own."""
 
     def __init__(self, signals: Iterable[int]) -> None:
         self.signals = tuple(signals)
         self._previous: Dict[int, object] = {}
 
-    def _handle(self, signum: int, frame) -> None:
-        raise NotImplementedError
-
     def __enter__(self):
-        self._previous.update(_install(self.signals, self._handle))
+        if threading.current_thread() is threading.main_thread():
+            for s in self.signals:
+                if signal.getsignal(s) is not signal.SIG_IGN:
+                    try:
+                        self._previous[s] = signal.signal(s, self._handle)
+                    except (ValueError, OSError):
+                        pass
         return self
 
     def __exit__(self, *exc) -> None:
@@ -82,10 +64,8 @@ class _SignalGuard:
 
 
 class DeferredSignals(_SignalGuard):
-    """Context manager: while active (main thread only, see :func:`_install`), SIGINT and SIGTERM are
-    recorded instead of acted on; ``check`` raises :class:`TrainingInterrupted` for the first one. A
-    second signal before the check means the user does not want to wait: it raises ``KeyboardInterrupt``
-    at once, as without this guard."""
+    """While active, SIGINT and SIGTERM are recorded and ``check`` raises :class:`TrainingInterrupted` for the first;
+    a second one before the check raises ``KeyboardInterrupt`` at once (the user does not want to wait)."""
 
     def __init__(self, signals: Iterable[int] = STOP_SIGNALS) -> None:
         super().__init__(signals)
@@ -105,17 +85,13 @@ class DeferredSignals(_SignalGuard):
 
 
 def agent_nonfinite(agent) -> Optional[str]:
-    """The name of an agent's first network or optimiser tensor (what a checkpoint would hold) that holds
-    NaN or Inf, else None (one host sync per tensor)."""
+    """The name of an agent's first network or optimiser tensor that holds NaN or Inf, else None."""
     return next((name for name, t in agent_state(agent).items() if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
 
 
 class BeforeTermination(_SignalGuard):
-    """Context manager: while active (main thread only), SIGTERM first runs ``action(signum)``, then does what
-    it would have done without this guard (end the process, or call the handler that was in place). For work
-    that must be closed before the process goes: a W&B run's writer buffers what it was sent, so a run killed
-    outside the learn loop (whose :class:`DeferredSignals` stop it between steps) would lose its record. The
-    loop's own handler takes precedence while the loop runs; an ignored signal stays ignored."""
+    """While active, SIGTERM first runs ``action(signum)``, then does what it would have done without the guard. For
+    work that must be closed before the process goes (a W&B run killed outside the learn loop would lose its record)."""
 
     def __init__(self, action: Callable[[int], None], signals: Iterable[int] = (signal.SIGTERM,)) -> None:
         super().__init__(signals)
@@ -138,10 +114,8 @@ class RunLockError(RuntimeError):
 
 
 class RunLock:
-    """An exclusive ``flock`` on ``<out>/.lock`` for a run's lifetime, so that two runs never write into
-    one folder (they would interleave ``metrics.csv`` and overwrite each other's checkpoints). The lock
-    dies with the process (even on SIGKILL), so a stale ``.lock`` file never blocks a later run. Where
-    ``fcntl`` does not exist (Windows), no lock is taken."""
+    """An exclusive ``flock`` on ``<out>/.lock`` for a run's lifetime, so two runs never write into one folder; it dies
+    with the process (even on SIGKILL), so a stale file never blocks a later run. No lock without ``fcntl`` (Windows)."""
 
     def __init__(self, folder: Path) -> None:
         self.path = Path(folder) / ".lock"

@@ -1,12 +1,9 @@
 """Fitted Q evaluation (FQE, Le et al. 2019; as d3rlpy's ``FQE``): how good a policy is, estimated from the
 dataset alone, so that checkpoints can be ranked without a simulator.
 
-Why its own small critic: the agent's critic was trained for the agent's own objective (with its target
-actions, its EMA policy, its BC pull) and scores candidates; FQE fits a fresh Q-function to the *checkpoint's
-acting policy*: ``Q(s, a) <- r + gamma (1 - done) Q'(s', pi(s'))``, then reports ``J = mean Q(s0, pi(s0))`` over
-the dataset's episode starts. ``pi`` is the checkpoint acting deterministically, as it is evaluated, and is
-run once per transition of a fixed subset (a diffusion policy's 50 candidates make it the dear part), so
-each fitting step costs one small MLP update.
+Its own small critic, because the agent's was trained for the agent's objective: FQE fits a fresh
+``Q(s, a) <- r + gamma (1 - done) Q'(s', pi(s'))`` to the checkpoint acting deterministically, and reports
+``J = mean Q(s0, pi(s0))`` over episode starts; ``pi`` runs once per transition of a fixed subset (the dear part).
 """
 
 from __future__ import annotations
@@ -63,10 +60,8 @@ def estimate(agent, table: Mapping[str, np.ndarray], gamma: Optional[float] = No
     idx = np.sort(rng.choice(n, size=min(cfg.subset, n), replace=False))
     starts = episode_starts(table)
     starts = np.sort(rng.choice(starts, size=min(cfg.starts, len(starts)), replace=False))
-    obs, act = np.asarray(table["observations"], np.float32), np.asarray(table["actions"], np.float32)
-    nobs = np.asarray(table["next_observations"], np.float32)
-    rew = np.asarray(table["rewards"], np.float32)[idx]
-    done = np.asarray(table["terminals"], np.float32)[idx]
+    obs, act, nobs = (np.asarray(table[k], np.float32) for k in ("observations", "actions", "next_observations"))
+    rew, done = (np.asarray(table[k], np.float32)[idx] for k in ("rewards", "terminals"))
     mean, std = obs.mean(0), obs.std(0) + 1e-6
     scale = np.maximum(np.abs(np.asarray(agent.action_space.low)), np.abs(np.asarray(agent.action_space.high))).astype(np.float32)
     next_a, start_a = _policy_actions(agent, nobs[idx]), _policy_actions(agent, obs[starts])
@@ -106,11 +101,9 @@ def _fit(s, a, r, d, a2, s2, s0, a0, mean, std, scale, gamma, cfg: FQEConfig) ->
 
 def estimates_by_checkpoint(paths: Mapping[int, str], table: Mapping[str, np.ndarray], cfg: FQEConfig = FQEConfig(),
                             device: str = "cpu", cache: Optional[Path] = None) -> Dict[int, List[float]]:
-    """``{step: [J per seed]}`` for checkpoints ``{step: path}`` of one run.
-
-    ``cache``: a JSON file of the estimates made so far, written after each checkpoint, so that ranking a long
-    run's twenty checkpoints (minutes each on a D4RL-sized table) resumes after a kill. An entry counts only for
-    the same checkpoint file (name, size, modification time), the same FQE settings and :data:`FIT_VERSION`."""
+    """``{step: [J per seed]}`` for checkpoints ``{step: path}`` of one run. ``cache``: a JSON file written after each
+    checkpoint, so a long ranking resumes after a kill; an entry counts only for the same file (name, size, mtime),
+    FQE settings and :data:`FIT_VERSION`."""
     done: Dict[str, List[float]] = {}
     if cache is not None and Path(cache).is_file():
         try:

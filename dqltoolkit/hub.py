@@ -1,15 +1,9 @@
 """Checkpoints on the Hugging Face Hub: ``dqltoolkit hub push`` and ``hf:ORG/NAME[@revision]``.
 
-Why the Hub: it is where researchers already share models (huggingface_sb3 for SB3). Unlike that, nothing
-here unpickles: the file on the Hub is the toolkit's own checkpoint (``checkpoint.py``), used only after its
-SHA-256 matches the one the model card records, so a file swapped or damaged after the card was written
-fails loudly (:class:`HubError`, naming repo, file and both digests).
-
-A pushed repo holds (huggingface_sb3's naming) ``{agent}-{task}.zip``, ``config.yaml`` (the resolved recipe),
-``results.json`` and ``metrics.csv`` when the run wrote them, and the model card ``README.md`` (``hub_card.py``).
-Downloads go through ``huggingface_hub.hf_hub_download`` and its cache; the ``HF_*`` settings are read at each
-call, not at import, so a notebook or test that sets them later gets what it set. ``huggingface_hub`` is an
-optional extra (``pip install 'dqltoolkit[hub]'``), imported only when a Hub feature is used.
+Why the Hub: it is where researchers already share models (huggingface_sb3 for SB3). Unlike that, nothing here
+unpickles: a repo holds the toolkit's own checkpoint (``{agent}-{task}.zip``), used only after its SHA-256 matches
+the model card's (``hub_card.py``), beside the run's config.yaml, results.json and metrics.csv. Downloads go through
+``huggingface_hub``'s cache (an optional extra, imported when used; ``HF_*`` settings are read at each call).
 """
 
 from __future__ import annotations
@@ -75,17 +69,13 @@ def parse_ref(spec: Union[str, Path]) -> HubRef:
 # ---- the client and its settings ----
 
 
-def _truthy(value: Optional[str]) -> bool:
-    return (value or "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
 def hub_settings() -> Dict[str, Any]:
-    """The Hub settings in effect now: endpoint (``HF_ENDPOINT``, else the client's default), cache folder
-    (``HF_HUB_CACHE``, else ``$HF_HOME/hub``, else the client's default) and offline mode (``HF_HUB_OFFLINE``)."""
+    """The settings in effect now: ``HF_ENDPOINT``, ``HF_HUB_CACHE`` (else ``$HF_HOME/hub``), ``HF_HUB_OFFLINE``."""
     endpoint = os.environ.get("HF_ENDPOINT", "").rstrip("/") or None
     cache = os.environ.get("HF_HUB_CACHE") or (os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else None)
-    return {"endpoint": endpoint, "cache_dir": os.path.expanduser(cache) if cache else None,
-            "offline": _truthy(os.environ.get("HF_HUB_OFFLINE")) or _truthy(os.environ.get("TRANSFORMERS_OFFLINE"))}
+    flags = (os.environ.get(k) or "" for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    offline = any(v.strip().upper() in {"1", "ON", "YES", "TRUE"} for v in flags)
+    return {"endpoint": endpoint, "cache_dir": os.path.expanduser(cache) if cache else None, "offline": offline}
 
 
 def _hf():
@@ -96,13 +86,8 @@ def _hf():
     return huggingface_hub
 
 
-def _api():
-    return _hf().HfApi(endpoint=hub_settings()["endpoint"], library_name=LIBRARY_NAME, library_version=__version__)
-
-
 def _network_errors() -> tuple:
-    """What the client raises for a failed request: its HTTP errors, and its HTTP library's transport errors
-    (httpx2 in huggingface_hub 2.x, httpx in 1.x, requests' are OSErrors)."""
+    """The client's HTTP errors and its HTTP library's transport errors (httpx2 in huggingface_hub 2.x, httpx in 1.x)."""
     from huggingface_hub.utils import HfHubHTTPError
 
     errors: List[type] = [HfHubHTTPError, OSError]
@@ -168,9 +153,13 @@ def card_metadata(text: str, source: str = CARD_NAME) -> Dict[str, Any]:
     return meta
 
 
-def _card_record(meta: Mapping[str, Any], where: str) -> Tuple[str, str, Optional[int]]:
-    """(checkpoint file, SHA-256, size) from the card's ``dqltoolkit`` section, each field checked."""
-    rec = meta.get(LIBRARY_NAME)
+def _card_checkpoint(ref: HubRef, force: bool = False) -> Tuple[str, str, Optional[int], Optional[str]]:
+    """(checkpoint file, SHA-256, size, commit) from the model card's ``dqltoolkit`` section, each field checked. The
+    checkpoint is then read at the card's commit: a push between the two downloads cannot pair two commits' files."""
+    card_path = _download(ref, CARD_NAME, force=force)
+    commit = card_path.parent.name if _COMMIT.match(card_path.parent.name) else ref.revision
+    where = f"{ref} ({CARD_NAME})"
+    rec = card_metadata(card_path.read_text(encoding="utf-8"), where).get(LIBRARY_NAME)
     example = f"{LIBRARY_NAME}: {{checkpoint: FILE.zip, sha256: <64 hex digits>, size: BYTES}}"
     if not isinstance(rec, dict):
         raise HubError(f"{where}: the model card's metadata has no '{LIBRARY_NAME}' section naming the checkpoint and its "
@@ -182,14 +171,12 @@ def _card_record(meta: Mapping[str, Any], where: str) -> Tuple[str, str, Optiona
         raise HubError(f"{where}: field '{LIBRARY_NAME}.sha256' must be 64 lower-case hex digits, got {digest!r}")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
         raise HubError(f"{where}: field '{LIBRARY_NAME}.size' must be a positive number of bytes, got {size!r}")
-    return name, digest, size
+    return name, digest, size, commit
 
 
-def download_verified(spec: Union[str, HubRef], filename: str, sha256: str, size: Optional[int] = None, revision: Optional[str] = None,
+def download_verified(ref: HubRef, filename: str, sha256: str, size: Optional[int] = None, revision: Optional[str] = None,
                       force: bool = False, recorded_by: str = "the model card") -> Path:
-    """A repo file from the Hub cache (downloaded first if needed, or again with ``force``) whose SHA-256 (and
-    size) match; a mismatch is retried once with a fresh download (a damaged cache copy), then raised."""
-    ref = parse_ref(spec) if isinstance(spec, str) else spec
+    """A repo file from the Hub cache whose SHA-256 (and size) match; a mismatch is downloaded once more, then raised."""
     for attempt in range(2):
         path = _download(ref, filename, revision=revision, force=force or attempt == 1)
         got_size, got = path.stat().st_size, sha256_of(path)
@@ -204,20 +191,8 @@ def download_verified(spec: Union[str, HubRef], filename: str, sha256: str, size
                    + ": the file was changed after that record was written, or the download is damaged; nothing was loaded")
 
 
-def _card_checkpoint(ref: HubRef, force: bool = False) -> Tuple[str, str, Optional[int], Optional[str]]:
-    """(checkpoint file, SHA-256, size, commit) from the repo's model card. The commit is the one the card was
-    found at, so that the checkpoint is read from the same commit: a push between the two downloads cannot
-    pair one commit's card with another's file."""
-    card_path = _download(ref, CARD_NAME, force=force)
-    commit = card_path.parent.name if _COMMIT.match(card_path.parent.name) else ref.revision
-    where = f"{ref} ({CARD_NAME})"
-    return (*_card_record(card_metadata(card_path.read_text(encoding="utf-8"), where), where), commit)
-
-
 def resolve_hf(spec: Union[str, Path], force: bool = False) -> Path:
-    """``hf:ORG/NAME[@revision]`` -> the local path of the repo's checkpoint, verified against its model card
-    (what ``load``, ``evaluate``, ``train --init/--resume`` get through ``sources.resolve_checkpoint``). ``force``
-    downloads both again (``dqltoolkit hub download --force``)."""
+    """``hf:ORG/NAME[@revision]`` -> the repo's checkpoint in the Hub cache, verified against its model card."""
     ref = parse_ref(spec)
     name, digest, size, commit = _card_checkpoint(ref, force)
     return download_verified(ref, name, digest, size, revision=commit, force=force)
@@ -225,14 +200,9 @@ def resolve_hf(spec: Union[str, Path], force: bool = False) -> Path:
 
 def fetch_pinned(spec: Union[str, Path], sha256: str, size: Optional[int] = None, filename: Optional[str] = None,
                  force: bool = False) -> Path:
-    """A repo's checkpoint verified against a digest recorded outside it (a zoo entry's ``sha256`` and ``size``),
-    so an index pins a repo's content even if its owner pushes again. The card names the file unless
-    ``filename`` does (then the repo needs no dqltoolkit card). ``force`` downloads again."""
+    """A repo's checkpoint (``filename``, else the card's) verified against a zoo entry's digest: the index pins the content."""
     ref = parse_ref(spec)
-    if filename:
-        name, commit = filename, ref.revision
-    else:
-        name, _, _, commit = _card_checkpoint(ref, force)
+    name, _, _, commit = (filename, None, None, ref.revision) if filename else _card_checkpoint(ref, force)
     return download_verified(ref, name, sha256, size, revision=commit, force=force, recorded_by="the zoo index")
 
 
@@ -270,11 +240,6 @@ def _safe_name(text: str) -> str:
     return name[:96].rstrip("-.") or "model"
 
 
-def model_name(agent: str, task: str) -> str:
-    """huggingface_sb3's ``{algo}-{env}`` scheme: ``diffusion-ql-bandit2d-v0``, ``td3bc-mujoco-hopper-medium-v0``."""
-    return _safe_name(f"{agent}-{task}")
-
-
 def _agent_name(raw: Optional[str], task: str) -> Optional[str]:
     """The recipe name a run's config.yaml records; a fine-tuned run records what it started from
     (zoo:ID, hf:ORG/NAME, a path): then the last name in it, without a trailing task id."""
@@ -286,30 +251,6 @@ def _agent_name(raw: Optional[str], task: str) -> Optional[str]:
         suffix = f"-{_safe_name(task)}"
         raw = raw[: -len(suffix)] if raw.endswith(suffix) and len(raw) > len(suffix) else raw
     return raw
-
-
-@dataclass
-class _Source:
-    checkpoint: Path
-    doc: Dict[str, Any]
-    agent: str
-    task: str
-    run_files: Dict[str, Path]  # config.yaml, results.json, metrics.csv found beside the checkpoint
-    run_config: Dict[str, Any]
-    evaluation: Dict[str, Any]
-    trained: Dict[str, Any]
-    description: str = ""
-
-
-def _pick_checkpoint(folder: Path) -> Path:
-    if (folder / "model.zip").is_file():
-        return folder / "model.zip"
-    seeds = sorted(folder.glob("model_seed*.zip"))
-    if len(seeds) == 1:
-        return seeds[0]
-    if seeds:
-        raise HubError(f"{folder} holds one checkpoint per seed ({', '.join(p.name for p in seeds)}); push one of them")
-    raise HubError(f"{folder} has no model.zip (a `dqltoolkit train` run folder), nor model_seed*.zip; pass the checkpoint's path")
 
 
 def _evaluation_for(results: Mapping[str, Any], seeds: List[int]) -> Dict[str, Any]:
@@ -329,12 +270,12 @@ def _evaluation_for(results: Mapping[str, Any], seeds: List[int]) -> Dict[str, A
     return out
 
 
-def _gather(source: Union[str, Path], agent: Optional[str]) -> _Source:
+def prepare_push(source: Union[str, Path], repo_id: Optional[str] = None, agent: Optional[str] = None,
+                 revision: Optional[str] = None, video: Optional[Path] = None) -> PushBundle:
+    """The files a push uploads, gathered offline: the checkpoint as ``{agent}-{task}.zip`` (also ``repo_id``'s
+    default), config.yaml (the run's, else the checkpoint's recipe), results.json and metrics.csv, the model card."""
     text = str(source)
-    trained: Dict[str, Any] = {}
-    evaluation: Dict[str, Any] = {}
-    description = ""
-    run_files: Dict[str, Path] = {}
+    run_files: Dict[str, Path] = {}  # config.yaml, results.json, metrics.csv found beside the checkpoint
     if text.startswith(ZOO_PREFIX):  # a zoo entry: its metrics and how it was trained come from the index
         entry = get_entry(text[len(ZOO_PREFIX):])
         # (an entry on the Hub is fetched here, not through dqltoolkit.sources, which imports this module)
@@ -345,17 +286,23 @@ def _gather(source: Union[str, Path], agent: Optional[str]) -> _Source:
         path = Path(source)
         if not path.exists():
             raise HubError(f"{path} does not exist (expected a run folder, a checkpoint .zip or zoo:<id>)")
-        checkpoint = _pick_checkpoint(path) if path.is_dir() else path
-        for name in ("config.yaml", "results.json", "metrics.csv"):
-            if (checkpoint.parent / name).is_file():
-                run_files[name] = checkpoint.parent / name
+        checkpoint = path
+        if path.is_dir():  # a run folder: its model.zip, else its one model_seed*.zip
+            found = [path / "model.zip"] if (path / "model.zip").is_file() else sorted(path.glob("model_seed*.zip"))
+            if len(found) > 1:
+                raise HubError(f"{path} holds one checkpoint per seed ({', '.join(p.name for p in found)}); push one of them")
+            if not found:
+                raise HubError(f"{path} has no model.zip (a `dqltoolkit train` run folder), nor model_seed*.zip; "
+                               "pass the checkpoint's path")
+            checkpoint = found[0]
+        evaluation, trained, description = {}, {}, ""
+        beside = (checkpoint.parent / n for n in ("config.yaml", "results.json", "metrics.csv"))
+        run_files = {p.name: p for p in beside if p.is_file()}
     doc, _ = read_checkpoint(checkpoint)
     task = doc.get("task")
     if not task:
         raise HubError(f"{checkpoint} does not name its task; train it with `dqltoolkit train` (or set agent.task before saving)")
-    run_config: Dict[str, Any] = {}
-    if "config.yaml" in run_files:
-        run_config = yaml.safe_load(run_files["config.yaml"].read_text()) or {}
+    run_config = (yaml.safe_load(run_files["config.yaml"].read_text()) or {}) if "config.yaml" in run_files else {}
     agent = agent or _agent_name(run_config.get("agent"), task)
     if not agent:
         raise HubError(f"{checkpoint}: no recipe name given and no run config.yaml beside it naming one; pass --agent")
@@ -364,28 +311,13 @@ def _gather(source: Union[str, Path], agent: Optional[str]) -> _Source:
         evaluation = _evaluation_for(results, list(doc.get("seeds", [])))
         if "train_seconds" in results:
             trained.setdefault("train_seconds", round(float(results["train_seconds"]), 1))
-    return _Source(checkpoint=checkpoint, doc=doc, agent=agent, task=task, run_files=run_files, run_config=run_config,
-                   evaluation=evaluation, trained=trained, description=description)
-
-
-def prepare_push(source: Union[str, Path], repo_id: Optional[str] = None, agent: Optional[str] = None,
-                 revision: Optional[str] = None, video: Optional[Path] = None) -> PushBundle:
-    """The files a push uploads: the checkpoint as ``{agent}-{task}.zip``, config.yaml (the run's, else the
-    checkpoint's recipe), results.json and metrics.csv when the run has them, and the model card. ``repo_id``
-    defaults to ``{agent}-{task}``; a ``revision`` other than main goes into the card's load instructions."""
-    src = _gather(source, agent)
-    name = model_name(src.agent, src.task)
+    name = _safe_name(f"{agent}-{task}")  # huggingface_sb3's {algo}-{env}: diffusion-ql-bandit2d-v0
     repo_id = _check_repo_id(repo_id or name, "--repo")
-    digest = sha256_of(src.checkpoint)
-    files: Dict[str, Union[Path, bytes]] = {f"{name}.zip": src.checkpoint}
-    if "config.yaml" in src.run_files:
-        files["config.yaml"] = src.run_files["config.yaml"]
-    else:
-        resolved = {"agent": src.agent, "env": src.task, "seeds": list(src.doc.get("seeds", [])), "config": src.doc["config"]}
+    digest = sha256_of(checkpoint)
+    files: Dict[str, Union[Path, bytes]] = {f"{name}.zip": checkpoint, "config.yaml": b"", **run_files}
+    if "config.yaml" not in run_files:  # the checkpoint's own recipe, resolved
+        resolved = {"agent": agent, "env": task, "seeds": list(doc.get("seeds", [])), "config": doc["config"]}
         files["config.yaml"] = yaml.safe_dump(resolved, sort_keys=False).encode()
-    for extra in ("results.json", "metrics.csv"):
-        if extra in src.run_files:
-            files[extra] = src.run_files[extra]
     replay = None
     if video is not None:
         video = Path(video)
@@ -394,25 +326,23 @@ def prepare_push(source: Union[str, Path], repo_id: Optional[str] = None, agent:
         replay = f"replay{video.suffix}"
         files[replay] = video
     ref = repo_id + (f"@{revision}" if revision and revision != "main" else "")
-    card = model_card(repo_id=ref, model=name, agent=src.agent, task=src.task, doc=src.doc, checkpoint_name=f"{name}.zip",
-                      sha256=digest, size=src.checkpoint.stat().st_size, evaluation=src.evaluation, trained=src.trained,
-                      run_config=src.run_config, description=src.description, files=sorted(files), replay=replay)
+    card = model_card(repo_id=ref, model=name, agent=agent, task=task, doc=doc, checkpoint_name=f"{name}.zip", sha256=digest,
+                      size=checkpoint.stat().st_size, evaluation=evaluation, trained=trained, run_config=run_config,
+                      description=description, files=sorted(files), replay=replay)
     files[CARD_NAME] = card.encode("utf-8")
-    return PushBundle(repo_id=repo_id, model_name=name, checkpoint=src.checkpoint, sha256=digest, files=files)
+    return PushBundle(repo_id=repo_id, model_name=name, checkpoint=checkpoint, sha256=digest, files=files)
 
 
 def push(source: Union[str, Path], repo: Optional[str] = None, revision: Optional[str] = None, private: bool = False,
          agent: Optional[str] = None, message: Optional[str] = None, video: Optional[Path] = None) -> PushResult:
-    """``dqltoolkit hub push``: create the repo if needed (``private`` applies to a new repo), create the
-    branch ``revision`` if needed, upload the bundle in one commit. ``repo`` without an owner (or no ``repo``:
-    ``{agent}-{task}``) lands in the token's own namespace, as the Hub does for ``create_repo``."""
+    """``dqltoolkit hub push``: repo (``private`` if new) and branch created if needed, the bundle uploaded in one commit."""
     hf = _hf()
     if repo is not None:
         _check_repo_id(repo, "--repo")
     draft = prepare_push(source, repo, agent, revision, video)  # everything is checked before the network is touched
     if hub_settings()["offline"]:
         raise HubError(f"cannot push {draft.repo_id}: HF_HUB_OFFLINE=1 is set")
-    api = _api()
+    api = hf.HfApi(endpoint=hub_settings()["endpoint"], library_name=LIBRARY_NAME, library_version=__version__)
     try:
         repo_id = api.create_repo(draft.repo_id, private=private, exist_ok=True).repo_id
         # the card names the full id, owner included

@@ -1,11 +1,9 @@
 """The model card (``README.md``) that ``dqltoolkit hub push`` writes: Hub metadata plus a readable page.
 
-Why these fields: ``library_name``, ``tags`` and ``pipeline_tag`` let the Hub list the model with other
-offline-RL and diffusion-policy models; ``model-index`` is the Hub's format for evaluation results (the
-huggingface_sb3 convention: task ``reinforcement-learning``, dataset = the environment, a ``mean_reward``
-metric written ``mean +/- std``), extended with the numeric mean return, the normalised score and, in each
-metric's ``args``, the episodes, seeds and gradient steps behind it. The ``dqltoolkit`` section names the
-checkpoint file with its SHA-256 and size: ``hf:`` loads nothing whose digest differs from it.
+Why these fields: ``library_name``, ``tags`` and ``pipeline_tag`` list the model with other offline-RL models;
+``model-index`` holds the evaluation in huggingface_sb3's convention (a ``mean_reward`` of ``mean +/- std``), plus
+the mean return, normalised score and, in ``args``, the episodes, seeds and steps behind them. The ``dqltoolkit``
+section records the checkpoint's SHA-256 and size: ``hf:`` loads nothing whose digest differs.
 """
 
 from __future__ import annotations
@@ -53,21 +51,44 @@ def _metrics(evaluation: Mapping[str, Any], args: Dict[str, Any]) -> List[Dict[s
     return [{"type": t, "name": name, "value": value, "verified": False, "args": args} for t, name, value in rows]
 
 
-def card_metadata_for(*, model: str, agent: str, task: str, doc: Mapping[str, Any], checkpoint_name: str, sha256: str, size: int,
-                      evaluation: Mapping[str, Any], base_model: Optional[str] = None) -> Dict[str, Any]:
-    """The YAML metadata block of the card, as a dict."""
+def _train_command(agent: str, task: str, doc: Mapping[str, Any], run_config: Mapping[str, Any], trained: Mapping[str, Any]) -> str:
+    """The card's training command; its ``-p key=value`` make it train what was pushed (none for an unknown recipe)."""
+    if trained.get("command"):
+        return str(trained["command"])
+    seeds = list(doc.get("seeds", [])) or [0]
+    seed = f"--seed {seeds[0]}" if len(seeds) == 1 else f"--seeds {','.join(map(str, seeds))}"
+    start = f"--init {run_config['init']}" if run_config.get("init") else f"--agent {agent}"
+    try:
+        from .config import load_recipe
+
+        recipe = load_recipe(agent, task)[0].to_dict()
+    except Exception:
+        recipe = {}
+    ours = doc.get("config", {})
+    overrides = "".join(f" -p {k}={ours[k]}" for k in ours if k in recipe and k != "steps" and ours[k] != recipe[k])
+    return f"dqltoolkit train {start} --env {task} --steps {int(doc.get('num_timesteps', 0))} {seed}{overrides}"
+
+
+def model_card(*, repo_id: str, model: str, agent: str, task: str, doc: Mapping[str, Any], checkpoint_name: str, sha256: str, size: int,
+               evaluation: Mapping[str, Any], trained: Mapping[str, Any], run_config: Mapping[str, Any], description: str,
+               files: List[str], replay: Optional[str] = None) -> str:
+    """The whole README.md; ``repo_id`` is what users load (``ORG/NAME`` or ``ORG/NAME@revision``)."""
+    repo_id = repo_id if "/" in repo_id else f"OWNER/{repo_id}"  # a dry run's card: the Hub fills in the owner at push time
+    at = "" if "@" in repo_id else "@<revision>"
     config = doc.get("config", {})
     data = _dataset(task)
     seeds, steps = list(doc.get("seeds", [])), int(doc.get("num_timesteps", 0))
+    versions = doc.get("versions", {})
     tags = ["dqltoolkit", "reinforcement-learning", "offline-reinforcement-learning", "offline-rl"]
     for tag in (_HEAD_TAGS.get(config.get("head", "")), agent, task, data["eval_env"]):
         if tag and tag not in tags:
             tags.append(tag)
     meta: Dict[str, Any] = {"library_name": "dqltoolkit", "pipeline_tag": "reinforcement-learning", "tags": tags}
+    init = str(run_config.get("init") or "")
+    base_model = init[3:].split("@", 1)[0] if init.startswith("hf:") else None
     if base_model:
         meta["base_model"] = base_model
-    args = {"episodes": int(evaluation.get("episodes", 0)), "seeds": seeds, "steps": steps}
-    metrics = _metrics(evaluation, args)
+    metrics = _metrics(evaluation, {"episodes": int(evaluation.get("episodes", 0)), "seeds": seeds, "steps": steps})
     if metrics:
         dataset = {"type": data["id"], "name": task, **({"args": dict(data["args"])} if data["args"] else {})}
         meta["model-index"] = [{"name": model, "results": [{
@@ -76,50 +97,8 @@ def card_metadata_for(*, model: str, agent: str, task: str, doc: Mapping[str, An
     meta["dqltoolkit"] = {"checkpoint": checkpoint_name, "sha256": sha256, "size": int(size), "format": doc.get("format"),
                           "format_version": doc.get("format_version"), "agent": agent, "task": task, "dataset": data["id"],
                           "head": config.get("head"), "critic": config.get("critic"), "objective": config.get("objective"),
-                          "steps": steps, "seeds": seeds, "versions": dict(doc.get("versions", {}))}
-    return meta
-
-
-def _train_command(agent: str, task: str, doc: Mapping[str, Any], run_config: Mapping[str, Any], trained: Mapping[str, Any]) -> str:
-    if trained.get("command"):
-        return str(trained["command"])
-    seeds = list(doc.get("seeds", [])) or [0]
-    seed = f"--seed {seeds[0]}" if len(seeds) == 1 else f"--seeds {','.join(map(str, seeds))}"
-    start = f"--init {run_config['init']}" if run_config.get("init") else f"--agent {agent}"
-    return f"dqltoolkit train {start} --env {task} --steps {int(doc.get('num_timesteps', 0))} {seed}{_overrides(agent, task, doc)}"
-
-
-def _overrides(agent: str, task: str, doc: Mapping[str, Any]) -> str:
-    """The ``-p key=value`` that turn the recipe (for this task) into the checkpoint's settings, so the command
-    on the card trains what was pushed; empty when the recipe is not one this installation knows."""
-    try:
-        from .config import load_recipe
-
-        recipe = load_recipe(agent, task)[0].to_dict()
-    except Exception:
-        return ""
-    ours = doc.get("config", {})
-    changed = [k for k in ours if k in recipe and k != "steps" and ours[k] != recipe[k]]
-    return "".join(f" -p {k}={ours[k]}" for k in changed)
-
-
-def model_card(*, repo_id: str, model: str, agent: str, task: str, doc: Mapping[str, Any], checkpoint_name: str, sha256: str, size: int,
-               evaluation: Mapping[str, Any], trained: Mapping[str, Any], run_config: Mapping[str, Any], description: str,
-               files: List[str], replay: Optional[str] = None) -> str:
-    """The whole README.md: metadata block, then what it is, its evaluation, how it was trained, how to load it.
-    ``repo_id`` is what users load, ``ORG/NAME`` or ``ORG/NAME@revision``."""
-    repo_id = repo_id if "/" in repo_id else f"OWNER/{repo_id}"  # a dry run's card: the Hub fills in the owner at push time
-    at = "" if "@" in repo_id else "@<revision>"
-    init = str(run_config.get("init") or "")
-    base_model = init[3:].split("@", 1)[0] if init.startswith("hf:") else None
-    meta = card_metadata_for(model=model, agent=agent, task=task, doc=doc, checkpoint_name=checkpoint_name, sha256=sha256, size=size,
-                             evaluation=evaluation, base_model=base_model)
-    config = doc.get("config", {})
-    data = _dataset(task)
-    seeds, steps = list(doc.get("seeds", [])), int(doc.get("num_timesteps", 0))
-    versions = doc.get("versions", {})
-    lines = ["---", yaml.dump(meta, Dumper=_Dumper, sort_keys=False, width=1000).rstrip(), "---", "",
-             f"# {agent} on {task}", "",
+                          "steps": steps, "seeds": seeds, "versions": dict(versions)}
+    lines = ["---", yaml.dump(meta, Dumper=_Dumper, sort_keys=False, width=1000).rstrip(), "---", "", f"# {agent} on {task}", "",
              f"A **{agent}** agent (policy head `{config.get('head')}`, critic `{config.get('critic')}`, objective "
              f"`{config.get('objective')}`) trained offline with dqltoolkit on **{task}**"
              + (f": {data['description']}" if data["description"] else "") + f". Dataset: `{data['id']}`.", ""]
@@ -146,22 +125,19 @@ def model_card(*, repo_id: str, model: str, agent: str, task: str, doc: Mapping[
               f"{steps} gradient steps, seeds {seeds}"
               + (f", {trained['train_seconds']} s of training" if trained.get("train_seconds") else "")
               + ". Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ". `config.yaml` holds the resolved recipe "
-              "(every setting, after the task's section and `-p` overrides).", "",
-              "## How to load it", "",
+              "(every setting, after the task's section and `-p` overrides).", "", "## How to load it", "",
               "```bash", "pip install 'dqltoolkit[hub]'", "```", "", "```python", "import dqltoolkit", "",
               f'model = dqltoolkit.load("hf:{repo_id}")' + (f'  # or "hf:{repo_id}{at}"' if at else ""),
-              "action, _ = model.predict(obs)", "```", "",
-              "```bash", f"dqltoolkit evaluate hf:{repo_id}",
-              f"dqltoolkit train --init hf:{repo_id} --env {task} --steps 2000   # fine-tune",
-              "```", "",
+              "action, _ = model.predict(obs)", "```", "", "```bash", f"dqltoolkit evaluate hf:{repo_id}",
+              f"dqltoolkit train --init hf:{repo_id} --env {task} --steps 2000   # fine-tune", "```", "",
               "The checkpoint holds JSON and safetensors only: loading it runs no code (no pickle). dqltoolkit loads it only "
               "after its SHA-256 matches the one in this card's metadata; downloads go through the Hugging Face cache, and "
               "`HF_HUB_OFFLINE=1` serves them from there.", "",
               "## Files", "", "| file | what |", "|---|---|"]
     what = {checkpoint_name: "the checkpoint (dqltoolkit.json + tensors.safetensors in a zip)", "config.yaml": "the resolved recipe",
             "results.json": "the run's final evaluation and timings", "metrics.csv": "training and evaluation metrics over steps",
-            "README.md": "this card", "replay.mp4": "a recording of the policy acting (dqltoolkit record)",
-            "replay.gif": "a recording of the policy acting (dqltoolkit record)"}
+            "README.md": "this card",
+            **dict.fromkeys(("replay.mp4", "replay.gif"), "a recording of the policy acting (dqltoolkit record)")}
     lines += [f"| `{f}` | {what.get(f, '')} |" for f in files + ["README.md"]]
     lines += ["", f"SHA-256 of `{checkpoint_name}` ({size} bytes): `{sha256}`", ""]
     return "\n".join(lines)

@@ -1,10 +1,8 @@
 """Sizes a user can type, checked before work starts: a stated limit or the machine's memory.
 
-Why: a typo (``batch_size=1000000000``, ``seeds: 0-99999999``, a grid of six ten-value keys) must get one
-sentence naming the field, its value and the limit, in seconds, not an allocator traceback after minutes or a
-machine that swaps itself to death. Fixed limits are generous (far past any published setting); where a
-user may truly want more, the message says how to go past it (``DQLTOOLKIT_LIMITS=off`` lifts the fixed
-limits of this module, never the memory checks, which only refuse what cannot fit).
+Why: a typo (``batch_size=1000000000``, ``seeds: 0-99999999``) must get one sentence naming the field, its value
+and the limit, not an allocator traceback after minutes. Fixed limits are generous; ``DQLTOOLKIT_LIMITS=off``
+lifts them, never the memory checks, which only refuse what cannot fit.
 """
 
 from __future__ import annotations
@@ -77,10 +75,8 @@ def check_memory(what: str, need: float, device: Any = "cpu", remedy: str = "") 
 
 
 def agent_bytes(config: Mapping[str, Any], obs_dim: int, act_dim: int, members: int) -> tuple[float, float]:
-    """A lower estimate of ``(state, step)`` bytes of an agent: its networks with their copies (target or EMA,
-    Adam's two moments, gradients) and one training step's activations. Read from the generic size keys that
-    the built-in parts use (``hidden``/``n_layers``, ``critic_hidden``/``critic_layers``, ``n_critics``);
-    a part with other keys is estimated as small, never refused by mistake."""
+    """A lower estimate of ``(state, step)`` bytes: the networks with their copies (target/EMA, Adam, gradients) and one
+    step's activations, from the built-in size keys (a part with other keys is estimated as small, never refused)."""
     def get(key: str, default: int) -> int:
         v = config.get(key, default)
         return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else default

@@ -38,9 +38,7 @@ def _convert_callback(callback):
         return None
     if isinstance(callback, list):
         return CallbackList([_convert_callback(c) for c in callback])
-    if not isinstance(callback, BaseCallback):
-        return ConvertCallback(callback)
-    return callback
+    return callback if isinstance(callback, BaseCallback) else ConvertCallback(callback)
 
 
 def log_metrics(agent, step: int) -> Dict[str, float]:
@@ -73,18 +71,13 @@ def _nonfinite_flag(info: Mapping[str, torch.Tensor], acc: Optional[torch.Tensor
 
 
 def run_learning(agent, total_steps: int, callback=None, log_interval: Optional[int] = None, progress_bar: bool = False,
-                 stop_signals: bool = True, collector=None) -> None:
+                 collector=None) -> None:
     """``total_steps`` gradient steps with SB3-style callbacks; losses are synced only every ``log_every``.
 
-    Divergence (a NaN/Inf diagnostic) is noticed within ``DIVERGENCE_CHECK_EVERY`` steps from an on-device
-    flag, and at every log step. With ``stop_signals`` (main thread only), SIGINT and SIGTERM stop the run
-    between two steps, after that step's callbacks, by raising :class:`~dqltoolkit.faults.TrainingInterrupted`
-    (a ``KeyboardInterrupt``): the agent then holds exactly ``num_timesteps`` whole steps. ``collector``
-    (online fine-tuning, dqltoolkit/online.py): its ``step()`` runs before each gradient step, and the log rows
-    carry its env steps and episode returns.
-    """
-    if total_steps < 0:
-        raise ValueError(f"learn: total_timesteps must be >= 0, got {total_steps}")
+    Divergence (NaN/Inf) is noticed within ``DIVERGENCE_CHECK_EVERY`` steps from an on-device flag, and at every
+    log step. SIGINT and SIGTERM (main thread only) stop the run between two steps, after that step's callbacks,
+    by raising :class:`~dqltoolkit.faults.TrainingInterrupted`: the agent then holds exactly ``num_timesteps``
+    whole steps. ``collector`` (online fine-tuning, dqltoolkit/online.py) steps the envs before each gradient step."""
     log_every = int(log_interval or agent.config.log_every)
     check_every = max(1, min(log_every, DIVERGENCE_CHECK_EVERY))
     cb = _convert_callback(callback)
@@ -98,7 +91,7 @@ def run_learning(agent, total_steps: int, callback=None, log_interval: Optional[
         bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, mininterval=0.5)
     t0, last, done = time.perf_counter(), 0, 0
     flag: Optional[torch.Tensor] = None
-    guard = DeferredSignals() if stop_signals else DeferredSignals(signals=())
+    guard = DeferredSignals()
     try:
         with guard:
             for i in range(total_steps):

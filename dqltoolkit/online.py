@@ -1,16 +1,10 @@
 """Online fine-tuning: after offline training, the agent collects from its env while it learns, in the same
-learning loop (dqltoolkit/loop.py: progress, logging, divergence, SIGINT/SIGTERM, callbacks).
+learning loop (dqltoolkit/loop.py), because only where batches come from changes.
 
-Why one loop with a collection hook rather than a second algorithm: the gradient step, the checkpoint, the
-callbacks and the fault handling are the offline run's; only where batches come from changes. Each
-gradient step is preceded by one env step per seed (member ``m`` acts in env ``m`` of the agent's VecEnv),
-the new transitions go into a per-seed online buffer beside the offline data, and each batch mixes the two:
-``online_offline_ratio`` of its rows from the offline data (RLPD's symmetric sampling: 0.5, the default;
-0 drops the offline data once the online buffer has a transition).
-
-Exploration is the policy's own stochastic acting (``predict(deterministic=False)``): a diffusion head
-samples its chain from fresh noise and draws one of ``n_candidates`` by softmax(Q); a Gaussian head samples
-its distribution; a deterministic head (TD3+BC) acts the same every time, so recipes add Gaussian noise of
+Each gradient step is preceded by one env step per seed (member ``m`` acts in env ``m`` of the agent's VecEnv);
+the transitions go into a per-seed online buffer, and ``online_offline_ratio`` of each batch's rows come from the
+offline data (RLPD's symmetric sampling: 0.5, the default; 0 drops them once the online buffer has a transition).
+Exploration is the policy's own stochastic acting; a deterministic head (TD3+BC) gets Gaussian noise of
 ``explore_noise`` (in units of the action range's half-width; TD3's 0.1 in td3bc.yaml).
 """
 
@@ -33,12 +27,9 @@ ONLINE_FIELDS = ("obs", "actions", "rewards", "next_obs", "terminals")
 
 
 class OnlineBuffer:
-    """Per-seed ring buffers ``[members, capacity, ...]`` on the training device, in the learner's units
-    (actions in [-1, 1], observations normalised as the offline data are, rewards transformed).
-
-    The agent keeps it between ``learn`` calls, and a training checkpoint keeps what it holds: a fine-tune
-    resumed after SIGTERM or SIGKILL continues with the experience it had collected (its envs start new
-    episodes: an env's own state is not in any checkpoint)."""
+    """Per-seed ring buffers ``[members, capacity, ...]`` on the training device, in the learner's units (actions in
+    [-1, 1], observations normalised, rewards transformed). Kept between ``learn`` calls and in training checkpoints,
+    so a resumed fine-tune continues with the experience it had collected (its envs start new episodes)."""
 
     def __init__(self, members: int, capacity: int, obs_dim: int, action_dim: int, device: torch.device) -> None:
         def zeros(*shape: int) -> Tensor:
@@ -70,9 +61,8 @@ class OnlineBuffer:
 
     def add(self, obs: Tensor, actions: Tensor, rewards: Tensor, next_obs: Tensor, terminals: Tensor) -> None:
         """One transition per seed (``[members, ...]``)."""
-        i = self.pos
-        self.obs[:, i], self.actions[:, i], self.rewards[:, i] = obs, actions, rewards
-        self.next_obs[:, i], self.terminals[:, i] = next_obs, terminals
+        for f, value in zip(ONLINE_FIELDS, (obs, actions, rewards, next_obs, terminals)):
+            getattr(self, f)[:, self.pos] = value
         self.pos = (self.pos + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
         self.added += 1
@@ -83,8 +73,7 @@ class OnlineBuffer:
         def take(t: Tensor) -> Tensor:
             return t.gather(1, idx.view(*idx.shape, *([1] * (t.dim() - 2))).expand(-1, -1, *t.shape[2:]))
 
-        return {"obs": take(self.obs), "actions": take(self.actions), "rewards": take(self.rewards), "next_obs": take(self.next_obs),
-                "terminals": take(self.terminals)}
+        return {f: take(getattr(self, f)) for f in ONLINE_FIELDS}
 
 
 class MixedBuffer:
@@ -121,21 +110,19 @@ class Collector:
             raise ValueError(f"online learning: reward_tune={cfg.reward_tune!r} depends on the dataset's statistics; online fine-tuning "
                              f"supports {', '.join(POINTWISE_REWARDS)}")
         self.agent, self.env, self.L = agent, env, agent.learner
-        kept = self.L.online_buffer  # (from an earlier learn call, or restored from a checkpoint)
-        if kept is not None and kept.fits(agent.members, cfg.online_buffer_size, agent.obs_dim, agent.action_dim):
-            self.online = kept
-        elif kept is not None:
-            self.online = OnlineBuffer.from_chronological(kept.chronological(), cfg.online_buffer_size, kept.added, agent.device)
-        else:
-            self.online = OnlineBuffer(agent.members, cfg.online_buffer_size, agent.obs_dim, agent.action_dim, agent.device)
+        shape = (agent.members, cfg.online_buffer_size, agent.obs_dim, agent.action_dim)
+        self.online = kept = self.L.online_buffer  # (from an earlier learn call, or restored from a checkpoint)
+        if kept is None:
+            self.online = OnlineBuffer(*shape, agent.device)
+        elif not kept.fits(*shape):
+            self.online = OnlineBuffer.from_chronological(kept.chronological(), shape[1], kept.added, agent.device)
         self.L.online_buffer = self.online
         self.offline = self.L.buffer
         self.L.buffer = MixedBuffer(self.offline, self.online, cfg.online_offline_ratio)
         self.L.backend.reset()
         self.obs = np.asarray(env.reset(), np.float32)
         self.rng = np.random.default_rng(agent.seeds[0] + 7919)
-        self.returns = np.zeros(agent.members)
-        self.finished: list = []
+        self.returns, self.finished = np.zeros(agent.members), []
         self.env_steps = self.online.added * agent.members  # (a resumed fine-tune counts on)
 
     def close(self) -> None:
@@ -159,19 +146,17 @@ class Collector:
         next_obs, rewards, dones, infos = self.env.step(action)
         real_next = np.array(next_obs, np.float32, copy=True)
         terminal = np.zeros(agent.members, np.float32)
+        self.returns += np.asarray(rewards, float)
         for i, done in enumerate(dones):
             if done:
                 real_next[i] = infos[i].get("terminal_observation", real_next[i])
                 terminal[i] = 0.0 if infos[i].get("TimeLimit.truncated", False) else 1.0
+                self.finished.append(float(self.returns[i]))
+                self.returns[i] = 0.0
         r = apply_reward_transform(cfg.reward_tune, {"rewards": np.asarray(rewards, np.float32), "terminals": terminal})["rewards"]
         a = (torch.as_tensor(action, device=agent.device) - L.action_center) / L.action_scale
         self.online.add(self._units(self.obs), a.clamp(-1, 1), torch.as_tensor(r, dtype=torch.float32, device=agent.device),
                         self._units(real_next), torch.as_tensor(terminal, device=agent.device))
-        self.returns += np.asarray(rewards, float)
-        for i, done in enumerate(dones):
-            if done:
-                self.finished.append(float(self.returns[i]))
-                self.returns[i] = 0.0
         self.obs = np.asarray(next_obs, np.float32)
         self.env_steps += agent.members
 

@@ -1,9 +1,6 @@
-"""Figures people would rather look at than read: the bandit scatter and learning curves.
-
-Each figure has a builder that returns the matplotlib Figure (so tests can check its axes, labels,
-legend and curves) and a ``plot_*`` function that saves it. Every figure is meant to be read without
-the code at hand: axes are labelled, colours and line styles are in a legend, and a panel that has
-little to show says why (e.g. a run shorter than the logging interval).
+"""Figures people would rather look at than read: the bandit scatter and learning curves. Each has a builder returning
+the matplotlib Figure (tests check its axes, labels, legend and curves) and a ``plot_*`` function that saves it; each is
+meant to be read without the code: labelled axes, a legend, and a panel with little to show says why.
 """
 
 from __future__ import annotations
@@ -21,13 +18,9 @@ DATA_COLOUR, POLICY_COLOUR = "tab:grey", "tab:red"
 MAX_DATA_POINTS = 2000  # a scatter of more points hides the policy's samples and bloats the file
 
 # y-axis labels of the metrics the toolkit logs; the CSV column stays the panel title
-METRIC_LABELS = {
-    "train/actor_loss": "actor loss",
-    "train/critic_loss": "critic loss (TD error)",
-    "train/bc_loss": "behaviour-cloning loss",
-    "eval/mean_return": "mean episode return",
-    "eval/normalized_score": "normalised score (D4RL)",
-}
+METRIC_LABELS = {"train/actor_loss": "actor loss", "train/critic_loss": "critic loss (TD error)",
+                 "train/bc_loss": "behaviour-cloning loss", "eval/mean_return": "mean episode return",
+                 "eval/normalized_score": "normalised score (D4RL)"}
 CURVE_KEYS = ("train/actor_loss", "train/critic_loss", "train/bc_loss", "eval/normalized_score", "eval/mean_return")
 
 
@@ -48,9 +41,8 @@ def _save(fig, path: Path, dpi: int) -> Path:
 
 def _scatter_panel(ax, actions: np.ndarray, title: str, color: str, data: Optional[np.ndarray] = None, label: Optional[str] = None,
                    mark_best: bool = True) -> None:
-    """One bandit panel: optional dataset actions in grey under ``actions``, the reward modes as dashed
-    circles with their mean reward written inside the action square (not over the frame), on a light
-    box above the dots so that a crowded mode keeps its label readable."""
+    """One bandit panel: optional dataset actions in grey under ``actions``, the reward modes as dashed circles with their
+    mean reward inside the action square, on a light box above the dots (a crowded mode keeps its label readable)."""
     if data is not None:
         ax.scatter(data[:, 0], data[:, 1], s=2, c="lightgrey", alpha=0.5, rasterized=True, label="dataset actions")
     ax.scatter(actions[:, 0], actions[:, 1], s=3, c=color, alpha=0.6, rasterized=True, label=label)
@@ -118,12 +110,10 @@ def bandit_grid_figure(panels: Sequence[Tuple[str, np.ndarray]], dataset_actions
                        title_fontsize=8)
     else:
         fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
-    for r in range(nrows):
-        axes[r, 0].set_ylabel("action[1]", fontsize=8)
-    for c in range(ncols):  # the lowest panel of each column (the last row may be partly empty)
-        column = [axes[r, c] for r in range(nrows) if r * ncols + c < n]
-        if column:
-            column[-1].set_xlabel("action[0]", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("action[1]", fontsize=8)
+    for ax in flat[max(0, n - ncols):n]:  # the lowest panel of each column (the last row may be partly empty)
+        ax.set_xlabel("action[0]", fontsize=8)
     fig.tight_layout(rect=(0, 0 if spare else 0.4 / height, 1, 1))
     return fig
 
@@ -139,19 +129,16 @@ def _series(rows: List[Dict[str, str]], key: str) -> Tuple[List[float], List[flo
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def _interval(steps: Sequence[float]) -> Optional[int]:
-    """The typical step gap between logged rows (None for fewer than two)."""
-    return int(np.median(np.diff(sorted(set(steps))))) if len(set(steps)) > 1 else None
+def _every(steps: Sequence[float], what: str) -> str:
+    """How often ``steps`` were logged: ``what`` every (the typical gap) steps, or once."""
+    every = int(np.median(np.diff(sorted(set(steps))))) if len(set(steps)) > 1 else None
+    return f"{what} every {every:,} steps" if every else f"{what} once"
 
 
 def learning_curves_figure(csv_path: Path, keys: Sequence[str] = CURVE_KEYS):
-    """Loss and evaluation curves from an SB3-format metrics CSV, or None when it holds no metric.
-
-    One panel per key that is present (a task with a normalised score shows that instead of the raw
-    return); the evaluation panel also shows each seed (``eval/<key>_seed<s>``) of a multi-seed run. All
-    panels share the run's step range, curves with few points carry markers (a single logged point is
-    a visible dot, and the panel says how to log more often), and the title says how often each was logged.
-    """
+    """Loss and evaluation curves from an SB3-format metrics CSV (None when it holds no metric): one panel per key present
+    (the normalised score instead of the raw return), each seed of a multi-seed run beside the mean, markers on sparse
+    curves (a single point says how to log more often), a shared step range and a title saying how often each was logged."""
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
     if not rows or "time/step" not in rows[0]:
@@ -192,16 +179,9 @@ def learning_curves_figure(csv_path: Path, keys: Sequence[str] = CURVE_KEYS):
         ax.set_xlim(0, last_step * 1.04)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    notes = []
-    if loss_steps:
-        every = _interval(loss_steps)
-        notes.append(f"losses logged every {every:,} steps" if every else "losses logged once")
-        notes[-1] += f" (mean over seeds {', '.join(seeds)})" if seeds else ""
-    if eval_steps:
-        every = _interval(eval_steps)
-        notes.append(f"evaluated every {every:,} steps" if every else "evaluated once")
-    else:
-        notes.append("no evaluation during training (--eval-freq N adds one)")
+    seeds_note = f" (mean over seeds {', '.join(seeds)})" if seeds else ""
+    notes = [_every(loss_steps, "losses logged") + seeds_note] if loss_steps else []
+    notes.append(_every(eval_steps, "evaluated") if eval_steps else "no evaluation during training (--eval-freq N adds one)")
     fig.suptitle(f"{Path(csv_path).name}: " + "; ".join(notes), fontsize=9)
     fig.tight_layout()
     return fig

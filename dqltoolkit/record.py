@@ -1,11 +1,8 @@
-"""The ``record`` job: watch a policy act. Episodes rendered with Gymnasium's ``render_mode="rgb_array"`` (what
-``RecordVideo`` records), written as one MP4 (moviepy, as ``RecordVideo`` writes it: ``pip install
-'dqltoolkit[video]'``) or GIF (Pillow, no extra).
+"""The ``record`` job: watch a policy act. Episodes rendered with ``render_mode="rgb_array"`` (what ``RecordVideo``
+records), written as one MP4 (moviepy: ``pip install 'dqltoolkit[video]'``) or GIF (Pillow, no extra).
 
-Headless machines: MuJoCo renders off-screen through EGL (``MUJOCO_GL=egl``, set here when no display is
-there and the variable is unset); it needs the EGL and Mesa libraries (Debian: ``libegl1 libgl1-mesa-dri``;
-``MUJOCO_GL=osmesa`` with ``libosmesa6`` is the other way). The bandit draws its own picture: the action
-plane with the reward modes and the action taken, one frame per episode's start and end.
+Headless machines: MuJoCo renders off-screen through EGL (``MUJOCO_GL=egl``, set here when there is no display),
+which needs the EGL and Mesa libraries (Debian: ``libegl1 libgl1-mesa-dri``; or ``MUJOCO_GL=osmesa``, ``libosmesa6``).
 """
 
 from __future__ import annotations

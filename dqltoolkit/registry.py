@@ -27,8 +27,7 @@ class UnknownNameError(KeyError):
 
 
 def import_part_modules(package: str, path: Iterable[str]) -> None:
-    """Import every module of a built-in parts package (heads, critics, objectives), so that a new built-in
-    part registers by existing as a file in it: no import line to add to the package's ``__init__``."""
+    """Import every module of a built-in parts package, so a new built-in part registers by existing as a file."""
     for info in pkgutil.iter_modules(list(path)):
         if not info.name.startswith("_"):
             importlib.import_module(f"{package}.{info.name}")

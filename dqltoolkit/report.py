@@ -1,19 +1,12 @@
 """The ``report`` job: run folders (or a sweep of them) -> a tidy CSV of every evaluation, markdown
 tables of final and best scores with IQM and bootstrap intervals, a performance profile and learning curves.
 
-A run folder is what ``dqltoolkit train`` writes: ``config.yaml`` (agent, task, seeds, the resolved
-settings), ``metrics.csv`` (the periodic evaluations of ``--eval-freq``, per seed as
-``eval/<metric>_seed<s>`` when the run trained several) and ``results.json`` (the end-of-run evaluation
-of each seed, and ``total_steps``). A folder that is broken or unfinished is *skipped*, not fatal: a
-report over a sweep with one crashed trial is still written, and lists each skipped folder with the
-file and field at fault (``strict=True`` makes any skip an error instead). Statistics: dqltoolkit/stats.py.
-
-A sweep folder (``dqltoolkit sweep``) adds its book, ``sweep.json`` (dqltoolkit/report_sweep.py): trials that
-failed or were interrupted are listed as skipped with their status, the swept keys name the algorithms,
-and a trial that ASHA stopped before its budget (its ``results.json`` says ``stopped_early``) contributes its
-periodic evaluations (learning curves, best*) but no final score: it never reached the budget, so its last
-evaluation is not comparable with the others' final ones (the Notes list it with that evaluation).
-See docs/report.md for what each number means.
+A run folder (``dqltoolkit train``) holds ``config.yaml``, ``metrics.csv`` (periodic evaluations) and ``results.json``
+(each seed's end-of-run evaluation). A broken or unfinished folder is *skipped*, not fatal, and listed with the file
+and field at fault (``strict=True`` makes a skip an error), so one crashed trial does not lose a sweep's report. A
+sweep's book (``sweep.json``, dqltoolkit/report_sweep.py) skips failed trials with their status and names algorithms
+by the swept keys; a trial ASHA stopped early gives periodic evaluations but no final score (its last evaluation is
+not at the budget). Statistics: dqltoolkit/stats.py; what each number means: docs/report.md.
 """
 
 from __future__ import annotations
@@ -37,9 +30,8 @@ from .report_records import RecordError, curves_of_run, fqe_of_run, read_records
 from .report_sweep import BOOK, REPORTED, TUNE_DIR, BookTrial, book_of, read_book
 from .selection import bc_pick, final_score, top_k_for
 
-#: what a run folder holds; a folder with either of :data:`RUN_MARKERS` is one (``train`` writes ``config.yaml``
-#: and ``metrics.csv`` as it starts, ``results.json`` when it ends), so a folder holding only a ``config.yaml``
-#: (a sweep's own settings, say) is not mistaken for a broken run
+#: what a run folder holds; one of :data:`RUN_MARKERS` makes a folder one (a ``config.yaml`` alone, such as a sweep's
+#: own settings, is not a broken run)
 RUN_FILES = ("config.yaml", "results.json", "metrics.csv")
 RUN_MARKERS = ("results.json", "metrics.csv")
 #: settings that do not change what an algorithm is (logging, evaluation, runtime): never part of its name
@@ -56,6 +48,18 @@ GAP_GAMMA = 100.0
 SCORE_ROWS = {"final": "final", "best": "best\\*", "offline": "offline", "offline_fqe": "offline FQE"}
 #: the row kinds of the offline rules, which pick an evaluation without looking at any return
 OFFLINE_KINDS = ("offline", "offline_fqe")
+OFFLINE_TITLES = {"offline": "the evaluation the offline BC-loss rule picks without any return (offline)",
+                  "offline_fqe": "the evaluation at the checkpoint fitted Q evaluation values most (offline FQE)"}
+METRIC_TITLES = {"normalized_score": "normalised score (D4RL scale: 0 random, 100 expert)",
+                 "return": "episode return (the task has no normalised score)"}
+#: the table cell of a score no run has (an algorithm whose every run was stopped early has no final score)
+NO_SCORE = "—"
+#: marks a count or a best* score that includes runs stopped early
+STOPPED_MARK = "†"
+STOPPED_FOOTNOTE = (f"{STOPPED_MARK} seeds of trials stopped early (ASHA) before their step budget: no final score (their last "
+                    "evaluation is not at the budget, see Notes); their best\\* is over the evaluations before the stop.")
+#: one evaluation: (seed, step, kind, metric, value)
+Row = Tuple[int, int, str, str, float]
 
 
 class ReportError(ValueError):
@@ -76,7 +80,7 @@ class Run:
     config: Dict[str, Any]
     seeds: List[int]
     total_steps: int
-    rows: List[Tuple[int, int, str, str, float]] = field(default_factory=list)
+    rows: List[Row] = field(default_factory=list)
     label: str = ""
     algorithm: str = ""
     #: who stopped the run before its budget ("asha"), "" for a run that reached its end
@@ -101,26 +105,18 @@ class ReportResult:
 
 
 def find_run_dirs(paths: Sequence[Path | str]) -> List[Path]:
-    """Run folders among ``paths`` and below them (a folder holding any of :data:`RUN_MARKERS`; the search
-    does not go inside a run folder). Raises :class:`ReportError` naming paths that do not exist, or all
-    of them when no run folder is found."""
+    """Run folders among and below ``paths`` (not inside one); a :class:`ReportError` names missing paths, or all if none."""
+    return _walk(paths)[0]
+
+
+def _walk(paths: Sequence[Path | str]) -> Tuple[List[Path], List[Path]]:
+    """Run folders (:func:`find_run_dirs`) and sweep folders (``sweep.json``, not their ``tune/``) under ``paths``, resolved."""
     paths = [Path(p) for p in paths]
     if not paths:
         raise ReportError("no paths given: name run folders or a sweep folder")
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise ReportError(f"no such folder: {', '.join(missing)}")
-    unique, _ = _walk(paths)
-    if not unique:
-        raise ReportError(f"no run folders (a folder with {' and '.join(RUN_FILES)}, as `dqltoolkit train` writes; found by its "
-                          f"{' or '.join(RUN_MARKERS)}) under: "
-                          + ", ".join(str(p) for p in paths))
-    return unique
-
-
-def _walk(paths: Sequence[Path]) -> Tuple[List[Path], List[Path]]:
-    """Run folders and sweep folders (holding ``sweep.json``) under ``paths``, resolved, in walk order; a
-    sweep folder's ``tune/`` (Ray Tune's records) is not searched."""
     found: List[Path] = []
     sweeps: List[Path] = []
     for root in paths:
@@ -135,6 +131,9 @@ def _walk(paths: Sequence[Path]) -> Tuple[List[Path], List[Path]]:
                 sweeps.append(Path(here))
                 dirs[:] = [d for d in dirs if d != TUNE_DIR]
             dirs.sort()
+    if not found:
+        raise ReportError(f"no run folders (a folder with {' and '.join(RUN_FILES)}, as `dqltoolkit train` writes; found by its "
+                          f"{' or '.join(RUN_MARKERS)}) under: " + ", ".join(str(p) for p in paths))
     return list(dict.fromkeys(p.resolve() for p in found)), list(dict.fromkeys(p.resolve() for p in sweeps))
 
 
@@ -164,10 +163,8 @@ def _read_config(path: Path) -> Dict[str, Any]:
     return doc
 
 
-def _read_results(path: Path, seeds: List[int]) -> Tuple[int, List[Tuple[int, int, str, str, float]], Dict[str, Any]]:
-    """``total_steps``, the end-of-run evaluation rows of ``results.json``, and for a run stopped before its
-    budget (a sweep's ASHA: ``stopped_early``) ``{"by": ..., "budget": ...}`` (and no rows: it has no
-    end-of-run evaluation)."""
+def _read_results(path: Path, seeds: List[int]) -> Tuple[int, List[Row], Dict[str, Any]]:
+    """``total_steps``, the end-of-run rows of ``results.json``, and ``{"by", "budget"}`` of a run stopped early (no rows)."""
     file = path / "results.json"
     if not file.is_file():
         unfinished = [n for n in ("model_interrupted.zip", "model_latest.zip", "model_diverged.zip") if (path / n).exists()]
@@ -202,12 +199,8 @@ def _read_results(path: Path, seeds: List[int]) -> Tuple[int, List[Tuple[int, in
         seed = int(_number(entry["seed"], f"{where}.seed'"))
         if seed not in seeds:
             raise RunSkipped(f"{where}.seed' is {seed}, not one of config.yaml's seeds {seeds}")
-        for key, metric in METRICS.items():
-            if key in entry:
-                rows.append((seed, total, "final", metric, _number(entry[key], f"{where}.{key}'")))
-        for key in EXTRA_FINAL_METRICS:
-            if key in entry:
-                rows.append((seed, total, "final", key, _number(entry[key], f"{where}.{key}'")))
+        rows += [(seed, total, "final", metric, _number(entry[key], f"{where}.{key}'"))
+                 for key, metric in [*METRICS.items(), *zip(EXTRA_FINAL_METRICS, EXTRA_FINAL_METRICS)] if key in entry]
     kinds = {tuple(sorted(k for k in METRICS if k in e)) for e in evaluation}
     if len(kinds) > 1:
         raise RunSkipped(f"{file}: the entries of field 'evaluation' do not all have the same scores ({sorted(kinds)})")
@@ -217,7 +210,7 @@ def _read_results(path: Path, seeds: List[int]) -> Tuple[int, List[Tuple[int, in
     return total, rows, {}
 
 
-def _read_metrics(path: Path, seeds: List[int]) -> List[Tuple[int, int, str, str, float]]:
+def _read_metrics(path: Path, seeds: List[int]) -> List[Row]:
     """The periodic evaluation rows of ``metrics.csv`` (SB3's CSV: sparse rows, ``time/step`` on each)."""
     file = path / "metrics.csv"
     if not file.is_file():
@@ -229,12 +222,9 @@ def _read_metrics(path: Path, seeds: List[int]) -> List[Tuple[int, int, str, str
             table = list(reader)
     except (csv.Error, UnicodeDecodeError) as exc:
         raise RunSkipped(f"{file}: not a readable CSV ({exc})") from None
-    columns: Dict[Tuple[int, str], str] = {}
-    for key, metric in METRICS.items():
-        for s in seeds:
-            name = f"eval/{key}_seed{s}" if len(seeds) > 1 else f"eval/{key}"
-            if name in header:
-                columns[(s, metric)] = name
+    names = {(s, metric): f"eval/{key}_seed{s}" if len(seeds) > 1 else f"eval/{key}"
+             for key, metric in METRICS.items() for s in seeds}
+    columns = {k: name for k, name in names.items() if name in header}
     if columns and "time/step" not in header:
         raise RunSkipped(f"{file}: no column 'time/step' beside its evaluation columns")
     rows = []
@@ -268,7 +258,6 @@ def load_run(path: Path) -> Run:
     agent = doc.get("agent") or doc.get("init") or f"{cfg.get('head', '?')}+{cfg.get('objective', '?')}"
     agent = Path(str(agent)).stem if str(agent).endswith((".yaml", ".yml", ".zip")) else str(agent)
     offline = [] if stopped else _offline_rows(path, seeds, periodic, str(doc["env"]))  # (a stopped run picks among fewer)
-    offline += [] if stopped else _fqe_picks(seeds, periodic, fqe_of_run(path))
     return Run(path=path, agent=agent, task=str(doc["env"]), config=cfg, seeds=seeds, total_steps=total, rows=sorted(periodic) + final + offline,
                stopped_by=stopped.get("by", ""), budget=stopped.get("budget"))
 
@@ -282,54 +271,42 @@ def _recipe_section(task: str) -> str:
         return task
 
 
-def _offline_rows(path: Path, seeds: List[int], periodic: List[Tuple[int, int, str, str, float]], task: str) -> List[Tuple[int, int, str, str, float]]:
-    """The BC-loss rule's pick per seed (dqltoolkit/selection.py) from the run's periodic evaluations and its
-    logged BC loss; none for a run that logged no per-seed BC loss."""
+def _offline_rows(path: Path, seeds: List[int], periodic: List[Row], task: str) -> List[Row]:
+    """The offline rules' picks (:func:`_picks`) from the run's logged per-seed BC loss and its ``selection.json``."""
     if not periodic:
         return []
     try:
-        bc = curves_of_run(path, seeds)
+        bc = {s: curves["bc_loss"] for s, curves in curves_of_run(path, seeds).items()}
     except (OSError, ValueError, csv.Error):
-        return []
-    return _picks(seeds, periodic, {s: bc[s]["bc_loss"] for s in seeds}, task)
+        bc = {}
+    return _picks(seeds, periodic, bc, fqe_of_run(path), task)
 
 
-def _picks(seeds: Sequence[int], periodic, bc_loss: Dict[int, List[List[float]]], task: str) -> List[Tuple[int, int, str, str, float]]:
-    rows = []
+def _picks(seeds: Sequence[int], periodic: List[Row], bc_loss: Dict[int, List[List[float]]], fqe: Dict[int, List[List[float]]],
+           task: str) -> List[Row]:
+    """Per metric and seed, the periodic evaluation the BC-loss rule picks (dqltoolkit/selection.py), then FQE's: the
+    one at the kept checkpoint with the highest FQE value (``dqltoolkit select``), among the steps that have both."""
+    bc_rows, fqe_rows = [], []
     for metric in METRICS.values():
         for s in seeds:
-            curve = sorted((st, v) for (seed, st, kind, m, v) in periodic if seed == s and m == metric and kind == "periodic")
-            if not curve or not bc_loss.get(s):
-                continue
-            try:
-                i = bc_pick(curve, bc_loss[s], top_k_for(_recipe_section(task)))
-            except ValueError:
-                continue
-            rows.append((s, curve[i][0], "offline", metric, curve[i][1]))
-    return rows
-
-
-def _fqe_picks(seeds: Sequence[int], periodic, fqe: Dict[int, List[List[float]]]) -> List[Tuple[int, int, str, str, float]]:
-    """FQE's pick per seed: the evaluation at the kept checkpoint with the highest FQE value (``dqltoolkit
-    select``), among the steps that have both."""
-    rows = []
-    for metric in METRICS.values():
-        for s in seeds:
-            curve = {st: v for (seed, st, kind, m, v) in periodic if seed == s and m == metric and kind == "periodic"}
-            valued = [(j, st) for st, j in fqe.get(s, []) if st in curve]
+            mine = [(st, v) for (seed, st, kind, m, v) in periodic if seed == s and m == metric and kind == "periodic"]
+            curve, at = sorted(mine), dict(mine)
+            if curve and bc_loss.get(s):
+                try:
+                    i = bc_pick(curve, bc_loss[s], top_k_for(_recipe_section(task)))
+                    bc_rows.append((s, curve[i][0], "offline", metric, curve[i][1]))
+                except ValueError:
+                    pass
+            valued = [(j, st) for st, j in fqe.get(s, []) if st in at]
             if valued:
-                step = max(valued)[1]
-                rows.append((s, step, "offline_fqe", metric, curve[step]))
-    return rows
+                fqe_rows.append((s, max(valued)[1], "offline_fqe", metric, at[max(valued)[1]]))
+    return bc_rows + fqe_rows
 
 
 def cut_records(records: List[Dict[str, Any]], at_step: Union[int, str], notes: List[str]) -> List[Dict[str, Any]]:
-    """Every record as it stood at one budget: its evaluations and BC losses up to step ``at_step`` (an int),
-    or, with ``"common"``, up to the last step that every record of its task has evaluated. A record that has
-    not evaluated that step is left out (said in ``notes``): it would be compared at a smaller budget."""
-    last = {}
-    for rec in records:
-        last[rec["task"]] = min(last.get(rec["task"], rec["evaluations"][-1][0]), rec["evaluations"][-1][0])
+    """Every record as it stood at step ``at_step``, or ``"common"``: the last step every record of its task has evaluated;
+    a record without an evaluation there is left out (said in ``notes``), as it would be compared at a smaller budget."""
+    last = {t: min(r["evaluations"][-1][0] for r in records if r["task"] == t) for t in {r["task"] for r in records}}
     cut = []
     for rec in records:
         n = last[rec["task"]] if at_step == "common" else int(at_step)
@@ -337,18 +314,16 @@ def cut_records(records: List[Dict[str, Any]], at_step: Union[int, str], notes: 
             notes.append(f"{rec['task']} {rec['agent']} seed {rec['seed']}: no evaluation at step {n:,} "
                          f"(last {rec['evaluations'][-1][0]:,}): left out of the tables cut at {n:,}")
             continue
-        cut.append({**rec, "evaluations": [e for e in rec["evaluations"] if e[0] <= n], "bc_loss": [b for b in rec["bc_loss"] if b[0] <= n],
-                    "fqe": [f for f in rec.get("fqe", []) if f[0] <= n], "steps_done": n})
-    for task, n in sorted(last.items()):
-        if at_step == "common":
-            notes.append(f"{task}: every run cut at step {n:,}, the last step all its runs have evaluated")
+        cut.append({**rec, **{k: [x for x in rec.get(k, []) if x[0] <= n] for k in ("evaluations", "bc_loss", "fqe")},
+                    "steps_done": n})
+    if at_step == "common":
+        notes.extend(f"{task}: every run cut at step {n:,}, the last step all its runs have evaluated"
+                     for task, n in sorted(last.items()))
     return cut
 
 
 def runs_from_records(path: Path, at_step: Union[int, str, None] = None, notes: Optional[List[str]] = None) -> List[Run]:
-    """One :class:`Run` per record of a results record file (dqltoolkit/report_records.py): its evaluations as
-    periodic rows, ``final`` the mean of the last three (the protocol's rule), ``offline`` the BC-loss rule's pick.
-    ``at_step``: the records as they stood at that step, or ``"common"`` (see :func:`cut_records`)."""
+    """One :class:`Run` per record of a results record file, ``final`` the mean of its last three evaluations."""
     try:
         records = read_records(path)
     except RecordError as exc:
@@ -361,7 +336,7 @@ def runs_from_records(path: Path, at_step: Union[int, str, None] = None, notes: 
         periodic = [(s, st, "periodic", metric, v) for st, v in rec["evaluations"]]
         last = rec["evaluations"][-1][0]
         final = [(s, last, "final", metric, final_score(rec["evaluations"]))]
-        offline = _picks([s], periodic, {s: rec["bc_loss"]}, rec["task"]) + _fqe_picks([s], periodic, {s: rec.get("fqe", [])})
+        offline = _picks([s], periodic, {s: rec["bc_loss"]}, {s: rec.get("fqe", [])}, rec["task"])
         where = path.parent / rec["task"] / rec["agent"] / f"seed{s}"
         runs.append(Run(path=where, agent=rec["agent"], task=rec["task"], config=dict(rec.get("config") or {}), seeds=[s],
                         total_steps=int(rec.get("steps_done", last)), rows=periodic + final + offline, final_rule="last3"))
@@ -369,12 +344,10 @@ def runs_from_records(path: Path, at_step: Union[int, str, None] = None, notes: 
 
 
 def _books(run_dirs: List[Path], sweeps: List[Path]) -> Tuple[Dict[Path, BookTrial], List[BookTrial], List[Tuple[Path, str]]]:
-    """The book entry of each run folder that belongs to a sweep; the trials of the sweep folders under the
-    paths that have no run folder (failed before writing one); the books that could not be read."""
+    """The sweep book entry of each run folder, the sweeps' trials that have no run folder, and the books not read."""
     by_dir: Dict[Path, BookTrial] = {}
     unread: List[Tuple[Path, str]] = []
-    folders = list(dict.fromkeys(sweeps + [b.resolve() for b in map(book_of, run_dirs) if b is not None]))
-    for folder in folders:
+    for folder in dict.fromkeys(sweeps + [b.resolve() for b in map(book_of, run_dirs) if b is not None]):
         trials, why = read_book(folder)
         if why:
             unread.append((folder / BOOK, why))
@@ -386,22 +359,13 @@ def _books(run_dirs: List[Path], sweeps: List[Path]) -> Tuple[Dict[Path, BookTri
 
 def gather(paths: Sequence[Path | str], strict: bool = False, notes: Optional[List[str]] = None,
            at_step: Union[int, str, None] = None) -> Tuple[List[Run], List[Tuple[Path, str]]]:
-    """Every reportable run under ``paths`` and the (folder, reason) of each one skipped: broken folders and
-    sweep trials whose status in ``sweep.json`` is not :data:`REPORTED` (with that status). A ``sweep.json``
-    that cannot be read leaves no run out (its trials are judged by their folders): it goes to ``notes``.
-    ``at_step`` (records only): every record as it stood at that step (:func:`cut_records`)."""
+    """Every reportable run under ``paths`` and the (folder, reason) of each skipped one (broken, or a sweep trial whose
+    status is not :data:`REPORTED`); an unreadable ``sweep.json`` goes to ``notes``. ``at_step``: :func:`cut_records`."""
     records = [Path(p) for p in paths if Path(p).is_file() and Path(p).suffix == ".json"]
     paths = [p for p in paths if Path(p) not in records]
     if at_step is not None and paths:
         raise ReportError("--at-step cuts results records (runs.json) only; a run folder's final score is its end-of-run evaluation")
-    if records and not paths:
-        runs = [r for f in records for r in runs_from_records(f, at_step, notes)]
-        if not runs:
-            raise ReportError(f"no records in {', '.join(map(str, records))}")
-        _name(runs)
-        return runs, []
-    run_dirs = find_run_dirs(paths)
-    _, sweeps = _walk([Path(p) for p in paths])
+    run_dirs, sweeps = _walk(paths) if paths or not records else ([], [])
     by_dir, orphans, unread = _books(run_dirs, sweeps)
     runs: List[Run] = []
     skipped: List[Tuple[Path, str]] = []
@@ -426,11 +390,12 @@ def gather(paths: Sequence[Path | str], strict: bool = False, notes: Optional[Li
         if trial is not None:
             run.swept = tuple(sorted(trial.params))
         runs.append(run)
-    runs += [r for f in records for r in runs_from_records(f)]
+    runs += [r for f in records for r in runs_from_records(f, at_step, notes)]
     for t in orphans:
         skip(t.run_dir, t.skip_reason() + ("; no run folder" if t.status not in REPORTED else "; its run folder is missing"))
     if not runs:
-        raise ReportError("every run folder was skipped:\n" + "\n".join(f"  {d}: {why}" for d, why in skipped))
+        raise ReportError("every run folder was skipped:\n" + "\n".join(f"  {d}: {why}" for d, why in skipped) if paths
+                          else f"no records in {', '.join(map(str, records))}")
     _name(runs)
     return runs, skipped
 
@@ -449,12 +414,9 @@ def _value_text(v: Any) -> str:
 
 
 def _name(runs: List[Run]) -> None:
-    """Label each run by its folder (relative to the runs' common parent) and name its algorithm: the
-    agent, plus every setting that differs between that agent's runs on one task (so one agent trained
-    with several ``-p eta=...`` values gives one algorithm per value), plus every key a sweep varied for
-    that agent (a one-value grid key too: the name says what the sweep set)."""
-    parents = [str(r.path.parent) for r in runs]
-    base = Path(os.path.commonpath(parents)) if len(runs) > 1 else runs[0].path.parent
+    """Label each run by its folder (relative to the runs' common parent) and name its algorithm: the agent plus every
+    setting that differs between its runs on one task (one per ``-p eta=...`` value) and every key a sweep varied."""
+    base = Path(os.path.commonpath([str(r.path.parent) for r in runs])) if len(runs) > 1 else runs[0].path.parent
     for r in runs:
         r.label = r.path.relative_to(base).as_posix()
     varying: Dict[str, set] = {}
@@ -473,35 +435,39 @@ def _name(runs: List[Run]) -> None:
 # ---------------------------------------------------------------------------------------------- tables
 
 
-def tidy_rows(runs: Sequence[Run]) -> List[Dict[str, Any]]:
-    """One dict per (run, seed, step, kind, metric): the rows of ``evaluations.csv``."""
-    return [{"run": r.label, "algorithm": r.algorithm, "agent": r.agent, "task": r.task, "seed": seed, "step": step, "kind": kind,
-             "metric": metric, "value": value} for r in runs for (seed, step, kind, metric, value) in r.rows]
-
-
-def write_csv(rows: Sequence[Dict[str, Any]], path: Path) -> Path:
+def write_csv(runs: Sequence[Run], path: Path) -> Path:
+    """``evaluations.csv``: one row per (run, seed, step, kind, metric)."""
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
+        w = csv.writer(f)
+        w.writerow(CSV_COLUMNS)
+        w.writerows((r.label, r.algorithm, r.agent, r.task, *row) for r in runs for row in r.rows)
     return path
 
 
 def task_metric(runs: Sequence[Run], task: str) -> str:
-    """``normalized_score`` where every run of ``task`` that reached its end has one there, else ``return``.
-    Runs stopped early (ASHA) have no end-of-run rows and do not decide it: their periodic evaluations carry
-    the same metrics."""
+    """``normalized_score`` where every run of ``task`` that reached its end has one there, else ``return`` (runs stopped
+    early have no end-of-run rows and decide it only when every run was stopped)."""
     finals = [{m for (_, _, kind, m, _) in r.rows if kind == "final"} for r in runs if r.task == task and not r.stopped_by]
     if not finals:  # every run stopped early: their evaluations decide
         finals = [{m for (_, _, _, m, _) in r.rows} for r in runs if r.task == task]
     return "normalized_score" if finals and all("normalized_score" in f for f in finals) else "return"
 
 
+def _curves(runs: Sequence[Run], task: str, metric: str, kind: str) -> Dict[str, Dict[int, List[float]]]:
+    """Algorithm -> step -> the values of ``metric`` in the ``kind`` rows of its runs of ``task``, in run order."""
+    out: Dict[str, Dict[int, List[float]]] = {}
+    for r in runs:
+        if r.task == task:
+            for (_, step, k, m, v) in r.rows:
+                if k == kind and m == metric:
+                    out.setdefault(r.algorithm, {}).setdefault(step, []).append(v)
+    return out
+
+
 @dataclass
 class SeedScores:
-    """Per-seed final and best (the highest of all its evaluations) scores of one algorithm on one task.
-    ``final`` holds the seeds of runs that reached their end; ``best`` also those of runs stopped early
-    (``stopped`` of them, the last ones), from their evaluations before the stop."""
+    """Per-seed final and best (the highest of its evaluations) scores of one algorithm on one task; ``best`` also holds
+    the seeds of runs stopped early (``stopped`` of them, the last ones), which have no final score."""
 
     final: np.ndarray
     best: np.ndarray
@@ -541,54 +507,31 @@ def _fmt(x: float) -> str:
     return f"{x:.1f}" if a >= 100 else f"{x:.2f}" if a >= 10 else f"{x:.3f}"
 
 
-def _cell(e: stats.Estimate) -> str:
-    return f"{_fmt(e.point)} [{_fmt(e.lower)}, {_fmt(e.upper)}]"
-
-
-#: the table cell of a score no run has (an algorithm whose every run was stopped early has no final score)
-NO_SCORE = "—"
-#: marks a count or a best* score that includes runs stopped early
-STOPPED_MARK = "†"
-
-
 def _cells(per_task: Sequence[np.ndarray], fns: Sequence[Callable], reps: int, seed: int, mark: str = "") -> List[str]:
     """One cell per estimator over the non-empty arrays of ``per_task``, or :data:`NO_SCORE` if none."""
     have = [x for x in per_task if len(x)]
-    return [_cell(stats.stratified_bootstrap(have, fn, reps, seed)) + mark if have else NO_SCORE for fn in fns]
-
-
-def _seeds_text(sc: SeedScores) -> str:
-    return f"{len(sc.final)} + {sc.stopped}{STOPPED_MARK}" if sc.stopped else str(len(sc.final))
-
-
-STOPPED_FOOTNOTE = (f"{STOPPED_MARK} seeds of trials stopped early (ASHA) before their step budget: no final score (their last "
-                    "evaluation is not at the budget, see Notes); their best\\* is over the evaluations before the stop.")
-
-
-METRIC_TITLES = {"normalized_score": "normalised score (D4RL scale: 0 random, 100 expert)", "return": "episode return (the task has no normalised score)"}
+    estimates = [stats.stratified_bootstrap(have, fn, reps, seed) for fn in fns] if have else []
+    return [f"{_fmt(e.point)} [{_fmt(e.lower)}, {_fmt(e.upper)}]{mark}" for e in estimates] or [NO_SCORE] * len(fns)
 
 
 def task_tables(scores: Dict[str, Dict[str, SeedScores]], runs: Sequence[Run], reps: int, seed: int) -> List[str]:
     """Markdown lines: one table per task of final and best scores, mean and IQM with their intervals."""
     lines: List[str] = []
     for task, algs in scores.items():
-        metric = task_metric(runs, task)
-        mine = [r for r in runs if r.task == task]
-        when = "the mean of the last three evaluations" if all(r.final_rule == "last3" for r in mine) else "at the end of training"
+        when = ("the mean of the last three evaluations" if all(r.final_rule == "last3" for r in runs if r.task == task)
+                else "at the end of training")
         rules = [k for k in OFFLINE_KINDS if any(len(getattr(sc, k)) for sc in algs.values())]
-        said = {"offline": "the evaluation the offline BC-loss rule picks without any return (offline)",
-                "offline_fqe": "the evaluation at the checkpoint fitted Q evaluation values most (offline FQE)"}
-        lines += [f"### {task}", "", f"Score: {METRIC_TITLES[metric]}, {when} (final), the best of each seed's evaluations (best\\*)"
-                  + "".join(f", {said[k]}" for k in rules) + ".", "",
-                  "| algorithm | seeds | final: mean [95% CI] | final: IQM [95% CI] | best\\*: mean [95% CI] | best\\*: IQM [95% CI] |"
-                  + "".join(f" {SCORE_ROWS[k]}: mean [95% CI] | {SCORE_ROWS[k]}: IQM [95% CI] |" for k in rules),
-                  "|---|---:|---|---|---|---|" + "---|---|" * len(rules)]
+        kinds = ("final", "best", *rules)
+        lines += [f"### {task}", "", f"Score: {METRIC_TITLES[task_metric(runs, task)]}, {when} (final), the best of each seed's "
+                  "evaluations (best\\*)" + "".join(f", {OFFLINE_TITLES[k]}" for k in rules) + ".", "",
+                  "| algorithm | seeds |" + "".join(f" {SCORE_ROWS[k]}: mean [95% CI] | {SCORE_ROWS[k]}: IQM [95% CI] |"
+                                                  for k in kinds),
+                  "|---|---:|" + "---|---|" * len(kinds)]
         for alg, sc in algs.items():
-            cells = (_cells([sc.final], (stats.aggregate_mean, stats.iqm), reps, seed)
-                     + _cells([sc.best], (stats.aggregate_mean, stats.iqm), reps, seed, STOPPED_MARK if sc.stopped else ""))
-            for k in rules:
-                cells += _cells([getattr(sc, k)], (stats.aggregate_mean, stats.iqm), reps, seed)
-            lines.append(f"| {alg} | {_seeds_text(sc)} | " + " | ".join(cells) + " |")
+            cells = [c for k in kinds for c in _cells([getattr(sc, k)], (stats.aggregate_mean, stats.iqm), reps, seed,
+                                                      STOPPED_MARK if k == "best" and sc.stopped else "")]
+            seeds = f"{len(sc.final)} + {sc.stopped}{STOPPED_MARK}" if sc.stopped else str(len(sc.final))
+            lines.append(f"| {alg} | {seeds} | " + " | ".join(cells) + " |")
         if any(sc.stopped for sc in algs.values()):
             lines += ["", STOPPED_FOOTNOTE]
         lines.append("")
@@ -600,27 +543,18 @@ def task_tables(scores: Dict[str, Dict[str, SeedScores]], runs: Sequence[Run], r
                       f"| algorithm | seeds | {extra}: mean [95% CI] | {extra}: IQM [95% CI] |", "|---|---:|---|---|"]
             for alg in algs:
                 values = np.array([v for r in mine if r.algorithm == alg for (_, _, kind, m, v) in r.rows if kind == "final" and m == extra])
-                if not len(values):
-                    continue
-                cells = [_cell(stats.stratified_bootstrap([values], fn, reps, seed)) for fn in (stats.aggregate_mean, stats.iqm)]
-                lines.append(f"| {alg} | {len(values)} | " + " | ".join(cells) + " |")
+                if len(values):
+                    cells = _cells([values], (stats.aggregate_mean, stats.iqm), reps, seed)
+                    lines.append(f"| {alg} | {len(values)} | " + " | ".join(cells) + " |")
             lines.append("")
     return lines
 
 
 def curve_tables(runs: Sequence[Run], most: int = 24) -> List[str]:
-    """Markdown lines: per task, the mean over seeds of each algorithm's periodic evaluations at each step
-    (the learning curves as numbers, for comparing algorithms at equal steps); at most ``most`` columns,
-    the latest steps kept."""
+    """Markdown lines: per task, each algorithm's mean periodic evaluation at each step (the latest ``most`` steps)."""
     lines: List[str] = []
     for task in sorted({r.task for r in runs}):
-        metric = task_metric(runs, task)
-        per: Dict[str, Dict[int, List[float]]] = {}
-        for r in runs:
-            if r.task == task:
-                for (_, step, kind, m, v) in r.rows:
-                    if kind == "periodic" and m == metric:
-                        per.setdefault(r.algorithm, {}).setdefault(step, []).append(v)
+        per = _curves(runs, task, task_metric(runs, task), "periodic")
         steps = sorted({st for curve in per.values() for st in curve})[-most:]
         if not steps:
             continue
@@ -637,8 +571,7 @@ def curve_tables(runs: Sequence[Run], most: int = 24) -> List[str]:
 
 
 def aggregate_scope(scores: Dict[str, Dict[str, SeedScores]], runs: Sequence[Run]) -> Tuple[List[str], str, List[str]]:
-    """The tasks the aggregate table and the performance profile pool (scores must share a scale), their
-    metric, and notes on what was left out."""
+    """The tasks the aggregate and the profile pool (their scores must share a scale), their metric, and notes on the rest."""
     tasks = list(scores)
     normalised = [t for t in tasks if task_metric(runs, t) == "normalized_score"]
     if len(normalised) == len(tasks):
@@ -655,8 +588,7 @@ def aggregate_table(scores: Dict[str, Dict[str, SeedScores]], tasks: Sequence[st
     gap = metric == "normalized_score"
     lines = ["| algorithm | tasks | runs | score | IQM [95% CI] | mean [95% CI] | median [95% CI] | optimality gap [95% CI] |",
              "|---|---:|---:|---|---|---|---|---|"]
-    algorithms = sorted({a for t in tasks for a in scores[t]}, key=algorithm_order)
-    for alg in algorithms:
+    for alg in sorted({a for t in tasks for a in scores[t]}, key=algorithm_order):
         have = [t for t in tasks if alg in scores[t]]
         stopped = sum(scores[t][alg].stopped for t in have)
         for which in ("final", "best") + OFFLINE_KINDS:
@@ -676,59 +608,39 @@ def aggregate_table(scores: Dict[str, Dict[str, SeedScores]], tasks: Sequence[st
 
 
 def profile_data(scores: Dict[str, Dict[str, SeedScores]], tasks: Sequence[str], reps: int, seed: int, points: int = 101):
-    """Taus and, per algorithm, the final-score distribution over them with its interval (algorithms with
-    no final score, every run stopped early, are left out)."""
+    """Taus and, per algorithm with a final score, the distribution of its final scores over them with its interval."""
     pooled = np.concatenate([s.final for t in tasks for s in scores[t].values()])
     lo, hi = float(pooled.min()), float(pooled.max())
     pad = 0.05 * (hi - lo) if hi > lo else max(abs(hi) * 0.05, 1e-3)
     taus = np.linspace(lo - pad, hi + pad, points)
-    algorithms = sorted({a for t in tasks for a in scores[t]}, key=algorithm_order)
-    profiles = {}
-    for alg in algorithms:
-        per_task = [scores[t][alg].final for t in tasks if alg in scores[t] and len(scores[t][alg].final)]
-        if not per_task:
-            continue
-        profiles[alg] = stats.stratified_bootstrap(per_task, lambda s: stats.score_distribution(s, taus), reps, seed)
-    return taus, profiles
+    per_alg = {alg: [scores[t][alg].final for t in tasks if alg in scores[t] and len(scores[t][alg].final)]
+               for alg in sorted({a for t in tasks for a in scores[t]}, key=algorithm_order)}
+    return taus, {alg: stats.stratified_bootstrap(per_task, lambda s: stats.score_distribution(s, taus), reps, seed)
+                  for alg, per_task in per_alg.items() if per_task}
 
 
 def curve_data(runs: Sequence[Run], reps: int, seed: int) -> Dict[str, Dict[str, Tuple[np.ndarray, stats.Estimate, bool]]]:
-    """task -> algorithm -> (steps, mean over seeds with its interval at each step, periodic?) on the task's metric.
-    Periodic evaluations when the runs have them, else the end-of-run evaluation as one point."""
+    """task -> algorithm -> (steps, mean over seeds with its interval, periodic?): periodic evaluations, else the final one."""
     out: Dict[str, Dict[str, Tuple[np.ndarray, stats.Estimate, bool]]] = {}
     for task in sorted({r.task for r in runs}):
         metric = task_metric(runs, task)
-        algs: Dict[str, List[Run]] = {}
-        for r in runs:
-            if r.task == task:
-                algs.setdefault(r.algorithm, []).append(r)
+        periodic, final = _curves(runs, task, metric, "periodic"), _curves(runs, task, metric, "final")
         out[task] = {}
-        for alg, group in sorted(algs.items(), key=lambda kv: algorithm_order(kv[0])):
-            rows = [(s, st, v) for r in group for (s, st, kind, m, v) in r.rows if m == metric and kind == "periodic"]
-            periodic = bool(rows)
-            if not periodic:
-                rows = [(s, st, v) for r in group for (s, st, kind, m, v) in r.rows if m == metric and kind == "final"]
-            steps = np.array(sorted({st for _, st, _ in rows}))
-            points, lows, highs = [], [], []
-            for st in steps:
-                values = np.array([v for _, s2, v in rows if s2 == st])
-                e = stats.stratified_bootstrap([values], stats.aggregate_mean, reps, seed)
-                points.append(e.point)
-                lows.append(e.lower)
-                highs.append(e.upper)
-            out[task][alg] = (steps, stats.Estimate(np.array(points), np.array(lows), np.array(highs)), periodic)
+        for alg in sorted(dict.fromkeys(r.algorithm for r in runs if r.task == task), key=algorithm_order):
+            at = periodic.get(alg) or final.get(alg, {})
+            ests = [stats.stratified_bootstrap([np.array(at[st])], stats.aggregate_mean, reps, seed) for st in sorted(at)]
+            band = np.array([[e.point, e.lower, e.upper] for e in ests]).reshape(-1, 3).T
+            out[task][alg] = (np.array(sorted(at)), stats.Estimate(*band), alg in periodic)
     return out
 
 
 # ---------------------------------------------------------------------------------------------- the job
 
 
-def _stopped_notes(runs: Sequence[Run]) -> List[str]:
-    """One note per run stopped before its budget, with its last evaluation (what a sweep's searcher saw)."""
+def _notes(runs: Sequence[Run]) -> List[str]:
+    """Notes on each run stopped before its budget (with its last evaluation) and on each seed counted twice."""
     notes = []
-    for r in runs:
-        if not r.stopped_by:
-            continue
+    for r in (r for r in runs if r.stopped_by):
         metric = task_metric(runs, r.task)
         last_step = max(st for (_, st, kind, m, _) in r.rows if m == metric and kind not in OFFLINE_KINDS)
         last = [v for (_, st, kind, m, v) in r.rows if m == metric and st == last_step and kind not in OFFLINE_KINDS]
@@ -737,11 +649,6 @@ def _stopped_notes(runs: Sequence[Run]) -> List[str]:
                      f"({r.label}) at step {r.total_steps}{budget}; last evaluation (step {last_step}): {metric.replace('_', ' ')} "
                      f"{_fmt(float(np.mean(last)))} (mean of {len(last)} seed(s)). Not in the final statistics; in best\\* and "
                      f"the learning curves ({STOPPED_MARK}).")
-    return notes
-
-
-def _notes(runs: Sequence[Run]) -> List[str]:
-    notes = _stopped_notes(runs)
     seen: Dict[Tuple[str, str, int], str] = {}
     for r in runs:
         for s in r.seeds:
@@ -760,10 +667,8 @@ def _steps_text(r: Run) -> str:
 
 def build_report(paths: Sequence[Path | str], out: Path | str, reps: int = stats.DEFAULT_REPS, seed: int = 0, strict: bool = False,
                  say: Optional[Callable[[str], None]] = None, at_step: Union[int, str, None] = None) -> ReportResult:
-    """Gather the runs under ``paths`` and write ``evaluations.csv``, ``report.md``, ``performance_profile.png``
-    and ``learning_curves.png`` into ``out``. ``reps`` bootstrap resamples from generator seed ``seed``.
-    ``at_step``: results records as they stood at that step, or ``"common"``: at the last step every run of
-    a task has evaluated, so that algorithms are compared at equal budgets (:func:`cut_records`)."""
+    """Write ``evaluations.csv``, ``report.md``, ``performance_profile.png`` and ``learning_curves.png`` of the runs under
+    ``paths`` into ``out`` (``reps`` bootstrap resamples, generator seed ``seed``; ``at_step``: :func:`cut_records`)."""
     if at_step is not None and at_step != "common" and (isinstance(at_step, bool) or not isinstance(at_step, int) or at_step < 1):
         raise ReportError(f"at_step must be a step >= 1 or 'common', got {at_step!r}")
     say = say or (lambda m: None)
@@ -775,13 +680,11 @@ def build_report(paths: Sequence[Path | str], out: Path | str, reps: int = stats
         raise ReportError(str(exc)) from None
     book_notes: List[str] = []
     runs, skipped = gather(paths, strict=strict, notes=book_notes, at_step=at_step)
-    for why in book_notes:
-        say(why)
-    for d, why in skipped:
-        say(f"skipped {d}: {why}")
+    for message in book_notes + [f"skipped {d}: {why}" for d, why in skipped]:
+        say(message)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    files = [write_csv(tidy_rows(runs), out / "evaluations.csv")]
+    files = [write_csv(runs, out / "evaluations.csv")]
     scores = seed_scores(runs)
     tasks, metric, scope_notes = aggregate_scope(scores, runs)
     lines = ["# Report", "",
@@ -794,10 +697,7 @@ def build_report(paths: Sequence[Path | str], out: Path | str, reps: int = stats
         lines += [f"**Equal budgets**: every run as it stood at {budget} (`--at-step {at_step}`): final is the mean of its last three "
                   "evaluations up to there, offline the BC-loss rule (and offline FQE its FQE values) over them (the step of each task, "
                   "and any run left out: Notes).", ""]
-    lines += ["## Per task", ""]
-    lines += task_tables(scores, runs, reps, seed)
-    lines += curve_tables(runs)
-    lines += ["## Aggregate over tasks", ""]
+    lines += ["## Per task", "", *task_tables(scores, runs, reps, seed), *curve_tables(runs), "## Aggregate over tasks", ""]
     if tasks:
         what = METRIC_TITLES[metric].split(" (")[0]
         lines += [f"Pooled: {', '.join(tasks)}; score: {what}. Mean and median are of per-task means; IQM and the optimality gap "

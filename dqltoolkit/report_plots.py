@@ -1,8 +1,6 @@
-"""The report's two figures: the performance profile and the learning curves with their confidence bands.
-
-As in dqltoolkit/plots.py, each figure has a builder that returns the matplotlib Figure (tests read its
-axes, labels, legend and curves) and a ``plot_*`` function that saves it. The numbers come from
-dqltoolkit/report.py; nothing here computes a statistic.
+"""The report's two figures, the performance profile and the learning curves with their confidence bands: as in
+dqltoolkit/plots.py, a builder returns the Figure (tests read it) and a ``plot_*`` function saves it. The numbers come
+from dqltoolkit/report.py; nothing here computes a statistic.
 """
 
 from __future__ import annotations
@@ -12,7 +10,7 @@ from typing import Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 
-from .plots import _plt
+from .plots import _plt, _save
 from .stats import Estimate
 
 SCORE_LABELS = {"normalized_score": "normalised score", "return": "episode return"}
@@ -20,8 +18,7 @@ BAND_NOTE = "shaded: 95% stratified bootstrap interval over seeds"
 
 
 def _colours(names: Sequence[str]) -> Dict[str, str]:
-    cycle = [f"C{i}" for i in range(10)]
-    return {n: cycle[i % len(cycle)] for i, n in enumerate(names)}
+    return {n: f"C{i % 10}" for i, n in enumerate(names)}
 
 
 def performance_profile_figure(taus: np.ndarray, profiles: Mapping[str, Estimate], metric: str = "normalized_score",
@@ -34,8 +31,7 @@ def performance_profile_figure(taus: np.ndarray, profiles: Mapping[str, Estimate
     for alg, est in profiles.items():
         ax.step(taus, est.point, where="post", color=colours[alg], lw=1.6, label=alg)  # a fraction of runs: a step function
         ax.fill_between(taus, est.lower, est.upper, step="post", color=colours[alg], alpha=0.2, lw=0)
-    label = SCORE_LABELS.get(metric, metric)
-    ax.set_xlabel(f"{label} threshold τ (final score)", fontsize=9)
+    ax.set_xlabel(f"{SCORE_LABELS.get(metric, metric)} threshold τ (final score)", fontsize=9)
     ax.set_ylabel("fraction of runs with score > τ", fontsize=9)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlim(float(taus[0]), float(taus[-1]))
@@ -51,10 +47,7 @@ def performance_profile_figure(taus: np.ndarray, profiles: Mapping[str, Estimate
 def plot_performance_profile(taus: np.ndarray, profiles: Mapping[str, Estimate], path: Path, metric: str = "normalized_score",
                              tasks: Sequence[str] = ()) -> Path:
     """Save :func:`performance_profile_figure` to ``path``."""
-    fig = performance_profile_figure(taus, profiles, metric, tasks)
-    fig.savefig(path, dpi=110)
-    _plt().close(fig)
-    return Path(path)
+    return _save(performance_profile_figure(taus, profiles, metric, tasks), path, dpi=110)
 
 
 def report_curves_figure(curves: Mapping[str, Mapping[str, Tuple[np.ndarray, Estimate, bool]]], metrics: Mapping[str, str]):
@@ -63,8 +56,7 @@ def report_curves_figure(curves: Mapping[str, Mapping[str, Tuple[np.ndarray, Est
     plt = _plt()
     tasks = list(curves)
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks), 3.8), squeeze=False)
-    names = list(dict.fromkeys(a for t in tasks for a in curves[t]))  # (report.py gives them in order)
-    colours = _colours(names)
+    colours = _colours(list(dict.fromkeys(a for t in tasks for a in curves[t])))  # (report.py gives them in order)
     for ax, task in zip(axes[0], tasks):
         for alg, (steps, est, periodic) in curves[task].items():
             marker = "o" if len(steps) <= 30 else None
@@ -84,7 +76,4 @@ def report_curves_figure(curves: Mapping[str, Mapping[str, Tuple[np.ndarray, Est
 
 def plot_report_curves(curves: Mapping[str, Mapping[str, Tuple[np.ndarray, Estimate, bool]]], metrics: Mapping[str, str], path: Path) -> Path:
     """Save :func:`report_curves_figure` to ``path``."""
-    fig = report_curves_figure(curves, metrics)
-    fig.savefig(path, dpi=110)
-    _plt().close(fig)
-    return Path(path)
+    return _save(report_curves_figure(curves, metrics), path, dpi=110)

@@ -1,18 +1,13 @@
-"""A results record: one JSON object per (agent, task, seed) run, the file every number of a results table
-is computed from (docs/results/runs.json).
+"""A results record: one JSON object per (agent, task, seed) run, what a reviewer needs to recompute a results table or
+check a rebuild of its data (docs/results/runs.json), small enough to keep in the repository where run folders (megabytes
+of checkpoints) stay on the machine that trained them. ``dqltoolkit report runs.json`` reads it like run folders.
 
-Why a file apart from run folders: run folders hold checkpoints (megabytes each) and live on the machine
-that trained them; a record is what a reviewer needs to recompute a table or check a rebuild of the data
-(its SHA-256 and size), small enough to keep in the repository. ``dqltoolkit report runs.json`` reads it
-like run folders, with the protocol's ``final`` (the mean of the last three evaluations).
-
-Keys (:data:`REQUIRED`): ``agent``, ``task``, ``seed``, ``dataset_transitions``, ``dataset_sha256``,
-``command`` (the CLI that reproduces the run), ``cpu``, ``evaluations`` (``[[step, normalised score]]``)
-and ``bc_loss`` (``[[step, value]]``, the logged training BC loss); optional ``config`` (the resolved
-recipe), ``steps`` (the run's budget), ``steps_done``, ``dataset_score`` (the data's own mean return, normalised), ``wall_s``, ``code`` (the git commits
-its chunks ran), ``metric`` (``return`` when the task has no normalised score: the evaluations are then
-returns) and ``fqe`` (``[[step, value]]``: fitted Q evaluation's estimate of each kept checkpoint, from
-``dqltoolkit select``; the report's second offline rule picks the evaluation at its highest value).
+Keys (:data:`REQUIRED`): ``agent``, ``task``, ``seed``, ``dataset_transitions``, ``dataset_sha256``, ``command`` (the CLI
+that reproduces the run), ``cpu``, ``evaluations`` (``[[step, normalised score]]``) and ``bc_loss`` (``[[step, value]]``,
+the logged training BC loss); optional ``config`` (the resolved recipe), ``steps`` (the budget), ``steps_done``,
+``dataset_score`` (the data's own mean return, normalised), ``wall_s``, ``code`` (the git commits its chunks ran),
+``metric`` (``return`` when the task has no normalised score: the evaluations are then returns) and ``fqe``
+(``[[step, value]]``: FQE's estimate of each kept checkpoint from ``dqltoolkit select``, the report's second offline rule).
 """
 
 from __future__ import annotations
@@ -71,8 +66,7 @@ def read_records(path: Path | str) -> List[Dict[str, Any]]:
         for key in ("agent", "task", "command", "cpu", "dataset_sha256"):
             if not isinstance(rec[key], str):
                 raise RecordError(f"{where}: field {key!r} must be a string")
-        rec = {**rec, "evaluations": _curve(rec["evaluations"], f"{where}, field 'evaluations'"),
-               "bc_loss": _curve(rec["bc_loss"], f"{where}, field 'bc_loss'")}
+        rec = {**rec, **{k: _curve(rec[k], f"{where}, field {k!r}") for k in ("evaluations", "bc_loss")}}
         if not rec["evaluations"]:
             raise RecordError(f"{where}: field 'evaluations' is empty")
         if "fqe" in rec:
@@ -93,20 +87,17 @@ def write_records(records: Sequence[Dict[str, Any]], path: Path | str) -> Path:
 
 
 def curves_of_run(run_dir: Path, seeds: Sequence[int]) -> Dict[int, Dict[str, List[List[float]]]]:
-    """Per seed, the ``evaluations`` (normalised score; the return for a task without one, ``metric`` says
-    which) and ``bc_loss`` curves of a run folder's metrics.csv."""
+    """Per seed, the ``evaluations`` (normalised score, else return: see ``metric``) and ``bc_loss`` of its metrics.csv."""
     with open(Path(run_dir) / "metrics.csv", newline="") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
         table = list(reader)
-    several = len(seeds) > 1
     key = "normalized_score" if any(h.startswith("eval/normalized_score") for h in header) else "mean_return"
     out: Dict[int, Dict[str, Any]] = {}
     for s in seeds:
-        cols = {"evaluations": f"eval/{key}_seed{s}" if several else f"eval/{key}",
-                "bc_loss": f"train/bc_loss_seed{s}" if several else "train/bc_loss"}
+        sfx = f"_seed{s}" if len(seeds) > 1 else ""
         out[s] = {}
-        for name, col in cols.items():
+        for name, col in {"evaluations": f"eval/{key}{sfx}", "bc_loss": f"train/bc_loss{sfx}"}.items():
             points: Dict[int, float] = {}
             for row in table:
                 if row.get(col) not in (None, "") and row.get("time/step") not in (None, ""):
@@ -119,31 +110,21 @@ def curves_of_run(run_dir: Path, seeds: Sequence[int]) -> Dict[int, Dict[str, Li
 def record_for(run_dir: Path, seed: int, curves: Dict[str, List[List[float]]], *, agent: str, task: str, command: str, cpu: str,
                dataset: Dict[str, Any], config: Optional[Dict[str, Any]] = None, wall_s: Optional[float] = None,
                code: Optional[str] = None, fqe: Optional[List[List[float]]] = None) -> Dict[str, Any]:
-    """One record from a run folder's curves for ``seed``; ``code``: the toolkit versions (git commits) its chunks ran;
-    ``fqe``: the seed's FQE estimate per kept checkpoint (see :func:`fqe_of_run`)."""
+    """One record from a run's curves for ``seed``; ``code``: the git commits its chunks ran; ``fqe``: :func:`fqe_of_run`."""
     done = curves["evaluations"][-1][0] if curves["evaluations"] else 0
     rec = {"agent": agent, "task": task, "seed": int(seed), "dataset_transitions": int(dataset["transitions"]),
            "dataset_sha256": dataset["sha256"], "command": command, "cpu": cpu, "evaluations": curves["evaluations"],
            "bc_loss": curves["bc_loss"], "steps_done": int(done)}
-    if dataset.get("score") is not None:
-        rec["dataset_score"] = dataset["score"]
-    if curves.get("metric", "normalized_score") != "normalized_score":
-        rec["metric"] = curves["metric"]
-    if config is not None:
-        rec["config"] = config
-        rec["steps"] = int(config.get("steps", done))
-    if wall_s is not None:
-        rec["wall_s"] = round(float(wall_s), 1)
-    if code:
-        rec["code"] = code
-    if fqe:
-        rec["fqe"] = fqe
+    metric = curves.get("metric", "normalized_score")
+    optional = {"dataset_score": dataset.get("score"), "metric": None if metric == "normalized_score" else metric,
+                "config": config, "steps": None if config is None else int(config.get("steps", done)),
+                "wall_s": None if wall_s is None else round(float(wall_s), 1), "code": code or None, "fqe": fqe or None}
+    rec.update((k, v) for k, v in optional.items() if v is not None)  # (in this order: the file keeps it)
     return rec
 
 
 def fqe_of_run(run_dir: Path) -> Dict[int, List[List[float]]]:
-    """Per seed, ``[[step, FQE value]]`` from the run's ``selection.json`` (written by ``dqltoolkit select``);
-    empty when the run was not ranked by FQE or the file cannot be read."""
+    """Per seed, ``[[step, FQE value]]`` from the run's ``selection.json`` (``dqltoolkit select``); empty if unreadable."""
     try:
         doc = json.loads((Path(run_dir) / "selection.json").read_text())
         return {int(e["seed"]): [[int(r["step"]), float(r["fqe"])] for r in e["rows"] if r.get("fqe") is not None]

@@ -1,15 +1,9 @@
-"""Run folders and resumed runs: a fresh default folder per run, what happens to a reused one, and how a
-checkpoint is continued (which ``-p`` settings may change, and how many steps the run now has).
-
-Why a fresh folder: two runs in one folder leave one run's config beside the other's model. An explicit
-``--out`` holding an earlier, finished run loses that run's outputs (:data:`RUN_OUTPUTS`, nothing else),
-so nothing stale is read as this run's; one holding an unfinished run (an interrupt or periodic
-checkpoint, no ``results.json``) is refused: its checkpoint is the only copy of that work.
-"""
+"""Run folders and resumed runs. A fresh folder per run, since two runs in one would mix configs and models; a
+reused ``--out`` loses a finished run's outputs (:data:`RUN_OUTPUTS`) and refuses an unfinished one (its checkpoint
+is the only copy of that work). A resume may change only :data:`RESUME_SAFE_KEYS`."""
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
@@ -45,8 +39,7 @@ RESUME_NETWORK_KEYS = frozenset({"head", "critic", "objective", "T", "beta_sched
 
 
 def new_run_dir(base: Path) -> Path:
-    """Create and return a folder no other run uses: ``base`` if it does not exist, else ``base_<n>`` with
-    n one more than the highest existing (from 2). Created with ``mkdir`` so two runs never get the same."""
+    """Create a folder no other run uses (``mkdir``): ``base``, else ``base_<n>`` with n one more than the highest (from 2)."""
     base = Path(base)
     base.parent.mkdir(parents=True, exist_ok=True)
     pattern = re.compile(re.escape(base.name) + r"_(\d+)$")
@@ -62,19 +55,13 @@ def new_run_dir(base: Path) -> Path:
             continue
 
 
-def earlier_outputs(out: Path) -> List[Path]:
-    """The files of an earlier run in ``out`` (see :data:`RUN_OUTPUTS`)."""
-    return sorted({p for pattern in RUN_OUTPUTS for p in Path(out).glob(pattern) if p.is_file()})
-
-
 def prepare_run_folder(out: Path, keep: Sequence[Path] = (), say: Callable[[str], None] = lambda m: None,
                        replace_unfinished: bool = False) -> List[Path]:
-    """Make ``out`` ready for a new run (call it with the folder's lock held): refuse a folder holding an
-    unfinished run (unless ``replace_unfinished``: callers whose runs are cheap to redo, like the ablation),
-    else remove an earlier run's outputs except the files in ``keep`` (the checkpoint this run resumes or
-    starts from). Returns the removed files."""
+    """Make ``out`` ready for a run (lock held): refuse an unfinished run there (unless ``replace_unfinished``), else
+    remove an earlier run's outputs except ``keep`` (the checkpoint this run starts from); returns the removed files."""
     keep_resolved = {Path(k).resolve() for k in keep}
-    files = [p for p in earlier_outputs(out) if p.resolve() not in keep_resolved]
+    earlier = sorted({p for pattern in RUN_OUTPUTS for p in Path(out).glob(pattern) if p.is_file()})
+    files = [p for p in earlier if p.resolve() not in keep_resolved]
     unfinished = [p for p in files if p.name in UNFINISHED]
     if unfinished and not replace_unfinished and not (out / "results.json").is_file():
         names = ", ".join(p.name for p in unfinished)
@@ -100,12 +87,8 @@ class ResumePlan:
 
 
 def plan_resume(doc: Mapping[str, Any], source: str, overrides: Mapping[str, Any], steps: Optional[int]) -> ResumePlan:
-    """Check ``-p`` overrides and ``--steps`` for a resumed run against a checkpoint's document.
-
-    ``steps``: how many more steps (None: up to the checkpoint's ``steps``). The lr schedule is a function
-    of the step count and the run's total, so a run resumed within its total continues the very same
-    cosine; one extended past it gets the new end as its total (the cosine is stretched from here, never
-    stuck at lr 0)."""
+    """Check ``-p`` overrides and ``--steps`` (more steps; None: up to the run's ``steps``) against a checkpoint's
+    document. A run extended past its total gets the new end as its total: the lr cosine is stretched, never stuck at 0."""
     cfg = config_of(doc, source).to_dict()
     done = int(doc.get("num_timesteps", 0))
     applied, refused = {}, []
@@ -146,22 +129,17 @@ def plan_resume(doc: Mapping[str, Any], source: str, overrides: Mapping[str, Any
 
 
 def load_with_config(path: Path, config: Mapping[str, Any], device: str):
-    """Load a checkpoint as if its document held ``config`` (the same tensors): every part, the objective
-    and the lr schedule included, is built from the resumed run's settings. A copy of the zip with the new
-    document goes through the ordinary loader, so it gets the same checks as any other checkpoint."""
+    """Load a checkpoint as if its document held ``config`` (same tensors), through the ordinary loader (its checks
+    included) on a copy of the zip with the new document."""
     doc, _ = read_checkpoint(path)  # (validates the file before it is copied)
     if doc["config"] == dict(config):
         return load_agent(path, device=device)
     doc = {**doc, "config": dict(config)}
-    with zipfile.ZipFile(path) as z:
-        raw = z.read(TENSORS_NAME)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
-        z.writestr(DOC_NAME, json.dumps(doc, default=float))
-        z.writestr(TENSORS_NAME, raw)
     with tempfile.TemporaryDirectory(prefix="dqltoolkit-resume-") as tmp:
         copy = Path(tmp) / Path(path).name
-        copy.write_bytes(buf.getvalue())
+        with zipfile.ZipFile(path) as src, zipfile.ZipFile(copy, "w", compression=zipfile.ZIP_STORED) as z:
+            z.writestr(DOC_NAME, json.dumps(doc, default=float))
+            z.writestr(TENSORS_NAME, src.read(TENSORS_NAME))
         try:
             return load_agent(copy, device=device)
         except ValueError as exc:  # (CheckpointError, ConfigError) name the user's file, not the temporary copy

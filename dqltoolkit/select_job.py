@@ -1,9 +1,6 @@
-"""The ``select`` job: rank a run's saved checkpoints without the simulator, by the rules of
-dqltoolkit/selection.py (the BC-loss rule) and fitted Q evaluation (dqltoolkit/fqe.py), and say how far each
-pick is from the best where the run also has online evaluations at those steps (regret).
-
-Why: the paper picks its best checkpoint by evaluating in the simulator; a user of offline RL has no
-simulator. A run keeps its checkpoints with ``train --save-every N --keep-checkpoints K``.
+"""The ``select`` job: rank a run's kept checkpoints (``train --save-every N --keep-checkpoints K``) without the
+simulator a user of offline RL lacks, by the BC-loss rule (dqltoolkit/selection.py) and fitted Q evaluation
+(dqltoolkit/fqe.py), with each pick's regret where the run also has online evaluations at those steps.
 """
 
 from __future__ import annotations

@@ -1,19 +1,13 @@
-"""Which number a run contributes to a results table: the selection rules, each named.
+"""Which number a run contributes to a results table: the selection rules, each named, because how a run's
+curve becomes one number changes a table more than many algorithmic choices (the paper reports Diffusion-QL's
+best evaluation and its baselines' final ones; a fair table applies every rule to every algorithm):
 
-A run evaluated every N steps has a curve, not a score; a table needs one number per run, and how it is
-picked changes the table more than many algorithmic choices do. The paper reports Diffusion-QL's best
-evaluation (online model selection: it uses the very returns it reports) and its baselines' final ones.
-A fair table applies every rule to every algorithm and names it:
-
-- ``final``: the mean of the last ``last`` evaluations (CORL's "last" is the final one; three smooth the
-  evaluation noise of 10 episodes);
+- ``final``: the mean of the last ``last`` evaluations (three smooth the noise of 10-episode evaluations);
 - ``best``: the highest evaluation (online selection; optimistic, labelled best* wherever it is shown);
-- ``bc``: offline selection, no return used: the evaluation whose block before it (the training steps
-  since the previous evaluation) had the ``top_k``-th lowest mean BC loss (0 = the lowest). This is the
-  official code's ``ms=offline`` rule as meant: its ``np.argsort(bc_loss) == top_k`` picks the evaluation
-  whose *index* is the rank of evaluation ``top_k``, not the evaluation of that rank
-  (:func:`official_bc_pick` reproduces it, for comparison only). Its ``top_k`` per dataset is
-  :data:`OFFICIAL_TOP_K`.
+- ``bc``: offline selection: the evaluation after the block (steps since the previous evaluation) with the
+  ``top_k``-th lowest mean BC loss (0 = the lowest); the official code's ``ms=offline`` rule as meant: its
+  ``np.argsort(bc_loss) == top_k`` picks the *index* that is the rank of evaluation ``top_k``
+  (:func:`official_bc_pick` reproduces it, for comparison only).
 """
 
 from __future__ import annotations
@@ -29,12 +23,6 @@ OFFICIAL_TOP_K: Dict[str, int] = {
     "halfcheetah-medium-expert-v2": 0, "hopper-medium-expert-v2": 2, "walker2d-medium-expert-v2": 1,
 }
 DEFAULT_TOP_K = 1  # the official command line's default
-RULES = ("final", "best", "bc")
-RULE_TITLES = {
-    "final": "final (mean of the last 3 evaluations)",
-    "best": "best* (online selection: the highest evaluation)",
-    "bc": "offline (BC-loss rule: the evaluation after the block with the top_k-th lowest BC loss)",
-}
 
 Curve = Sequence[Tuple[int, float]]  # [(step, value)], steps increasing
 

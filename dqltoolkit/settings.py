@@ -1,10 +1,5 @@
-"""Settings declared by the parts that use them.
-
-Why: a recipe is a composition (a head, a critic, an objective), and each part knows which keys it
-reads. A part declares them as a ``Settings`` dataclass on its class; the agent's configuration is the
-union of the core keys (optimisation, acting, data, run) and the settings of the parts a recipe picks.
-So a plugin brings its own keys without touching the core, and a key that no chosen part reads is an
-error instead of a silent no-op (``-p squash=clip`` on a diffusion head).
+"""Settings declared by the parts that read them, so that a plugin brings its own keys without touching the core
+and a key no chosen part reads is an error, not a silent no-op (``-p squash=clip`` on a diffusion head).
 
     @dataclass
     class Settings(PolicyHead.Settings):
@@ -17,9 +12,12 @@ names as keyword arguments (the agent passes exactly the declared ones).
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Sequence, Tuple
+
+_BOOLS = {**dict.fromkeys(("1", "true", "yes", "on"), True), **dict.fromkeys(("0", "false", "no", "off"), False)}
 
 
 def _bound(x: float) -> str:
@@ -28,8 +26,7 @@ def _bound(x: float) -> str:
 
 def setting(default: Any, help: str = "", *, min: Optional[float] = None, max: Optional[float] = None,
             choices: Optional[Sequence[Any]] = None) -> Any:
-    """A declared setting: its default, a one-line description (shown by ``dqltoolkit list keys``), and
-    the bounds checked whenever a value is set (``min`` and ``max``, inclusive; ``choices``)."""
+    """A declared setting: its default, a one-line help (``dqltoolkit list keys``) and bounds (``min``, ``max``, ``choices``)."""
     return field(default=default, metadata={"help": help, "min": min, "max": max, "choices": tuple(choices) if choices else None})
 
 
@@ -80,51 +77,40 @@ class SettingError(ValueError):
 
 
 class ConfigError(ValueError):
-    """A recipe, override or part setting that cannot be applied; the message names the source and the key.
-    (Defined here, below the parts, so that parts can raise it; dqltoolkit.config re-exports it.)"""
+    """A recipe, override or part setting that cannot be applied (here so that parts can raise it; config re-exports it)."""
 
 
 def coerce(spec: SettingSpec, value: Any, source: str) -> Any:
     """``value`` as the spec's type, within its bounds; :class:`SettingError` naming ``source`` and the key."""
     tp, key = spec.type, spec.name
     try:
+        if isinstance(value, bool) and tp in (int, float, str):
+            raise ValueError
         if tp is bool:
-            if isinstance(value, bool):
-                out: Any = value
-            else:
-                s = str(value).strip().lower()
-                if s in ("1", "true", "yes", "on"):
-                    out = True
-                elif s in ("0", "false", "no", "off"):
-                    out = False
-                else:
-                    raise ValueError
+            out: Any = value if isinstance(value, bool) else _BOOLS[str(value).strip().lower()]
         elif tp is int:
-            if isinstance(value, bool):
-                raise ValueError
             f = float(value)
             if not f.is_integer():
                 raise ValueError
             out = int(f)
         elif tp is float:
-            if isinstance(value, bool):
-                raise ValueError
             out = float(value)
-            if out != out or out in (float("inf"), float("-inf")):
+            if not math.isfinite(out):
                 raise SettingError(f"{source}: {key}={value!r} is not a finite number")
         elif tp is str:
-            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            if not isinstance(value, (str, int, float)):
                 raise ValueError
             out = str(value)
         else:
             out = value
     except SettingError:
         raise
-    except (TypeError, ValueError, OverflowError):
+    except (TypeError, ValueError, OverflowError, KeyError):
         raise SettingError(f"{source}: {key}={value!r} is not a valid {getattr(tp, '__name__', tp)}") from None
-    if spec.min is not None and isinstance(out, (int, float)) and not isinstance(out, bool) and out < spec.min:
+    number = isinstance(out, (int, float)) and not isinstance(out, bool)
+    if number and spec.min is not None and out < spec.min:
         raise SettingError(f"{source}: {key}={out!r} is below its minimum {_bound(spec.min)}")
-    if spec.max is not None and isinstance(out, (int, float)) and not isinstance(out, bool) and out > spec.max:
+    if number and spec.max is not None and out > spec.max:
         raise SettingError(f"{source}: {key}={out!r} is above its maximum {_bound(spec.max)}" + (" (a stated limit: no published setting comes near it)" if spec.type is int else ""))
     if spec.choices is not None and out not in spec.choices:
         raise SettingError(f"{source}: {key}={out!r} is not one of {', '.join(map(repr, spec.choices))}")

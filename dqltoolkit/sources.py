@@ -1,9 +1,6 @@
 """Where a checkpoint comes from: a path, ``zoo:<id>`` or ``hf:ORG/NAME[@revision]``, each verified.
 
-Why a module of its own: the zoo and the Hub are two catalogues of checkpoints, and the Hub's can also
-stand behind zoo entries (an index entry with ``hf: ORG/NAME[@revision]``); a resolver above both keeps
-either from importing the other's caller: ``zoo.py`` reads and checks every entry but never imports the
-Hub client, and the dispatch of an entry to its fetcher is here.
+A resolver above the zoo and the Hub (which can stand behind zoo entries), so ``zoo.py`` never imports the Hub client.
 """
 
 from __future__ import annotations
@@ -16,9 +13,8 @@ from .zoo import ZOO_PREFIX, ZooEntry, ZooError, fetch, get_entry
 
 
 def fetch_entry(entry: Union[str, ZooEntry], index: Optional[str] = None, force: bool = False, progress: bool = True) -> Path:
-    """The verified local file of a zoo entry of any kind: a shipped file, a download in the zoo's cache, or
-    (``hf:``) the Hub repo's checkpoint in the Hub's cache, checked against the entry's SHA-256 and size
-    (not the repo's card: the index pins the content). ``force`` downloads again."""
+    """The verified local file of a zoo entry: shipped, downloaded to the zoo's cache, or (``hf:``) in the Hub's cache,
+    checked against the entry's SHA-256 and size (the index, not the repo's card, pins it). ``force`` downloads again."""
     entry = get_entry(entry, index) if isinstance(entry, str) else entry
     if entry.kind != "hf":
         return fetch(entry, index, force=force, progress=progress)

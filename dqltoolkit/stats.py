@@ -1,22 +1,8 @@
-"""Aggregate scores over seeds and tasks the way the field now reports them (Agarwal et al., 2021,
-"Deep RL at the Edge of the Statistical Precipice"; the ``rliable`` library), in numpy only.
-
-Why not depend on ``rliable``: it pulls ``arch``, ``scipy`` and ``absl`` for a few lines of arithmetic,
-and its bootstrap draws one resample at a time. The estimators here follow its definitions:
-
-- scores of one algorithm are given per task, as a 1-D array of run (seed) scores each; tasks may have
-  different numbers of runs (a sweep with a crashed trial), where rliable needs a full matrix;
-- **mean** and **median**: of the per-task mean scores;
-- **IQM**: the 25% trimmed mean of all runs of all tasks pooled, trimming ``floor(0.25 * n)`` runs from
-  each end as ``scipy.stats.trim_mean(x, 0.25)`` does (rliable calls exactly that): 5 runs keep the
-  middle 3, 8 runs the middle 4, 3 runs all 3;
-- **optimality gap**: ``gamma - mean(min(score, gamma))`` over all runs, i.e. how far the runs fall
-  short of ``gamma`` (100 on D4RL's normalised scale), nothing credited above it;
-- **score distribution** (performance profile): the fraction of all runs scoring above each threshold tau;
-- **stratified bootstrap**: each task's runs are resampled with replacement independently (the tasks are
-  kept, the seeds are redrawn), the statistic is computed on every resample, and the 95% interval is
-  the 2.5th and 97.5th percentiles of those values (the percentile method, rliable's default; numpy's
-  linear interpolation between order statistics). All resamples are drawn and evaluated as one array.
+"""Aggregate scores over seeds and tasks as the field reports them (Agarwal et al., 2021, "Deep RL at the Edge of the
+Statistical Precipice"; rliable's definitions), in numpy only: ``rliable`` pulls ``arch``, ``scipy`` and ``absl`` for a
+few lines of arithmetic and draws one bootstrap resample at a time, where these draw and evaluate all of them as one
+array. Scores are given per task, a 1-D array of run (seed) scores each: tasks may have different numbers of runs (a sweep
+with a crashed trial), where rliable needs a full matrix.
 """
 
 from __future__ import annotations
@@ -30,7 +16,7 @@ import numpy as np
 Statistic = Callable[[Sequence[np.ndarray]], np.ndarray]
 
 DEFAULT_REPS = 2000
-DEFAULT_CONFIDENCE = 0.95
+CONFIDENCE = 0.95  # of the intervals: the 2.5th to 97.5th percentiles of the resampled statistic
 
 
 def _tasks(scores: Sequence[np.ndarray]) -> List[np.ndarray]:
@@ -41,8 +27,7 @@ def _tasks(scores: Sequence[np.ndarray]) -> List[np.ndarray]:
 
 
 def trimmed_mean(x: np.ndarray, proportion: float = 0.25) -> np.ndarray:
-    """Mean of ``x`` along its last axis after cutting ``floor(proportion * n)`` values from each end
-    (scipy's ``trim_mean`` convention)."""
+    """Mean of ``x`` along its last axis after cutting ``floor(proportion * n)`` values from each end (scipy's ``trim_mean``)."""
     x = np.sort(np.asarray(x, dtype=np.float64), axis=-1)
     n = x.shape[-1]
     cut = int(proportion * n)
@@ -52,7 +37,7 @@ def trimmed_mean(x: np.ndarray, proportion: float = 0.25) -> np.ndarray:
 
 
 def iqm(scores: Sequence[np.ndarray]) -> np.ndarray:
-    """Interquartile mean of all runs of all tasks pooled."""
+    """Interquartile mean of all runs of all tasks pooled (25% trimmed: 5 runs keep the middle 3, 8 the middle 4)."""
     return trimmed_mean(np.concatenate(_tasks(scores), axis=-1), 0.25)
 
 
@@ -79,8 +64,7 @@ def score_distribution(scores: Sequence[np.ndarray], taus: np.ndarray) -> np.nda
 
 
 def bootstrap_indices(sizes: Sequence[int], reps: int = DEFAULT_REPS, seed: int = 0) -> List[np.ndarray]:
-    """For each task of ``sizes[t]`` runs, ``reps`` resamples of its run indices drawn with replacement:
-    ``(reps, sizes[t])`` arrays, task after task from one generator seeded with ``seed``."""
+    """Per task of ``sizes[t]`` runs, ``(reps, sizes[t])`` run indices drawn with replacement from one generator (``seed``)."""
     if reps < 1:
         raise ValueError(f"reps must be at least 1, got {reps}")
     rng = np.random.default_rng(seed)
@@ -99,26 +83,15 @@ class Estimate:
         return iter((self.point, self.lower, self.upper))
 
 
-def percentile_interval(samples: np.ndarray, confidence: float = DEFAULT_CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
-    """The percentile interval of bootstrap ``samples`` (resamples on axis 0)."""
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
-    tail = 100.0 * (1.0 - confidence) / 2.0
-    lower, upper = np.percentile(samples, [tail, 100.0 - tail], axis=0)
-    return lower, upper
-
-
-def stratified_bootstrap(scores: Sequence[np.ndarray], statistic: Statistic, reps: int = DEFAULT_REPS, seed: int = 0,
-                         confidence: float = DEFAULT_CONFIDENCE) -> Estimate:
-    """``statistic`` of per-task 1-D run scores with its stratified bootstrap percentile interval.
-
-    The statistic is called once on the data and once on all ``reps`` resamples stacked (each task's
-    array becomes ``(reps, n_runs)``), so it must reduce over the last axis and keep leading ones."""
+def stratified_bootstrap(scores: Sequence[np.ndarray], statistic: Statistic, reps: int = DEFAULT_REPS, seed: int = 0) -> Estimate:
+    """``statistic`` of per-task 1-D run scores with its stratified bootstrap percentile interval. The statistic is called
+    on the data and on all ``reps`` resamples stacked (each task's array ``(reps, n_runs)``): it must reduce the last axis."""
     tasks = _tasks(scores)
     if any(s.ndim != 1 for s in tasks):
         raise ValueError("stratified_bootstrap: give each task's run scores as a 1-D array")
     point = np.asarray(statistic([s[None, :] for s in tasks]))[0]
     indices = bootstrap_indices([len(s) for s in tasks], reps, seed)
     samples = np.asarray(statistic([s[idx] for s, idx in zip(tasks, indices)]))
-    lower, upper = percentile_interval(samples, confidence)
+    tail = 100.0 * (1.0 - CONFIDENCE) / 2.0
+    lower, upper = np.percentile(samples, [tail, 100.0 - tail], axis=0)  # the percentile interval, resamples on axis 0
     return Estimate(point, lower, upper)

@@ -1,18 +1,10 @@
-"""The ``sweep`` job: a sweep file -> Ray Tune trials, each a standard run folder, and ``sweep.json``.
-
-Why Ray Tune and not our own pool: past one machine a sweep needs scheduling, placement, node failure
-handling and search algorithms, which Tune has. Each trial is ``dqltoolkit.train`` (every seed in one process;
-dqltoolkit/sweep_trial.py) whose periodic evaluations go to Tune's scheduler (ASHA) and searcher (Optuna). The
-book of the sweep (``sweep.json``) is ours, so that ``--resume`` needs none of Tune's state: a trial whose run
-folder holds a complete ``results.json`` is done, every other one runs again.
-
-``OUT`` holds ``sweep.json``, ``trials/<trial>/`` (run folders as ``dqltoolkit train`` writes them) and
-``tune/attempt-<n>/`` (Tune's records). On a cluster ``OUT`` must be at the same path on every node (NFS or
-similar), as Ray requires of a multi-node storage path, and dqltoolkit installed on every node.
-"""
+"""The ``sweep`` job: a sweep file -> Ray Tune trials (Tune schedules and places them, past one machine too), each a
+standard run folder ``OUT/trials/<trial>/``, and our own book ``OUT/sweep.json``, so that ``--resume`` needs none of
+Tune's state. On a cluster ``OUT`` must be at one path on every node (NFS or similar), with dqltoolkit on every node."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -22,17 +14,13 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from .faults import RunLock, RunLockError
-from .sweep_spec import SweepError, SweepSpec, Trial, _typed, complete_results, distinct_names, fixed_overrides, same_spec, trial_name
+from .sweep_spec import ENTRY, SweepError, SweepSpec, Trial, _canonical, _typed, complete_results, distinct_names, fixed_overrides, read_results
 from .threads import usable_cores
 
 DONE = ("finished", "stopped_early")
-QUIET_ENV = {
-    "RAY_USAGE_STATS_ENABLED": "0",  # no prompt, nothing sent
-    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # our run folders are the records; Tune keeps its experiment state
-    "TUNE_WARN_THRESHOLD_S": "60",
-    "RAY_DEDUP_LOGS": "0",
-    "RAY_AIR_NEW_OUTPUT": "0",  # (the classic reporter honours verbose=0: no tables; our lines say what happens)
-}
+# no usage-stats prompt; our run folders are the records (Tune keeps its experiment state); the classic reporter honours verbose=0
+QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "TUNE_WARN_THRESHOLD_S": "60",
+             "RAY_DEDUP_LOGS": "0", "RAY_AIR_NEW_OUTPUT": "0"}
 
 
 def _write_json(path: Path, doc: Dict[str, Any]) -> None:
@@ -42,17 +30,16 @@ def _write_json(path: Path, doc: Dict[str, Any]) -> None:
 
 
 class SweepBook:
-    """``sweep.json``: the spec, and per trial its values, status, run folder and last report. Written at
-    every change (atomically), in the driver only."""
+    """``sweep.json``: the spec, and per trial its values, status, run folder and last report (driver only, atomic writes)."""
 
-    def __init__(self, out: Path, spec: SweepSpec, previous: Optional[Dict[str, Any]] = None) -> None:
-        self.out, self.spec = out, spec
+    def __init__(self, out: Path, spec: SweepSpec, previous: Optional[Dict[str, Any]] = None,
+                 say: Callable[[str], None] = lambda m: None) -> None:
+        self.out, self.spec, self.say = out, spec, say
         self.path = out / "sweep.json"
         self.history: Dict[str, List[Dict[str, Any]]] = {}
         self.doc: Dict[str, Any] = previous or {
             "format": 1, "name": spec.name, "spec_file": str(spec.path), "spec": spec.raw, "search": spec.search, "metric": spec.metric,
             "seeds": spec.seeds, "budgets": spec.budgets, "attempts": [], "trials": {}}
-        self.say: Callable[[str], None] = lambda m: None
 
     def save(self) -> None:
         _write_json(self.path, self.doc)
@@ -74,8 +61,6 @@ class SweepBook:
         self.save()
 
     def reported(self, name: str, result: Dict[str, Any]) -> None:
-        from .sweep_trial import ENTRY
-
         e = self.entry(name)
         if ENTRY in result:
             entry = json.loads(result[ENTRY])
@@ -89,16 +74,14 @@ class SweepBook:
         self.save()
 
     def stopped_early(self, name: str, result: Dict[str, Any]) -> None:
-        """ASHA stopped the trial after this result: its run folder gets a results.json of the evaluations
-        so far (its training thread is parked after writing that evaluation to metrics.csv)."""
+        """ASHA stopped the trial after this result (its thread is parked): its run gets a results.json of its evaluations."""
         self.reported(name, result)
         e = self.entry(name)
-        hist = self.history.get(name, [])
-        step = int(result["step"])
-        doc: Dict[str, Any] = {"stopped_early": True, "stopped_by": "asha", "steps": step, "first_step": 0, "total_steps": step,
-                               "budget": e.get("steps"), "seeds": self.spec.seeds, "evaluations": hist}
-        if hist:  # what the run had when it stopped: its last periodic evaluation (no end-of-run evaluation was made)
-            doc.update({k: hist[-1][k] for k in ("mean_return", "normalized_score") if k in hist[-1]})
+        hist, step = self.history.get(name, []), int(result["step"])
+        last = hist[-1] if hist else {}  # what the run had when it stopped: its last periodic evaluation (no end-of-run one)
+        doc = {"stopped_early": True, "stopped_by": "asha", "steps": step, "first_step": 0, "total_steps": step,
+               "budget": e.get("steps"), "seeds": self.spec.seeds, "evaluations": hist,
+               **{k: last[k] for k in ("mean_return", "normalized_score") if k in last}}
         run_dir = self.out / e["run_dir"]
         if run_dir.is_dir():
             _write_json(run_dir / "results.json", doc)
@@ -108,69 +91,51 @@ class SweepBook:
 
     def completed(self, name: str, last: Dict[str, Any]) -> None:
         e = self.entry(name)
-        if e["status"] == "stopped_early":
-            return
-        if last.get("final"):
-            e["status"] = "finished"
-            e["last"] = {k: last[k] for k in ("step", "mean_return", "normalized_score") if k in last}
-            e["node"] = last.get("node", e.get("node"))
-            self.say(f"finished: {name} ({self._metric_text(e)})")
-        else:
-            e["status"] = "interrupted"
-        self.save()
+        if e["status"] != "stopped_early":
+            e["status"] = "finished" if last.get("final") else "interrupted"
+            if last.get("final"):
+                self.reported(name, last)  # (its last result and node)
+                self.say(f"finished: {name} ({self._metric_text(e)})")
+            self.save()
 
     def failed(self, name: str, error_file: str) -> None:
         e = self.entry(name)
-        e["status"] = "error"
-        e["error"] = _last_error_line(error_file) or "the trial failed (see Ray's logs)"
+        try:
+            lines = [ln.strip() for ln in Path(error_file).read_text().splitlines() if ln.strip()]
+        except OSError:
+            lines = []
+        e["status"], e["error"] = "error", lines[-1] if lines else "the trial failed (see Ray's logs)"
         self.save()
         self.say(f"error: {name}: {e['error']}")
 
     def _metric_text(self, e: Dict[str, Any]) -> str:
-        last = e.get("last", {})
-        m = self.spec.metric
+        last, m = e.get("last", {}), self.spec.metric
         return f"{m} {last[m]:.3f} at step {last.get('step')}" if m in last else "no evaluation"
-
-
-def _last_error_line(error_file: str) -> str:
-    try:
-        lines = [ln for ln in Path(error_file).read_text().splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    return lines[-1].strip() if lines else ""
 
 
 def _domain(dist: Dict[str, Any]):
     from ray import tune
 
     kind, args = next(iter(dist.items()))
-    if kind == "choice":
-        return tune.choice(list(args))
-    return {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint}[kind](*args)
+    return tune.choice(list(args)) if kind == "choice" else getattr(tune, kind)(*args)  # (tune.uniform, loguniform, randint)
 
 
-def _python(v: Any) -> Any:
-    return v.item() if hasattr(v, "item") else v
+def _draw(spec: SweepSpec, key: str, rng: Any) -> Any:
+    """One value of a space key from Tune's sampler, typed as ``train -p`` types it (a Python number, not numpy's)."""
+    v = _domain(spec.space[key]).sample(random_state=rng)
+    return _typed(spec.path, "space", key, v.item() if hasattr(v, "item") else v)
 
 
 def planned_trials(spec: SweepSpec) -> List[Trial]:
-    """The trials of a grid or random sweep, the same list on every run of the sweep file: the grid in
-    file order; for random, ``num_samples`` draws of Tune's samplers per grid point, from ``search_seed``."""
+    """The trials of a grid or random sweep, the same on every run: the grid, or ``num_samples`` draws per grid point."""
     grid = spec.grid_trials()
     if spec.search == "grid":
         return grid
     import numpy as np
 
     rng = np.random.default_rng(spec.search_seed)
-    out = []
-    for base in grid:
-        for _ in range(spec.num_samples):
-            params = dict(base.params)
-            for key, dist in spec.space.items():
-                params[key] = _typed(spec.path, "space", key, _python(_domain(dist).sample(random_state=rng)))
-            t = Trial(base.agent, base.task, params)
-            t.name = trial_name(t, hashed=True)
-            out.append(t)
+    out = [Trial.named(b.agent, b.task, {**b.params, **{k: _draw(spec, k, rng) for k in spec.space}}, hashed=True)
+           for b in grid for _ in range(spec.num_samples)]
     return distinct_names(spec.path, out, "space", f"search: random drew one point more than once ({spec.num_samples} samples per "
                           "grid point, from search_seed): lower num_samples (a space of choices alone has few points), change "
                           "search_seed, or list the values under grid")
@@ -188,29 +153,26 @@ def _check_out(out: Path, spec: SweepSpec, resume: bool) -> Optional[Dict[str, A
         previous = json.loads(book.read_text())
     except ValueError as exc:
         raise SweepError(f"--resume: {book} is not valid JSON ({exc})") from None
-    if not same_spec(previous.get("spec", {}), spec.raw):
+    if _canonical(previous.get("spec", {})) != _canonical(spec.raw):
         raise SweepError(f"--resume: {spec.path} differs from the sweep that {out} was started with ({previous.get('spec_file')}); "
                          "resume with the same file, or start the changed sweep in another --out")
     return previous
 
 
-def _start_ray(address: Optional[str], cpus: Optional[int], say: Callable[[str], None]) -> bool:
-    """Join a cluster (``address`` or RAY_ADDRESS) or start Ray in this process; True if we started it."""
+def _start_ray(address: Optional[str], cpus: Optional[int], say: Callable[[str], None]) -> None:
+    """Join a cluster (``address`` or RAY_ADDRESS) or start Ray in this process."""
     import ray
 
     if ray.is_initialized():
         say("using the Ray this process already joined")
-        return False
+        return
     address = address or os.environ.get("RAY_ADDRESS") or None
-    common = dict(logging_level=logging.ERROR, log_to_driver=False, configure_logging=True)
     t0 = time.perf_counter()
-    if address:
-        ray.init(address=address, **common)
-    else:  # on the loopback interface: a Ray started for one command serves nobody else
-        ray.init(num_cpus=cpus or usable_cores(), include_dashboard=False, _node_ip_address="127.0.0.1", **common)
+    where = (dict(address=address) if address else  # (else on the loopback interface: a Ray for one command serves nobody else)
+             dict(num_cpus=cpus or usable_cores(), include_dashboard=False, _node_ip_address="127.0.0.1"))
+    ray.init(**where, logging_level=logging.ERROR, log_to_driver=False, configure_logging=True)
     what = f"joined the Ray cluster at {address}" if address else "started Ray in this process"
     say(f"{what} in {time.perf_counter() - t0:.1f}s: {_resources_text(ray.cluster_resources())}")
-    return True
 
 
 def _resources_text(res: Dict[str, float]) -> str:
@@ -222,95 +184,73 @@ def _resources_text(res: Dict[str, float]) -> str:
 
 def run_sweep(spec: SweepSpec, out: Path | str, address: Optional[str] = None, resume: bool = False, cpus: Optional[int] = None,
               say: Callable[[str], None] = lambda m: None) -> Dict[str, Any]:
-    """Run (or with ``resume`` continue) a sweep into ``out``; returns the final ``sweep.json`` document.
-
-    ``address``: a Ray cluster to join (else RAY_ADDRESS; else Ray starts in this process with ``cpus``
-    CPUs, all usable cores by default, and is shut down at the end, however the sweep ends). SIGINT and
-    SIGTERM stop the sweep (KeyboardInterrupt where Tune has not taken over yet, e.g. while Ray starts):
-    running trials are ended and marked ``interrupted``, and ``--resume`` runs them again. ``out`` is
-    locked (``out/.lock``) for the whole call: a second sweep into it is refused, not interleaved."""
+    """Run (or ``resume``) a sweep into ``out``, locked meanwhile, on the Ray at ``address`` (else RAY_ADDRESS, else one started
+    here with ``cpus`` CPUs); returns ``sweep.json``. SIGINT and SIGTERM stop it, running trials marked ``interrupted``."""
     out = Path(out).resolve()
     if not out.exists():
         _check_out(out, spec, resume)  # (--resume of nothing: refused before the folder is made)
     out.mkdir(parents=True, exist_ok=True)
     try:
         lock = RunLock(out).__enter__()
-    except RunLockError:
-        try:
-            holder = (out / ".lock").read_text().strip()
-        except OSError:
-            holder = ""
-        raise SweepError(f"another sweep is running in {out} (process {holder or 'unknown'} holds {out / '.lock'}): "
-                         "wait for it to end, or choose another --out") from None
+    except RunLockError:  # (RunLock opened .lock for writing, so it reads)
+        raise SweepError(f"another sweep is running in {out} (process {(out / '.lock').read_text().strip() or 'unknown'} holds "
+                         f"{out / '.lock'}): wait for it to end, or choose another --out") from None
     try:
-        return _run_locked(spec, out, address, resume, cpus, say)
+        previous = _check_out(out, spec, resume)
+        for module in ["ray.tune"] + (["optuna"] if spec.search == "optuna" else []):
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                why = "dqltoolkit sweep needs Ray Tune" if module == "ray.tune" else f"{spec.path}: search: optuna needs optuna"
+                raise SweepError(f"{why}: pip install 'dqltoolkit[ray]'") from None
+        import ray
+
+        for k, v in QUIET_ENV.items():
+            os.environ.setdefault(k, v)
+        (out / "trials").mkdir(exist_ok=True)
+        book = SweepBook(out, spec, previous, say)
+        todo, skipped = _todo(spec, book, out)
+        book.doc["attempts"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "skipped": skipped,
+                                     "address": address or os.environ.get("RAY_ADDRESS")})
+        book.save()
+        if skipped:
+            say(f"resuming: {len(skipped)} trial(s) done already, skipped: {', '.join(skipped)}")
+        if not todo if spec.search != "optuna" else len(skipped) >= spec.num_samples:
+            say("every trial is done")
+            return book.doc
+        ours = not ray.is_initialized()  # (a Ray this process had joined before is the caller's to end)
+        t0 = time.perf_counter()
+        previous_handler = _sigterm_as_sigint()
+        try:
+            try:
+                _start_ray(address, cpus, say)
+            except SystemExit as exc:  # ray.init sets its own SIGTERM handler first (sys.exit(SIGTERM)): a stop, as ours is
+                if exc.code == signal.SIGTERM:
+                    raise KeyboardInterrupt from None
+                raise
+            _sigterm_as_sigint()  # (ours again, in place of ray.init's)
+            _fit(spec, out, book, todo, say)
+        finally:
+            if previous_handler is not None:
+                signal.signal(signal.SIGTERM, previous_handler)
+            book.doc["attempts"][-1]["wall_seconds"] = time.perf_counter() - t0
+            for e in book.doc["trials"].values():
+                if e["status"] in ("running", "pending"):
+                    e["status"] = "interrupted"
+            book.save()
+            if ours:  # also when ray.init or what followed it failed or was interrupted (shutdown ends what it had started)
+                ray.shutdown()
+        return book.doc
     finally:
         lock.__exit__(None, None, None)
 
 
-def _run_locked(spec: SweepSpec, out: Path, address: Optional[str], resume: bool, cpus: Optional[int],
-                say: Callable[[str], None]) -> Dict[str, Any]:
-    previous = _check_out(out, spec, resume)
-    try:
-        import ray  # noqa: F401
-        from ray import tune  # noqa: F401
-    except ImportError:
-        raise SweepError("dqltoolkit sweep needs Ray Tune: pip install 'dqltoolkit[ray]'") from None
-    if spec.search == "optuna":
-        try:
-            import optuna  # noqa: F401
-        except ImportError:
-            raise SweepError(f"{spec.path}: search: optuna needs optuna: pip install 'dqltoolkit[ray]'") from None
-    for k, v in QUIET_ENV.items():
-        os.environ.setdefault(k, v)
-    (out / "trials").mkdir(exist_ok=True)
-    book = SweepBook(out, spec, previous)
-    book.say = say
-    todo, skipped = _todo(spec, book, out)
-    book.doc["attempts"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "skipped": skipped, "address": address or os.environ.get("RAY_ADDRESS")})
-    book.save()
-    if skipped:
-        say(f"resuming: {len(skipped)} trial(s) done already, skipped: {', '.join(skipped)}")
-    if not todo if spec.search != "optuna" else len(skipped) >= spec.num_samples:
-        say("every trial is done")
-        return book.doc
-    import ray
-
-    ours = not ray.is_initialized()  # (a Ray this process had joined before is the caller's to end)
-    t0 = time.perf_counter()
-    previous_handler = _sigterm_as_sigint()
-    try:
-        try:
-            _start_ray(address, cpus, say)
-        except SystemExit as exc:  # ray.init sets its own SIGTERM handler first (sys.exit(SIGTERM)): a stop, as ours is
-            if exc.code == signal.SIGTERM:
-                raise KeyboardInterrupt from None
-            raise
-        _sigterm_as_sigint()  # (ours again, in place of ray.init's)
-        _fit(spec, out, book, todo, say)
-    finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
-        book.doc["attempts"][-1]["wall_seconds"] = time.perf_counter() - t0
-        for e in book.doc["trials"].values():
-            if e["status"] in ("running", "pending"):
-                e["status"] = "interrupted"
-        book.save()
-        if ours:  # also when ray.init or what followed it failed or was interrupted (shutdown ends what it had started)
-            ray.shutdown()
-    return book.doc
-
-
 def _sigterm_as_sigint() -> Any:
-    """SIGTERM stops the sweep as Ctrl-C does, from before Ray starts to the end (while Ray starts, as a
-    KeyboardInterrupt; in ``fit``, through Tune's handler, which ends the trials and returns). Returns the
-    handler to put back, None where signals cannot be set (not the main thread)."""
-    previous = signal.getsignal(signal.SIGTERM)
+    """SIGTERM stops the sweep as Ctrl-C does; returns the handler to put back (None off the main thread)."""
     try:
-        signal.signal(signal.SIGTERM, lambda s, f: os.kill(os.getpid(), signal.SIGINT))
+        return signal.signal(signal.SIGTERM, lambda s, f: os.kill(os.getpid(), signal.SIGINT))
     except ValueError:
         return None
-    return previous
 
 
 def _todo(spec: SweepSpec, book: SweepBook, out: Path) -> tuple[List[Trial], List[str]]:
@@ -321,8 +261,7 @@ def _todo(spec: SweepSpec, book: SweepBook, out: Path) -> tuple[List[Trial], Lis
             e = book.entry(name, {"agent": agent, "task": task})
             if e["status"] not in DONE:
                 e["status"] = "stopped_early" if res.get("stopped_early") else "finished"
-            return True
-        return False
+        return res is not None
 
     if spec.search == "optuna":
         skipped = [n for n, e in book.doc["trials"].items() if done(n, e["agent"], e["task"])]
@@ -358,9 +297,7 @@ def _fit(spec: SweepSpec, out: Path, book: SweepBook, todo: List[Trial], say: Ca
         from ray.tune.search.optuna import OptunaSearch
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-        agent, task = spec.agents[0], spec.tasks[0]
-        point = {"agent": agent, "task": task, "params": {k: _domain(d) for k, d in spec.space.items()}}
+        point = {"agent": spec.agents[0], "task": spec.tasks[0], "params": {k: _domain(d) for k, d in spec.space.items()}}
         done = [(e["params"], _final_metric(out / e["run_dir"], spec.metric)) for e in book.doc["trials"].values() if e["status"] in DONE]
         done = [(p, m) for p, m in done if m is not None]
         points = [{f"point/params/{k}": v for k, v in p.items()} for p, _ in done]
@@ -371,61 +308,40 @@ def _fit(spec: SweepSpec, out: Path, book: SweepBook, todo: List[Trial], say: Ca
         if num_samples <= 0:
             say("every trial is done")
             return
-        param_space = {"sweep": constants, "point": point}
     else:
-        param_space = {"sweep": constants, "point": tune.grid_search([{**t.point(), "name": t.name} for t in todo])}
-    scheduler = None
-    if spec.scheduler is not None:
-        scheduler = RecordingASHA(book, time_attr="step", max_t=max(spec.budgets.values()), grace_period=spec.grace_period(),
-                                  reduction_factor=spec.scheduler["reduction_factor"])
-    attempt = len(book.doc["attempts"])
+        point = tune.grid_search([{**t.point(), "name": t.name} for t in todo])
+    scheduler = None if spec.scheduler is None else RecordingASHA(
+        book, time_attr="step", max_t=max(spec.budgets.values()), grace_period=spec.grace_period(),
+        reduction_factor=spec.scheduler["reduction_factor"])
     RunConfig, FailureConfig, CheckpointConfig = _run_configs()
     tuner = tune.Tuner(
         tune.with_resources(SweepTrial, {"cpu": spec.cpu, "gpu": spec.gpu}),
-        param_space=param_space,
+        param_space={"sweep": constants, "point": point},
         tune_config=tune.TuneConfig(metric=spec.metric, mode="max", scheduler=scheduler, search_alg=search_alg, num_samples=num_samples,
                                     max_concurrent_trials=spec.max_concurrent_trials, reuse_actors=False,
                                     trial_name_creator=trial_name_creator, trial_dirname_creator=trial_name_creator),
-        run_config=RunConfig(name=f"attempt-{attempt}", storage_path=str(out / "tune"), verbose=0, callbacks=[BookCallback(book)],
-                             failure_config=FailureConfig(max_failures=spec.max_failures),
+        run_config=RunConfig(name=f"attempt-{len(book.doc['attempts'])}", storage_path=str(out / "tune"), verbose=0,
+                             callbacks=[BookCallback(book)], failure_config=FailureConfig(max_failures=spec.max_failures),
                              checkpoint_config=CheckpointConfig(checkpoint_frequency=0, checkpoint_at_end=False)),
     )
-    n = "Optuna samples" if spec.search == "optuna" else "trials"
-    say(f"running {num_samples if spec.search == 'optuna' else len(todo)} {n} of {spec.seeds} seeds each, "
-        f"{spec.cpu:g} CPU{f' and {spec.gpu:g} GPU' if spec.gpu else ''} per trial -> {out}")
+    what = f"{num_samples} Optuna samples" if spec.search == "optuna" else f"{len(todo)} trials"
+    gpu = f" and {spec.gpu:g} GPU" if spec.gpu else ""
+    say(f"running {what} of {spec.seeds} seeds each, {spec.cpu:g} CPU{gpu} per trial -> {out}")
     tuner.fit()  # (SIGTERM reaches Tune's SIGINT handler: run_sweep redirects it)
 
 
 def _run_configs() -> tuple:
-    """Tune's RunConfig, FailureConfig and CheckpointConfig: under ``ray.tune`` in newer Ray (the Train/Tune
-    split; there a ``ray.train`` one draws a deprecation warning), under ``ray.train`` from Ray 2.7 before."""
+    """Tune's run configs: under ``ray.tune`` in newer Ray (``ray.train``'s draw a deprecation warning), ``ray.train`` before."""
     from ray import tune
 
-    if hasattr(tune, "RunConfig"):
-        return tune.RunConfig, tune.FailureConfig, tune.CheckpointConfig
-    from ray import train
-
-    return train.RunConfig, train.FailureConfig, train.CheckpointConfig
+    home = tune if hasattr(tune, "RunConfig") else importlib.import_module("ray.train")
+    return home.RunConfig, home.FailureConfig, home.CheckpointConfig
 
 
 def _final_metric(run_dir: Path, metric: str) -> Optional[float]:
     """What a finished trial told the searcher: its end-of-run (or, stopped, its last) score."""
-    try:
-        doc = json.loads((run_dir / "results.json").read_text())
-    except (OSError, ValueError):
-        return None
+    doc = read_results(run_dir) or {}
     if metric in doc:
         return float(doc[metric])
     scores = [e[metric] for e in doc.get("evaluation", []) if metric in e]
     return float(sum(scores) / len(scores)) if scores else None
-
-
-def summary_lines(doc: Dict[str, Any]) -> List[str]:
-    """One line per trial: status, evaluations, last metric, run folder."""
-    metric = doc.get("metric", "mean_return")
-    lines = []
-    for e in doc["trials"].values():
-        last = e.get("last", {})
-        value = f"{metric} {last[metric]:.3f}" if metric in last else "-"
-        lines.append(f"{e['status']:>13}  {e.get('evaluations', 0):>3} evals  {value:>24}  {e['run_dir']}")
-    return lines

@@ -1,13 +1,6 @@
-"""What runs inside Ray: one sweep trial (a Tune ``Trainable``), and the driver's hooks into Tune (the
-scheduler that records its early stops, the callback that keeps ``sweep.json``).
-
-Why a class ``Trainable`` with the train job in a thread: ``dqltoolkit.train`` is one call that runs the
-whole run and writes the standard run folder; Tune wants one result per ``step()``. The train job runs
-in a daemon thread and hands each periodic evaluation to ``step()`` through a queue, then waits until
-Tune asks for the next one, so a trial that ASHA stops is parked right after an evaluation (its
-``metrics.csv`` row written) and is never half-way through anything that it could corrupt. Its process
-then ends with the actor. This module imports Ray; dqltoolkit/sweep.py imports it only once Ray is there.
-"""
+"""What runs inside Ray: a sweep trial (a Tune ``Trainable`` whose train job, in a daemon thread, parks after each periodic
+evaluation, so a trial that ASHA stops is never half-way through a write) and the driver's hooks into Tune. This module
+imports Ray; dqltoolkit/sweep.py imports it only once Ray is there."""
 
 from __future__ import annotations
 
@@ -17,24 +10,23 @@ import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import ray
 import torch
 from ray import tune
 from ray.tune import Callback
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
-from .sweep_spec import Trial, complete_results, trial_name, unfinished_checkpoint
+from .sweep_spec import ENTRY, Trial, complete_results, unfinished_checkpoint
 from .training import train
-
-#: what a trial reports besides the metric: the evaluation as results.json holds it (a JSON string, so
-#: that Tune's result flattening leaves its per-seed lists alone)
-ENTRY = "evaluation_json"
 
 
 def point_name(point: Dict[str, Any]) -> str:
     """A trial's folder name: given by the driver (grid, random), or made from what Optuna suggested."""
-    if point.get("name"):
-        return point["name"]
-    return trial_name(Trial(point["agent"], point["task"], dict(point["params"])), hashed=True)
+    return point.get("name") or Trial.named(point["agent"], point["task"], dict(point["params"]), hashed=True).name
+
+
+def trial_name_creator(trial) -> str:
+    return point_name(trial.config["point"])
 
 
 class SweepTrial(tune.Trainable):
@@ -48,8 +40,6 @@ class SweepTrial(tune.Trainable):
                            device="cuda" if sweep["gpu"] > 0 else "cpu", overrides={**sweep["overrides"], **point["params"]},
                            progress=False, verbose=False, replace_unfinished=True, save_every=int(sweep.get("save_every") or 0) or None)
         torch.set_num_threads(max(1, int(sweep["cpu"])))  # the trial's Ray CPUs are its torch threads
-        import ray
-
         self.node = ray.get_runtime_context().get_node_id()  # (sweep.json says where each trial ran)
         self._results: "queue.Queue[tuple[str, Any]]" = queue.Queue()
         self._go = threading.Event()
@@ -97,22 +87,15 @@ class SweepTrial(tune.Trainable):
         return {"step": int(payload["total_steps"]), **final, "final": True, "done": True, "node": self.node}
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
-        """Tune's checkpoint of a trial is a pointer to its run folder (JSON): the weights are the run's
-        model*.zip, in this toolkit's checkpoint format; an unfinished trial continues from the run's own
-        ``model_latest.zip`` (written every ``save_every`` steps), found in its folder by :meth:`step`."""
+        """A pointer to the run folder: the weights are its model*.zip, and :meth:`step` resumes from the newest."""
         Path(checkpoint_dir, "trial.json").write_text(json.dumps({"run_dir": str(self.run_dir)}))
 
     def load_checkpoint(self, checkpoint: Any) -> None:
         """Nothing to restore here: :meth:`step` resumes from the run folder's newest checkpoint."""
 
-    def cleanup(self) -> None:
-        """Leave a parked training thread parked: the process ends with the actor. The driver writes a
-        stopped trial's results.json from what it reported (its evaluations so far)."""
-
 
 class RecordingASHA(AsyncHyperBandScheduler):
-    """Tune's ASHA, telling the sweep's book which trials it stopped before their budget: their run
-    folders then get a results.json of the evaluations so far (``stopped_early``)."""
+    """Tune's ASHA, telling the sweep's book which trials it stopped before their budget (``stopped_early``)."""
 
     def __init__(self, book, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -121,30 +104,24 @@ class RecordingASHA(AsyncHyperBandScheduler):
     def on_trial_result(self, tune_controller, trial, result: Dict) -> str:
         decision = super().on_trial_result(tune_controller, trial, result)
         if decision == TrialScheduler.STOP and not result.get("final"):
-            self.book.stopped_early(point_name(trial.config["point"]), result)
+            self.book.stopped_early(trial_name_creator(trial), result)
         return decision
 
 
 class BookCallback(Callback):
-    """Keeps sweep.json current as trials start, report, finish and fail (written at each change, so a
-    driver killed with SIGKILL leaves it at most one event behind)."""
+    """Keeps sweep.json current as trials start, report, finish and fail (a killed driver leaves it one event behind)."""
 
     def __init__(self, book) -> None:
         self.book = book
 
     def on_trial_start(self, iteration: int, trials: List, trial, **info: Any) -> None:
-        point = trial.config["point"]
-        self.book.started(point_name(point), {k: point[k] for k in ("agent", "task", "params")})
+        self.book.started(trial_name_creator(trial), trial.config["point"])
 
     def on_trial_result(self, iteration: int, trials: List, trial, result: Dict, **info: Any) -> None:
-        self.book.reported(point_name(trial.config["point"]), result)
+        self.book.reported(trial_name_creator(trial), result)
 
     def on_trial_complete(self, iteration: int, trials: List, trial, **info: Any) -> None:
-        self.book.completed(point_name(trial.config["point"]), trial.last_result or {})
+        self.book.completed(trial_name_creator(trial), trial.last_result or {})
 
     def on_trial_error(self, iteration: int, trials: List, trial, **info: Any) -> None:
-        self.book.failed(point_name(trial.config["point"]), str(getattr(trial, "error_file", "") or ""))
-
-
-def trial_name_creator(trial) -> str:
-    return point_name(trial.config["point"])
+        self.book.failed(trial_name_creator(trial), str(getattr(trial, "error_file", "") or ""))

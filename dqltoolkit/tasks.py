@@ -59,11 +59,8 @@ class Task:
     eval_note: str = ""
 
     def load_dataset(self, download: bool = False) -> Dict[str, np.ndarray]:
-        spec = dict(self.dataset)
-        source = spec.pop("source")
-        if download:
-            spec["download"] = True
-        return DATASET_SOURCES.get(source)(**spec)
+        spec = {**self.dataset, **({"download": True} if download else {})}
+        return DATASET_SOURCES.get(spec.pop("source"))(**spec)
 
     def make_env(self, **kwargs: Any) -> gym.Env:
         import dqltoolkit.envs  # noqa: F401  (registers bandit2d-v0)
@@ -101,13 +98,9 @@ def task_ids() -> list[str]:
 
 
 def get_task(task_id: str) -> Task:
-    """The task behind any name of its data, the same in every command: a catalogue id (``hopper-medium-v2``,
-    ``mujoco/hopper/medium-v0``), ``minari:<dataset id>`` or a bare Minari id the catalogue knows or that
-    is local, ``d4rl:<path to hdf5>`` or a path ending in ``.hdf5``.
-
-    Every form that names data the catalogue knows gets that task's recipe section, evaluation env and
-    reference scores, so that per-dataset settings do not depend on how the data was named.
-    """
+    """The task behind any name of its data: a catalogue id (``hopper-medium-v2``, ``mujoco/hopper/medium-v0``),
+    ``minari:<id>`` or a known or local Minari id, ``d4rl:<path>`` or a ``.hdf5`` path. Data the catalogue knows gets
+    its task's recipe section, evaluation env and scores, however it was named."""
     if task_id.startswith("minari:"):
         return _minari_task(task_id[len("minari:"):])
     if task_id.startswith("d4rl:"):
@@ -129,9 +122,7 @@ def _catalogue_task(tid: str) -> Task:
 
 
 def _section_of(tid: str) -> str:
-    """The recipe section of a catalogue task: the task's D4RL name. A task listed under its Minari id
-    (``mujoco/hopper/medium-v0``) shares its data with the D4RL-named task (``hopper-medium-v2``), whose
-    name the recipes use."""
+    """The recipe section of a catalogue task: its D4RL name, also for one listed under its Minari id."""
     if "/" not in tid:
         return tid
     dataset = _catalogue()[tid]["dataset"]
@@ -144,8 +135,7 @@ def _section_of(tid: str) -> str:
 
 def _catalogue_id_for_dataset(dataset_id: str) -> Optional[str]:
     """The catalogue task (D4RL name first) whose data is the Minari dataset ``dataset_id`` (official or local copy)."""
-    hits = sorted(tasks_using_dataset(dataset_id), key=lambda t: ("/" in t, t))
-    return hits[0] if hits else None
+    return min(tasks_using_dataset(dataset_id), key=lambda t: ("/" in t, t), default=None)
 
 
 def tasks_using_dataset(dataset_id: str) -> list[str]:
@@ -154,19 +144,13 @@ def tasks_using_dataset(dataset_id: str) -> list[str]:
 
 
 def _catalogue_id_for_file(path: str) -> Optional[str]:
-    """The catalogue task a D4RL file is named after: ``hopper-medium-v2.hdf5`` or D4RL's own download name
-    ``hopper_medium-v2.hdf5`` (underscores for dashes)."""
+    """The catalogue task a D4RL file is named after (``hopper-medium-v2.hdf5`` or D4RL's ``hopper_medium-v2.hdf5``)."""
     stem = Path(path).stem
-    cat = _catalogue()
-    for name in (stem, stem.replace("_", "-")):
-        if name in cat and "/" not in name:
-            return name
-    return None
+    return next((name for name in (stem, stem.replace("_", "-")) if name in _catalogue() and "/" not in name), None)
 
 
 def _minari_task(dataset_id: str) -> Task:
-    """Evaluation env, reference scores and recipe section from the catalogue if it knows the id (its
-    official id, or the id of the copy ``dataset build`` makes), else from the dataset's own metadata."""
+    """Evaluation env, scores and recipe section from the catalogue if it knows the id, else from the dataset's metadata."""
     tid = _catalogue_id_for_dataset(dataset_id)
     if tid is not None:
         known = _catalogue_task(tid)
@@ -187,8 +171,7 @@ class TaskWarning(UserWarning):
 
 
 def _d4rl_task(path: str) -> Task:
-    """The file's name names its task when it is a D4RL name (``hopper-medium-v2.hdf5``, or D4RL's own
-    ``hopper_medium-v2.hdf5``): env, scores and recipe section from there."""
+    """A D4RL file's task: env, scores and recipe section from the catalogue task it is named after, if any."""
     dataset = {"source": "d4rl_hdf5", "path": path}
     tid = _catalogue_id_for_file(path)
     if tid is not None:
@@ -199,20 +182,16 @@ def _d4rl_task(path: str) -> Task:
 
 
 def spaces_from_table(table: Mapping[str, np.ndarray]):
-    """Spaces for a dataset without an evaluation env: unbounded observations, actions in [-1, 1] when the
-    data lie there (D4RL's convention), else the data's own range."""
+    """Spaces for a dataset without an env: unbounded observations; actions in [-1, 1] if the data lie there, else theirs."""
     obs, act = np.asarray(table["observations"]), np.asarray(table["actions"])
     obs_space = gym.spaces.Box(-np.inf, np.inf, (obs.shape[1],), np.float32)
-    if np.abs(act).max() <= 1.0:
-        act_space = gym.spaces.Box(-1.0, 1.0, (act.shape[1],), np.float32)
-    else:
-        act_space = gym.spaces.Box(act.min(0).astype(np.float32), act.max(0).astype(np.float32))
+    act_space = (gym.spaces.Box(-1.0, 1.0, (act.shape[1],), np.float32) if np.abs(act).max() <= 1.0
+                 else gym.spaces.Box(act.min(0).astype(np.float32), act.max(0).astype(np.float32)))
     return obs_space, act_space
 
 
 def task_spaces(task, table: Mapping[str, np.ndarray]):
-    """``(env or None, (observation space, action space))`` for a task: its evaluation env's spaces, or the
-    data's own for a task without one."""
+    """``(env or None, (observation space, action space))`` for a task: its env's spaces, or the data's own without one."""
     if task.eval_env is not None:
         env = task.make_env()
         return env, (env.observation_space, env.action_space)

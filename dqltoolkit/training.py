@@ -49,8 +49,7 @@ def bandit_report(agent, dataset_actions: np.ndarray, out: Path, n: int = 1000, 
 
 @torch.no_grad()
 def sample_policy_actions(agent, n: int = 1000, seed: int = 0, member: int = 0, observation: Optional[np.ndarray] = None) -> np.ndarray:
-    """``n`` samples of the trained policy (no candidate selection by Q) at one observation (default zeros),
-    drawn as it acts: with the configured acting ``sample_steps`` and ``sampler``."""
+    """``n`` samples of the trained policy at one observation (default zeros), drawn as it acts, without selection by Q."""
     obs = torch.zeros(agent.members, n, agent.obs_dim, device=agent.device)
     if observation is not None:
         obs = obs + torch.as_tensor(np.asarray(observation, np.float32).reshape(1, 1, -1), device=agent.device)
@@ -64,14 +63,12 @@ def sample_policy_actions(agent, n: int = 1000, seed: int = 0, member: int = 0, 
 
 
 class PeriodicEvaluation(BaseCallback):
-    """Every ``freq`` gradient steps: evaluate every member (seed) in one vector env and log eval/mean_return and
-    eval/normalized_score (means over seeds; with several seeds also ``eval/<key>_seed{s}``), then call
-    ``on_result(entry)``. An SB3 callback, so it sits in the loop with the user's callbacks."""
+    """SB3 callback: every ``freq`` steps evaluate every seed in one vector env, log eval/mean_return and
+    eval/normalized_score (means; ``eval/<key>_seed{s}`` per seed), then call ``on_result(entry)``."""
 
     def __init__(self, task, freq: int, episodes: int, on_result: Optional[Callable[[Dict[str, Any]], None]] = None) -> None:
         super().__init__()
-        self.task, self.freq, self.episodes = task, int(freq), int(episodes)
-        self.on_result = on_result
+        self.task, self.freq, self.episodes, self.on_result = task, int(freq), int(episodes), on_result
         self.history: List[Dict[str, Any]] = []
 
     def _on_step(self) -> bool:
@@ -103,9 +100,8 @@ class PeriodicEvaluation(BaseCallback):
 
 
 class PeriodicCheckpoint(BaseCallback):
-    """Every ``every`` gradient steps: write the whole agent (resumable exactly) to ``path`` atomically, so a killed
-    run loses at most ``every`` steps; non-finite weights raise :class:`TrainingDiverged` instead of replacing the
-    last good file."""
+    """Every ``every`` steps save the agent (resumable exactly) to ``path`` atomically; non-finite weights raise
+    :class:`TrainingDiverged` instead of replacing the last good file."""
 
     def __init__(self, path: Path, every: int, keep: int = 0) -> None:
         super().__init__()
@@ -175,8 +171,7 @@ LOGGERS = ("stdout", "csv", "log", "json", "tensorboard", "wandb")  # SB3's outp
 
 def output_formats(names: Sequence[str], out: Optional[Path], config: Optional[Mapping[str, Any]] = None,
                    say: Callable[[str], None] = lambda m: None, tags: Sequence[str] = ()) -> List[Any]:
-    """SB3 logger formats for ``--logger`` names (``csv`` adds nothing: metrics.csv is always there); ``out`` None
-    only checks the names and that their optional packages are installed. ``wandb``: see dqltoolkit/wandb_logger.py."""
+    """SB3 logger formats for ``--logger`` names (``out`` None: only check them and their optional packages)."""
     from stable_baselines3.common.logger import HumanOutputFormat, make_output_format
 
     unknown = [n for n in names if n not in LOGGERS]
@@ -234,47 +229,22 @@ def _failure_message(model, out: Path, good: Optional[Path], good_step: Optional
     return None, f"its weights hold NaN/Inf ({bad}), so nothing was saved, and this run kept no finite checkpoint (--save-every N keeps one)"
 
 
-def train(
-    agent: Optional[str],
-    env: str,
-    out: Path | str,
-    steps: Optional[int] = None,
-    seeds: Optional[Sequence[int]] = None,
-    device: str = "auto",
-    overrides: Optional[Mapping[str, Any]] = None,
-    progress: bool = True,
-    evaluate_at_end: bool = True,
-    verbose: bool = True,
-    download: bool = False,
-    resume: Optional[Path | str] = None,
-    init: Optional[Path | str] = None,
-    save_every: Optional[int] = None,
-    keep_checkpoints: Optional[int] = None,
-    say: Optional[Callable[[str], None]] = None,
-    loggers: Optional[Sequence[str]] = None,
-    replace_unfinished: bool = False,
-    overrides_where_read: bool = False,
-    on_evaluation: Optional[Callable[[Dict[str, Any]], None]] = None,
-) -> TrainResult:
+def train(agent: Optional[str], env: str, out: Path | str, steps: Optional[int] = None, seeds: Optional[Sequence[int]] = None,
+          device: str = "auto", overrides: Optional[Mapping[str, Any]] = None, progress: bool = True,
+          evaluate_at_end: bool = True, verbose: bool = True, download: bool = False, resume: Optional[Path | str] = None,
+          init: Optional[Path | str] = None, save_every: Optional[int] = None, keep_checkpoints: Optional[int] = None,
+          say: Optional[Callable[[str], None]] = None, loggers: Optional[Sequence[str]] = None, replace_unfinished: bool = False,
+          overrides_where_read: bool = False, on_evaluation: Optional[Callable[[Dict[str, Any]], None]] = None) -> TrainResult:
     """The `dqltoolkit train` job: recipe + task -> trained agent, checkpoints, metrics, figures.
 
-    ``resume``: continue a checkpoint (its recipe, seeds, weights, optimiser, EMA, RNG and observation statistics)
-    for ``steps`` more gradient steps, or up to its run's ``steps``; ``overrides`` may then change only
-    :data:`dqltoolkit.runs.RESUME_SAFE_KEYS`. ``init``: a new run (fine-tuning) from a checkpoint's networks and
-    observation statistics, with its recipe plus ``overrides``. Both accept ``zoo:<id>``.
-
-    Faults: ``out`` is locked for the run. SIGINT/SIGTERM stop the run between two steps, save ``model_interrupted.zip``
-    and raise :class:`~dqltoolkit.faults.TrainingInterrupted`; ``save_every`` writes ``model_latest.zip`` every N steps
-    (``keep_checkpoints``: the last K also as ``model_step<N>.zip``). Nothing with NaN/Inf weights is ever saved: on
-    divergence the error names the last finite checkpoint.
-
-    ``say``: where progress notes go. ``loggers``: SB3 logger formats besides ``metrics.csv`` (always written), from
-    :data:`LOGGERS`; default ``stdout`` when ``verbose`` and not ``progress``; a ``wandb`` run is finished however the
-    run ends. ``replace_unfinished``: empty a folder holding an interrupted run instead of refusing it (for callers
-    that redo cheap runs).
-    ``overrides_where_read``: apply each override only where the recipe's parts read it (one table of settings for
-    several compositions, like the ablation's). ``on_evaluation(entry)``: called with each periodic evaluation once
-    it is in ``metrics.csv`` (a sweep trial reports it to Ray Tune there).
+    ``resume``: continue a checkpoint exactly for ``steps`` more (default: up to its run's ``steps``); ``overrides``
+    may then change only :data:`dqltoolkit.runs.RESUME_SAFE_KEYS`. ``init``: a new run from a checkpoint's networks
+    and observation statistics (both accept ``zoo:<id>``). ``out`` is locked; SIGINT/SIGTERM stop between two steps,
+    save ``model_interrupted.zip`` and raise :class:`~dqltoolkit.faults.TrainingInterrupted`; ``save_every``
+    (``keep_checkpoints``) writes ``model_latest.zip`` (``model_step<N>.zip``); NaN/Inf weights are never saved.
+    ``loggers``: :data:`LOGGERS` besides ``metrics.csv`` (default ``stdout`` when ``verbose`` and not ``progress``).
+    ``replace_unfinished``: empty a folder holding an interrupted run; ``overrides_where_read``: apply each override
+    only where the parts read it (:meth:`AgentConfig.fit`); ``on_evaluation(entry)``: each periodic evaluation.
     """
     output_formats(loggers or [], None)  # (checks the names before anything runs)
     _check_count("steps", steps)
@@ -309,9 +279,8 @@ class _Terminated(BaseException):
 
 
 def _finish_trackers(trackers: Sequence[Any], exc: Optional[BaseException], results: Optional[Mapping[str, Any]] = None) -> None:
-    """Finish every tracker: with the run's results, or marked as stopped by a signal (exit code 128 + N, the
-    interrupt checkpoint noted) or failed (1, the error noted). A tracker that fails to finish must not hide
-    the run's own error."""
+    """Finish every tracker: with the results, stopped by a signal (exit code 128 + N) or failed (1); a tracker
+    that fails to finish must not hide the run's own error."""
     if exc is None:
         # a SIGTERM while a tracker flushes would end the process mid-finish (the guard's own finish is then a
         # no-op): hold it until the trackers are done, then it arrives as usual
@@ -344,9 +313,7 @@ def _finish_trackers(trackers: Sequence[Any], exc: Optional[BaseException], resu
 
 
 def _model_for_run(agent, task, steps, seeds, device, overrides, download, resume, init, say, where_read=False):
-    """The agent a run trains (new, fine-tuned or resumed), the resume plan (or None), the files the run
-    folder keeps, the recipe file and the dataset. The dataset is loaded before anything is built, so
-    a missing one fails first."""
+    """The agent a run trains, its resume plan (or None), the files to keep, the recipe file, its sections, the dataset."""
     keep: List[Path] = []
     plan, recipe_file, sections = None, None, []
     if resume is not None:
@@ -395,9 +362,8 @@ def _model_for_run(agent, task, steps, seeds, device, overrides, download, resum
 
 
 def carried_metrics(out: Path, resume: Path, step: int) -> Optional[tuple]:
-    """``(header, rows)`` of ``out/metrics.csv`` up to ``step`` when a run resumes from a checkpoint in its own
-    folder, else None: a run continued in chunks keeps one curve. Rows after ``step`` are dropped (the resumed
-    run does those steps again), so the file reads as one uninterrupted run's."""
+    """``(header, rows)`` of ``out/metrics.csv`` up to ``step`` when a run resumes in its own folder, else None:
+    a run continued in chunks keeps one curve, as one uninterrupted run's (later rows are done again)."""
     file = out / "metrics.csv"
     if not file.is_file() or resume.resolve().parent != out.resolve():
         return None
@@ -420,10 +386,9 @@ def carried_metrics(out: Path, resume: Path, step: int) -> Optional[tuple]:
 def _earlier_agent(out: Path) -> Optional[str]:
     """The agent the run folder's config.yaml names (a run resumed in its own folder keeps it)."""
     try:
-        doc = yaml.safe_load((out / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError):
+        agent = yaml.safe_load((out / "config.yaml").read_text()).get("agent")
+    except (OSError, yaml.YAMLError, AttributeError):  # (AttributeError: a document that is not a mapping)
         return None
-    agent = doc.get("agent") if isinstance(doc, dict) else None
     return agent if isinstance(agent, str) else None
 
 
@@ -447,8 +412,7 @@ def evaluations_from_rows(header: List[str], rows: List[List[str]], seeds: Seque
 
 
 def _evaluate_run(model, task, table, ckpts: List[Path], out: Path, device: str, written: List[Path]) -> Dict[str, Any]:
-    """The end-of-run evaluation of every seed's checkpoint (and the bandit's sample report); appends the
-    files it writes to ``written``."""
+    """The end-of-run evaluation of every seed's checkpoint (and the bandit's report); appends its files to ``written``."""
     per_seed = []
     for m, path in enumerate(ckpts):
         single = model if model.members == 1 else Agent.load(path, device=device)
@@ -470,8 +434,7 @@ def _evaluate_run(model, task, table, ckpts: List[Path], out: Path, device: str,
 def _train_locked(*, agent, env, out: Path, steps, seeds, device, overrides, progress, evaluate_at_end, verbose, download, resume, init,
                   save_every, say, loggers, replace_unfinished, where_read=False, keep_last: int = 0, trackers: Optional[List[Any]] = None,
                   on_evaluation=None) -> TrainResult:
-    """:func:`train` with the run folder's lock held; run trackers it starts (``--logger wandb``) are appended
-    to ``trackers`` for :func:`train` to finish."""
+    """:func:`train` with the lock held; run trackers it starts go into ``trackers`` for :func:`train` to finish."""
     from stable_baselines3.common.logger import CSVOutputFormat, Logger
 
     task = get_task(env)
@@ -554,10 +517,8 @@ def _train_locked(*, agent, env, out: Path, steps, seeds, device, overrides, pro
                                "seeds": list(model.seeds), "steps_per_s": done / max(train_s, 1e-9), "backend": model.backend.describe()}
     if latest is not None:
         written.append(latest.path)
-    if model.members == 1:
-        ckpts = [save_agent(model, out / "model.zip")]
-    else:
-        ckpts = [save_agent(model, out / f"model_seed{s}.zip", member=m) for m, s in enumerate(model.seeds)]
+    ckpts = ([save_agent(model, out / "model.zip")] if model.members == 1 else
+             [save_agent(model, out / f"model_seed{s}.zip", member=m) for m, s in enumerate(model.seeds)])
     written.extend(ckpts)
     if evaluate_at_end and task.eval_env is not None:
         results.update(_evaluate_run(model, task, table, ckpts, out, device, written))

@@ -1,19 +1,11 @@
 """``train --logger wandb``: the run's metrics, evaluations and resolved config as a Weights & Biases run.
 
-Why offline by default: logging should never need an account or a network, and a run must not stall or
-fail because a server is away. Unless the user set ``WANDB_MODE``, the run is written offline into
-``<out>/wandb/offline-run-*`` (or under ``$WANDB_DIR``) for ``wandb sync`` to upload later, if ever, and
-wandb's process-wide mode is set offline too, so that it sends none of its own usage telemetry.
-
-It is an SB3 logger output format (a ``KVWriter``): it sees what the other formats see, each row at its
-gradient step. Its run outlives the SB3 logger so that the final evaluation reaches the run's summary;
-the train job finishes it (:meth:`WandbOutputFormat.finish`) at the end, after an error, and after
-SIGINT/SIGTERM (exit code 128 + the signal, the interrupt checkpoint in its summary), also when SIGTERM
-comes after the learn loop (``faults.BeforeTermination``): wandb's writer buffers what it was sent, and
-a run whose process just died would keep none of it. Only SIGKILL leaves the W&B run unfinished.
-
-``wandb`` is an optional extra (``pip install 'dqltoolkit[wandb]'``) and takes about half a second to
-import: nothing imports it until a run asks for this format.
+Offline by default (unless ``WANDB_MODE`` is set), because logging should never need an account or a network:
+the run goes to ``<out>/wandb/offline-run-*`` (or ``$WANDB_DIR``) for ``wandb sync``, and wandb sends no telemetry.
+An SB3 output format (a ``KVWriter``) whose run outlives the SB3 logger, so the final evaluation reaches its
+summary; the train job finishes it (:meth:`WandbOutputFormat.finish`) at the end, after an error and after
+SIGINT/SIGTERM, because wandb's writer buffers and a run whose process just died keeps nothing (only SIGKILL
+leaves it unfinished). ``wandb`` (``pip install 'dqltoolkit[wandb]'``) is imported only when a run asks for it.
 """
 
 from __future__ import annotations
@@ -54,27 +46,21 @@ def _number(value: Any) -> Optional[float]:
 
 
 class WandbOutputFormat(KVWriter):
-    """An SB3 output format that writes to a W&B run it starts (see the module's docstring).
-
-    ``config``: the run's resolved config (what ``config.yaml`` holds). ``name``, ``tags``, ``job_type``:
-    how the run is labelled. ``say``: where the note on the run's folder goes."""
+    """An SB3 output format that writes to a W&B run it starts with the resolved ``config`` (see the module's docstring);
+    ``say``: where the note on the run's folder goes."""
 
     def __init__(self, out: Path, config: Mapping[str, Any], name: Optional[str] = None, tags: Sequence[str] = (),
                  job_type: str = "train", say: Callable[[str], None] = lambda m: None) -> None:
         wandb = require_wandb()
         mode = os.environ.get("WANDB_MODE", "").strip()  # the user's, else offline (no account, no network)
         if not mode:
-            mode = "offline"
-            # wandb's process-wide settings (read from the environment at its first use) decide whether it sends its
-            # own usage telemetry: a run made offline only by init(mode=...) would still post it to W&B's servers
+            mode = "offline"  # process-wide too: a run made offline only by init(mode=...) still posts usage telemetry
             wandb.setup(settings=wandb.Settings(mode="offline"))
-        # mode, dir and project are read from the environment here and passed on: wandb reads its environment once,
-        # at its first run in a process, so a later run in the same process (a notebook, the tests) would miss changes
+        # (read here and passed on: wandb reads its environment once per process, so a later run would miss changes)
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT") or PROJECT, dir=os.environ.get("WANDB_DIR") or str(out),
                               mode=mode, name=name or Path(out).name, config=dict(config), tags=[str(t)[:64] for t in tags], job_type=job_type,
                               reinit="create_new", settings=wandb.Settings(console="off"))
-        self.mode = mode
-        self.finished = False
+        self.mode, self.finished = mode, False
         run_dir = self.run_dir
         if mode == "offline" and run_dir is not None:
             say(f"W&B run (offline): {run_dir}; upload it with `wandb sync {run_dir}`")

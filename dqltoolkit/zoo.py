@@ -1,21 +1,11 @@
 """The model zoo: pretrained checkpoints named in a catalogue, downloaded once, verified, cached.
 
-Why digests: a checkpoint is used only after its SHA-256 and size match what the catalogue recorded, so a
-truncated download, a file changed on the server or a wrong URL fails loudly instead of quietly loading
-another model; loading never unpickles (``checkpoint.py``), so an index from anyone cannot run code.
-
-The catalogue is ``zoo/index.yaml`` (shipped in the wheel), or a path or URL in ``DQLTOOLKIT_ZOO_INDEX`` /
-``dqltoolkit zoo --index``. Each entry holds exactly one of ``file`` (next to the index), ``url`` (relative to
-the index) or ``hf`` (``ORG/NAME[@revision]`` on the Hugging Face Hub, fetched by ``dqltoolkit.sources``
-through ``dqltoolkit.hub``: the zoo never imports the Hub client). ``zoo:<id>`` names an entry anywhere a
-checkpoint path goes.
-
-Everything read from an index is bounded and checked: ids match :data:`ID_PATTERN` (an id becomes a cache
-file name), a ``file`` stays inside the index's folder, an index is at most :data:`MAX_INDEX_BYTES` and its
-YAML may not use anchors and aliases (an 867-byte alias bomb expands to gigabytes), an http(s) index names
-only http(s) URLs (a ``file://`` URL would make us hash local files and print their digest), and a transfer
-has an overall deadline (:data:`DEADLINE_S`) besides the per-read timeout, against servers that trickle
-bytes. Downloads go to unique ``.part`` files; a killed one's is removed once older than :data:`STALE_PART_S`.
+Why digests: a checkpoint is used only after its SHA-256 and size match the catalogue, so a truncated download, a
+changed file or a wrong URL fails loudly; loading never unpickles (``checkpoint.py``). The catalogue is
+``zoo/index.yaml``, or a path or URL in ``DQLTOOLKIT_ZOO_INDEX`` / ``--index``; an entry lives in a ``file`` beside
+the index, at a ``url``, or in a Hub repo (``hf``, fetched by ``dqltoolkit.sources``: the zoo never imports the Hub
+client). An index may come from anyone, so what it says is bounded and checked: ids (cache file names), paths,
+its size, no YAML aliases (an alias bomb), http(s) URLs only from a remote index, and a deadline per transfer.
 """
 
 from __future__ import annotations
@@ -87,8 +77,7 @@ def deadline_s() -> float:
 
 
 class _NoAliasLoader(yaml.SafeLoader):
-    """PyYAML's safe loader without anchors and aliases: an index never needs them, and a few of them nested
-    (a "billion laughs" document) expand a tiny file into gigabytes."""
+    """PyYAML's safe loader without anchors and aliases: a few nested ("billion laughs") expand to gigabytes."""
 
     def compose_node(self, parent, index):  # type: ignore[override]
         event = self.peek_event()
@@ -124,9 +113,7 @@ class ZooEntry:
     @property
     def kind(self) -> str:
         """Where it lives: ``file`` (shipped next to the index), ``url`` (downloaded) or ``hf`` (a Hub repo)."""
-        if self.location.startswith(HF_PREFIX):
-            return "hf"
-        return "url" if "://" in self.location else "file"
+        return "hf" if self.location.startswith(HF_PREFIX) else "url" if "://" in self.location else "file"
 
     @property
     def shipped(self) -> bool:
@@ -148,48 +135,42 @@ def _is_url(location: str) -> bool:
     return urllib.parse.urlparse(location).scheme in ("http", "https", "file")
 
 
-def _open_url(url: str, timeout: float = TIMEOUT_S):
-    request = urllib.request.Request(url, headers={"User-Agent": f"dqltoolkit/{__version__}"})
-    return urllib.request.build_opener(_HttpRedirects).open(request, timeout=timeout)
-
-
-class _Deadline(Exception):
-    """A transfer that ran past its overall deadline (turned into a ZooError naming the URL by the caller)."""
-
-
-def _transfer(url: str, limit: int, what: str, deadline: Optional[float] = None, limit_text: str = ""):
-    """Open ``url`` and yield its body in chunks as they arrive (``read1``: never waiting for a full chunk), at most
-    ``limit + 1`` bytes, within the overall deadline; a body announced (Content-Length) as longer than ``limit`` fails at once."""
+def _transfer(url: str, limit: int, what: str, limit_text: str, deadline: Optional[float] = None):
+    """Yield ``url``'s body as it arrives, at most ``limit + 1`` bytes within the deadline (an announced excess fails at once)."""
     deadline = deadline_s() if deadline is None else deadline
     started = time.monotonic()
 
     def late() -> bool:
         return time.monotonic() - started > deadline
 
+    def expired() -> ZooError:
+        return ZooError(f"{what}: {url} did not finish within the deadline of {deadline:g} s (set {DEADLINE_ENV} to allow more); "
+                        "nothing was kept")
+
+    request = urllib.request.Request(url, headers={"User-Agent": f"dqltoolkit/{__version__}"})
     try:
-        with _open_url(url, timeout=min(TIMEOUT_S, deadline)) as response:
+        with urllib.request.build_opener(_HttpRedirects).open(request, timeout=min(TIMEOUT_S, deadline)) as response:
             length = response.headers.get("Content-Length") if hasattr(response, "headers") else None
             if length is not None and length.isdigit() and int(length) > limit:
-                raise ZooError(f"{what}: {url} announces {int(length)} bytes, {limit_text or f'more than the limit of {limit} bytes'}")
+                raise ZooError(f"{what}: {url} announces {int(length)} bytes, {limit_text}")
             read, total = getattr(response, "read1", response.read), 0
             while total <= limit:
                 if late():
-                    raise _Deadline()
+                    raise expired()
                 try:
                     chunk = read(min(_CHUNK, limit + 1 - total))
-                except (TimeoutError, OSError) as exc:
+                except OSError as exc:  # (TimeoutError is one: a read that timed out)
                     if late() or isinstance(exc, TimeoutError):
-                        raise _Deadline() from None
+                        raise expired() from None
                     raise
                 if not chunk:
                     return
                 total += len(chunk)
                 yield chunk
-    except (_Deadline, TimeoutError) as exc:
-        if isinstance(exc, TimeoutError) and not late():
+    except TimeoutError:  # connecting
+        if not late():
             raise
-        raise ZooError(f"{what}: {url} did not finish within the deadline of {deadline:g} s "
-                       f"(set {DEADLINE_ENV} to allow more); nothing was kept") from None
+        raise expired() from None
 
 
 def _unreachable(url: str, exc: BaseException) -> str:
@@ -197,27 +178,6 @@ def _unreachable(url: str, exc: BaseException) -> str:
         return f"{url} answered HTTP {exc.code} ({exc.reason})"
     reason = getattr(exc, "reason", None) or exc
     return f"could not reach {url}: {reason}"
-
-
-def _read_index(location: str) -> str:
-    if _is_url(location):
-        try:
-            data = b"".join(_transfer(location, MAX_INDEX_BYTES, f"zoo index {location}",
-                                      limit_text=f"more than the limit of {MAX_INDEX_BYTES} bytes (MAX_INDEX_BYTES)"))
-        except (urllib.error.URLError, OSError) as exc:
-            raise ZooError(f"zoo index {location}: {_unreachable(location, exc)}") from None
-    else:
-        path = Path(location)
-        if not path.is_file():
-            raise ZooError(f"zoo index {location} does not exist (set {INDEX_ENV} to a path or URL of an index.yaml)")
-        with open(path, "rb") as f:
-            data = f.read(MAX_INDEX_BYTES + 1)
-    if len(data) > MAX_INDEX_BYTES:
-        raise ZooError(f"zoo index {location} is larger than the limit of {MAX_INDEX_BYTES} bytes (MAX_INDEX_BYTES)")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ZooError(f"zoo index {location}: not UTF-8 text ({exc})") from None
 
 
 def _entry(raw: Any, position: int, index: str) -> ZooEntry:
@@ -261,27 +221,39 @@ def _entry(raw: Any, position: int, index: str) -> ZooEntry:
         name = Path(raw["file"])
         if not raw["file"] or name.is_absolute() or ".." in name.parts or "\\" in raw["file"] or "://" in raw["file"]:
             raise ZooError(f"{where}: field 'file' must be a relative path inside the index's folder, got {raw['file']!r}")
+        if not _is_url(index):
+            return ZooEntry(location=str((Path(index).resolve().parent / name).resolve()), **fields)
+    # a 'url', or a 'file' beside a remote index: resolved against the index's URL
+    base = index if _is_url(index) else Path(index).resolve().as_uri()
+    location = urllib.parse.urljoin(base, raw["url"] if "url" in raw else raw["file"])
     remote = urllib.parse.urlparse(index).scheme in ("http", "https")
-    if "url" in raw:
-        location = urllib.parse.urljoin(index if _is_url(index) else Path(index).resolve().as_uri(), raw["url"])
-    elif _is_url(index):  # a 'file' next to a remote index is fetched from beside it
-        location = urllib.parse.urljoin(index, raw["file"])
-    else:
-        location = str((Path(index).resolve().parent / raw["file"]).resolve())
-    if "://" in location:
-        scheme = urllib.parse.urlparse(location).scheme
-        allowed = ("http", "https") if remote else ("http", "https", "file")
-        if scheme not in allowed:
-            raise ZooError(f"{where}: field {'url' if 'url' in raw else 'file'!r} resolves to {location}; "
-                           f"an entry of {'an http(s)' if remote else 'this'} index may only name {' or '.join(allowed)} URLs")
+    allowed = ("http", "https") if remote else ("http", "https", "file")
+    if "://" in location and urllib.parse.urlparse(location).scheme not in allowed:
+        raise ZooError(f"{where}: field {'url' if 'url' in raw else 'file'!r} resolves to {location}; "
+                       f"an entry of {'an http(s)' if remote else 'this'} index may only name {' or '.join(allowed)} URLs")
     return ZooEntry(location=location, **fields)
 
 
 def load_index(index: Optional[str] = None) -> Dict[str, ZooEntry]:
     """The catalogue's entries by id, every entry validated (a broken index fails as a whole, naming the entry)."""
     index = index or default_index()
+    if _is_url(index):
+        try:
+            data = b"".join(_transfer(index, MAX_INDEX_BYTES, f"zoo index {index}",
+                                      limit_text=f"more than the limit of {MAX_INDEX_BYTES} bytes (MAX_INDEX_BYTES)"))
+        except (urllib.error.URLError, OSError) as exc:
+            raise ZooError(f"zoo index {index}: {_unreachable(index, exc)}") from None
+    else:
+        if not Path(index).is_file():
+            raise ZooError(f"zoo index {index} does not exist (set {INDEX_ENV} to a path or URL of an index.yaml)")
+        with open(index, "rb") as f:
+            data = f.read(MAX_INDEX_BYTES + 1)
+    if len(data) > MAX_INDEX_BYTES:
+        raise ZooError(f"zoo index {index} is larger than the limit of {MAX_INDEX_BYTES} bytes (MAX_INDEX_BYTES)")
     try:
-        doc = yaml.load(_read_index(index), Loader=_NoAliasLoader) or {}  # a safe loader, minus aliases
+        doc = yaml.load(data.decode("utf-8"), Loader=_NoAliasLoader) or {}  # a safe loader, minus aliases
+    except UnicodeDecodeError as exc:
+        raise ZooError(f"zoo index {index}: not UTF-8 text ({exc})") from None
     except yaml.YAMLError as exc:
         raise ZooError(f"zoo index {index}: not valid YAML: {exc}") from None
     except RecursionError:
@@ -311,26 +283,18 @@ def cache_root() -> Path:
 
 
 def cached_path(entry: ZooEntry) -> Path:
-    """Where a downloaded entry lives; the digest is in the name, so a republished entry never reuses a stale file.
-    Always a plain file name inside :func:`cache_root` (the id is checked again here: an entry may be built by hand)."""
+    """A downloaded entry's cache file, named by id and digest (a republished entry never reuses a stale file)."""
     check_id(entry.id)
     if not _SHA256.match(entry.sha256):
         raise ZooError(f"zoo entry {entry.id!r}: sha256 {entry.sha256[:80]!r} is not 64 lower-case hex digits")
     if entry.kind == "hf":
         raise ZooError(f"zoo entry {entry.id!r} lives on the Hugging Face Hub ({entry.location}): it is cached in the Hub's cache, not the zoo's")
-    root = cache_root()
-    path = root / f"{entry.id}-{entry.sha256[:12]}.zip"
-    if path.parent != root:
-        raise ZooError(f"zoo entry {entry.id!r}: its cache file {path} would lie outside the cache {root}")
-    return path
+    return cache_root() / f"{entry.id}-{entry.sha256[:12]}.zip"
 
 
 def sha256_of(path: Union[str, Path]) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return _cache.sha256_of(f)
 
 
 def _verify(entry: ZooEntry, size: int, digest: str, source: str, outcome: str = "nothing was kept") -> None:
@@ -340,23 +304,18 @@ def _verify(entry: ZooEntry, size: int, digest: str, source: str, outcome: str =
         raise ZooError(f"zoo entry {entry.id!r}: {source} has SHA-256 {digest}, the index says {entry.sha256}; {outcome}")
 
 
-def _remove_stale_parts(folder: Path, older_than: float) -> None:
-    """Delete ``.part`` files that no download has touched for ``older_than`` seconds (left by killed processes)."""
-    now = time.time()
-    for part in folder.glob(".*.part"):
-        try:
-            if part.is_file() and not part.is_symlink() and now - part.stat().st_mtime > older_than:
-                part.unlink()
-        except OSError:
-            pass  # another process removed or finished it
-
-
 def _download(entry: ZooEntry, dest: Path, progress: bool, deadline: Optional[float] = None) -> None:
     from tqdm import tqdm
 
     deadline = deadline_s() if deadline is None else deadline
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_parts(dest.parent, max(STALE_PART_S, deadline))
+    now, older_than = time.time(), max(STALE_PART_S, deadline)
+    for old in dest.parent.glob(".*.part"):  # left by killed downloads: untouched for longer than any download takes
+        try:
+            if old.is_file() and not old.is_symlink() and now - old.stat().st_mtime > older_than:
+                old.unlink()
+        except OSError:
+            pass  # another process removed or finished it
     fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     part = Path(name)
     digest, size = hashlib.sha256(), 0
@@ -365,8 +324,8 @@ def _download(entry: ZooEntry, dest: Path, progress: bool, deadline: Optional[fl
             bar = tqdm(total=entry.size, unit="B", unit_scale=True, desc=f"zoo {entry.id}", file=sys.stderr, leave=False,
                        disable=None if progress else True)  # (None: a bar on terminals only)
             with os.fdopen(fd, "wb") as out, bar:
-                for chunk in _transfer(entry.location, entry.size, f"zoo entry {entry.id!r}", deadline,
-                                       f"the index says {entry.size} (truncated or changed); nothing was kept"):
+                for chunk in _transfer(entry.location, entry.size, f"zoo entry {entry.id!r}",
+                                       f"the index says {entry.size} (truncated or changed); nothing was kept", deadline):
                     size += len(chunk)
                     if size > entry.size:
                         break  # more than the index promises: stop reading, _verify reports it
@@ -385,9 +344,7 @@ def _download(entry: ZooEntry, dest: Path, progress: bool, deadline: Optional[fl
 
 def fetch(entry: Union[str, ZooEntry], index: Optional[str] = None, force: bool = False, progress: bool = True,
           deadline: Optional[float] = None) -> Path:
-    """The local path of a zoo checkpoint, verified against the index: a shipped file in place, a downloaded one
-    from the cache (downloaded if missing, or again with ``force``, within ``deadline`` seconds: :func:`deadline_s`).
-    Entries on the Hub: :func:`dqltoolkit.sources.fetch_entry`, which handles every kind."""
+    """A zoo checkpoint's local path, verified against the index: a shipped file, or the cache's copy (downloaded if needed)."""
     entry = get_entry(entry, index) if isinstance(entry, str) else entry
     if entry.kind == "hf":
         raise ZooError(f"zoo entry {entry.id!r} lives on the Hugging Face Hub ({entry.location}): "
@@ -410,8 +367,7 @@ def fetch(entry: Union[str, ZooEntry], index: Optional[str] = None, force: bool 
 
 
 def resolve_checkpoint(spec: Union[str, Path], index: Optional[str] = None) -> Path:
-    """``zoo:<id>`` -> the entry's verified local file; anything else is a path and is returned as one.
-    (``hf:`` references, entries on the Hub and every other source: :func:`dqltoolkit.sources.resolve_checkpoint`.)"""
+    """``zoo:<id>`` -> the entry's verified local file, anything else a path (all sources: ``sources.resolve_checkpoint``)."""
     text = str(spec)
     if text.startswith("hf:"):
         raise ZooError(f"{text} is a Hugging Face Hub reference, not a zoo entry: dqltoolkit.sources.resolve_checkpoint resolves both")
@@ -423,10 +379,7 @@ def resolve_checkpoint(spec: Union[str, Path], index: Optional[str] = None) -> P
 def make_entry(checkpoint: Union[str, Path], entry_id: str, url: Optional[str] = None, file: Optional[str] = None,
                agent: Optional[str] = None, results: Optional[Mapping[str, Any]] = None, description: str = "",
                trained: Optional[Mapping[str, Any]] = None, hf: Optional[str] = None) -> Dict[str, Any]:
-    """An index entry for a checkpoint (what ``dqltoolkit zoo entry`` prints): digest and size of the file,
-    its task, steps, seeds and versions from the file itself, the recipe name from ``agent`` or the run's
-    ``config.yaml`` beside it, metrics from the run's ``results.json`` when given. ``hf``: the Hub repo
-    (``ORG/NAME[@revision]``) the checkpoint was pushed to, instead of ``url`` or ``file``."""
+    """The index entry (``dqltoolkit zoo entry``) that publishes a checkpoint at ``url``, ``file`` or ``hf``."""
     check_id(entry_id)
     if sum(x is not None for x in (url, file, hf)) != 1:
         raise ZooError("zoo entry: give exactly one of url (where it will be downloaded from) or file (shipped next to the index) "
@@ -443,29 +396,20 @@ def make_entry(checkpoint: Union[str, Path], entry_id: str, url: Optional[str] =
     if not agent:
         raise ZooError(f"{path}: no recipe name given and no run config.yaml beside it naming one; pass agent (--agent)")
     entry: Dict[str, Any] = {"id": entry_id, "agent": str(agent), "task": doc["task"], "sha256": sha256_of(path), "size": path.stat().st_size}
-    if hf is not None:
-        entry["hf"] = hf.removeprefix(HF_PREFIX)
-    else:
-        entry["url" if url is not None else "file"] = url if url is not None else file
+    kind, where = next((k, v) for k, v in (("url", url), ("file", file), ("hf", hf)) if v is not None)
+    entry[kind] = where.removeprefix(HF_PREFIX) if kind == "hf" else where
     if description:
         entry["description"] = description
-    if results:
-        entry["metrics"] = _metrics_from_results(results)
+    if results:  # a one-seed run's results.json (its final evaluation), or what `dqltoolkit evaluate --json` prints
+        evaluation = [results] if "evaluation" not in results and "mean_return" in results else results.get("evaluation") or []
+        if len(evaluation) != 1:
+            raise ZooError(f"zoo entry: results hold {len(evaluation)} evaluations; an entry describes one checkpoint (one seed)")
+        e = evaluation[0]
+        keys = ("mean_return", "std_return", "episodes", "normalized_score", "best_mode_share")
+        entry["metrics"] = {k: (round(float(e[k]), 4) if k != "episodes" else int(e[k])) for k in keys if k in e}
+        if "mode_shares" in e:
+            entry["metrics"]["off_data_share"] = round(float(e["mode_shares"].get("off_data", 0.0)), 4)
     entry["trained"] = {"steps": int(doc.get("num_timesteps", 0)), "seeds": list(doc.get("seeds", [])), **doc.get("versions", {}), **(trained or {})}
     if results and "train_seconds" in results:
         entry["trained"]["train_seconds"] = round(float(results["train_seconds"]), 1)
     return entry
-
-
-def _metrics_from_results(results: Mapping[str, Any]) -> Dict[str, Any]:
-    """Mean return, its std, episodes, normalised score and mode shares from a one-seed run's ``results.json``
-    (its final evaluation) or from the JSON that ``dqltoolkit evaluate --json`` prints."""
-    evaluation = [results] if "evaluation" not in results and "mean_return" in results else results.get("evaluation") or []
-    if len(evaluation) != 1:
-        raise ZooError(f"zoo entry: results hold {len(evaluation)} evaluations; an entry describes one checkpoint (one seed)")
-    e = evaluation[0]
-    keys = ("mean_return", "std_return", "episodes", "normalized_score", "best_mode_share")
-    out: Dict[str, Any] = {k: (round(float(e[k]), 4) if k != "episodes" else int(e[k])) for k in keys if k in e}
-    if "mode_shares" in e:
-        out["off_data_share"] = round(float(e["mode_shares"].get("off_data", 0.0)), 4)
-    return out

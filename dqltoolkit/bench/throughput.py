@@ -1,15 +1,10 @@
-"""Gradient steps per second at Hopper sizes: the reference step, the toolkit's exact step, five seeds
-in one process, the EDP-style approximate step, and the evaluation path.
+"""Gradient steps per second at Hopper sizes: the reference step, the toolkit's exact step, five seeds in one
+process, the EDP-style approximate step, and the evaluation path.
 
-All rows run in one process, timed round-robin so that clock drift hits them alike. Each also reports
-achieved GFLOP/s from a count of the step's matrix work, next to the machine's matmul rate, which is one
-more round-robin entry: a rate measured apart from the rows, under another moment's load, once made rows
-read 3,600-7,000% of it. Where other processes took a noticeable share of the CPU, or the matmul's blocks
-disagree, the table says the machine was too busy instead of printing percentages.
-
-By default the timed rounds fill a time budget (``seconds``), each entry's blocks sized from its warm-up
-cost, so that a run takes about as long on a busy machine as on an idle one (about two minutes on a
-2-core CPU), where a fixed step count once took 9 minutes on a loaded machine.
+All rows, and the matmul rate their GFLOP/s are compared with, are timed round-robin in one process so that
+clock drift and load hit them alike (a rate measured apart once made rows read 3,600-7,000% of it); a busy
+machine gets no percentages. By default the rounds fill a time budget (``seconds``), blocks sized from the
+warm-up, so that a run takes about as long on a busy machine as on an idle one.
 """
 
 from __future__ import annotations
@@ -45,24 +40,19 @@ class Row:
     vs_reference: Optional[float] = None
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timed(fn: Callable[[], None], calls: int, device: torch.device) -> float:
     """Seconds per call over ``calls`` calls of ``fn``, the device synchronised before and after."""
-    _sync(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda _: None)
+    sync(device)
     t0 = time.perf_counter()
     for _ in range(calls):
         fn()
-    _sync(device)
+    sync(device)
     return (time.perf_counter() - t0) / calls
 
 
 def matmul_call(device: torch.device, n: int = 256, batch: int = 256) -> Tuple[Callable[[], None], float]:
-    """One float32 [batch, n] @ [n, n] product into a preallocated output, and its GFLOP: the calibration
-    entry, timed among the rows in the same round-robin blocks, so both see the same machine."""
+    """One float32 [batch, n] @ [n, n] product and its GFLOP: the calibration entry, timed among the rows."""
     a = torch.randn(batch, n, device=device)
     w = torch.randn(n, n, device=device)
     out = torch.empty(batch, n, device=device)
@@ -70,15 +60,10 @@ def matmul_call(device: torch.device, n: int = 256, batch: int = 256) -> Tuple[C
 
 
 class CpuLoad:
-    """CPU time that other processes used while a benchmark ran, as a share of all cores (Linux /proc/stat).
-
-    Why: on a shared machine the rows and the matmul calibration slow down by different factors (a
-    multi-threaded matmul suffers most), so their ratio means little then. ``share`` is None where
-    /proc/stat is unavailable.
-    """
+    """CPU time other processes used during a benchmark, as a share of all cores (Linux /proc/stat; else None): on a
+    shared machine the rows and the matmul slow down by different factors, so their ratio means little then."""
 
     def __init__(self) -> None:
-        self.share: Optional[float] = None
         self._start = self._sample()
 
     @staticmethod
@@ -103,9 +88,7 @@ class CpuLoad:
         (b0, p0, w0), (b1, p1, w1) = self._start, self._sample()
         if b0 is None or b1 is None or w1 - w0 <= 0:
             return None
-        cores = os.cpu_count() or 1
-        self.share = max(0.0, ((b1 - b0) - (p1 - p0)) / (cores * (w1 - w0)))
-        return self.share
+        return max(0.0, ((b1 - b0) - (p1 - p0)) / ((os.cpu_count() or 1) * (w1 - w0)))
 
 
 BUSY_SHARE = 0.15  # other processes' share of all cores above which the matmul rate is not trusted
@@ -121,10 +104,8 @@ def step_gflop(obs_dim: int, action_dim: int, batch_size: int, T: int, hidden: i
     actor = mlp(action_dim + time_dim + obs_dim, action_dim)
     critic2 = 2 * mlp(obs_dim + action_dim, 1)
     target = (target_steps or T) * actor + critic2  # next-action chain + target twins, no grad
-    critic_update = 3 * critic2
-    bc = 3 * actor
     q_term = (0 if approx else 3 * T * actor) + 2 * critic2
-    return (target + critic_update + bc + q_term) / 1e9
+    return (target + 3 * critic2 + 3 * actor + q_term) / 1e9  # + the critic update + the BC term
 
 
 def hopper_table(n: int, obs_dim: int, action_dim: int, seed: int = 0, terminal_prob: float = 0.01) -> Dict[str, np.ndarray]:
@@ -159,8 +140,7 @@ def _agent(seeds, device, table, config=None, **overrides):
 
 
 def _export_rows(agent, obs_dim: int, calls: int, say) -> Dict[str, Tuple[Callable[[], None], int]]:
-    """``onnxruntime, N env(s)`` rows for 1 and 10 observations, beside the ``predict`` rows; none (with a
-    note) where the export extra is not installed."""
+    """``onnxruntime, N env(s)`` rows for 1 and 10 observations; none (with a note) without the export extra."""
     try:
         from ..export import draw_inputs, export_policy, load_runner, read_metadata
     except ImportError as exc:  # pragma: no cover - the export extra is missing
@@ -179,13 +159,8 @@ def _export_rows(agent, obs_dim: int, calls: int, say) -> Dict[str, Tuple[Callab
 
 
 def counted_step_gflop(config, table, steps: int = 4) -> float:
-    """Matrix GFLOP per training step of an agent with ``config``, counted by torch's FlopCounterMode over
-    ``steps`` eager CPU steps (enough to include the actor update of ``policy_delay=2`` recipes).
-
-    Why counted rather than written down: the recipes differ in heads, objectives and sample counts, and
-    a formula per recipe would drift from the code. The count runs on the eager path because the fused
-    operators are opaque to the counter; both paths do the same matrix work on any device.
-    """
+    """Matrix GFLOP per training step of an agent with ``config``, counted by FlopCounterMode over ``steps`` eager CPU
+    steps (a formula per recipe would drift from the code; fused operators are opaque to the counter)."""
     from unittest import mock
 
     from torch.utils.flop_counter import FlopCounterMode
@@ -200,8 +175,7 @@ def counted_step_gflop(config, table, steps: int = 4) -> float:
 
 def _recipe_rows(dev: torch.device, table, steps: int, reduced: Optional[Tuple[str, str]] = None
                  ) -> Dict[str, Tuple[Callable[[], None], int, float, str]]:
-    """One row per shipped recipe (agents/*.yaml, default section), at Hopper's observation and action
-    sizes; with ``reduced`` (``(precision, label)``) a second row per recipe at that matmul precision."""
+    """One row per shipped recipe at Hopper's sizes; with ``reduced`` (``(precision, label)``) one more at that precision."""
     plan = {}
     for name in recipe_names():
         cfg = load_recipe(name)[0].fit(q_start=0)  # the steady-state step: past any warm-up without the Q term (bear's)
@@ -229,24 +203,15 @@ def _table_tensors(table, dev: torch.device) -> Dict[str, torch.Tensor]:
 
 def time_interleaved(fns: Dict[str, Tuple[Callable[[], None], int]], device: torch.device, repeats: int, warmup: int,
                      say: Callable[[str], None] = lambda _: None) -> Dict[str, float]:
-    """Median seconds per call of each ``fn`` (``{name: (fn, calls per block)}``), timed round-robin.
-
-    Why round-robin: on shared or thermally limited machines the clock drifts by 5-15% over a minute of
-    sustained load, so rows timed one after another are compared under different conditions. Taking
-    block r of every row in turn puts each row's blocks in the same stretches of time.
-    """
-    per = time_blocks(fns, device, repeats, warmup, say)
-    return {name: statistics.median(v) for name, v in per.items()}
+    """Median seconds per call of each ``fn`` (``{name: (fn, calls per block)}``), timed round-robin: the clock drifts
+    5-15% over a minute of load on shared machines, and taking block r of every row in turn compares them alike."""
+    return {name: statistics.median(v) for name, v in time_blocks(fns, device, repeats, warmup, say).items()}
 
 
 def time_blocks(fns: Dict[str, Tuple[Callable[[], None], int]], device: torch.device, repeats: int, warmup: int,
                 say: Callable[[str], None] = lambda _: None, budget_s: Optional[float] = None) -> Dict[str, List[float]]:
-    """Seconds per call of every block of each ``fn``, timed round-robin (see :func:`time_interleaved`).
-
-    ``budget_s``: instead of the given calls per block, size each entry's blocks so that all timed rounds
-    take about ``budget_s`` seconds, every entry's block the same length, from the per-call cost seen in
-    the warm-up (at least 2 warm-up calls then).
-    """
+    """Seconds per call of every block of each ``fn``, timed round-robin (see :func:`time_interleaved`). ``budget_s``:
+    size the blocks from the warm-up's cost (2 calls at least) so that all rounds take about that long, in equal shares."""
     cost: Dict[str, float] = {}
     for name, (fn, _) in fns.items():
         say(f"warming up {name}")
@@ -264,15 +229,13 @@ def time_blocks(fns: Dict[str, Tuple[Callable[[], None], int]], device: torch.de
 
 
 def calls_for_budget(cost: Dict[str, float], budget_s: float, repeats: int, min_calls: int = 3) -> Dict[str, int]:
-    """Calls per block for each entry (``cost``: seconds per call) so that ``repeats`` rounds over all
-    entries take about ``budget_s``: each entry's block gets an equal share, and at least ``min_calls``."""
+    """Calls per block for each entry (``cost``: seconds per call): equal shares of ``budget_s``, ``min_calls`` at least."""
     share = budget_s / max(1, repeats * len(cost))
     return {name: max(min_calls, int(round(share / c)) if c > 0 else min_calls) for name, c in cost.items()}
 
 
 def _recipe_acting_rows(dev: torch.device, table, obs_dim: int, calls: int) -> Dict[str, Tuple[Callable[[], None], int]]:
-    """``predict`` for one observation with every shipped recipe: what a new head, sampler or selection rule
-    costs at deployment is as much part of its price as its training step."""
+    """``predict`` for one observation with every shipped recipe: acting is as much part of a recipe's price as training."""
     obs = np.random.default_rng(0).standard_normal((1, obs_dim)).astype(np.float32)
     rows: Dict[str, Tuple[Callable[[], None], int]] = {}
     for name in recipe_names():
@@ -289,13 +252,9 @@ MATMUL = "matmul (calibration)"
 def run_benchmark(device: str = "auto", steps: Optional[int] = None, repeats: int = 5, warmup: int = 10, dataset_size: int = 100_000,
                   rows: Optional[List[str]] = None, progress: Optional[Callable[[str], None]] = None,
                   seconds: Optional[float] = None) -> Dict[str, object]:
-    """Time every row and the matmul calibration (round-robin, see :func:`time_blocks`); returns
-    ``{"device", "matmul_gflops", "busy", "rows": [Row...], "eval": [...]}``.
-
-    ``steps``: calls per timed block (eval rows at least 20, five-seed rows a fifth); without it, the
-    timed rounds fill ``seconds`` (default :data:`DEFAULT_SECONDS`). ``busy`` is None, or why the
-    matmul rate could not be measured (``matmul_gflops`` is then None).
-    """
+    """Time every row and the matmul (see :func:`time_blocks`): ``{"device", "matmul_gflops", "busy", "rows", "eval", ...}``.
+    ``steps``: calls per block (else the rounds fill ``seconds``, :data:`DEFAULT_SECONDS`); ``busy``: why the matmul
+    rate was not measured (``matmul_gflops`` None), or None."""
     if steps is not None and steps < 1:
         raise ValueError(f"steps per timed block must be >= 1, got {steps}")
     if repeats < 1:
@@ -319,9 +278,8 @@ def run_benchmark(device: str = "auto", steps: Optional[int] = None, repeats: in
     flop = step_gflop(**s)
     # the ceiling: on a CPU a step-sized matmul already runs at the machine's rate; a GPU only reaches its
     # own with large ones (a 256-wide matmul there is latency-bound, as is the whole step)
-    mm = 256 if dev.type == "cpu" else 4096
+    mm, mm_calls = (256, 200) if dev.type == "cpu" else (4096, 20)
     mm_fn, mm_flop = matmul_call(dev, n=mm, batch=mm)
-    mm_calls = 200 if dev.type == "cpu" else 20
     # name -> (step function, calls per timed block, GFLOP per call, note); built first, timed together
     plan: Dict[str, Tuple[Callable[[], None], int, float, str]] = {}
     if "reference" in wanted:
@@ -334,8 +292,7 @@ def run_benchmark(device: str = "auto", steps: Optional[int] = None, repeats: in
             plan["exact, no CUDA graphs"] = (_agent([0], dev, table, cuda_graphs=False).train_step, steps, flop, "-p cuda_graphs=false")
     # reduced-precision products (the agent's matmul_precision option): TF32 on a GPU, bf16 on a CPU that has the units
     reduced = "reduced" in wanted and (gpu or (dev.type == "cpu" and cpu_has_bf16_matmuls()))
-    low = "high" if gpu else "medium"
-    low_name = "TF32 matmuls" if gpu else "bf16 products"
+    low, low_name = ("high", "TF32 matmuls") if gpu else ("medium", "bf16 products")
     if "exact_x5" in wanted:
         plan["exact x5 seeds"] = (_agent([0, 1, 2, 3, 4], dev, table).train_step, x5_steps, flop * 5, "")
     if "approx" in wanted:
@@ -409,8 +366,7 @@ def run_benchmark(device: str = "auto", steps: Optional[int] = None, repeats: in
 
 
 def format_table(result: Dict[str, object]) -> str:
-    """The markdown report; without a trusted matmul rate (``busy``) the percentage column reads "-" and
-    the header says why."""
+    """The markdown report; without a trusted matmul rate (``busy``) the percentage column reads "-" and the header says why."""
     peak = result["matmul_gflops"]
     n = result.get("matmul_size", 256)
     load = result.get("other_load")

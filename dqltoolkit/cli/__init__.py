@@ -15,6 +15,15 @@ def _fail(exc: Exception) -> None:
     raise click.ClickException(str(exc))
 
 
+@contextlib.contextmanager
+def _failing(*errors: type):
+    """Report the listed exceptions raised in the block as a one-line command error (``_fail``)."""
+    try:
+        yield
+    except errors as exc:
+        _fail(exc)
+
+
 def _threads_option(fn):
     """``--threads`` for the commands that compute (train, evaluate, bench): see dqltoolkit/threads.py."""
     return click.option("--threads", default="auto", show_default=True, metavar="N|auto",
@@ -27,10 +36,8 @@ def _threads_option(fn):
 def _threads(spec: str, say=None):
     """Use ``spec`` threads for the command, the caller's count after it (tests run commands in-process)."""
     before = torch.get_num_threads()
-    try:
+    with _failing(ValueError):
         n, why = set_threads(spec)
-    except ValueError as exc:
-        _fail(exc)
     try:
         if say is not None and n < before:
             say(f"using {n} of {before} torch threads ({why}; --threads N to choose)")

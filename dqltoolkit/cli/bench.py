@@ -8,7 +8,7 @@ from typing import Optional
 import click
 
 from ..bench.throughput import format_table, run_benchmark, to_json_rows
-from . import _fail, _threads, _threads_option, main
+from . import _fail, _failing, _threads, _threads_option, main
 
 
 @main.command()
@@ -34,12 +34,9 @@ def bench(device: str, rows: str, steps: Optional[int], seconds: Optional[float]
     bad = [r for r in wanted if r not in known]
     if bad:
         _fail(ValueError(f"--rows: unknown row(s) {bad}; choose from {sorted(known)}"))
-    try:
-        with _threads(threads, lambda m: click.echo(m, err=True)):
-            result = run_benchmark(device, steps=steps, repeats=repeats, rows=wanted, seconds=seconds,
-                                   progress=lambda m: click.echo(m, err=True))
-    except ValueError as exc:
-        _fail(exc)
+    with _failing(ValueError), _threads(threads, lambda m: click.echo(m, err=True)):
+        result = run_benchmark(device, steps=steps, repeats=repeats, rows=wanted, seconds=seconds,
+                               progress=lambda m: click.echo(m, err=True))
     if as_json:
         for r in to_json_rows(result):
             click.echo(json.dumps(r))

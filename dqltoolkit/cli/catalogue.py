@@ -18,15 +18,8 @@ from . import main
 def list_(what: str) -> None:
     """Show registered agents (recipes), heads, critics, objectives, samplers, envs (tasks), zoo entries and recipe
     keys: WHAT picks one section (default all)."""
-    sections = {
-        "agents": recipe_names,
-        "heads": HEADS.names,
-        "critics": CRITICS.names,
-        "objectives": OBJECTIVES.names,
-        "samplers": SAMPLERS.names,
-        "envs": task_ids,
-        "zoo": lambda: sorted(load_index()),
-    }
+    sections = {"agents": recipe_names, "heads": HEADS.names, "critics": CRITICS.names, "objectives": OBJECTIVES.names,
+                "samplers": SAMPLERS.names, "envs": task_ids, "zoo": lambda: sorted(load_index())}
     for name, fn in sections.items():
         if what in (name, "all"):
             click.echo(f"{name}: {', '.join(fn())}")

@@ -23,8 +23,7 @@ def dataset() -> None:
 
 
 def _build_target(target: str) -> Tuple[str, Optional[list]]:
-    """``(env, levels or None)`` for `dataset build TARGET`: an env name, or a dataset name whose catalogue
-    entry says how it is built (its ``build`` command)."""
+    """``(env, levels or None)`` for `dataset build TARGET`: an env name, or a dataset name with a catalogue ``build`` command."""
     if target in builder.ENVS:
         return target, None
     try:

@@ -22,16 +22,13 @@ from . import _fail, _threads, _threads_option, main
 
 
 def _positive_episodes(ctx: click.Context, param: click.Parameter, value: Optional[int]) -> Optional[int]:
-    """Refuse --episodes below 1 here: 0 used to fall back to the task's default (1,000 on the bandit) silently;
-    and above the limit of one vector env, before the checkpoint is even fetched."""
+    """Refuse --episodes below 1 (0 once fell back to the default silently) or over one vector env, before any fetch."""
     if value is not None and value < 1:
         raise click.BadParameter(f"{value} episodes: give at least 1 (leave --episodes out for the task's default)")
     try:
-        if value is not None:
-            check_episodes(value)
+        return None if value is None else check_episodes(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    return value
 
 
 def _evaluate_options(fn):

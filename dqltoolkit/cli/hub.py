@@ -10,7 +10,7 @@ import click
 from ..checkpoint import CheckpointError
 from ..hub import HubError, prepare_push, push, resolve_hf
 from ..zoo import ZooError
-from . import _fail, main
+from . import _failing, main
 
 
 @main.group()
@@ -34,15 +34,13 @@ def hub() -> None:
 def hub_push(source: str, repo: Optional[str], revision: Optional[str], private: bool, agent: Optional[str], message: Optional[str],
              video: Optional[Path], dry_run: bool) -> None:
     """Upload a run folder's checkpoint (or a checkpoint file, or zoo:<id>) with its recipe, metrics and a model card."""
-    try:
+    with _failing(HubError, ZooError, CheckpointError, FileNotFoundError):
         if dry_run:
             bundle = prepare_push(source, repo, agent, revision, video=video)
             click.echo(bundle.card)
             click.echo(f"would upload to {bundle.repo_id}: {', '.join(sorted(bundle.files))}", err=True)
             return
         res = push(source, repo, revision=revision, private=private, agent=agent, message=message, video=video)
-    except (HubError, ZooError, CheckpointError, FileNotFoundError) as exc:
-        _fail(exc)
     click.echo(f"pushed {', '.join(res.files)} to {res.repo_id}@{res.revision} (commit {res.commit[:12]})")
     click.echo(f"load it with dqltoolkit.load(\"hf:{res.repo_id}{'@' + res.revision if res.revision != 'main' else ''}\")")
 
@@ -52,7 +50,5 @@ def hub_push(source: str, repo: Optional[str], revision: Optional[str], private:
 @click.option("--force", is_flag=True, help="Download again even if the Hub cache has it.")
 def hub_download(ref: str, force: bool) -> None:
     """Fetch a repo's checkpoint into the Hub cache, verify its SHA-256 against the card, print its path."""
-    try:
+    with _failing(HubError):
         click.echo(str(resolve_hf(ref, force=force)))
-    except HubError as exc:
-        _fail(exc)

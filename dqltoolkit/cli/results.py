@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -80,8 +81,6 @@ def report(paths: Tuple[Path, ...], out: Optional[Path], reps: int, seed: int, s
         click.echo(f"wrote {f}")
 
 
-
-
 @main.command("select")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--rules", default="bc,fqe", show_default=True, help="Offline rules: bc (the BC-loss rule), fqe (fitted Q evaluation).")
@@ -93,12 +92,9 @@ def select(run_dir: Path, rules: str, fqe_steps: int, top_k: Optional[int], as_j
     """Rank a run's saved checkpoints (train --save-every N --keep-checkpoints K) without the simulator: the BC-loss
     rule and fitted Q evaluation, with each pick's regret where the run has online evaluations at those steps.
     Writes RUN_DIR/selection.json."""
-    import json as _json
-
-
     try:
         with _threads(threads, lambda m: click.echo(m, err=True)):
             res = select_run(run_dir, [r.strip() for r in rules.split(",") if r.strip()], FQEConfig(steps=fqe_steps), top_k)
     except (SelectError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
-    click.echo(_json.dumps(res, indent=1) if as_json else "\n".join(selection_table(res)))
+    click.echo(json.dumps(res, indent=1) if as_json else "\n".join(selection_table(res)))

@@ -10,7 +10,7 @@ import click
 
 from ..config import ConfigError
 from ..registry import UnknownNameError
-from ..sweep import run_sweep, summary_lines
+from ..sweep import run_sweep
 from ..sweep_spec import SweepError, load_sweep
 from . import _fail, main
 
@@ -40,8 +40,10 @@ def sweep(sweep_file: Path, out: Path, address: Optional[str], resume: bool, num
     except KeyboardInterrupt:  # a signal before Tune took over (while Ray started): sweep.json marks what ran
         click.echo(f"interrupted; continue with: dqltoolkit sweep {sweep_file} --out {out} --resume", err=True)
         sys.exit(130)
-    for line in summary_lines(doc):
-        click.echo(line)
+    metric = doc.get("metric", "mean_return")
+    for e in doc["trials"].values():  # one line per trial: status, evaluations, last metric, run folder
+        value = f"{metric} {e['last'][metric]:.3f}" if metric in e.get("last", {}) else "-"
+        click.echo(f"{e['status']:>13}  {e.get('evaluations', 0):>3} evals  {value:>24}  {e['run_dir']}")
     statuses = [e["status"] for e in doc["trials"].values()]
     wall = doc["attempts"][-1].get("wall_seconds")
     click.echo(f"{statuses.count('finished')} finished, {statuses.count('stopped_early')} stopped early, {statuses.count('error')} failed, "

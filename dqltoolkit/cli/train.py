@@ -69,11 +69,10 @@ def train(ctx: click.Context, agent: Optional[str], env: str, out: Optional[Path
     agent = None if resume is not None else agent or (init if init is not None else "diffusion-ql")
     seeds_given = seeds is not None or ctx.get_parameter_source("seed") not in (None, click.core.ParameterSource.DEFAULT)
     try:
-        for name, value in (("--steps", steps), ("--save-every", save_every)):
+        for name, value, what in (("--steps", steps, "gradient steps"), ("--save-every", save_every, "gradient steps"),
+                                  ("--keep-checkpoints", keep_checkpoints, "checkpoints")):
             if value is not None and value < 1:
-                raise ValueError(f"{name} must be a positive number of gradient steps, got {value}")
-        if keep_checkpoints is not None and keep_checkpoints < 1:
-            raise ValueError(f"--keep-checkpoints must be a positive number of checkpoints, got {keep_checkpoints}")
+                raise ValueError(f"{name} must be a positive number of {what}, got {value}")
         if keep_checkpoints is not None and save_every is None:
             raise ValueError("--keep-checkpoints keeps periodic checkpoints: give --save-every N too")
         overrides = parse_overrides(params)

@@ -12,7 +12,7 @@ import yaml
 from ..checkpoint import CheckpointError
 from ..sources import fetch_entry
 from ..zoo import ZooError, cached_path, default_index, get_entry, load_index, make_entry
-from . import _fail, _threads, _threads_option, main
+from . import _failing, _threads, _threads_option, main
 from .evaluate import _evaluate_checkpoint, _evaluate_options
 
 
@@ -38,10 +38,8 @@ def zoo_list(ctx: click.Context, as_json: bool) -> None:
     """The catalogue's entries: agent, task, metrics, size, where each lives (shipped file, URL or Hub repo)
     and whether the file is here already."""
     index = ctx.obj["index"]
-    try:
+    with _failing(ZooError):
         entries = load_index(index)
-    except ZooError as exc:
-        _fail(exc)
     if not entries:
         click.echo(f"no entries in {index or default_index()}")
         return
@@ -62,10 +60,8 @@ def zoo_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def zoo_info(ctx: click.Context, entry_id: str) -> None:
     """Everything the catalogue records about ENTRY_ID (how it was trained, its metrics, where it lives)."""
-    try:
+    with _failing(ZooError):
         e = get_entry(entry_id, ctx.obj["index"])
-    except ZooError as exc:
-        _fail(exc)
     doc = e.to_dict()
     if e.kind == "url":
         doc["cached"] = str(cached_path(e)) if cached_path(e).is_file() else None
@@ -78,10 +74,8 @@ def zoo_info(ctx: click.Context, entry_id: str) -> None:
 @click.pass_context
 def zoo_download(ctx: click.Context, entry_id: str, force: bool) -> None:
     """Fetch ENTRY_ID into the cache (the Hub's for an entry on the Hub), verify its size and SHA-256, print its local path."""
-    try:
+    with _failing(ZooError):
         click.echo(str(fetch_entry(entry_id, ctx.obj["index"], force=force)))
-    except ZooError as exc:
-        _fail(exc)
 
 
 @zoo.command(name="evaluate")
@@ -93,10 +87,8 @@ def zoo_evaluate(ctx: click.Context, entry_id: str, env: Optional[str], episodes
                  as_json: bool, threads: str) -> None:
     """Download (if needed) and evaluate ENTRY_ID on its task, or on --env; compare with `zoo info`'s metrics
     (deterministic acting by default, --stochastic for the other mode)."""
-    try:
+    with _failing(ZooError):
         path = fetch_entry(entry_id, ctx.obj["index"])
-    except ZooError as exc:
-        _fail(exc)
     with _threads(threads):
         _evaluate_checkpoint(str(path), env, episodes, seed, deterministic, device, as_json)
 
@@ -116,10 +108,8 @@ def zoo_evaluate(ctx: click.Context, entry_id: str, env: Optional[str], episodes
 def zoo_entry(checkpoint: Path, entry_id: str, url: Optional[str], file_name: Optional[str], hf_repo: Optional[str], agent: Optional[str],
               results: Optional[Path], description: str, train_command: Optional[str]) -> None:
     """Print the index entry (YAML) that publishes CHECKPOINT: digest, size, task, steps, versions, metrics."""
-    try:
+    with _failing(ZooError, CheckpointError, FileNotFoundError):
         entry = make_entry(checkpoint, entry_id, url=url, file=file_name, hf=hf_repo, agent=agent, description=description,
                            results=json.loads(results.read_text()) if results else None,
                            trained={"command": train_command} if train_command else None)
-    except (ZooError, CheckpointError, FileNotFoundError) as exc:
-        _fail(exc)
     click.echo(yaml.safe_dump([entry], sort_keys=False, width=1000).rstrip())

@@ -1,17 +1,9 @@
-"""Build D4RL-style datasets on this machine: behaviour policies trained with SB3 SAC (or sb3-contrib TQC)
-on Gymnasium MuJoCo v5, collected the D4RL way into Minari datasets with reference scores.
+"""Build D4RL-style Minari datasets on this machine from SB3 SAC (or sb3-contrib TQC) on Gymnasium MuJoCo v5.
 
-Levels (D4RL's recipe):
-- random: uniform random actions;
-- medium: a policy trained until its return first reaches ``medium_fraction`` of the expert reference
-  return (D4RL: about a third), then frozen; its stochastic actions are collected;
-- medium-replay: the training replay buffer up to that moment;
-- expert: the policy at the end of the training budget;
-- medium-expert: medium and expert episodes together.
-
-Training runs in chunks, each saved in the private build folder (no pickle: :mod:`.sb3_stages`), so an
-interrupted build resumes where it stopped. ``budget`` caps the training env steps; a larger budget
-later continues training, and the levels that came from the old policies are collected again.
+Levels (D4RL's recipe): random actions; medium, the policy frozen when its return first reaches
+``medium_fraction`` of the expert reference (D4RL: about a third); medium-replay, the replay buffer up to then;
+expert, the policy at the end of ``budget``; medium-expert, both. Training runs in chunks saved without pickle
+(:mod:`.sb3_stages`), so a stopped build resumes, and a larger budget later continues it.
 """
 
 from __future__ import annotations
@@ -92,12 +84,8 @@ TRAINED_LEVELS = ("medium", "medium-replay", "expert", "medium-expert")
 
 
 def _extend_budget(cfg: BuildConfig, prog: Progress, target: float, say: Callable[[str], None]) -> None:
-    """Reopen a finished training run when the budget grew and there is something to gain from it.
-
-    Why: a first build on a small budget is the cheap way to see what a machine can do; growing the
-    budget later must not start over (the SAC run is most of the cost), and it must not leave stale
-    datasets from the weaker policy behind.
-    """
+    """Reopen a finished training run when the budget grew and there is something to gain: a grown budget must not
+    start over (the SAC run is most of the cost), nor leave stale datasets from the weaker policy behind."""
     if cfg.budget <= prog.steps or prog.steps == 0 or all(lv == "random" for lv in cfg.levels):
         return
     fallback = prog.medium_fallback or (prog.medium_return is not None and prog.medium_return < target)
@@ -119,8 +107,7 @@ _PICKLED = ("policy_last.zip", "replay_last.pkl", "policy_medium.zip", "policy_e
 
 
 def _forget_pickled_stages(d: Path, prog: Progress, say: Callable[[str], None]) -> Progress:
-    """Stages an older version wrote with SB3's pickle-based ``save`` are never loaded (loading pickle runs
-    code): they are removed, and the build starts over, saying so."""
+    """Remove stages an older version pickled with SB3's ``save`` (loading pickle runs code): the build starts over."""
     old = [name for name in _PICKLED if (d / name).exists()]
     if not old:
         return prog
@@ -147,11 +134,6 @@ def _make_model(cfg: BuildConfig, env):
     else:
         raise ValueError(f"dataset build: algo must be 'sac' or 'tqc', got {cfg.algo!r}")
     return algo("MlpPolicy", env, learning_starts=cfg.learning_starts, gradient_steps=cfg.gradient_steps, seed=cfg.seed, verbose=0, device="cpu")
-
-
-def _load_model(cfg: BuildConfig, stem: Path, env):
-    """A stage saved by :func:`sb3_stages.save_model`, rebuilt into a fresh model of this build's settings."""
-    return load_model(stem, cfg.algo, lambda: _make_model(cfg, env))
 
 
 def _eval_return(model, env_id: str, episodes: int, seed: int, deterministic: bool = True) -> float:
@@ -196,7 +178,7 @@ def _train(cfg: BuildConfig, d: Path, prog: Progress, say: Callable[[str], None]
     env = gym.make(env_id, max_episode_steps=cfg.max_episode_steps)
     ckpt, rb = d / "policy_last", d / "replay_last.npz"
     if has_model(ckpt) and prog.steps > 0:
-        model = _load_model(cfg, ckpt, env)
+        model = load_model(ckpt, cfg.algo, lambda: _make_model(cfg, env))
         if rb.is_file():
             load_replay(model.replay_buffer, rb)
         say(f"resuming behaviour-policy training at {prog.steps} env steps")
@@ -243,14 +225,14 @@ def _policy_episodes(cfg: BuildConfig, policy_stem: Path, seed: int) -> List[Dic
     import gymnasium as gym
 
     env_id = ENVS[cfg.env][0]
-    model = _load_model(cfg, policy_stem, gym.make(env_id))
+    env = gym.make(env_id)
+    model = load_model(policy_stem, cfg.algo, lambda: _make_model(cfg, env))
     return rollout_episodes(env_id, lambda o: model.predict(o, deterministic=False)[0], cfg.transitions, seed=seed,
                             max_episode_steps=cfg.max_episode_steps, progress=cfg.transitions >= 100_000)
 
 
 def check_build_sizes(cfg: BuildConfig) -> None:
-    """Refuse sizes that cannot be built (or would take days) before any training: transitions per level are
-    held in memory as episodes, then as a table, then written."""
+    """Refuse sizes that cannot be built (or would take days) before any training."""
     for name, value in (("--transitions", cfg.transitions), ("--budget", cfg.budget), ("--chunk", cfg.chunk)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"dataset build: {name} must be a positive whole number, got {value!r}")
@@ -261,9 +243,8 @@ def check_build_sizes(cfg: BuildConfig) -> None:
 
 
 def build(cfg: BuildConfig, say: Callable[[str], None] = print, progress: bool = True, overwrite: bool = False) -> Dict[str, Dict[str, float]]:
-    """Run (or resume) the build; returns {level: {"dataset_id", "episodes", "transitions", "requested_transitions",
-    "mean_return", "normalized_score", "sha256"}} (``sha256``: :func:`.digest.table_sha256` of the data as training reads it).
-    A level built before with another ``transitions`` is collected again."""
+    """Run (or resume) the build; returns ``{level: {"dataset_id", "episodes", "transitions", "requested_transitions",
+    "mean_return", "normalized_score", "sha256"}}``. A level built with another ``transitions`` is collected again."""
     if cfg.env not in ENVS:
         raise ValueError(f"dataset build: unknown env {cfg.env!r}; choose from {sorted(ENVS)}")
     check_build_sizes(cfg)
@@ -274,8 +255,7 @@ def build(cfg: BuildConfig, say: Callable[[str], None] = print, progress: bool =
     minari_root(write=True)  # an unwritable Minari folder fails now, not after an hour of SAC
     d = build_dir(cfg)
     private_dir("build", d.name)
-    prog = _load_progress(d)
-    prog = _forget_pickled_stages(d, prog, say)
+    prog = _forget_pickled_stages(d, _load_progress(d), say)
     _extend_budget(cfg, prog, cfg.medium_fraction * ref_max, say)
     needs_training = any(lv != "random" for lv in cfg.levels)
     trained_enough = prog.done_training or (prog.medium_step is not None and not _needs_expert(cfg))

@@ -49,19 +49,13 @@ def load_d4rl_hdf5(path: Union[str, Path], max_episode_steps: int = 1000) -> Dic
     if n < 2:
         raise DatasetError(f"{path}: needs at least 2 rows, has {n}")
     terminals = raw["terminals"].reshape(n).astype(bool)
-    if "timeouts" in raw:
-        timeouts = raw["timeouts"].reshape(n).astype(bool)
-    else:
-        timeouts = _timeouts_by_episode_length(terminals, max_episode_steps)
+    timeouts = (raw["timeouts"].reshape(n).astype(bool) if "timeouts" in raw
+                else _timeouts_by_episode_length(terminals, max_episode_steps))
     keep = np.flatnonzero(~timeouts[: n - 1])
     obs = raw["observations"].astype(np.float32)
-    return {
-        "observations": obs[keep],
-        "actions": raw["actions"].astype(np.float32)[keep],
-        "rewards": raw["rewards"].reshape(n).astype(np.float32)[keep],
-        "next_observations": obs[keep + 1],
-        "terminals": terminals[keep].astype(np.float32),
-    }
+    return {"observations": obs[keep], "actions": raw["actions"].astype(np.float32)[keep],
+            "rewards": raw["rewards"].reshape(n).astype(np.float32)[keep], "next_observations": obs[keep + 1],
+            "terminals": terminals[keep].astype(np.float32)}
 
 
 def _timeouts_by_episode_length(terminals: np.ndarray, max_episode_steps: int) -> np.ndarray:

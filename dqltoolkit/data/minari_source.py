@@ -20,9 +20,8 @@ from .levels import build_time_estimate
 
 
 def minari_root(write: bool = False) -> str:
-    """The local Minari folder (``MINARI_DATASETS_PATH``, else ``~/.minari/datasets``, as Minari reads it),
-    created if missing. One that cannot be created (or, with ``write``, written) is a DatasetError naming
-    it: Minari itself would raise a bare OSError from deep inside, on the first look-up."""
+    """The local Minari folder (``MINARI_DATASETS_PATH``, else ``~/.minari/datasets``), created if missing; one that
+    cannot be created (or, with ``write``, written) is a DatasetError naming it, not Minari's bare OSError."""
     path = os.environ.get("MINARI_DATASETS_PATH", os.path.join(os.path.expanduser("~"), ".minari", "datasets"))
     problem = "cannot be created"
     try:
@@ -84,11 +83,8 @@ def load_minari(dataset_id: str, download: bool = False) -> Dict[str, np.ndarray
 def dataset_eval_env(dataset_id: str) -> Tuple[Optional[str], Dict[str, Any], Optional[float], Optional[float], str]:
     """``(env id or None, env kwargs, ref_min, ref_max, note)`` from a local dataset's own metadata.
 
-    A dataset's metadata is input from whoever made the file, and gymnasium imports code on its behalf:
-    an env id ``module:Env-v0`` imports ``module``, and a spec's entry point or wrappers name any callable.
-    So only the env *id* is taken, and only when gymnasium's registry already holds it with the entry
-    point the metadata names; the env is then made from the registry, with the metadata's numeric
-    keyword arguments. Anything else leaves the task without an evaluation env, and ``note`` says why.
+    The metadata is untrusted and gymnasium imports code it names (``module:Env-v0``, entry points, wrappers),
+    so only an env id already registered with the same entry point is taken, with numeric kwargs; else ``note`` says why.
     """
     import minari
 

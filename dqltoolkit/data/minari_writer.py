@@ -1,13 +1,9 @@
 """Write episodes as a Minari dataset without Minari's DataCollector (which needs jax).
 
-Episodes are dicts of arrays: ``observations`` [L + 1, obs], ``actions`` [L, act], ``rewards``,
-``terminations``, ``truncations`` [L]. A create that fails leaves its folder behind in Minari 0.5; we
-remove it so that a retry starts clean.
-
-Minari asks every dataset for its provenance (author, contact, code, evaluation env) and warns once per
-missing field; a dataset built here records the toolkit's version as its code and author, the building
-env as its evaluation env, and a contact only when the caller gives one (there is no honest default), so
-only that one warning is silenced.
+Episodes are dicts of arrays: ``observations`` [L + 1, obs], ``actions`` [L, act], ``rewards``, ``terminations``,
+``truncations`` [L]. A failed create's folder (left behind by Minari 0.5) is removed so a retry starts clean.
+Provenance is the toolkit's version (code, author) and the building env (evaluation env); a contact has no honest
+default, so only Minari's warning about a missing ``author_email`` is silenced.
 """
 
 from __future__ import annotations
@@ -31,7 +27,6 @@ def write_minari(dataset_id: str, episodes: Sequence[Dict[str, np.ndarray]], env
     import minari
     from minari.data_collector.episode_buffer import EpisodeBuffer
     from minari.storage.datasets_root_dir import get_dataset_path
-
 
     minari_root(write=True)  # a clear error naming the folder, before any work
     path = get_dataset_path(dataset_id)

@@ -1,11 +1,6 @@
-"""The dataset builder's SB3 models and replay buffers on disk without pickle.
-
-Why: SB3's own ``save``/``load`` and ``save_replay_buffer``/``load_replay_buffer`` store (cloud)pickle,
-and loading them runs whatever code the file names. A stage is written as ``<stem>.safetensors`` (every
-tensor of the model's state) and ``<stem>.json`` (the structure around them: optimiser settings, step
-counters); replay buffers as ``.npz`` arrays read with ``allow_pickle=False``. A stage is loaded into a
-fresh model of the same algorithm and settings (``make``), so nothing in the files chooses what code
-runs; a file that does not fit is a :class:`StageError` naming the file and the field.
+"""The dataset builder's SB3 models and replay buffers on disk without pickle (SB3's own files are pickles,
+which run whatever code they name): ``<stem>.safetensors`` + ``<stem>.json`` per model, ``.npz`` per buffer,
+loaded into a fresh model (``make``); a file that does not fit is a :class:`StageError` naming file and field.
 """
 
 from __future__ import annotations

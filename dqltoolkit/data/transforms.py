@@ -9,32 +9,12 @@ import numpy as np
 from ..registry import Registry
 
 REWARD_TRANSFORMS: Registry[Callable] = Registry("reward transform")
-
-
-@REWARD_TRANSFORMS.register("no")
-def _no(r: np.ndarray, terminals: np.ndarray) -> np.ndarray:
-    return r
-
-
-@REWARD_TRANSFORMS.register("normalize")
-def _normalize(r: np.ndarray, terminals: np.ndarray) -> np.ndarray:
-    """Standardise to zero mean, unit std (Adroit in the paper)."""
-    return (r - r.mean()) / max(float(r.std()), 1e-8)
-
-
-@REWARD_TRANSFORMS.register("iql_antmaze")
-def _iql_antmaze(r, terminals):
-    return r - 1.0
-
-
-@REWARD_TRANSFORMS.register("cql_antmaze")
-def _cql_antmaze(r, terminals):
-    return (r - 0.5) * 4.0
-
-
-@REWARD_TRANSFORMS.register("antmaze")
-def _antmaze(r, terminals):
-    return (r - 0.25) * 2.0
+# the pointwise transforms; "normalize" standardises to zero mean, unit std (Adroit in the paper)
+REWARD_TRANSFORMS.register("no", lambda r, terminals: r)
+REWARD_TRANSFORMS.register("normalize", lambda r, terminals: (r - r.mean()) / max(float(r.std()), 1e-8))
+REWARD_TRANSFORMS.register("iql_antmaze", lambda r, terminals: r - 1.0)
+REWARD_TRANSFORMS.register("cql_antmaze", lambda r, terminals: (r - 0.5) * 4.0)
+REWARD_TRANSFORMS.register("antmaze", lambda r, terminals: (r - 0.25) * 2.0)
 
 
 @REWARD_TRANSFORMS.register("iql_locomotion")

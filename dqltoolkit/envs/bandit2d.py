@@ -34,15 +34,9 @@ def mode_shares(actions: np.ndarray, names=MODE_NAMES, centres: np.ndarray = MOD
 
 
 class Bandit2DEnv(gym.Env):
-    """One-step 2-D bandit with a constant zero observation of width 2.
-
-    Reward: the mean of the mode within 0.2 of the action (0 elsewhere) plus N(0, 0.5) noise from the
-    env's seeded RNG. ``info["mode"]`` names the mode hit, or ``None``.
-
-    ``render_mode="rgb_array"`` draws the action plane: the four modes as discs, darker green for a higher
-    mean reward, and the last action as a red dot, so SB3's ``make_vec_env`` (which asks for that mode) and
-    video recorders work without warnings.
-    """
+    """One-step 2-D bandit with a constant zero observation of width 2: reward is the mean of the mode within 0.2
+    of the action (0 elsewhere) plus seeded N(0, 0.5) noise; ``info["mode"]`` names the mode hit, or ``None``.
+    ``render_mode="rgb_array"`` (asked for by SB3's ``make_vec_env`` and video recorders) draws the action plane."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
     # the modes, declared for tools that score policies by mode (dqltoolkit ablate)
@@ -100,10 +94,5 @@ def make_bandit_dataset(n: int = 10_000, seed: int = 0, std: float = 0.05) -> Di
     actions = np.clip(MODE_CENTRES[mode] + std * rng.standard_normal((n, 2)), -1.0, 1.0).astype(np.float32)
     rewards = (MODE_MEANS[mode] + REWARD_STD * rng.standard_normal(n)).astype(np.float32)
     obs = np.zeros((n, 2), dtype=np.float32)
-    return {
-        "observations": obs,
-        "actions": actions,
-        "rewards": rewards,
-        "next_observations": obs.copy(),
-        "terminals": np.ones(n, dtype=np.float32),
-    }
+    return {"observations": obs, "actions": actions, "rewards": rewards, "next_observations": obs.copy(),
+            "terminals": np.ones(n, dtype=np.float32)}
