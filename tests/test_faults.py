@@ -120,7 +120,7 @@ def test_save_every_bounds_what_sigkill_loses(tmp_path):
 def _signal_during_step(monkeypatch, at_call: int, sig: int):
     """Send ``sig`` to this process from inside the ``at_call``-th batch draw: mid-step, after the step drew
     its batch and before its updates (where a raw KeyboardInterrupt used to land)."""
-    from dqltoolkit.data.buffer import TransitionBuffer
+    from dqltoolkit.learner import TransitionBuffer
 
     real = TransitionBuffer.sample
     calls = {"n": 0}

@@ -233,7 +233,7 @@ def test_offline_run_holds_config_metrics_evaluations_and_results(tmp_path, no_n
 def test_sigterm_finishes_the_run_marked_with_what_was_saved(tmp_path, no_network, monkeypatch):
     """SIGTERM inside step 7: the loop stops after it, model_interrupted.zip holds step 7, and the W&B run is
     finished with exit code 143, the stop step and the checkpoint in its summary, and step 7's metrics logged."""
-    from dqltoolkit.data.buffer import TransitionBuffer
+    from dqltoolkit.learner import TransitionBuffer
 
     real, calls = TransitionBuffer.sample, {"n": 0}
 
