@@ -285,9 +285,11 @@ def behaviour_score(table, task) -> Optional[float]:
 
 
 def collect(spec, out: Path, records: Path) -> None:
-    """Every trial's seeds as records, the dataset's size and digest from the data training reads."""
+    """Every trial's seeds as records, the dataset's size and digest from the data training reads. Records
+    already in ``records`` for runs this folder does not hold (trained on another machine, whose folder is
+    gone) are kept as they are: a new machine adds to the table without erasing what it cannot rerun."""
     from dqltoolkit.data.digest import table_sha256
-    from dqltoolkit.report_records import curves_of_run, fqe_of_run, record_for, write_records
+    from dqltoolkit.report_records import curves_of_run, fqe_of_run, read_records, record_for, write_records
     from dqltoolkit.tasks import get_task
 
     datasets: Dict[str, Dict[str, Any]] = {}
@@ -320,8 +322,11 @@ def collect(spec, out: Path, records: Path) -> None:
                                    cpu=" + ".join(cpus), dataset=datasets[trial.task], config=config,
                                    wall_s=sum(c["wall_s"] for c in book["chunks"]) or None, code=" + ".join(codes) or None,
                                    fqe=fqe.get(s)))
-    write_records(rows, records)
-    print(f"wrote {records}: {len(rows)} records")
+    here = {(r["agent"], r["task"], r["seed"]) for r in rows}
+    kept = [r for r in (read_records(records) if records.is_file() else []) if (r["agent"], r["task"], r["seed"]) not in here]
+    write_records(kept + rows, records)
+    print(f"wrote {records}: {len(rows)} records from {out}" + (f", {len(kept)} kept from the file for runs not here ("
+          + ", ".join(sorted({f"{r['agent']} {r['task']}" for r in kept})) + ")" if kept else ""))
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .agent import Agent
 from .config import ConfigError, catalogue_dir, read_recipe_yaml
@@ -220,8 +221,6 @@ def run_ablation(env: str = "bandit2d-v0", out: Path | str = "runs/ablation", he
     jobs = [(v, s) for v in variants for s in seeds]
     workers = workers or min(len(jobs), os.cpu_count() or 1)
     results = []
-    from tqdm.auto import tqdm
-
     with (tqdm(total=len(jobs), unit="run", desc="ablation", dynamic_ncols=True, disable=not progress) as bar,
           ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool):
         pending = {pool.submit(_run_one, v, env, s, str(out), steps, dict(overrides or {})) for v, s in jobs}

@@ -44,6 +44,18 @@ def selection_scores(q: Tensor, cand: Tensor, rule: str, u: Optional[Tensor] = N
     return q - torch.log(-torch.log(u.clamp(*UNIFORM_CLAMP)))
 
 
+def selection_rule(greedy: bool, deterministic: bool) -> str:
+    """The rule of :func:`selection_scores` an acting policy uses: greedy objectives take the best Q, deterministic
+    acting the medoid, stochastic acting a softmax(Q) draw (the paper's)."""
+    return "greedy" if greedy else "medoid" if deterministic else "draw"
+
+
+def take_best(cand: Tensor, score: Tensor) -> Tensor:
+    """The candidate (``cand`` ``[..., N, A]``) with the highest score (``score`` ``[..., N]``) -> ``[..., A]``."""
+    k = score.argmax(dim=-1)
+    return torch.gather(cand, -2, k[..., None, None].expand(*([-1] * k.dim()), 1, cand.shape[-1])).squeeze(-2)
+
+
 class ActingPolicy:
     """Acting with a learner's networks (the online head, or another one such as the EMA head)."""
 
@@ -88,10 +100,9 @@ class ActingPolicy:
             cand = L.objective.policy_sample(head, aux, rep, gens, noise=noise, steps=steps, **kw)
             q = L.critic.action_values(rep, cand).view(M, B, N)
             cand = cand.view(M, B, N, -1)
-            rule = "greedy" if L.objective.greedy_acting else "medoid" if deterministic else "draw"
+            rule = selection_rule(L.objective.greedy_acting, deterministic)
             u = member_rand(gens, (B, N), obs.device) if rule == "draw" else None
-            k = selection_scores(q, cand, rule, u).argmax(dim=-1)
-            a = torch.gather(cand, 2, k[..., None, None].expand(M, B, 1, L.action_dim)).squeeze(2)
+            a = take_best(cand, selection_scores(q, cand, rule, u))
         return a * L.action_scale + L.action_center
 
     def fixed_draws(self, head: Any, n: int, steps: Optional[int]):

@@ -49,6 +49,12 @@ _LEARNER_FIELDS = ("head", "critic", "objective", "aux", "ema_head", "ema_aux", 
                    "backend")
 
 
+def _learner_field(name: str) -> property:
+    """One of the learner's attributes as the agent's own (read and write): SB3 users reach ``model.num_timesteps``."""
+    return property(lambda self: getattr(self.learner, name), lambda self, value: setattr(self.learner, name, value),
+                    doc=f"The learner's ``{name}``.")
+
+
 class Agent:
     """Offline RL agent. Build from a config and spaces (or :meth:`from_task`), give it data with
     :meth:`set_dataset`, then :meth:`learn`; or :meth:`load` a checkpoint."""
@@ -74,23 +80,11 @@ class Agent:
         low = torch.as_tensor(action_space.low, dtype=torch.float32, device=self.device)
         high = torch.as_tensor(action_space.high, dtype=torch.float32, device=self.device)
         learner.action_center, learner.action_scale = (high + low) / 2, (high - low) / 2
-        object.__setattr__(self, "learner", learner)
+        self.learner = learner
         self.policy = ActingPolicy(learner)
         self._env = self._logger = None
         if env is not None:
             self.set_env(env)
-
-    # the learner's state, as the agent's own attributes
-    def __getattr__(self, name: str) -> Any:
-        if name in _LEARNER_FIELDS and "learner" in self.__dict__:
-            return getattr(self.__dict__["learner"], name)
-        raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _LEARNER_FIELDS and "learner" in self.__dict__:
-            setattr(self.__dict__["learner"], name, value)
-        else:
-            object.__setattr__(self, name, value)
 
     # --- data and training ---------------------------------------------------------------------------
     def set_dataset(self, table: Mapping[str, np.ndarray], refit_obs_stats: bool = True):
@@ -222,3 +216,7 @@ def load_agent(path: Union[str, Path], device: Union[str, torch.device] = "auto"
     agent = agent_class(config_of(doc, path), checks.space_of(doc, "observation_space", path), checks.space_of(doc, "action_space", path),
                         seeds=doc["seeds"], device=device, task=doc.get("task"))
     return restore_agent(agent, path, doc, tensors)
+
+
+for _name in _LEARNER_FIELDS:
+    setattr(Agent, _name, _learner_field(_name))

@@ -6,6 +6,7 @@ a key nothing chosen reads is an error naming the part that would read it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
@@ -275,8 +276,6 @@ def coerce_mapping(d: Mapping[str, Any], source: str) -> Dict[str, Any]:
 
 def catalogue_dir(kind: str) -> Path:
     """Folder of a shipped catalogue (``agents``, ``envs``, ``zoo``): inside the wheel or the source tree."""
-    from importlib import resources
-
     packaged = Path(str(resources.files("dqltoolkit"))) / "_catalogue" / kind
     source_tree = Path(__file__).resolve().parent.parent / kind
     for folder in (packaged, source_tree):

@@ -12,6 +12,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import gymnasium as gym
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .limits import MAX_EVAL_ENVS, check_limit
 
@@ -71,8 +72,6 @@ def evaluate(agent, make_env: Callable[[], gym.Env], episodes: int = 10, seed: i
              progress: bool = False) -> Dict[str, object]:
     """Mean/std return over ``episodes`` through ``agent.predict`` (any SB3-style model), ``max_envs`` at a time, episode
     i seeded ``seed + i``; ``progress``: a bar (on a terminal only). The result records the acting mode (``"acting"``)."""
-    from tqdm import tqdm
-
     episodes = check_episodes(episodes)
     returns: List[float] = []
     with tqdm(total=episodes, unit="episode", desc="evaluating", disable=None if progress else True, leave=False) as bar:

@@ -21,8 +21,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .acting import selection_scores
+from .acting import selection_rule, selection_scores, take_best
 from .capabilities import overrides
+from .heads.samplers import SAMPLERS
 from .nn import EnsembleLinear, EnsembleMLP, member_rand, mish
 from .objectives.base import Objective, sampler_option
 
@@ -126,8 +127,6 @@ class ActingGraph(nn.Module):
         self.steps = (cfg.sample_steps if steps is None else steps) or None
         self.sampler = (cfg.sampler if sampler is None else sampler) or None
         if self.sampler is not None:
-            from .heads.samplers import SAMPLERS
-
             if self.sampler not in SAMPLERS:
                 raise ExportError(f"sampler: {self.sampler[:60]!r} is no registered sampler; registered: {', '.join(SAMPLERS.names())}")
             if not hasattr(L.head, "chain"):
@@ -199,9 +198,7 @@ class ActingGraph(nn.Module):
             x = self._normalise(obs)
             a = self._sample(x, x, random)[0]
         else:
-            cand, score = self._scored(obs, random)
-            k = score.argmax(dim=-1)
-            a = torch.gather(cand, 1, k[:, None, None].expand(-1, 1, self.action_dim)).squeeze(1)
+            a = take_best(*self._scored(obs, random))
         return self._to_box(a)
 
     def candidates_and_scores(self, obs: Tensor, *random: Tensor) -> Tuple[Tensor, Tensor]:
@@ -236,7 +233,7 @@ class ActingGraph(nn.Module):
         cand = self._sample(rep, x, random)
         q = self.critic.action_values(rep, cand).reshape(B, N)
         cand = cand.reshape(B, N, self.action_dim)
-        rule = "greedy" if self.greedy else "medoid" if self.deterministic else "draw"
+        rule = selection_rule(self.greedy, self.deterministic)
         return cand, selection_scores(q, cand, rule, random[-1] if rule == "draw" else None)
 
 

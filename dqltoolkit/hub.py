@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
+import numpy as np
 import yaml
 
 from ._version import __version__
@@ -260,8 +261,6 @@ def _evaluation_for(results: Mapping[str, Any], seeds: List[int]) -> Dict[str, A
         return {}
     if len(per) == 1:
         return {k: v for k, v in per[0].items() if k != "seed"}
-    import numpy as np
-
     out: Dict[str, Any] = {"episodes": int(per[0].get("episodes", 0))}
     for key in ("mean_return", "normalized_score", "best_mode_share"):
         if all(key in e for e in per):

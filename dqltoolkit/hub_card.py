@@ -12,6 +12,9 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import yaml
 
+from .config import load_recipe
+from .tasks import get_task
+
 
 class _Dumper(yaml.SafeDumper):
     """Plain YAML for the Hub's metadata parser and for people: repeated values written out, no &anchors."""
@@ -27,8 +30,6 @@ _HEAD_TAGS = {"diffusion": "diffusion-policy", "gaussian": "gaussian-policy", "c
 def _dataset(task_id: str) -> Dict[str, Any]:
     """What the task trains on: a Minari dataset id, a D4RL file name or the bandit's generator settings."""
     try:
-        from .tasks import get_task
-
         task = get_task(task_id)
     except Exception:  # a task this installation does not know: the card still names it
         return {"id": task_id, "description": "", "eval_env": None, "args": {}}
@@ -59,8 +60,6 @@ def _train_command(agent: str, task: str, doc: Mapping[str, Any], run_config: Ma
     seed = f"--seed {seeds[0]}" if len(seeds) == 1 else f"--seeds {','.join(map(str, seeds))}"
     start = f"--init {run_config['init']}" if run_config.get("init") else f"--agent {agent}"
     try:
-        from .config import load_recipe
-
         recipe = load_recipe(agent, task)[0].to_dict()
     except Exception:
         recipe = {}

@@ -12,6 +12,7 @@ from typing import Dict, Mapping, Optional
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .faults import DeferredSignals
 from .tasks import get_task
@@ -86,8 +87,6 @@ def run_learning(agent, total_steps: int, callback=None, log_interval: Optional[
         cb.on_training_start(locals(), globals())
     bar = None
     if progress_bar:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, mininterval=0.5)
     t0, last, done = time.perf_counter(), 0, 0
     flag: Optional[torch.Tensor] = None

@@ -29,6 +29,7 @@ from .report_plots import plot_performance_profile, plot_report_curves
 from .report_records import RecordError, curves_of_run, fqe_of_run, read_records
 from .report_sweep import BOOK, REPORTED, TUNE_DIR, BookTrial, book_of, read_book
 from .selection import bc_pick, final_score, top_k_for
+from .tasks import get_task
 
 #: what a run folder holds; one of :data:`RUN_MARKERS` makes a folder one (a ``config.yaml`` alone, such as a sweep's
 #: own settings, is not a broken run)
@@ -264,8 +265,6 @@ def load_run(path: Path) -> Run:
 
 def _recipe_section(task: str) -> str:
     try:
-        from .tasks import get_task
-
         return get_task(task).recipe_section or task
     except (ValueError, KeyError):
         return task

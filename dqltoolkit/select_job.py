@@ -16,6 +16,7 @@ from .checkpoint import read_checkpoint
 from .fqe import FQEConfig, estimates_by_checkpoint
 from .report_records import curves_of_run
 from .selection import bc_pick, block_means, top_k_for
+from .tasks import get_task
 from .training import kept_checkpoints
 
 RULES = ("bc", "fqe")
@@ -54,8 +55,6 @@ def select_run(run_dir: Path | str, rules: Sequence[str] = RULES, fqe: FQEConfig
     curves = curves_of_run(run_dir, seeds) if (run_dir / "metrics.csv").is_file() else {s: {"evaluations": [], "bc_loss": []} for s in seeds}
     j = {}
     if "fqe" in rules:
-        from .tasks import get_task
-
         table = get_task(task).load_dataset()
         j = estimates_by_checkpoint({s: str(p) for s, p in ckpts.items()}, table, fqe, device, cache=run_dir / "fqe_cache.json")
     k = top_k_for(task) if top_k is None else int(top_k)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Union
 
-from .hub import HubError, fetch_pinned
+from .hub import HubError, fetch_pinned, resolve_hf
 from .zoo import ZOO_PREFIX, ZooEntry, ZooError, fetch, get_entry
 
 
@@ -29,8 +29,6 @@ def resolve_checkpoint(spec: Union[str, Path], index: Optional[str] = None) -> P
     lives), ``hf:ORG/NAME`` (SHA-256 against the model card, through the Hugging Face cache), or a path as it is."""
     text = str(spec)
     if text.startswith("hf:"):
-        from .hub import resolve_hf
-
         return resolve_hf(text)
     if text.startswith(ZOO_PREFIX):
         return fetch_entry(text[len(ZOO_PREFIX):], index)

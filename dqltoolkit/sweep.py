@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+import numpy as np
+
 from .faults import RunLock, RunLockError
 from .sweep_spec import ENTRY, SweepError, SweepSpec, Trial, _canonical, _typed, complete_results, distinct_names, fixed_overrides, read_results
 from .threads import usable_cores
@@ -131,8 +133,6 @@ def planned_trials(spec: SweepSpec) -> List[Trial]:
     grid = spec.grid_trials()
     if spec.search == "grid":
         return grid
-    import numpy as np
-
     rng = np.random.default_rng(spec.search_seed)
     out = [Trial.named(b.agent, b.task, {**b.params, **{k: _draw(spec, k, rng) for k in spec.space}}, hashed=True)
            for b in grid for _ in range(spec.num_samples)]

@@ -13,6 +13,7 @@ import gymnasium as gym
 import numpy as np
 import yaml
 
+from . import envs as _envs  # noqa: F401  (registers bandit2d-v0)
 from .config import catalogue_dir
 from .data.d4rl_hdf5 import load_d4rl_hdf5
 from .data.minari_source import dataset_eval_env, is_local, minari_to_table, open_minari
@@ -63,8 +64,6 @@ class Task:
         return DATASET_SOURCES.get(spec.pop("source"))(**spec)
 
     def make_env(self, **kwargs: Any) -> gym.Env:
-        import dqltoolkit.envs  # noqa: F401  (registers bandit2d-v0)
-
         if self.eval_env is None:
             raise ValueError(f"task {self.id!r} has no evaluation env" + (f": {self.eval_note}" if self.eval_note else ""))
         return gym.make(self.eval_env, **{**self.eval_env_kwargs, **kwargs})

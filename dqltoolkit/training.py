@@ -35,6 +35,7 @@ from .plots import plot_bandit, plot_learning_curves
 from .runs import UNFINISHED, load_with_config, plan_resume, prepare_run_folder
 from .sources import resolve_checkpoint
 from .tasks import get_task, spaces_from_table, task_spaces  # noqa: F401  (re-exported)
+from .wandb_logger import WandbOutputFormat, require_wandb
 
 
 def bandit_report(agent, dataset_actions: np.ndarray, out: Path, n: int = 1000, seed: int = 0, suffix: str = "") -> Dict[str, Any]:
@@ -183,8 +184,6 @@ def output_formats(names: Sequence[str], out: Optional[Path], config: Optional[M
         except ImportError:
             raise ValueError("--logger tensorboard needs the tensorboard package: pip install 'dqltoolkit[tensorboard]'") from None
     if "wandb" in names:
-        from .wandb_logger import require_wandb
-
         require_wandb()
     if out is None:
         return []
@@ -194,8 +193,6 @@ def output_formats(names: Sequence[str], out: Optional[Path], config: Optional[M
             if name == "stdout":
                 formats.append(HumanOutputFormat(sys.stdout))
             elif name == "wandb":
-                from .wandb_logger import WandbOutputFormat
-
                 formats.append(WandbOutputFormat(out, config or {}, tags=tags, say=say,
                                                  job_type="resume" if config and "resume" in config else "train"))
             elif name != "csv":

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
 import yaml
+from tqdm import tqdm
 
 from . import _cache
 from ._version import __version__
@@ -305,8 +306,6 @@ def _verify(entry: ZooEntry, size: int, digest: str, source: str, outcome: str =
 
 
 def _download(entry: ZooEntry, dest: Path, progress: bool, deadline: Optional[float] = None) -> None:
-    from tqdm import tqdm
-
     deadline = deadline_s() if deadline is None else deadline
     dest.parent.mkdir(parents=True, exist_ok=True)
     now, older_than = time.time(), max(STALE_PART_S, deadline)

@@ -121,6 +121,12 @@ def test_the_campaign_runner_continues_a_killed_trial_from_its_save(tmp_path):
         assert [s for s, _ in r["evaluations"]] == list(range(500, 3001, 500)) and len(r["bc_loss"]) == 60
         assert chunk["code"] in r["code"].split(" + ")
         assert [s for s, _ in r["fqe"]] == list(range(500, 3001, 500))
+    # a record from another machine's folder (not here) stays; this folder's own seeds are replaced, not doubled
+    records.write_text(json.dumps(recs + [dict(recs[0], agent="td3bc", task="hopper-medium-v2")]))
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "campaign.py"), "collect", str(sweep), "--out", str(out),
+                          "--records", str(records)], env=_env(), capture_output=True, text=True)
+    assert res.returncode == 0 and "1 kept from the file for runs not here (td3bc hopper-medium-v2)" in res.stdout, res.stdout + res.stderr
+    assert [(r["agent"], r["seed"]) for r in json.loads(records.read_text())] == [("diffusion-ql", 0), ("diffusion-ql", 1), ("td3bc", 0)]  # sorted by task
     report = subprocess.run([sys.executable, "-m", "dqltoolkit.cli", "report", str(records), "--reps", "100"], env=_env(),
                             capture_output=True, text=True)
     assert report.returncode == 0 and "offline: mean" in report.stdout and "offline FQE: mean" in report.stdout, report.stdout + report.stderr

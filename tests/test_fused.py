@@ -10,6 +10,7 @@ from dqltoolkit._native import fused_ops
 from dqltoolkit.backends import fused_cpu
 from dqltoolkit.backends.fused_cpu import critic_regression, install_mlp_kernels
 from dqltoolkit.critics.double_q import DoubleQCritic
+from dqltoolkit.critics.ensemble_q import td_error_loss
 from dqltoolkit.heads.diffusion import DiffusionHead
 from dqltoolkit.nn import EnsembleMLP, member_generators
 
@@ -140,7 +141,7 @@ def test_critic_regression_gradients_match_autograd():
     obs, actions, y = torch.randn(2, 40, 11, generator=gen), torch.rand(2, 40, 3, generator=gen), torch.randn(2, 40, generator=gen)
     loss, norm, grads = critic_regression(fused_ops(), critic.q, obs, actions, y)
     q = critic(obs, actions)
-    ref_loss = (q - y.unsqueeze(1)).pow(2).mean(dim=2).sum(dim=1)
+    ref_loss = td_error_loss(q, y)
     ref_grads = torch.autograd.grad(ref_loss.sum(), critic.online_parameters())
     torch.testing.assert_close(loss, ref_loss.detach(), rtol=1e-5, atol=1e-6)
     assert len(grads) == len(ref_grads)

@@ -62,8 +62,7 @@ def split_actor_grads(objective: Any, head: Any, critic: Any, obs: Tensor, actio
 
     bc, new_actions = objective.bc_and_actions(head, obs, actions, generators, after_bc=bc_backward)
     ql = objective.q_loss(critic, obs, new_actions, generators)
-    eta = objective.current_eta()
-    g_q = torch.autograd.grad((eta * ql).sum(), params, allow_unused=True)
+    g_q = torch.autograd.grad(objective.combine(bc.detach(), ql)[0].sum(), params, allow_unused=True)  # eta L_q's
     grads = [a if b is None else (b if a is None else a + b) for a, b in zip(g_bc, g_q)]
     grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
     return (*objective.combine(bc, ql), grads)

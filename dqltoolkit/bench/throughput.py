@@ -9,6 +9,7 @@ warm-up, so that a run takes about as long on a busy machine as on an idle one.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import statistics
 import tempfile
@@ -16,15 +17,20 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
+from unittest import mock
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from ..agent import Agent, resolve_device
 from ..config import AgentConfig, load_recipe, recipe_names
+from ..export import draw_inputs, export_policy, load_runner, read_metadata
 from ..heads.schedules import SCHEDULES
 from ..precision import cpu_has_bf16_matmuls
 from .reference import ReferenceDiffusionQL
+from .reference_td3bc import ReferenceTD3BC
+from .samplers import acting_rows, training_rows
 
 HOPPER = dict(obs_dim=11, action_dim=3, batch_size=256, T=5, hidden=256, time_dim=16, n_layers=3)
 
@@ -141,10 +147,9 @@ def _agent(seeds, device, table, config=None, **overrides):
 
 def _export_rows(agent, obs_dim: int, calls: int, say) -> Dict[str, Tuple[Callable[[], None], int]]:
     """``onnxruntime, N env(s)`` rows for 1 and 10 observations; none (with a note) without the export extra."""
-    try:
-        from ..export import draw_inputs, export_policy, load_runner, read_metadata
-    except ImportError as exc:  # pragma: no cover - the export extra is missing
-        say(f"export rows skipped: {exc} (pip install 'dqltoolkit[export]')")
+    missing = [m for m in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(m) is None]
+    if missing:  # pragma: no cover - the export extra is missing
+        say(f"export rows skipped: no {', '.join(missing)} (pip install 'dqltoolkit[export]')")
         return {}
     path = Path(tempfile.mkdtemp(prefix="dqltoolkit-bench-")) / "policy.onnx"
     say("exporting the evaluation policy to ONNX")
@@ -161,10 +166,6 @@ def _export_rows(agent, obs_dim: int, calls: int, say) -> Dict[str, Tuple[Callab
 def counted_step_gflop(config, table, steps: int = 4) -> float:
     """Matrix GFLOP per training step of an agent with ``config``, counted by FlopCounterMode over ``steps`` eager CPU
     steps (a formula per recipe would drift from the code; fused operators are opaque to the counter)."""
-    from unittest import mock
-
-    from torch.utils.flop_counter import FlopCounterMode
-
     with mock.patch.dict(os.environ, {"DQLTOOLKIT_FUSED": "0"}):  # the agent is built on the eager backend: torch ops only
         agent = _agent([0], torch.device("cpu"), table, config=config)
         with FlopCounterMode(display=False) as counter:
@@ -187,8 +188,6 @@ def _recipe_rows(dev: torch.device, table, steps: int, reduced: Optional[Tuple[s
             plan[f"recipe {name}, {reduced[1]}"] = (_agent([0], dev, table, config=cfg, matmul_precision=reduced[0]).train_step, steps, gflop,
                                                     f"--agent {name} -p matmul_precision={reduced[0]}")
         if name == "td3bc":  # the one baseline with a plain reference step in this package
-            from .reference_td3bc import ReferenceTD3BC
-
             ref = ReferenceTD3BC(HOPPER["obs_dim"], HOPPER["action_dim"], _table_tensors(table, dev), discount=cfg.gamma, tau=cfg.tau,
                                  policy_noise=cfg.target_noise, noise_clip=cfg.target_noise_clip, policy_freq=cfg.policy_delay, alpha=cfg.eta,
                                  lr=cfg.lr, batch_size=cfg.batch_size, hidden=cfg.hidden, device=dev)
@@ -305,8 +304,6 @@ def run_benchmark(device: str = "auto", steps: Optional[int] = None, repeats: in
         plan["exact, ensemble-q x10"] = (_agent([0], dev, table, config=ens).train_step, steps, counted_step_gflop(ens, table),
                                          "-p critic=ensemble-q -p n_critics=10 -p critic_reduce=lcb")
     if "samplers" in wanted:  # edp's step, and the same step with the 50-step chain for the next actions (bench/samplers.py)
-        from .samplers import training_rows
-
         plan.update(training_rows(lambda cfg: _agent([0], dev, table, config=cfg), lambda cfg: counted_step_gflop(cfg, table), steps))
     if reduced and "exact" in wanted:
         plan[f"exact, {low_name}"] = (_agent([0], dev, table, matmul_precision=low).train_step, steps, flop, f"-p matmul_precision={low}")
@@ -327,8 +324,6 @@ def run_benchmark(device: str = "auto", steps: Optional[int] = None, repeats: in
     if "recipes" in wanted:  # each recipe's acting latency (its own candidates, steps and sampler) for one observation
         eval_plan.update(_recipe_acting_rows(dev, table, s["obs_dim"], eval_calls))
     if "samplers" in wanted:  # predict with a T = 50 head: the 50-step chain beside DPM-Solver++ and DDIM
-        from .samplers import acting_rows
-
         eval_plan.update(acting_rows(lambda cfg: _agent([0], dev, table, config=cfg), s["obs_dim"], eval_calls))
     if "export" in wanted:  # the same policy exported to ONNX, run by onnxruntime with numpy-drawn noise (dqltoolkit export)
         eval_plan.update(_export_rows(_agent([0], dev, table), s["obs_dim"], eval_calls, say))

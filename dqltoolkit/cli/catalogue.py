@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..config import recipe_names
+from ..config import describe_keys, recipe_names
 from ..heads.samplers import SAMPLERS
 from ..registry import CRITICS, HEADS, OBJECTIVES
 from ..tasks import task_ids
@@ -24,8 +24,6 @@ def list_(what: str) -> None:
         if what in (name, "all"):
             click.echo(f"{name}: {', '.join(fn())}")
     if what == "keys":
-        from ..config import describe_keys
-
         owner = None
         for spec in describe_keys():
             if spec.owner != owner:

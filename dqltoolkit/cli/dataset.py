@@ -10,6 +10,7 @@ import click
 from ..data import builder
 from ..data.builder import BuildConfig, build_dir
 from ..data.d4rl_hdf5 import DatasetError
+from ..data.levels import build_time_estimate
 from ..data.minari_source import is_local, minari_root, open_minari
 from ..registry import UnknownNameError
 from ..tasks import get_task, tasks_using_dataset
@@ -85,8 +86,6 @@ def _data_status(name: str) -> str:
         here = [d for d in ids if is_local(d)]
         if here:
             return f"{name}: Minari dataset {here[0]} (local){section}"
-        from ..data.levels import build_time_estimate
-
         how = f"`{spec['build']}` ({build_time_estimate(spec['build'])})" if spec.get("build") else "--download (needs a network)"
         return f"{name}: missing ({' / '.join(ids)}); get it with {how}{section}"
     if spec["source"] == "d4rl_hdf5":

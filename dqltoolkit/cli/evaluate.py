@@ -11,6 +11,7 @@ import click
 
 from ..agent import Agent
 from ..checkpoint import CheckpointError
+from ..envs.bandit2d import mode_shares
 from ..evaluation import check_episodes, describe
 from ..evaluation import evaluate as run_eval
 from ..export import ExportError, check_export, export_policy, read_metadata
@@ -18,6 +19,7 @@ from ..limits import LimitError, check_limit
 from ..record import RecordError, env_fps, headless_gl, record_frames, write_video
 from ..registry import UnknownNameError
 from ..tasks import get_task
+from ..training import sample_policy_actions
 from . import _fail, _threads, _threads_option, main
 
 
@@ -73,9 +75,6 @@ def _evaluate_checkpoint(checkpoint: str, env: Optional[str], episodes: Optional
         r["normalized_score"] = score
     r["env"] = task.id
     if modes[0] is not None:  # an env that declares reward modes (the bandit): where 1,000 raw policy samples land, as training reports
-        from ..envs.bandit2d import mode_shares
-        from ..training import sample_policy_actions
-
         r["mode_shares"] = mode_shares(sample_policy_actions(model, 1000, seed=seed), names=modes[0], centres=modes[1], radius=modes[2])
     if as_json:
         click.echo(json.dumps(r))

@@ -22,6 +22,12 @@ from ..settings import setting
 from .base import Critic, NextActions
 
 
+def td_error_loss(q: Tensor, target: Tensor) -> Tensor:
+    """The critic loss: the sum over the networks ``q`` ``[M, n_q, B]`` of the mean squared error to ``target``
+    ``[M, B]``, per seed ``[M]`` (the fused operators compute the same, tests/test_fused.py)."""
+    return (q - target.unsqueeze(1)).pow(2).mean(dim=2).sum(dim=1)
+
+
 @dataclass
 class QSettings(Critic.Settings):
     """What every Q-network critic reads: its networks, its reduction and its TD target."""
@@ -150,6 +156,4 @@ class EnsembleQCritic(Critic):
 
     def compute_loss(self, batch: Dict[str, Tensor], target: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
         """Sum over the networks of the mean squared TD error, per seed."""
-        q = self(batch["obs"], batch["actions"])
-        loss = (q - target.unsqueeze(1)).pow(2).mean(dim=2).sum(dim=1)
-        return loss, {}
+        return td_error_loss(self(batch["obs"], batch["actions"]), target), {}

@@ -32,7 +32,7 @@ from ..nn import ACTIVATIONS, EnsembleMLP
 from ..registry import CRITICS
 from ..settings import setting
 from .base import Critic, NextActions
-from .ensemble_q import EnsembleQCritic
+from .ensemble_q import EnsembleQCritic, td_error_loss
 
 ACT_WEIGHTS = ("q", "expectile")
 
@@ -108,8 +108,7 @@ class IQLCritic(EnsembleQCritic):
         """Q: sum over the networks of the mean squared TD error; V: mean expectile loss against the min
         target Q at the dataset action. Both per seed; the loss is their sum."""
         obs, actions = batch["obs"], batch["actions"]
-        q = self(obs, actions)
-        q_loss = (q - target.unsqueeze(1)).pow(2).mean(dim=2).sum(dim=1)
+        q_loss = td_error_loss(self(obs, actions), target)
         v = self.state_values(obs)
         v_loss = expectile_loss(self.value_target(obs, actions) - v, self.expectile).mean(dim=1)
         return q_loss + v_loss, {"q_loss": q_loss.detach(), "value_loss": v_loss.detach(), "v_mean": v.detach().mean(dim=1)}

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .._cache import cache_root, private_dir
 from ..limits import MAX_BUILD_BUDGET, MAX_BUILD_TRANSITIONS, check_limit, check_memory
@@ -260,8 +261,6 @@ def build(cfg: BuildConfig, say: Callable[[str], None] = print, progress: bool =
     needs_training = any(lv != "random" for lv in cfg.levels)
     trained_enough = prog.done_training or (prog.medium_step is not None and not _needs_expert(cfg))
     if needs_training and not trained_enough:
-        from tqdm.auto import tqdm
-
         with tqdm(total=cfg.budget, initial=prog.steps, unit="env step", desc=f"{cfg.algo} on {env_id}", dynamic_ncols=True,
                   disable=not progress) as bar:
             _train(cfg, d, prog, say, bar)

@@ -15,6 +15,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .. import envs as _envs  # noqa: F401  (registers bandit2d-v0)
 from .d4rl_hdf5 import DatasetError
 from .levels import build_time_estimate
 
@@ -115,8 +116,6 @@ def dataset_eval_env(dataset_id: str) -> Tuple[Optional[str], Dict[str, Any], Op
 def _refuse_env(env_id: str, spec: Dict[str, Any], where: str) -> str:
     """Why the env a dataset names must not be made from its metadata ("" when it may)."""
     import gymnasium as gym
-
-    import dqltoolkit.envs  # noqa: F401  (registers bandit2d-v0)
 
     if ":" in env_id:
         return (f"{where} names env id {env_id!r}: an id with ':' makes gymnasium import the module before the ':', "

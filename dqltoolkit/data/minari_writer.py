@@ -14,6 +14,7 @@ import warnings
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .._version import __version__
 from .d4rl_hdf5 import DatasetError
@@ -72,8 +73,6 @@ def rollout_episodes(env_id: str, policy, n_steps: int, seed: int = 0, max_episo
     episodes, total, ep_i = [], 0, 0
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=n_steps, unit="transition", desc=f"collecting {env_id}", dynamic_ncols=True, mininterval=1.0)
     while total < n_steps:
         obs, _ = env.reset(seed=seed + ep_i)

@@ -12,6 +12,8 @@ from typing import Any, Callable, Dict, Tuple
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 FORMAT = "dqltoolkit-sb3-stage/1"
 
@@ -69,7 +71,6 @@ def stage_files(stem: Path) -> Tuple[Path, Path]:
 
 def save_model(model, stem: Path, algo: str) -> None:
     """``<stem>.safetensors`` + ``<stem>.json``: what ``load_model`` needs to continue or act."""
-    from safetensors.torch import save_file
     from stable_baselines3.common.save_util import recursive_getattr
 
     state_names, variable_names = model._get_torch_save_params()
@@ -89,8 +90,6 @@ def has_model(stem: Path) -> bool:
 
 def load_model(stem: Path, algo: str, make: Callable[[], Any]):
     """A fresh model from ``make()`` with the stage's state loaded into it (strictly: every tensor must fit)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
     from stable_baselines3.common.save_util import recursive_getattr
 
     meta, weights = stage_files(stem)
