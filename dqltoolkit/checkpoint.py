@@ -24,7 +24,7 @@ from safetensors.torch import save as st_save
 
 from . import checkpoint_checks as checks
 from ._version import __version__
-from .checkpoint_checks import DOC_NAME, MAX_DOC_BYTES, TENSORS_NAME, CheckpointError, _modules, _optimizers
+from .checkpoint_checks import DOC_NAME, MAX_DOC_BYTES, TENSORS_NAME, CheckpointError, agent_modules, agent_optimizers
 from .online import ONLINE_FIELDS, OnlineBuffer
 
 FORMAT = "dqltoolkit-agent"
@@ -57,9 +57,9 @@ def _online_kept(agent, include_optimizer: bool) -> Optional[OnlineBuffer]:
 def agent_state(agent, member: Optional[int] = None, include_optimizer: bool = True) -> Dict[str, torch.Tensor]:
     """All tensors of an agent, optionally of one member only (for per-seed checkpoints)."""
     M = agent.members
-    out = {prefix + k: _member_slice(v, M, member) for prefix, module in _modules(agent) for k, v in module.state_dict().items()}
+    out = {prefix + k: _member_slice(v, M, member) for prefix, module in agent_modules(agent) for k, v in module.state_dict().items()}
     if include_optimizer:
-        for name, opt in _optimizers(agent).items():
+        for name, opt in agent_optimizers(agent).items():
             for i, st in opt.state_dict()["state"].items():
                 for k, v in st.items():
                     v = torch.as_tensor(v)
@@ -172,12 +172,12 @@ def read_checkpoint(path: Union[str, Path], allow_nonfinite: bool = False) -> tu
 
 def config_of(doc: Dict[str, Any], path: Union[str, Path]):
     """The configuration a checkpoint's document holds (format 1: every key flat), within the checkpoint limits."""
-    return checks.check_config(doc["config"], Path(str(path)), legacy=checks._legacy(doc))
+    return checks.check_config(doc["config"], Path(str(path)), legacy=checks.is_legacy(doc))
 
 
 def _load_networks(agent, tensors: Dict[str, torch.Tensor], widen=lambda t: t) -> None:
     """The networks (each tensor through ``widen``) and the observation statistics: what resuming and fine-tuning share."""
-    for prefix, module in _modules(agent):
+    for prefix, module in agent_modules(agent):
         module.load_state_dict({k[len(prefix):]: widen(v) for k, v in tensors.items() if k.startswith(prefix)}, strict=True)
     agent.obs_mean, agent.obs_std = tensors["obs_mean"].to(agent.device), tensors["obs_std"].to(agent.device)
 
@@ -188,7 +188,7 @@ def restore_agent(agent, path: Union[str, Path], doc: Dict[str, Any], tensors: D
     try:
         _load_networks(agent, tensors)
         if doc.get("has_optimizer"):
-            for name, opt in _optimizers(agent).items():
+            for name, opt in agent_optimizers(agent).items():
                 state: Dict[int, Dict[str, torch.Tensor]] = {}
                 for k, v in tensors.items():
                     if k.startswith(f"optim.{name}."):

@@ -201,10 +201,10 @@ def check_document(doc: Any, path: Path, format_name: str, format_version: int) 
         raise CheckpointError(f"{path}: {DOC_NAME} field 'extra' must be a mapping")
     for key in ("observation_space", "action_space"):
         space_of(doc, key, path)
-    check_config(doc["config"], path, legacy=_legacy(doc))
+    check_config(doc["config"], path, legacy=is_legacy(doc))
 
 
-def _legacy(doc: Mapping[str, Any]) -> bool:
+def is_legacy(doc: Mapping[str, Any]) -> bool:
     """Format 1 wrote every key of every part flat (see config.AgentConfig.from_dict)."""
     return int(doc.get("format_version", 1)) < 2
 
@@ -286,7 +286,7 @@ def _fail_key(path: Path, key: str, problem: str) -> CheckpointError:
 
 def expected_layout(doc: Mapping[str, Any], path: Path) -> Tuple[Dict[str, Tuple[str, Tuple[int, ...]]], Dict[str, List[Tuple[str, Tuple[int, ...]]]]]:
     """What the document's agent holds (network tensors by key, each optimiser's parameters), built on the ``meta`` device."""
-    config = check_config(doc["config"], path, legacy=_legacy(doc))
+    config = check_config(doc["config"], path, legacy=is_legacy(doc))
     _check_parts({role: getattr(config, role) for role in ("head", "critic", "objective")}, path)
     try:
         obs_space, act_space = space_of(doc, "observation_space", path), space_of(doc, "action_space", path)
@@ -300,8 +300,8 @@ def expected_layout(doc: Mapping[str, Any], path: Path) -> Tuple[Dict[str, Tuple
         raise CheckpointError(f"{path}: could not check its tensors against the agent its config describes "
                               f"({type(exc).__name__}: {exc})") from None
     spec = lambda t: (_ST_NAME.get(t.dtype, str(t.dtype)), tuple(t.shape))
-    nets = {prefix + k: spec(v) for prefix, module in _modules(agent) for k, v in module.state_dict().items()}
-    return nets, {name: [spec(p) for g in opt.param_groups for p in g["params"]] for name, opt in _optimizers(agent).items()}
+    nets = {prefix + k: spec(v) for prefix, module in agent_modules(agent) for k, v in module.state_dict().items()}
+    return nets, {name: [spec(p) for g in opt.param_groups for p in g["params"]] for name, opt in agent_optimizers(agent).items()}
 
 
 def check_header(header: Header, doc: Mapping[str, Any], path: Path) -> None:
@@ -404,11 +404,11 @@ def check_generator_state(state: torch.Tensor, generator: torch.Generator, key: 
                                    "(saved on another kind of device?)")
 
 
-def _modules(agent):
+def agent_modules(agent):
     """(prefix, module) of every network an agent holds: the learner's one declared list, on save and load."""
     return tuple((prefix, m) for prefix, m in getattr(agent, "learner", agent).state_modules().items() if m is not None)
 
 
-def _optimizers(agent) -> Dict[str, torch.optim.Optimizer]:
+def agent_optimizers(agent) -> Dict[str, torch.optim.Optimizer]:
     """The optimisers whose state a checkpoint holds, by the name in its tensor keys: the learner's declared ones."""
     return getattr(agent, "learner", agent).optimisers()

@@ -15,8 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import precision
-
 
 def mish(x: Tensor) -> Tensor:
     """Mish, x tanh(softplus(x)) (Diffusion-QL's activation), as torch computes it."""
@@ -34,19 +32,6 @@ def member_generators(seeds: Sequence[int], device: torch.device | str = "cpu") 
         g.manual_seed(int(s))
         gens.append(g)
     return gens
-
-
-def layer_bmm(a: Tensor, b: Tensor) -> Tensor:
-    """``torch.bmm`` for a layer's product; inside a CPU ``matmul_precision="medium"`` block, the fused
-    library's product, whose forward and backward keep narrow products in float32 (dqltoolkit/precision.py)."""
-    ops = precision.layer_ops()
-    return torch.bmm(a, b) if ops is None else ops.layer_mm(a, b)
-
-
-def layer_baddbmm(c: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    """``torch.baddbmm(c, a, b)`` for a layer's product, with the same routing as :func:`layer_bmm`."""
-    ops = precision.layer_ops()
-    return torch.baddbmm(c, a, b) if ops is None else ops.layer_addmm(c, a, b)
 
 
 class EnsembleLinear(nn.Module):
@@ -82,7 +67,7 @@ class EnsembleLinear(nn.Module):
                 self.bias[i, 0].uniform_(-bound, bound, generator=g)
 
     def forward(self, x: Tensor) -> Tensor:
-        return layer_baddbmm(self.bias, x, self.weight)
+        return torch.baddbmm(self.bias, x, self.weight)
 
     def extra_repr(self) -> str:
         return f"members={self.members}, in={self.in_features}, out={self.out_features}"
@@ -115,7 +100,7 @@ class EnsembleMLP(nn.Module):
         rest = list(self.layers)[1:]
         for i, layer in enumerate(rest):
             w, b = (layer.weight.detach(), layer.bias.detach()) if detach_params else (layer.weight, layer.bias)
-            a = layer_baddbmm(b, a, w)
+            a = torch.baddbmm(b, a, w)
             if i < len(rest) - 1:
                 a = self.act(a)
         return a
@@ -132,8 +117,8 @@ class EnsembleMLP(nn.Module):
         first = self.layers[0]
         w, b = (first.weight.detach(), first.bias.detach()) if detach_params else (first.weight, first.bias)
         if len(self.layers) == 1:
-            return layer_baddbmm(b, x, w)
-        return self.forward_from_preactivation(layer_bmm(x, w), b, detach_params)
+            return torch.baddbmm(b, x, w)
+        return self.forward_from_preactivation(torch.bmm(x, w), b, detach_params)
 
 
 def sinusoidal_embedding(t: Tensor, dim: int) -> Tensor:

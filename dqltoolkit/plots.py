@@ -24,7 +24,7 @@ METRIC_LABELS = {"train/actor_loss": "actor loss", "train/critic_loss": "critic 
 CURVE_KEYS = ("train/actor_loss", "train/critic_loss", "train/bc_loss", "eval/normalized_score", "eval/mean_return")
 
 
-def _plt():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -33,9 +33,9 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path, dpi: int) -> Path:
+def save_figure(fig, path: Path, dpi: int) -> Path:
     fig.savefig(path, dpi=dpi)
-    _plt().close(fig)
+    pyplot().close(fig)
     return Path(path)
 
 
@@ -48,7 +48,7 @@ def _scatter_panel(ax, actions: np.ndarray, title: str, color: str, data: Option
     ax.scatter(actions[:, 0], actions[:, 1], s=3, c=color, alpha=0.6, rasterized=True, label=label)
     best = int(np.argmax(MODE_MEANS))
     for m, ((x, y), r) in enumerate(zip(MODE_CENTRES, MODE_MEANS)):
-        ax.add_patch(_plt().Circle((x, y), MODE_RADIUS, fill=False, ls="--", lw=0.8, color="black"))
+        ax.add_patch(pyplot().Circle((x, y), MODE_RADIUS, fill=False, ls="--", lw=0.8, color="black"))
         inward = -1.0 if y > 0 else 1.0  # the label sits on the centre's side of its circle
         ax.text(x, y + inward * (MODE_RADIUS + 0.05), f"r={r:g}" + (" (best)" if m == best and mark_best else ""), ha="center",
                 va="top" if y > 0 else "bottom", fontsize=7, zorder=5, bbox=dict(fc="white", ec="none", alpha=0.75, pad=0.6))
@@ -69,7 +69,7 @@ def _bandit_legend_handles() -> list:
 def bandit_figure(policy_actions: np.ndarray, dataset_actions: np.ndarray, title: str = "policy samples"):
     """Two panels like the paper's figure: the dataset, and policy samples over the dataset; axes are the
     two action dimensions, and one legend below names the dots and the dashed mode circles."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(7.2, 4.2), sharey=True)
     n = min(len(dataset_actions), MAX_DATA_POINTS)
     shown = f"{n:,} of {len(dataset_actions):,}" if n < len(dataset_actions) else f"{n:,}"
@@ -85,13 +85,13 @@ def bandit_figure(policy_actions: np.ndarray, dataset_actions: np.ndarray, title
 
 def plot_bandit(policy_actions: np.ndarray, dataset_actions: np.ndarray, path: Path, title: str = "policy samples") -> Path:
     """Save :func:`bandit_figure` to ``path``."""
-    return _save(bandit_figure(policy_actions, dataset_actions, title), path, dpi=120)
+    return save_figure(bandit_figure(policy_actions, dataset_actions, title), path, dpi=120)
 
 
 def bandit_grid_figure(panels: Sequence[Tuple[str, np.ndarray]], dataset_actions: np.ndarray, ncols: int = 5):
     """The ablation figure: the dataset panel then one panel per variant, axes labelled on the outer
     panels, and one legend (in the grid's first empty cell, else below the grid)."""
-    plt = _plt()
+    plt = pyplot()
     n = len(panels) + 1
     nrows = int(np.ceil(n / ncols))
     spare = nrows * ncols > n
@@ -120,7 +120,7 @@ def bandit_grid_figure(panels: Sequence[Tuple[str, np.ndarray]], dataset_actions
 
 def plot_bandit_grid(panels: Sequence[Tuple[str, np.ndarray]], dataset_actions: np.ndarray, path: Path, ncols: int = 5) -> Path:
     """Save :func:`bandit_grid_figure` to ``path``."""
-    return _save(bandit_grid_figure(panels, dataset_actions, ncols), path, dpi=110)
+    return save_figure(bandit_grid_figure(panels, dataset_actions, ncols), path, dpi=110)
 
 
 def _series(rows: List[Dict[str, str]], key: str) -> Tuple[List[float], List[float]]:
@@ -148,7 +148,7 @@ def learning_curves_figure(csv_path: Path, keys: Sequence[str] = CURVE_KEYS):
         keys.remove("eval/mean_return")
     if not keys:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.4), squeeze=False)
     last_step = max(float(r["time/step"]) for r in rows if r.get("time/step") not in ("", None))
     loss_steps: List[float] = []
@@ -190,4 +190,4 @@ def learning_curves_figure(csv_path: Path, keys: Sequence[str] = CURVE_KEYS):
 def plot_learning_curves(csv_path: Path, path: Path, keys: Sequence[str] = CURVE_KEYS) -> Optional[Path]:
     """Save :func:`learning_curves_figure` to ``path``; None (nothing written) when the CSV holds no metric."""
     fig = learning_curves_figure(csv_path, keys)
-    return None if fig is None else _save(fig, path, dpi=110)
+    return None if fig is None else save_figure(fig, path, dpi=110)

@@ -7,8 +7,8 @@ yes; AVX512-BF16 without AMX, e.g. AMD EPYC, no: oneDNN keeps float32 there) run
 products (every side >= 64, >= 6M multiply-adds) as bfloat16 products with float32 accumulation (the
 inputs' mantissas cut to 7 bits), while the others stay in float32, where bf16 would be slower (see
 ``csrc/fused.cpp``). That holds for the fused operators and for the layers of the eager path (heads and
-objectives without a fused operator), which route their products through the same rule
-(:func:`layer_ops`, ``nn.layer_bmm``).
+objectives without a fused operator), whose plain ``torch.bmm``/``torch.baddbmm`` calls the scope hands to the same
+rule (:class:`LayerProducts`, a torch function mode): the layers never learn that they run in bf16.
 
 Why a scope rather than setting torch's switch once: the switch is process-global, and an agent that
 flipped it for good would change the numerics of everything else in the user's process (their own
@@ -28,12 +28,11 @@ from pathlib import Path
 from typing import Any, ContextManager, Iterator, Optional
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from ._native import fused_ops
 
 PRECISIONS = ("highest", "high", "medium")
-
-_layer_ops = None  # the fused library while a CPU "medium" block is active: eager layers route their products to it
 
 
 def check_precision(value: str) -> str:
@@ -193,20 +192,29 @@ def _reduced_precision(precision: str, device: torch.device) -> Iterator[None]:
     if ops is None:  # "high" on a CPU (no TF32 units), bf16 products that do not run, or no fused library: float32
         yield
         return
-    global _layer_ops
-    before, before_layers = ops.set_wide_bf16(True), _layer_ops
-    _layer_ops = ops
+    before = ops.set_wide_bf16(True)
     try:
-        yield
+        with LayerProducts(ops):
+            yield
     finally:
         ops.set_wide_bf16(before)
-        _layer_ops = before_layers
 
 
-def layer_ops() -> Optional[Any]:
-    """The operators that eager layers should multiply with (``layer_mm``/``layer_addmm``, which apply the
-    wide/narrow rule to forward and backward products), or None: use torch's own products."""
-    return _layer_ops
+class LayerProducts(TorchFunctionMode):
+    """While active, ``torch.bmm(a, b)`` and ``torch.baddbmm(c, a, b)`` (the eager layers' products, dqltoolkit/nn.py)
+    run as ``ops.layer_mm``/``ops.layer_addmm``, which apply the wide/narrow rule to forward and backward products.
+    Calls with other arguments (``beta``, ``alpha``, ``out``) and every other function run as torch's own."""
+
+    def __init__(self, ops: Any) -> None:
+        super().__init__()
+        self.ops = ops
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if not kwargs and func is torch.bmm and len(args) == 2:
+            return self.ops.layer_mm(*args)
+        if not kwargs and func is torch.baddbmm and len(args) == 3:
+            return self.ops.layer_addmm(*args)
+        return func(*args, **(kwargs or {}))
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from typing import Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 
-from .plots import _plt, _save
+from .plots import pyplot, save_figure
 from .stats import Estimate
 
 SCORE_LABELS = {"normalized_score": "normalised score", "return": "episode return"}
@@ -25,7 +25,7 @@ def performance_profile_figure(taus: np.ndarray, profiles: Mapping[str, Estimate
                                tasks: Sequence[str] = ()):
     """Fraction of runs (seeds, pooled over ``tasks``) whose final score is above tau, one line per
     algorithm with its interval as a band: a curve above another everywhere is better at every bar."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 3.8))
     colours = _colours(list(profiles))
     for alg, est in profiles.items():
@@ -47,13 +47,13 @@ def performance_profile_figure(taus: np.ndarray, profiles: Mapping[str, Estimate
 def plot_performance_profile(taus: np.ndarray, profiles: Mapping[str, Estimate], path: Path, metric: str = "normalized_score",
                              tasks: Sequence[str] = ()) -> Path:
     """Save :func:`performance_profile_figure` to ``path``."""
-    return _save(performance_profile_figure(taus, profiles, metric, tasks), path, dpi=110)
+    return save_figure(performance_profile_figure(taus, profiles, metric, tasks), path, dpi=110)
 
 
 def report_curves_figure(curves: Mapping[str, Mapping[str, Tuple[np.ndarray, Estimate, bool]]], metrics: Mapping[str, str]):
     """One panel per task: each algorithm's mean score over seeds at each evaluation, with its band. An
     algorithm without periodic evaluations shows its end-of-run evaluation as one marked point."""
-    plt = _plt()
+    plt = pyplot()
     tasks = list(curves)
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks), 3.8), squeeze=False)
     colours = _colours(list(dict.fromkeys(a for t in tasks for a in curves[t])))  # (report.py gives them in order)
@@ -76,4 +76,4 @@ def report_curves_figure(curves: Mapping[str, Mapping[str, Tuple[np.ndarray, Est
 
 def plot_report_curves(curves: Mapping[str, Mapping[str, Tuple[np.ndarray, Estimate, bool]]], metrics: Mapping[str, str], path: Path) -> Path:
     """Save :func:`report_curves_figure` to ``path``."""
-    return _save(report_curves_figure(curves, metrics), path, dpi=110)
+    return save_figure(report_curves_figure(curves, metrics), path, dpi=110)

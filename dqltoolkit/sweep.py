@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 
 from .faults import RunLock, RunLockError
-from .sweep_spec import ENTRY, SweepError, SweepSpec, Trial, _canonical, _typed, complete_results, distinct_names, fixed_overrides, read_results
+from .sweep_spec import ENTRY, SweepError, SweepSpec, Trial, canonical_json, complete_results, distinct_names, fixed_overrides, read_results, typed_value
 from .threads import usable_cores
 
 DONE = ("finished", "stopped_early")
@@ -125,7 +125,7 @@ def _domain(dist: Dict[str, Any]):
 def _draw(spec: SweepSpec, key: str, rng: Any) -> Any:
     """One value of a space key from Tune's sampler, typed as ``train -p`` types it (a Python number, not numpy's)."""
     v = _domain(spec.space[key]).sample(random_state=rng)
-    return _typed(spec.path, "space", key, v.item() if hasattr(v, "item") else v)
+    return typed_value(spec.path, "space", key, v.item() if hasattr(v, "item") else v)
 
 
 def planned_trials(spec: SweepSpec) -> List[Trial]:
@@ -153,7 +153,7 @@ def _check_out(out: Path, spec: SweepSpec, resume: bool) -> Optional[Dict[str, A
         previous = json.loads(book.read_text())
     except ValueError as exc:
         raise SweepError(f"--resume: {book} is not valid JSON ({exc})") from None
-    if _canonical(previous.get("spec", {})) != _canonical(spec.raw):
+    if canonical_json(previous.get("spec", {})) != canonical_json(spec.raw):
         raise SweepError(f"--resume: {spec.path} differs from the sweep that {out} was started with ({previous.get('spec_file')}); "
                          "resume with the same file, or start the changed sweep in another --out")
     return previous

@@ -55,7 +55,7 @@ class Trial:
         stem = Path(agent).stem if agent.endswith((".yaml", ".yml")) else agent
         parts = [stem, task] + [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()]
         name = re.sub(r"[^A-Za-z0-9._=+,-]+", "-", "_".join(parts)).strip("-.")
-        t.name = _hashed(name, _canonical(t.point())) if hashed or len(name) > 120 else name
+        t.name = _hashed(name, canonical_json(t.point())) if hashed or len(name) > 120 else name
         return t
 
     def point(self) -> Dict[str, Any]:
@@ -152,7 +152,7 @@ def _mapping(path: Path, name: str, v: Any) -> Dict[str, Any]:
     return {str(k): x for k, x in v.items()}
 
 
-def _typed(path: Path, name: str, key: str, value: Any) -> Any:
+def typed_value(path: Path, name: str, key: str, value: Any) -> Any:
     """A value typed as ``train -p key=value`` types it (unknown keys refused)."""
     try:
         return coerce_mapping({key: value}, f"{path}: {name}.{key}")[key]
@@ -164,7 +164,7 @@ def _values(path: Path, name: str, key: str, values: Any, verb: str = "expected"
     """A non-empty list of values of ``key`` (a grid key's, a choice's), each typed."""
     if not isinstance(values, list) or not values:
         raise SweepError(f"{_where(path, name)}: {key}: {verb} a non-empty list of values, got {values!r}")
-    return [_typed(path, name, key, v) for v in values]
+    return [typed_value(path, name, key, v) for v in values]
 
 
 def _space(path: Path, raw: Any) -> Dict[str, Dict[str, Any]]:
@@ -186,8 +186,8 @@ def _space(path: Path, raw: Any) -> Dict[str, Dict[str, Any]]:
             raise SweepError(f"{where}: loguniform needs 0 < low, got {args[0]}")
         if kind == "randint":
             lo, hi = (_number(path, f"space.{key}.randint", a, -2**31) for a in args)
-        _typed(path, "space", key, lo)
-        _typed(path, "space", key, hi)
+        typed_value(path, "space", key, lo)
+        typed_value(path, "space", key, hi)
         out[key] = {kind: [lo, hi]}
     return out
 
@@ -251,7 +251,7 @@ def load_sweep(path: Path | str) -> SweepSpec:
         raise SweepError(f"{_where(path, 'name')}: expected a non-empty string, got {name!r}")
     ints = {k: None if d is None and raw.get(k) is None else _number(path, k, raw.get(k, d), low)
             for k, (d, low) in INT_FIELDS.items()}
-    params = {k: _typed(path, "params", k, v) for k, v in _mapping(path, "params", raw.get("params")).items()}
+    params = {k: typed_value(path, "params", k, v) for k, v in _mapping(path, "params", raw.get("params")).items()}
     for k in ("steps", "eval_freq", "eval_episodes"):
         if k in params:
             raise SweepError(f"{_where(path, 'params')}: {k}: set it with the sweep's own field {k!r}")
@@ -343,7 +343,7 @@ def _check_against_recipes(spec: SweepSpec, metric: Any) -> None:
                              f"(agent {agent} on {task_id}): ASHA could never stop a trial early")
 
 
-def _canonical(doc: Any) -> str:
+def canonical_json(doc: Any) -> str:
     return json.dumps(doc, sort_keys=True, default=str)  # (floats as repr: exact)
 
 
@@ -386,7 +386,7 @@ def distinct_names(path: Path, trials: List[Trial], field_name: str, remedy: str
     counts, seen = Counter(t.name for t in trials), set()
     for t in trials:
         if counts[t.name] > 1:
-            key = _canonical(t.point())
+            key = canonical_json(t.point())
             if key in seen:
                 raise SweepError(f"{_where(path, field_name)}: two trials are the same point ({t.agent} on {t.task} with {t.params}), "
                                  f"so they would train into one folder trials/{t.name}: {remedy}")

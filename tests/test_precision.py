@@ -205,7 +205,7 @@ def test_cuda_scope_turns_tf32_on_consistently_and_restores_the_users_flags(user
 
 @needs_fused
 def test_layer_products_equal_torch_in_float32_and_follow_the_rule_under_medium():
-    """The eager layers' products (nn.layer_bmm / layer_baddbmm route to them under "medium")."""
+    """The eager layers' products (their torch.bmm / torch.baddbmm go to them under "medium")."""
     ops = fused_ops()
     g = torch.Generator().manual_seed(3)
     c = torch.randn(1, 1, 256, generator=g, requires_grad=True)
@@ -239,7 +239,6 @@ def test_layer_products_equal_torch_in_float32_and_follow_the_rule_under_medium(
 
 def test_eager_recipes_train_close_to_float32_under_medium():
     """A Gaussian-head recipe has no fused operator: its layers route their products under "medium"."""
-    from dqltoolkit import precision
     from dqltoolkit.bench.throughput import _agent
     from dqltoolkit.config import load_recipe
 
@@ -249,8 +248,57 @@ def test_eager_recipes_train_close_to_float32_under_medium():
                                                                               matmul_precision="medium")
     for _ in range(3):
         a, b = full.train_step(), reduced.train_step()
-    assert precision.layer_ops() is None  # the routing ends with the step
+    assert not torch.overrides._is_torch_function_mode_enabled()  # the routing ends with the step
     torch.testing.assert_close(b["critic_loss"], a["critic_loss"], rtol=2e-2, atol=1e-3)
     torch.testing.assert_close(b["bc_loss"], a["bc_loss"], rtol=2e-2, atol=1e-3)
     bf16_ran = cpu_has_bf16_matmuls() and fused_ops() is not None
     assert torch.equal(full.head.net.layers[1].weight, reduced.head.net.layers[1].weight) == (not bf16_ran)
+
+
+class _CountingOps:
+    """Stand-in operators: torch's products plus one, counted, and the wide-bf16 switch's state."""
+
+    def __init__(self):
+        self.calls, self.wide = [], False
+
+    def set_wide_bf16(self, on):
+        before, self.wide = self.wide, on
+        return before
+
+    def layer_mm(self, a, b):
+        self.calls.append("mm")
+        return torch.bmm(a, b) + 1
+
+    def layer_addmm(self, c, a, b):
+        self.calls.append("addmm")
+        return torch.baddbmm(c, a, b) + 1
+
+
+def test_the_medium_scope_hands_the_layers_plain_products_to_the_library(monkeypatch):
+    """On any CPU: inside a "medium" block where bf16 products run, the layers' plain torch.bmm/baddbmm calls reach the
+    library's layer products (nn.py never asks which), other calls stay torch's, and nothing is routed after the block."""
+    from dqltoolkit.heads.diffusion import DiffusionHead
+    from dqltoolkit.nn import EnsembleMLP, member_generators
+
+    ops = _CountingOps()
+    monkeypatch.setattr(precision, "bf16_probe", lambda: Bf16Probe(True, True, "stand-in", "test CPU"))
+    monkeypatch.setattr(precision, "fused_ops", lambda: ops)
+    net = EnsembleMLP(2, 5, 3, [8, 8])
+    x = torch.randn(2, 4, 5)
+    ref = net(x)
+    scope = matmul_precision("medium", torch.device("cpu"))
+    with scope:
+        assert ops.wide
+        routed = net(x)
+        kept = torch.baddbmm(torch.zeros(2, 4, 3), x, torch.randn(2, 5, 3), beta=0.5)  # a call with options: torch's own
+    assert ops.calls == ["mm", "addmm", "addmm"] and not ops.wide and kept.shape == (2, 4, 3)  # one product per layer
+    assert not torch.allclose(routed, ref)  # the stand-in's products (plus one) made the output
+    net(x)
+    assert len(ops.calls) == 3  # after the block: torch's products again
+    head = DiffusionHead(3, 2, members=1, hidden=8, time_dim=4, T=3)
+    head.reset_parameters(member_generators([0]))
+    obs, actions = torch.randn(1, 6, 3), torch.rand(1, 6, 2) * 2 - 1
+    with scope:
+        loss = head.behaviour_loss(obs, actions, member_generators([1]))
+        loss.sum().backward()
+    assert {"mm", "addmm"} <= set(ops.calls[3:])  # the denoiser's pieces (time, state, action parts) too

@@ -33,7 +33,7 @@ def _positive_episodes(ctx: click.Context, param: click.Parameter, value: Option
         raise click.BadParameter(str(exc)) from None
 
 
-def _evaluate_options(fn):
+def evaluate_options(fn):
     """The options `evaluate` and `zoo evaluate` share."""
     for option in reversed([
         click.option("--env", "env", default=None, help="Task id (default: the task the checkpoint was trained on)."),
@@ -50,7 +50,7 @@ def _evaluate_options(fn):
     return fn
 
 
-def _evaluate_checkpoint(checkpoint: str, env: Optional[str], episodes: Optional[int], seed: int, deterministic: bool, device: str,
+def evaluate_checkpoint(checkpoint: str, env: Optional[str], episodes: Optional[int], seed: int, deterministic: bool, device: str,
                          as_json: bool) -> dict:
     try:
         model = Agent.load(checkpoint, device=device)
@@ -87,7 +87,7 @@ def _evaluate_checkpoint(checkpoint: str, env: Optional[str], episodes: Optional
 
 @main.command()
 @click.argument("checkpoint", type=str)
-@_evaluate_options
+@evaluate_options
 @_threads_option
 def evaluate(checkpoint: str, env: Optional[str], episodes: Optional[int], seed: int, deterministic: bool, device: str,
              as_json: bool, threads: str) -> None:
@@ -96,7 +96,7 @@ def evaluate(checkpoint: str, env: Optional[str], episodes: Optional[int], seed:
     Acts deterministically by default, as SB3's evaluate_policy does; --stochastic draws actions as the
     stochastic policy does. The output says which mode was used."""
     with _threads(threads):
-        _evaluate_checkpoint(checkpoint, env, episodes, seed, deterministic, device, as_json)
+        evaluate_checkpoint(checkpoint, env, episodes, seed, deterministic, device, as_json)
 
 
 @main.command("export")

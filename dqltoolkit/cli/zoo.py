@@ -13,7 +13,7 @@ from ..checkpoint import CheckpointError
 from ..sources import fetch_entry
 from ..zoo import ZooError, cached_path, default_index, get_entry, load_index, make_entry
 from . import _failing, _threads, _threads_option, main
-from .evaluate import _evaluate_checkpoint, _evaluate_options
+from .evaluate import evaluate_checkpoint, evaluate_options
 
 
 @main.group()
@@ -80,7 +80,7 @@ def zoo_download(ctx: click.Context, entry_id: str, force: bool) -> None:
 
 @zoo.command(name="evaluate")
 @click.argument("entry_id")
-@_evaluate_options
+@evaluate_options
 @_threads_option
 @click.pass_context
 def zoo_evaluate(ctx: click.Context, entry_id: str, env: Optional[str], episodes: Optional[int], seed: int, deterministic: bool, device: str,
@@ -90,7 +90,7 @@ def zoo_evaluate(ctx: click.Context, entry_id: str, env: Optional[str], episodes
     with _failing(ZooError):
         path = fetch_entry(entry_id, ctx.obj["index"])
     with _threads(threads):
-        _evaluate_checkpoint(str(path), env, episodes, seed, deterministic, device, as_json)
+        evaluate_checkpoint(str(path), env, episodes, seed, deterministic, device, as_json)
 
 
 @zoo.command(name="entry")

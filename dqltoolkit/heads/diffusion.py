@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ..capabilities import KERNELS
-from ..nn import ACTIVATIONS, EnsembleMLP, layer_baddbmm, layer_bmm, member_randint, member_randn, sinusoidal_embedding
+from ..nn import ACTIVATIONS, EnsembleMLP, member_randint, member_randn, sinusoidal_embedding
 from ..registry import HEADS
 from ..settings import setting
 from .base import PolicyHead
@@ -117,17 +117,17 @@ class DiffusionHead(PolicyHead):
         """First-layer contribution of each step's time embedding: ``[M, T, hidden]``."""
         temb = self.time_mlp(self.time_embedding.expand(self.members, -1, -1))
         w_t = self.net.layers[0].weight[:, self.action_dim : self.action_dim + self.time_dim]
-        return layer_bmm(temb, w_t)
+        return torch.bmm(temb, w_t)
 
     def _state_proj(self, obs: Tensor) -> Tensor:
         first = self.net.layers[0]
-        return layer_baddbmm(first.bias, obs, first.weight[:, self.action_dim + self.time_dim :])
+        return torch.baddbmm(first.bias, obs, first.weight[:, self.action_dim + self.time_dim :])
 
     def _eps(self, x: Tensor, state_part: Tensor, time_part: Tensor) -> Tensor:
         """The denoiser from its first layer's pieces: x @ W_a + state part (with the bias), then the
         time part, which is ``[M, 1, hidden]`` in the chain (one step for the whole batch) or
         ``[M, B, hidden]`` for per-sample steps, enters as the activation's bias."""
-        h = layer_baddbmm(state_part, x, self.net.layers[0].weight[:, : self.action_dim])
+        h = torch.baddbmm(state_part, x, self.net.layers[0].weight[:, : self.action_dim])
         return self.net.forward_from_preactivation(h, time_part)
 
     def predict_noise(self, x: Tensor, t: Tensor, obs: Tensor) -> Tensor:
