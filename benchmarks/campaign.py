@@ -10,7 +10,7 @@ chunks, then gathered into the results record (docs/results/runs.json) that docs
 
 Why not `dqltoolkit sweep` here: on 2 cores one trial at a time is the whole machine, and a campaign of
 hours must stop at a chosen moment (a session's end) and go on later from exactly there. `run` trains the
-trials in file order (each one `dqltoolkit train` of all its seeds, saving model_latest.zip every
+trials in file order, started ones first (each one `dqltoolkit train` of all its seeds, saving model_latest.zip every
 `save_every` steps); at the deadline it sends SIGTERM, which saves model_interrupted.zip after the
 current step; the next `run` resumes each unfinished trial from its newest checkpoint, in its own folder,
 whose metrics.csv keeps every row before it. A SIGKILL loses at most `save_every` steps. The same sweep
@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -174,14 +175,13 @@ def _resume_command(task: str, ckpt: Path, save_every: int, run_dir: Path) -> Li
 
 
 def run(spec, out: Path, minutes: float, threads: int, only: Optional[str]) -> int:
-    """Train trials in order until the deadline; returns 0 when every trial is done, 3 when time ran out."""
+    """Train trials until the deadline: started trials first, then new ones, each group in file order (a
+    session that ends mid-trial must not find the next session starting another trial before finishing it);
+    returns 0 when every trial is done, 3 when time ran out."""
     stop = _stopper(minutes)
-    for trial in spec.grid_trials():
-        if only and only not in (trial.agent, trial.task, trial.name):
-            continue
-        state, ckpt = trial_state(spec, trial, out)
-        if state == "done":
-            continue
+    chosen = [t for t in spec.grid_trials() if not only or only in (t.agent, t.task, t.name)]
+    states = [(t, *trial_state(spec, t, out)) for t in chosen]
+    for trial, state, ckpt in [x for x in states if x[1] == "resume"] + [x for x in states if x[1] == "new"]:
         if _over(stop):
             return 3
         run_dir = out / "trials" / trial.name
@@ -258,7 +258,18 @@ def select(spec, out: Path, minutes: float, threads: int, only: Optional[str], f
     return 0
 
 
-def status(spec, out: Path) -> None:
+def status(spec, out: Path, records: Optional[Path] = None) -> None:
+    """One line per trial; a "new" trial whose seeds already have records (trained on a machine whose folder is
+    gone) says so, since `run` would train it again (needed only for what the records lack: checkpoints)."""
+    from dqltoolkit.report_records import RecordError, read_records
+
+    recorded: Dict[tuple, int] = {}
+    if records is not None and records.is_file():
+        try:
+            for r in read_records(records):
+                recorded[(r["agent"], r["task"])] = recorded.get((r["agent"], r["task"]), 0) + 1
+        except RecordError as exc:  # the trials' own state does not depend on it
+            print(f"(records not read: {exc})")
     for trial in spec.grid_trials():
         state, ckpt = trial_state(spec, trial, out)
         run_dir = out / "trials" / trial.name
@@ -269,7 +280,9 @@ def status(spec, out: Path) -> None:
         done_steps = sum(max(0, c["to_step"] - c["from_step"]) for c in chunks)
         eta = f", about {(budget - at) / (done_steps / wall) / 3600:.1f} h to go at {done_steps / wall:.1f} steps/s" \
             if state != "done" and wall > 0 and done_steps > 0 else ""
-        print(f"{trial.name:60s} {state:7s} {at:>8d} / {budget} steps, {wall / 3600:.2f} h{eta}")
+        elsewhere = recorded.get((trial.agent, trial.task), 0) if state == "new" else 0
+        kept = f" ({elsewhere} records in {records} from a folder not here)" if elsewhere else ""
+        print(f"{trial.name:60s} {state:7s} {at:>8d} / {budget} steps, {wall / 3600:.2f} h{eta}{kept}")
 
 
 def behaviour_score(table, task) -> Optional[float]:
@@ -285,7 +298,8 @@ def behaviour_score(table, task) -> Optional[float]:
 
 
 def collect(spec, out: Path, records: Path) -> None:
-    """Every trial's seeds as records, the dataset's size and digest from the data training reads. Records
+    """Every trial's seeds as records, the dataset's size and digest from the data training reads (and each ranked
+    trial's selection.png as ``selection_<trial>.png`` beside the records). Records
     already in ``records`` for runs this folder does not hold (trained on another machine, whose folder is
     gone) are kept as they are: a new machine adds to the table without erasing what it cannot rerun."""
     from dqltoolkit.data.digest import table_sha256
@@ -314,6 +328,8 @@ def collect(spec, out: Path, records: Path) -> None:
             config = None
         curves = curves_of_run(run_dir, spec.seeds)
         fqe = fqe_of_run(run_dir)
+        if (run_dir / "selection.png").is_file():  # the offline picks' figure, beside the records it belongs to
+            shutil.copyfile(run_dir / "selection.png", records.parent / f"selection_{trial.name}.png")
         for s in spec.seeds:
             if not curves[s]["evaluations"]:
                 continue
@@ -337,7 +353,8 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=60.0, help="run: stop (resumably) after this long")
     p.add_argument("--threads", type=int, default=2, help="run: torch threads of each trial (the machine's cores: one job at a time)")
     p.add_argument("--only", default=None, help="run: only trials of this agent, task or trial name")
-    p.add_argument("--records", type=Path, default=Path("docs/results/runs.json"), help="collect: the record file to write")
+    p.add_argument("--records", type=Path, default=Path("docs/results/runs.json"), help="collect: the record file to write; status: "
+                   "the records it names beside trials whose folder is not here")
     p.add_argument("--from-step", type=int, default=200_000, help="finetune: the offline checkpoint each fine-tune starts from")
     p.add_argument("--timesteps", type=int, default=50_000, help="finetune: env steps per seed online")
     p.add_argument("--fqe-steps", type=int, default=20_000, help="select: FQE fitting steps per checkpoint (2,000 leave a hopper "
@@ -355,7 +372,7 @@ def main() -> None:
     if a.action == "select":
         sys.exit(select(spec, out, a.minutes, a.threads, a.only, a.fqe_steps))
     if a.action == "status":
-        status(spec, out)
+        status(spec, out, a.records)
     else:
         collect(spec, out, a.records)
 

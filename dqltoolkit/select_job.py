@@ -10,16 +10,19 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+import numpy as np
 import yaml
 
 from .checkpoint import read_checkpoint
 from .fqe import FQEConfig, estimates_by_checkpoint
+from .plots import pyplot, save_figure
 from .report_records import curves_of_run
 from .selection import bc_pick, block_means, top_k_for
 from .tasks import get_task
 from .training import kept_checkpoints
 
 RULES = ("bc", "fqe")
+RULE_COLOURS = {"bc": "tab:orange", "fqe": "tab:blue"}
 
 
 class SelectError(ValueError):
@@ -82,7 +85,40 @@ def select_run(run_dir: Path | str, rules: Sequence[str] = RULES, fqe: FQEConfig
     tmp = run_dir / "selection.json.tmp"
     tmp.write_text(json.dumps(out, indent=1))
     tmp.replace(run_dir / "selection.json")
+    save_figure(selection_figure(out), run_dir / "selection.png", dpi=110)
     return out
+
+
+def selection_figure(result: Dict[str, Any]):
+    """One panel per seed: the online evaluation of each kept checkpoint (what a simulator would say), FQE's value of
+    it on a second axis, and each rule's pick as a vertical line, so whether a rule ranks the checkpoints as the
+    returns do is seen at a glance rather than read from the table."""
+    plt = pyplot()
+    seeds = result["seeds"]
+    fig, axes = plt.subplots(1, len(seeds), figsize=(4.4 * len(seeds), 3.6), squeeze=False)
+    for ax, e in zip(axes[0], seeds):
+        steps = [r["step"] for r in e["rows"]]
+        online = [np.nan if r["online"] is None else r["online"] for r in e["rows"]]
+        handles = []
+        if not np.all(np.isnan(online)):
+            handles += ax.plot(steps, online, "o-", color="black", label="online evaluation")
+        else:
+            ax.text(0.5, 0.5, "no online evaluations\nat these steps", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel("checkpoint (gradient step)")
+        ax.set_ylabel("online evaluation")
+        if any("fqe" in r for r in e["rows"]):
+            twin = ax.twinx()
+            handles += twin.plot(steps, [r.get("fqe", np.nan) for r in e["rows"]], "s--", color=RULE_COLOURS["fqe"], label="FQE value")
+            twin.set_ylabel("FQE value J", color=RULE_COLOURS["fqe"])
+        for rule, step in e["picks"].items():
+            handles.append(ax.axvline(step, color=RULE_COLOURS.get(rule, "tab:grey"), ls=":", lw=2, label=f"{rule} pick"))
+        regret = e.get("regret")
+        ax.set_title(f"seed {e['seed']}" + (": regret " + ", ".join(f"{k} {v:.2f}" for k, v in regret.items()) if regret else ""),
+                     fontsize=9)
+        ax.legend(handles=handles, fontsize=7, loc="best")
+    fig.suptitle(f"{result['task']}: offline picks among {len(result['checkpoints'])} checkpoints", fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def selection_table(result: Dict[str, Any]) -> List[str]:

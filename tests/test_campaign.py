@@ -115,6 +115,7 @@ def test_the_campaign_runner_continues_a_killed_trial_from_its_save(tmp_path):
     assert res.returncode == 0, res.stderr
     recs = json.loads(records.read_text())
     assert [r["seed"] for r in recs] == [0, 1]
+    assert (tmp_path / "selection_diffusion-ql_bandit2d-v0.png").stat().st_size > 10_000  # the offline picks' figure
     for r in recs:
         assert {"agent", "task", "seed", "dataset_transitions", "dataset_sha256", "command", "cpu", "evaluations", "bc_loss"} <= set(r)
         assert r["dataset_transitions"] == 10_000 and len(r["dataset_sha256"]) == 64 and r["metric"] == "return"
@@ -150,3 +151,56 @@ def test_the_campaign_runner_continues_a_killed_trial_from_its_save(tmp_path):
     table = (tmp_path / "ftfig" / "finetune_table.md").read_text().splitlines()
     assert table[2].startswith("| diffusion-ql_bandit2d-v0 | 2 | ") and table[2].endswith("| 200 |")
     assert (tmp_path / "ftfig" / "finetune.png").stat().st_size > 10_000
+
+
+def _campaign_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("campaign_under_test", ROOT / "benchmarks" / "campaign.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_run_finishes_started_trials_before_starting_new_ones_and_status_names_records_from_elsewhere(tmp_path, monkeypatch, capsys):
+    """A session that ends mid-trial: the next `run` resumes that trial before any trial earlier in the file that has
+    not started (on a new machine, trials whose records came from a lost folder show as new and would go first)."""
+    from dqltoolkit.sweep_spec import load_sweep
+
+    mod = _campaign_module()
+    sweep = tmp_path / "order.yaml"
+    sweep.write_text(yaml.safe_dump({"name": "order", "agents": ["diffusion-ql", "td3bc"], "tasks": ["bandit2d-v0"], "seeds": "0-1",
+                                     "steps": 1000, "eval_freq": 500, "save_every": 500}))
+    spec = load_sweep(sweep)
+    names = [t.name for t in spec.grid_trials()]
+    assert names == ["diffusion-ql_bandit2d-v0", "td3bc_bandit2d-v0"]
+    states = {names[0]: ("new", None), names[1]: ("resume", tmp_path / "model_latest.zip")}
+    monkeypatch.setattr(mod, "trial_state", lambda spec, trial, out: states[trial.name])
+    ran = []
+
+    def chunk(name, state, cmd, run_dir, book, threads, stop, budget, seeds):
+        ran.append((name, state, cmd[cmd.index("--resume") + 1] if "--resume" in cmd else None))
+        return 0
+
+    monkeypatch.setattr(mod, "_chunk", chunk)
+    monkeypatch.setattr(mod, "code_version", lambda: "test")
+    monkeypatch.setattr(mod.signal, "signal", lambda *args: None)  # the runner's SIGTERM/SIGINT handlers stay out of pytest
+    assert mod.run(spec, tmp_path / "out", minutes=5, threads=1, only=None) == 0
+    assert ran == [("td3bc_bandit2d-v0", "resume", str(tmp_path / "model_latest.zip")), ("diffusion-ql_bandit2d-v0", "new", None)]
+    ran.clear()
+    assert mod.run(spec, tmp_path / "out", minutes=5, threads=1, only="diffusion-ql") == 0
+    assert [r[0] for r in ran] == ["diffusion-ql_bandit2d-v0"]
+
+    records = tmp_path / "runs.json"
+    rec = {"agent": "diffusion-ql", "task": "bandit2d-v0", "seed": 0, "dataset_transitions": 10, "dataset_sha256": "0" * 64,
+           "command": "dqltoolkit train", "cpu": "x", "evaluations": [[500, 1.0]], "bc_loss": [[500, 0.1]]}
+    records.write_text(json.dumps([rec, dict(rec, seed=1)]))
+    monkeypatch.setattr(mod, "_steps_in", lambda run_dir: 500)
+    mod.status(spec, tmp_path / "out", records)
+    lines = capsys.readouterr().out.splitlines()
+    assert "new" in lines[0] and f"(2 records in {records} from a folder not here)" in lines[0], lines
+    assert "resume" in lines[1] and "500 / 1000" in lines[1] and "records" not in lines[1], lines
+    records.write_text("[{")
+    mod.status(spec, tmp_path / "out", records)
+    out = capsys.readouterr().out
+    assert out.startswith(f"(records not read: {records}: not readable JSON") and "from a folder not here" not in out, out

@@ -76,6 +76,20 @@ def test_select_ranks_a_runs_kept_checkpoints_and_reports_regret(tmp_path):
         # the BC-loss rule with top_k 1 and two checkpoints picks the one with the higher block mean
         losses = {r["step"]: r["bc_loss"] for r in e["rows"]}
         assert e["picks"]["bc"] == max(losses, key=losses.get)
+    # the figure: one panel per seed with the online curve, FQE's values on a second axis and both picks marked
+    assert (out / "selection.png").stat().st_size > 10_000
+    from dqltoolkit.select_job import selection_figure
+
+    fig = selection_figure(doc)
+    panels = [ax for ax in fig.axes if ax.get_xlabel()]
+    assert len(panels) == 2 and all(ax.get_ylabel() == "online evaluation" for ax in panels)
+    for ax, e in zip(panels, doc["seeds"]):
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert labels == ["online evaluation", "FQE value", "bc pick", "fqe pick"], labels
+        assert ax.get_title().startswith(f"seed {e['seed']}: regret bc ")
+        picks = [line.get_xdata()[0] for line in ax.lines if line.get_label().endswith(" pick")]
+        assert picks == [e["picks"]["bc"], e["picks"]["fqe"]]
+    assert sorted(ax.get_ylabel() for ax in fig.axes if not ax.get_xlabel()) == ["FQE value J", "FQE value J"]
 
 
 def test_select_says_what_a_run_without_kept_checkpoints_needs(tmp_path):

@@ -91,7 +91,7 @@ def report(paths: Tuple[Path, ...], out: Optional[Path], reps: int, seed: int, s
 def select(run_dir: Path, rules: str, fqe_steps: int, top_k: Optional[int], as_json: bool, threads: str) -> None:
     """Rank a run's saved checkpoints (train --save-every N --keep-checkpoints K) without the simulator: the BC-loss
     rule and fitted Q evaluation, with each pick's regret where the run has online evaluations at those steps.
-    Writes RUN_DIR/selection.json."""
+    Writes RUN_DIR/selection.json and RUN_DIR/selection.png (per seed: online scores, FQE values, each rule's pick)."""
     try:
         with _threads(threads, lambda m: click.echo(m, err=True)):
             res = select_run(run_dir, [r.strip() for r in rules.split(",") if r.strip()], FQEConfig(steps=fqe_steps), top_k)
