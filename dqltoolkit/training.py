@@ -318,6 +318,9 @@ def _model_for_run(agent, task, steps, seeds, device, overrides, download, resum
         keep.append(Path(resume))
         doc, _ = read_checkpoint(resume)
         plan = plan_resume(doc, str(resume), overrides, steps)
+        if not doc.get("has_optimizer"):
+            say(f"{resume} holds no optimiser state (a policy-only file, as zoo entries are): the optimisers start fresh; "
+                "the networks, target networks, EMA and step count carry over")
         if seeds is not None and [int(s) for s in seeds] != [int(s) for s in doc["seeds"]]:
             raise ValueError(f"--resume {resume} continues the checkpoint's seeds {doc['seeds']}; drop --seed/--seeds")
     else:

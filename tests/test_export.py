@@ -35,7 +35,7 @@ from .conftest import random_table, tiny_config  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = dict(T=3, hidden=16, critic_hidden=16, n_candidates=4, batch_size=32)
 #: one recipe per shipped head (bcq: the cvae head with BCQ's perturbed, greedy acting)
-RECIPES = {"diffusion": "diffusion-ql", "gaussian": "ql-gaussian", "deterministic": "td3bc", "cvae": "bcq"}
+RECIPES = {"diffusion": "diffusion-ql", "gaussian": "ql-gaussian", "deterministic": "td3bc", "cvae": "bcq", "consistency": "consistency-ql"}
 _AGENTS: dict = {}
 
 

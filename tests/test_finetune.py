@@ -70,6 +70,7 @@ def test_finetune_continues_a_checkpoint_online(tmp_path):
     res = CliRunner().invoke(main, ["finetune", "zoo:diffusion-ql-bandit2d-v0", "--env", "bandit2d-v0", "--timesteps", "60", "--out", str(out),
                                     "-p", "log_every=20", "-p", "online_offline_ratio=0.25", "--no-progress", "--threads", "1"])
     assert res.exit_code == 0, res.output
+    assert "holds no optimiser state (a policy-only file, as zoo entries are): the optimisers start fresh" in res.output  # said, not hidden
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["resumed_at_step"] == 16_000 and config["config"]["online"] is True
     assert config["config"]["online_offline_ratio"] == 0.25 and config["config"]["steps"] == 16_060

@@ -266,6 +266,9 @@ def test_list_keys_shows_the_sampler_keys_with_help():
                        ("q_sample_steps", "reverse steps"), ("default_sampler", "dpm-solver++")):
         line = next((ln for ln in out.splitlines() if ln.split() and ln.split()[0] == key), "")
         assert words in line, f"{key}: {line!r}"
+    lines = {ln.split()[0]: ln for ln in out.splitlines() if ln.startswith("  ")}
+    assert lines["n_candidates"].endswith(", >= 1, <= 10,000"), lines["n_candidates"]  # the declared maxima are shown
+    assert lines["batch_size"].endswith(", >= 1, <= 16,777,216"), lines["batch_size"]
     listing = CliRunner().invoke(main, ["list"]).output
     assert "edp" in listing.split("agents:")[1].splitlines()[0]
     assert "samplers: ddim, ddpm, dpm-solver++" in listing

@@ -169,7 +169,7 @@ class DPMSolverPP(Sampler):
     ``lower_order_final``. K network evaluations for K steps, like DDPM.
     """
 
-    doc = "DPM-Solver++(2M): multistep, 2nd order, deterministic; runs eagerly (no chain kernel)"
+    doc = "DPM-Solver++(2M): multistep, 2nd order, deterministic; chain kernels without a gradient, eager with one"
 
     def plan(self, abar: np.ndarray, t_index: np.ndarray) -> Plan:
         K = len(abar)

@@ -32,7 +32,7 @@ class TemperedDiffusionHead(DiffusionHead):
         self.noise_scale = float(noise_scale)
 
     def sample(self, obs: Tensor, generators: Sequence[torch.Generator], noise: Optional[Tensor] = None,
-               grad_steps: int = 0, steps: Optional[int] = None) -> Tensor:
+               steps: Optional[int] = None, *, grad_steps: int = 0, sampler: Optional[str] = None) -> Tensor:
         if noise is None:  # the draws the plain head would make, in the same order
             noise = self.draw_noise(obs.shape[1], generators, obs.device, steps)
-        return super().sample(obs, generators, noise=noise * self.noise_scale, grad_steps=grad_steps, steps=steps)
+        return super().sample(obs, generators, noise=noise * self.noise_scale, steps=steps, grad_steps=grad_steps, sampler=sampler)
