@@ -20,7 +20,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 _BOOLS = {**dict.fromkeys(("1", "true", "yes", "on"), True), **dict.fromkeys(("0", "false", "no", "off"), False)}
 
 
-def _bound(x: float) -> str:
+def bound_text(x: float) -> str:
+    """A bound as users read it, in the refusal message and in `dqltoolkit list keys` alike (``16,777,216``, not ``1.67772e+07``)."""
     return f"{int(x):,}" if float(x).is_integer() and abs(x) >= 10_000 else f"{x:g}"
 
 
@@ -109,9 +110,9 @@ def coerce(spec: SettingSpec, value: Any, source: str) -> Any:
         raise SettingError(f"{source}: {key}={value!r} is not a valid {getattr(tp, '__name__', tp)}") from None
     number = isinstance(out, (int, float)) and not isinstance(out, bool)
     if number and spec.min is not None and out < spec.min:
-        raise SettingError(f"{source}: {key}={out!r} is below its minimum {_bound(spec.min)}")
+        raise SettingError(f"{source}: {key}={out!r} is below its minimum {bound_text(spec.min)}")
     if number and spec.max is not None and out > spec.max:
-        raise SettingError(f"{source}: {key}={out!r} is above its maximum {_bound(spec.max)}" + (" (a stated limit: no published setting comes near it)" if spec.type is int else ""))
+        raise SettingError(f"{source}: {key}={out!r} is above its maximum {bound_text(spec.max)}" + (" (a stated limit: no published setting comes near it)" if spec.type is int else ""))
     if spec.choices is not None and out not in spec.choices:
         raise SettingError(f"{source}: {key}={out!r} is not one of {', '.join(map(repr, spec.choices))}")
     return out

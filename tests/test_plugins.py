@@ -420,6 +420,10 @@ def test_head_setting_changes_sampling():
     warm = heads[1.0].sample(obs, member_generators([1]))
     assert float(warm.detach().std(dim=1).min()) > 0.05
     torch.testing.assert_close(warm, plain.sample(obs, member_generators([1])))  # 1: the plain head, draw for draw
+    # the override keeps the head's signature: a sampler choice reaches the chain (ddim adds no noise after x_T)
+    ddim = heads[1.0].sample(obs, member_generators([1]), None, 2, grad_steps=0, sampler="ddim")
+    torch.testing.assert_close(ddim, plain.sample(obs, member_generators([1]), None, 2, sampler="ddim"))
+    assert make(head="tempered-diffusion", sampler="ddim").config.sampler == "ddim"  # built, not refused
 
 
 def test_head_setting_through_the_cli_and_a_recipe(tmp_path):

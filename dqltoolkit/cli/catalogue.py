@@ -7,14 +7,11 @@ import click
 from ..config import describe_keys, recipe_names
 from ..heads.samplers import SAMPLERS
 from ..registry import CRITICS, HEADS, OBJECTIVES
+from ..settings import bound_text
 from ..tasks import task_ids
 from ..zoo import load_index
 from . import main
 
-
-def _number(v: float) -> str:
-    """``16,777,216`` rather than ``1.67772e+07``: a limit a user reads must be the exact one the check applies."""
-    return f"{int(v):,}" if float(v).is_integer() else f"{v:g}"
 
 @main.command(name="list")
 @click.argument("what", type=click.Choice(["agents", "heads", "critics", "objectives", "samplers", "envs", "zoo", "keys", "all"]),
@@ -35,6 +32,6 @@ def list_(what: str) -> None:
                 note = {"core": " (every agent)", "runtime": " (every agent)", "sampling": " (every agent; heads with a reverse chain)",
                         "online": " (every agent; fine-tuning)"}.get(owner, "")
                 click.echo(f"\n[{owner}]{note}")
-            limits = [f"{op} {_number(v)}" for op, v in ((">=", spec.min), ("<=", spec.max)) if v is not None]
+            limits = [f"{op} {bound_text(v)}" for op, v in ((">=", spec.min), ("<=", spec.max)) if v is not None]
             bounds = f", one of {', '.join(map(str, spec.choices))}" if spec.choices else "".join(f", {b}" for b in limits)
             click.echo(f"  {spec.name:20s} {spec.type.__name__:5s} {spec.default!s:12s} {spec.help}{bounds}")
