@@ -16,6 +16,12 @@ current step; the next `run` resumes each unfinished trial from its newest check
 whose metrics.csv keeps every row before it. A SIGKILL loses at most `save_every` steps. The same sweep
 file runs on a cluster with `dqltoolkit sweep` (same trial folders, same resume rule).
 
+`--per-seed` makes each seed of a trial its own run, in `trials/<trial>_seed<k>`: a machine that is replaced
+between sessions takes its folder with it, and one seed (Diffusion-QL on hopper, 200k steps: about 80 minutes on
+2 cores) fits in a session where a trial of three (about 4 hours) does not; batching seeds in one process buys no
+speed on a CPU (`dqltoolkit bench`: the five-seed row's summed steps/s equal one seed's). `collect` reads both
+layouts.
+
 Each trial folder gets `campaign.json`: every chunk's CPU (lscpu's model name), wall time and steps.
 """
 
@@ -30,6 +36,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -71,12 +78,37 @@ def _seeds_text(seeds: List[int]) -> str:
 KEEP = 20
 
 
-def fresh_command(spec, trial, run_dir: Path) -> List[str]:
-    """The `dqltoolkit train` command that trains the trial from step 0 (what a record names as `command`)."""
+@dataclass(frozen=True)
+class Unit:
+    """One run folder of the campaign: a trial's seeds together (the sweep's layout, ``trials/<trial>``) or, with
+    ``--per-seed``, one of its seeds alone (``trials/<trial>_seed<k>``)."""
+
+    trial: Any
+    seeds: List[int]
+    run_dir: Path
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+
+def units(spec, out: Path, per_seed: bool, only: Optional[str] = None) -> List[Unit]:
+    """The campaign's runs in file order; ``only``: an agent, a task, a trial's or a run's name."""
+    found = []
+    for t in spec.grid_trials():
+        runs = [Unit(t, [s], out / "trials" / f"{t.name}_seed{s}") for s in spec.seeds] if per_seed else \
+            [Unit(t, list(spec.seeds), out / "trials" / t.name)]
+        found += [u for u in runs if not only or only in (t.agent, t.task, t.name, u.name)]
+    return found
+
+
+def fresh_command(spec, unit: Unit) -> List[str]:
+    """The `dqltoolkit train` command that trains the run from step 0 (what a record names as `command`)."""
     from dqltoolkit.sweep_spec import fixed_overrides
 
+    trial, run_dir = unit.trial, unit.run_dir
     params = {**fixed_overrides(spec), **trial.params}
-    cmd = ["dqltoolkit", "train", "--agent", trial.agent, "--env", trial.task, "--seeds", _seeds_text(spec.seeds),
+    cmd = ["dqltoolkit", "train", "--agent", trial.agent, "--env", trial.task, "--seeds", _seeds_text(unit.seeds),
            "--steps", str(spec.budget(trial.agent, trial.task))]
     for k, v in params.items():
         cmd += ["-p", f"{k}={v}"]
@@ -108,14 +140,13 @@ def _write_book(run_dir: Path, book: Dict[str, Any]) -> None:
     tmp.replace(run_dir / "campaign.json")
 
 
-def trial_state(spec, trial, out: Path) -> tuple[str, Optional[Path]]:
+def unit_state(spec, unit: Unit) -> tuple[str, Optional[Path]]:
     """("done" | "resume" | "new", checkpoint)."""
     from dqltoolkit.sweep_spec import complete_results, unfinished_checkpoint
 
-    run_dir = out / "trials" / trial.name
-    if complete_results(run_dir, spec.budget(trial.agent, trial.task), spec.seeds) is not None:
+    if complete_results(unit.run_dir, spec.budget(unit.trial.agent, unit.trial.task), unit.seeds) is not None:
         return "done", None
-    ckpt = unfinished_checkpoint(run_dir, spec.seeds)
+    ckpt = unfinished_checkpoint(unit.run_dir, unit.seeds)
     return ("resume", ckpt) if ckpt is not None else ("new", None)
 
 
@@ -174,105 +205,106 @@ def _resume_command(task: str, ckpt: Path, save_every: int, run_dir: Path) -> Li
             "--keep-checkpoints", str(KEEP), "--out", str(run_dir), "--logger", "log"]
 
 
-def run(spec, out: Path, minutes: float, threads: int, only: Optional[str]) -> int:
-    """Train trials until the deadline: started trials first, then new ones, each group in file order (a
-    session that ends mid-trial must not find the next session starting another trial before finishing it);
-    returns 0 when every trial is done, 3 when time ran out."""
+def run(spec, out: Path, minutes: float, threads: int, only: Optional[str], per_seed: bool = False,
+        records: Optional[Path] = None) -> int:
+    """Train runs until the deadline: started runs first, then new ones, each group in file order (a
+    session that ends mid-run must not find the next session starting another run before finishing it);
+    returns 0 when every run is done, 3 when time ran out. With ``records``, a new run whose data is not the
+    data of the task's records there is refused before it trains (hours that `collect` would refuse)."""
     stop = _stopper(minutes)
-    chosen = [t for t in spec.grid_trials() if not only or only in (t.agent, t.task, t.name)]
-    states = [(t, *trial_state(spec, t, out)) for t in chosen]
-    for trial, state, ckpt in [x for x in states if x[1] == "resume"] + [x for x in states if x[1] == "new"]:
+    states = [(u, *unit_state(spec, u)) for u in units(spec, out, per_seed, only)]
+    if records is not None and records.is_file():
+        from dqltoolkit.report_records import read_records
+
+        recorded = read_records(records)
+        for task in dict.fromkeys(u.trial.task for u, state, _ in states if state == "new" and any(r["task"] == u.trial.task for r in recorded)):
+            refuse_other_data("run", task, dataset_facts(task), recorded, records)
+    for unit, state, ckpt in [x for x in states if x[1] == "resume"] + [x for x in states if x[1] == "new"]:
         if _over(stop):
             return 3
-        run_dir = out / "trials" / trial.name
-        run_dir.mkdir(parents=True, exist_ok=True)
-        book = _book(run_dir)
-        book["command"] = " ".join(fresh_command(spec, trial, run_dir))
+        unit.run_dir.mkdir(parents=True, exist_ok=True)
+        book = _book(unit.run_dir)
+        book["command"] = " ".join(fresh_command(spec, unit))
         if state == "new":
-            cmd = fresh_command(spec, trial, run_dir) + ["--logger", "log"]
+            cmd = fresh_command(spec, unit) + ["--logger", "log"]
         else:
-            cmd = _resume_command(trial.task, ckpt, spec.checkpoint_every(), run_dir)
-        result = _chunk(trial.name, state, cmd, run_dir, book, threads, stop, spec.budget(trial.agent, trial.task), spec.seeds)
+            cmd = _resume_command(unit.trial.task, ckpt, spec.checkpoint_every(), unit.run_dir)
+        result = _chunk(unit.name, state, cmd, unit.run_dir, book, threads, stop, spec.budget(unit.trial.agent, unit.trial.task), unit.seeds)
         if result:
             return result
     return 0
 
 
 def finetune(spec, out: Path, minutes: float, threads: int, only: Optional[str], from_step: int, timesteps: int,
-             eval_freq: int) -> int:
-    """Online fine-tuning after the offline trials (issue 26's figure): each trial's checkpoint at ``from_step``
+             eval_freq: int, per_seed: bool = False) -> int:
+    """Online fine-tuning after the offline runs (issue 26's figure): each run's checkpoint at ``from_step``
     continues online for ``timesteps`` env steps per seed (one gradient step after each) in
-    ``OUT/finetune/<trial>_from<k>k``, in resumable chunks like ``run``; trials not trained that far wait."""
-    stop = _stopper(minutes)
-    for trial in spec.grid_trials():
-        if only and only not in (trial.agent, trial.task, trial.name):
-            continue
-        source = out / "trials" / trial.name / f"model_step{from_step}.zip"
-        if not source.is_file():
-            print(f"[campaign] {trial.name}: no model_step{from_step}.zip yet (train it first): skipped", flush=True)
-            continue
-        from dqltoolkit.sweep_spec import complete_results, unfinished_checkpoint
+    ``OUT/finetune/<run>_from<k>k``, in resumable chunks like ``run``; runs not trained that far wait."""
+    from dqltoolkit.sweep_spec import complete_results, unfinished_checkpoint
 
-        run_dir = out / "finetune" / f"{trial.name}_from{from_step // 1000}k"
+    stop = _stopper(minutes)
+    for unit in units(spec, out, per_seed, only):
+        source = unit.run_dir / f"model_step{from_step}.zip"
+        if not source.is_file():
+            print(f"[campaign] {unit.name}: no model_step{from_step}.zip yet (train it first): skipped", flush=True)
+            continue
+        run_dir = out / "finetune" / f"{unit.name}_from{from_step // 1000}k"
         budget = from_step + timesteps
-        if complete_results(run_dir, budget, spec.seeds) is not None:
+        if complete_results(run_dir, budget, unit.seeds) is not None:
             continue
         if _over(stop):
             return 3
         run_dir.mkdir(parents=True, exist_ok=True)
         book = _book(run_dir)
-        fresh = ["dqltoolkit", "finetune", str(source), "--env", trial.task, "--timesteps", str(timesteps), "--eval-freq", str(eval_freq),
+        fresh = ["dqltoolkit", "finetune", str(source), "--env", unit.trial.task, "--timesteps", str(timesteps), "--eval-freq", str(eval_freq),
                  "--save-every", str(eval_freq), "--out", str(run_dir)]
         book["command"] = " ".join(fresh)
-        ckpt = unfinished_checkpoint(run_dir, spec.seeds)
-        state, cmd = ("resume", _resume_command(trial.task, ckpt, eval_freq, run_dir)) if ckpt is not None else ("new", fresh)
-        result = _chunk(f"{trial.name} (fine-tune)", state, cmd, run_dir, book, threads, stop, budget, spec.seeds)
+        ckpt = unfinished_checkpoint(run_dir, unit.seeds)
+        state, cmd = ("resume", _resume_command(unit.trial.task, ckpt, eval_freq, run_dir)) if ckpt is not None else ("new", fresh)
+        result = _chunk(f"{unit.name} (fine-tune)", state, cmd, run_dir, book, threads, stop, budget, unit.seeds)
         if result:
             return result
     return 0
 
 
-def select(spec, out: Path, minutes: float, threads: int, only: Optional[str], fqe_steps: int) -> int:
-    """Rank each finished trial's kept checkpoints offline (`dqltoolkit select`: the BC-loss rule and FQE) into
+def select(spec, out: Path, minutes: float, threads: int, only: Optional[str], fqe_steps: int, per_seed: bool = False) -> int:
+    """Rank each finished run's kept checkpoints offline (`dqltoolkit select`: the BC-loss rule and FQE) into
     its selection.json, which `collect` carries into the records (the table's offline FQE column). FQE keeps
     its estimates per checkpoint (fqe_cache.json), so a chunk cut at the deadline loses one checkpoint at most."""
     deadline = time.monotonic() + minutes * 60
-    for trial in spec.grid_trials():
-        if only and only not in (trial.agent, trial.task, trial.name):
-            continue
-        run_dir = out / "trials" / trial.name
-        if trial_state(spec, trial, out)[0] != "done" or (run_dir / "selection.json").is_file():
+    for unit in units(spec, out, per_seed, only):
+        if unit_state(spec, unit)[0] != "done" or (unit.run_dir / "selection.json").is_file():
             continue
         left = deadline - time.monotonic()
         if left <= 0:
             return 3
-        print(f"[campaign] {trial.name}: ranking its checkpoints offline (FQE)", flush=True)
+        print(f"[campaign] {unit.name}: ranking its checkpoints offline (FQE)", flush=True)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         try:
-            done = subprocess.run(["dqltoolkit", "select", str(run_dir), "--threads", str(threads), "--fqe-steps", str(fqe_steps)], env=env, timeout=left)
+            done = subprocess.run(["dqltoolkit", "select", str(unit.run_dir), "--threads", str(threads), "--fqe-steps", str(fqe_steps)],
+                                  env=env, timeout=left)
         except subprocess.TimeoutExpired:  # the child is killed: the checkpoints it finished are in fqe_cache.json
-            print(f"[campaign] {trial.name}: deadline; run `select` again to go on", flush=True)
+            print(f"[campaign] {unit.name}: deadline; run `select` again to go on", flush=True)
             return 3
         if done.returncode:
             return done.returncode
     return 0
 
 
-def status(spec, out: Path, records: Optional[Path] = None) -> None:
-    """One line per trial; a "new" trial whose seeds already have records (trained on a machine whose folder is
+def status(spec, out: Path, records: Optional[Path] = None, per_seed: bool = False) -> None:
+    """One line per run; a "new" run whose seeds already have records (trained on a machine whose folder is
     gone) says so, since `run` would train it again (needed only for what the records lack: checkpoints)."""
     from dqltoolkit.report_records import RecordError, read_records
 
-    recorded: Dict[tuple, int] = {}
+    recorded: set = set()
     if records is not None and records.is_file():
         try:
-            for r in read_records(records):
-                recorded[(r["agent"], r["task"])] = recorded.get((r["agent"], r["task"]), 0) + 1
-        except RecordError as exc:  # the trials' own state does not depend on it
+            recorded = {(r["agent"], r["task"], r["seed"]) for r in read_records(records)}
+        except RecordError as exc:  # the runs' own state does not depend on it
             print(f"(records not read: {exc})")
-    for trial in spec.grid_trials():
-        state, ckpt = trial_state(spec, trial, out)
-        run_dir = out / "trials" / trial.name
+    for unit in units(spec, out, per_seed):
+        trial, run_dir = unit.trial, unit.run_dir
+        state, ckpt = unit_state(spec, unit)
         chunks = _book(run_dir)["chunks"]
         wall = sum(c["wall_s"] for c in chunks)
         budget = spec.budget(trial.agent, trial.task)
@@ -280,9 +312,29 @@ def status(spec, out: Path, records: Optional[Path] = None) -> None:
         done_steps = sum(max(0, c["to_step"] - c["from_step"]) for c in chunks)
         eta = f", about {(budget - at) / (done_steps / wall) / 3600:.1f} h to go at {done_steps / wall:.1f} steps/s" \
             if state != "done" and wall > 0 and done_steps > 0 else ""
-        elsewhere = recorded.get((trial.agent, trial.task), 0) if state == "new" else 0
+        elsewhere = sum((trial.agent, trial.task, s) in recorded for s in unit.seeds) if state == "new" else 0
         kept = f" ({elsewhere} records in {records} from a folder not here)" if elsewhere else ""
-        print(f"{trial.name:60s} {state:7s} {at:>8d} / {budget} steps, {wall / 3600:.2f} h{eta}{kept}")
+        print(f"{unit.name:60s} {state:7s} {at:>8d} / {budget} steps, {wall / 3600:.2f} h{eta}{kept}")
+
+
+def refuse_other_data(action: str, task: str, data: Dict[str, Any], others: List[Dict[str, Any]], records: Path) -> None:
+    """One table, one dataset per task: a rebuild that came out different (another machine, another SAC run) must
+    not be mixed with the records of the data it replaces."""
+    other = sorted({r["dataset_sha256"] for r in others if r["task"] == task and r["dataset_sha256"] != data["sha256"]})
+    if other:
+        raise SystemExit(f"{action}: {task}'s data here (SHA-256 {data['sha256'][:16]}..., {data['transitions']} transitions) is not "
+                         f"the data of records kept in {records} ({', '.join(d[:16] + '...' for d in other)}); a table must not mix "
+                         "them: rebuild the dataset as recorded (docs/results/datasets.json) or retrain those runs here")
+
+
+def dataset_facts(task_id: str) -> Dict[str, Any]:
+    """Size, content digest and behaviour level of the data a task trains on."""
+    from dqltoolkit.data.digest import table_sha256
+    from dqltoolkit.tasks import get_task
+
+    task = get_task(task_id)
+    table = task.load_dataset()
+    return {"transitions": len(table["rewards"]), "sha256": table_sha256(table), "score": behaviour_score(table, task)}
 
 
 def behaviour_score(table, task) -> Optional[float]:
@@ -298,25 +350,20 @@ def behaviour_score(table, task) -> Optional[float]:
 
 
 def collect(spec, out: Path, records: Path) -> None:
-    """Every trial's seeds as records, the dataset's size and digest from the data training reads (and each ranked
-    trial's selection.png as ``selection_<trial>.png`` beside the records). Records
+    """Every run's seeds as records (trial folders and per-seed folders alike), the dataset's size and digest from the
+    data training reads (and each ranked run's selection.png as ``selection_<run>.png`` beside the records). Records
     already in ``records`` for runs this folder does not hold (trained on another machine, whose folder is
     gone) are kept as they are: a new machine adds to the table without erasing what it cannot rerun."""
-    from dqltoolkit.data.digest import table_sha256
     from dqltoolkit.report_records import curves_of_run, fqe_of_run, read_records, record_for, write_records
-    from dqltoolkit.tasks import get_task
 
     datasets: Dict[str, Dict[str, Any]] = {}
-    rows = []
-    for trial in spec.grid_trials():
-        run_dir = out / "trials" / trial.name
+    found: Dict[tuple, Dict[str, Any]] = {}
+    for unit in units(spec, out, per_seed=False) + units(spec, out, per_seed=True):
+        trial, run_dir = unit.trial, unit.run_dir
         if not (run_dir / "metrics.csv").is_file():
             continue
         if trial.task not in datasets:
-            task = get_task(trial.task)
-            table = task.load_dataset()
-            datasets[trial.task] = {"transitions": len(table["rewards"]), "sha256": table_sha256(table),
-                                    "score": behaviour_score(table, task)}
+            datasets[trial.task] = dataset_facts(trial.task)
         book = _book(run_dir)
         cpus = sorted({c["cpu"] for c in book["chunks"]}) or [cpu_name()]
         codes = list(dict.fromkeys(c.get("code", "unrecorded") for c in book["chunks"] if c["to_step"] > c["from_step"]))
@@ -326,20 +373,30 @@ def collect(spec, out: Path, records: Path) -> None:
             config = yaml.safe_load((run_dir / "config.yaml").read_text()).get("config")
         except (OSError, ValueError, AttributeError):
             config = None
-        curves = curves_of_run(run_dir, spec.seeds)
+        curves = curves_of_run(run_dir, unit.seeds)
         fqe = fqe_of_run(run_dir)
         if (run_dir / "selection.png").is_file():  # the offline picks' figure, beside the records it belongs to
-            shutil.copyfile(run_dir / "selection.png", records.parent / f"selection_{trial.name}.png")
-        for s in spec.seeds:
+            shutil.copyfile(run_dir / "selection.png", records.parent / f"selection_{unit.name}.png")
+        for s in unit.seeds:
             if not curves[s]["evaluations"]:
                 continue
-            rows.append(record_for(run_dir, s, curves[s], agent=trial.agent, task=trial.task,
-                                   command=book.get("command") or " ".join(fresh_command(spec, trial, run_dir)),
-                                   cpu=" + ".join(cpus), dataset=datasets[trial.task], config=config,
-                                   wall_s=sum(c["wall_s"] for c in book["chunks"]) or None, code=" + ".join(codes) or None,
-                                   fqe=fqe.get(s)))
-    here = {(r["agent"], r["task"], r["seed"]) for r in rows}
-    kept = [r for r in (read_records(records) if records.is_file() else []) if (r["agent"], r["task"], r["seed"]) not in here]
+            rec = record_for(run_dir, s, curves[s], agent=trial.agent, task=trial.task,
+                             command=book.get("command") or " ".join(fresh_command(spec, unit)),
+                             cpu=" + ".join(cpus), dataset=datasets[trial.task], config=config,
+                             wall_s=sum(c["wall_s"] for c in book["chunks"]) or None, code=" + ".join(codes) or None,
+                             fqe=fqe.get(s))
+            key = (trial.agent, trial.task, s)
+            if key in found:  # a seed trained in both layouts: the run that got further stands
+                other = found[key]
+                keep = rec if rec["evaluations"][-1][0] > other["evaluations"][-1][0] else other
+                print(f"{trial.agent} {trial.task} seed {s}: two folders hold it; keeping the one whose command is "
+                      f"`{keep['command']}` ({keep['evaluations'][-1][0]} steps)")
+                rec = keep
+            found[key] = rec
+    rows = list(found.values())
+    kept = [r for r in (read_records(records) if records.is_file() else []) if (r["agent"], r["task"], r["seed"]) not in found]
+    for task, data in datasets.items():
+        refuse_other_data("collect", task, data, kept, records)
     write_records(kept + rows, records)
     print(f"wrote {records}: {len(rows)} records from {out}" + (f", {len(kept)} kept from the file for runs not here ("
           + ", ".join(sorted({f"{r['agent']} {r['task']}" for r in kept})) + ")" if kept else ""))
@@ -352,8 +409,11 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path(os.environ.get("DQLTOOLKIT_CAMPAIGN", Path.home() / "dqltoolkit-campaign")))
     p.add_argument("--minutes", type=float, default=60.0, help="run: stop (resumably) after this long")
     p.add_argument("--threads", type=int, default=2, help="run: torch threads of each trial (the machine's cores: one job at a time)")
-    p.add_argument("--only", default=None, help="run: only trials of this agent, task or trial name")
-    p.add_argument("--records", type=Path, default=Path("docs/results/runs.json"), help="collect: the record file to write; status: "
+    p.add_argument("--only", default=None, help="run, finetune, select: only runs of this agent, task, trial or run name")
+    p.add_argument("--per-seed", action="store_true", help="run, finetune, select, status: each seed its own run "
+                   "(trials/<trial>_seed<k>), short enough to finish in one session; collect reads both layouts")
+    p.add_argument("--records", type=Path, default=Path("docs/results/runs.json"), help="collect: the record file to write; run: "
+                   "new runs must train on the data of its records; status: "
                    "the records it names beside trials whose folder is not here")
     p.add_argument("--from-step", type=int, default=200_000, help="finetune: the offline checkpoint each fine-tune starts from")
     p.add_argument("--timesteps", type=int, default=50_000, help="finetune: env steps per seed online")
@@ -366,13 +426,13 @@ def main() -> None:
     spec = load_sweep(a.sweep)
     out = a.out.expanduser() / spec.name
     if a.action == "run":
-        sys.exit(run(spec, out, a.minutes, a.threads, a.only))
+        sys.exit(run(spec, out, a.minutes, a.threads, a.only, a.per_seed, a.records))
     if a.action == "finetune":
-        sys.exit(finetune(spec, out, a.minutes, a.threads, a.only, a.from_step, a.timesteps, a.eval_freq))
+        sys.exit(finetune(spec, out, a.minutes, a.threads, a.only, a.from_step, a.timesteps, a.eval_freq, a.per_seed))
     if a.action == "select":
-        sys.exit(select(spec, out, a.minutes, a.threads, a.only, a.fqe_steps))
+        sys.exit(select(spec, out, a.minutes, a.threads, a.only, a.fqe_steps, a.per_seed))
     if a.action == "status":
-        status(spec, out, a.records)
+        status(spec, out, a.records, a.per_seed)
     else:
         collect(spec, out, a.records)
 

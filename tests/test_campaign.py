@@ -158,6 +158,7 @@ def _campaign_module():
 
     spec = importlib.util.spec_from_file_location("campaign_under_test", ROOT / "benchmarks" / "campaign.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # (dataclasses look their module up there)
     spec.loader.exec_module(mod)
     return mod
 
@@ -175,7 +176,7 @@ def test_run_finishes_started_trials_before_starting_new_ones_and_status_names_r
     names = [t.name for t in spec.grid_trials()]
     assert names == ["diffusion-ql_bandit2d-v0", "td3bc_bandit2d-v0"]
     states = {names[0]: ("new", None), names[1]: ("resume", tmp_path / "model_latest.zip")}
-    monkeypatch.setattr(mod, "trial_state", lambda spec, trial, out: states[trial.name])
+    monkeypatch.setattr(mod, "unit_state", lambda spec, unit: states[unit.name])
     ran = []
 
     def chunk(name, state, cmd, run_dir, book, threads, stop, budget, seeds):
@@ -204,3 +205,58 @@ def test_run_finishes_started_trials_before_starting_new_ones_and_status_names_r
     mod.status(spec, tmp_path / "out", records)
     out = capsys.readouterr().out
     assert out.startswith(f"(records not read: {records}: not readable JSON") and "from a folder not here" not in out, out
+
+
+def test_per_seed_runs_have_their_own_folders_and_commands_and_collect_merges_them(tmp_path, monkeypatch, capsys):
+    """--per-seed: each seed is a run of its own (short enough for one session on a machine that may be replaced);
+    collect reads its folders beside trial folders, one record per seed, and refuses records of other data."""
+    from dqltoolkit.sweep_spec import load_sweep
+    from dqltoolkit.training import train
+
+    mod = _campaign_module()
+    sweep = tmp_path / "seeds.yaml"
+    sweep.write_text(yaml.safe_dump({"name": "seeds", "agents": ["diffusion-ql"], "tasks": ["bandit2d-v0"], "seeds": "0-1",
+                                     "steps": 200, "eval_freq": 100, "save_every": 100,
+                                     "params": {k: v for k, v in TINY.items() if k != "eval_freq"}}))
+    spec, out = load_sweep(sweep), tmp_path / "out"
+    assert [u.name for u in mod.units(spec, out, per_seed=True)] == ["diffusion-ql_bandit2d-v0_seed0", "diffusion-ql_bandit2d-v0_seed1"]
+    assert [u.seeds for u in mod.units(spec, out, per_seed=False)] == [[0, 1]]
+    ran = []
+
+    def chunk(name, state, cmd, run_dir, book, threads, stop, budget, seeds):
+        ran.append((name, seeds, cmd[cmd.index("--seeds") + 1], cmd[cmd.index("--out") + 1], book["command"]))
+        return 0
+
+    monkeypatch.setattr(mod, "_chunk", chunk)
+    monkeypatch.setattr(mod, "code_version", lambda: "test")
+    monkeypatch.setattr(mod.signal, "signal", lambda *args: None)
+    assert mod.run(spec, out, minutes=5, threads=1, only="diffusion-ql_bandit2d-v0_seed1", per_seed=True) == 0
+    seed1 = out / "trials" / "diffusion-ql_bandit2d-v0_seed1"
+    assert [r[:4] for r in ran] == [("diffusion-ql_bandit2d-v0_seed1", [1], "1", str(seed1))]
+    assert ran[0][4].startswith("dqltoolkit train --agent diffusion-ql --env bandit2d-v0 --seeds 1 --steps 200")
+
+    # both seeds in the trial folder, seed 1 again in its own folder and further: one record a seed, the further run's
+    for seeds, steps, folder in (([0, 1], 200, out / "trials" / "diffusion-ql_bandit2d-v0"), ([1], 300, seed1)):
+        train("diffusion-ql", "bandit2d-v0", folder, steps=steps, seeds=seeds, overrides=TINY, progress=False, verbose=False)
+        (folder / "campaign.json").write_text(json.dumps({"command": f"dqltoolkit train --seeds {','.join(map(str, seeds))} ", "chunks": []}))
+    records = tmp_path / "runs.json"
+    mod.collect(spec, out, records)
+    said = capsys.readouterr().out
+    assert "diffusion-ql bandit2d-v0 seed 1: two folders hold it; keeping the one whose command is `dqltoolkit train --seeds 1 ` " \
+           "(300 steps)" in said, said
+    recs = json.loads(records.read_text())
+    assert [(r["seed"], [s for s, _ in r["evaluations"]]) for r in recs] == [(0, [100, 200]), (1, [100, 200, 300])]
+    assert "--seeds 0,1 " in recs[0]["command"] and "--seeds 1 " in recs[1]["command"] and len({r["dataset_sha256"] for r in recs}) == 1
+
+    # records of this task trained on other data (a rebuild that came out different) are not mixed into the table
+    records.write_text(json.dumps([dict(recs[0], agent="td3bc", dataset_sha256="f" * 64)]))
+    with pytest.raises(SystemExit, match=r"bandit2d-v0's data here .* is not the data of records kept in .*ffffffffffffffff\.\.\."):
+        mod.collect(spec, out, records)
+    assert json.loads(records.read_text())[0]["agent"] == "td3bc"  # nothing written
+    ran.clear()  # nor does a new run start training on it (hours that collect would refuse)
+    with pytest.raises(SystemExit, match=r"^run: bandit2d-v0's data here"):
+        mod.run(spec, tmp_path / "elsewhere", minutes=5, threads=1, only=None, per_seed=True, records=records)
+    assert ran == []
+    records.write_text(json.dumps([dict(recs[0], agent="td3bc")]))  # the same data: it runs
+    assert mod.run(spec, tmp_path / "elsewhere", minutes=5, threads=1, only=None, per_seed=True, records=records) == 0
+    assert [r[0] for r in ran] == ["diffusion-ql_bandit2d-v0_seed0", "diffusion-ql_bandit2d-v0_seed1"]
