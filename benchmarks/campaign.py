@@ -217,7 +217,8 @@ def run(spec, out: Path, minutes: float, threads: int, only: Optional[str], per_
         from dqltoolkit.report_records import read_records
 
         recorded = read_records(records)
-        for task in dict.fromkeys(u.trial.task for u, state, _ in states if state == "new" and any(r["task"] == u.trial.task for r in recorded)):
+        starting = {u.trial.task for u, state, _ in states if state == "new"}
+        for task in sorted(starting & {r["task"] for r in recorded}):
             refuse_other_data("run", task, dataset_facts(task), recorded, records)
     for unit, state, ckpt in [x for x in states if x[1] == "resume"] + [x for x in states if x[1] == "new"]:
         if _over(stop):
