@@ -1,7 +1,8 @@
 """Issue 26's figure: normalised score against steps through the offline-to-online switch, per algorithm.
 
 Reads the campaign's offline trials (``OUT/trials/<trial>/metrics.csv``) and their fine-tunes
-(``OUT/finetune/<trial>_from<k>k/metrics.csv``, written by ``benchmarks/campaign.py finetune``), and writes
+(``OUT/finetune/<trial>_from<k>k/metrics.csv``, written by ``benchmarks/campaign.py finetune``; with ``--per-seed``
+``<trial>_seed<s>_from<k>k``, gathered back into their trial), and writes
 ``finetune.png`` and ``finetune_table.md`` into ``--out``. The x axis is steps from the switch: gradient
 steps before it (offline), environment steps per seed after it (each followed by one gradient step). The
 table gives, per algorithm, the score at the switch (the last offline evaluation), the lowest score in the
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -40,6 +42,27 @@ def through_switch(offline: Path, online: Path, from_step: int) -> Dict[int, Lis
     before, after = seed_curves(offline / "metrics.csv"), seed_curves(online / "metrics.csv")
     return {s: [(st - from_step, v) for st, v in before.get(s, []) if st <= from_step]
             + [(st - from_step, v) for st, v in after.get(s, []) if st > from_step] for s in after}
+
+
+def by_trial(campaign: Path, from_step: int) -> Dict[str, Dict[int, List[Tuple[int, float]]]]:
+    """Trial -> seed -> its curve through the switch, for every fine-tune from ``from_step``. A per-seed run
+    (``<trial>_seed<k>``, from ``campaign.py --per-seed``) is one seed of its trial, so its curve goes in under
+    seed k: the figure and the table show one line per algorithm whichever way its seeds were run."""
+    out: Dict[str, Dict[int, List[Tuple[int, float]]]] = {}
+    for run in sorted((campaign / "finetune").glob(f"*_from{from_step // 1000}k")):
+        name = run.name.rsplit("_from", 1)[0]
+        curves = through_switch(campaign / "trials" / name, run, from_step)
+        one_seed = re.fullmatch(r"(.+)_seed(\d+)", name)
+        if one_seed:
+            if len(curves) != 1:
+                raise SystemExit(f"{run}: a per-seed run ({name}) whose metrics.csv has {len(curves)} seeds' evaluations")
+            name, seed = one_seed.group(1), int(one_seed.group(2))
+            curves = {seed: next(iter(curves.values()))}
+        for seed, points in curves.items():
+            if seed in out.setdefault(name, {}):
+                raise SystemExit(f"{run}: seed {seed} of {name} is also in another fine-tune from step {from_step}")
+            out[name][seed] = points
+    return out
 
 
 def summary(curves: Dict[int, List[Tuple[int, float]]], dip_window: int) -> Dict[str, float]:
@@ -70,15 +93,13 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     a.out.mkdir(parents=True, exist_ok=True)
-    runs = sorted((a.campaign / "finetune").glob(f"*_from{a.from_step // 1000}k"))
-    if not runs:
+    trials = by_trial(a.campaign, a.from_step)
+    if not trials:
         raise SystemExit(f"{a.campaign / 'finetune'}: no fine-tune from step {a.from_step} (run benchmarks/campaign.py finetune first)")
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     lines = ["| trial | seeds | at the switch | lowest in the first {:,} online steps | last | online steps |".format(a.dip_window),
              "|---|---:|---:|---:|---:|---:|"]
-    for run in runs:
-        trial = run.name.rsplit("_from", 1)[0]
-        curves = through_switch(a.campaign / "trials" / trial, run, a.from_step)
+    for trial, curves in trials.items():
         steps = sorted({st for pts in curves.values() for st, _ in pts})
         mean = [np.mean([v for pts in curves.values() for st, v in pts if st == x]) for x in steps]
         lo = [min(v for pts in curves.values() for st, v in pts if st == x) for x in steps]

@@ -25,7 +25,7 @@ import yaml
 
 from . import stats
 from .limits import MAX_REPS, LimitError, check_limit
-from .report_plots import plot_performance_profile, plot_report_curves
+from .report_plots import Curve, plot_performance_profile, plot_report_curves
 from .report_records import RecordError, curves_of_run, fqe_of_run, read_records
 from .report_sweep import BOOK, REPORTED, TUNE_DIR, BookTrial, book_of, read_book
 from .selection import bc_pick, final_score, top_k_for
@@ -618,9 +618,10 @@ def profile_data(scores: Dict[str, Dict[str, SeedScores]], tasks: Sequence[str],
                   for alg, per_task in per_alg.items() if per_task}
 
 
-def curve_data(runs: Sequence[Run], reps: int, seed: int) -> Dict[str, Dict[str, Tuple[np.ndarray, stats.Estimate, bool]]]:
-    """task -> algorithm -> (steps, mean over seeds with its interval, periodic?): periodic evaluations, else the final one."""
-    out: Dict[str, Dict[str, Tuple[np.ndarray, stats.Estimate, bool]]] = {}
+def curve_data(runs: Sequence[Run], reps: int, seed: int) -> Dict[str, Dict[str, Curve]]:
+    """task -> algorithm -> its curve: the mean over seeds of the periodic evaluations (else the final one) with its
+    interval, and how many seeds it has (the most at any step)."""
+    out: Dict[str, Dict[str, Curve]] = {}
     for task in sorted({r.task for r in runs}):
         metric = task_metric(runs, task)
         periodic, final = _curves(runs, task, metric, "periodic"), _curves(runs, task, metric, "final")
@@ -629,7 +630,8 @@ def curve_data(runs: Sequence[Run], reps: int, seed: int) -> Dict[str, Dict[str,
             at = periodic.get(alg) or final.get(alg, {})
             ests = [stats.stratified_bootstrap([np.array(at[st])], stats.aggregate_mean, reps, seed) for st in sorted(at)]
             band = np.array([[e.point, e.lower, e.upper] for e in ests]).reshape(-1, 3).T
-            out[task][alg] = (np.array(sorted(at)), stats.Estimate(*band), alg in periodic)
+            out[task][alg] = Curve(np.array(sorted(at)), stats.Estimate(*band), alg in periodic,
+                                   max(map(len, at.values()), default=0))
     return out
 
 

@@ -6,7 +6,7 @@ from dqltoolkit/report.py; nothing here computes a statistic.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Mapping, Sequence, Tuple
+from typing import Dict, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -15,6 +15,16 @@ from .stats import Estimate
 
 SCORE_LABELS = {"normalized_score": "normalised score", "return": "episode return"}
 BAND_NOTE = "shaded: 95% stratified bootstrap interval over seeds"
+
+
+class Curve(NamedTuple):
+    """One algorithm's learning curve on one task. ``seeds`` is in the legend because a curve of one seed and a
+    curve of five look alike on the page, and only the second is a finding."""
+
+    steps: np.ndarray
+    estimate: Estimate
+    periodic: bool  # False: the end-of-run evaluation only
+    seeds: int
 
 
 def _colours(names: Sequence[str]) -> Dict[str, str]:
@@ -50,7 +60,7 @@ def plot_performance_profile(taus: np.ndarray, profiles: Mapping[str, Estimate],
     return save_figure(performance_profile_figure(taus, profiles, metric, tasks), path, dpi=110)
 
 
-def report_curves_figure(curves: Mapping[str, Mapping[str, Tuple[np.ndarray, Estimate, bool]]], metrics: Mapping[str, str]):
+def report_curves_figure(curves: Mapping[str, Mapping[str, Curve]], metrics: Mapping[str, str]):
     """One panel per task: each algorithm's mean score over seeds at each evaluation, with its band. An
     algorithm without periodic evaluations shows its end-of-run evaluation as one marked point."""
     plt = pyplot()
@@ -58,10 +68,10 @@ def report_curves_figure(curves: Mapping[str, Mapping[str, Tuple[np.ndarray, Est
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks), 3.8), squeeze=False)
     colours = _colours(list(dict.fromkeys(a for t in tasks for a in curves[t])))  # (report.py gives them in order)
     for ax, task in zip(axes[0], tasks):
-        for alg, (steps, est, periodic) in curves[task].items():
+        for alg, (steps, est, periodic, seeds) in curves[task].items():
             marker = "o" if len(steps) <= 30 else None
-            ax.plot(steps, est.point, color=colours[alg], marker=marker, ms=3.5, lw=1.6,
-                    label=alg if periodic else f"{alg} (end of run only)")
+            label = f"{alg} ({seeds} seed{'s' if seeds != 1 else ''}{'' if periodic else ', end of run only'})"
+            ax.plot(steps, est.point, color=colours[alg], marker=marker, ms=3.5, lw=1.6, label=label)
             ax.fill_between(steps, est.lower, est.upper, color=colours[alg], alpha=0.2, lw=0)
         ax.set_title(task, fontsize=9)
         ax.set_xlabel("gradient step", fontsize=9)
@@ -74,6 +84,6 @@ def report_curves_figure(curves: Mapping[str, Mapping[str, Tuple[np.ndarray, Est
     return fig
 
 
-def plot_report_curves(curves: Mapping[str, Mapping[str, Tuple[np.ndarray, Estimate, bool]]], metrics: Mapping[str, str], path: Path) -> Path:
+def plot_report_curves(curves: Mapping[str, Mapping[str, Curve]], metrics: Mapping[str, str], path: Path) -> Path:
     """Save :func:`report_curves_figure` to ``path``."""
     return save_figure(report_curves_figure(curves, metrics), path, dpi=110)

@@ -260,3 +260,42 @@ def test_per_seed_runs_have_their_own_folders_and_commands_and_collect_merges_th
     records.write_text(json.dumps([dict(recs[0], agent="td3bc")]))  # the same data: it runs
     assert mod.run(spec, tmp_path / "elsewhere", minutes=5, threads=1, only=None, per_seed=True, records=records) == 0
     assert [r[0] for r in ran] == ["diffusion-ql_bandit2d-v0_seed0", "diffusion-ql_bandit2d-v0_seed1"]
+
+
+def _metrics(path: Path, points, seeds=None):
+    """A metrics.csv with evaluations at ``points`` [(step, score)]: one column per seed, or the one-seed layout."""
+    path.mkdir(parents=True, exist_ok=True)
+    cols = [f"eval/normalized_score_seed{s}" for s in seeds] if seeds else ["eval/normalized_score"]
+    with open(path / "metrics.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["time/step", *cols])
+        for step, score in points:
+            w.writerow([step, *[score + i for i in range(len(cols))]])
+
+
+def test_finetune_figure_gathers_per_seed_runs_into_their_trial(tmp_path):
+    """Per-seed fine-tunes (<trial>_seed<k>_from<n>k) are seeds of one trial in the table, beside a trial run whole."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("finetune_figure_under_test", ROOT / "benchmarks" / "finetune_figure.py")
+    fig = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fig)
+    camp = tmp_path / "camp"
+    for k, base in ((0, 10.0), (2, 30.0)):
+        _metrics(camp / "trials" / f"dql_hop_seed{k}", [(1000, base), (2000, base + 1), (3000, base + 2)])
+        _metrics(camp / "finetune" / f"dql_hop_seed{k}_from2k", [(2500, base - 4), (3000, base + 5)])
+    _metrics(camp / "trials" / "td3bc_hop", [(1000, 1.0), (2000, 2.0)], seeds=[0, 1])
+    _metrics(camp / "finetune" / "td3bc_hop_from2k", [(2500, 4.0)], seeds=[0, 1])
+    assert fig.by_trial(camp, 3000) == {}, "nothing was fine-tuned from step 3000"
+    trials = fig.by_trial(camp, 2000)
+    assert sorted(trials) == ["dql_hop", "td3bc_hop"]
+    assert trials["dql_hop"] == {0: [(-1000, 10.0), (0, 11.0), (500, 6.0), (1000, 15.0)],
+                                 2: [(-1000, 30.0), (0, 31.0), (500, 26.0), (1000, 35.0)]}
+    assert trials["td3bc_hop"] == {0: [(-1000, 1.0), (0, 2.0), (500, 4.0)], 1: [(-1000, 2.0), (0, 3.0), (500, 5.0)]}
+    s = fig.summary(trials["dql_hop"], dip_window=500)
+    assert s == {"seeds": 2, "switch": 21.0, "dip": 16.0, "last": 25.0}
+    _metrics(camp / "finetune" / "dql_hop_seed2_from2k_copy", [(2500, 0.0)])  # (not a fine-tune from 2k: ignored)
+    _metrics(camp / "trials" / "dql_hop", [(1000, 0.0)], seeds=[2])
+    _metrics(camp / "finetune" / "dql_hop_from2k", [(2500, 0.0)], seeds=[2])
+    with pytest.raises(SystemExit, match="seed 2 of dql_hop is also in another fine-tune"):
+        fig.by_trial(camp, 2000)

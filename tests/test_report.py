@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 from dqltoolkit import stats  # noqa: E402
 from dqltoolkit.cli import main  # noqa: E402
 from dqltoolkit.report import ReportError, build_report, find_run_dirs, gather, load_run  # noqa: E402
-from dqltoolkit.report_plots import performance_profile_figure, report_curves_figure  # noqa: E402
+from dqltoolkit.report_plots import Curve, performance_profile_figure, report_curves_figure  # noqa: E402
 
 # 3 algorithms x 2 tasks x 5 seeds, on the normalised scale (some runs above 100, some tied)
 TABLE = {
@@ -254,10 +254,14 @@ def test_report_figures_label_axes_and_name_every_algorithm(runs, tmp_path):
     fig = report_curves_figure(curves, {"bandit2d-v0": task_metric(found, "bandit2d-v0")})
     (ax,) = fig.axes
     assert ax.get_title() == "bandit2d-v0" and ax.get_xlabel() == "gradient step" and ax.get_ylabel() == "episode return (mean over seeds)"
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["diffusion-ql eta=0.1", "diffusion-ql eta=10"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["diffusion-ql eta=0.1 (2 seeds)", "diffusion-ql eta=10 (3 seeds)"]
     assert [list(line.get_xdata()) for line in ax.lines] == [[2, 4], [2, 4]]
     assert len(ax.collections) == 2  # one band per algorithm
-    steps, est, periodic = curves["bandit2d-v0"]["diffusion-ql eta=10"]
+    steps, est, periodic, seeds = curves["bandit2d-v0"]["diffusion-ql eta=10"]
+    assert seeds == 3
+    one = {"bandit2d-v0": {"bc": Curve(np.array([4]), stats.Estimate(np.array([1.0]), np.array([1.0]), np.array([1.0])), False, 1)}}
+    (ax,) = report_curves_figure(one, {"bandit2d-v0": "return"}).axes
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["bc (1 seed, end of run only)"]
     by_hand = [np.mean([float(r["value"]) for r in _csv_rows(found, "diffusion-ql eta=10", s)]) for s in (2, 4)]
     assert periodic and np.allclose(est.point, by_hand) and np.all(est.lower <= est.point) and np.all(est.point <= est.upper)
 
