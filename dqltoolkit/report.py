@@ -91,6 +91,8 @@ class Run:
     swept: Tuple[str, ...] = ()
     #: where its ``final`` score comes from: the end-of-run evaluation of a run folder, or a record's last three
     final_rule: str = "end"
+    #: per seed, FQE's value of each kept checkpoint ``[[step, J], ...]`` (``dqltoolkit select``), where it was ranked
+    fqe: Dict[int, List[List[float]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -258,9 +260,10 @@ def load_run(path: Path) -> Run:
     cfg = doc["config"]
     agent = doc.get("agent") or doc.get("init") or f"{cfg.get('head', '?')}+{cfg.get('objective', '?')}"
     agent = Path(str(agent)).stem if str(agent).endswith((".yaml", ".yml", ".zip")) else str(agent)
-    offline = [] if stopped else _offline_rows(path, seeds, periodic, str(doc["env"]))  # (a stopped run picks among fewer)
+    fqe = fqe_of_run(path)
+    offline = [] if stopped else _offline_rows(path, seeds, periodic, str(doc["env"]), fqe)  # (a stopped run picks among fewer)
     return Run(path=path, agent=agent, task=str(doc["env"]), config=cfg, seeds=seeds, total_steps=total, rows=sorted(periodic) + final + offline,
-               stopped_by=stopped.get("by", ""), budget=stopped.get("budget"))
+               stopped_by=stopped.get("by", ""), budget=stopped.get("budget"), fqe=fqe)
 
 
 def _recipe_section(task: str) -> str:
@@ -270,7 +273,7 @@ def _recipe_section(task: str) -> str:
         return task
 
 
-def _offline_rows(path: Path, seeds: List[int], periodic: List[Row], task: str) -> List[Row]:
+def _offline_rows(path: Path, seeds: List[int], periodic: List[Row], task: str, fqe: Dict[int, List[List[float]]]) -> List[Row]:
     """The offline rules' picks (:func:`_picks`) from the run's logged per-seed BC loss and its ``selection.json``."""
     if not periodic:
         return []
@@ -278,7 +281,7 @@ def _offline_rows(path: Path, seeds: List[int], periodic: List[Row], task: str) 
         bc = {s: curves["bc_loss"] for s, curves in curves_of_run(path, seeds).items()}
     except (OSError, ValueError, csv.Error):
         bc = {}
-    return _picks(seeds, periodic, bc, fqe_of_run(path), task)
+    return _picks(seeds, periodic, bc, fqe, task)
 
 
 def _picks(seeds: Sequence[int], periodic: List[Row], bc_loss: Dict[int, List[List[float]]], fqe: Dict[int, List[List[float]]],
@@ -338,7 +341,8 @@ def runs_from_records(path: Path, at_step: Union[int, str, None] = None, notes: 
         offline = _picks([s], periodic, {s: rec["bc_loss"]}, {s: rec.get("fqe", [])}, rec["task"])
         where = path.parent / rec["task"] / rec["agent"] / f"seed{s}"
         runs.append(Run(path=where, agent=rec["agent"], task=rec["task"], config=dict(rec.get("config") or {}), seeds=[s],
-                        total_steps=int(rec.get("steps_done", last)), rows=periodic + final + offline, final_rule="last3"))
+                        total_steps=int(rec.get("steps_done", last)), rows=periodic + final + offline, final_rule="last3",
+                        fqe={s: rec["fqe"]} if rec.get("fqe") else {}))
     return runs
 
 
@@ -513,6 +517,13 @@ def _cells(per_task: Sequence[np.ndarray], fns: Sequence[Callable], reps: int, s
     return [f"{_fmt(e.point)} [{_fmt(e.lower)}, {_fmt(e.upper)}]{mark}" for e in estimates] or [NO_SCORE] * len(fns)
 
 
+def _coverage(sc: SeedScores, kind: str) -> str:
+    """`` (2 of 3 seeds)`` for an offline rule that scored only some of the seeds (FQE ranked some runs so far): the
+    table's seed column counts the finished seeds, and a mean over fewer must not pass for a mean over all."""
+    n, m = len(getattr(sc, kind)), len(sc.final)
+    return f" ({n} of {m} seeds)" if kind in OFFLINE_KINDS and 0 < n < m else ""
+
+
 def task_tables(scores: Dict[str, Dict[str, SeedScores]], runs: Sequence[Run], reps: int, seed: int) -> List[str]:
     """Markdown lines: one table per task of final and best scores, mean and IQM with their intervals."""
     lines: List[str] = []
@@ -528,7 +539,7 @@ def task_tables(scores: Dict[str, Dict[str, SeedScores]], runs: Sequence[Run], r
                   "|---|---:|" + "---|---|" * len(kinds)]
         for alg, sc in algs.items():
             cells = [c for k in kinds for c in _cells([getattr(sc, k)], (stats.aggregate_mean, stats.iqm), reps, seed,
-                                                      STOPPED_MARK if k == "best" and sc.stopped else "")]
+                                                      STOPPED_MARK if k == "best" and sc.stopped else _coverage(sc, k))]
             seeds = f"{len(sc.final)} + {sc.stopped}{STOPPED_MARK}" if sc.stopped else str(len(sc.final))
             lines.append(f"| {alg} | {seeds} | " + " | ".join(cells) + " |")
         if any(sc.stopped for sc in algs.values()):
@@ -545,6 +556,36 @@ def task_tables(scores: Dict[str, Dict[str, SeedScores]], runs: Sequence[Run], r
                 if len(values):
                     cells = _cells([values], (stats.aggregate_mean, stats.iqm), reps, seed)
                     lines.append(f"| {alg} | {len(values)} | " + " | ".join(cells) + " |")
+            lines.append("")
+    return lines
+
+
+def _mean_text(values: List[float]) -> str:
+    finite = [v for v in values if not np.isnan(v)]
+    return f"{np.mean(finite):+.2f}" if finite else NO_SCORE
+
+
+def fqe_order_table(runs: Sequence[Run]) -> List[str]:
+    """Markdown lines: per task and algorithm ranked by FQE, Spearman's rank correlation of FQE's values with the online
+    evaluations at the same checkpoints, per seed. The FQE column's pick is one checkpoint per seed; this says whether FQE
+    orders the run's checkpoints as the returns do at all, which the pick alone cannot."""
+    lines: List[str] = []
+    for task in sorted({r.task for r in runs}):
+        metric, per_alg = task_metric(runs, task), {}
+        for r in (r for r in runs if r.task == task and r.fqe):
+            for s, values in sorted(r.fqe.items()):
+                online = {st: v for (seed, st, kind, m, v) in r.rows if seed == s and kind == "periodic" and m == metric}
+                pairs = [(j, online[st]) for st, j in values if st in online]
+                if len(pairs) > 1:
+                    per_alg.setdefault(r.algorithm, []).append((s, len(pairs), stats.spearman(*zip(*pairs))))
+        if per_alg:
+            lines += [f"### {task}: how FQE orders the checkpoints", "", "Spearman's rank correlation of FQE's value with the online "
+                      "evaluation over each seed's ranked checkpoints (1: the same order; 0: none; NaN: a constant side).", "",
+                      "| algorithm | seeds | checkpoints | per seed | mean |", "|---|---:|---:|---|---:|"]
+            for alg in sorted(per_alg, key=algorithm_order):
+                got = per_alg[alg]
+                lines.append(f"| {alg} | {len(got)} | {'/'.join(str(n) for _, n, _ in got)} | "
+                             + ", ".join(f"seed {s}: {rho:+.2f}" for s, _, rho in got) + f" | {_mean_text([r for *_, r in got])} |")
             lines.append("")
     return lines
 
@@ -698,7 +739,8 @@ def build_report(paths: Sequence[Path | str], out: Path | str, reps: int = stats
         lines += [f"**Equal budgets**: every run as it stood at {budget} (`--at-step {at_step}`): final is the mean of its last three "
                   "evaluations up to there, offline the BC-loss rule (and offline FQE its FQE values) over them (the step of each task, "
                   "and any run left out: Notes).", ""]
-    lines += ["## Per task", "", *task_tables(scores, runs, reps, seed), *curve_tables(runs), "## Aggregate over tasks", ""]
+    lines += ["## Per task", "", *task_tables(scores, runs, reps, seed), *curve_tables(runs), *fqe_order_table(runs),
+              "## Aggregate over tasks", ""]
     if tasks:
         what = METRIC_TITLES[metric].split(" (")[0]
         lines += [f"Pooled: {', '.join(tasks)}; score: {what}. Mean and median are of per-task means; IQM and the optimality gap "

@@ -18,6 +18,7 @@ from .fqe import FQEConfig, estimates_by_checkpoint
 from .plots import pyplot, save_figure
 from .report_records import curves_of_run
 from .selection import bc_pick, block_means, top_k_for
+from .stats import spearman
 from .tasks import get_task
 from .training import kept_checkpoints
 
@@ -81,11 +82,25 @@ def select_run(run_dir: Path | str, rules: Sequence[str] = RULES, fqe: FQEConfig
             best = max(r["online"] for r in rows)
             entry["best_online"] = best
             entry["regret"] = {rule: best - online[st] for rule, st in picks.items()}
+            entry["rank_correlation"] = _rank_correlations(rows)
         out["seeds"].append(entry)
     tmp = run_dir / "selection.json.tmp"
     tmp.write_text(json.dumps(out, indent=1))
     tmp.replace(run_dir / "selection.json")
     save_figure(selection_figure(out), run_dir / "selection.png", dpi=110)
+    return out
+
+
+def _rank_correlations(rows: List[Dict[str, Any]]) -> Dict[str, Optional[float]]:
+    """Per rule, Spearman's correlation of what it ranks by with the online scores over all checkpoints (the BC
+    loss negated: lower ranks higher). A pick's regret judges one checkpoint; this judges the whole order, which
+    tells a lucky pick from a rule that reads the run. None where undefined (a constant side)."""
+    online = [r["online"] for r in rows]
+    out: Dict[str, Optional[float]] = {}
+    for rule, key, sign in (("bc", "bc_loss", -1.0), ("fqe", "fqe", 1.0)):
+        if all(r.get(key) is not None for r in rows):
+            rho = spearman([sign * r[key] for r in rows], online)
+            out[rule] = None if math.isnan(rho) else rho
     return out
 
 
@@ -133,5 +148,9 @@ def selection_table(result: Dict[str, Any]) -> List[str]:
             lines.append(f"| {r['step']}{' (' + ', '.join(marks) + ')' if marks else ''} | " + " | ".join(cells) + " |")
         regret = e.get("regret")
         lines += ["", "picks: " + ", ".join(f"{rule} -> step {st}" + (f" (regret {regret[rule]:.2f})" if regret else "")
-                                            for rule, st in e["picks"].items()), ""]
+                                            for rule, st in e["picks"].items())]
+        rho = {k: v for k, v in e.get("rank_correlation", {}).items() if v is not None}
+        if rho:
+            lines.append("rank correlation with the online scores (Spearman): " + ", ".join(f"{k} {v:+.2f}" for k, v in rho.items()))
+        lines.append("")
     return lines

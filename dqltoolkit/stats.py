@@ -95,3 +95,27 @@ def stratified_bootstrap(scores: Sequence[np.ndarray], statistic: Statistic, rep
     tail = 100.0 * (1.0 - CONFIDENCE) / 2.0
     lower, upper = np.percentile(samples, [tail, 100.0 - tail], axis=0)  # the percentile interval, resamples on axis 0
     return Estimate(point, lower, upper)
+
+
+def ranks(x: Sequence[float]) -> np.ndarray:
+    """1-based ranks of ``x``, ties given the mean of the ranks they span (scipy's ``rankdata``, method 'average')."""
+    x = np.asarray(x, dtype=np.float64)
+    order = np.argsort(x, kind="stable")
+    out = np.empty(len(x))
+    out[order] = np.arange(1, len(x) + 1)
+    _, group, size = np.unique(x, return_inverse=True, return_counts=True)
+    return (np.bincount(group, weights=out) / size)[group]
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation of paired values: how well ``x`` (an offline estimate of each checkpoint) orders
+    them as ``y`` (their online scores) does, the measure off-policy evaluation benchmarks report beside regret
+    (Fu et al., 2021). NaN when either side is constant or fewer than two pairs are given."""
+    if len(x) != len(y):
+        raise ValueError(f"spearman: {len(x)} values against {len(y)}")
+    if len(x) < 2:
+        return float("nan")
+    a, b = ranks(x), ranks(y)
+    a, b = a - a.mean(), b - b.mean()
+    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / den) if den > 0 else float("nan")

@@ -76,6 +76,12 @@ def test_select_ranks_a_runs_kept_checkpoints_and_reports_regret(tmp_path):
         # the BC-loss rule with top_k 1 and two checkpoints picks the one with the higher block mean
         losses = {r["step"]: r["bc_loss"] for r in e["rows"]}
         assert e["picks"]["bc"] == max(losses, key=losses.get)
+        # over two checkpoints a rank correlation is +1 (the rule orders them as the returns do) or -1
+        rising = online[300] > online[200]
+        fqe_rising = e["rows"][1]["fqe"] > e["rows"][0]["fqe"]
+        assert e["rank_correlation"]["fqe"] == (1.0 if fqe_rising == rising else -1.0)
+        assert e["rank_correlation"]["bc"] == (1.0 if (losses[300] < losses[200]) == rising else -1.0)
+    assert "rank correlation with the online scores (Spearman): bc " in sel.stdout
     # the figure: one panel per seed with the online curve, FQE's values on a second axis and both picks marked
     assert (out / "selection.png").stat().st_size > 10_000
     from dqltoolkit.select_job import selection_figure
@@ -103,3 +109,21 @@ def test_select_says_what_a_run_without_kept_checkpoints_needs(tmp_path):
     assert res.exit_code == 1 and "0 checkpoint(s) to choose from; train with --save-every N --keep-checkpoints K" in res.output
     res = CliRunner().invoke(main, ["select", str(tmp_path / "r"), "--rules", "oracle"])
     assert res.exit_code == 1 and "unknown rule(s) ['oracle']" in res.output
+
+
+def test_spearman_is_the_rank_correlation_with_ties_averaged():
+    """Checked against values worked by hand (scipy.stats.spearmanr gives the same): the measure of how well an
+    offline rule orders the checkpoints, reported by `dqltoolkit select` beside each pick's regret."""
+    from dqltoolkit.stats import ranks, spearman
+
+    assert ranks([3.0, 1.0, 2.0, 2.0, 5.0]).tolist() == [4.0, 1.0, 2.5, 2.5, 5.0]
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 45]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [9, 7, 5, 1]) == pytest.approx(-1.0)
+    # ranks (1, 2.5, 2.5, 4) against (1, 3, 2, 4): 4.5 / sqrt(4.5 * 5)
+    assert spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(4.5 / np.sqrt(22.5))
+    # monotone transforms change nothing: only the order counts
+    x, y = np.array([0.3, 2.0, -1.0, 5.0, 4.0]), np.array([1.0, 0.0, 2.0, 8.0, 3.0])
+    assert spearman(np.exp(x), y ** 3) == pytest.approx(spearman(x, y)) == pytest.approx(1 - 6 * 8 / (5 * 24))  # d = (0, 2, -2, 0, 0)
+    assert np.isnan(spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0])) and np.isnan(spearman([1.0], [2.0]))
+    with pytest.raises(ValueError, match="3 values against 2"):
+        spearman([1, 2, 3], [1, 2])

@@ -141,8 +141,8 @@ def test_records_are_compared_at_equal_budgets_with_at_step(tmp_path):
 def test_the_fqe_column_picks_the_evaluation_at_the_highest_fqe_value(tmp_path):
     """Records ranked by `dqltoolkit select` carry each checkpoint's FQE value (``fqe``); the table's offline FQE
     column is the evaluation at the seed's highest value, cut with the records at --at-step."""
-    recs = [_record("alpha", s, [10 + s, 50 + s, 40 + s, 30 + s], [0.9, 0.1, 0.5, 0.7]) for s in range(2)]
-    for r in recs:  # FQE values highest at 30k: the evaluation 40 + s
+    recs = [_record("alpha", s, [10 + s, 50 + s, 40 + s, 30 + s], [0.9, 0.1, 0.5, 0.7]) for s in range(3)]
+    for r in recs[:2]:  # FQE values highest at 30k: the evaluation 40 + s; seed 2 not ranked yet
         r["fqe"] = [[10_000, 1.0], [20_000, 2.0], [30_000, 3.0], [40_000, 2.5]]
     recs.append(_record("beta", 0, [20, 20, 20, 90], [0.1, 0.2, 0.3, 0.4]))  # no FQE: no FQE cell of its own
     path = write_records(recs, tmp_path / "runs.json")
@@ -153,6 +153,13 @@ def test_the_fqe_column_picks_the_evaluation_at_the_highest_fqe_value(tmp_path):
     assert "offline FQE: mean [95% CI]" in md and "fitted Q evaluation values most (offline FQE)" in md
     rows = _table_rows(md, ["alpha", "beta"])
     assert rows["alpha"][7].startswith("40.50") and rows["beta"][7] == "—"
+    # the FQE mean covers 2 of alpha's 3 seeds, and says so; the columns every seed has carry no such mark
+    assert rows["alpha"][7].endswith("(2 of 3 seeds)") and rows["alpha"][8].endswith("(2 of 3 seeds)")
+    assert "seeds)" not in rows["alpha"][1] and "seeds)" not in rows["alpha"][5]
+    # how FQE orders the checkpoints: ranks (1, 2, 4, 3) against the evaluations' (1, 4, 3, 2), 1 - 6 * 6 / 60 = 0.4
+    assert "### hopper-medium-v2: how FQE orders the checkpoints" in md
+    order = md.split("how FQE orders the checkpoints")[1].split("##")[0]
+    assert "| alpha | 2 | 4/4 | seed 0: +0.40, seed 1: +0.40 | +0.40 |" in order and "| beta |" not in order  # beta: not ranked
     # cut at 20k, before the FQE favourite: the pick is the 20k checkpoint (50 + s)
     res = CliRunner().invoke(main, ["report", str(path), "--reps", "50", "--at-step", "20000", "--out", str(tmp_path / "cut")])
     assert res.exit_code == 0, res.output
