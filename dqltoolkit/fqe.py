@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 import torch
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: writes stay atomic, concurrent rankers may redo a checkpoint
+    fcntl = None  # type: ignore[assignment]
 
 from .agent import Agent
 from .nn import EnsembleMLP
@@ -104,22 +110,41 @@ def estimates_by_checkpoint(paths: Mapping[int, str], table: Mapping[str, np.nda
     """``{step: [J per seed]}`` for checkpoints ``{step: path}`` of one run. ``cache``: a JSON file written after each
     checkpoint, so a long ranking resumes after a kill; an entry counts only for the same file (name, size, mtime),
     FQE settings and :data:`FIT_VERSION`."""
-    done: Dict[str, List[float]] = {}
-    if cache is not None and Path(cache).is_file():
-        try:
-            loaded = json.loads(Path(cache).read_text())
-            done = {str(k): [float(x) for x in v] for k, v in loaded.items()} if isinstance(loaded, dict) else {}
-        except (OSError, ValueError, TypeError):
-            done = {}  # a damaged cache is recomputed, never trusted
+    done = _read_cache(cache)
     out = {}
     for step, path in sorted(paths.items()):
         st = Path(path).stat()
         key = f"{Path(path).name}|{st.st_size}|{st.st_mtime_ns}|{sorted(asdict(cfg).items())}|{FIT_VERSION}"
+        if key not in done and cache is not None:
+            done.update(_read_cache(cache))  # another process ranking this run may have done it meanwhile
         if key not in done:
             done[key] = estimate(Agent.load(path, device=device), table, cfg=cfg)
             if cache is not None:
-                tmp = Path(cache).with_name(Path(cache).name + ".tmp")
-                tmp.write_text(json.dumps(done))
-                tmp.replace(cache)
+                done = _add_to_cache(Path(cache), key, done[key])
         out[step] = done[key]
     return out
+
+
+def _read_cache(cache: Optional[Path]) -> Dict[str, List[float]]:
+    if cache is None or not Path(cache).is_file():
+        return {}
+    try:
+        loaded = json.loads(Path(cache).read_text())
+        return {str(k): [float(x) for x in v] for k, v in loaded.items()} if isinstance(loaded, dict) else {}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}  # a damaged cache is recomputed, never trusted
+
+
+def _add_to_cache(cache: Path, key: str, value: List[float]) -> Dict[str, List[float]]:
+    """Write one estimate into the cache, keeping every entry other processes wrote since it was read (two
+    ``select`` runs over one folder share their work instead of overwriting it): read, add and replace under
+    an exclusive lock, atomically. Returns the cache as written."""
+    lock = cache.with_name(cache.name + ".lock")
+    with open(lock, "a") as held:
+        if fcntl is not None:
+            fcntl.flock(held, fcntl.LOCK_EX)  # released when the file closes
+        done = {**_read_cache(cache), key: value}
+        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(done))
+        tmp.replace(cache)
+    return done

@@ -127,3 +127,37 @@ def test_spearman_is_the_rank_correlation_with_ties_averaged():
     assert np.isnan(spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0])) and np.isnan(spearman([1.0], [2.0]))
     with pytest.raises(ValueError, match="3 values against 2"):
         spearman([1, 2, 3], [1, 2])
+
+
+def test_two_rankings_of_one_run_share_the_fqe_cache_instead_of_overwriting_it(tmp_path, monkeypatch):
+    """Two `select` processes over one folder: each checkpoint's estimate is added to what is on disk (under a lock),
+    so an entry another process wrote while this one was fitting is kept, and a checkpoint the other finished
+    meanwhile is read, not fitted again."""
+    import dqltoolkit.fqe as fqe
+
+    ckpts = {}
+    for step in (100, 200, 300):
+        ckpts[step] = tmp_path / f"model_step{step}.zip"
+        ckpts[step].write_bytes(b"x" * step)
+    cache = tmp_path / "fqe_cache.json"
+    cfg = FQEConfig(steps=10)
+
+    def key(step):
+        st = ckpts[step].stat()
+        return f"{ckpts[step].name}|{st.st_size}|{st.st_mtime_ns}|{sorted(fqe.asdict(cfg).items())}|{fqe.FIT_VERSION}"
+
+    fitted = []
+
+    def fake_estimate(agent, table, cfg):  # the other process finishes step 300 while this one fits step 100
+        fitted.append(agent)
+        if agent == str(ckpts[100]):
+            cache.write_text(json.dumps({**json.loads(cache.read_text() or "{}"), key(300): [3.0], "other|entry": [9.0]}))
+        return [float(len(fitted))]
+
+    monkeypatch.setattr(fqe, "estimate", fake_estimate)
+    monkeypatch.setattr(fqe.Agent, "load", staticmethod(lambda path, device="cpu": str(path)))
+    cache.write_text("{}")
+    out = fqe.estimates_by_checkpoint({s: str(p) for s, p in ckpts.items()}, {}, cfg, cache=cache)
+    assert out == {100: [1.0], 200: [2.0], 300: [3.0]} and fitted == [str(ckpts[100]), str(ckpts[200])]
+    assert json.loads(cache.read_text()) == {key(100): [1.0], key(200): [2.0], key(300): [3.0], "other|entry": [9.0]}
+    assert not list(tmp_path.glob("*.tmp"))
