@@ -58,8 +58,11 @@ def _policy_actions(agent, obs: np.ndarray, chunk: int = 2048) -> np.ndarray:
     return np.concatenate(out, axis=1)
 
 
-def estimate(agent, table: Mapping[str, np.ndarray], gamma: Optional[float] = None, cfg: FQEConfig = FQEConfig()) -> List[float]:
-    """FQE's value estimate ``J`` of each member (seed) of ``agent`` acting deterministically on ``table``."""
+def estimate(agent, table: Mapping[str, np.ndarray], gamma: Optional[float] = None, cfg: FQEConfig = FQEConfig(),
+             trace: Optional[Dict[int, List[float]]] = None, trace_every: int = 0) -> List[float]:
+    """FQE's value estimate ``J`` of each member (seed) of ``agent`` acting deterministically on ``table``. ``trace``
+    (with ``trace_every``): filled with ``{fitting step: J per member}`` along the fit, to see whether ``cfg.steps``
+    were enough for the values, and the order they put checkpoints in, to settle."""
     gamma = float(agent.config.to_dict().get("gamma", 0.99) if gamma is None else gamma)
     rng = np.random.default_rng(cfg.seed)
     n = len(table["rewards"])
@@ -71,10 +74,12 @@ def estimate(agent, table: Mapping[str, np.ndarray], gamma: Optional[float] = No
     mean, std = obs.mean(0), obs.std(0) + 1e-6
     scale = np.maximum(np.abs(np.asarray(agent.action_space.low)), np.abs(np.asarray(agent.action_space.high))).astype(np.float32)
     next_a, start_a = _policy_actions(agent, nobs[idx]), _policy_actions(agent, obs[starts])
-    return _fit(obs[idx], act[idx], rew, done, next_a, nobs[idx], obs[starts], start_a, mean, std, scale, gamma, cfg)
+    return _fit(obs[idx], act[idx], rew, done, next_a, nobs[idx], obs[starts], start_a, mean, std, scale, gamma, cfg,
+                trace, trace_every)
 
 
-def _fit(s, a, r, d, a2, s2, s0, a0, mean, std, scale, gamma, cfg: FQEConfig) -> List[float]:
+def _fit(s, a, r, d, a2, s2, s0, a0, mean, std, scale, gamma, cfg: FQEConfig, trace: Optional[Dict[int, List[float]]] = None,
+         trace_every: int = 0) -> List[float]:
     """One Q-function per member, fitted side by side as member-batched layers (``a2``, ``a0``: ``[members, n, A]``),
     so the members' fits cost one small network's steps, not one each."""
     members = a2.shape[0]
@@ -91,7 +96,10 @@ def _fit(s, a, r, d, a2, s2, s0, a0, mean, std, scale, gamma, cfg: FQEConfig) ->
     opt = torch.optim.Adam(q.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     params, target_params = list(q.parameters()), list(target.parameters())
-    for _ in range(cfg.steps):
+    for i in range(cfg.steps):
+        if trace is not None and trace_every > 0 and i % trace_every == 0 and i:
+            with torch.no_grad():
+                trace[i] = [float(v) for v in q(x0).squeeze(-1).mean(1)]
         b = torch.randint(0, x.shape[1], (cfg.batch_size,), generator=gen)
         with torch.no_grad():
             y = r_t[b] + gamma * (1 - d_t[b]) * target(x2[:, b]).squeeze(-1)
@@ -102,7 +110,10 @@ def _fit(s, a, r, d, a2, s2, s0, a0, mean, std, scale, gamma, cfg: FQEConfig) ->
         with torch.no_grad():
             torch._foreach_lerp_(target_params, params, cfg.tau)
     with torch.no_grad():
-        return [float(v) for v in q(x0).squeeze(-1).mean(1)]
+        final = [float(v) for v in q(x0).squeeze(-1).mean(1)]
+    if trace is not None:
+        trace[cfg.steps] = final
+    return final
 
 
 def estimates_by_checkpoint(paths: Mapping[int, str], table: Mapping[str, np.ndarray], cfg: FQEConfig = FQEConfig(),

@@ -41,8 +41,13 @@ def test_fqe_ranks_a_good_and_a_bad_checkpoint_of_the_bandit():
         assert np.linalg.norm(acted - MODE_CENTRES[mode]) < 0.2, (name, acted)  # it acts inside the data's support
         agents[name] = a
     online = {n: evaluate(a, task.make_env, episodes=200, seed=100)["mean_return"] for n, a in agents.items()}
-    fqe = {n: estimate(a, table, gamma=0.0, cfg=FQEConfig(steps=600, subset=5000))[0] for n, a in agents.items()}
+    traces = {n: {} for n in agents}
+    fqe = {n: estimate(a, table, gamma=0.0, cfg=FQEConfig(steps=600, subset=5000), trace=traces[n], trace_every=200)[0]
+           for n, a in agents.items()}
     assert online["good"] > 4.5 and online["bad"] < 0.5
+    # the trace: J along the fit, its last entry the estimate itself; the good policy's value climbs towards 5
+    assert list(traces["good"]) == [200, 400, 600] and traces["good"][600] == [fqe["good"]]
+    assert traces["good"][200][0] < traces["good"][600][0]
     assert fqe["good"] > fqe["bad"] + 2.5, fqe
     assert abs(fqe["good"] - 5.0) < 1.0 and abs(fqe["bad"]) < 1.0, fqe  # a reward model where the data is
 
