@@ -394,8 +394,15 @@ def collect(spec, out: Path, records: Path) -> None:
                       f"`{keep['command']}` ({keep['evaluations'][-1][0]} steps)")
                 rec = keep
             found[key] = rec
+    before = {(r["agent"], r["task"], r["seed"]): r for r in (read_records(records) if records.is_file() else [])}
+    for key, rec in found.items():  # a rerun under way here (for its checkpoints) must not replace the finished run it repeats
+        prev = before.get(key)
+        if prev is not None and prev["evaluations"][-1][0] > rec["evaluations"][-1][0]:
+            print(f"{key[0]} {key[1]} seed {key[2]}: the record in {records} got further ({prev['evaluations'][-1][0]} steps) than the "
+                  f"run here ({rec['evaluations'][-1][0]}); keeping the record")
+            found[key] = prev
     rows = list(found.values())
-    kept = [r for r in (read_records(records) if records.is_file() else []) if (r["agent"], r["task"], r["seed"]) not in found]
+    kept = [r for key, r in before.items() if key not in found]
     for task, data in datasets.items():
         refuse_other_data("collect", task, data, kept, records)
     write_records(kept + rows, records)

@@ -247,6 +247,14 @@ def test_per_seed_runs_have_their_own_folders_and_commands_and_collect_merges_th
     recs = json.loads(records.read_text())
     assert [(r["seed"], [s for s, _ in r["evaluations"]]) for r in recs] == [(0, [100, 200]), (1, [100, 200, 300])]
     assert "--seeds 0,1 " in recs[0]["command"] and "--seeds 1 " in recs[1]["command"] and len({r["dataset_sha256"] for r in recs}) == 1
+    # a rerun still under way here (for its checkpoints) does not replace a record that got further
+    further = dict(recs[1], evaluations=recs[1]["evaluations"] + [[400, 1.0]], command="the finished run")
+    records.write_text(json.dumps([recs[0], further]))
+    mod.collect(spec, out, records)
+    assert f"diffusion-ql bandit2d-v0 seed 1: the record in {records} got further (400 steps) than the run here (300); keeping the " \
+           "record" in capsys.readouterr().out
+    assert [r["command"] for r in json.loads(records.read_text())] == [recs[0]["command"], "the finished run"]
+    records.write_text(json.dumps(recs))
 
     # records of this task trained on other data (a rebuild that came out different) are not mixed into the table
     records.write_text(json.dumps([dict(recs[0], agent="td3bc", dataset_sha256="f" * 64)]))
