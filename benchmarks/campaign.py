@@ -76,6 +76,8 @@ def _seeds_text(seeds: List[int]) -> str:
 
 #: periodic checkpoints each trial keeps (model_step<N>.zip) for offline selection (`dqltoolkit select`: FQE)
 KEEP = 20
+#: FQE fitting steps `select` runs unless told (the table's FQE column so far; docs/results.md says why more are needed)
+DEFAULT_FQE_STEPS = 20_000
 
 
 @dataclass(frozen=True)
@@ -268,13 +270,30 @@ def finetune(spec, out: Path, minutes: float, threads: int, only: Optional[str],
     return 0
 
 
-def select(spec, out: Path, minutes: float, threads: int, only: Optional[str], fqe_steps: int, per_seed: bool = False) -> int:
+def ranked_as_asked(run_dir: Path, fqe_steps: int, checkpoints: Optional[List[int]], together: bool) -> bool:
+    """Whether the run's selection.json was made with these FQE settings (a changed protocol ranks it again). A file
+    from before selection.json recorded its settings was made by this runner's defaults (20,000 steps, every
+    checkpoint, one fit each)."""
+    try:
+        doc = json.loads((run_dir / "selection.json").read_text())
+    except (OSError, ValueError):
+        return False
+    settings = doc.get("fqe_settings", {"steps": DEFAULT_FQE_STEPS, "together": False})
+    ranked = sorted(int(c) for c in doc.get("checkpoints", {}))
+    return (int(settings.get("steps", -1)) == fqe_steps and bool(settings.get("together")) == together
+            and (checkpoints is None or ranked == sorted(checkpoints)))
+
+
+def select(spec, out: Path, minutes: float, threads: int, only: Optional[str], fqe_steps: int, per_seed: bool = False,
+           checkpoints: Optional[List[int]] = None, together: bool = False) -> int:
     """Rank each finished run's kept checkpoints offline (`dqltoolkit select`: the BC-loss rule and FQE) into
     its selection.json, which `collect` carries into the records (the table's offline FQE column). FQE keeps
-    its estimates per checkpoint (fqe_cache.json), so a chunk cut at the deadline loses one checkpoint at most."""
+    its estimates per checkpoint (fqe_cache.json), so a chunk cut at the deadline loses one checkpoint at most
+    (``together``: the whole fit). ``checkpoints``: rank these steps only."""
     deadline = time.monotonic() + minutes * 60
+    extra = (["--checkpoints", ",".join(str(c) for c in checkpoints)] if checkpoints else []) + (["--fqe-together"] if together else [])
     for unit in units(spec, out, per_seed, only):
-        if unit_state(spec, unit)[0] != "done" or (unit.run_dir / "selection.json").is_file():
+        if unit_state(spec, unit)[0] != "done" or ranked_as_asked(unit.run_dir, fqe_steps, checkpoints, together):
             continue
         left = deadline - time.monotonic()
         if left <= 0:
@@ -282,8 +301,8 @@ def select(spec, out: Path, minutes: float, threads: int, only: Optional[str], f
         print(f"[campaign] {unit.name}: ranking its checkpoints offline (FQE)", flush=True)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         try:
-            done = subprocess.run(["dqltoolkit", "select", str(unit.run_dir), "--threads", str(threads), "--fqe-steps", str(fqe_steps)],
-                                  env=env, timeout=left)
+            done = subprocess.run(["dqltoolkit", "select", str(unit.run_dir), "--threads", str(threads), "--fqe-steps", str(fqe_steps),
+                                   *extra], env=env, timeout=left)
         except subprocess.TimeoutExpired:  # the child is killed: the checkpoints it finished are in fqe_cache.json
             print(f"[campaign] {unit.name}: deadline; run `select` again to go on", flush=True)
             return 3
@@ -425,8 +444,11 @@ def main() -> None:
                    "the records it names beside trials whose folder is not here")
     p.add_argument("--from-step", type=int, default=200_000, help="finetune: the offline checkpoint each fine-tune starts from")
     p.add_argument("--timesteps", type=int, default=50_000, help="finetune: env steps per seed online")
-    p.add_argument("--fqe-steps", type=int, default=20_000, help="select: FQE fitting steps per checkpoint (2,000 leave a hopper "
-                   "value far from converged: J near one step's reward)")
+    p.add_argument("--fqe-steps", type=int, default=DEFAULT_FQE_STEPS, help="select: FQE fitting steps per checkpoint (2,000 leave "
+                   "a hopper value far from converged: J near one step's reward; 20,000 still order its checkpoints against "
+                   "their returns, 100,000 with them: docs/results.md)")
+    p.add_argument("--fqe-checkpoints", default=None, help="select: rank only these steps (comma-separated)")
+    p.add_argument("--fqe-together", action="store_true", help="select: fit FQE to a run's ranked checkpoints in one fit")
     p.add_argument("--eval-freq", type=int, default=5_000, help="finetune: steps between evaluations (and saves)")
     a = p.parse_args()
     from dqltoolkit.sweep_spec import load_sweep
@@ -438,7 +460,8 @@ def main() -> None:
     if a.action == "finetune":
         sys.exit(finetune(spec, out, a.minutes, a.threads, a.only, a.from_step, a.timesteps, a.eval_freq, a.per_seed))
     if a.action == "select":
-        sys.exit(select(spec, out, a.minutes, a.threads, a.only, a.fqe_steps, a.per_seed))
+        steps = [int(c) for c in a.fqe_checkpoints.split(",")] if a.fqe_checkpoints else None
+        sys.exit(select(spec, out, a.minutes, a.threads, a.only, a.fqe_steps, a.per_seed, steps, a.fqe_together))
     if a.action == "status":
         status(spec, out, a.records, a.per_seed)
     else:

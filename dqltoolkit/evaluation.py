@@ -18,18 +18,19 @@ from .limits import MAX_EVAL_ENVS, check_limit
 
 
 def _first_episode_returns(make_env: Callable[[], gym.Env], seeds: Sequence[int], policy: Callable[[np.ndarray], np.ndarray],
-                           max_steps: int, on_done: Optional[Callable[[int], None]] = None) -> np.ndarray:
+                           max_steps: int, on_done: Optional[Callable[[int], None]] = None, gamma: float = 1.0) -> np.ndarray:
     """Run one env per seed in a SyncVectorEnv until every env has ended its first episode; later
     steps of an env are masked, so each seed's return is deterministic given the policy.
-    ``on_done(k)``: k more episodes have just ended (for a progress bar)."""
+    ``on_done(k)``: k more episodes have just ended (for a progress bar). ``gamma`` < 1: each reward weighted
+    ``gamma ** t``, the discounted return a value function (the critic, FQE) estimates from the episode's start."""
     venv = gym.vector.SyncVectorEnv([make_env for _ in seeds])
     try:
         obs, _ = venv.reset(seed=list(seeds))
         ret = np.zeros(len(seeds))
         alive = np.ones(len(seeds), dtype=bool)
-        for _ in range(max_steps):
+        for t in range(max_steps):
             obs, r, term, trunc, _ = venv.step(policy(obs))
-            ret += np.where(alive, r, 0.0)
+            ret += np.where(alive, r, 0.0) * (gamma ** t if gamma != 1.0 else 1.0)
             ended = alive & (term | trunc)
             alive &= ~ended
             if on_done is not None and ended.any():
@@ -86,9 +87,11 @@ def evaluate(agent, make_env: Callable[[], gym.Env], episodes: int = 10, seed: i
 
 
 def evaluate_members(agent, make_env: Callable[[], gym.Env], episodes: int = 10, seeds: Optional[List[int]] = None,
-                     deterministic: bool = DEFAULT_DETERMINISTIC, max_steps: int = 100_000) -> List[Dict[str, object]]:
+                     deterministic: bool = DEFAULT_DETERMINISTIC, max_steps: int = 100_000, gamma: float = 1.0) -> List[Dict[str, object]]:
     """Evaluate every member (seed) at once, ``members x episodes`` envs in one SyncVectorEnv and one batched ``act``
-    per step (:func:`evaluate` through ``predict`` evaluates member 0 only); member m's episodes are seeded ``seeds[m] + i``."""
+    per step (:func:`evaluate` through ``predict`` evaluates member 0 only); member m's episodes are seeded ``seeds[m] + i``.
+    ``gamma`` < 1: ``mean_return`` is the discounted return (the Monte-Carlo value of the episodes' starts, to check a
+    value estimate such as FQE's against), and the result says so (``"gamma"``)."""
     episodes = check_episodes(episodes)
     M = agent.members
     check_limit("episodes x seeds", episodes * M, MAX_EVAL_ENVS, "envs of one vector env, all at once", "evaluate fewer episodes")
@@ -101,7 +104,9 @@ def evaluate_members(agent, make_env: Callable[[], gym.Env], episodes: int = 10,
         x = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=agent.device).view(M, episodes, -1)
         return np.clip(agent.act(x, deterministic).reshape(M * episodes, -1).cpu().numpy(), low, high)
 
-    ret = _first_episode_returns(make_env, [seeds[m] + i for m in range(M) for i in range(episodes)], policy, max_steps)
+    if not 0.0 < gamma <= 1.0:
+        raise ValueError(f"evaluate_members: gamma must be in (0, 1], got {gamma!r}")
+    ret = _first_episode_returns(make_env, [seeds[m] + i for m in range(M) for i in range(episodes)], policy, max_steps, gamma=gamma)
     per = ret.reshape(M, episodes)
     return [{"mean_return": float(per[m].mean()), "std_return": float(per[m].std()), "episodes": episodes,
-             "acting": acting_mode(deterministic)} for m in range(M)]
+             "acting": acting_mode(deterministic), **({"gamma": gamma} if gamma != 1.0 else {})} for m in range(M)]

@@ -13,7 +13,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -63,7 +63,20 @@ def estimate(agent, table: Mapping[str, np.ndarray], gamma: Optional[float] = No
     """FQE's value estimate ``J`` of each member (seed) of ``agent`` acting deterministically on ``table``. ``trace``
     (with ``trace_every``): filled with ``{fitting step: J per member}`` along the fit, to see whether ``cfg.steps``
     were enough for the values, and the order they put checkpoints in, to settle."""
-    gamma = float(agent.config.to_dict().get("gamma", 0.99) if gamma is None else gamma)
+    return estimate_many([agent], table, gamma, cfg, trace, trace_every)[0]
+
+
+def estimate_many(agents: Sequence, table: Mapping[str, np.ndarray], gamma: Optional[float] = None,
+                  cfg: FQEConfig = FQEConfig(), trace: Optional[Dict[int, List[float]]] = None,
+                  trace_every: int = 0) -> List[List[float]]:
+    """:func:`estimate` for several policies (say, checkpoints of one run) fitted side by side as members of one fit:
+    the same subset, starts and batches for all, so their values differ by the policies alone. Returns J per member
+    of each agent; ``trace`` holds the members of all agents in order. One fit of ``m`` members costs about ``m``
+    single fits, so this is about comparing like with like, not about saving time; a checkpoint's value depends
+    (a little) on what it was fitted beside, through the members' initial weights."""
+    if not agents:
+        raise ValueError("estimate_many: no policies to evaluate")
+    gamma = float(agents[0].config.to_dict().get("gamma", 0.99) if gamma is None else gamma)
     rng = np.random.default_rng(cfg.seed)
     n = len(table["rewards"])
     idx = np.sort(rng.choice(n, size=min(cfg.subset, n), replace=False))
@@ -72,10 +85,17 @@ def estimate(agent, table: Mapping[str, np.ndarray], gamma: Optional[float] = No
     obs, act, nobs = (np.asarray(table[k], np.float32) for k in ("observations", "actions", "next_observations"))
     rew, done = (np.asarray(table[k], np.float32)[idx] for k in ("rewards", "terminals"))
     mean, std = obs.mean(0), obs.std(0) + 1e-6
-    scale = np.maximum(np.abs(np.asarray(agent.action_space.low)), np.abs(np.asarray(agent.action_space.high))).astype(np.float32)
-    next_a, start_a = _policy_actions(agent, nobs[idx]), _policy_actions(agent, obs[starts])
-    return _fit(obs[idx], act[idx], rew, done, next_a, nobs[idx], obs[starts], start_a, mean, std, scale, gamma, cfg,
-                trace, trace_every)
+    space = agents[0].action_space
+    scale = np.maximum(np.abs(np.asarray(space.low)), np.abs(np.asarray(space.high))).astype(np.float32)
+    next_a = np.concatenate([_policy_actions(agent, nobs[idx]) for agent in agents])
+    start_a = np.concatenate([_policy_actions(agent, obs[starts]) for agent in agents])
+    values = _fit(obs[idx], act[idx], rew, done, next_a, nobs[idx], obs[starts], start_a, mean, std, scale, gamma, cfg,
+                  trace, trace_every)
+    out, at = [], 0
+    for agent in agents:
+        out.append(values[at : at + agent.members])
+        at += agent.members
+    return out
 
 
 def _fit(s, a, r, d, a2, s2, s0, a0, mean, std, scale, gamma, cfg: FQEConfig, trace: Optional[Dict[int, List[float]]] = None,
@@ -116,23 +136,67 @@ def _fit(s, a, r, d, a2, s2, s0, a0, mean, std, scale, gamma, cfg: FQEConfig, tr
     return final
 
 
+#: a fit whose J still moves by more than this share over its last tenth has not settled: its ranking is not to be trusted
+#: (docs/results.md: on hopper-medium-replay, 20,000 steps ordered checkpoints against their returns, 100,000 with them)
+UNSETTLED = 0.10
+
+
+def drift(trace: Mapping[int, List[float]]) -> List[float]:
+    """Per member, how far J moved over the last tenth of the fit, relative to where it ended: a fit still on its way
+    (value not yet propagated through the episode) shows tens of percent, a settled one a few."""
+    steps = sorted(trace)
+    last = steps[-1]
+    prev = min(steps, key=lambda st: abs(st - 0.9 * last))
+    return [abs(b - a) / max(abs(b), 1e-6) for a, b in zip(trace[prev], trace[last])]
+
+
 def estimates_by_checkpoint(paths: Mapping[int, str], table: Mapping[str, np.ndarray], cfg: FQEConfig = FQEConfig(),
-                            device: str = "cpu", cache: Optional[Path] = None) -> Dict[int, List[float]]:
+                            device: str = "cpu", cache: Optional[Path] = None, together: bool = False,
+                            drifts: Optional[Dict[int, List[float]]] = None) -> Dict[int, List[float]]:
     """``{step: [J per seed]}`` for checkpoints ``{step: path}`` of one run. ``cache``: a JSON file written after each
-    checkpoint, so a long ranking resumes after a kill; an entry counts only for the same file (name, size, mtime),
-    FQE settings and :data:`FIT_VERSION`."""
-    done = _read_cache(cache)
-    out = {}
+    fit, so a long ranking resumes after a kill; an entry counts only for the same files (name, size, mtime), FQE
+    settings and :data:`FIT_VERSION`. ``together``: all checkpoints in one fit (:func:`estimate_many`: the same
+    batches for all, so they differ by the policies alone), cached as one entry: a kill loses the whole fit.
+    ``drifts``: filled with :func:`drift` per checkpoint and seed (absent for estimates cached before it was kept)."""
+    keys = {}
     for step, path in sorted(paths.items()):
         st = Path(path).stat()
-        key = f"{Path(path).name}|{st.st_size}|{st.st_mtime_ns}|{sorted(asdict(cfg).items())}|{FIT_VERSION}"
+        keys[step] = f"{Path(path).name}|{st.st_size}|{st.st_mtime_ns}"
+    settings = f"{sorted(asdict(cfg).items())}|{FIT_VERSION}"
+    every = max(1, cfg.steps // 10)
+    done = _read_cache(cache)
+    drifts = {} if drifts is None else drifts
+
+    def fit(key: str, agents: List[Agent]) -> None:
+        nonlocal done
+        trace: Dict[int, List[float]] = {}
+        done[key] = [j for values in estimate_many(agents, table, cfg=cfg, trace=trace, trace_every=every) for j in values]
+        done[key + "|drift"] = drift(trace)
+        if cache is not None:
+            _add_to_cache(Path(cache), key + "|drift", done[key + "|drift"])
+            done = _add_to_cache(Path(cache), key, done[key])
+
+    if together:
+        key = "together:" + ",".join(keys.values()) + "|" + settings
+        if key not in done:
+            done = {**done, **_read_cache(cache)}
+        if key not in done:
+            fit(key, [Agent.load(paths[step], device=device) for step in keys])
+        per = len(done[key]) // len(keys)
+        for i, step in enumerate(keys):
+            if key + "|drift" in done:
+                drifts[step] = done[key + "|drift"][i * per : (i + 1) * per]
+        return {step: done[key][i * per : (i + 1) * per] for i, step in enumerate(keys)}
+    out = {}
+    for step, path in sorted(paths.items()):
+        key = f"{keys[step]}|{settings}"
         if key not in done and cache is not None:
             done.update(_read_cache(cache))  # another process ranking this run may have done it meanwhile
         if key not in done:
-            done[key] = estimate(Agent.load(path, device=device), table, cfg=cfg)
-            if cache is not None:
-                done = _add_to_cache(Path(cache), key, done[key])
+            fit(key, [Agent.load(path, device=device)])
         out[step] = done[key]
+        if key + "|drift" in done:
+            drifts[step] = done[key + "|drift"]
     return out
 
 

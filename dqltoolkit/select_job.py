@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -14,7 +15,7 @@ import numpy as np
 import yaml
 
 from .checkpoint import read_checkpoint
-from .fqe import FQEConfig, estimates_by_checkpoint
+from .fqe import UNSETTLED, FQEConfig, estimates_by_checkpoint
 from .plots import pyplot, save_figure
 from .report_records import curves_of_run
 from .selection import bc_pick, block_means, top_k_for
@@ -41,8 +42,10 @@ def checkpoints_of_run(run_dir: Path) -> Dict[int, Path]:
 
 
 def select_run(run_dir: Path | str, rules: Sequence[str] = RULES, fqe: FQEConfig = FQEConfig(), top_k: Optional[int] = None,
-               device: str = "cpu") -> Dict[str, Any]:
-    """Rank the run's checkpoints per seed by each rule; writes ``RUN/selection.json`` and returns it."""
+               device: str = "cpu", checkpoints: Optional[Sequence[int]] = None, together: bool = False) -> Dict[str, Any]:
+    """Rank the run's checkpoints per seed by each rule; writes ``RUN/selection.json`` and returns it. ``checkpoints``:
+    rank these steps only (a long FQE fit costs minutes a checkpoint, so a user spends it on a spread of them);
+    ``together``: fit FQE to them side by side (:func:`dqltoolkit.fqe.estimate_many`). selection.json records both."""
     run_dir = Path(run_dir)
     bad = [r for r in rules if r not in RULES]
     if bad:
@@ -53,17 +56,26 @@ def select_run(run_dir: Path | str, rules: Sequence[str] = RULES, fqe: FQEConfig
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SelectError(f"{run_dir / 'config.yaml'}: not a run's config ({exc})") from None
     ckpts = checkpoints_of_run(run_dir)
+    if checkpoints is not None:
+        missing = sorted(set(int(c) for c in checkpoints) - set(ckpts))
+        if missing:
+            raise SelectError(f"{run_dir}: no checkpoint at step(s) {missing}; it has {sorted(ckpts)}")
+        ckpts = {s: ckpts[s] for s in sorted(set(int(c) for c in checkpoints))}
     if len(ckpts) < 2:
         raise SelectError(f"{run_dir}: {len(ckpts)} checkpoint(s) to choose from; train with --save-every N --keep-checkpoints K")
     steps = list(ckpts)
     curves = curves_of_run(run_dir, seeds) if (run_dir / "metrics.csv").is_file() else {s: {"evaluations": [], "bc_loss": []} for s in seeds}
-    j = {}
+    j: Dict[int, List[float]] = {}
+    drifts: Dict[int, List[float]] = {}
     if "fqe" in rules:
         table = get_task(task).load_dataset()
-        j = estimates_by_checkpoint({s: str(p) for s, p in ckpts.items()}, table, fqe, device, cache=run_dir / "fqe_cache.json")
+        j = estimates_by_checkpoint({s: str(p) for s, p in ckpts.items()}, table, fqe, device, cache=run_dir / "fqe_cache.json",
+                                    together=together, drifts=drifts)
     k = top_k_for(task) if top_k is None else int(top_k)
     out: Dict[str, Any] = {"run": str(run_dir), "task": task, "checkpoints": {str(s): str(p.name) for s, p in ckpts.items()},
                            "top_k": k, "seeds": []}
+    if "fqe" in rules:  # the protocol a reader needs to trust the FQE picks: how long, how many, fitted how
+        out["fqe_settings"] = {**asdict(fqe), "together": bool(together)}
     for m, seed in enumerate(seeds):
         online = dict((int(st), v) for st, v in curves[seed]["evaluations"])
         rows = [{"step": st, "online": online.get(st)} for st in steps]
@@ -76,8 +88,13 @@ def select_run(run_dir: Path | str, rules: Sequence[str] = RULES, fqe: FQEConfig
         if "fqe" in rules:
             for row in rows:
                 row["fqe"] = j[row["step"]][m]
+                if row["step"] in drifts:
+                    row["fqe_drift"] = drifts[row["step"]][m]
             picks["fqe"] = max(rows, key=lambda r: r["fqe"])["step"]
         entry: Dict[str, Any] = {"seed": seed, "rows": rows, "picks": picks}
+        unsettled = [r["step"] for r in rows if r.get("fqe_drift", 0.0) > UNSETTLED]
+        if unsettled:  # J still on its way: the order it gives is the fit's progress as much as the policies'
+            entry["fqe_unsettled"] = unsettled
         if all(r["online"] is not None for r in rows):
             best = max(r["online"] for r in rows)
             entry["best_online"] = best
@@ -149,6 +166,11 @@ def selection_table(result: Dict[str, Any]) -> List[str]:
         regret = e.get("regret")
         lines += ["", "picks: " + ", ".join(f"{rule} -> step {st}" + (f" (regret {regret[rule]:.2f})" if regret else "")
                                             for rule, st in e["picks"].items())]
+        if e.get("fqe_unsettled"):
+            worst = max(r.get("fqe_drift", 0.0) for r in e["rows"])
+            lines.append(f"FQE has not settled for {len(e['fqe_unsettled'])} of {len(e['rows'])} checkpoints (J moved by up to "
+                         f"{100 * worst:.0f}% over the last tenth of the fit; more than {100 * UNSETTLED:.0f}% is unsettled): "
+                         f"its order is not to be trusted; raise --fqe-steps")
         rho = {k: v for k, v in e.get("rank_correlation", {}).items() if v is not None}
         if rho:
             lines.append("rank correlation with the online scores (Spearman): " + ", ".join(f"{k} {v:+.2f}" for k, v in rho.items()))

@@ -108,7 +108,8 @@ def test_the_campaign_runner_continues_a_killed_trial_from_its_save(tmp_path):
                           "--fqe-steps", "200"],
                          env=_env(), capture_output=True, text=True, timeout=600)
     assert sel.returncode == 0, sel.stdout + sel.stderr
-    assert len(json.loads((trial / "fqe_cache.json").read_text())) == 6  # one entry per kept checkpoint
+    cached = json.loads((trial / "fqe_cache.json").read_text())
+    assert len(cached) == 12 and sum(k.endswith("|drift") for k in cached) == 6  # per kept checkpoint: J, and how far it still moved
     records = tmp_path / "runs.json"
     res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "campaign.py"), "collect", str(sweep), "--out", str(out),
                           "--records", str(records)], env=_env(), capture_output=True, text=True)
@@ -131,6 +132,20 @@ def test_the_campaign_runner_continues_a_killed_trial_from_its_save(tmp_path):
     report = subprocess.run([sys.executable, "-m", "dqltoolkit.cli", "report", str(records), "--reps", "100"], env=_env(),
                             capture_output=True, text=True)
     assert report.returncode == 0 and "offline: mean" in report.stdout and "offline FQE: mean" in report.stdout, report.stdout + report.stderr
+    # select again: the same protocol ranks nothing again; a changed one (a spread of checkpoints, fitted together for
+    # longer) ranks the run again and selection.json says how it was made
+    made = (trial / "selection.json").stat().st_mtime_ns
+    same = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "campaign.py"), "select", str(sweep), "--out", str(out),
+                           "--threads", "1", "--fqe-steps", "200"], env=_env(), capture_output=True, text=True, timeout=600)
+    assert same.returncode == 0 and "ranking" not in same.stdout and (trial / "selection.json").stat().st_mtime_ns == made
+    again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "campaign.py"), "select", str(sweep), "--out", str(out),
+                            "--threads", "1", "--fqe-steps", "300", "--fqe-checkpoints", "500,3000", "--fqe-together"],
+                           env=_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    doc = json.loads((trial / "selection.json").read_text())
+    assert sorted(doc["checkpoints"]) == ["3000", "500"] and doc["fqe_settings"]["steps"] == 300 and doc["fqe_settings"]["together"]
+    assert [r["step"] for r in doc["seeds"][0]["rows"]] == [500, 3000]
+    assert len(json.loads((trial / "fqe_cache.json").read_text())) == 14  # the six single fits, one fit of two together (+ drifts)
 
     # online fine-tuning from the offline trial's checkpoint at step 3000 (issue 26's hopper figure, in chunks)
     ft = _campaign(["finetune", str(sweep), "--out", str(out), "--threads", "1", "--from-step", "3000", "--timesteps", "200",

@@ -27,6 +27,12 @@ def test_member_evaluation_equals_single_seed_evaluation():
     assert per[0]["mean_return"] != per[1]["mean_return"]
     with pytest.raises(ValueError, match="1 seeds for an agent with 2 members"):
         evaluate_members(multi, _make_env, episodes=1, seeds=[3])
+    # the discounted return of the same episodes (Pendulum pays <= 0 a step): smaller in size, labelled with its gamma
+    disc = evaluate_members(multi, _make_env, episodes=3, seeds=[10, 20], gamma=0.5)
+    assert all(r["gamma"] == 0.5 and 0 > r["mean_return"] > p["mean_return"] for r, p in zip(disc, per)), (disc, per)
+    assert "gamma" not in per[0]
+    with pytest.raises(ValueError, match="gamma must be in"):
+        evaluate_members(multi, _make_env, episodes=1, seeds=[3, 4], gamma=0.0)
 
 
 def test_periodic_evaluation_logs_every_seed():
@@ -71,6 +77,10 @@ def test_every_finished_episode_is_reported_once_for_the_progress_bar():
                                      on_done=done.append)
     assert sum(done) == 4 and len(done) >= 2  # each episode once, as it ends (not all at the same step)
     assert len(set(returns.tolist())) >= 2  # CartPole pays 1 a step: the returns are the episode lengths
+    # discounted: each episode of length L is worth (1 - gamma^L) / (1 - gamma), what a value function estimates
+    disc = _first_episode_returns(lambda: gym.make("CartPole-v1"), [0, 1, 2, 3], lambda o: np.zeros(len(o), np.int64), 500,
+                                  gamma=0.9)
+    np.testing.assert_allclose(disc, (1 - 0.9 ** returns) / (1 - 0.9), rtol=1e-12)
 
 
 def test_evaluation_acts_deterministically_by_default_and_says_so():

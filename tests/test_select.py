@@ -13,7 +13,7 @@ import torch
 from dqltoolkit.agent import Agent
 from dqltoolkit.envs.bandit2d import MODE_CENTRES, mode_of
 from dqltoolkit.evaluation import evaluate
-from dqltoolkit.fqe import FQEConfig, estimate
+from dqltoolkit.fqe import FQEConfig, estimate, estimate_many
 from dqltoolkit.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +50,15 @@ def test_fqe_ranks_a_good_and_a_bad_checkpoint_of_the_bandit():
     assert traces["good"][200][0] < traces["good"][600][0]
     assert fqe["good"] > fqe["bad"] + 2.5, fqe
     assert abs(fqe["good"] - 5.0) < 1.0 and abs(fqe["bad"]) < 1.0, fqe  # a reward model where the data is
+    # both fitted side by side as members of one fit (as benchmarks/fqe_horizon.py does): same order, each value its
+    # own policy's (within what the members' different initial weights change), the trace holding both in order
+    trace = {}
+    good, bad = estimate_many([agents["good"], agents["bad"]], table, gamma=0.0, cfg=FQEConfig(steps=600, subset=5000),
+                              trace=trace, trace_every=300)
+    assert len(good) == len(bad) == 1 and trace[600] == good + bad
+    assert abs(good[0] - fqe["good"]) < 0.5 and abs(bad[0] - fqe["bad"]) < 0.5, (good, bad, fqe)
+    with pytest.raises(ValueError, match="no policies"):
+        estimate_many([], table)
 
 
 def _env():
@@ -86,6 +95,9 @@ def test_select_ranks_a_runs_kept_checkpoints_and_reports_regret(tmp_path):
         fqe_rising = e["rows"][1]["fqe"] > e["rows"][0]["fqe"]
         assert e["rank_correlation"]["fqe"] == (1.0 if fqe_rising == rising else -1.0)
         assert e["rank_correlation"]["bc"] == (1.0 if (losses[300] < losses[200]) == rising else -1.0)
+        # how far each fit's J moved over its last tenth, and the checkpoints whose fit it calls unsettled
+        assert all(r["fqe_drift"] >= 0.0 for r in e["rows"])
+        assert e.get("fqe_unsettled", []) == [r["step"] for r in e["rows"] if r["fqe_drift"] > 0.10]
     assert "rank correlation with the online scores (Spearman): bc " in sel.stdout
     # the figure: one panel per seed with the online curve, FQE's values on a second axis and both picks marked
     assert (out / "selection.png").stat().st_size > 10_000
@@ -101,6 +113,21 @@ def test_select_ranks_a_runs_kept_checkpoints_and_reports_regret(tmp_path):
         picks = [line.get_xdata()[0] for line in ax.lines if line.get_label().endswith(" pick")]
         assert picks == [e["picks"]["bc"], e["picks"]["fqe"]]
     assert sorted(ax.get_ylabel() for ax in fig.axes if not ax.get_xlabel()) == ["FQE value J", "FQE value J"]
+    # the two checkpoints fitted together (one fit, the same batches): the values estimate_many gives, recorded with how
+    together = subprocess.run([sys.executable, "-m", "dqltoolkit.cli", "select", str(out), "--fqe-steps", "150", "--threads", "1",
+                               "--checkpoints", "300,200", "--fqe-together", "--json"], env=_env(), capture_output=True, text=True)
+    assert together.returncode == 0, together.stderr
+    doc = json.loads((out / "selection.json").read_text())
+    assert doc["fqe_settings"]["steps"] == 150 and doc["fqe_settings"]["together"] is True
+    torch.set_num_threads(1)
+    table = get_task("bandit2d-v0").load_dataset()
+    want = estimate_many([Agent.load(out / "model_step200.zip"), Agent.load(out / "model_step300.zip")], table, cfg=FQEConfig(steps=150))
+    for m, e in enumerate(doc["seeds"]):
+        assert [r["fqe"] for r in e["rows"]] == [pytest.approx(want[0][m], rel=1e-5), pytest.approx(want[1][m], rel=1e-5)]
+    for bad, said in (("100,200", "no checkpoint at step(s) [100]; it has [200, 300]"), ("200,x", "--checkpoints: 'x' is not a step")):
+        res = subprocess.run([sys.executable, "-m", "dqltoolkit.cli", "select", str(out), "--checkpoints", bad, "--threads", "1"],
+                             env=_env(), capture_output=True, text=True)
+        assert res.returncode == 1 and said in res.stderr, res.stderr
 
 
 def test_select_says_what_a_run_without_kept_checkpoints_needs(tmp_path):
@@ -153,16 +180,54 @@ def test_two_rankings_of_one_run_share_the_fqe_cache_instead_of_overwriting_it(t
 
     fitted = []
 
-    def fake_estimate(agent, table, cfg):  # the other process finishes step 300 while this one fits step 100
-        fitted.append(agent)
-        if agent == str(ckpts[100]):
+    def fake_estimate_many(agents, table, cfg, trace, trace_every):  # the other process finishes step 300 meanwhile
+        assert trace_every == 1  # a tenth of the fit's 10 steps: how far J moved over the last tenth is kept
+        fitted.append(agents[0])
+        if agents[0] == str(ckpts[100]):
             cache.write_text(json.dumps({**json.loads(cache.read_text() or "{}"), key(300): [3.0], "other|entry": [9.0]}))
-        return [float(len(fitted))]
+        value = float(len(fitted))
+        trace.update({9: [0.75 * value], 10: [value]})  # J moved by a quarter of its value over the last tenth
+        return [[value]]
 
-    monkeypatch.setattr(fqe, "estimate", fake_estimate)
+    monkeypatch.setattr(fqe, "estimate_many", fake_estimate_many)
     monkeypatch.setattr(fqe.Agent, "load", staticmethod(lambda path, device="cpu": str(path)))
     cache.write_text("{}")
-    out = fqe.estimates_by_checkpoint({s: str(p) for s, p in ckpts.items()}, {}, cfg, cache=cache)
+    drifts = {}
+    out = fqe.estimates_by_checkpoint({s: str(p) for s, p in ckpts.items()}, {}, cfg, cache=cache, drifts=drifts)
     assert out == {100: [1.0], 200: [2.0], 300: [3.0]} and fitted == [str(ckpts[100]), str(ckpts[200])]
-    assert json.loads(cache.read_text()) == {key(100): [1.0], key(200): [2.0], key(300): [3.0], "other|entry": [9.0]}
+    assert drifts == {100: [0.25], 200: [0.25]}  # step 300's entry came without one
+    assert json.loads(cache.read_text()) == {key(100): [1.0], key(200): [2.0], key(300): [3.0], "other|entry": [9.0],
+                                             key(100) + "|drift": [0.25], key(200) + "|drift": [0.25]}
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_fqe_horizon_reads_members_checkpoint_by_checkpoint():
+    """benchmarks/fqe_horizon.py: the trace lists each checkpoint's seeds together; the rank correlation per seed and
+    fitting step must pair each seed's values with that seed's online scores."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fqe_horizon_under_test", ROOT / "benchmarks" / "fqe_horizon.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    # 3 checkpoints x seeds (0, 1): seed 0's J rises with the checkpoints, seed 1's falls, at step 100; at 200 both rise
+    trace = {100: [1.0, 9.0, 2.0, 8.0, 3.0, 7.0], 200: [1.0, 1.0, 2.0, 2.0, 3.0, 3.0]}
+    online = {0: [10.0, 20.0, 30.0], 1: [5.0, 6.0, 7.0]}
+    rho = mod.rank_correlations(trace, online, 3)
+    assert rho == {100: {0: 1.0, 1: -1.0}, 200: {0: 1.0, 1: 1.0}}
+
+
+def test_an_unsettled_fqe_fit_is_flagged_with_how_far_j_still_moved():
+    """J climbing 20% over the last tenth of the fit (hopper at 20,000 steps moved 20-40%) is unsettled; a few
+    percent is not; `select`'s table says which checkpoints and by how much, and what to do."""
+    from dqltoolkit.fqe import drift
+    from dqltoolkit.select_job import selection_table
+
+    assert drift({10: [1.0, 5.0], 90: [80.0, 100.0], 100: [100.0, 102.0]}) == [pytest.approx(0.2), pytest.approx(2 / 102)]
+    doc = {"seeds": [{"seed": 0, "picks": {"fqe": 200}, "fqe_unsettled": [100],
+                      "rows": [{"step": 100, "fqe": 1.0, "fqe_drift": 0.2, "online": None},
+                               {"step": 200, "fqe": 2.0, "fqe_drift": 0.02, "online": None}]}]}
+    text = "\n".join(selection_table(doc))
+    assert "FQE has not settled for 1 of 2 checkpoints (J moved by up to 20% over the last tenth of the fit" in text
+    assert "raise --fqe-steps" in text
+    doc["seeds"][0].pop("fqe_unsettled")
+    assert "not settled" not in "\n".join(selection_table(doc))

@@ -169,3 +169,19 @@ def test_the_fqe_column_picks_the_evaluation_at_the_highest_fqe_value(tmp_path):
     path.write_text(json.dumps(bad))
     with pytest.raises(RecordError, match="field 'fqe'\\[0\\]"):
         read_records(path)
+
+
+def test_the_aggregate_says_how_many_tasks_an_offline_rule_covers(tmp_path):
+    """FQE ranked on one of two tasks: its pooled row covers 1 task of 2 (and that task's runs), while the rows
+    every task has say 2 of 2; a pooled FQE row labelled as covering both tasks would read as a cross-task result."""
+    recs = [_record("alpha", s, [10 + s, 50 + s, 40 + s, 30 + s], [0.9, 0.1, 0.5, 0.7]) for s in range(2)]
+    recs += [_record("alpha", s, [15 + s, 25 + s, 35 + s, 45 + s], [0.9, 0.7, 0.5, 0.1], task="hopper-medium-replay-v2")
+             for s in range(2)]
+    for r in recs[:2]:
+        r["fqe"] = [[10_000, 1.0], [20_000, 2.0], [30_000, 3.0], [40_000, 2.5]]
+    path = write_records(recs, tmp_path / "runs.json")
+    res = CliRunner().invoke(main, ["report", str(path), "--reps", "50", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| alpha | 2 of 2 | 4 | final |" in md and "| alpha | 2 of 2 | 4 | offline |" in md
+    assert "| alpha | 1 of 2 | 2 | offline FQE |" in md

@@ -81,20 +81,33 @@ def report(paths: Tuple[Path, ...], out: Optional[Path], reps: int, seed: int, s
         click.echo(f"wrote {f}")
 
 
+def _step(text: str) -> int:
+    """One ``--checkpoints`` entry as a step; the error names the entry."""
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError(f"--checkpoints: {text.strip()!r} is not a step (a whole number such as 50000)") from None
+
+
 @main.command("select")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--rules", default="bc,fqe", show_default=True, help="Offline rules: bc (the BC-loss rule), fqe (fitted Q evaluation).")
 @click.option("--fqe-steps", type=click.IntRange(1, 1_000_000), default=2000, show_default=True, help="FQE fitting steps per checkpoint and seed.")
 @click.option("--top-k", type=click.IntRange(min=0), default=None, help="BC-loss rule's rank (default: the official code's per dataset).")
+@click.option("--checkpoints", default=None, help="Rank only these steps (comma-separated), e.g. 10000,50000,200000.")
+@click.option("--fqe-together", is_flag=True, help="Fit FQE to all ranked checkpoints in one fit, side by side (same batches).")
 @click.option("--json", "as_json", is_flag=True, help="Print selection.json instead of the tables.")
 @_threads_option
-def select(run_dir: Path, rules: str, fqe_steps: int, top_k: Optional[int], as_json: bool, threads: str) -> None:
+def select(run_dir: Path, rules: str, fqe_steps: int, top_k: Optional[int], checkpoints: Optional[str], fqe_together: bool,
+           as_json: bool, threads: str) -> None:
     """Rank a run's saved checkpoints (train --save-every N --keep-checkpoints K) without the simulator: the BC-loss
     rule and fitted Q evaluation, with each pick's regret where the run has online evaluations at those steps.
     Writes RUN_DIR/selection.json and RUN_DIR/selection.png (per seed: online scores, FQE values, each rule's pick)."""
     try:
         with _threads(threads, lambda m: click.echo(m, err=True)):
-            res = select_run(run_dir, [r.strip() for r in rules.split(",") if r.strip()], FQEConfig(steps=fqe_steps), top_k)
+            steps = None if checkpoints is None else [_step(c) for c in checkpoints.split(",") if c.strip()]
+            res = select_run(run_dir, [r.strip() for r in rules.split(",") if r.strip()], FQEConfig(steps=fqe_steps), top_k,
+                             checkpoints=steps, together=fqe_together)
     except (SelectError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
     click.echo(json.dumps(res, indent=1) if as_json else "\n".join(selection_table(res)))
