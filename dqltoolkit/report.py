@@ -640,7 +640,9 @@ def aggregate_table(scores: Dict[str, Dict[str, SeedScores]], tasks: Sequence[st
             cells += _cells(per_task, (lambda s: stats.optimality_gap(s, GAP_GAMMA),), reps, seed, mark) if gap else ["n/a"]
             count = sum(len(x) for x in per_task)
             count_text = f"{count - stopped} + {stopped}{STOPPED_MARK}" if mark else str(count)
-            covered = sum(1 for x in per_task if len(x))  # an offline rule may have scored some tasks only: say so
+            # an offline rule may have scored some tasks only: say so (final and best count the algorithm's tasks, a
+            # task whose trials all stopped early included: its row says 0 runs and the stopped mark explains why)
+            covered = sum(1 for x in per_task if len(x)) if which in OFFLINE_KINDS else len(have)
             lines.append(f"| {alg} | {covered} of {len(tasks)} | {count_text} | {SCORE_ROWS[which]} | " + " | ".join(cells) + " |")
     return lines
 
