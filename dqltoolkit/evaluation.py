@@ -30,7 +30,7 @@ def _first_episode_returns(make_env: Callable[[], gym.Env], seeds: Sequence[int]
         alive = np.ones(len(seeds), dtype=bool)
         for t in range(max_steps):
             obs, r, term, trunc, _ = venv.step(policy(obs))
-            ret += np.where(alive, r, 0.0) * (gamma ** t if gamma != 1.0 else 1.0)
+            ret += np.where(alive, r, 0.0) * gamma**t  # (1.0 ** t is exactly 1: returns unchanged)
             ended = alive & (term | trunc)
             alive &= ~ended
             if on_done is not None and ended.any():

@@ -57,10 +57,11 @@ def select_run(run_dir: Path | str, rules: Sequence[str] = RULES, fqe: FQEConfig
         raise SelectError(f"{run_dir / 'config.yaml'}: not a run's config ({exc})") from None
     ckpts = checkpoints_of_run(run_dir)
     if checkpoints is not None:
-        missing = sorted(set(int(c) for c in checkpoints) - set(ckpts))
+        wanted = sorted({int(c) for c in checkpoints})
+        missing = [c for c in wanted if c not in ckpts]
         if missing:
             raise SelectError(f"{run_dir}: no checkpoint at step(s) {missing}; it has {sorted(ckpts)}")
-        ckpts = {s: ckpts[s] for s in sorted(set(int(c) for c in checkpoints))}
+        ckpts = {s: ckpts[s] for s in wanted}
     if len(ckpts) < 2:
         raise SelectError(f"{run_dir}: {len(ckpts)} checkpoint(s) to choose from; train with --save-every N --keep-checkpoints K")
     steps = list(ckpts)
